@@ -1,0 +1,95 @@
+"""Just-in-time builds of CUDA C++ extensions, cached on disk by source and device.
+
+Plugins call :func:`load_extension` at first use (or from ``warmup``). The build directory is keyed
+by a hash of the sources, flags, torch version and target architecture, so an edit or another GPU
+builds anew and an unchanged one loads in milliseconds. The first build of a key is announced on
+stderr, since it can take minutes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from kernel_core import envs
+
+__all__ = ["load_extension", "build_dir_for"]
+
+logger = logging.getLogger(__name__)
+_LOADED: dict[str, ModuleType] = {}
+
+
+def _fingerprint(
+    sources: Sequence[Path], flags: Sequence[str], include_paths: Sequence[str], arch: str
+) -> str:
+    digest = hashlib.sha256()
+    for path in sources:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    for item in (*flags, *include_paths, arch, torch.__version__, str(torch.version.cuda)):
+        digest.update(item.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def build_dir_for(name: str, fingerprint: str) -> Path:
+    return envs.cache_dir() / "jit" / f"{name}-{fingerprint}"
+
+
+def load_extension(
+    name: str,
+    sources: Sequence[str | Path],
+    *,
+    arch: str = "sm_90a",
+    extra_cuda_cflags: Sequence[str] = (),
+    extra_cflags: Sequence[str] = (),
+    extra_include_paths: Sequence[str] = (),
+    extra_ldflags: Sequence[str] = (),
+) -> ModuleType:
+    """Build (once per source and device) and import a torch C++/CUDA extension.
+
+    ``arch`` is a real SM target such as ``sm_90a``; it becomes ``-gencode`` flags (the ``-arch``
+    shorthand also runs a plain sm_90 pass that rejects wgmma).
+    """
+    from torch.utils.cpp_extension import load
+
+    paths = [Path(s) for s in sources]
+    number = arch.removeprefix("sm_")
+    gencode = [f"-gencode=arch=compute_{number},code={arch}"]
+    cuda_flags = [*gencode, *extra_cuda_cflags]
+    key = _fingerprint(paths, [*cuda_flags, *extra_cflags], list(extra_include_paths), arch)
+    if key in _LOADED:
+        return _LOADED[key]
+    build_dir = build_dir_for(name, key)
+    first = not (build_dir / f"{name}.so").exists()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    if first:
+        print(
+            f"kernel-core: building {name} for {arch} (first use; cached in {build_dir})",
+            file=sys.stderr,
+            flush=True,
+        )
+    start = time.perf_counter()
+    module = load(
+        name=name,
+        sources=[str(p) for p in paths],
+        extra_cuda_cflags=cuda_flags,
+        extra_cflags=list(extra_cflags),
+        extra_include_paths=list(extra_include_paths),
+        extra_ldflags=list(extra_ldflags),
+        build_directory=str(build_dir),
+        verbose=False,
+    )
+    elapsed = time.perf_counter() - start
+    if first:
+        print(f"kernel-core: built {name} in {elapsed:.0f} s", file=sys.stderr, flush=True)
+    logger.debug("loaded extension %s from %s in %.2f s", name, build_dir, elapsed)
+    _LOADED[key] = module
+    return module
