@@ -1,4 +1,4 @@
-"""Entry point of kernel-core-emulation: registers its kernels with kernel-core."""
+"""Entry point of kernel-core-emulation: registers one reference kernel per family."""
 
 from collections.abc import Callable
 
@@ -7,4 +7,8 @@ from kernel_core import hookimpl
 
 @hookimpl
 def register_kernels(register: Callable[[type], None]) -> None:
-    """No kernels yet: they arrive with the plugin's issue."""
+    """Register every emulation kernel (importing them costs only the core's formats)."""
+    from kernel_core_emulation.kernels import EMULATION_KERNELS
+
+    for kernel in EMULATION_KERNELS:
+        register(kernel)
