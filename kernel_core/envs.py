@@ -32,7 +32,23 @@ __all__ = [
     "forced_kernels",
     "cache_dir",
     "tune_table_path",
+    "selection_knobs",
 ]
+
+# os.environ.get costs about a microsecond (key encoding and a KeyError on a miss); selection
+# reads its knobs on every query, so on POSIX it reads the underlying bytes dictionary directly.
+_RAW_ENVIRON = getattr(os.environ, "_data", None) if os.name == "posix" else None
+_KNOB_KEYS = (b"KERNEL_CORE_DISABLED_KERNELS", b"KERNEL_CORE_FORCE_KERNELS")
+
+
+def selection_knobs() -> tuple[object, ...]:
+    """The raw values of the knobs selection depends on, cheap enough for a cache key."""
+    if _RAW_ENVIRON is not None:
+        return (_RAW_ENVIRON.get(_KNOB_KEYS[0]), _RAW_ENVIRON.get(_KNOB_KEYS[1]))
+    return (
+        os.environ.get("KERNEL_CORE_DISABLED_KERNELS"),
+        os.environ.get("KERNEL_CORE_FORCE_KERNELS"),
+    )
 
 
 def _names(variable: str) -> tuple[str, ...]:

@@ -12,7 +12,6 @@ state, knobs), so a repeated query is a dictionary lookup.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -204,8 +203,7 @@ def explain(
         compute_capability,
         platform,
         registry.state,
-        os.environ.get("KERNEL_CORE_DISABLED_KERNELS"),
-        os.environ.get("KERNEL_CORE_FORCE_KERNELS"),
+        envs.selection_knobs(),
         force if isinstance(force, str | None) else tuple(force),
     )
     cached = _cache.get(key)
