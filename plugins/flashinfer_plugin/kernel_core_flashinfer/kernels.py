@@ -1,0 +1,184 @@
+"""The plugin's two kernels: per-tensor FP8 (``bmm_fp8``) and 128x128-block FP8
+(``fp8_blockscale_gemm_sm90``). Checks never import flashinfer; the ops module is imported on
+first use, so registering and selecting stay cheap on machines without a GPU."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+from types import ModuleType
+
+import torch
+
+from kernel_core.families.fp8 import FP8ScaledMMLinearKernel, FP8ScaledMMLinearLayerConfig
+from kernel_core.families.fp8_block import Fp8BlockLinearLayerConfig, Fp8BlockScaledMMLinearKernel
+from kernel_core.kernel import Priority
+from kernel_core.params import replace_parameter
+from kernel_core_flashinfer.environment import flashinfer, platform_problem
+
+__all__ = ["FlashInferFp8ScaledMMLinearKernel", "FlashInferFp8BlockScaledMMLinearKernel"]
+
+logger = logging.getLogger(__name__)
+
+
+def _ops() -> ModuleType:
+    return importlib.import_module("kernel_core_flashinfer.ops")
+
+
+def _triton_problem() -> str | None:
+    if importlib.util.find_spec("triton") is None:
+        return "triton is not installed (the activation quantizers are Triton kernels)"
+    return None
+
+
+def _check_input(name: str, x: torch.Tensor, k: int, dtype: torch.dtype) -> None:
+    if x.shape[-1] != k or x.dtype != dtype:
+        raise ValueError(
+            f"{name}.apply_weights: expected x of shape [..., {k}] and dtype "
+            f"{str(dtype).removeprefix('torch.')}, found {list(x.shape)} "
+            f"{str(x.dtype).removeprefix('torch.')}"
+        )
+
+
+def _as_scalar_scale(scale: torch.Tensor) -> torch.Tensor:
+    """``[]`` or ``[1]`` -> a contiguous fp32 ``[1]``: what ``bmm_fp8`` reads through a pointer."""
+    return scale.detach().reshape(1).to(torch.float32).contiguous()
+
+
+class FlashInferFp8ScaledMMLinearKernel(FP8ScaledMMLinearKernel):
+    """W8A8 FP8 with one weight scale and one activation scale (static or dynamic), through
+    FlashInfer's ``bmm_fp8`` (cuBLASLt). SM89 and up."""
+
+    name = "FlashInferFp8ScaledMMLinearKernel"
+    priority = Priority.LIBRARY
+    platforms = frozenset({"cuda"})
+
+    @classmethod
+    def is_supported(cls, compute_capability: int | None = None) -> tuple[bool, str | None]:
+        problem = platform_problem(compute_capability, minimum=89) or _triton_problem()
+        return problem is None, problem
+
+    @classmethod
+    def can_implement(cls, config: FP8ScaledMMLinearLayerConfig) -> tuple[bool, str | None]:
+        if config.activation_mode != "w8a8":
+            return False, (
+                f"activation_mode={config.activation_mode!r}: bmm_fp8 multiplies two FP8 "
+                "operands; W8A16 (16-bit activations) is not supported"
+            )
+        if config.weight_scale_granularity != "tensor":
+            return False, (
+                f"weight_scale_granularity={config.weight_scale_granularity!r}: bmm_fp8 takes one "
+                "scalar scale per operand (cuBLASLt scale pointers); per-channel is not supported"
+            )
+        if config.input_scale_granularity != "tensor":
+            return False, (
+                f"input_scale_granularity={config.input_scale_granularity!r}: bmm_fp8 takes one "
+                "scalar activation scale; per-token is not supported"
+            )
+        if config.out_dtype not in (torch.bfloat16, torch.float16):
+            return False, f"out_dtype={config.out_dtype}: bmm_fp8 writes bfloat16 or float16 only"
+        n, k = config.weight_shape
+        if n % 16 or k % 16:
+            return False, f"N={n} and K={k} must be multiples of 16 (cuBLASLt FP8 alignment)"
+        return True, None
+
+    @classmethod
+    def warmup(cls, compute_capability: int | None = None) -> None:
+        """Build (or load) FlashInfer's ``gemm`` JIT module, which holds ``bmm_fp8``."""
+        flashinfer()
+        from flashinfer.gemm.gemm_base import get_gemm_module
+
+        get_gemm_module()
+
+    def process_weights_after_loading(self, layer: torch.nn.Module) -> None:
+        params = self.validate_layer(layer)
+        replace_parameter(layer, "weight", params["weight"].detach().contiguous())
+        replace_parameter(layer, "weight_scale", _as_scalar_scale(params["weight_scale"]))
+        if "input_scale" in params:
+            replace_parameter(layer, "input_scale", _as_scalar_scale(params["input_scale"]))
+        self._op = _ops().fp8_per_tensor_mm
+
+    def apply_weights(
+        self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        n, k = self.config.weight_shape
+        _check_input(self.name, x, k, self.config.act_dtype)
+        rows = x.reshape(-1, k).contiguous()
+        out = self._op(
+            rows, layer.weight, layer.weight_scale, getattr(layer, "input_scale", None), bias,
+            self.config.out_dtype,
+        )
+        return out.reshape(*x.shape[:-1], n)
+
+
+class FlashInferFp8BlockScaledMMLinearKernel(Fp8BlockScaledMMLinearKernel):
+    """DeepSeek-style FP8 (128x128 weight blocks, 1x128 dynamic activation groups) through
+    FlashInfer's ``fp8_blockscale_gemm_sm90``; SM90 only; bf16 in and out."""
+
+    name = "FlashInferFp8BlockScaledMMLinearKernel"
+    priority = Priority.LIBRARY
+    platforms = frozenset({"cuda"})
+
+    @classmethod
+    def is_supported(cls, compute_capability: int | None = None) -> tuple[bool, str | None]:
+        problem = platform_problem(compute_capability, exactly=90) or _triton_problem()
+        return problem is None, problem
+
+    @classmethod
+    def can_implement(cls, config: Fp8BlockLinearLayerConfig) -> tuple[bool, str | None]:
+        n, k = config.weight_shape
+        if config.out_dtype != torch.bfloat16:
+            return False, (
+                f"out_dtype={config.out_dtype}: fp8_blockscale_gemm_sm90 always writes bfloat16 "
+                "bits (a float16 output would be accepted and silently hold bf16 bit patterns)"
+            )
+        if config.act_dtype != torch.bfloat16:
+            return False, (
+                f"act_dtype={config.act_dtype}: fp8_blockscale_gemm_sm90 quantizes bfloat16 "
+                "activations only"
+            )
+        if k % 128:
+            return False, f"K={k} must be a multiple of 128 (fp8_blockscale_gemm_sm90)"
+        if n % 64:
+            return False, f"N={n} must be a multiple of 64 (fp8_blockscale_gemm_sm90)"
+        return True, None
+
+    @classmethod
+    def warmup(cls, compute_capability: int | None = None) -> None:
+        """Build (or load) FlashInfer's ``fp8_blockscale_gemm_90`` JIT module. The DeepGEMM
+        kernels it compiles per (N, K, tile config) are built on the first call of each shape."""
+        _ops().blockscale_runner()
+
+    def _check_not_per_row(self, layer: torch.nn.Module) -> None:
+        """The trap: FlashInfer accepts ``[N, K/128]`` (1x128, per-row) weight scales, but its
+        kernels read one scale per 128 rows, so such a tensor is misread, not an error."""
+        n, k = self.config.weight_shape
+        scale = getattr(layer, "weight_scale", None)
+        if (
+            isinstance(scale, torch.Tensor)
+            and tuple(scale.shape) == (n, k // 128)
+            and n != -(-n // 128)
+        ):
+            raise ValueError(
+                f"{type(layer).__name__}.weight_scale: expected one scale per 128x128 block, "
+                f"shape [{-(-n // 128)}, {k // 128}], found per-row (1x128) scales "
+                f"{list(scale.shape)}; fp8_blockscale_gemm_sm90 would read them as block "
+                "scales (row n // 128), giving wrong results. Requantize with 128x128 blocks"
+            )
+
+    def process_weights_after_loading(self, layer: torch.nn.Module) -> None:
+        self._check_not_per_row(layer)
+        params = self.validate_layer(layer)
+        replace_parameter(layer, "weight", params["weight"].detach().contiguous())
+        replace_parameter(layer, "weight_scale", params["weight_scale"].detach().contiguous())
+        self._op = _ops().fp8_block_mm
+
+    def apply_weights(
+        self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        n, k = self.config.weight_shape
+        _check_input(self.name, x, k, torch.bfloat16)
+        rows = x.reshape(-1, k).contiguous()
+        out = self._op(rows, layer.weight, layer.weight_scale, bias)
+        return out.reshape(*x.shape[:-1], n)
