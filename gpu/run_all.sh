@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The one GPU job: install carried wheels, install the project, build, run every GPU test and
+# benchmark, and leave JSON/PNG results under $OUT. Run from the repository root on the GPU machine:
+#
+#     bash gpu/run_all.sh [tests] [marlin] [cutlass] [flashinfer] [tune]     (default: all)
+#
+# Each part's own script writes into $OUT/<part>/; at the end everything is also packed into
+# $OUT/results.tgz, because the device tool returns at most 8 files.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+: "${OUT:?set OUT to a writable directory}"
+parts=("$@")
+[ ${#parts[@]} -eq 0 ] && parts=(tests marlin cutlass flashinfer tune)
+
+export PYTHONUNBUFFERED=1 MAX_JOBS=${MAX_JOBS:-16}
+export KERNEL_CORE_CACHE_DIR=${KERNEL_CORE_CACHE_DIR:-$ROOT/.cache/kernel-core}
+mkdir -p "$KERNEL_CORE_CACHE_DIR" "$OUT/logs"
+
+if compgen -G ".whl/*.whl" >/dev/null; then
+    echo "== installing carried wheels" >&2
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+echo "== installing kernel-core and its plugins (no dependencies: the image has them)" >&2
+python3 -m pip install -q --no-deps --no-build-isolation -e . -e plugins/emulation_plugin \
+    -e plugins/marlin_plugin -e plugins/cutlass_plugin -e plugins/flashinfer_plugin || exit 1
+
+{
+    echo "git_revision: $(git rev-parse HEAD 2>/dev/null || cat .git_revision 2>/dev/null)"
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+    python3 -c 'import torch, triton; print("torch", torch.__version__, "cuda", torch.version.cuda, "triton", triton.__version__)'
+    nvcc --version | tail -1
+} > "$OUT/environment.txt" 2>&1
+cat "$OUT/environment.txt" >&2
+
+status=0
+run_part() {
+    local name=$1; shift
+    echo "== $name" >&2
+    local start=$SECONDS
+    mkdir -p "$OUT/$name"
+    if OUT="$OUT/$name" "$@" > "$OUT/logs/$name.log" 2>&1; then
+        echo "== $name passed in $((SECONDS - start)) s" >&2
+    else
+        echo "== $name FAILED (exit $?) after $((SECONDS - start)) s; tail of its log:" >&2
+        tail -30 "$OUT/logs/$name.log" >&2
+        status=1
+    fi
+}
+
+for part in "${parts[@]}"; do
+    case $part in
+        tests) run_part tests python3 -m pytest -q -m gpu -p no:cacheprovider tests plugins ;;
+        marlin) run_part marlin bash plugins/marlin_plugin/gpu/run_gpu.sh ;;
+        cutlass) run_part cutlass bash plugins/cutlass_plugin/gpu/run_gpu.sh ;;
+        flashinfer) run_part flashinfer bash plugins/flashinfer_plugin/gpu/run_gpu.sh ;;
+        tune) run_part tune bash gpu/tune_llama70b.sh ;;
+        *) echo "unknown part $part" >&2; status=2 ;;
+    esac
+done
+
+tar -czf /tmp/results.tgz -C "$OUT" --exclude=results.tgz . && mv /tmp/results.tgz "$OUT/results.tgz"
+echo "== done (status $status); results in \$OUT/results.tgz" >&2
+exit $status
