@@ -1,0 +1,100 @@
+// DeepSeek-style FP8 GEMM: activations scaled per 1x128 group, weights per 128x128 block.
+//
+// The mainloop is CUTLASS's SM90 blockwise-scaling collective: it applies As[m, j] * Bs[n/128, j]
+// to each 128-deep partial sum in FP32 registers, so the scales never touch the FP8 operands. The
+// epilogue only adds the bias. Both operands are K-major; the scales are MN-major (the only
+// layout the SM90 collective reads): x_scale [k/128, m_pad], w_scale [k/128, n/128].
+#include "scaled_mm_sm90.cuh"
+
+namespace kernel_core_cutlass {
+
+template <class ElementD, class Tile, class MainloopSchedule, class EpilogueSchedule>
+struct BlockScaledMmSm90 {
+  using ElementAB = cutlass::float_e4m3_t;
+  using LayoutA = cutlass::layout::RowMajor;
+  using LayoutB = cutlass::layout::ColumnMajor;
+  using LayoutD = cutlass::layout::RowMajor;
+  static constexpr int kAlignAB = 16;
+  static constexpr int kAlignD = 16 / sizeof(ElementD);
+  using Cluster = Shape<_1, _1, _1>;
+
+  using ScaleConfig = cutlass::detail::Sm90BlockwiseScaleConfig<1, 128, 128>;
+  using LayoutSFA = decltype(ScaleConfig::deduce_layoutSFA());
+  using LayoutSFB = decltype(ScaleConfig::deduce_layoutSFB());
+
+  // out = acc + bias[n] (a null bias reads as 0)
+  using Tree = cutlass::epilogue::fusion::Sm90EVT<
+      cutlass::epilogue::fusion::Sm90Compute<cutlass::plus, ElementD, float, cutlass::FloatRoundStyle::round_to_nearest>,
+      cutlass::epilogue::fusion::Sm90AccFetch, PerColVector<Tile, ElementD>>;
+
+  using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Tile, Cluster,
+      cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, LayoutD, kAlignD, ElementD,
+      LayoutD, kAlignD, EpilogueSchedule, Tree>::CollectiveOp;
+
+  using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, ElementAB, cute::tuple<LayoutA, LayoutSFA>,
+      kAlignAB, ElementAB, cute::tuple<LayoutB, LayoutSFB>, kAlignAB, float, Tile, Cluster,
+      cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(
+          sizeof(typename Epilogue::SharedStorage))>,
+      MainloopSchedule>::CollectiveOp;
+
+  using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue,
+                                                      cutlass::gemm::PersistentScheduler>;
+  using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
+
+  static const char* run(BlockScaledMmArgs const& a) {
+    using StrideA = typename Gemm::GemmKernel::StrideA;
+    using StrideB = typename Gemm::GemmKernel::StrideB;
+    using StrideD = typename Gemm::GemmKernel::StrideD;
+    StrideA stride_a = cutlass::make_cute_packed_stride(StrideA{}, {a.m, a.k, 1});
+    StrideB stride_b = cutlass::make_cute_packed_stride(StrideB{}, {a.n, a.k, 1});
+    StrideD stride_d = cutlass::make_cute_packed_stride(StrideD{}, {a.m, a.n, 1});
+    int const k_blocks = a.k / 128;
+    // The activation scales' leading dimension is m_pad (16-byte rows for the scale TMA), not m.
+    LayoutSFA layout_sfa = make_layout(
+        make_shape(make_shape(_1{}, a.m), make_shape(_128{}, k_blocks), 1),
+        make_stride(make_stride(_0{}, _1{}), make_stride(_0{}, a.m_pad), a.m_pad * k_blocks));
+    LayoutSFB layout_sfb = ScaleConfig::tile_atom_to_shape_SFB(make_shape(a.m, a.n, a.k, 1));
+
+    typename PerColVector<Tile, ElementD>::StrideMNL bias_stride{};
+    get<1>(bias_stride) = true;
+    typename Gemm::Arguments args{
+        cutlass::gemm::GemmUniversalMode::kGemm,
+        {a.m, a.n, a.k, 1},
+        {static_cast<ElementAB const*>(a.x), stride_a, static_cast<ElementAB const*>(a.w), stride_b,
+         a.x_scale, layout_sfa, a.w_scale, layout_sfb},
+        {{{}, {static_cast<ElementD const*>(a.bias), ElementD(0), bias_stride}, {}},
+         nullptr, stride_d, static_cast<ElementD*>(a.out), stride_d},
+    };
+    args.hw_info.device_id = a.device;
+    args.hw_info.sm_count = a.sm_count;
+    return launch<Gemm>(args, a.workspace, a.workspace_bytes, a.stream);
+  }
+};
+
+template <class ElementD>
+const char* dispatch_block_scaled_mm(int config, BlockScaledMmArgs const& a) {
+  switch (config) {
+    case kBlockPingpong64x128:
+      return BlockScaledMmSm90<ElementD, Shape<_64, _128, _128>,
+                               cutlass::gemm::KernelTmaWarpSpecializedPingpongFP8Blockwise,
+                               cutlass::epilogue::TmaWarpSpecialized>::run(a);
+    case kBlockCooperative128x128:
+      return BlockScaledMmSm90<ElementD, Shape<_128, _128, _128>,
+                               cutlass::gemm::KernelTmaWarpSpecializedCooperativeFP8Blockwise,
+                               cutlass::epilogue::TmaWarpSpecializedCooperative>::run(a);
+    default:
+      return "unknown block tile configuration id";
+  }
+}
+
+const char* fp8_block_scaled_mm_bf16(int config, BlockScaledMmArgs const& args) {
+  return dispatch_block_scaled_mm<cutlass::bfloat16_t>(config, args);
+}
+
+const char* fp8_block_scaled_mm_f16(int config, BlockScaledMmArgs const& args) {
+  return dispatch_block_scaled_mm<cutlass::half_t>(config, args);
+}
+
+}  // namespace kernel_core_cutlass

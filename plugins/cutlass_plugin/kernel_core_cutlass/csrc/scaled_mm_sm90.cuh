@@ -1,0 +1,167 @@
+// W8A8 scaled GEMMs on SM90 built from CUTLASS 3.x collectives.
+//
+// out[m, n] = s_tok[m] * s_ch[n] * (acc[m, n] + zp_neg[m] * colsum[n]) + bias[n]
+// with acc = A_q[m, :] . W_q[n, :]. The scales, the zero-point correction and the bias are one
+// epilogue visitor tree (EVT), so the accumulator is read once and D is written once.
+//
+// Every scale vector uses a *dynamic* broadcast stride: stride true = one value per row/column,
+// false = the first element for all (per-tensor). One instantiation then serves per-tensor and
+// per-channel weights and static per-tensor or dynamic per-token activations. A null zero-point
+// or bias pointer reads as 0 (symmetric activations, no bias).
+//
+// SwapAB computes out^T = W_q . A_q^T: for small M the weight's N fills the 64-row wgmma side and
+// M becomes the narrow tile side. The output is then written column-major, which is out row-major.
+//
+// This header includes CUTLASS only (no torch): the .cu files compile anywhere nvcc does.
+#pragma once
+
+#include <cstdint>
+#include <cuda_runtime.h>
+
+#include <cute/tensor.hpp>
+#include <cutlass/cutlass.h>
+#include <cutlass/epilogue/collective/collective_builder.hpp>
+#include <cutlass/epilogue/fusion/sm90_callbacks_tma_warpspecialized.hpp>
+#include <cutlass/gemm/collective/collective_builder.hpp>
+#include <cutlass/gemm/device/gemm_universal_adapter.h>
+#include <cutlass/gemm/kernel/gemm_universal.hpp>
+#include <cutlass/util/packed_stride.hpp>
+
+#include "scaled_mm_api.h"
+
+namespace kernel_core_cutlass {
+
+using namespace cute;
+
+// Shared by every GEMM: checks, workspace, launch. Returns nullptr or a static error text.
+template <class Gemm>
+const char* launch(typename Gemm::Arguments& args, void* workspace, size_t workspace_bytes,
+                   int64_t stream) {
+  Gemm gemm;
+  if (gemm.can_implement(args) != cutlass::Status::kSuccess) {
+    return "CUTLASS can_implement refused the problem (alignment or shape)";
+  }
+  if (Gemm::get_workspace_size(args) > workspace_bytes) {
+    return "the shared workspace is smaller than this GEMM needs";
+  }
+  auto cuda_stream = reinterpret_cast<cudaStream_t>(stream);
+  if (gemm.initialize(args, workspace, cuda_stream) != cutlass::Status::kSuccess) {
+    return "CUTLASS initialize failed";
+  }
+  if (gemm.run(cuda_stream) != cutlass::Status::kSuccess) {
+    return "CUTLASS kernel launch failed";
+  }
+  return nullptr;
+}
+
+// Broadcasts in the (M, N) frame of the CUTLASS problem. `PerRow` varies with M, `PerCol` with N.
+template <class Tile, class Element>
+using PerRowVector = cutlass::epilogue::fusion::Sm90ColBroadcast<0, Tile, Element, float, Stride<bool, _0, _0>>;
+template <class Tile, class Element>
+using PerColVector = cutlass::epilogue::fusion::Sm90RowBroadcast<0, Tile, Element, float, Stride<_0, bool, _0>>;
+
+template <class Tile, class ElementD, bool SwapAB>
+struct ScaledEpilogueTree {
+  // With SwapAB the problem's rows are weight channels and its columns are tokens.
+  using TokenVector = std::conditional_t<SwapAB, PerColVector<Tile, float>, PerRowVector<Tile, float>>;
+  using ChannelVector = std::conditional_t<SwapAB, PerRowVector<Tile, float>, PerColVector<Tile, float>>;
+  using ChannelBias = std::conditional_t<SwapAB, PerRowVector<Tile, ElementD>, PerColVector<Tile, ElementD>>;
+
+  using Acc = cutlass::epilogue::fusion::Sm90AccFetch;
+  template <class Element>
+  using MulAdd = cutlass::epilogue::fusion::Sm90Compute<cutlass::homogeneous_multiply_add, Element, float,
+                                                        cutlass::FloatRoundStyle::round_to_nearest>;
+  using Mul = cutlass::epilogue::fusion::Sm90Compute<cutlass::multiplies, float, float,
+                                                     cutlass::FloatRoundStyle::round_to_nearest>;
+
+  // corrected = zp_neg[tok] * colsum[ch] + acc
+  using Corrected = cutlass::epilogue::fusion::Sm90EVT<MulAdd<float>, TokenVector, ChannelVector, Acc>;
+  // channel_scaled = s_ch[ch] * corrected
+  using ChannelScaled = cutlass::epilogue::fusion::Sm90EVT<Mul, ChannelVector, Corrected>;
+  // out = s_tok[tok] * channel_scaled + bias[ch]
+  using Tree = cutlass::epilogue::fusion::Sm90EVT<MulAdd<ElementD>, TokenVector, ChannelScaled, ChannelBias>;
+
+  static typename Tree::Arguments arguments(ScaledMmArgs const& a) {
+    using TokenStride = typename TokenVector::StrideMNL;
+    using ChannelStride = typename ChannelVector::StrideMNL;
+    using BiasStride = typename ChannelBias::StrideMNL;
+    auto token = [&](float const* ptr, bool per_token) {
+      TokenStride stride{};
+      if constexpr (SwapAB) { get<1>(stride) = per_token; } else { get<0>(stride) = per_token; }
+      return typename TokenVector::Arguments{ptr, 0.f, stride};
+    };
+    auto channel = [&](float const* ptr, bool per_channel) {
+      ChannelStride stride{};
+      if constexpr (SwapAB) { get<0>(stride) = per_channel; } else { get<1>(stride) = per_channel; }
+      return typename ChannelVector::Arguments{ptr, 0.f, stride};
+    };
+    BiasStride bias_stride{};
+    if constexpr (SwapAB) { get<0>(bias_stride) = true; } else { get<1>(bias_stride) = true; }
+    return typename Tree::Arguments{
+        token(a.token_scale, a.token_scale_per_row),
+        {
+            channel(a.channel_scale, a.channel_scale_per_col),
+            {token(a.token_zp_neg, a.token_zp_per_row), channel(a.channel_colsum, true), {}, {}},
+            {},
+        },
+        {static_cast<ElementD const*>(a.bias), ElementD(0), bias_stride},
+        {},
+    };
+  }
+};
+
+template <class ElementAB, class ElementD, class Tile, class Cluster, class MainloopSchedule,
+          class EpilogueSchedule, bool SwapAB>
+struct ScaledMmSm90 {
+  using ElementAcc = std::conditional_t<std::is_same_v<ElementAB, int8_t>, int32_t, float>;
+  // A is (rows, K) K-major; B is (K, cols) stored as (cols, K) K-major, i.e. column-major.
+  using LayoutA = cutlass::layout::RowMajor;
+  using LayoutB = cutlass::layout::ColumnMajor;
+  using LayoutD = std::conditional_t<SwapAB, cutlass::layout::ColumnMajor, cutlass::layout::RowMajor>;
+  static constexpr int kAlignAB = 16 / sizeof(ElementAB);
+  static constexpr int kAlignD = 16 / sizeof(ElementD);
+
+  using Tree = ScaledEpilogueTree<Tile, ElementD, SwapAB>;
+
+  using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Tile, Cluster,
+      cutlass::epilogue::collective::EpilogueTileAuto, ElementAcc, float, void, LayoutD, kAlignD,
+      ElementD, LayoutD, kAlignD, EpilogueSchedule, typename Tree::Tree>::CollectiveOp;
+
+  using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, ElementAB, LayoutA, kAlignAB, ElementAB,
+      LayoutB, kAlignAB, ElementAcc, Tile, Cluster,
+      cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(
+          sizeof(typename Epilogue::SharedStorage))>,
+      MainloopSchedule>::CollectiveOp;
+
+  using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue,
+                                                      cutlass::gemm::PersistentScheduler>;
+  using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
+
+  static const char* run(ScaledMmArgs const& a) {
+    // The CUTLASS problem: rows x cols x K; with SwapAB rows are the weight's N.
+    int const rows = SwapAB ? a.n : a.m;
+    int const cols = SwapAB ? a.m : a.n;
+    auto const* ptr_rows = static_cast<ElementAB const*>(SwapAB ? a.w : a.x);
+    auto const* ptr_cols = static_cast<ElementAB const*>(SwapAB ? a.x : a.w);
+    using StrideA = typename Gemm::GemmKernel::StrideA;
+    using StrideB = typename Gemm::GemmKernel::StrideB;
+    using StrideD = typename Gemm::GemmKernel::StrideD;
+    StrideA stride_a = cutlass::make_cute_packed_stride(StrideA{}, {rows, a.k, 1});
+    StrideB stride_b = cutlass::make_cute_packed_stride(StrideB{}, {cols, a.k, 1});
+    StrideD stride_d = cutlass::make_cute_packed_stride(StrideD{}, {rows, cols, 1});
+
+    typename Gemm::Arguments args{
+        cutlass::gemm::GemmUniversalMode::kGemm,
+        {rows, cols, a.k, 1},
+        {ptr_rows, stride_a, ptr_cols, stride_b},
+        {Tree::arguments(a), nullptr, stride_d, static_cast<ElementD*>(a.out), stride_d},
+    };
+    args.hw_info.device_id = a.device;
+    args.hw_info.sm_count = a.sm_count;
+    return launch<Gemm>(args, a.workspace, a.workspace_bytes, a.stream);
+  }
+};
+
+}  // namespace kernel_core_cutlass

@@ -1,0 +1,183 @@
+"""The CUTLASS GEMMs as ``kernel_core_cutlass::`` custom ops, and the JIT build behind them.
+
+The extension is built on first use through :func:`kernel_core.jit.load_extension` (cached on
+disk by source and device, announced on stderr); :func:`build` triggers it ahead of time. The
+tile configuration is chosen per call from M by :mod:`kernel_core_cutlass.tiles`.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import shutil
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from kernel_core.jit import load_extension
+from kernel_core_cutlass.tiles import block_scaled_mm_tile, scaled_mm_tile
+
+__all__ = [
+    "CSRC",
+    "SOURCES",
+    "cutlass_include_dirs",
+    "toolchain_problem",
+    "build",
+    "workspace_for",
+    "scaled_mm",
+    "block_scaled_mm",
+]
+
+CSRC = Path(__file__).parent / "csrc"
+#: The binding first, then one translation unit per (operand, output) type pair so ninja builds
+#: them in parallel.
+SOURCES = (
+    CSRC / "bindings.cpp",
+    CSRC / "fp8_scaled_mm_bf16.cu",
+    CSRC / "fp8_scaled_mm_f16.cu",
+    CSRC / "int8_scaled_mm_bf16.cu",
+    CSRC / "int8_scaled_mm_f16.cu",
+    CSRC / "fp8_block_scaled_mm.cu",
+)
+#: Flags of every CUTLASS translation unit (the compile test in CI uses the same).
+NVCC_FLAGS = ("-O3", "-std=c++17", "--expt-relaxed-constexpr", "-DNDEBUG")
+#: Bytes of the per-device workspace shared by every layer. The persistent data-parallel tile
+#: scheduler needs none today; the C++ side refuses a GEMM that would need more than this.
+WORKSPACE_BYTES = 1 << 20
+_EXTENSION_NAME = "kernel_core_cutlass_sm90"
+
+
+def cutlass_include_dirs() -> tuple[Path, Path] | None:
+    """The CUTLASS headers shipped inside the ``nvidia-cutlass`` wheel, or None if absent."""
+    spec = importlib.util.find_spec("cutlass_library")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    root = Path(next(iter(spec.submodule_search_locations))) / "source"
+    dirs = (root / "include", root / "tools" / "util" / "include")
+    if not (dirs[0] / "cutlass" / "cutlass.h").is_file():
+        return None
+    return dirs
+
+
+def _nvcc() -> str | None:
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    if CUDA_HOME and (Path(CUDA_HOME) / "bin" / "nvcc").is_file():
+        return str(Path(CUDA_HOME) / "bin" / "nvcc")
+    return shutil.which("nvcc")
+
+
+def toolchain_problem() -> str | None:
+    """Why the extension cannot be built here (None: it can)."""
+    if _nvcc() is None:
+        return "nvcc not found (set CUDA_HOME or put nvcc on PATH); the CUTLASS kernels are built just in time"
+    if cutlass_include_dirs() is None:
+        return "CUTLASS headers not found: install the nvidia-cutlass wheel (pip install nvidia-cutlass)"
+    if importlib.util.find_spec("triton") is None:
+        return "triton is not installed (the activation quantizers are Triton kernels)"
+    return None
+
+
+@functools.cache
+def build() -> ModuleType:
+    """Build (first use on this source and device) and import the extension."""
+    problem = toolchain_problem()
+    if problem:
+        raise RuntimeError(problem)
+    include, util = cutlass_include_dirs()  # type: ignore[misc]
+    return load_extension(
+        _EXTENSION_NAME,
+        SOURCES,
+        arch="sm_90a",
+        extra_cuda_cflags=NVCC_FLAGS,
+        extra_cflags=("-O3", "-std=c++17"),
+        extra_include_paths=(str(CSRC), str(include), str(util)),
+    )
+
+
+_WORKSPACES: dict[torch.device, torch.Tensor] = {}
+
+
+def workspace_for(device: torch.device) -> torch.Tensor:
+    """The one workspace of ``device``, shared by all layers (allocated on first request)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    if device not in _WORKSPACES:
+        _WORKSPACES[device] = torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device=device)
+    return _WORKSPACES[device]
+
+
+@functools.cache
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+@torch.library.custom_op("kernel_core_cutlass::scaled_mm", mutates_args=())
+def scaled_mm(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    token_scale: torch.Tensor,
+    channel_scale: torch.Tensor,
+    token_zp_neg: torch.Tensor | None,
+    channel_colsum: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    workspace: torch.Tensor,
+    out_dtype: torch.dtype,
+    tile: int = -1,
+) -> torch.Tensor:
+    """``token_scale[m] * channel_scale[n] * (x_q @ w_q^T - zp[m] * colsum[n]) + bias[n]``.
+
+    ``x`` (M, K) and ``w`` (N, K), both float8_e4m3fn or both int8; scales fp32 with 1 or M/N
+    elements; ``token_zp_neg`` (-zero point, fp32, 1 or M elements) only for asymmetric int8.
+    ``tile=-1`` lets :func:`~kernel_core_cutlass.tiles.scaled_mm_tile` choose.
+    """
+    m, n = x.shape[0], w.shape[0]
+    out = torch.empty((m, n), dtype=out_dtype, device=x.device)
+    if m == 0:
+        return out
+    if tile < 0:
+        tile = int(scaled_mm_tile(m, n))
+    build().scaled_mm(
+        out, x, w, token_scale, channel_scale, token_zp_neg, channel_colsum, bias, workspace,
+        tile, _sm_count(x.device.index), torch.cuda.current_stream(x.device).cuda_stream,
+    )
+    return out
+
+
+@scaled_mm.register_fake
+def _(x, w, token_scale, channel_scale, token_zp_neg, channel_colsum, bias, workspace, out_dtype,
+      tile=-1):
+    return x.new_empty((x.shape[0], w.shape[0]), dtype=out_dtype)
+
+
+@torch.library.custom_op("kernel_core_cutlass::block_scaled_mm", mutates_args=())
+def block_scaled_mm(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    x_scale: torch.Tensor,
+    w_scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    workspace: torch.Tensor,
+    out_dtype: torch.dtype,
+    tile: int = -1,
+) -> torch.Tensor:
+    """``out[m, n] = sum_j x_scale[j, m] * w_scale[j, n // 128] * (x[m, blk j] . w[n, blk j])``
+    (+ bias). ``x_scale`` is [K/128, m_pad] and ``w_scale`` [K/128, ceil(N/128)], both MN-major."""
+    m, n = x.shape[0], w.shape[0]
+    out = torch.empty((m, n), dtype=out_dtype, device=x.device)
+    if m == 0:
+        return out
+    if tile < 0:
+        tile = int(block_scaled_mm_tile(m, n))
+    build().block_scaled_mm(
+        out, x, w, x_scale, w_scale, bias, workspace, tile, _sm_count(x.device.index),
+        torch.cuda.current_stream(x.device).cuda_stream,
+    )
+    return out
+
+
+@block_scaled_mm.register_fake
+def _(x, w, x_scale, w_scale, bias, workspace, out_dtype, tile=-1):
+    return x.new_empty((x.shape[0], w.shape[0]), dtype=out_dtype)

@@ -1,0 +1,319 @@
+"""Activation quantization on the GPU (Triton), each a ``kernel_core_cutlass::`` custom op.
+
+The formulas are those of ``kernel_core.formats`` (the reference): scales are decode multipliers,
+codes are ``x / scale`` (FP8: clamped to +-448 then cast with round-to-nearest-even; int8:
+rounded half-to-even, plus the zero point, saturated). Buffers are allocated per call by the
+caching allocator and dropped when the GEMM has read them: nothing is kept between calls.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernel_core.formats.fp8 import FP8_E4M3_MAX, FP8_GROUP_AMAX_FLOOR, FP8_MIN_SCALE
+from kernel_core.formats.int8 import INT8_AMAX_FLOOR
+
+__all__ = [
+    "quantize_fp8_per_token",
+    "quantize_fp8_static",
+    "quantize_fp8_per_tensor",
+    "quantize_int8_per_token",
+    "quantize_int8_static",
+    "quantize_fp8_per_group",
+    "GROUP_SCALE_ROW_ALIGN",
+]
+
+#: The per-group scales are stored ``[K/128, m_pad]`` with ``m_pad`` a multiple of this, so each
+#: row of scales is 16-byte aligned for the GEMM's scale TMA.
+GROUP_SCALE_ROW_ALIGN = 4
+
+
+def _row_block(k: int) -> int:
+    """Columns per step of the row kernels: the whole row up to 4096, so decode is one pass."""
+    return min(triton.next_power_of_2(k), 4096)
+
+
+@triton.jit
+def _round_half_even(v):
+    r = tl.floor(v + 0.5)
+    tie = (r - v) == 0.5
+    odd = (r - 2.0 * tl.floor(r * 0.5)) != 0.0
+    return tl.where(tie & odd, r - 1.0, r)
+
+
+@triton.jit
+def _row_range_kernel(x_ptr, lo_ptr, hi_ptr, K, BLOCK: tl.constexpr, WANT_MIN: tl.constexpr):
+    """Per row: max |x| (WANT_MIN False) or (min, max) (WANT_MIN True)."""
+    row = tl.program_id(0)
+    base = x_ptr + row.to(tl.int64) * K
+    hi = tl.zeros((BLOCK,), tl.float32) - float("inf")
+    lo = tl.zeros((BLOCK,), tl.float32) + float("inf")
+    for start in range(0, K, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        mask = cols < K
+        v = tl.load(base + cols, mask=mask, other=0.0).to(tl.float32)
+        if WANT_MIN:
+            hi = tl.maximum(hi, tl.where(mask, v, -float("inf")))
+            lo = tl.minimum(lo, tl.where(mask, v, float("inf")))
+        else:
+            hi = tl.maximum(hi, tl.where(mask, tl.abs(v), 0.0))
+    tl.store(hi_ptr + row, tl.max(hi, axis=0))
+    if WANT_MIN:
+        tl.store(lo_ptr + row, tl.min(lo, axis=0))
+
+
+@triton.jit
+def _fp8_rows_kernel(
+    x_ptr, q_ptr, scale_ptr, amax_ptr, K, min_scale,
+    BLOCK: tl.constexpr, PER_ROW: tl.constexpr, DYNAMIC: tl.constexpr,
+):
+    """One program per row. DYNAMIC: scale = max(amax / 448, min_scale) from amax_ptr (per row or
+    one for the tensor) and stored; static: the scale is read from scale_ptr[0]."""
+    row = tl.program_id(0)
+    idx = row if PER_ROW else 0
+    if DYNAMIC:
+        scale = tl.maximum(tl.load(amax_ptr + idx) / 448.0, min_scale)
+        if PER_ROW:
+            tl.store(scale_ptr + row, scale)
+        else:
+            tl.store(scale_ptr, scale, mask=row == 0)
+    else:
+        scale = tl.load(scale_ptr)
+    base = row.to(tl.int64) * K
+    for start in range(0, K, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        mask = cols < K
+        v = tl.load(x_ptr + base + cols, mask=mask, other=0.0).to(tl.float32)
+        q = tl.clamp(v / scale, -448.0, 448.0)
+        tl.store(q_ptr + base + cols, q.to(tl.float8e4nv), mask=mask)
+
+
+@triton.jit
+def _int8_rows_kernel(
+    x_ptr, q_ptr, scale_ptr, zp_ptr, zp_neg_ptr, lo_ptr, hi_ptr, K, floor,
+    BLOCK: tl.constexpr, DYNAMIC: tl.constexpr, SYMMETRIC: tl.constexpr,
+):
+    """One program per row. Dynamic: the scale (and zero point) come from the row's range and
+    are stored; the negated zero point is also stored as float for the GEMM epilogue."""
+    row = tl.program_id(0)
+    if DYNAMIC:
+        if SYMMETRIC:
+            scale = tl.maximum(tl.load(hi_ptr + row), floor) / 127.0
+            zp = 0.0
+        else:
+            lo = tl.load(lo_ptr + row)
+            scale = tl.maximum(tl.load(hi_ptr + row) - lo, floor) / 255.0
+            zp = _round_half_even(-128.0 - lo / scale)
+            tl.store(zp_ptr + row, zp.to(tl.int32))
+            tl.store(zp_neg_ptr + row, -zp)
+        tl.store(scale_ptr + row, scale)
+    else:
+        scale = tl.load(scale_ptr)
+        if SYMMETRIC:
+            zp = 0.0
+        else:
+            zp = tl.load(zp_ptr).to(tl.float32)
+    base = row.to(tl.int64) * K
+    for start in range(0, K, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        mask = cols < K
+        v = tl.load(x_ptr + base + cols, mask=mask, other=0.0).to(tl.float32)
+        q = tl.clamp(_round_half_even(v / scale) + zp, -128.0, 127.0)
+        tl.store(q_ptr + base + cols, q.to(tl.int8), mask=mask)
+
+
+@triton.jit
+def _fp8_groups_kernel(
+    x_ptr, q_ptr, scale_ptr, K, M_PAD, floor,
+    GROUP: tl.constexpr, GROUPS_PER_PROGRAM: tl.constexpr,
+):
+    """Program (row, chunk): GROUPS_PER_PROGRAM groups of GROUP columns; scales go to
+    scale[group, row] (M-major, leading dimension M_PAD)."""
+    row = tl.program_id(0)
+    g0 = tl.program_id(1) * GROUPS_PER_PROGRAM
+    groups = g0 + tl.arange(0, GROUPS_PER_PROGRAM)
+    cols = groups[:, None] * GROUP + tl.arange(0, GROUP)[None, :]
+    mask = cols < K
+    base = row.to(tl.int64) * K
+    v = tl.load(x_ptr + base + cols, mask=mask, other=0.0).to(tl.float32)
+    amax = tl.maximum(tl.max(tl.abs(v), axis=1), floor)
+    scale = amax / 448.0
+    q = tl.clamp(v / scale[:, None], -448.0, 448.0)
+    tl.store(q_ptr + base + cols, q.to(tl.float8e4nv), mask=mask)
+    tl.store(scale_ptr + groups.to(tl.int64) * M_PAD + row, scale, mask=groups * GROUP < K)
+
+
+def _check_2d(x: torch.Tensor) -> tuple[int, int]:
+    if x.dim() != 2:
+        raise ValueError(f"x: expected a 2-D (tokens, K) tensor, found shape {list(x.shape)}")
+    return x.shape[0], x.shape[1]
+
+
+# --- FP8 -------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("kernel_core_cutlass::quantize_fp8_per_token", mutates_args=())
+def quantize_fp8_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dynamic per-token FP8: ``(q [M, K] e4m3, scale [M] fp32)``."""
+    m, k = _check_2d(x)
+    x = x.contiguous()
+    q = torch.empty((m, k), dtype=torch.float8_e4m3fn, device=x.device)
+    scale = torch.empty((m,), dtype=torch.float32, device=x.device)
+    if m:
+        amax = torch.empty((m,), dtype=torch.float32, device=x.device)
+        block = _row_block(k)
+        _row_range_kernel[(m,)](x, amax, amax, k, BLOCK=block, WANT_MIN=False, num_warps=8)
+        _fp8_rows_kernel[(m,)](
+            x, q, scale, amax, k, FP8_MIN_SCALE, BLOCK=block, PER_ROW=True, DYNAMIC=True,
+            num_warps=8,
+        )
+    return q, scale
+
+
+@torch.library.custom_op("kernel_core_cutlass::quantize_fp8_per_tensor", mutates_args=())
+def quantize_fp8_per_tensor(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dynamic per-tensor FP8: ``(q [M, K] e4m3, scale [1] fp32)``."""
+    m, k = _check_2d(x)
+    x = x.contiguous()
+    q = torch.empty((m, k), dtype=torch.float8_e4m3fn, device=x.device)
+    scale = torch.full((1,), FP8_MIN_SCALE, dtype=torch.float32, device=x.device)
+    if m:
+        row_amax = torch.empty((m,), dtype=torch.float32, device=x.device)
+        block = _row_block(k)
+        _row_range_kernel[(m,)](x, row_amax, row_amax, k, BLOCK=block, WANT_MIN=False, num_warps=8)
+        amax = row_amax.amax().reshape(1)
+        _fp8_rows_kernel[(m,)](
+            x, q, scale, amax, k, FP8_MIN_SCALE, BLOCK=block, PER_ROW=False, DYNAMIC=True,
+            num_warps=8,
+        )
+    return q, scale
+
+
+@torch.library.custom_op("kernel_core_cutlass::quantize_fp8_static", mutates_args=())
+def quantize_fp8_static(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Static per-tensor FP8 with the checkpoint's decode ``scale`` (one element)."""
+    m, k = _check_2d(x)
+    x = x.contiguous()
+    q = torch.empty((m, k), dtype=torch.float8_e4m3fn, device=x.device)
+    if m:
+        _fp8_rows_kernel[(m,)](
+            x, q, scale, scale, k, FP8_MIN_SCALE, BLOCK=_row_block(k), PER_ROW=False,
+            DYNAMIC=False, num_warps=8,
+        )
+    return q
+
+
+@torch.library.custom_op("kernel_core_cutlass::quantize_fp8_per_group", mutates_args=())
+def quantize_fp8_per_group(x: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dynamic FP8 per token and ``group`` columns: ``(q [M, K], scale [K/group, m_pad])``,
+    the scale M-major (the layout the block-scaled GEMM reads); columns >= M are padding."""
+    m, k = _check_2d(x)
+    if k % group:
+        raise ValueError(f"x: expected K divisible by the group size {group}, found K={k}")
+    x = x.contiguous()
+    m_pad = -(-max(m, 1) // GROUP_SCALE_ROW_ALIGN) * GROUP_SCALE_ROW_ALIGN
+    q = torch.empty((m, k), dtype=torch.float8_e4m3fn, device=x.device)
+    scale = torch.empty((k // group, m_pad), dtype=torch.float32, device=x.device)
+    if m:
+        per_program = 8
+        grid = (m, triton.cdiv(k // group, per_program))
+        _fp8_groups_kernel[grid](
+            x, q, scale, k, m_pad, FP8_GROUP_AMAX_FLOOR, GROUP=group,
+            GROUPS_PER_PROGRAM=per_program, num_warps=4,
+        )
+    return q, scale
+
+
+# --- INT8 ------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("kernel_core_cutlass::quantize_int8_per_token", mutates_args=())
+def quantize_int8_per_token(
+    x: torch.Tensor, symmetric: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Dynamic per-token int8: ``(q, scale [M], zero_point [M] int32, -zero_point [M] fp32)``;
+    symmetric: the zero-point tensors are empty (``[0]``)."""
+    m, k = _check_2d(x)
+    x = x.contiguous()
+    q = torch.empty((m, k), dtype=torch.int8, device=x.device)
+    scale = torch.empty((m,), dtype=torch.float32, device=x.device)
+    zp_rows = 0 if symmetric else m
+    zp = torch.empty((zp_rows,), dtype=torch.int32, device=x.device)
+    zp_neg = torch.empty((zp_rows,), dtype=torch.float32, device=x.device)
+    if m:
+        hi = torch.empty((m,), dtype=torch.float32, device=x.device)
+        lo = hi if symmetric else torch.empty((m,), dtype=torch.float32, device=x.device)
+        block = _row_block(k)
+        _row_range_kernel[(m,)](x, lo, hi, k, BLOCK=block, WANT_MIN=not symmetric, num_warps=8)
+        _int8_rows_kernel[(m,)](
+            x, q, scale, zp, zp_neg, lo, hi, k, INT8_AMAX_FLOOR, BLOCK=block, DYNAMIC=True,
+            SYMMETRIC=symmetric, num_warps=8,
+        )
+    return q, scale, zp, zp_neg
+
+
+@torch.library.custom_op("kernel_core_cutlass::quantize_int8_static", mutates_args=())
+def quantize_int8_static(
+    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None
+) -> torch.Tensor:
+    """Static per-tensor int8 with the checkpoint's ``scale`` (and ``zero_point``, int32)."""
+    m, k = _check_2d(x)
+    x = x.contiguous()
+    q = torch.empty((m, k), dtype=torch.int8, device=x.device)
+    if m:
+        symmetric = zero_point is None
+        zp = scale if symmetric else zero_point
+        _int8_rows_kernel[(m,)](
+            x, q, scale, zp, scale, scale, scale, k, INT8_AMAX_FLOOR, BLOCK=_row_block(k),
+            DYNAMIC=False, SYMMETRIC=symmetric, num_warps=8,
+        )
+    return q
+
+
+# --- fake (meta) implementations: shapes only, for torch.compile ------------------------------
+
+
+@quantize_fp8_per_token.register_fake
+def _(x):
+    return x.new_empty(x.shape, dtype=torch.float8_e4m3fn), x.new_empty(
+        (x.shape[0],), dtype=torch.float32
+    )
+
+
+@quantize_fp8_per_tensor.register_fake
+def _(x):
+    return x.new_empty(x.shape, dtype=torch.float8_e4m3fn), x.new_empty((1,), dtype=torch.float32)
+
+
+@quantize_fp8_static.register_fake
+def _(x, scale):
+    return x.new_empty(x.shape, dtype=torch.float8_e4m3fn)
+
+
+@quantize_fp8_per_group.register_fake
+def _(x, group):
+    m, k = x.shape
+    m_pad = (m + GROUP_SCALE_ROW_ALIGN - 1) // GROUP_SCALE_ROW_ALIGN * GROUP_SCALE_ROW_ALIGN
+    m_pad = torch.sym_max(m_pad, GROUP_SCALE_ROW_ALIGN)
+    return x.new_empty(x.shape, dtype=torch.float8_e4m3fn), x.new_empty(
+        (k // group, m_pad), dtype=torch.float32
+    )
+
+
+@quantize_int8_per_token.register_fake
+def _(x, symmetric):
+    m = x.shape[0]
+    zp_rows = 0 if symmetric else m
+    return (
+        x.new_empty(x.shape, dtype=torch.int8),
+        x.new_empty((m,), dtype=torch.float32),
+        x.new_empty((zp_rows,), dtype=torch.int32),
+        x.new_empty((zp_rows,), dtype=torch.float32),
+    )
+
+
+@quantize_int8_static.register_fake
+def _(x, scale, zero_point):
+    return x.new_empty(x.shape, dtype=torch.int8)
