@@ -142,7 +142,10 @@ def test_mxfp4_representable_values_round_trip_exactly() -> None:
 
 @pytest.mark.parametrize(
     ("amax", "exponent"),
-    [(6.0, 127), (1.0, 125), (6.99, 127), (7.0, 128), (7.5, 128), (0.75, 124), (3.0, 126), (1.75, 126)],
+    [
+        (6.0, 127), (1.0, 125), (6.99, 127), (7.0, 128), (7.5, 128), (0.75, 124), (3.0, 126),
+        (1.75, 126),
+    ],
 )
 def test_mxfp4_shared_exponent(amax: float, exponent: int) -> None:
     # floor(log2(amax rounded at 1.75)) - 2, biased by 127.

@@ -100,7 +100,9 @@ def as_scale_tensor(name: str, value: torch.Tensor | float, device: torch.device
     becomes ``[1]``)."""
     if isinstance(value, torch.Tensor):
         if not value.is_floating_point():
-            raise ValueError(f"{name}: expected a floating-point scale, found {dtype_name(value.dtype)}")
+            raise ValueError(
+                f"{name}: expected a floating-point scale, found {dtype_name(value.dtype)}"
+            )
         return value.to(device=device, dtype=torch.float32)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{name}: expected a float or a tensor, found {type(value).__name__}")

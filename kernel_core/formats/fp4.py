@@ -194,7 +194,8 @@ def dequantize_nvfp4(
     global_scale: torch.Tensor | float,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """``e2m1(q) * fp32(block_scale[..., k // 16]) * global_scale``, in fp32, returned in ``dtype``."""
+    """``e2m1(q) * fp32(block_scale[..., k // 16]) * global_scale``, computed in fp32, returned
+    in ``dtype``."""
     check_dtype("packed", packed, (torch.uint8,))
     check_dtype("block_scale", block_scale, (torch.float8_e4m3fn,))
     blocks = _code_blocks(packed, NVFP4_GROUP)

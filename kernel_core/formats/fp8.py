@@ -107,7 +107,9 @@ def _check_block(block: tuple[int, int]) -> tuple[int, int]:
     return int(block[0]), int(block[1])
 
 
-def _expand_block_scale(scale: torch.Tensor, block: tuple[int, int], n: int, k: int) -> torch.Tensor:
+def _expand_block_scale(
+    scale: torch.Tensor, block: tuple[int, int], n: int, k: int
+) -> torch.Tensor:
     """``[ceil(N/bn), ceil(K/bk)]`` -> ``[N, K]`` (a view when no edge block is partial)."""
     bn, bk = block
     nb, kb = scale.shape

@@ -99,7 +99,9 @@ def _contiguous_groups(k: int, group_size: int) -> int:
     if group_size == -1:
         return 1
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size <= 0:
-        raise ValueError(f"group_size: expected -1 (channelwise) or a positive int, found {group_size!r}")
+        raise ValueError(
+            f"group_size: expected -1 (channelwise) or a positive int, found {group_size!r}"
+        )
     check_divisible("weight", k, group_size, f"in_features (K) with group_size={group_size}")
     return k // group_size
 
@@ -272,7 +274,9 @@ def pack_along_k(codes: torch.Tensor, bits: int) -> torch.Tensor:
     check_ndim("codes", codes, min_ndim=1)
     length = codes.shape[-1]
     if codes.numel() and int(codes.max()) >= 2**bits:
-        raise ValueError(f"codes: expected values below 2**{bits} = {2**bits}, found {int(codes.max())}")
+        raise ValueError(
+            f"codes: expected values below 2**{bits} = {2**bits}, found {int(codes.max())}"
+        )
     words = _words_per_line(length, bits)
     position = torch.arange(length, device=codes.device, dtype=torch.int64) * bits
     word_index, offset = position // 32, position % 32
@@ -384,7 +388,8 @@ def pack_awq(codes: torch.Tensor) -> torch.Tensor:
     """AWQ ``qweight`` (or ``qzeros``): 4-bit codes ``uint8 [K, N]`` -> ``int32 [K, N/8]``.
 
     Packed along N (AWQ stores the weight K-major) with AWQ's interleave: slot ``j`` (bits
-    ``4j .. 4j+3``) of word ``c`` holds column ``8c + AWQ_PACK_ORDER[j]`` = ``8c + [0,2,4,6,1,3,5,7][j]``.
+    ``4j .. 4j+3``) of word ``c`` holds column ``8c + AWQ_PACK_ORDER[j]``, i.e.
+    ``8c + [0,2,4,6,1,3,5,7][j]``.
     """
     check_dtype("codes", codes, (torch.uint8,))
     check_ndim("codes", codes, ndim=2)

@@ -262,7 +262,9 @@ def dequantize_weight(
     if family == "fp8":
         return dequantize_fp8(p["weight"], p["weight_scale"], dtype=dtype)
     if family == "fp8_block":
-        return dequantize_fp8_block(p["weight"], p["weight_scale"], config.weight_block, dtype=dtype)
+        return dequantize_fp8_block(
+            p["weight"], p["weight_scale"], config.weight_block, dtype=dtype
+        )
     if family == "nvfp4":
         return dequantize_nvfp4(
             p["weight"], p["weight_scale"], p["weight_global_scale"], dtype=dtype
@@ -281,7 +283,8 @@ def make_layer(
     g_idx: torch.Tensor | None = None,
     input_amax: float | None = None,
 ) -> torch.nn.Module:
-    """A bare ``torch.nn.Module`` holding ``config``'s contract parameters (``requires_grad=False``).
+    """A bare ``torch.nn.Module`` holding ``config``'s contract parameters as
+    ``Parameter(requires_grad=False)``.
 
     Without ``weight``, one is drawn as ``randn * REFERENCE_WEIGHT_STD`` from a CPU generator seeded
     with ``seed`` (the same values on every device). The float weight before quantization is kept
