@@ -21,6 +21,9 @@ from kernel_core.formats import (
     dequantize_weight,
     make_act_order_g_idx,
     make_layer,
+    qdq_mxfp4,
+    qdq_mxfp8,
+    qdq_nvfp4,
     quantize_weight,
     unpack_along_k,
 )
@@ -199,3 +202,22 @@ def test_static_input_scales() -> None:
 def test_layer_bad_input(call, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_per_call_paths_trace_without_graph_breaks() -> None:
+    """The emulation kernels call these on every forward under torch.compile(fullgraph=True)."""
+    mp = MPLinearLayerConfig(weight_shape=(32, 256), weight_type=u4, zero_points=True,
+                             group_size=64, has_g_idx=True)
+    nvfp4 = NvFp4LinearLayerConfig(weight_shape=(32, 256))
+    mp_layer, nvfp4_layer = make_layer(mp), make_layer(nvfp4)
+    global_scale = nvfp4_layer.input_global_scale
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        w = dequantize_weight(mp, mp_layer, x.dtype)
+        w = w + dequantize_weight(nvfp4, nvfp4_layer, x.dtype)
+        return qdq_nvfp4(x, global_scale) @ w.t() + qdq_mxfp4(x) @ w.t() + qdq_mxfp8(x) @ w.t()
+
+    torch._dynamo.reset()
+    compiled = torch.compile(forward, backend="eager", fullgraph=True)
+    x = torch.randn(4, 256, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    assert torch.equal(compiled(x), forward(x))

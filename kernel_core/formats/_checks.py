@@ -84,14 +84,13 @@ def broadcast_row_scale(
         return scale.reshape(())
     if tuple(scale.shape) == tuple(data.shape[:-1]):
         return scale.unsqueeze(-1)
-    try:
-        torch.broadcast_shapes(scale.shape, data.shape)
-    except RuntimeError:
+    trailing = data.shape[data.dim() - scale.dim():] if scale.dim() <= data.dim() else None
+    if trailing is None or any(s not in (1, d) for s, d in zip(scale.shape, trailing)):
         raise ValueError(
             f"{name}: shape {list(scale.shape)} does not broadcast against data of shape "
             f"{list(data.shape)}; expected one element, one per row {list(data.shape[:-1])}, "
             "or a broadcastable shape"
-        ) from None
+        )
     return scale
 
 
