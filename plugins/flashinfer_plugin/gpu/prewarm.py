@@ -1,0 +1,68 @@
+"""Compile ahead, in parallel, the DeepGEMM kernels ``fp8_blockscale_gemm_sm90`` builds at run time.
+
+The kernel runs nvcc once per (N, K, tile config), and the tile config depends on M, the first time
+each is called. Those compiles are serial inside one process; their cubins land in
+``TRTLLM_DG_CACHE_DIR``, which every process reads. So several worker processes, each calling the
+kernel on a slice of the (N, K, M) list, fill the cache for the tests, the accuracy sweep and the
+benchmark that follow. Also compiles the plugin's Triton kernels for the same shapes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import multiprocessing
+import sys
+import time
+
+SHAPES_M = {
+    # accuracy sweep
+    (4096, 7168): (1, 2, 4, 8, 16, 31, 32, 33, 64, 128, 256, 512, 1024, 4096, 8192),
+    (7168, 18432): (1, 2, 4, 8, 16, 31, 32, 33, 64, 128, 256, 512, 1024, 4096, 8192),
+    # benchmark
+    (18432, 7168): (1, 16, 64, 128, 256, 1024, 4096),
+    (2112, 7168): (1, 16, 64, 128, 256, 1024, 4096),
+    # tests and the conformance kit's quick grid
+    (576, 1024): (1, 16, 31, 32, 100, 257),
+    (64, 128): (1, 33, 257),
+    (256, 512): (1, 33, 257),
+    (192, 384): (1, 33, 257),
+}
+
+
+def _work(items: list[tuple[int, int, int]]) -> list[str]:
+    import torch
+
+    from kernel_core_flashinfer import ops
+
+    done = []
+    for n, k, m in items:
+        x = torch.randn(m, k, device="cuda").to(torch.bfloat16)
+        w = torch.randn(n, k, device="cuda").to(torch.float8_e4m3fn)
+        s = torch.ones(-(-n // 128), k // 128, device="cuda")
+        t0 = time.perf_counter()
+        ops.fp8_block_mm_flashinfer(x, w, s)
+        ops.fp8_block_mm_fallback(x, w, s)
+        torch.cuda.synchronize()
+        done.append(f"N={n} K={k} M={m}: {time.perf_counter() - t0:.1f} s")
+    return done
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=8)
+    args = parser.parse_args()
+    items = [(n, k, m) for (n, k), ms in SHAPES_M.items() for m in ms]
+    slices = [items[i :: args.workers] for i in range(args.workers)]
+    start = time.perf_counter()
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=context) as pool:
+        for lines in pool.map(_work, slices):
+            for line in lines:
+                print(line, file=sys.stderr)
+    print(f"prewarm: {len(items)} calls in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The FlashInfer plugin's whole GPU job, run from the repository root on the GPU machine:
+# install the carried wheels (.whl/) and the repo, build FlashInfer's JIT modules, compile the
+# DeepGEMM kernels in parallel, then the accuracy sweep, the GPU tests (conformance kit included)
+# and the benchmark. Results go to $OUT (or ./gpu-out). Steps: STEPS="accuracy tests bench".
+# A prebuilt cache (.fi_cache/, carried; see README) skips the builds.
+set -uo pipefail
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+STEPS=${STEPS:-"accuracy tests bench"}
+export PYTHONUNBUFFERED=1 MAX_JOBS=16
+export KERNEL_CORE_CACHE_DIR=/tmp/kernel-core-cache
+log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/log.txt" >&2; }
+
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+python3 -m pip install -q --no-deps --no-build-isolation -e . -e plugins/flashinfer_plugin || exit 1
+log "installed: $(python3 -c 'import flashinfer, torch; print(flashinfer.__version__, torch.__version__)' 2>&1 | tail -1)"
+
+# A carried cache: prebuilt JIT modules load as FlashInfer AOT artifacts; DeepGEMM cubins as is.
+if [ -f .fi_cache/fi_cache.tar.gz ]; then
+  mkdir -p "$KERNEL_CORE_CACHE_DIR/flashinfer" /tmp/fi_aot
+  tar -xzf .fi_cache/fi_cache.tar.gz -C /tmp/fi_aot
+  for so in /tmp/fi_aot/aot/*.so; do
+    name=$(basename "$so" .so)
+    mkdir -p "/tmp/site/flashinfer/data/aot/$name" && cp "$so" "/tmp/site/flashinfer/data/aot/$name/"
+  done
+  [ -d /tmp/fi_aot/deep_gemm ] && cp -r /tmp/fi_aot/deep_gemm "$KERNEL_CORE_CACHE_DIR/flashinfer/"
+  log "carried cache unpacked: $(ls /tmp/site/flashinfer/data/aot) $(ls $KERNEL_CORE_CACHE_DIR/flashinfer/deep_gemm/cache 2>/dev/null | wc -l) cubins"
+fi
+
+log "warmup (JIT builds)"
+python3 -c 'from kernel_core_flashinfer.kernels import FlashInferFp8ScaledMMLinearKernel as K; K.warmup()' 2>&1 | tail -3 &
+python3 -c 'from kernel_core_flashinfer.kernels import FlashInferFp8BlockScaledMMLinearKernel as K; K.warmup()' 2>&1 | tail -3
+wait
+log "warmup done"
+python3 plugins/flashinfer_plugin/gpu/prewarm.py --workers 8 2>&1 | tail -4 | tee -a "$OUT/log.txt"
+log "prewarm done"
+
+DEVICE=$(python3 -c 'import torch; n=torch.cuda.get_device_name().lower(); print("h200" if "h200" in n else "h100" if "h100" in n else n.split()[-1])')
+for step in $STEPS; do
+  case $step in
+    accuracy)
+      python3 plugins/flashinfer_plugin/gpu/accuracy_vs_m.py --time \
+        --out "$OUT/flashinfer-accuracy-vs-m-$DEVICE-2026-11-22.json" 2>&1 | tee -a "$OUT/log.txt" ;;
+    tests)
+      python3 -m pytest -q -x plugins/flashinfer_plugin/tests -p no:cacheprovider 2>&1 \
+        | tail -40 | tee -a "$OUT/log.txt" ;;
+    bench)
+      python3 benchmarks/bench_flashinfer.py --out "$OUT/flashinfer-$DEVICE-2026-11-22.json" 2>&1 \
+        | tee -a "$OUT/log.txt" ;;
+  esac
+  log "$step done"
+done
+
+# Bring the builds back (small enough to carry next time): JIT .so files and DeepGEMM cubins.
+base=$KERNEL_CORE_CACHE_DIR/flashinfer
+mkdir -p /tmp/fi_pack/aot
+find "$base" -path '*cached_ops*' -name '*.so' -exec cp {} /tmp/fi_pack/aot/ \; 2>/dev/null
+cp /tmp/site/flashinfer/data/aot/*/*.so /tmp/fi_pack/aot/ 2>/dev/null
+[ -d "$base/deep_gemm" ] && cp -r "$base/deep_gemm" /tmp/fi_pack/ && rm -rf /tmp/fi_pack/deep_gemm/tmp
+tar -czf "$OUT/fi_cache.tar.gz" -C /tmp/fi_pack . && log "cache: $(du -h "$OUT/fi_cache.tar.gz" | cut -f1)"

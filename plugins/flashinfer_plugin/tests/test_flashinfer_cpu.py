@@ -1,0 +1,352 @@
+"""CPU tests of the FlashInfer plugin: registration, refusal reasons, trap checks, environment.
+
+None of these needs a GPU or flashinfer itself; where flashinfer's presence matters it is faked.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import kernel_core
+from kernel_core import FP8ScaledMMLinearLayerConfig, Fp8BlockLinearLayerConfig, Priority
+from kernel_core.formats.fp8 import quantize_fp8, quantize_fp8_block
+from kernel_core_flashinfer import environment
+from kernel_core_flashinfer.kernels import (
+    FlashInferFp8BlockScaledMMLinearKernel as BlockKernel,
+)
+from kernel_core_flashinfer.kernels import FlashInferFp8ScaledMMLinearKernel as Fp8Kernel
+
+KERNELS = (Fp8Kernel, BlockKernel)
+
+
+def fp8_config(**fields) -> FP8ScaledMMLinearLayerConfig:
+    base = dict(
+        weight_shape=(256, 512), weight_scale_granularity="tensor", input_scale="dynamic",
+        input_scale_granularity="tensor",
+    )
+    base.update(fields)
+    return FP8ScaledMMLinearLayerConfig(**base)
+
+
+def block_config(**fields) -> Fp8BlockLinearLayerConfig:
+    base = dict(weight_shape=(576, 1024))
+    base.update(fields)
+    return Fp8BlockLinearLayerConfig(**base)
+
+
+# -- registration ---------------------------------------------------------------------------
+
+
+def test_plugin_registers_both_kernels() -> None:
+    record = next(p for p in kernel_core.registry.plugins() if p.name == "flashinfer")
+    assert record.error is None
+    assert set(record.kernels) == {k.name for k in KERNELS}
+    for kernel in KERNELS:
+        assert kernel_core.registry.get(kernel.name) is kernel
+        assert kernel.provider == "flashinfer"
+        assert kernel.priority == Priority.LIBRARY
+        assert kernel.platforms == frozenset({"cuda"})
+    assert Fp8Kernel.family == "fp8" and BlockKernel.family == "fp8_block"
+
+
+def test_registering_imports_neither_flashinfer_nor_triton() -> None:
+    code = textwrap.dedent(
+        """
+        import sys, kernel_core
+        kernel_core.registry.kernels()
+        from kernel_core import explain, Fp8BlockLinearLayerConfig
+        explain(Fp8BlockLinearLayerConfig(weight_shape=(256, 512)), 90, platform="cuda")
+        print(sorted(m for m in ("flashinfer", "triton", "kernel_core_flashinfer.ops")
+                     if m in sys.modules))
+        """
+    )
+    env = dict(os.environ, KERNEL_CORE_PLUGINS="flashinfer")  # other plugins may load triton
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+# -- platform refusals ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_no_gpu_is_refused_with_reason(kernel) -> None:
+    ok, reason = kernel.is_supported(None)
+    assert not ok and "no CUDA device" in reason
+
+
+def test_capability_gates() -> None:
+    ok, reason = Fp8Kernel.is_supported(80)
+    assert not ok and ">= 89" in reason and "80" in reason
+    ok, reason = BlockKernel.is_supported(89)
+    assert not ok and "90 exactly" in reason
+    ok, reason = BlockKernel.is_supported(100)
+    assert not ok and "found 100" in reason
+
+
+@pytest.fixture
+def fake_toolkit(monkeypatch, tmp_path):
+    """A CUDA toolkit as far as the checks can tell, whatever this machine has."""
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "include").mkdir()
+    (tmp_path / "bin" / "nvcc").write_text("")
+    (tmp_path / "include" / "cuda_runtime.h").write_text("")
+    monkeypatch.setenv("CUDA_HOME", str(tmp_path))
+    return tmp_path
+
+
+@pytest.mark.parametrize("kernel,cc", [(Fp8Kernel, 90), (Fp8Kernel, 89), (BlockKernel, 90)])
+def test_missing_flashinfer_is_refused_with_reason(kernel, cc, monkeypatch, fake_toolkit) -> None:
+    real = environment.importlib.util.find_spec
+    monkeypatch.setattr(
+        environment.importlib.util, "find_spec",
+        lambda name, *a: None if name == "flashinfer" else real(name, *a),
+    )
+    ok, reason = kernel.is_supported(cc)
+    assert not ok and "flashinfer-python is not installed" in reason
+
+
+def test_untested_flashinfer_release_is_refused(monkeypatch, fake_toolkit) -> None:
+    pytest.importorskip("packaging")
+    real = environment.importlib.util.find_spec
+    monkeypatch.setattr(
+        environment.importlib.util, "find_spec",
+        lambda name, *a: object() if name == "flashinfer" else real(name, *a),
+    )
+    monkeypatch.setattr(environment.importlib.metadata, "version", lambda name: "0.6.6")
+    ok, reason = Fp8Kernel.is_supported(90)
+    assert not ok and "0.6.6" in reason and "0.7.2.post1" in reason
+    monkeypatch.setattr(environment.importlib.metadata, "version", lambda name: "0.7.2.post1")
+    assert Fp8Kernel.is_supported(90) == (True, None)
+    assert BlockKernel.is_supported(90) == (True, None)
+
+
+def test_missing_toolkit_is_refused(monkeypatch) -> None:
+    monkeypatch.delenv("CUDA_HOME", raising=False)
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    monkeypatch.setattr(environment, "find_cuda_home", lambda: None)
+    ok, reason = BlockKernel.is_supported(90)
+    assert not ok and "nvcc" in reason
+
+
+# -- the traps, in can_implement -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fields,needle",
+    [
+        ({"weight_shape": (576 + 32, 1024)}, "multiple of 64"),
+        ({"weight_shape": (576, 1024 + 64)}, "multiple of 128"),
+        ({"out_dtype": torch.float16}, "bfloat16 bits"),
+        ({"out_dtype": torch.float32}, "always writes bfloat16"),
+        ({"act_dtype": torch.float16, "out_dtype": torch.bfloat16}, "bfloat16 activations only"),
+    ],
+)
+def test_block_kernel_refuses_trap_configs(fields, needle) -> None:
+    ok, reason = BlockKernel.can_implement(block_config(**fields))
+    assert not ok and needle in reason
+    with pytest.raises(kernel_core.KernelConfigError, match=needle):
+        BlockKernel(block_config(**fields))
+
+
+def test_block_kernel_accepts_aligned_bf16() -> None:
+    for shape in ((576, 1024), (64, 128), (7168, 18432)):
+        assert BlockKernel.can_implement(block_config(weight_shape=shape)) == (True, None)
+
+
+@pytest.mark.parametrize(
+    "fields,needle",
+    [
+        ({"weight_scale_granularity": "channel"}, "per-channel"),
+        ({"input_scale_granularity": "token"}, "per-token"),
+        ({"activation_mode": "w8a16"}, "W8A16"),
+        ({"out_dtype": torch.float32}, "bfloat16 or float16"),
+        ({"weight_shape": (256, 520)}, "multiples of 16"),
+    ],
+)
+def test_fp8_kernel_refuses_with_reason(fields, needle) -> None:
+    ok, reason = Fp8Kernel.can_implement(fp8_config(**fields))
+    assert not ok and needle in reason
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+@pytest.mark.parametrize("out_dtype", [torch.bfloat16, torch.float16])
+def test_fp8_kernel_accepts_per_tensor(mode, out_dtype) -> None:
+    assert Fp8Kernel.can_implement(fp8_config(input_scale=mode, out_dtype=out_dtype)) == (True, None)
+
+
+# -- weights after loading ----------------------------------------------------------------------
+
+
+def _block_layer(n: int, k: int, per_row: bool = False) -> torch.nn.Module:
+    w = torch.randn(n, k) * torch.exp(torch.randn(n, 1))
+    layer = torch.nn.Module()
+    if per_row:
+        rows = w.unflatten(1, (k // 128, 128))
+        scale = rows.abs().amax(-1) / 448
+        q = (rows / scale[..., None]).clamp(-448, 448).to(torch.float8_e4m3fn).flatten(1)
+    else:
+        q, scale = quantize_fp8_block(w)
+    layer.weight = torch.nn.Parameter(q, requires_grad=False)
+    layer.weight_scale = torch.nn.Parameter(scale, requires_grad=False)
+    return layer
+
+
+def test_per_row_weight_scales_are_refused_with_reason() -> None:
+    kernel = BlockKernel(block_config())
+    layer = _block_layer(576, 1024, per_row=True)
+    with pytest.raises(ValueError, match=r"\[5, 8\].*per-row \(1x128\).*\[576, 8\]"):
+        kernel.process_weights_after_loading(layer)
+
+
+def test_block_layer_holds_only_weight_and_scale() -> None:
+    pytest.importorskip("triton")
+    kernel = BlockKernel(block_config())
+    layer = _block_layer(576, 1024)
+    before = {name: p.clone() for name, p in layer.named_parameters()}
+    kernel.process_weights_after_loading(layer)
+    assert {name for name, _ in layer.named_parameters()} == {"weight", "weight_scale"}
+    assert not list(layer.named_buffers())
+    for name, value in before.items():
+        assert torch.equal(getattr(layer, name).float(), value.float())
+        assert getattr(layer, name).is_contiguous()
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_fp8_layer_holds_only_processed_tensors(mode) -> None:
+    pytest.importorskip("triton")
+    kernel = Fp8Kernel(fp8_config(input_scale=mode))
+    q, scale = quantize_fp8(torch.randn(256, 512), "tensor")
+    layer = torch.nn.Module()
+    layer.weight = torch.nn.Parameter(q, requires_grad=False)
+    layer.weight_scale = torch.nn.Parameter(scale.reshape(()), requires_grad=False)
+    if mode == "static":
+        layer.input_scale = torch.nn.Parameter(torch.tensor(0.02), requires_grad=False)
+    kernel.process_weights_after_loading(layer)
+    expected = {"weight", "weight_scale"} | ({"input_scale"} if mode == "static" else set())
+    assert {name for name, _ in layer.named_parameters()} == expected
+    assert layer.weight_scale.shape == (1,) and layer.weight_scale.dtype == torch.float32
+    assert torch.equal(layer.weight_scale.reshape(()), scale.reshape(()))
+
+
+def test_wrong_weight_dtype_is_a_value_error() -> None:
+    kernel = BlockKernel(block_config())
+    layer = _block_layer(576, 1024)
+    layer.weight = torch.nn.Parameter(torch.randn(576, 1024), requires_grad=False)
+    with pytest.raises(ValueError, match="weight: expected dtype float8_e4m3fn, found float32"):
+        kernel.process_weights_after_loading(layer)
+
+
+def test_ops_have_fake_implementations() -> None:
+    pytest.importorskip("triton")
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from kernel_core_flashinfer import ops
+
+    with FakeTensorMode():
+        x = torch.empty(7, 512, dtype=torch.bfloat16, device="cuda")
+        w = torch.empty(256, 512, dtype=torch.float8_e4m3fn, device="cuda")
+        s = torch.empty(1, device="cuda")
+        out = ops.fp8_per_tensor_mm(x, w, s, None, None, torch.float16)
+        assert out.shape == (7, 256) and out.dtype == torch.float16
+        ws = torch.empty(2, 4, device="cuda")
+        out = ops.fp8_block_mm(x, w, ws, None)
+        assert out.shape == (7, 256) and out.dtype == torch.bfloat16
+
+
+# -- environment ----------------------------------------------------------------------------
+
+
+def test_environment_defaults(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("KERNEL_CORE_CACHE_DIR", str(tmp_path))
+    environ: dict[str, str] = {}
+    applied = environment.configure_environment(environ)
+    assert environ["FLASHINFER_WORKSPACE_BASE"] == str(tmp_path / "flashinfer")
+    assert environ["TRTLLM_DG_CACHE_DIR"] == str(tmp_path / "flashinfer" / "deep_gemm")
+    assert environ["FLASHINFER_NO_DOWNLOAD"] == "1"
+    assert applied == environ
+    if not torch.cuda.is_available():
+        assert "FLASHINFER_CUDA_ARCH_LIST" not in environ
+
+
+def test_environment_keeps_user_values(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("KERNEL_CORE_CACHE_DIR", str(tmp_path))
+    user = {
+        "FLASHINFER_WORKSPACE_BASE": "/mine/ws",
+        "TRTLLM_DG_CACHE_DIR": "/mine/dg",
+        "FLASHINFER_NO_DOWNLOAD": "0",
+        "CUDA_HOME": "/opt/my-cuda",
+        "FLASHINFER_CUDA_ARCH_LIST": "8.9 9.0a",
+    }
+    environ = dict(user)
+    assert environment.configure_environment(environ) == {}
+    assert environ == user
+
+
+def test_cuda_path_counts_as_user_toolkit(monkeypatch) -> None:
+    environ = {"CUDA_PATH": "/opt/other-cuda"}
+    environment.configure_environment(environ)
+    assert "CUDA_HOME" not in environ
+
+
+def test_cuda_home_skips_nvcc_wrapper_scripts(monkeypatch, tmp_path) -> None:
+    wrapper_dir = tmp_path / "wrapper" / "bin"
+    wrapper_dir.mkdir(parents=True)
+    (wrapper_dir / "nvcc").write_text("#!/bin/sh\nexec /somewhere/nvcc \"$@\"\n")
+    monkeypatch.setattr(environment.shutil, "which", lambda name: str(wrapper_dir / "nvcc"))
+    found = environment.find_cuda_home()
+    assert found != str(tmp_path / "wrapper")
+    toolkit = tmp_path / "cuda-13.0"
+    (toolkit / "bin").mkdir(parents=True)
+    (toolkit / "include").mkdir()
+    (toolkit / "bin" / "nvcc").write_text("")
+    (toolkit / "include" / "cuda_runtime.h").write_text("")
+    monkeypatch.setattr(environment.shutil, "which", lambda name: str(toolkit / "bin" / "nvcc"))
+    assert environment.find_cuda_home() == str(toolkit)
+
+
+# -- the Triton fallback GEMM, in the interpreter --------------------------------------------
+
+_INTERPRETED_GEMM = """
+import torch
+from kernel_core.formats.fp8 import (dequantize_fp8_block, dequantize_fp8_per_token_group,
+                                     quantize_fp8_block, quantize_fp8_per_token_group)
+from kernel_core_flashinfer.triton_kernels import block_scaled_fp8_gemm
+torch.manual_seed(0)
+m, n, k = 37, 192, 384
+x = torch.randn(m, k) * torch.exp(torch.randn(m, 1))
+w = torch.randn(n, k) * torch.exp2(torch.randint(-3, 4, (2, 3)).float()).repeat_interleave(
+    128, 0)[:n].repeat_interleave(128, 1)
+q, s = quantize_fp8_per_token_group(x)
+wq, ws = quantize_fp8_block(w)
+scales = torch.empty(k // 128, 40)[:, :m].t()  # a strided layout, K-block-major
+scales.copy_(s)
+out = torch.full((m, n), float("nan"))
+block_scaled_fp8_gemm(q, scales, wq, ws, out)
+ref = dequantize_fp8_per_token_group(q, s).double() @ dequantize_fp8_block(wq, ws).double().t()
+print(((out.double() - ref).norm() / ref.norm()).item())
+"""
+
+
+def test_triton_block_gemm_in_interpreter() -> None:
+    """Tile edges (M=37, N=192: a half 128-block), K-block scale indexing, strided A scales.
+
+    fp32 output: the interpreter's bf16 and fp8 conversions are not round-to-nearest-even, so
+    only the GEMM's indexing and scaling are checked here (the GPU tests check the rest).
+    """
+    pytest.importorskip("triton")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    done = subprocess.run(
+        [sys.executable, "-c", _INTERPRETED_GEMM], capture_output=True, text=True, env=env,
+        cwd=Path(__file__).parent,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert float(done.stdout.strip()) < 1e-6
