@@ -24,7 +24,16 @@ from collections.abc import Callable, Mapping
 import torch
 
 from kernel_core.config import LayerConfig
-from kernel_core.families import FAMILIES
+from kernel_core.families import (
+    FAMILIES,
+    FP8ScaledMMLinearLayerConfig,
+    Fp8BlockLinearLayerConfig,
+    Int8ScaledMMLinearLayerConfig,
+    MPLinearLayerConfig,
+    MxFp4LinearLayerConfig,
+    Mxfp8LinearLayerConfig,
+    NvFp4LinearLayerConfig,
+)
 from kernel_core.formats._checks import check_float, check_ndim
 from kernel_core.formats.fp4 import (
     dequantize_mxfp4,
@@ -42,7 +51,7 @@ from kernel_core.formats.fp8 import (
 from kernel_core.formats.int8 import dequantize_int8, quantize_int8
 from kernel_core.formats.integer import dequantize_int, pack_along_k, quantize_int, unpack_along_k
 from kernel_core.formats.mx import dequantize_mxfp8, quantize_mxfp8
-from kernel_core.params import validate_layer_params
+from kernel_core.params import ParamSpec, validate_layer_params
 
 __all__ = [
     "DEFAULT_INPUT_AMAX",
@@ -88,7 +97,13 @@ def _input_amax(input_amax: float | None) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
-def _quantize_mp(config, weight, g_idx, input_amax, seed) -> Params:
+def _quantize_mp(
+    config: MPLinearLayerConfig,
+    weight: torch.Tensor,
+    g_idx: torch.Tensor | None,
+    input_amax: float | None,
+    seed: int,
+) -> Params:
     weight_type = config.weight_type
     act = config.act_dtype
     scale_dtype = act if act in (torch.float16, torch.bfloat16) else torch.float32
@@ -112,7 +127,13 @@ def _quantize_mp(config, weight, g_idx, input_amax, seed) -> Params:
     return params
 
 
-def _quantize_int8(config, weight, g_idx, input_amax, seed) -> Params:
+def _quantize_int8(
+    config: Int8ScaledMMLinearLayerConfig,
+    weight: torch.Tensor,
+    g_idx: torch.Tensor | None,
+    input_amax: float | None,
+    seed: int,
+) -> Params:
     per_channel = config.weight_scale_granularity == "channel"
     q, scale, _ = quantize_int8(weight, "token" if per_channel else "tensor")
     params = {"weight": q, "weight_scale": scale.reshape(-1)}
@@ -129,7 +150,13 @@ def _quantize_int8(config, weight, g_idx, input_amax, seed) -> Params:
     return params
 
 
-def _quantize_fp8(config, weight, g_idx, input_amax, seed) -> Params:
+def _quantize_fp8(
+    config: FP8ScaledMMLinearLayerConfig,
+    weight: torch.Tensor,
+    g_idx: torch.Tensor | None,
+    input_amax: float | None,
+    seed: int,
+) -> Params:
     q, scale = quantize_fp8(weight, config.weight_scale_granularity)
     params = {"weight": q, "weight_scale": scale}
     if config.activation_mode == "w8a8" and config.input_scale == "static":
@@ -138,12 +165,24 @@ def _quantize_fp8(config, weight, g_idx, input_amax, seed) -> Params:
     return params
 
 
-def _quantize_fp8_block(config, weight, g_idx, input_amax, seed) -> Params:
+def _quantize_fp8_block(
+    config: Fp8BlockLinearLayerConfig,
+    weight: torch.Tensor,
+    g_idx: torch.Tensor | None,
+    input_amax: float | None,
+    seed: int,
+) -> Params:
     q, scale = quantize_fp8_block(weight, config.weight_block)
     return {"weight": q, "weight_scale": scale}
 
 
-def _quantize_nvfp4(config, weight, g_idx, input_amax, seed) -> Params:
+def _quantize_nvfp4(
+    config: NvFp4LinearLayerConfig,
+    weight: torch.Tensor,
+    g_idx: torch.Tensor | None,
+    input_amax: float | None,
+    seed: int,
+) -> Params:
     packed, block_scale, global_scale = quantize_nvfp4(weight)
     params = {"weight": packed, "weight_scale": block_scale, "weight_global_scale": global_scale}
     if config.activation_mode == "w4a4":
@@ -152,12 +191,24 @@ def _quantize_nvfp4(config, weight, g_idx, input_amax, seed) -> Params:
     return params
 
 
-def _quantize_mxfp4(config, weight, g_idx, input_amax, seed) -> Params:
+def _quantize_mxfp4(
+    config: MxFp4LinearLayerConfig,
+    weight: torch.Tensor,
+    g_idx: torch.Tensor | None,
+    input_amax: float | None,
+    seed: int,
+) -> Params:
     packed, scale = quantize_mxfp4(weight)
     return {"weight": packed, "weight_scale": scale}
 
 
-def _quantize_mxfp8(config, weight, g_idx, input_amax, seed) -> Params:
+def _quantize_mxfp8(
+    config: Mxfp8LinearLayerConfig,
+    weight: torch.Tensor,
+    g_idx: torch.Tensor | None,
+    input_amax: float | None,
+    seed: int,
+) -> Params:
     q, scale = quantize_mxfp8(weight)
     return {"weight": q, "weight_scale": scale}
 
@@ -173,7 +224,7 @@ _QUANTIZERS: dict[str, Callable[..., Params]] = {
 }
 
 
-def _family_specs(config: LayerConfig):
+def _family_specs(config: LayerConfig) -> tuple[ParamSpec, ...]:
     family = getattr(config, "family", None)
     if family not in _QUANTIZERS or family not in FAMILIES:
         known = ", ".join(sorted(_QUANTIZERS))
