@@ -10,6 +10,7 @@ is installed.
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import pytest
@@ -84,7 +85,7 @@ def test_gptq_v1_zero_point_off_by_one():
     config, v2 = gptq.convert(tensors, bits=4, group_size=-1, sym=False,
                               checkpoint_format="gptq_v2")
     assert v2["weight_zero_point"].flatten().tolist() == [15, 0, 1, 2, 3, 4, 5, 6]
-    assert config.weight_type == scalar_types.uint4
+    assert config.weight_type == scalar_types.uint4 and config.weight_shape == (n, k)
     w = dequantize_weight(config, v2)
     assert w[:, 0].tolist() == [9 - z for z in [15, 0, 1, 2, 3, 4, 5, 6]]
 
@@ -106,7 +107,8 @@ def gptq_checkpoint(weight, bits, group, sym, g_idx, fmt):
 
 
 def gptq_formula(tensors, bits, group, sym, fmt):
-    """GPTQ's dequantization from the stored words: w[n, k] = (q[k, n] - z[g(k), n]) * s[g(k), n]."""
+    """GPTQ's dequantization from the stored words:
+    ``w[n, k] = (q[k, n] - z[g(k), n]) * s[g(k), n]``."""
     qweight, scales = tensors["qweight"], tensors["scales"].double()
     k, n = qweight.shape[0] * 32 // bits, qweight.shape[1]
     q = codes_of_words(qweight.t(), bits, k).double()  # [N, K]
@@ -156,9 +158,9 @@ def gptq_asym():
 @pytest.mark.parametrize(
     "fields,edit,match",
     [
-        (dict(bits=3), None, r"gptq: bits=3 is not supported; expected 4 or 8"),
-        (dict(checkpoint_format="gptq_v3"), None, r"checkpoint_format='gptq_v3' is not supported"),
-        (dict(group_size=0), None, r"group_size=0 is not allowed"),
+        ({"bits": 3}, None, r"gptq: bits=3 is not supported; expected 4 or 8"),
+        ({"checkpoint_format": "gptq_v3"}, None, r"checkpoint_format='gptq_v3' is not supported"),
+        ({"group_size": 0}, None, r"group_size=0 is not allowed"),
         ({}, lambda t: {**t, "qweight": t["qweight"].float()},
          r"gptq.qweight: expected dtype int32, found float32"),
         ({}, lambda t: {k: v for k, v in t.items() if k != "qweight"}, r"gptq.qweight: missing"),
@@ -167,16 +169,16 @@ def gptq_asym():
         ({}, lambda t: {**t, "scales": t["scales"].t()},
          r"gptq.scales: expected shape \[2, 16\], found \[16, 2\]"),
         ({}, lambda t: {k: v for k, v in t.items() if k != "qzeros"}, r"gptq.qzeros: missing"),
-        (dict(sym=True), lambda t: {**t, "qzeros": t["qzeros"][:1]},
+        ({"sym": True}, lambda t: {**t, "qzeros": t["qzeros"][:1]},
          r"gptq.qzeros: expected shape \[2, 2\], found \[1, 2\]"),
-        (dict(desc_act=True), None, r"gptq.g_idx: missing"),
+        ({"desc_act": True}, None, r"gptq.g_idx: missing"),
         ({}, lambda t: {**t, "g_idx": torch.full((256,), -1, dtype=torch.int32)},
          r"gptq.g_idx: expected group indices in \[0, 2\), found values in \[-1, -1\]"),
     ],
 )
 def test_gptq_errors(gptq_asym, fields, edit, match):
     tensors = edit(gptq_asym) if edit else gptq_asym
-    kwargs = dict(bits=4, group_size=128, sym=False) | fields
+    kwargs = {"bits": 4, "group_size": 128, "sym": False} | fields
     with pytest.raises(ValueError, match=match):
         gptq.convert(tensors, **kwargs)
 
@@ -244,7 +246,7 @@ def test_awq_matches_compressed_tensors_autoawq_converter():
     """compressed-tensors' own AutoAWQ -> pack-quantized converter, then our compressed-tensors
     converter, must give the same contract parameters as our AWQ converter."""
     if os.environ.get("CI"):
-        import compressed_tensors  # noqa: F401
+        importlib.import_module("compressed_tensors")  # CI installs it: this must not skip
     else:
         pytest.importorskip("compressed_tensors")
     from compressed_tensors.entrypoints.convert.converters.autoawq import AutoAWQConverter
@@ -266,10 +268,10 @@ def test_awq_matches_compressed_tensors_autoawq_converter():
 @pytest.mark.parametrize(
     "fields,edit,match",
     [
-        (dict(bits=8), None, r"awq: bits=8 is not supported; expected 4"),
-        (dict(version="gemv"), None, r"version='gemv' is not supported"),
-        (dict(zero_point=False), None, r"zero_point=False is not supported"),
-        (dict(group_size=-5), None, r"group_size=-5 is not allowed"),
+        ({"bits": 8}, None, r"awq: bits=8 is not supported; expected 4"),
+        ({"version": "gemv"}, None, r"version='gemv' is not supported"),
+        ({"zero_point": False}, None, r"zero_point=False is not supported"),
+        ({"group_size": -5}, None, r"group_size=-5 is not allowed"),
         ({}, lambda t: {k: v for k, v in t.items() if k != "qzeros"}, r"awq.qzeros: missing"),
         ({}, lambda t: {**t, "qzeros": t["qzeros"].to(torch.int64)},
          r"awq.qzeros: expected dtype int32, found int64"),
@@ -283,4 +285,4 @@ def test_awq_errors(fields, edit, match):
     tensors = awq_checkpoint(_weight(16, 256, 1), 128)
     tensors = edit(tensors) if edit else tensors
     with pytest.raises(ValueError, match=match):
-        awq.convert(tensors, **(dict(group_size=128) | fields))
+        awq.convert(tensors, **({"group_size": 128} | fields))

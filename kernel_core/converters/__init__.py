@@ -14,4 +14,4 @@ from __future__ import annotations
 from kernel_core.converters import awq, compressed_tensors, gptq, modelopt
 from kernel_core.converters._tensors import Converted, load_into_layer
 
-__all__ = ["awq", "compressed_tensors", "gptq", "modelopt", "Converted", "load_into_layer"]
+__all__ = ["Converted", "awq", "compressed_tensors", "gptq", "load_into_layer", "modelopt"]

@@ -89,7 +89,9 @@ class CheckpointTensors:
             )
         return tensor
 
-    def take_scalars(self, name: str, dtypes: tuple[torch.dtype, ...], meaning: str) -> torch.Tensor:
+    def take_scalars(
+        self, name: str, dtypes: tuple[torch.dtype, ...], meaning: str
+    ) -> torch.Tensor:
         """A per-tensor scale: ``[]``, ``[1]`` or ``[P]``, one per fused partition. Returned 1-D."""
         tensor = self.take(name, dtypes, None, meaning)
         if tensor.dim() > 1 or tensor.numel() == 0:
@@ -102,7 +104,9 @@ class CheckpointTensors:
     def forbid(self, name: str, why: str) -> None:
         """A tensor that must not be there (its presence means another convention or config)."""
         if self.has(name):
-            raise ValueError(f"{self.convention}.{name}: expected no such tensor ({why}), found one")
+            raise ValueError(
+                f"{self.convention}.{name}: expected no such tensor ({why}), found one"
+            )
 
 
 def reduce_partition_scalars(scales: torch.Tensor, name: str) -> torch.Tensor:
@@ -165,8 +169,8 @@ def w8a8_weight_scale(
         return "channel", scale.to(torch.float32).reshape(n, 1)
     if strategy != "tensor":
         raise ValueError(
-            f"{reader.convention}: weight scale strategy={strategy!r} is not supported here; expected "
-            "'tensor' or 'channel'"
+            f"{reader.convention}: weight scale strategy={strategy!r} is not supported here; "
+            "expected 'tensor' or 'channel'"
         )
     scale = reader.take_scalars("weight_scale", FLOAT_SCALE_DTYPES, "per-tensor scale")
     if scale.numel() == 1:
@@ -174,8 +178,8 @@ def w8a8_weight_scale(
     sizes = list(partition_sizes or ())
     if len(sizes) != scale.numel() or sum(sizes) != n:
         raise ValueError(
-            f"{reader.convention}.weight_scale: found {scale.numel()} per-partition scales; expected "
-            f"partition_sizes with {scale.numel()} entries summing to N={n}, found "
+            f"{reader.convention}.weight_scale: found {scale.numel()} per-partition scales; "
+            f"expected partition_sizes with {scale.numel()} entries summing to N={n}, found "
             f"{partition_sizes!r}"
         )
     rows = torch.tensor(sizes, device=scale.device)

@@ -56,7 +56,9 @@ def convert(
             "checkpoints are uint4 with zero points)"
         )
     if group_size != -1 and group_size <= 0:
-        raise ValueError(f"{CONVENTION}: group_size={group_size} is not allowed; expected -1 or > 0")
+        raise ValueError(
+            f"{CONVENTION}: group_size={group_size} is not allowed; expected -1 or > 0"
+        )
     qweight = reader.take_2d("qweight", (torch.int32,), "interleaved nibbles along N, [K, N/8]")
     k, n = qweight.shape[0], qweight.shape[1] * 8
     groups = 1 if group_size == -1 else -(-k // group_size)

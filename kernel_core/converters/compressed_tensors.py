@@ -7,9 +7,9 @@ One function per compression format, each taking one layer's tensors (local name
 What differs from the contract, and is converted here (see ``docs/converters.md``):
 
 * pack-quantized stores signed values ``q`` as ``q + 2**(bits-1)``: for symmetric schemes that is
-  exactly the ``uint4b8`` / ``uint8b128`` code, for asymmetric ones the code of ``uint4`` / ``uint8``
-  with the zero point stored the same way; the words are already the contract's layout. Zero
-  points are packed along N and are unpacked here.
+  exactly the ``uint4b8`` / ``uint8b128`` code, for asymmetric ones the code of ``uint4`` /
+  ``uint8`` with the zero point stored the same way; the words are already the contract's layout.
+  Zero points are packed along N and are unpacked here.
 * NVFP4 global scales are *encode* divisors ``g = 448 * 6 / amax``; the contract holds the decode
   multiplier ``1 / g``. Fused partitions (one value each) take the max ``g``, as vLLM does.
 * MX scales may be typed ``float8_e8m0fnu``; the contract holds the same byte as ``uint8``.
@@ -33,8 +33,8 @@ from kernel_core.converters._tensors import (
     w8a8_weight_scale,
 )
 from kernel_core.families import (
-    FP8ScaledMMLinearLayerConfig,
     Fp8BlockLinearLayerConfig,
+    FP8ScaledMMLinearLayerConfig,
     Int8ScaledMMLinearLayerConfig,
     MPLinearLayerConfig,
     MxFp4LinearLayerConfig,
@@ -45,15 +45,15 @@ from kernel_core.formats.integer import unpack_ct_zero_point
 from kernel_core.scalar_types import scalar_types
 
 __all__ = [
+    "FORMATS",
     "convert",
-    "convert_wna16",
-    "convert_int8",
     "convert_fp8",
     "convert_fp8_block",
-    "convert_nvfp4",
+    "convert_int8",
     "convert_mxfp4",
     "convert_mxfp8",
-    "FORMATS",
+    "convert_nvfp4",
+    "convert_wna16",
 ]
 
 CONVENTION = "compressed-tensors"
@@ -400,7 +400,7 @@ def convert(
     tensors: Mapping[str, torch.Tensor],
     scheme: Mapping[str, Any],
     *,
-    format: str | None = None,  # noqa: A002 - the field's name in config.json
+    format: str | None = None,
     act_dtype: torch.dtype | None = None,
     partition_sizes: Sequence[int] | None = None,
 ) -> Converted:

@@ -29,7 +29,7 @@ from kernel_core.families import MPLinearLayerConfig
 from kernel_core.formats.integer import unpack_gptq_qzeros
 from kernel_core.scalar_types import scalar_types
 
-__all__ = ["convert", "CHECKPOINT_FORMATS"]
+__all__ = ["CHECKPOINT_FORMATS", "convert"]
 
 CONVENTION = "gptq"
 #: ``checkpoint_format`` values: "gptq" (v1, qzeros store zero - 1) and "gptq_v2" (the zero).
@@ -96,7 +96,9 @@ def convert(
             f"one of {CHECKPOINT_FORMATS}"
         )
     if group_size != -1 and group_size <= 0:
-        raise ValueError(f"{CONVENTION}: group_size={group_size} is not allowed; expected -1 or > 0")
+        raise ValueError(
+            f"{CONVENTION}: group_size={group_size} is not allowed; expected -1 or > 0"
+        )
     qweight = reader.take_2d("qweight", (torch.int32,), "codes packed along K, [K*bits/32, N]")
     k, n = qweight.shape[0] * 32 // bits, qweight.shape[1]
     groups = 1 if group_size == -1 else -(-k // group_size)

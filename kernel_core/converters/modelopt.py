@@ -24,7 +24,7 @@ from kernel_core.converters._tensors import (
 )
 from kernel_core.families import FP8ScaledMMLinearLayerConfig, NvFp4LinearLayerConfig
 
-__all__ = ["convert", "convert_nvfp4", "convert_fp8", "QUANT_ALGOS"]
+__all__ = ["QUANT_ALGOS", "convert", "convert_fp8", "convert_nvfp4"]
 
 CONVENTION = "modelopt"
 #: ``quant_algo`` values :func:`convert` reads.
