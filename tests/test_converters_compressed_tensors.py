@@ -555,3 +555,36 @@ def test_finish_rejects_params_outside_the_contract(w4a16_asym):
     reader = CheckpointTensors({"x": torch.ones(3)}, "conv")
     with pytest.raises(ValueError, match=r"conv.x: expected a 2-D tensor"):
         reader.take_2d("x", (torch.float32,), "thing")
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end: a converted layer runs on the kernel the registry picks
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "preset,fmt,rel",
+    [
+        ("W4A16", "pack-quantized", 1e-5),
+        ("W4A16_ASYM", "pack-quantized", 1e-5),
+        ("MXFP4A16", "mxfp4-pack-quantized", 1e-5),
+        ("NVFP4A16", "nvfp4-pack-quantized", 1e-2),  # the package's reference is bf16
+        ("FP8_DYNAMIC", "float-quantized", 6e-2),  # activations are quantized to FP8 too
+        ("FP8_BLOCK", "float-quantized", 6e-2),
+    ],
+)
+def test_converted_layer_runs_on_the_chosen_kernel(preset, fmt, rel):
+    from kernel_core import init_kernel
+    from kernel_core.converters import load_into_layer
+
+    scheme = preset_name_to_scheme(preset, ["Linear"])
+    tensors, scheme_json, ct_dequant = ct_checkpoint(scheme, fmt, _weight(256, 256, seed=12))
+    config, params = ct_conv.convert(tensors, scheme_json, act_dtype=torch.float32)
+    layer = torch.nn.Module()
+    load_into_layer(layer, params)
+    kernel = init_kernel(config)
+    kernel.process_weights_after_loading(layer)
+    x = torch.randn(5, 256, generator=torch.Generator().manual_seed(1))
+    out = kernel.apply_weights(layer, x)
+    assert out.shape == (5, 256) and out.dtype == torch.float32
+    assert_close_rel(out, x.double() @ ct_dequant.double().T, rel)
