@@ -2,7 +2,8 @@
 # The FlashInfer plugin's whole GPU job, run from the repository root on the GPU machine:
 # install the carried wheels (.whl/) and the repo, build FlashInfer's JIT modules, compile the
 # DeepGEMM kernels in parallel, then the accuracy sweep, the GPU tests (conformance kit included)
-# and the benchmark. Results go to $OUT (or ./gpu-out). Steps: STEPS="accuracy tests bench".
+# and the benchmark. Results go to $OUT (or ./gpu-out). Steps: STEPS="accuracy tests bench";
+# each has a time limit (ACCURACY_TIMEOUT, TESTS_TIMEOUT, BENCH_TIMEOUT seconds).
 # A prebuilt cache (.fi_cache/, carried; see README) skips the builds.
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-out}
@@ -34,25 +35,8 @@ python3 -c 'from kernel_core_flashinfer.kernels import FlashInferFp8ScaledMMLine
 python3 -c 'from kernel_core_flashinfer.kernels import FlashInferFp8BlockScaledMMLinearKernel as K; K.warmup()' 2>&1 | tail -3
 wait
 log "warmup done"
-python3 plugins/flashinfer_plugin/gpu/prewarm.py --workers 8 2>&1 | tail -4 | tee -a "$OUT/log.txt"
+timeout 200 python3 plugins/flashinfer_plugin/gpu/prewarm.py --workers 8 > "$OUT/prewarm.txt" 2>&1; tail -15 "$OUT/prewarm.txt"
 log "prewarm done"
-
-DEVICE=$(python3 -c 'import torch; n=torch.cuda.get_device_name().lower(); print("h200" if "h200" in n else "h100" if "h100" in n else n.split()[-1])')
-for step in $STEPS; do
-  case $step in
-    accuracy)
-      python3 plugins/flashinfer_plugin/gpu/accuracy_vs_m.py --time \
-        --out "$OUT/flashinfer-accuracy-vs-m-$DEVICE-2026-11-22.json" 2>&1 | tee -a "$OUT/log.txt" ;;
-    tests)
-      python3 -m pytest -q -x plugins/flashinfer_plugin/tests -p no:cacheprovider 2>&1 \
-        | tail -40 | tee -a "$OUT/log.txt" ;;
-    bench)
-      python3 benchmarks/bench_flashinfer.py --out "$OUT/flashinfer-$DEVICE-2026-11-22.json" 2>&1 \
-        | tee -a "$OUT/log.txt" ;;
-  esac
-  log "$step done"
-done
-
 # Bring the builds back (small enough to carry next time): JIT .so files and DeepGEMM cubins.
 base=$KERNEL_CORE_CACHE_DIR/flashinfer
 mkdir -p /tmp/fi_pack/aot
@@ -60,3 +44,20 @@ find "$base" -path '*cached_ops*' -name '*.so' -exec cp {} /tmp/fi_pack/aot/ \; 
 cp /tmp/site/flashinfer/data/aot/*/*.so /tmp/fi_pack/aot/ 2>/dev/null
 [ -d "$base/deep_gemm" ] && cp -r "$base/deep_gemm" /tmp/fi_pack/ && rm -rf /tmp/fi_pack/deep_gemm/tmp
 tar -czf "$OUT/fi_cache.tar.gz" -C /tmp/fi_pack . && log "cache: $(du -h "$OUT/fi_cache.tar.gz" | cut -f1)"
+
+DEVICE=$(python3 -c 'import torch; n=torch.cuda.get_device_name().lower(); print("h200" if "h200" in n else "h100" if "h100" in n else n.split()[-1])')
+for step in $STEPS; do
+  case $step in
+    accuracy)
+      timeout "${ACCURACY_TIMEOUT:-150}" python3 plugins/flashinfer_plugin/gpu/accuracy_vs_m.py --time \
+        --out "$OUT/flashinfer-accuracy-vs-m-$DEVICE-2026-11-22.json" 2>&1 | tee -a "$OUT/log.txt" ;;
+    tests)
+      timeout "${TESTS_TIMEOUT:-200}" python3 -m pytest -q plugins/flashinfer_plugin/tests \
+        -p no:cacheprovider > "$OUT/pytest.txt" 2>&1; tail -25 "$OUT/pytest.txt" | tee -a "$OUT/log.txt" ;;
+    bench)
+      timeout "${BENCH_TIMEOUT:-300}" python3 benchmarks/bench_flashinfer.py --out "$OUT/flashinfer-$DEVICE-2026-11-22.json" 2>&1 \
+        | tee -a "$OUT/log.txt" ;;
+  esac
+  log "$step done"
+done
+

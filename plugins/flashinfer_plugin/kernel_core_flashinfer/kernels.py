@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import logging
 from types import ModuleType
 
 import torch
@@ -18,8 +17,6 @@ from kernel_core.params import replace_parameter
 from kernel_core_flashinfer.environment import flashinfer, platform_problem
 
 __all__ = ["FlashInferFp8ScaledMMLinearKernel", "FlashInferFp8BlockScaledMMLinearKernel"]
-
-logger = logging.getLogger(__name__)
 
 
 def _ops() -> ModuleType:
@@ -105,9 +102,9 @@ class FlashInferFp8ScaledMMLinearKernel(FP8ScaledMMLinearKernel):
         n, k = self.config.weight_shape
         _check_input(self.name, x, k, self.config.act_dtype)
         rows = x.reshape(-1, k).contiguous()
+        input_scale = layer.input_scale if self.config.input_scale == "static" else None
         out = self._op(
-            rows, layer.weight, layer.weight_scale, getattr(layer, "input_scale", None), bias,
-            self.config.out_dtype,
+            rows, layer.weight, layer.weight_scale, input_scale, bias, self.config.out_dtype
         )
         return out.reshape(*x.shape[:-1], n)
 

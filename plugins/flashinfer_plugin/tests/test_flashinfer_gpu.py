@@ -1,0 +1,234 @@
+"""GPU tests of the FlashInfer plugin: accuracy against float64, CUDA graphs, torch.compile.
+
+Skipped with the kernel's own reason where it cannot run (no GPU, no flashinfer, not SM90).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kernel_core import FP8ScaledMMLinearLayerConfig, Fp8BlockLinearLayerConfig
+from kernel_core.formats.fp8 import (
+    dequantize_fp8,
+    dequantize_fp8_block,
+    dequantize_fp8_per_token_group,
+    quantize_fp8,
+    quantize_fp8_block,
+    quantize_fp8_per_token_group,
+)
+from kernel_core.platform import current_compute_capability
+from kernel_core_flashinfer.kernels import (
+    FlashInferFp8BlockScaledMMLinearKernel as BlockKernel,
+)
+from kernel_core_flashinfer.kernels import FlashInferFp8ScaledMMLinearKernel as Fp8Kernel
+
+pytestmark = pytest.mark.gpu
+BLOCK_SHAPE = (576, 1024)  # N is 4.5 blocks of 128: the last scale row covers a half block
+FP8_SHAPE = (384, 1024)
+
+
+def require(kernel) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    ok, reason = kernel.is_supported(current_compute_capability())
+    if not ok:
+        pytest.skip(f"{kernel.name}: {reason}")
+
+
+def poison(shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    """Leave a NaN block of the output's size for the caching allocator to hand out next."""
+    block = torch.full(shape, float("nan"), dtype=dtype, device="cuda")
+    del block
+
+
+def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((out.double() - ref).norm() / ref.norm()).item()
+
+
+def bound(ref: torch.Tensor, dtype: torch.dtype) -> float:
+    """What rounding the exact result to ``dtype`` costs, doubled, plus fp32-accumulation slack."""
+    return 2 * relative_error(ref.to(dtype), ref) + 2e-3
+
+
+def block_layer(n: int, k: int, seed: int) -> tuple[torch.nn.Module, torch.Tensor]:
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    w = torch.randn(n, k, generator=gen, device="cuda")
+    magnitudes = torch.exp2(torch.randint(-4, 5, (-(-n // 128), k // 128), device="cuda",
+                                          generator=gen).float())
+    w = w * magnitudes.repeat_interleave(128, 0)[:n].repeat_interleave(128, 1)
+    q, s = quantize_fp8_block(w)
+    layer = torch.nn.Module()
+    layer.weight = torch.nn.Parameter(q, requires_grad=False)
+    layer.weight_scale = torch.nn.Parameter(s, requires_grad=False)
+    return layer, dequantize_fp8_block(q, s).double()
+
+
+def activations(m: int, k: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    x = torch.randn(m, k, generator=gen, device="cuda")
+    return (x * torch.exp(torch.randn(m, 1, generator=gen, device="cuda"))).to(torch.bfloat16)
+
+
+def fp8_layer(config: FP8ScaledMMLinearLayerConfig, seed: int) -> tuple[torch.nn.Module, torch.Tensor]:
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    n, k = config.weight_shape
+    q, s = quantize_fp8(torch.randn(n, k, generator=gen, device="cuda"), "tensor")
+    layer = torch.nn.Module()
+    layer.weight = torch.nn.Parameter(q, requires_grad=False)
+    layer.weight_scale = torch.nn.Parameter(s.reshape(()), requires_grad=False)
+    if config.input_scale == "static":
+        layer.input_scale = torch.nn.Parameter(torch.tensor(0.011, device="cuda"), requires_grad=False)
+    return layer, dequantize_fp8(q, s).double()
+
+
+# -- quantizers --------------------------------------------------------------------------------
+
+
+def test_quantizers_match_the_formats_exactly() -> None:
+    require(Fp8Kernel)
+    from kernel_core_flashinfer.triton_kernels import quantize_per_tensor, quantize_per_token_group
+
+    x = activations(300, 1024, seed=1) * 7
+    for scale in (None, torch.tensor([0.013], device="cuda")):
+        q, s = quantize_per_tensor(x, scale)
+        q_ref, s_ref = quantize_fp8(x, "tensor", scale=scale)
+        assert torch.equal(q.view(torch.uint8), q_ref.view(torch.uint8))
+        assert torch.equal(s.reshape(1), s_ref.reshape(1))
+    scales = torch.empty(8, 304, device="cuda")[:, :300].t()
+    q = quantize_per_token_group(x, scales)
+    q_ref, s_ref = quantize_fp8_per_token_group(x)
+    assert torch.equal(q.view(torch.uint8), q_ref.view(torch.uint8))
+    assert torch.equal(scales, s_ref)
+
+
+# -- accuracy -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+@pytest.mark.parametrize("out_dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("m", [1, 7, 32, 128, 1000])
+def test_fp8_matches_float64(mode, out_dtype, m) -> None:
+    require(Fp8Kernel)
+    config = FP8ScaledMMLinearLayerConfig(
+        weight_shape=FP8_SHAPE, weight_scale_granularity="tensor", input_scale=mode,
+        input_scale_granularity="tensor", out_dtype=out_dtype,
+    )
+    layer, w64 = fp8_layer(config, seed=m)
+    kernel = Fp8Kernel(config)
+    kernel.process_weights_after_loading(layer)
+    x = activations(m, FP8_SHAPE[1], seed=m + 1)
+    bias = torch.randn(FP8_SHAPE[0], device="cuda").to(torch.bfloat16)
+    static = layer.input_scale if mode == "static" else None
+    q, s = quantize_fp8(x, "tensor", scale=static)
+    ref = dequantize_fp8(q, s).double() @ w64.t() + bias.double()
+    poison((m, FP8_SHAPE[0]), out_dtype)
+    out = kernel.apply_weights(layer, x, bias)
+    assert out.dtype == out_dtype and out.shape == (m, FP8_SHAPE[0])
+    assert torch.isfinite(out).all()
+    assert relative_error(out, ref) <= bound(ref, out_dtype)
+
+
+@pytest.mark.parametrize("m", [1, 16, 31, 32, 33, 100, 257])
+def test_block_matches_float64(m) -> None:
+    require(BlockKernel)
+    n, k = BLOCK_SHAPE
+    layer, w64 = block_layer(n, k, seed=m)
+    kernel = BlockKernel(Fp8BlockLinearLayerConfig(weight_shape=BLOCK_SHAPE))
+    kernel.process_weights_after_loading(layer)
+    x = activations(m, k, seed=m + 1)
+    bias = torch.randn(n, device="cuda").to(torch.bfloat16)
+    q, s = quantize_fp8_per_token_group(x)
+    ref = dequantize_fp8_per_token_group(q, s).double() @ w64.t() + bias.double()
+    poison((m, n), torch.bfloat16)
+    out = kernel.apply_weights(layer, x, bias)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+    assert relative_error(out, ref) <= bound(ref, torch.bfloat16)
+    rows = (out.double() - ref).norm(dim=1) / ref.norm(dim=1)
+    assert rows.max().item() <= 2 * bound(ref, torch.bfloat16), "one row is off"
+
+
+@pytest.mark.parametrize("m", [1, 100])
+def test_block_fallback_matches_float64(m) -> None:
+    require(BlockKernel)
+    from kernel_core_flashinfer import ops
+
+    n, k = BLOCK_SHAPE
+    layer, w64 = block_layer(n, k, seed=10 + m)
+    x = activations(m, k, seed=20 + m)
+    q, s = quantize_fp8_per_token_group(x)
+    ref = dequantize_fp8_per_token_group(q, s).double() @ w64.t()
+    poison((m, n), torch.bfloat16)
+    out = ops.fp8_block_mm_fallback(x, layer.weight, layer.weight_scale)
+    assert relative_error(out, ref) <= bound(ref, torch.bfloat16)
+
+
+def test_block_workspace_is_shared_by_layers() -> None:
+    require(BlockKernel)
+    from kernel_core_flashinfer import ops
+
+    kernels = []
+    for n, k in ((576, 1024), (256, 512)):
+        layer, _ = block_layer(n, k, seed=n)
+        kernel = BlockKernel(Fp8BlockLinearLayerConfig(weight_shape=(n, k)))
+        kernel.process_weights_after_loading(layer)
+        kernel.apply_weights(layer, activations(16, k, seed=3))
+        kernels.append(layer)
+    assert len(ops._workspaces) == 1
+    assert all(set(dict(layer.named_parameters())) == {"weight", "weight_scale"} for layer in kernels)
+
+
+# -- CUDA graphs and torch.compile ------------------------------------------------------------
+
+
+def _kernel_and_layer(which: str):
+    if which == "fp8":
+        require(Fp8Kernel)
+        config = FP8ScaledMMLinearLayerConfig(
+            weight_shape=FP8_SHAPE, weight_scale_granularity="tensor", input_scale="dynamic",
+            input_scale_granularity="tensor",
+        )
+        layer, _ = fp8_layer(config, seed=5)
+        kernel = Fp8Kernel(config)
+    else:
+        require(BlockKernel)
+        layer, _ = block_layer(*BLOCK_SHAPE, seed=5)
+        kernel = BlockKernel(Fp8BlockLinearLayerConfig(weight_shape=BLOCK_SHAPE))
+    kernel.process_weights_after_loading(layer)
+    return kernel, layer
+
+
+@pytest.mark.parametrize("which", ["fp8", "fp8_block"])
+@pytest.mark.parametrize("m", [1, 16, 48])
+def test_cuda_graph_capture_and_replay(which, m) -> None:
+    kernel, layer = _kernel_and_layer(which)
+    k = kernel.config.weight_shape[1]
+    static_x = activations(m, k, seed=7)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        kernel.apply_weights(layer, static_x)  # warm-up outside capture (JIT, workspace)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = kernel.apply_weights(layer, static_x)
+    for seed in (8, 9):
+        fresh = activations(m, k, seed=seed)
+        static_x.copy_(fresh)
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(static_out, kernel.apply_weights(layer, fresh))
+
+
+@pytest.mark.parametrize("which", ["fp8", "fp8_block"])
+def test_torch_compile_fullgraph(which) -> None:
+    kernel, layer = _kernel_and_layer(which)
+    k = kernel.config.weight_shape[1]
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(kernel.apply_weights(layer, x)) * 2
+
+    compiled = torch.compile(forward, fullgraph=True)
+    for m in (3, 40):
+        x = activations(m, k, seed=m)
+        assert torch.equal(compiled(x), forward(x))
