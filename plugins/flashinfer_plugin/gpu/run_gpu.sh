@@ -15,7 +15,8 @@ log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/log.txt" >&2; }
 
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
-python3 -m pip install -q --no-deps --no-build-isolation -e . -e plugins/flashinfer_plugin || exit 1
+python3 -m pip install -q --no-deps --no-build-isolation -e . -e plugins/flashinfer_plugin \
+  -e plugins/emulation_plugin || exit 1
 log "installed: $(python3 -c 'import flashinfer, torch; print(flashinfer.__version__, torch.__version__)' 2>&1 | tail -1)"
 
 # A carried cache: prebuilt JIT modules load as FlashInfer AOT artifacts; DeepGEMM cubins as is.
