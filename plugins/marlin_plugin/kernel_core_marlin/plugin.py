@@ -7,4 +7,8 @@ from kernel_core import hookimpl
 
 @hookimpl
 def register_kernels(register: Callable[[type], None]) -> None:
-    """No kernels yet: they arrive with the plugin's issue."""
+    """The weight-only stream-kernel classes, one per family (importing them builds nothing)."""
+    from kernel_core_marlin.kernels import KERNELS
+
+    for kernel in KERNELS:
+        register(kernel)

@@ -1,0 +1,318 @@
+"""Benchmark of kernel-core-marlin against bf16 ``torch.matmul`` on the same shapes, in one run.
+
+For each weight format (int4 g128 symmetric, NVFP4 W4A16), (N, K) and M: the time of the plugin's
+path that ``apply_weights`` picks, of every launch variant tried (stream-kernel tile shapes and
+the decode + cuBLAS path), of bf16 ``torch.matmul``, the speedup, and the achieved weight
+bandwidth as a share of the device-to-device copy bandwidth measured in the same run. Every time
+is a median of CUDA-graph replays; each graph calls the op on several copies of weights and
+inputs whose total exceeds L2, so no call finds its weights cached. Also reports, per layer, the
+bytes held after processing against the packed checkpoint's bytes.
+
+Usage: python benchmarks/bench_marlin.py --out results.json [--plot results.png] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from kernel_core.families import MPLinearLayerConfig, NvFp4LinearLayerConfig
+from kernel_core.formats.layer import quantize_weight
+from kernel_core_marlin import ops
+from kernel_core_marlin.kernels import (
+    DEQUANT_MATMUL_MIN_M,
+    MarlinMPLinearKernel,
+    MarlinNvFp4LinearKernel,
+)
+
+SHAPES = ((28672, 8192), (8192, 28672), (10240, 8192), (8192, 8192))
+M_VALUES = (1, 16, 32, 64, 128, 256, 4096)
+L2_BYTES = 50 * 2**20
+ROTATE_BYTES = 3 * L2_BYTES  # weights touched by one graph's calls before any repeats
+TARGETS = {1: 3.3, 16: 3.3, 64: 2.5, 128: 1.5, 256: 1.0, 4096: 0.85}
+STREAM_VARIANTS = ((1, 1, 8), (2, 1, 8), (2, 2, 4), (1, 2, 4), (2, 4, 2), (1, 4, 2))
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def graph_time_us(calls: list[Callable[[], Any]], replays: int) -> float:
+    """Median time per call of a CUDA graph that runs ``calls`` once each in order."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for call in calls:
+            call()
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for call in calls:
+            call()
+    graph.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(replays):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1000.0 / len(calls))
+    del graph
+    return statistics.median(times)
+
+
+def copy_bandwidth() -> float:
+    """Device-to-device copy, bytes read + written per second (median of 20)."""
+    size = 1 << 30
+    src = torch.empty(size, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(20):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        dst.copy_(src)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1000.0)
+    return 2 * size / statistics.median(times)
+
+
+def _config(fmt: str, n: int, k: int):
+    if fmt == "int4_g128":
+        return MPLinearLayerConfig(weight_shape=(n, k), group_size=128), MarlinMPLinearKernel
+    return NvFp4LinearLayerConfig(weight_shape=(n, k), activation_mode="w4a16"), MarlinNvFp4LinearKernel
+
+
+def _random_checkpoint(config, fmt: str) -> dict[str, torch.Tensor]:
+    """Contract parameters of random codes and realistic scales, made directly on the GPU (the
+    quantizer would need the whole float weight; here only the layout and the byte count matter)."""
+    n, k = config.weight_shape
+    if fmt == "int4_g128":
+        params = quantize_weight(config, torch.randn(16, k, device="cuda") * 0.02)
+        return {
+            "weight": torch.randint(-2**31, 2**31 - 1, (n, k // 8), dtype=torch.int32, device="cuda"),
+            "weight_scale": (torch.rand(n, k // 128, device="cuda") * 1e-3 + 1e-3).to(
+                params["weight_scale"].dtype),
+        }
+    return {
+        "weight": torch.randint(0, 256, (n, k // 2), dtype=torch.uint8, device="cuda"),
+        "weight_scale": (torch.rand(n, k // 16, device="cuda") * 400 + 10).to(torch.float8_e4m3fn),
+        "weight_global_scale": torch.tensor([1e-4], device="cuda"),
+    }
+
+
+def _layer(params: dict[str, torch.Tensor]) -> torch.nn.Module:
+    layer = torch.nn.Module()
+    for name, tensor in params.items():
+        layer.register_parameter(name, torch.nn.Parameter(tensor, requires_grad=False))
+    return layer
+
+
+def _bytes(module: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters())
+
+
+def bench_shape(fmt: str, n: int, k: int, m_values, replays: int, copy_bw: float,
+                bf16_cache: dict) -> tuple[list[dict], dict]:
+    config, kernel_class = _config(fmt, n, k)
+    checkpoint = _random_checkpoint(config, fmt)
+    checkpoint_bytes = sum(t.numel() * t.element_size() for t in checkpoint.values())
+    layer = _layer(checkpoint)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    kernel = kernel_class(config)
+    start = time.perf_counter()
+    kernel.process_weights_after_loading(layer)
+    torch.cuda.synchronize()
+    memory = {
+        "format": fmt, "N": n, "K": k, "checkpoint_bytes": checkpoint_bytes,
+        "processed_bytes": _bytes(layer),
+        "process_peak_extra_bytes": torch.cuda.max_memory_allocated() - base,
+        "process_seconds": time.perf_counter() - start,
+    }
+    del checkpoint
+    weight_bytes = memory["processed_bytes"]
+    copies = max(1, math.ceil(ROTATE_BYTES / weight_bytes))
+    layers = [layer] + [_layer({name: p.data.clone() for name, p in layer.named_parameters()})
+                        for _ in range(copies - 1)]
+    rows = []
+    for m in m_values:
+        xs = [torch.randn(m, k, device="cuda", dtype=torch.bfloat16) for _ in range(copies)]
+        key = (n, k, m)
+        if key not in bf16_cache:
+            bf16_copies = max(1, math.ceil(ROTATE_BYTES / (n * k * 2)))
+            weights = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
+                       for _ in range(bf16_copies)]
+            calls = [lambda w=w, x=xs[i % copies]: torch.matmul(x, w.T)
+                     for i, w in enumerate(weights)] * max(1, 8 // bf16_copies)
+            bf16_cache[key] = graph_time_us(calls, replays)
+            del weights
+        bf16_us = bf16_cache[key]
+        variants: dict[str, float] = {}
+        auto_calls = [lambda lay=lay, x=x: kernel.apply_weights(lay, x)
+                      for lay, x in zip(layers, xs)] * max(1, 8 // copies)
+        auto_us = graph_time_us(auto_calls, replays)
+        variants["auto"] = auto_us
+        if m <= 64:
+            mt = ops.launch_config(m, n)[0]
+            for r, wn, wk in STREAM_VARIANTS:
+                calls = [
+                    lambda lay=lay, x=x, r=r, wn=wn, wk=wk: ops.gemm(
+                        x, lay.weight, lay.weight_scale, None, None,
+                        getattr(lay, "weight_channel_scale", None), None, kernel._fmt, n,
+                        kernel._group_size, kernel._zconst, mt, r, wn, wk)
+                    for lay, x in zip(layers, xs)
+                ] * max(1, 8 // copies)
+                variants[f"stream mt={mt} r={r} wn={wn} wk={wk}"] = graph_time_us(calls, replays)
+        if m >= 64:
+            def dequant_mm(lay, x):
+                w = ops.dequantize(lay.weight, lay.weight_scale, None, None,
+                                   getattr(lay, "weight_channel_scale", None), kernel._fmt, n,
+                                   kernel._group_size, kernel._zconst, torch.bfloat16)
+                return torch.matmul(x, w[:, :k].T)
+
+            calls = [lambda lay=lay, x=x: dequant_mm(lay, x) for lay, x in zip(layers, xs)]
+            variants["dequantize+matmul"] = graph_time_us(calls * max(1, 4 // copies), replays)
+        if 64 <= m <= 256:
+            calls = [lambda lay=lay, x=x: ops.gemm(
+                x, lay.weight, lay.weight_scale, None, None,
+                getattr(lay, "weight_channel_scale", None), None, kernel._fmt, n,
+                kernel._group_size, kernel._zconst, *ops.launch_config(m, n))
+                for lay, x in zip(layers, xs)]
+            variants["stream (auto config)"] = graph_time_us(calls * max(1, 4 // copies), replays)
+        best_name = min(variants, key=variants.get)
+        row = {
+            "format": fmt, "N": n, "K": k, "M": m,
+            "bf16_matmul_us": round(bf16_us, 2),
+            "kernel_us": round(auto_us, 2),
+            "speedup": round(bf16_us / auto_us, 3),
+            "weight_bandwidth_share_of_copy": round(weight_bytes / (auto_us * 1e-6) / copy_bw, 3),
+            "best_variant": best_name,
+            "best_us": round(variants[best_name], 2),
+            "best_speedup": round(bf16_us / variants[best_name], 3),
+            "variants_us": {name: round(t, 2) for name, t in variants.items()},
+            "target_speedup": TARGETS.get(m),
+        }
+        log(f"{fmt} N={n} K={k} M={m}: bf16 {bf16_us:.1f} us, kernel {auto_us:.1f} us "
+            f"({row['speedup']:.2f}x, {row['weight_bandwidth_share_of_copy']:.0%} of copy bw), "
+            f"best {best_name} {variants[best_name]:.1f} us")
+        rows.append(row)
+        del xs
+    del layers
+    torch.cuda.empty_cache()
+    return rows, memory
+
+
+def geomean(values: list[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
+
+
+def summarize(rows: list[dict]) -> dict:
+    summary = {}
+    for fmt in sorted({r["format"] for r in rows}):
+        for m in sorted({r["M"] for r in rows}):
+            big = [r["speedup"] for r in rows if r["format"] == fmt and r["M"] == m
+                   and (r["N"], r["K"]) != (8192, 8192)]
+            small = [r["speedup"] for r in rows if r["format"] == fmt and r["M"] == m
+                     and (r["N"], r["K"]) == (8192, 8192)]
+            summary[f"{fmt} M={m}"] = {
+                "geomean_speedup_large_shapes": round(geomean(big), 3),
+                "speedup_8192x8192": small[0] if small else None,
+                "target": TARGETS.get(m),
+            }
+    return summary
+
+
+def plot(rows: list[dict], path: str, device: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    formats = sorted({r["format"] for r in rows})
+    fig, axes = plt.subplots(1, len(formats), figsize=(6 * len(formats), 4.5), squeeze=False)
+    for ax, fmt in zip(axes[0], formats):
+        for n, k in SHAPES:
+            pts = sorted((r["M"], r["speedup"]) for r in rows
+                         if r["format"] == fmt and (r["N"], r["K"]) == (n, k))
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{n}x{k}")
+        targets = sorted(TARGETS.items())
+        ax.plot([t[0] for t in targets], [t[1] for t in targets], "k--", label="target")
+        ax.axhline(1.0, color="grey", lw=0.5)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("M (tokens)")
+        ax.set_ylabel("speedup over bf16 torch.matmul")
+        ax.set_title(f"kernel-core-marlin {fmt}, {device}")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--plot")
+    parser.add_argument("--quick", action="store_true", help="two shapes, three M values")
+    parser.add_argument("--replays", type=int, default=15)
+    parser.add_argument("--formats", default="int4_g128,nvfp4_w4a16")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    device = torch.cuda.get_device_name()
+    copy_bw = copy_bandwidth()
+    log(f"{device}: copy bandwidth {copy_bw / 1e12:.2f} TB/s")
+    shapes = SHAPES[::3] if args.quick else SHAPES
+    m_values = (1, 16, 256) if args.quick else M_VALUES
+    rows, memory, bf16_cache = [], [], {}
+    for fmt in args.formats.split(","):
+        for n, k in shapes:
+            shape_rows, shape_memory = bench_shape(fmt, n, k, m_values, args.replays, copy_bw,
+                                                   bf16_cache)
+            rows += shape_rows
+            memory.append(shape_memory)
+    import triton
+
+    result = {
+        "device": device,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "command": " ".join(sys.argv),
+        "git_revision": os.environ.get("KCM_GIT_REV", "unknown"),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "cuda": torch.version.cuda, "triton": triton.__version__},
+        "method": "CUDA-graph replay medians; weights and inputs rotated over copies totalling "
+                  f">= {ROTATE_BYTES >> 20} MiB; bf16 activations",
+        "copy_bandwidth_TBps": round(copy_bw / 1e12, 3),
+        "dequant_matmul_min_m": DEQUANT_MATMUL_MIN_M,
+        "summary": summarize(rows),
+        "results": rows,
+        "memory": memory,
+    }
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+    log(json.dumps(result["summary"], indent=1))
+    if args.plot:
+        try:
+            plot(rows, args.plot, device)
+        except ImportError as exc:
+            log(f"no plot: {exc}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The plugin's whole GPU job, for the device machine: install, build the CUDA extension (timed),
+# run the GPU tests, run the benchmark. Everything lands in $OUT (log, pytest report, JSON, PNG).
+# Usage (repo root): KCM_GIT_REV=$(git rev-parse HEAD) bash plugins/marlin_plugin/gpu/run_gpu.sh
+# Env: KCM_TESTS=0 skips the tests; KCM_BENCH_ARGS adds benchmark options (e.g. --quick).
+set -o pipefail
+OUT=${OUT:-/tmp/kcm_out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+export KERNEL_CORE_CACHE_DIR=${KERNEL_CORE_CACHE_DIR:-$PWD/.cache/kernel-core}
+export MAX_JOBS=${MAX_JOBS:-16}
+exec > >(tee -a "$OUT/log.txt") 2>&1
+nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader
+python3 -m pip install --no-deps --no-build-isolation -q -e . -e plugins/marlin_plugin 2>&1 | tail -3
+start=$(date +%s)
+python3 -c "import torch; from kernel_core_marlin import ops; ops.extension(); print('extension ready')"
+echo "build: $(( $(date +%s) - start )) s"
+if [ "${KCM_TESTS:-1}" = "1" ]; then
+  start=$(date +%s)
+  python3 -m pytest -q -m gpu plugins/marlin_plugin/tests -p no:cacheprovider \
+    -o addopts="" -ra --tb=short 2>&1 | tail -n 80 > "$OUT/pytest.txt"
+  tail -n 30 "$OUT/pytest.txt"
+  echo "tests: $(( $(date +%s) - start )) s"
+fi
+start=$(date +%s)
+python3 benchmarks/bench_marlin.py --out "$OUT/bench.json" --plot "$OUT/bench.png" ${KCM_BENCH_ARGS:-}
+echo "bench: $(( $(date +%s) - start )) s"

@@ -1,0 +1,95 @@
+// Python bindings: tensor checks and raw pointers into the CUDA launchers. Only torch/extension.h
+// is included (no ATen/cuda headers), so the stream arrives as an integer from Python.
+#include <torch/extension.h>
+
+#include "gemm_params.h"
+
+namespace {
+
+const void* optional_ptr(const torch::Tensor& t) { return t.numel() > 0 ? t.data_ptr() : nullptr; }
+
+int dtype_code(const torch::Tensor& x) {
+  if (x.scalar_type() == torch::kHalf) return kcm::kHalf;
+  TORCH_CHECK(x.scalar_type() == torch::kBFloat16, "kernel_core_marlin: activations must be float16 "
+              "or bfloat16, found ", x.scalar_type());
+  return kcm::kBfloat16;
+}
+
+kcm::GemmParams make_params(const torch::Tensor& qweight, const torch::Tensor& gscale,
+                            const torch::Tensor& zeros, const torch::Tensor& gtab,
+                            const torch::Tensor& chan, int64_t n, int64_t group_size,
+                            int64_t zconst) {
+  TORCH_CHECK(qweight.dim() == 5 && qweight.scalar_type() == torch::kInt32 && qweight.is_contiguous(),
+              "kernel_core_marlin: qweight must be a contiguous int32 [N16, C, V, 32, 4] tensor");
+  TORCH_CHECK(gscale.dim() == 4 && gscale.is_contiguous(), "kernel_core_marlin: gscale must be a "
+              "contiguous [N16, G, 8, 2] tensor");
+  kcm::GemmParams p{};
+  p.w = qweight.data_ptr();
+  p.gscale = static_cast<const uint32_t*>(gscale.data_ptr());
+  p.zeros = static_cast<const uint32_t*>(optional_ptr(zeros));
+  p.gtab = static_cast<const int*>(optional_ptr(gtab));
+  p.chan = static_cast<const float*>(optional_ptr(chan));
+  p.N = static_cast<int>(n);
+  p.N16 = static_cast<int>(qweight.size(0));
+  p.C = static_cast<int>(qweight.size(1));
+  p.G = static_cast<int>(gscale.size(1));
+  p.group_size = static_cast<int>(group_size);
+  p.zconst = static_cast<int>(zconst);
+  TORCH_CHECK(p.N <= p.N16 * 16, "kernel_core_marlin: n=", n, " exceeds the packed rows ", p.N16 * 16);
+  return p;
+}
+
+void check_launch(int code) {
+  TORCH_CHECK(code == 0, "kernel_core_marlin: kernel launch failed: ", kcm::error_string(code));
+}
+
+}  // namespace
+
+void gemm(const torch::Tensor& x, const torch::Tensor& qweight, const torch::Tensor& gscale,
+          const torch::Tensor& zeros, const torch::Tensor& gtab, const torch::Tensor& chan,
+          const torch::Tensor& bias, torch::Tensor& out, int64_t fmt, int64_t group_size,
+          int64_t zconst, int64_t mt, int64_t rows, int64_t wn, int64_t wk, int64_t stream) {
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "kernel_core_marlin: x must be contiguous 2-D");
+  TORCH_CHECK(x.size(1) % 16 == 0, "kernel_core_marlin: K must be a multiple of 16, found ", x.size(1));
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0, "kernel_core_marlin: x must be "
+              "16-byte aligned");
+  TORCH_CHECK(x.size(1) <= qweight.size(1) * 64, "kernel_core_marlin: K=", x.size(1),
+              " exceeds the packed K ", qweight.size(1) * 64);
+  TORCH_CHECK(wn * wk * 32 <= 1024 && wn >= 1 && wk >= 1, "kernel_core_marlin: bad warp grid");
+  kcm::GemmParams p = make_params(qweight, gscale, zeros, gtab, chan, out.size(1), group_size, zconst);
+  p.x = x.data_ptr();
+  p.bias = optional_ptr(bias);
+  p.out = out.data_ptr();
+  p.M = static_cast<int>(x.size(0));
+  p.K = static_cast<int>(x.size(1));
+  p.WN = static_cast<int>(wn);
+  p.WK = static_cast<int>(wk);
+  if (p.M == 0) return;
+  void* s = reinterpret_cast<void*>(stream);
+  const int code = dtype_code(x) == kcm::kHalf
+                       ? kcm::launch_gemm_half(p, static_cast<int>(fmt), static_cast<int>(mt),
+                                               static_cast<int>(rows), s)
+                       : kcm::launch_gemm_bfloat16(p, static_cast<int>(fmt), static_cast<int>(mt),
+                                                   static_cast<int>(rows), s);
+  check_launch(code);
+}
+
+void dequantize(const torch::Tensor& qweight, const torch::Tensor& gscale,
+                const torch::Tensor& zeros, const torch::Tensor& gtab, const torch::Tensor& chan,
+                torch::Tensor& out, int64_t fmt, int64_t group_size, int64_t zconst,
+                int64_t stream) {
+  TORCH_CHECK(out.dim() == 2 && out.is_contiguous() && out.size(1) == qweight.size(1) * 64,
+              "kernel_core_marlin: out must be contiguous [N, C * 64]");
+  kcm::GemmParams p = make_params(qweight, gscale, zeros, gtab, chan, out.size(0), group_size, zconst);
+  p.out = out.data_ptr();
+  void* s = reinterpret_cast<void*>(stream);
+  const int code = dtype_code(out) == kcm::kHalf
+                       ? kcm::launch_dequantize_half(p, static_cast<int>(fmt), s)
+                       : kcm::launch_dequantize_bfloat16(p, static_cast<int>(fmt), s);
+  check_launch(code);
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("gemm", &gemm, "weight-only GEMM on the repacked layout (writes out)");
+  m.def("dequantize", &dequantize, "decode the repacked layout into a 16-bit [N, C*64] matrix");
+}

@@ -1,0 +1,33 @@
+// Plain C++ view of the kernels (no CUDA headers), shared by the CUDA launchers and the bindings.
+#pragma once
+
+#include <stdint.h>
+
+namespace kcm {
+
+enum Format : int { kInt4 = 0, kInt8 = 1, kFp4 = 2, kFp8 = 3 };
+enum Dtype : int { kHalf = 0, kBfloat16 = 1 };
+
+inline constexpr int vectors_per_lane(int fmt) { return (fmt == kInt8 || fmt == kFp8) ? 2 : 1; }
+
+struct GemmParams {
+  const void* x;             // [M, K] activations, row stride K (already permuted for act-order)
+  const void* w;             // [N16, C, V, 32, 4] int32 words (see layout.py)
+  const uint32_t* gscale;    // [N16, G, 8] pairs (row g, row g + 8) of T: multiplier per group
+  const uint32_t* zeros;     // [N16, G, 8] pairs of T zero-point codes, or null (use zconst)
+  const int* gtab;           // [C * 4] group of each 16-channel block, or null (k / group_size)
+  const float* chan;         // [N] fp32 multiplier of each output row's sum, or null
+  const void* bias;          // [N] T, or null
+  void* out;                 // [M, N] T (gemm) or [N, C * 64] T (dequantize)
+  int M, N, K, C, N16, G, group_size, zconst, WN, WK;
+};
+
+// Each returns a cudaError_t value (0 = success). mt: 8-column tiles of M per block (1, 2, 4, 8);
+// r: 16-row tiles per warp (1, 2).
+int launch_gemm_half(const GemmParams& p, int fmt, int mt, int r, void* stream);
+int launch_gemm_bfloat16(const GemmParams& p, int fmt, int mt, int r, void* stream);
+int launch_dequantize_half(const GemmParams& p, int fmt, void* stream);
+int launch_dequantize_bfloat16(const GemmParams& p, int fmt, void* stream);
+const char* error_string(int code);
+
+}  // namespace kcm

@@ -1,0 +1,75 @@
+// Template dispatch from runtime (format, tile shape) to kernel instances, for one activation type.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "stream_gemm.cuh"
+
+namespace kcm {
+
+template <typename T, int FMT, int MT, int R>
+int launch_gemm_instance(const GemmParams& p, cudaStream_t stream) {
+  const int rows_per_block = 16 * R * p.WN;
+  const dim3 grid((p.N16 * 16 + rows_per_block - 1) / rows_per_block, (p.M + 8 * MT - 1) / (8 * MT));
+  const size_t smem = static_cast<size_t>(p.WN) * (p.WK - 1) * MT * R * 4 * 32 * sizeof(float);
+  if (smem > 48 * 1024) {
+    const cudaError_t err = cudaFuncSetAttribute(stream_gemm_kernel<T, FMT, MT, R>,
+                                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                 static_cast<int>(smem));
+    if (err != cudaSuccess) return static_cast<int>(err);
+  }
+  stream_gemm_kernel<T, FMT, MT, R><<<grid, 32 * p.WN * p.WK, smem, stream>>>(p);
+  return static_cast<int>(cudaGetLastError());
+}
+
+template <typename T, int FMT, int MT>
+int launch_gemm_rows(const GemmParams& p, int r, cudaStream_t stream) {
+  if (r == 1) return launch_gemm_instance<T, FMT, MT, 1>(p, stream);
+  if (r == 2) return launch_gemm_instance<T, FMT, MT, 2>(p, stream);
+  return static_cast<int>(cudaErrorInvalidValue);
+}
+
+template <typename T, int FMT>
+int launch_gemm_tiles(const GemmParams& p, int mt, int r, cudaStream_t stream) {
+  switch (mt) {
+    case 1: return launch_gemm_rows<T, FMT, 1>(p, r, stream);
+    case 2: return launch_gemm_rows<T, FMT, 2>(p, r, stream);
+    case 4: return launch_gemm_rows<T, FMT, 4>(p, r, stream);
+    case 8: return launch_gemm_rows<T, FMT, 8>(p, r, stream);
+    default: return static_cast<int>(cudaErrorInvalidValue);
+  }
+}
+
+template <typename T>
+int launch_gemm_typed(const GemmParams& p, int fmt, int mt, int r, void* stream) {
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  switch (fmt) {
+    case kInt4: return launch_gemm_tiles<T, kInt4>(p, mt, r, s);
+    case kInt8: return launch_gemm_tiles<T, kInt8>(p, mt, r, s);
+    case kFp4: return launch_gemm_tiles<T, kFp4>(p, mt, r, s);
+    case kFp8: return launch_gemm_tiles<T, kFp8>(p, mt, r, s);
+    default: return static_cast<int>(cudaErrorInvalidValue);
+  }
+}
+
+template <typename T, int FMT>
+int launch_dequantize_instance(const GemmParams& p, cudaStream_t stream) {
+  const size_t items = static_cast<size_t>(p.N16) * p.C * 32;
+  const unsigned blocks = static_cast<unsigned>((items + 255) / 256);
+  dequantize_kernel<T, FMT><<<blocks, 256, 0, stream>>>(p);
+  return static_cast<int>(cudaGetLastError());
+}
+
+template <typename T>
+int launch_dequantize_typed(const GemmParams& p, int fmt, void* stream) {
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  switch (fmt) {
+    case kInt4: return launch_dequantize_instance<T, kInt4>(p, s);
+    case kInt8: return launch_dequantize_instance<T, kInt8>(p, s);
+    case kFp4: return launch_dequantize_instance<T, kFp4>(p, s);
+    case kFp8: return launch_dequantize_instance<T, kFp8>(p, s);
+    default: return static_cast<int>(cudaErrorInvalidValue);
+  }
+}
+
+}  // namespace kcm

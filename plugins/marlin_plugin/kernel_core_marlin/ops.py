@@ -1,0 +1,141 @@
+"""The plugin's GPU ops: ``torch.library`` custom ops over the JIT-built CUDA extension.
+
+``kernel_core_marlin::gemm`` runs the stream kernel (small and medium M); ``kernel_core_marlin::
+dequantize`` decodes the packed weight into a 16-bit matrix for the large-M path, where cuBLAS on
+the decoded weight beats re-streaming the codes once per 64 rows. Both allocate only their output
+(through the caching allocator), never sync and never read device data on the host, so they
+capture in CUDA graphs and trace under ``torch.compile(fullgraph=True)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+__all__ = ["extension", "gemm", "dequantize", "launch_config", "CSRC", "SOURCES"]
+
+CSRC = Path(__file__).parent / "csrc"
+SOURCES = ("bindings.cpp", "gemm_fp16.cu", "gemm_bf16.cu")
+_EXTENSIONS: dict[str, ModuleType] = {}
+
+
+def _arch_of(device: torch.device) -> str:
+    major, minor = torch.cuda.get_device_capability(device)
+    return f"sm_{major}{minor}" + ("a" if (major, minor) == (9, 0) else "")
+
+
+def _source_hash() -> str:
+    """Headers are not part of the JIT cache key: hash every file of csrc into a define."""
+    digest = hashlib.sha256()
+    for path in sorted(CSRC.iterdir()):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def extension(device: torch.device | None = None) -> ModuleType:
+    """Build (first use, announced on stderr) or load the CUDA extension for this device."""
+    device = device or torch.device("cuda", torch.cuda.current_device())
+    arch = _arch_of(device)
+    if arch not in _EXTENSIONS:
+        from kernel_core.jit import load_extension
+
+        _EXTENSIONS[arch] = load_extension(
+            "kernel_core_marlin_ext",
+            [CSRC / name for name in SOURCES],
+            arch=arch,
+            extra_cuda_cflags=["-O3", "-std=c++17", f"-DKCM_SOURCE_HASH={_source_hash()}"],
+            extra_cflags=["-O2"],
+        )
+    return _EXTENSIONS[arch]
+
+
+def launch_config(m: int, n: int) -> tuple[int, int, int, int]:
+    """(8-column M tiles, 16-row tiles per warp, warps along N, warps along K) for a problem.
+
+    Small M: one tile column per warp, all 8 warps of a block split K (many blocks, deep
+    prefetch). Larger M: more rows per warp so each activation fragment feeds several MMAs.
+    """
+    if m <= 8:
+        return 1, 1, 1, 8
+    if m <= 16:
+        return 2, 2, 1, 8
+    if m <= 32:
+        return 4, 2, 2, 4
+    return 8, 2, 4, 2
+
+
+def _or_empty(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    return t if t is not None else like.new_empty(0)
+
+
+def _stream(device: torch.device) -> int:
+    return torch.cuda.current_stream(device).cuda_stream
+
+
+@torch.library.custom_op("kernel_core_marlin::gemm", mutates_args=())
+def gemm(
+    x: torch.Tensor,
+    qweight: torch.Tensor,
+    gscale: torch.Tensor,
+    zeros: torch.Tensor | None,
+    gtab: torch.Tensor | None,
+    chan: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    fmt: int,
+    n: int,
+    group_size: int,
+    zconst: int,
+    mt: int,
+    rows: int,
+    wn: int,
+    wk: int,
+) -> torch.Tensor:
+    """``x [M, K]`` (16-bit, contiguous) times the packed weight: ``[M, n]`` in x's dtype."""
+    if x.data_ptr() % 16:  # a view at an odd offset: the kernel loads 16 bytes at a time
+        x = x.clone()
+    out = torch.empty((x.shape[0], n), dtype=x.dtype, device=x.device)
+    with torch.cuda.device(x.device):
+        extension(x.device).gemm(
+            x, qweight, gscale, _or_empty(zeros, x), _or_empty(gtab, x), _or_empty(chan, x),
+            _or_empty(bias, x), out, fmt, group_size, zconst, mt, rows, wn, wk,
+            _stream(x.device),
+        )
+    return out
+
+
+@gemm.register_fake
+def _gemm_fake(x, qweight, gscale, zeros, gtab, chan, bias, fmt, n, group_size, zconst, mt,
+               rows, wn, wk):
+    return x.new_empty((x.shape[0], n))
+
+
+@torch.library.custom_op("kernel_core_marlin::dequantize", mutates_args=())
+def dequantize(
+    qweight: torch.Tensor,
+    gscale: torch.Tensor,
+    zeros: torch.Tensor | None,
+    gtab: torch.Tensor | None,
+    chan: torch.Tensor | None,
+    fmt: int,
+    n: int,
+    group_size: int,
+    zconst: int,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """The packed weight decoded to ``[n, C * 64]`` in ``dtype`` (times the per-row multiplier)."""
+    out = torch.empty((n, qweight.shape[1] * 64), dtype=dtype, device=qweight.device)
+    with torch.cuda.device(qweight.device):
+        extension(qweight.device).dequantize(
+            qweight, gscale, _or_empty(zeros, qweight), _or_empty(gtab, qweight),
+            _or_empty(chan, qweight), out, fmt, group_size, zconst, _stream(qweight.device),
+        )
+    return out
+
+
+@dequantize.register_fake
+def _dequantize_fake(qweight, gscale, zeros, gtab, chan, fmt, n, group_size, zconst, dtype):
+    return qweight.new_empty((n, qweight.shape[1] * 64), dtype=dtype)

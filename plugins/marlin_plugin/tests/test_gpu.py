@@ -1,0 +1,126 @@
+"""On the GPU: the conformance kit for every kernel, CUDA-graph replay, torch.compile, every launch
+configuration, and NaN-poisoned outputs written in full."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kernel_core.families import MPLinearLayerConfig, NvFp4LinearLayerConfig
+from kernel_core.formats.layer import dequantize_weight, make_layer
+from kernel_core.scalar_types import scalar_types
+from kernel_core.testing import conformance_tests
+from kernel_core_marlin import ops
+from kernel_core_marlin.kernels import (
+    MarlinFp8LinearKernel,
+    MarlinMPLinearKernel,
+    MarlinMxfp8LinearKernel,
+    MarlinMxFp4LinearKernel,
+    MarlinNvFp4LinearKernel,
+)
+
+TestMarlinMP = conformance_tests(MarlinMPLinearKernel)
+TestMarlinNvFp4 = conformance_tests(MarlinNvFp4LinearKernel)
+TestMarlinMxFp4 = conformance_tests(MarlinMxFp4LinearKernel)
+TestMarlinFp8 = conformance_tests(MarlinFp8LinearKernel)
+TestMarlinMxfp8 = conformance_tests(MarlinMxfp8LinearKernel)
+
+pytestmark = pytest.mark.gpu
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    ref = ref.double()
+    return float((out.double() - ref).norm() / ref.norm())
+
+
+def _processed(config, seed: int = 0):
+    layer = make_layer(config, seed=seed, device="cuda")
+    reference = dequantize_weight(config, layer, dtype=torch.float64)
+    kernel = {"mp": MarlinMPLinearKernel, "nvfp4": MarlinNvFp4LinearKernel}[config.family](config)
+    kernel.process_weights_after_loading(layer)
+    return kernel, layer, reference
+
+
+INT4 = MPLinearLayerConfig(weight_shape=(1000, 2048), group_size=128)
+FP4 = NvFp4LinearLayerConfig(weight_shape=(512, 1024), activation_mode="w4a16",
+                             act_dtype=torch.float16)
+
+
+@needs_cuda
+@pytest.mark.parametrize("config", [INT4, FP4], ids=["int4", "nvfp4"])
+@pytest.mark.parametrize("m", [1, 5, 16, 24, 64, 100])
+def test_every_launch_config_agrees(config, m: int) -> None:
+    kernel, layer, reference = _processed(config)
+    x = torch.randn(m, config.in_features, device="cuda", dtype=config.act_dtype)
+    expected = x.double() @ reference.T
+    n = config.out_features
+    for mt in (1, 2, 4, 8):
+        for rows, wn, wk in ((1, 1, 8), (2, 1, 8), (2, 2, 4), (1, 4, 2), (2, 4, 2), (1, 8, 1)):
+            out = ops.gemm(x, layer.weight, layer.weight_scale, None, None,
+                           getattr(layer, "weight_channel_scale", None), None, kernel._fmt, n,
+                           kernel._group_size, kernel._zconst, mt, rows, wn, wk)
+            error = _relative_error(out, expected)
+            assert error < 1e-2, (mt, rows, wn, wk, error)
+
+
+@needs_cuda
+def test_poisoned_output_fully_written() -> None:
+    kernel, layer, reference = _processed(INT4)
+    x = torch.randn(37, INT4.in_features, device="cuda", dtype=torch.bfloat16)
+    out = torch.full((37, INT4.out_features), float("nan"), device="cuda", dtype=torch.bfloat16)
+    empty = x.new_empty(0)
+    ops.extension().gemm(x, layer.weight, layer.weight_scale, empty, empty, empty, empty, out,
+                         kernel._fmt, kernel._group_size, kernel._zconst, 8, 2, 4, 2,
+                         torch.cuda.current_stream().cuda_stream)
+    assert bool(torch.isfinite(out).all())
+    assert _relative_error(out, x.double() @ reference.T) < 1e-2
+
+
+@needs_cuda
+@pytest.mark.parametrize("m", [1, 16, 300])
+def test_cuda_graph_replay(m: int) -> None:
+    kernel, layer, reference = _processed(INT4)
+    x = torch.randn(m, INT4.in_features, device="cuda", dtype=torch.bfloat16)
+    bias = torch.randn(INT4.out_features, device="cuda", dtype=torch.bfloat16)
+    kernel.apply_weights(layer, x, bias)  # build and warm up outside the capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = kernel.apply_weights(layer, x, bias)
+    for _ in range(3):
+        x.copy_(torch.randn_like(x))
+        graph.replay()
+        torch.cuda.synchronize()
+        expected = x.double() @ reference.T + bias.double()
+        assert bool(torch.isfinite(out).all())
+        assert _relative_error(out, expected) < 1e-2
+
+
+@needs_cuda
+@pytest.mark.parametrize("m", [4, 512])
+def test_torch_compile_fullgraph(m: int) -> None:
+    kernel, layer, reference = _processed(FP4)
+    x = torch.randn(2, m, FP4.in_features, device="cuda", dtype=torch.float16)
+
+    @torch.compile(fullgraph=True)
+    def forward(inp: torch.Tensor) -> torch.Tensor:
+        return kernel.apply_weights(layer, inp) * 2
+
+    out = forward(x)
+    expected = 2 * (x.double() @ reference.T)
+    assert _relative_error(out, expected) < 1e-2
+
+
+@needs_cuda
+def test_act_order_row_parallel() -> None:
+    config = MPLinearLayerConfig(weight_shape=(256, 512), full_weight_shape=(256, 1024),
+                                 weight_type=scalar_types.uint4, zero_points=True,
+                                 group_size=128, has_g_idx=True, act_dtype=torch.float16)
+    layer = make_layer(config, seed=3, device="cuda")
+    reference = dequantize_weight(config, layer, dtype=torch.float64)
+    kernel = MarlinMPLinearKernel(config)
+    kernel.process_weights_after_loading(layer)
+    for m in (1, 40, 300):
+        x = torch.randn(m, 512, device="cuda", dtype=torch.float16)
+        assert _relative_error(kernel.apply_weights(layer, x), x.double() @ reference.T) < 1e-2

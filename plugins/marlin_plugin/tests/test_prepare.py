@@ -1,0 +1,146 @@
+"""Processing a layer, checked on the CPU: decode the processed parameters the way the kernel does
+(the same bit constructions, in torch) and compare with the core's exact dequantization of the
+original checkpoint parameters. Also: the layer keeps only the packed tensors, and Parameter
+objects of the contract keep their identity."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from kernel_core.families import (
+    FP8ScaledMMLinearLayerConfig,
+    MPLinearLayerConfig,
+    Mxfp8LinearLayerConfig,
+    MxFp4LinearLayerConfig,
+    NvFp4LinearLayerConfig,
+)
+from kernel_core.formats.layer import dequantize_weight, make_layer
+from kernel_core.scalar_types import scalar_types
+from kernel_core_marlin.kernels import (
+    MarlinFp8LinearKernel,
+    MarlinMPLinearKernel,
+    MarlinMxfp8LinearKernel,
+    MarlinMxFp4LinearKernel,
+    MarlinNvFp4LinearKernel,
+)
+from kernel_core_marlin.layout import unpack_codes, unpair_rows
+from kernel_core_marlin.prepare import Format, act_order_plan
+
+DTYPES = (torch.bfloat16, torch.float16)
+
+
+def _mp(weight_type, group_size, act_order, dtype, shape=(48, 384)):
+    return MPLinearLayerConfig(
+        weight_shape=shape, act_dtype=dtype, weight_type=weight_type,
+        zero_points=not weight_type.has_bias, group_size=group_size, has_g_idx=act_order,
+    )
+
+
+CASES = [
+    *(
+        (MarlinMPLinearKernel, _mp(wt, g, ao, d))
+        for d in DTYPES
+        for wt in (scalar_types.uint4b8, scalar_types.uint4, scalar_types.uint8b128, scalar_types.uint8)
+        for g, ao in ((128, False), (32, False), (-1, False), (64, True))
+    ),
+    (MarlinMPLinearKernel, MPLinearLayerConfig(
+        weight_shape=(40, 256), full_weight_shape=(40, 512), act_dtype=torch.bfloat16,
+        group_size=128, has_g_idx=True)),  # row-parallel act-order partition
+    *((MarlinNvFp4LinearKernel, NvFp4LinearLayerConfig(
+        weight_shape=(48, 384), act_dtype=d, activation_mode="w4a16")) for d in DTYPES),
+    *((MarlinMxFp4LinearKernel, MxFp4LinearLayerConfig(
+        weight_shape=(48, 384), act_dtype=d, activation_mode="w4a16")) for d in DTYPES),
+    *((MarlinFp8LinearKernel, FP8ScaledMMLinearLayerConfig(
+        weight_shape=(48, 384), act_dtype=d, activation_mode="w8a16",
+        weight_scale_granularity=gran)) for d in DTYPES for gran in ("channel", "tensor")),
+    *((MarlinMxfp8LinearKernel, Mxfp8LinearLayerConfig(
+        weight_shape=(48, 384), act_dtype=d, activation_mode="w8a16")) for d in DTYPES),
+]
+
+
+def _as_float16_bits(bits: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    wrapped = torch.where(bits >= 2**15, bits - 2**16, bits).to(torch.int16)
+    return wrapped.view(dtype).to(torch.float32)
+
+
+def emulate_decode(kernel, layer: torch.nn.Module, n: int) -> torch.Tensor:
+    """The kernel's decode of every (row, kernel channel), in float64."""
+    dtype = kernel.config.act_dtype
+    fmt = kernel._fmt
+    codes = unpack_codes(layer.weight.data, Format.BITS[fmt])[:n].to(torch.int64)
+    kp = codes.shape[1]
+    gscale = unpair_rows(layer.weight_scale.data)[:n]
+    gtab = getattr(layer, "weight_group_table", None)
+    if gtab is not None:
+        groups = gtab.to(torch.int64).repeat_interleave(16)
+    else:
+        groups = torch.div(torch.arange(kp), kernel._group_size, rounding_mode="floor")
+    groups = groups.clamp(max=gscale.shape[1] - 1).expand(n, kp)
+    scale = gscale.gather(1, groups).to(torch.float32)
+    if fmt in (Format.INT4, Format.INT8):
+        zeros = getattr(layer, "weight_zero_point", None)
+        z = (unpair_rows(zeros.data)[:n].gather(1, groups).to(torch.int64) if zeros is not None
+             else kernel._zconst)
+        value = (codes - z).to(torch.float32)
+    elif fmt == Format.FP4:
+        em_shift = 9 if dtype == torch.float16 else 6
+        value = _as_float16_bits(((codes & 7) << em_shift) | ((codes & 8) << 12), dtype)
+    else:
+        em_shift = 7 if dtype == torch.float16 else 4
+        value = _as_float16_bits(((codes & 0x7F) << em_shift) | ((codes & 0x80) << 8), dtype)
+    decoded = (value * scale).to(dtype).to(torch.float64)  # one rounding, like __hmul2
+    chan = getattr(layer, "weight_channel_scale", None)
+    if chan is not None:
+        decoded = decoded * chan.data.to(torch.float64)[:, None]
+    return decoded
+
+
+@pytest.mark.parametrize("kernel_class,config", CASES, ids=[c.short() for _, c in CASES])
+def test_processed_layer_decodes_to_checkpoint(kernel_class, config) -> None:
+    layer = make_layer(config, seed=7)
+    original = copy.deepcopy(layer)
+    weight_param = layer.weight
+    kernel = kernel_class(config)
+    kernel.process_weights_after_loading(layer)
+    assert layer.weight is weight_param, "the weight Parameter must keep its identity"
+    n, k = config.weight_shape
+    decoded = emulate_decode(kernel, layer, n)
+    perm = getattr(layer, "weight_perm", None)
+    if perm is not None:
+        # Kernel channel j reads activation column perm[j]; padding channels must decode to 0.
+        plan, _ = act_order_plan(original.weight_g_idx.data, config.num_groups)
+        assert torch.equal(plan.clamp(min=0), perm.data)
+        assert bool((decoded[:, plan < 0] == 0).all())
+        unpermuted = torch.zeros(n, k, dtype=torch.float64)
+        unpermuted[:, plan[plan >= 0]] = decoded[:, plan >= 0]
+        decoded = unpermuted
+    else:
+        decoded = decoded[:, :k]
+    reference = dequantize_weight(config, original, dtype=torch.float32).to(torch.float64)
+    error = float((decoded - reference).norm() / reference.norm())
+    exact_formats = (MarlinNvFp4LinearKernel, MarlinMxFp4LinearKernel, MarlinMxfp8LinearKernel,
+                     MarlinFp8LinearKernel)
+    bound = 1e-6 if kernel_class in exact_formats and config.act_dtype == torch.bfloat16 else 4e-3
+    assert error < bound, f"relative error {error:.3g}"
+
+
+def test_layer_holds_only_packed_tensors() -> None:
+    config = NvFp4LinearLayerConfig(weight_shape=(64, 128), activation_mode="w4a16")
+    layer = make_layer(config, seed=1)
+    MarlinNvFp4LinearKernel(config).process_weights_after_loading(layer)
+    names = {name for name, _ in layer.named_parameters()}
+    assert names == {"weight", "weight_scale", "weight_channel_scale"}
+    packed = sum(p.numel() * p.element_size() for p in layer.parameters())
+    checkpoint = 64 * 64 + 64 * 8 + 4
+    assert packed <= checkpoint * 1.3
+
+
+def test_bad_layer_is_a_value_error() -> None:
+    config = MPLinearLayerConfig(weight_shape=(64, 128))
+    layer = make_layer(config, seed=1)
+    layer.weight_scale.data = layer.weight_scale.data[:, :0]
+    with pytest.raises(ValueError, match="weight_scale"):
+        MarlinMPLinearKernel(config).process_weights_after_loading(layer)
