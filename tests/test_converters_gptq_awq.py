@@ -286,3 +286,30 @@ def test_awq_errors(fields, edit, match):
     tensors = edit(tensors) if edit else tensors
     with pytest.raises(ValueError, match=match):
         awq.convert(tensors, **({"group_size": 128} | fields))
+
+
+def test_convert_from_config_files():
+    n, k = 32, 256
+    weight = _weight(n, k, seed=21)
+    gptq_tensors = gptq_checkpoint(weight, 4, 128, False, None, "gptq_v2")
+    quantize_config = {"bits": 4, "group_size": 128, "sym": False, "desc_act": False,
+                       "damp_percent": 0.01, "checkpoint_format": "gptq_v2"}
+    config, params = gptq.convert_from_config(gptq_tensors, quantize_config)
+    assert config.weight_type == scalar_types.uint4
+    assert_close_rel(dequantize_weight(config, params),
+                     gptq_formula(gptq_tensors, 4, 128, False, "gptq_v2"))
+    # No checkpoint_format: v1, whose zeros are read one higher.
+    _, v1 = gptq.convert_from_config(gptq_tensors, {**quantize_config, "checkpoint_format": None})
+    assert torch.equal(v1["weight_zero_point"], (params["weight_zero_point"] + 1) % 16)
+    with pytest.raises(ValueError, match=r"gptq quantization config: missing 'group_size'"):
+        gptq.convert_from_config(gptq_tensors, {"bits": 4})
+
+    awq_tensors = awq_checkpoint(weight, 64)
+    autoawq = {"w_bit": 4, "q_group_size": 64, "zero_point": True, "version": "GEMM"}
+    config, params = awq.convert_from_config(awq_tensors, autoawq)
+    assert config.group_size == 64
+    assert_close_rel(dequantize_weight(config, params), awq_formula(awq_tensors, 64))
+    hf = {"quant_method": "awq", "bits": 4, "group_size": 64, "version": "gemm"}
+    assert awq.convert_from_config(awq_tensors, hf)[0] == config
+    with pytest.raises(ValueError, match=r"awq quantization config: missing 'group_size'"):
+        awq.convert_from_config(awq_tensors, {"w_bit": 4})

@@ -10,6 +10,7 @@ the formats' AWQ codec and repacks the codes along K (the contract's layout).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -23,7 +24,7 @@ from kernel_core.families import MPLinearLayerConfig
 from kernel_core.formats.integer import pack_along_k, unpack_awq
 from kernel_core.scalar_types import scalar_types
 
-__all__ = ["convert"]
+__all__ = ["convert", "convert_from_config"]
 
 CONVENTION = "awq"
 
@@ -80,3 +81,29 @@ def convert(
         act_dtype=act_dtype or (scales.dtype if scales.dtype != torch.float32 else torch.bfloat16),
     )
     return finish(config, params, f"{CONVENTION} layer")
+
+
+def convert_from_config(
+    tensors: Mapping[str, torch.Tensor],
+    quant_config: Mapping[str, Any],
+    *,
+    act_dtype: torch.dtype | None = None,
+) -> Converted:
+    """:func:`convert` with the fields read from the checkpoint's config: transformers'
+    ``quantization_config`` (``bits``, ``group_size``) or AutoAWQ's ``quant_config.json``
+    (``w_bit``, ``q_group_size``), plus ``zero_point`` (default True) and ``version`` (default
+    "gemm")."""
+    group_size = quant_config.get("group_size", quant_config.get("q_group_size"))
+    if group_size is None:
+        raise ValueError(
+            f"{CONVENTION} quantization config: missing 'group_size' (or 'q_group_size'); found "
+            f"keys {sorted(quant_config)}"
+        )
+    return convert(
+        tensors,
+        group_size=int(group_size),
+        bits=int(quant_config.get("bits", quant_config.get("w_bit", 4))),
+        zero_point=bool(quant_config.get("zero_point", True)),
+        version=str(quant_config.get("version", "gemm")),
+        act_dtype=act_dtype,
+    )

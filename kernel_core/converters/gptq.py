@@ -16,6 +16,7 @@ back, modulo ``2**bits`` (a zero of 0 was stored as ``2**bits - 1``). Symmetric 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -129,3 +130,30 @@ def convert(
         act_dtype=act_dtype or (scales.dtype if scales.dtype != torch.float32 else torch.bfloat16),
     )
     return finish(config, params, f"{CONVENTION} layer")
+
+
+def convert_from_config(
+    tensors: Mapping[str, torch.Tensor],
+    quant_config: Mapping[str, Any],
+    *,
+    act_dtype: torch.dtype | None = None,
+) -> Converted:
+    """:func:`convert` with the fields read from ``quantize_config.json`` (or the
+    ``quantization_config`` of ``config.json``): ``bits``, ``group_size``, ``sym`` (default True),
+    ``desc_act`` (default False), ``checkpoint_format`` (default "gptq", i.e. v1). Other keys
+    (``damp_percent``, ``true_sequential``, ...) only matter when quantizing and are ignored."""
+    for key in ("bits", "group_size"):
+        if key not in quant_config:
+            raise ValueError(
+                f"{CONVENTION} quantization config: missing {key!r}; found keys "
+                f"{sorted(quant_config)}"
+            )
+    return convert(
+        tensors,
+        bits=int(quant_config["bits"]),
+        group_size=int(quant_config["group_size"]),
+        sym=bool(quant_config.get("sym", True)),
+        desc_act=bool(quant_config.get("desc_act", False)),
+        checkpoint_format=quant_config.get("checkpoint_format") or "gptq",
+        act_dtype=act_dtype,
+    )
