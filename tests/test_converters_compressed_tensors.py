@@ -543,6 +543,18 @@ def test_scheme_errors(w4a16_asym):
     }
     with pytest.raises(ValueError, match="expected no input_activations or float4 ones"):
         ct_conv.convert({}, mx_fp8_acts, format="mxfp4-pack-quantized")
+    fp8_w = {"num_bits": 8, "type": "float", "strategy": "channel"}
+    int_acts = {"num_bits": 8, "type": "int", "dynamic": True}
+    with pytest.raises(ValueError, match="expected no input_activations or float8 ones"):
+        ct_conv.convert({}, {"weights": fp8_w, "input_activations": int_acts},
+                        format="float-quantized")
+    fp8_acts = {"num_bits": 8, "type": "float", "dynamic": True}
+    with pytest.raises(ValueError, match="expected no input_activations or int8 ones"):
+        ct_conv.convert({}, {"weights": int8_w["weights"], "input_activations": fp8_acts},
+                        format="int-quantized")
+    block_w = {"weights": {**fp8_w, "strategy": "block", "block_structure": [128, 128]}}
+    with pytest.raises(ValueError, match="block-scaled FP8 weights without input_activations"):
+        ct_conv.convert({}, block_w, format="float-quantized")
 
 
 def test_finish_rejects_params_outside_the_contract(w4a16_asym):

@@ -382,17 +382,22 @@ def _field(args: Mapping[str, Any], name: str, default: Any = None) -> Any:
     return value.value if hasattr(value, "value") else value  # enums from the library itself
 
 
-def _float_activation_mode(fmt: str, acts: Mapping[str, Any] | None, bits: int) -> str:
-    """"w{bits}a16" without input_activations, "w{bits}a{bits}" with float activations of the
-    weight's width; other activation formats (e.g. MXFP4 weights with FP8 activations) are not a
-    mode of the family."""
-    if acts is None:
-        return f"w{bits}a16"
-    if _field(acts, "type", "int") != "float" or _field(acts, "num_bits") != bits:
+def _check_activations(fmt: str, acts: Mapping[str, Any], act_type: str, bits: int) -> None:
+    """Activations of another type or width than the family quantizes to have no family here
+    (e.g. MXFP4 weights with FP8 activations)."""
+    if _field(acts, "type", "int") != act_type or _field(acts, "num_bits") != bits:
         raise ValueError(
-            f"{CONVENTION} {fmt}: expected no input_activations or float{bits} ones, found "
+            f"{CONVENTION} {fmt}: expected no input_activations or {act_type}{bits} ones, found "
             f"type={_field(acts, 'type')!r} num_bits={_field(acts, 'num_bits')!r}"
         )
+
+
+def _float_activation_mode(fmt: str, acts: Mapping[str, Any] | None, bits: int) -> str:
+    """"w{bits}a16" without input_activations, "w{bits}a{bits}" with float activations of the
+    weight's width."""
+    if acts is None:
+        return f"w{bits}a16"
+    _check_activations(fmt, acts, "float", bits)
     return f"w{bits}a{bits}"
 
 
@@ -439,12 +444,19 @@ def convert(
                     f"{CONVENTION} {fmt}: int8 weights without input_activations (W8A16 int8) "
                     "is not a family; expected int8 input_activations"
                 )
+            _check_activations(fmt, acts, "int", 8)
             return convert_int8(
                 tensors, weight_strategy=strategy,
                 input_dynamic=bool(_field(acts, "dynamic", False)),
                 input_symmetric=_field(acts, "symmetric", True), **extra,
             )
         if strategy == "block":
+            if acts is None:
+                raise ValueError(
+                    f"{CONVENTION} {fmt}: block-scaled FP8 weights without input_activations "
+                    "(weight-only) is not a family; expected dynamic float8 input_activations"
+                )
+            _check_activations(fmt, acts, "float", 8)
             return convert_fp8_block(
                 tensors, block_structure=_field(weights, "block_structure"), **extra
             )
@@ -453,6 +465,7 @@ def convert(
                 tensors, weight_strategy=strategy, activation_mode="w8a16",
                 partition_sizes=partition_sizes, **extra,
             )
+        _check_activations(fmt, acts, "float", 8)
         dynamic = bool(_field(acts, "dynamic", False))
         return convert_fp8(
             tensors, weight_strategy=strategy, activation_mode="w8a8", input_dynamic=dynamic,
