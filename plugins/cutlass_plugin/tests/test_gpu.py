@@ -1,0 +1,259 @@
+"""GPU tests (SM90): every kernel against a float64 reference built from the dequantized weight
+and the reference-quantized activations, the quantizers against kernel_core.formats, every tile
+configuration, CUDA-graph capture and replay, and torch.compile(fullgraph=True)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kernel_core.families.fp8 import FP8ScaledMMLinearLayerConfig
+from kernel_core.families.fp8_block import Fp8BlockLinearLayerConfig
+from kernel_core.families.int8 import Int8ScaledMMLinearLayerConfig
+from kernel_core.formats.fp8 import quantize_fp8, quantize_fp8_per_token_group
+from kernel_core.formats.int8 import quantize_int8
+from kernel_core.formats.layer import dequantize_weight, make_layer
+
+pytestmark = pytest.mark.gpu
+
+
+def _sm90_or_skip() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device present")
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip(f"needs SM90, found {torch.cuda.get_device_capability()}")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def built():
+    _sm90_or_skip()
+    from kernel_core_cutlass import ops
+
+    ops.build()
+
+
+def _kernels():
+    from kernel_core_cutlass import kernels
+
+    return kernels
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    out = out.to(torch.float64)
+    return ((out - ref).norm() / ref.norm()).item()
+
+
+def poison_next_allocation(shape, dtype) -> None:
+    """Free a NaN-filled block of exactly the output's size so the next allocation of that size
+    (the op's output) reuses it: an element the kernel leaves unwritten shows up as NaN."""
+    block = torch.full(shape, float("nan"), dtype=dtype, device="cuda")
+    del block
+
+
+def reference_activation(config, x: torch.Tensor, layer) -> torch.Tensor:
+    """What the kernel's activation quantizer is specified to produce, decoded, in float64."""
+    x32 = x.to(torch.float32)
+    if config.family == "fp8":
+        if config.input_scale == "static":
+            q, s = quantize_fp8(x32, "token", scale=layer.input_scale.reshape(1))
+        else:
+            q, s = quantize_fp8(x32, config.input_scale_granularity)
+        return q.to(torch.float64) * s.to(torch.float64).reshape(-1, 1) if s.numel() > 1 else \
+            q.to(torch.float64) * s.to(torch.float64)
+    if config.family == "int8":
+        if config.input_scale == "static":
+            zp = None if config.input_symmetric else layer.input_zero_point.reshape(1)
+            q, s, zp = quantize_int8(x32, "tensor", symmetric=config.input_symmetric,
+                                     scale=layer.input_scale.reshape(1), zero_point=zp)
+        else:
+            q, s, zp = quantize_int8(x32, "token", symmetric=config.input_symmetric)
+        values = q.to(torch.float64)
+        if zp is not None:
+            values = values - zp.to(torch.float64).reshape(-1, 1)
+        return values * s.to(torch.float64).reshape(-1, 1)
+    q, s = quantize_fp8_per_token_group(x32, config.input_group)
+    return (q.to(torch.float64).reshape(x.shape[0], -1, config.input_group)
+            * s.to(torch.float64).unsqueeze(-1)).reshape(x.shape)
+
+
+def make_case(config, m: int, seed: int, with_bias: bool):
+    kernel_class = {"fp8": _kernels().CutlassFP8ScaledMMLinearKernel,
+                    "int8": _kernels().CutlassInt8ScaledMMLinearKernel,
+                    "fp8_block": _kernels().CutlassFp8BlockScaledMMLinearKernel}[config.family]
+    layer = make_layer(config, seed=seed, device="cuda")
+    params = {name: p.detach().clone() for name, p in layer.named_parameters()}
+    w_ref = dequantize_weight(config, params).to(torch.float64)
+    generator = torch.Generator(device="cuda").manual_seed(seed + 1)
+    x = torch.randn((m, config.in_features), generator=generator, device="cuda").to(config.act_dtype)
+    bias = None
+    if with_bias:
+        bias = torch.randn(config.out_features, generator=generator, device="cuda").to(
+            config.out_dtype)
+    ref = reference_activation(config, x, layer) @ w_ref.T
+    if bias is not None:
+        ref = ref + bias.to(torch.float64)
+    kernel = kernel_class(config)
+    kernel.process_weights_after_loading(layer)
+    return kernel, layer, x, bias, ref
+
+
+FP8_CONFIGS = [
+    dict(weight_scale_granularity="channel", input_scale="dynamic", input_scale_granularity="token"),
+    dict(weight_scale_granularity="tensor", input_scale="dynamic", input_scale_granularity="token"),
+    dict(weight_scale_granularity="channel", input_scale="dynamic", input_scale_granularity="tensor"),
+    dict(weight_scale_granularity="tensor", input_scale="static", input_scale_granularity="tensor"),
+    dict(weight_scale_granularity="channel", input_scale="static", input_scale_granularity="tensor"),
+]
+INT8_CONFIGS = [
+    dict(weight_scale_granularity="channel", input_scale="dynamic", input_symmetric=True),
+    dict(weight_scale_granularity="channel", input_scale="dynamic", input_symmetric=False),
+    dict(weight_scale_granularity="tensor", input_scale="static", input_symmetric=True),
+    dict(weight_scale_granularity="channel", input_scale="static", input_symmetric=False),
+]
+#: One M per tile configuration of the heuristic (with N=4096 the last reaches 128x256).
+MS = [1, 16, 40, 200, 700, 1100]
+
+
+def _check(kernel, layer, x, bias, ref, tol):
+    out_dtype = kernel.config.out_dtype
+    poison_next_allocation((x.shape[0], kernel.config.out_features), out_dtype)
+    out = kernel.apply_weights(layer, x, bias)
+    assert out.dtype == out_dtype and out.shape == ref.shape
+    assert not out.isnan().any(), "unwritten (poisoned) output elements"
+    err = rel_err(out, ref)
+    assert err < tol, f"relative error {err:.2e} >= {tol}"
+
+
+@pytest.mark.parametrize("m", MS)
+@pytest.mark.parametrize("options", FP8_CONFIGS)
+@pytest.mark.parametrize("out_dtype", [torch.bfloat16, torch.float16])
+def test_fp8_matches_float64_reference(m, options, out_dtype):
+    config = FP8ScaledMMLinearLayerConfig(weight_shape=(4096, 1024), out_dtype=out_dtype, **options)
+    case = make_case(config, m, seed=m, with_bias=m % 2 == 0)
+    _check(*case, tol=1.5e-2)
+
+
+@pytest.mark.parametrize("m", MS)
+@pytest.mark.parametrize("options", INT8_CONFIGS)
+@pytest.mark.parametrize("out_dtype", [torch.bfloat16, torch.float16])
+def test_int8_matches_float64_reference(m, options, out_dtype):
+    config = Int8ScaledMMLinearLayerConfig(weight_shape=(4096, 1024), out_dtype=out_dtype, **options)
+    case = make_case(config, m, seed=m + 7, with_bias=m % 2 == 1)
+    _check(*case, tol=1e-2)
+
+
+@pytest.mark.parametrize("m", [1, 5, 64, 129, 1000])
+@pytest.mark.parametrize("out_dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("n", [2112, 1024])
+def test_fp8_block_matches_float64_reference(m, out_dtype, n):
+    config = Fp8BlockLinearLayerConfig(weight_shape=(n, 1024), out_dtype=out_dtype)
+    case = make_case(config, m, seed=m + 3, with_bias=m % 2 == 0)
+    _check(*case, tol=1.5e-2)
+
+
+@pytest.mark.parametrize("tile", range(5))
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.int8])
+def test_every_tile_configuration_is_correct(tile, dtype):
+    from kernel_core_cutlass import ops
+
+    m, n, k = 300, 512, 768
+    g = torch.Generator(device="cuda").manual_seed(tile)
+    if dtype == torch.int8:
+        x = torch.randint(-128, 128, (m, k), generator=g, device="cuda", dtype=torch.int8)
+        w = torch.randint(-128, 128, (n, k), generator=g, device="cuda", dtype=torch.int8)
+    else:
+        x = (torch.randn(m, k, generator=g, device="cuda") * 50).to(dtype)
+        w = (torch.randn(n, k, generator=g, device="cuda") * 50).to(dtype)
+    s_tok = torch.rand(m, generator=g, device="cuda") + 0.5
+    s_ch = torch.rand(n, generator=g, device="cuda") + 0.5
+    zp_neg = -torch.randint(-20, 20, (m,), generator=g, device="cuda").float()
+    colsum = w.to(torch.float32).sum(dim=1)
+    bias = torch.randn(n, generator=g, device="cuda").to(torch.bfloat16) * 1000
+    ref = x.double() @ w.double().T + zp_neg.double()[:, None] * colsum.double()[None, :]
+    ref = ref * s_tok.double()[:, None] * s_ch.double()[None, :] + bias.double()
+    poison_next_allocation((m, n), torch.bfloat16)
+    use_zp = dtype == torch.int8
+    out = ops.scaled_mm(x, w, s_tok, s_ch, zp_neg if use_zp else None,
+                        colsum if use_zp else None, bias, ops.workspace_for(x.device),
+                        torch.bfloat16, tile)
+    if not use_zp:
+        ref = ref - (zp_neg.double()[:, None] * colsum.double()[None, :]
+                     * s_tok.double()[:, None] * s_ch.double()[None, :])
+    assert not out.isnan().any()
+    assert rel_err(out, ref) < 1e-2
+
+
+@pytest.mark.parametrize("tile", range(2))
+def test_every_block_tile_configuration_is_correct(tile):
+    config = Fp8BlockLinearLayerConfig(weight_shape=(384, 512))
+    kernel, layer, x, bias, ref = make_case(config, 77, seed=tile, with_bias=False)
+    from kernel_core_cutlass import ops, quant
+
+    q, xs = quant.quantize_fp8_per_group(x, 128)
+    out = ops.block_scaled_mm(q, layer.weight, xs, layer.weight_scale, None, kernel.workspace,
+                              torch.bfloat16, tile)
+    assert rel_err(out, ref) < 1.5e-2
+
+
+def test_quantizers_match_the_reference_codes():
+    from kernel_core_cutlass import quant
+
+    g = torch.Generator(device="cuda").manual_seed(11)
+    x = torch.randn(37, 4864, generator=g, device="cuda").to(torch.bfloat16) * 3
+    x32 = x.float()
+    q, s = quant.quantize_fp8_per_token(x)
+    rq, rs = quantize_fp8(x32, "token")
+    torch.testing.assert_close(s, rs.reshape(-1), rtol=1e-6, atol=0)
+    assert (q.float() != rq.float()).float().mean() < 1e-3
+    q, s = quant.quantize_fp8_per_tensor(x)
+    rq, rs = quantize_fp8(x32, "tensor")
+    torch.testing.assert_close(s, rs.reshape(-1), rtol=1e-6, atol=0)
+    assert (q.float() != rq.float()).float().mean() < 1e-3
+    for symmetric in (True, False):
+        q, s, zp, _ = quant.quantize_int8_per_token(x, symmetric)
+        rq, rs, rzp = quantize_int8(x32, "token", symmetric=symmetric)
+        torch.testing.assert_close(s, rs.reshape(-1), rtol=1e-6, atol=0)
+        if not symmetric:
+            assert (zp - rzp.reshape(-1)).abs().max() <= 1
+        assert (q.int() - rq.int()).abs().max() <= 1
+        assert (q != rq).float().mean() < 1e-3
+    q, s = quant.quantize_fp8_per_group(x, 128)
+    rq, rs = quantize_fp8_per_token_group(x32, 128)
+    torch.testing.assert_close(s[:, : x.shape[0]], rs.T, rtol=1e-6, atol=0)
+    assert (q.float() != rq.float()).float().mean() < 1e-3
+
+
+CAPTURE_CASES = [
+    FP8ScaledMMLinearLayerConfig(weight_shape=(1024, 512)),
+    Int8ScaledMMLinearLayerConfig(weight_shape=(1024, 512), input_symmetric=False),
+    Fp8BlockLinearLayerConfig(weight_shape=(1024, 512)),
+]
+
+
+@pytest.mark.parametrize("config", CAPTURE_CASES, ids=lambda c: c.family)
+def test_cuda_graph_capture_and_replay(config):
+    kernel, layer, x, bias, _ = make_case(config, 24, seed=5, with_bias=True)
+    static_x = x.clone()
+    kernel.apply_weights(layer, static_x, bias)  # warm up (Triton compiles) outside the capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = kernel.apply_weights(layer, static_x, bias)
+    for seed in range(3):
+        fresh = torch.randn(x.shape, generator=torch.Generator(device="cuda").manual_seed(seed),
+                            device="cuda").to(x.dtype)
+        static_x.copy_(fresh)
+        graph.replay()
+        expected = kernel.apply_weights(layer, fresh, bias)
+        torch.testing.assert_close(static_out, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("config", CAPTURE_CASES, ids=lambda c: c.family)
+def test_torch_compile_fullgraph(config):
+    kernel, layer, x, bias, _ = make_case(config, 33, seed=6, with_bias=True)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda t: kernel.apply_weights(layer, t, bias), fullgraph=True)
+    x3 = x.reshape(3, 11, -1)
+    out = compiled(x3)
+    assert out.shape == (3, 11, config.out_features)
+    torch.testing.assert_close(out, kernel.apply_weights(layer, x3, bias), rtol=0, atol=0)
