@@ -14,6 +14,11 @@ import pytest
 from kernel_core_marlin.ops import CSRC
 
 NVCC = shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc"
+#: The flags torch.utils.cpp_extension adds to every CUDA compile (they remove implicit 16-bit
+#: float conversions and operators, so the sources must not rely on them).
+TORCH_CUDA_FLAGS = ["-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",
+                    "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__",
+                    "--expt-relaxed-constexpr"]
 
 
 @pytest.mark.slow
@@ -22,9 +27,9 @@ def test_sources_compile(tmp_path: Path) -> None:
     from torch.utils.cpp_extension import include_paths
 
     jobs = {
-        "bf16 sm_90a": [NVCC, "-std=c++17", "-O3", "-gencode=arch=compute_90a,code=sm_90a", "-c",
+        "bf16 sm_90a": [NVCC, *TORCH_CUDA_FLAGS, "-std=c++17", "-O3", "-gencode=arch=compute_90a,code=sm_90a", "-c",
                         str(CSRC / "gemm_bf16.cu"), "-o", str(tmp_path / "bf16.o")],
-        "fp16 sm_80": [NVCC, "-std=c++17", "-O3", "-gencode=arch=compute_80,code=sm_80", "-c",
+        "fp16 sm_80": [NVCC, *TORCH_CUDA_FLAGS, "-std=c++17", "-O3", "-gencode=arch=compute_80,code=sm_80", "-c",
                        str(CSRC / "gemm_fp16.cu"), "-o", str(tmp_path / "fp16.o")],
         "bindings": ["c++", "-std=c++17", "-fsyntax-only", "-DTORCH_EXTENSION_NAME=kcm_check",
                      *(f"-I{p}" for p in include_paths()),

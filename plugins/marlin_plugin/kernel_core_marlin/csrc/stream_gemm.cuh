@@ -82,10 +82,27 @@ __device__ __forceinline__ uint32_t mul2(uint32_t a, uint32_t b) {
   return *reinterpret_cast<uint32_t*>(&r);
 }
 
+// Explicit conversions: torch builds CUDA code with __CUDA_NO_HALF_CONVERSIONS__ and
+// __CUDA_NO_BFLOAT16_CONVERSIONS__, which remove the implicit ones.
+__device__ __forceinline__ float to_float(half v) { return __half2float(v); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T>
+__device__ __forceinline__ T from_float(float v);
+
+template <>
+__device__ __forceinline__ half from_float<half>(float v) {
+  return __float2half_rn(v);
+}
+
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
 template <typename T>
 __device__ __forceinline__ float low_to_float(uint32_t a) {
-  T v = *reinterpret_cast<T*>(&a);
-  return static_cast<float>(v);
+  return to_float(*reinterpret_cast<T*>(&a));
 }
 
 template <typename T>
@@ -375,7 +392,7 @@ __global__ void __launch_bounds__(256) stream_gemm_kernel(const GemmParams p) {
       const int n = (tile0 + r) * 16 + g + 8 * half_row;
       if (n >= p.N) continue;
       const float cs = p.chan != nullptr ? p.chan[n] : 1.0f;
-      const float bs = bias != nullptr ? static_cast<float>(bias[n]) : 0.0f;
+      const float bs = bias != nullptr ? to_float(bias[n]) : 0.0f;
 #pragma unroll
       for (int j = 0; j < MT; ++j) {
 #pragma unroll
@@ -383,7 +400,7 @@ __global__ void __launch_bounds__(256) stream_gemm_kernel(const GemmParams p) {
           const int m = m0 + 8 * j + 2 * t + col;
           if (m < p.M) {
             out[static_cast<size_t>(m) * p.N + n] =
-                static_cast<T>(acc[j][r][2 * half_row + col] * cs + bs);
+                from_float<T>(acc[j][r][2 * half_row + col] * cs + bs);
           }
         }
       }
