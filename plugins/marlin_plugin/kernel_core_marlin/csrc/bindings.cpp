@@ -55,7 +55,8 @@ void gemm(const torch::Tensor& x, const torch::Tensor& qweight, const torch::Ten
               "16-byte aligned");
   TORCH_CHECK(x.size(1) <= qweight.size(1) * 64, "kernel_core_marlin: K=", x.size(1),
               " exceeds the packed K ", qweight.size(1) * 64);
-  TORCH_CHECK(wn * wk * 32 <= 1024 && wn >= 1 && wk >= 1, "kernel_core_marlin: bad warp grid");
+  TORCH_CHECK(wn * wk <= 8 && wn >= 1 && wk >= 1, "kernel_core_marlin: at most 8 warps per block, "
+              "found wn=", wn, " wk=", wk);
   kcm::GemmParams p = make_params(qweight, gscale, zeros, gtab, chan, out.size(1), group_size, zconst);
   p.x = x.data_ptr();
   p.bias = optional_ptr(bias);

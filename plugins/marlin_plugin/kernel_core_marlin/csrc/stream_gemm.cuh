@@ -254,8 +254,11 @@ __device__ __forceinline__ uint32_t step_word(const uint4* v, int s, int half) {
   }
 }
 
+// Group of the lane's 16 channels; channels in the K padding take the last group (their
+// activations are zero, and the read must stay inside the table).
 __device__ __forceinline__ int group_of(const GemmParams& p, int chunk, int t) {
-  return p.gtab != nullptr ? p.gtab[chunk * 4 + t] : (chunk * 64 + 16 * t) / p.group_size;
+  const int grp = p.gtab != nullptr ? p.gtab[chunk * 4 + t] : (chunk * 64 + 16 * t) / p.group_size;
+  return grp < p.G ? grp : p.G - 1;
 }
 
 template <typename T, int FMT, int MT, int R>
