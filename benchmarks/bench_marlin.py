@@ -27,7 +27,6 @@ from typing import Any
 import torch
 
 from kernel_core.families import MPLinearLayerConfig, NvFp4LinearLayerConfig
-from kernel_core.formats.layer import quantize_weight
 from kernel_core_marlin import ops
 from kernel_core_marlin.kernels import (
     DEQUANT_MATMUL_MIN_M,
@@ -104,11 +103,10 @@ def _random_checkpoint(config, fmt: str) -> dict[str, torch.Tensor]:
     quantizer would need the whole float weight; here only the layout and the byte count matter)."""
     n, k = config.weight_shape
     if fmt == "int4_g128":
-        params = quantize_weight(config, torch.randn(16, k, device="cuda") * 0.02)
         return {
             "weight": torch.randint(-2**31, 2**31 - 1, (n, k // 8), dtype=torch.int32, device="cuda"),
             "weight_scale": (torch.rand(n, k // 128, device="cuda") * 1e-3 + 1e-3).to(
-                params["weight_scale"].dtype),
+                config.act_dtype),
         }
     return {
         "weight": torch.randint(0, 256, (n, k // 2), dtype=torch.uint8, device="cuda"),

@@ -27,8 +27,9 @@ __all__ = [
     "fp_bias_compensation",
 ]
 
-#: Rows repacked at a time: bounds the temporaries of processing one layer.
-_SLAB_ROWS = 2048
+#: Codes repacked at a time: bounds the temporaries of processing one layer (a few int64 copies
+#: of a slab, ~25 MB) well below the packed weight that is the one extra copy a layer may need.
+_SLAB_CODES = 1 << 20
 
 
 class Format:
@@ -73,8 +74,9 @@ def pack_codes(
     out = torch.empty(
         (np_ // TILE_N, kp // CHUNK_K, bits // 4, 32, 4), dtype=torch.int32, device=device
     )
-    for r0 in range(0, np_, _SLAB_ROWS):
-        r1 = min(r0 + _SLAB_ROWS, np_)
+    slab_rows = max(TILE_N, _SLAB_CODES // kp // TILE_N * TILE_N)
+    for r0 in range(0, np_, slab_rows):
+        r1 = min(r0 + slab_rows, np_)
         codes = codes_of_rows(r0, min(r1, n))
         if codes.shape[0] < r1 - r0:
             pad = codes.new_zeros((r1 - r0 - codes.shape[0], kp))
