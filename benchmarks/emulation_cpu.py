@@ -13,6 +13,7 @@ import argparse
 import statistics
 import sys
 import time
+from functools import partial
 
 import torch
 
@@ -24,9 +25,9 @@ from kernel_core import (
     Mxfp8LinearLayerConfig,
     MxFp4LinearLayerConfig,
     NvFp4LinearLayerConfig,
-    init_kernel,
 )
 from kernel_core.formats import dequantize_weight, make_layer
+from kernel_core_emulation.kernels import EMULATION_KERNELS
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -45,6 +46,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     shape = (args.size, args.size)
+    emulation = {kernel.family: kernel for kernel in EMULATION_KERNELS}
     configs = [
         MPLinearLayerConfig(weight_shape=shape, group_size=128),
         Int8ScaledMMLinearLayerConfig(weight_shape=shape),
@@ -59,13 +61,13 @@ def main() -> None:
     for config in configs:
         print(f"  building {config.short()} ...", file=sys.stderr)
         layer = make_layer(config, seed=0)
-        kernel = init_kernel(config, platform="cpu")
+        kernel = emulation[config.family](config)
         kernel.process_weights_after_loading(layer)
         x = torch.randn(1, args.size).to(config.act_dtype)
         dense = dequantize_weight(config, layer)
-        dequant = _median_seconds(lambda: dequantize_weight(config, layer), args.repeats)
-        apply = _median_seconds(lambda: kernel.apply_weights(layer, x), args.repeats)
-        matmul = _median_seconds(lambda: x.float() @ dense.T, args.repeats)
+        dequant = _median_seconds(partial(dequantize_weight, config, layer), args.repeats)
+        apply = _median_seconds(partial(kernel.apply_weights, layer, x), args.repeats)
+        matmul = _median_seconds(partial(torch.matmul, x.float(), dense.T), args.repeats)
         label = f"{config.family} {getattr(config, 'activation_mode', '')} ({kernel.name})"
         print(f"{label:<58} {dequant * 1e3:>9.1f}ms {apply * 1e3:>7.1f}ms {matmul * 1e3:>10.2f}ms")
 

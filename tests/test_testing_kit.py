@@ -1,7 +1,8 @@
 """The conformance kit catches broken kernels (and passes a correct one).
 
-Each broken kernel is the emulation kernel with one deliberate bug; the kit's check functions must
-raise :class:`ConformanceError` naming it, and a pytest run of ``conformance_tests`` on it must fail.
+Each broken kernel is the emulation kernel with one deliberate bug; the kit's check functions
+must raise :class:`ConformanceError` naming it, and a pytest run of ``conformance_tests`` on it
+must fail.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from kernel_core.testing import (
     check_metadata,
     check_refusals,
     check_rejects_bad_input,
+    conformance_tests,
     kernel_configs,
     runnable_device,
     tolerance_for,
@@ -155,6 +157,8 @@ def test_metadata_and_platform_skip() -> None:
     if not torch.cuda.is_available():
         device, reason = runnable_device(CudaOnly)
         assert device is None and "runs on cuda" in reason
+    assert [m.name for m in conformance_tests(CudaOnly).pytestmark] == ["gpu"]
+    assert not hasattr(conformance_tests(EmulationMPLinearKernel), "pytestmark")
 
 
 def test_full_grid_is_larger_than_quick() -> None:

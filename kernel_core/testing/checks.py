@@ -146,7 +146,8 @@ class _Runner:
             self.kernel = kernel_class(config)
             self.kernel.process_weights_after_loading(layer)
         except Exception as exc:
-            raise ConformanceError(f"{self.what}: setup raised {type(exc).__name__}: {exc}") from exc
+            what = f"{type(exc).__name__}: {exc}"
+            raise ConformanceError(f"{self.what}: setup raised {what}") from exc
         for name, parameter in before.items():
             after = layer._parameters.get(name)
             if parameter is not None and after is not None and after is not parameter:
@@ -181,7 +182,8 @@ class _Runner:
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected_shape:
             found = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ConformanceError(
-                f"{self.what} [{label}]: expected output shape {list(expected_shape)}, found {found}"
+                f"{self.what} [{label}]: expected output shape {list(expected_shape)}, "
+                f"found {found}"
             )
         if out.dtype != self.config.out_dtype:
             raise ConformanceError(

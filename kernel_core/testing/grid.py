@@ -68,11 +68,10 @@ _FAMILY_AXES: dict[str, dict[str, list[dict[str, Any]]]] = {
     },
     "fp8": {
         "activations": [
-            {"activation_mode": "w8a8", "input_scale": "dynamic", "input_scale_granularity": "token"},
-            {"activation_mode": "w8a8", "input_scale": "dynamic", "input_scale_granularity": "tensor"},
-            {"activation_mode": "w8a8", "input_scale": "static", "input_scale_granularity": "tensor"},
-            {"activation_mode": "w8a16"},
-        ],
+            {"activation_mode": "w8a8", "input_scale": scale, "input_scale_granularity": per}
+            for scale, per in (("dynamic", "token"), ("dynamic", "tensor"), ("static", "tensor"))
+        ]
+        + [{"activation_mode": "w8a16"}],
         "weight_scale": [{"weight_scale_granularity": g} for g in ("channel", "tensor")],
     },
     "fp8_block": {},
@@ -99,7 +98,9 @@ def grid_size() -> str:
     """``quick`` (default) or ``full``, from ``KERNEL_CORE_GRID``."""
     value = os.environ.get(GRID_ENV, "quick").strip().lower() or "quick"
     if value not in GRIDS:
-        raise ValueError(f"{GRID_ENV}={value!r} is not allowed; expected one of: {', '.join(GRIDS)}")
+        raise ValueError(
+            f"{GRID_ENV}={value!r} is not allowed; expected one of: {', '.join(GRIDS)}"
+        )
     return value
 
 
@@ -108,7 +109,7 @@ def m_values(size: str | None = None) -> tuple[int, ...]:
 
 
 def grid_configs(family: str) -> Iterator[GridConfig]:
-    """Every valid config of the family's full grid (combinations the config rejects are skipped)."""
+    """Every valid config of the family's full grid (combinations a config rejects are skipped)."""
     config_class = FAMILIES[family].config_class
     axes: Mapping[str, list[dict[str, Any]]] = {**_COMMON, **_FAMILY_AXES[family]}
     seen: set[LayerConfig] = set()
@@ -140,7 +141,9 @@ def _cover(points: list[GridConfig]) -> list[GridConfig]:
     return chosen
 
 
-def kernel_configs(kernel_class: type, size: str | None = None) -> tuple[list[GridConfig], list[tuple[LayerConfig, str | None]]]:
+def kernel_configs(
+    kernel_class: type, size: str | None = None
+) -> tuple[list[GridConfig], list[tuple[LayerConfig, str | None]]]:
     """(accepted grid points, refused configs with the kernel's reason) for a kernel class.
 
     ``size``: "quick" or "full" (default: ``KERNEL_CORE_GRID``). Refusals come from the full grid,

@@ -14,7 +14,8 @@ The name must start with ``Test`` (pytest collects classes by name). The class h
   refuses it too (skipped when it accepts the whole grid);
 * ``test_rejects_bad_input``: a wrong K or bias shape is a ValueError.
 
-A kernel that cannot run on this machine is skipped with its ``is_supported`` reason.
+A kernel that cannot run on this machine is skipped with its ``is_supported`` reason; the suite of
+a kernel that does not run on the CPU carries the ``gpu`` marker.
 """
 
 from __future__ import annotations
@@ -83,4 +84,6 @@ def conformance_tests(
             check_rejects_bad_input(kernel_class, accepted[0].config, device=device, seed=seed)
 
     ConformanceSuite.__name__ = ConformanceSuite.__qualname__ = f"Test{kernel_class.__name__}"
+    if "cpu" not in kernel_class.platforms:
+        ConformanceSuite = pytest.mark.gpu(ConformanceSuite)  # noqa: N806 (still the class)
     return ConformanceSuite

@@ -45,11 +45,15 @@ class ExampleTorchFp8W8A16LinearKernel(FP8ScaledMMLinearKernel):
     @classmethod
     def can_implement(cls, config: Any) -> tuple[bool, str | None]:
         if config.activation_mode != "w8a16":
-            return False, f"weight-only: activation_mode must be 'w8a16', not {config.activation_mode!r}"
+            return False, (
+                f"weight-only: activation_mode must be 'w8a16', not {config.activation_mode!r}"
+            )
         if config.act_dtype not in (torch.float16, torch.bfloat16):
             return False, f"act_dtype must be float16 or bfloat16, not {config.act_dtype}"
         if config.out_dtype != config.act_dtype:
-            return False, f"out_dtype must equal act_dtype ({config.act_dtype}), not {config.out_dtype}"
+            return False, (
+                f"out_dtype must equal act_dtype ({config.act_dtype}), not {config.out_dtype}"
+            )
         return True, None
 
     def process_weights_after_loading(self, layer: torch.nn.Module) -> None:

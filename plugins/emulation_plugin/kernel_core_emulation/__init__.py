@@ -1,3 +1,4 @@
-"""kernel-core-emulation: Reference (emulation) kernels for every kernel-core family, CPU and GPU."""
+"""kernel-core-emulation: reference (emulation) kernels for every kernel-core family, CPU and
+GPU."""
 
 __version__ = "0.1.0"

@@ -48,17 +48,23 @@ def _fp8_block(
     return fp8.dequantize_fp8_per_token_group(q, scale)
 
 
-def _nvfp4(config: LayerConfig, x: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+def _nvfp4(
+    config: LayerConfig, x: torch.Tensor, params: Mapping[str, torch.Tensor]
+) -> torch.Tensor:
     if config.activation_mode == "w4a16":
         return x
     return fp4.qdq_nvfp4(x, params["input_global_scale"])
 
 
-def _mxfp4(config: LayerConfig, x: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+def _mxfp4(
+    config: LayerConfig, x: torch.Tensor, params: Mapping[str, torch.Tensor]
+) -> torch.Tensor:
     return x if config.activation_mode == "w4a16" else fp4.qdq_mxfp4(x)
 
 
-def _mxfp8(config: LayerConfig, x: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+def _mxfp8(
+    config: LayerConfig, x: torch.Tensor, params: Mapping[str, torch.Tensor]
+) -> torch.Tensor:
     return x if config.activation_mode == "w8a16" else mx.qdq_mxfp8(x)
 
 

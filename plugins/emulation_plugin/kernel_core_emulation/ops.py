@@ -15,7 +15,6 @@ the op schema from real annotation objects.
 """
 
 import functools
-from typing import Optional
 
 import torch
 
@@ -47,14 +46,14 @@ def layout_of(key: str) -> LayerConfig:
         ) from None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def parameter_names(config: LayerConfig) -> tuple[str, ...]:
     """The contract tensors the oracle reads, in ``parameter_specs`` order."""
     return tuple(spec.name for spec in FAMILIES[config.family].parameter_specs(config))
 
 
 def _reference_linear(
-    x: torch.Tensor, params: list[torch.Tensor], bias: Optional[torch.Tensor], layout: str
+    x: torch.Tensor, params: list[torch.Tensor], bias: torch.Tensor | None, layout: str
 ) -> torch.Tensor:
     config = layout_of(layout)
     by_name = dict(zip(parameter_names(config), params, strict=True))
@@ -69,7 +68,7 @@ def _reference_linear(
 
 
 def _fake_linear(
-    x: torch.Tensor, params: list[torch.Tensor], bias: Optional[torch.Tensor], layout: str
+    x: torch.Tensor, params: list[torch.Tensor], bias: torch.Tensor | None, layout: str
 ) -> torch.Tensor:
     config = layout_of(layout)
     return x.new_empty((*x.shape[:-1], config.out_features), dtype=config.out_dtype)
@@ -77,7 +76,7 @@ def _fake_linear(
 
 def _define_apply_op(family: str) -> torch.library.CustomOpDef:
     def apply(
-        x: torch.Tensor, params: list[torch.Tensor], bias: Optional[torch.Tensor], layout: str
+        x: torch.Tensor, params: list[torch.Tensor], bias: torch.Tensor | None, layout: str
     ) -> torch.Tensor:
         return _reference_linear(x, params, bias, layout)
 

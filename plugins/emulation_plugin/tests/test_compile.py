@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernel_core import MPLinearLayerConfig, NvFp4LinearLayerConfig, init_kernel
+from kernel_core import MPLinearLayerConfig, NvFp4LinearLayerConfig
 from kernel_core.formats import make_layer
+from kernel_core_emulation.kernels import EmulationMPLinearKernel, EmulationNvFp4LinearKernel
 
 
 class _Linear(torch.nn.Module):
@@ -24,18 +25,18 @@ class _Linear(torch.nn.Module):
 
 
 @pytest.mark.parametrize(
-    "config",
+    ("kernel_class", "config"),
     [
-        MPLinearLayerConfig(weight_shape=(64, 128), group_size=32, act_dtype=torch.float32),
-        NvFp4LinearLayerConfig(weight_shape=(64, 128), act_dtype=torch.float32),
+        (EmulationMPLinearKernel,
+         MPLinearLayerConfig(weight_shape=(64, 128), group_size=32, act_dtype=torch.float32)),
+        (EmulationNvFp4LinearKernel,
+         NvFp4LinearLayerConfig(weight_shape=(64, 128), act_dtype=torch.float32)),
     ],
     ids=["mp", "nvfp4-w4a4"],
 )
-def test_compiles_fullgraph_and_matches_eager(config) -> None:
+def test_compiles_fullgraph_and_matches_eager(kernel_class, config) -> None:
     torch._dynamo.reset()
-    kernel = init_kernel(config, platform="cpu", force=None)
-    assert kernel.provider == "emulation"
-    module = _Linear(config, kernel)
+    module = _Linear(config, kernel_class(config))
     x = torch.randn(2, 3, 128)
     compiled = torch.compile(module, fullgraph=True)
     torch.testing.assert_close(compiled(x), module(x), rtol=0, atol=0)

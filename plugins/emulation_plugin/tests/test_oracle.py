@@ -12,7 +12,7 @@ from kernel_core import (
     MPLinearLayerConfig,
     NvFp4LinearLayerConfig,
     Priority,
-    choose_kernel,
+    explain,
     registry,
 )
 from kernel_core.formats import (
@@ -51,12 +51,14 @@ def test_one_kernel_per_family_registered_at_reference_priority() -> None:
         assert kernel.provider == "emulation"
 
 
-def test_chosen_on_cpu_for_every_family_and_accepts_every_grid_config() -> None:
+def test_accepts_every_grid_config_and_serves_on_every_platform() -> None:
     for kernel in EMULATION_KERNELS:
         for point in grid_configs(kernel.family):
             assert kernel.can_implement(point.config) == (True, None), point.id
         first = next(grid_configs(kernel.family)).config
-        assert choose_kernel(first, platform="cpu") is kernel
+        for platform in ("cpu", "cuda", "rocm", "xpu"):
+            rows = {c.name: c for c in explain(first, platform=platform).candidates}
+            assert rows[kernel.name].accepted, (platform, rows[kernel.name].reason)
 
 
 def test_int8_asymmetric_matches_the_zero_point_formula() -> None:
