@@ -39,7 +39,7 @@ M_VALUES = (1, 16, 32, 64, 128, 256, 4096)
 L2_BYTES = 50 * 2**20
 ROTATE_BYTES = 3 * L2_BYTES  # weights touched by one graph's calls before any repeats
 TARGETS = {1: 3.3, 16: 3.3, 64: 2.5, 128: 1.5, 256: 1.0, 4096: 0.85}
-STREAM_VARIANTS = ((1, 1, 8), (2, 1, 8), (2, 2, 4), (1, 2, 4), (2, 4, 2), (1, 4, 2))
+STREAM_VARIANTS = ((1, 1, 8), (2, 1, 8), (2, 2, 4), (2, 4, 2))
 
 
 def log(message: str) -> None:
@@ -269,7 +269,7 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--plot")
     parser.add_argument("--quick", action="store_true", help="two shapes, three M values")
-    parser.add_argument("--replays", type=int, default=15)
+    parser.add_argument("--replays", type=int, default=12)
     parser.add_argument("--formats", default="int4_g128,nvfp4_w4a16")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -285,6 +285,16 @@ def main() -> None:
                                                    bf16_cache)
             rows += shape_rows
             memory.append(shape_memory)
+            write_result(args, device, copy_bw, rows, memory)  # partial results survive a timeout
+    write_result(args, device, copy_bw, rows, memory)
+    if args.plot:
+        try:
+            plot(rows, args.plot, device)
+        except ImportError as exc:
+            log(f"no plot: {exc}")
+
+
+def write_result(args, device: str, copy_bw: float, rows: list[dict], memory: list[dict]) -> None:
     import triton
 
     result = {
@@ -304,12 +314,6 @@ def main() -> None:
     }
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
-    log(json.dumps(result["summary"], indent=1))
-    if args.plot:
-        try:
-            plot(rows, args.plot, device)
-        except ImportError as exc:
-            log(f"no plot: {exc}")
 
 
 if __name__ == "__main__":

@@ -11,13 +11,19 @@ export KERNEL_CORE_CACHE_DIR=${KERNEL_CORE_CACHE_DIR:-$PWD/.cache/kernel-core}
 export MAX_JOBS=${MAX_JOBS:-16}
 exec > >(tee -a "$OUT/log.txt") 2>&1
 nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader
+# The device has no network: pure-python dependencies missing there (importlib_metadata) come
+# as wheels carried in .whl/.
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
 python3 -m pip install --no-deps --no-build-isolation -q -e . -e plugins/marlin_plugin 2>&1 | tail -3
 start=$(date +%s)
 python3 -c "import torch; from kernel_core_marlin import ops; ops.extension(); print('extension ready')"
 echo "build: $(( $(date +%s) - start )) s"
 if [ "${KCM_TESTS:-1}" = "1" ]; then
   start=$(date +%s)
-  python3 -m pytest -q -m gpu plugins/marlin_plugin/tests -p no:cacheprovider \
+  timeout "${KCM_TEST_TIMEOUT:-170}" python3 -m pytest -q -m gpu plugins/marlin_plugin/tests -p no:cacheprovider \
     -o addopts="" -ra --tb=short 2>&1 | tail -n 80 > "$OUT/pytest.txt"
   tail -n 30 "$OUT/pytest.txt"
   echo "tests: $(( $(date +%s) - start )) s"
