@@ -1,16 +1,19 @@
 """Selection: which registered kernel serves a layer, and why each other one does not.
 
 Candidates are the registered kernels of the config's family. They are ranked forced-first (the
-``force=`` argument, then ``KERNEL_CORE_FORCE_KERNELS``), then by measured time when a matching
-tune table has this layer, then by ``priority`` (higher first), then by name (a deterministic
-tie-break). The first candidate whose platform matches, that is not disabled, and whose
+``force=`` argument, then ``KERNEL_CORE_FORCE_KERNELS``), then a kernel pinned by the tune table,
+then by measured time for the caller's M range (``m_range``: ``"decode"``, ``"prefill"`` or
+``(lo, hi)``; default decode, see :mod:`kernel_core.tune`) when a matching tune table has this
+layer, then by ``priority`` (higher first), then by name (a deterministic tie-break). The first candidate whose platform matches, that is not disabled, and whose
 ``is_supported`` and ``can_implement`` both pass, wins. A probe that raises becomes that kernel's
 rejection reason; it never escapes. Answers are cached per (config, capability, platform, registry
-state, knobs), so a repeated query is a dictionary lookup.
+state, knobs, M range), so a repeated query is a dictionary lookup (after editing the tune table
+in a running process, call ``kernel_core.tune.reload()``).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +24,7 @@ from kernel_core.config import LayerConfig
 from kernel_core.kernel import LinearKernel
 from kernel_core.platform import current_compute_capability, current_platform
 from kernel_core.registry import registry
+from kernel_core.tune import MeasuredRanking, MRange, resolve_m_range, table_hook
 
 __all__ = [
     "Candidate",
@@ -36,10 +40,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: A ranking hook: given the config and candidates, return measured times (microseconds) by kernel
-#: name for those that were measured. The tuner installs one; None means rank by priority alone.
-MeasuredTimes = Callable[[LayerConfig, Sequence[type[LinearKernel]]], dict[str, float]]
-_measured_times: MeasuredTimes | None = None
+#: A ranking hook: given the config, the candidates and the M range ``(lo, hi)``, return measured
+#: times (microseconds) by kernel name for those that were measured, or a ``MeasuredRanking``
+#: (times, a pinned kernel, their source). A hook taking only (config, candidates) ignores the
+#: range. The default reads the tune table (:mod:`kernel_core.tune`); without one it returns nothing
+#: and the ranking is by priority alone.
+MeasuredTimes = Callable[..., "dict[str, float] | MeasuredRanking"]
+_measured_times: MeasuredTimes = table_hook
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,7 @@ class Candidate:
     reason: str | None
     forced: bool = False
     measured_us: float | None = None
+    pinned: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +71,7 @@ class Candidate:
             "reason": self.reason,
             "forced": self.forced,
             "measured_us": self.measured_us,
+            "pinned": self.pinned,
         }
 
 
@@ -75,6 +84,8 @@ class Explanation:
     compute_capability: int | None
     candidates: tuple[Candidate, ...]
     chosen: type[LinearKernel] | None = field(default=None, compare=False)
+    m_range: MRange | None = None
+    measured_source: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +93,8 @@ class Explanation:
             "platform": self.platform,
             "compute_capability": self.compute_capability,
             "chosen": self.chosen.name if self.chosen else None,
+            "m_range": list(self.m_range) if self.m_range else None,
+            "measured_source": self.measured_source,
             "candidates": [c.as_dict() for c in self.candidates],
         }
 
@@ -95,6 +108,8 @@ class Explanation:
             verdict = "ok" if c.accepted else f"rejected: {c.reason}"
             if c.forced:
                 verdict += " (forced)"
+            if c.pinned:
+                verdict += " (pinned by the tune table)"
             rows.append((mark, c.name, c.provider, str(c.priority), measured, verdict))
         widths = [max(len(r[i]) for r in rows) for i in range(len(head) - 1)]
         lines = [
@@ -159,8 +174,13 @@ def clear_cache() -> None:
 
 
 def set_measured_times(hook: MeasuredTimes | None) -> None:
-    """Install (or remove, with None) the hook that supplies measured times for ranking."""
+    """Install the hook that supplies measured times for ranking; None restores the tune table's."""
     global _measured_times
+    if hook is None:
+        hook = table_hook
+    elif len(inspect.signature(hook).parameters) == 2:
+        two_argument_hook = hook
+        hook = lambda config, kernels, m_range: two_argument_hook(config, kernels)  # noqa: E731
     _measured_times = hook
     clear_cache()
 
@@ -192,8 +212,12 @@ def explain(
     *,
     platform: str | None = None,
     force: str | Sequence[str] | None = None,
+    m_range: str | tuple[int, int] | None = None,
 ) -> Explanation:
-    """Rank every kernel of the config's family and say, for each, whether and why it serves."""
+    """Rank every kernel of the config's family and say, for each, whether and why it serves.
+
+    ``m_range``: the tokens per call the engine expects, ``"decode"`` (the default), ``"prefill"``
+    or ``(lo, hi)``; it matters only when a tune table has measured this layer."""
     if not isinstance(config, LayerConfig):
         raise TypeError(f"expected a layer config (a LayerConfig), got {type(config).__name__}")
     compute_capability, platform = _resolve_target(compute_capability, platform)
@@ -205,11 +229,14 @@ def explain(
         registry.state,
         envs.selection_knobs(),
         force if isinstance(force, str | None) else tuple(force),
+        m_range if isinstance(m_range, str | None) else tuple(m_range),
     )
     cached = _cache.get(key)
     if cached is not None:
         return cached
-    result = _explain_uncached(config, compute_capability, platform, force)
+    result = _explain_uncached(
+        config, compute_capability, platform, force, resolve_m_range(m_range)
+    )
     _cache[key] = result
     return result
 
@@ -219,6 +246,7 @@ def _explain_uncached(
     compute_capability: int | None,
     platform: str,
     force: str | Sequence[str] | None,
+    m_range: MRange,
 ) -> Explanation:
     family_kernels = registry.kernels(config.family)
     forced = _forced_names(force)
@@ -235,13 +263,22 @@ def _explain_uncached(
             raise ValueError(
                 f"forced kernel {name!r} is not registered; {config.family!r} kernels: {known}"
             )
-    measured = _measured_times(config, family_kernels) if _measured_times else {}
+    ranking = _measured_times(config, family_kernels, m_range)
+    if not isinstance(ranking, MeasuredRanking):
+        ranking = MeasuredRanking(ranking)
+    measured = ranking.times_us
+    pinned = ranking.pinned if ranking.pinned in by_name else None
+    if ranking.pinned is not None and pinned is None:
+        logger.warning("tune table pins %r, which is not a registered %r kernel",
+                       ranking.pinned, config.family)
     forced_rank = {name: i for i, name in enumerate(forced)}
+    if pinned is not None and pinned not in forced_rank:
+        forced_rank[pinned] = len(forced)
 
     def order(kernel: type[LinearKernel]) -> tuple[Any, ...]:
         time = measured.get(kernel.name)
         return (
-            forced_rank.get(kernel.name, len(forced)),
+            forced_rank.get(kernel.name, len(forced) + 1),
             time is None,
             time if time is not None else 0.0,
             -int(kernel.priority),
@@ -253,9 +290,11 @@ def _explain_uncached(
     chosen: type[LinearKernel] | None = None
     for kernel in sorted(family_kernels, key=order):
         ok, reason = probe_kernel(kernel, config, compute_capability, platform, disabled)
-        is_forced = kernel.name in forced_rank
-        if is_forced and not ok:
-            logger.warning("forced kernel %s cannot serve %s: %s", kernel.name, config.short(), reason)
+        is_forced = kernel.name in forced
+        is_pinned = kernel.name == pinned and not is_forced
+        if (is_forced or is_pinned) and not ok:
+            how = "forced" if is_forced else "pinned"
+            logger.warning("%s kernel %s cannot serve %s: %s", how, kernel.name, config.short(), reason)
         if ok and chosen is None:
             chosen = kernel
         candidates.append(
@@ -267,9 +306,13 @@ def _explain_uncached(
                 reason=reason,
                 forced=is_forced,
                 measured_us=measured.get(kernel.name),
+                pinned=is_pinned,
             )
         )
-    return Explanation(config, platform, compute_capability, tuple(candidates), chosen)
+    return Explanation(
+        config, platform, compute_capability, tuple(candidates), chosen, m_range,
+        ranking.source if (measured or pinned) else None,
+    )
 
 
 def choose_kernel(
@@ -278,9 +321,10 @@ def choose_kernel(
     *,
     platform: str | None = None,
     force: str | Sequence[str] | None = None,
+    m_range: str | tuple[int, int] | None = None,
 ) -> type[LinearKernel]:
     """The best kernel class for the layer, or :class:`NoKernelError` with every reason."""
-    result = explain(config, compute_capability, platform=platform, force=force)
+    result = explain(config, compute_capability, platform=platform, force=force, m_range=m_range)
     if result.chosen is None:
         raise NoKernelError(result)
     return result.chosen
@@ -292,8 +336,20 @@ def init_kernel(
     *,
     platform: str | None = None,
     force: str | Sequence[str] | None = None,
+    m_range: str | tuple[int, int] | None = None,
+    dispatch_by_m: bool = False,
 ) -> LinearKernel:
-    """Choose and construct: the kernel instance, ready for ``process_weights_after_loading``."""
-    kernel = choose_kernel(config, compute_capability, platform=platform, force=force)
+    """Choose and construct: the kernel instance, ready for ``process_weights_after_loading``.
+
+    ``dispatch_by_m=True``: when the tune table's fastest kernel differs with M, return a
+    :class:`kernel_core.dispatch.DispatchingLinearKernel` that holds each and picks per call."""
+    if dispatch_by_m and force is None:
+        from kernel_core.dispatch import init_dispatching_kernel
+
+        dispatching = init_dispatching_kernel(config, compute_capability, platform=platform)
+        if dispatching is not None:
+            return dispatching
+    kernel = choose_kernel(config, compute_capability, platform=platform, force=force,
+                           m_range=m_range)
     logger.info("using %s (%s) for %s", kernel.name, kernel.provider, config.short())
     return kernel(config)
