@@ -4,23 +4,25 @@ Per family, shape and M, medians of CUDA-event timings (7 batches after warm-up)
 
 fp8 (per-tensor W8A8, bf16 out):
   ``plugin_static`` / ``plugin_dynamic``  the plugin kernel (static / dynamic activation scale)
-  ``fi_quant_bmm_fp8``   the plugin's work by hand: our per-tensor quantizer + ``flashinfer.bmm_fp8``
+  ``fi_runner_quant``    the plugin's work by hand: our quantizer + FlashInfer's cuBLASLt runner
+                         (the overhead baseline: plugin_static minus this is the wrapper's cost)
+  ``fi_quant_bmm_fp8``   our quantizer + the public ``flashinfer.bmm_fp8(backend="cublas")``
   ``fi_bmm_fp8``         ``flashinfer.bmm_fp8`` on pre-quantized FP8 activations (GEMM alone)
   ``fi_mm_fp8``          ``flashinfer.mm_fp8(backend="cublas")``, the other SM90 entry point
   ``torch_scaled_mm``    ``torch._scaled_mm`` per-tensor on the same FP8 operands
   ``torch_matmul_bf16``  ``torch.matmul`` with a bf16 weight
 fp8_block (DeepSeek 128x128 blocks, bf16 in and out):
   ``plugin``             the plugin kernel
-  ``fi_runner``          FlashInfer's block-scale runner called directly (what the plugin wraps)
-  ``fi_public``          ``flashinfer.gemm.fp8_blockscale_gemm_sm90`` (eager only: it re-runs its
-                         JIT loader, ninja included, on every call)
-  ``triton_fallback``    the plugin's fallback path (its quantizer + Triton block GEMM)
+  ``fi_runner_fp8_input`` the plugin's work by hand: our 1x128 quantizer + FlashInfer's runner
+                         in FP8-input mode (the overhead baseline)
+  ``fi_public``          ``flashinfer.gemm.fp8_blockscale_gemm_sm90`` on bf16 input (its own
+                         quantizer; eager only: it re-runs its JIT loader on every call)
   ``torch_matmul_bf16``  ``torch.matmul`` with a bf16 weight
 
 Weights and activations rotate over enough copies to exceed 2x the L2 cache, so no call reads a
 warm weight. ``eager`` times back-to-back launches; ``graph`` replays a CUDA graph of the same
-calls (M <= 256); ``host_us`` is the host time to enqueue one call (the eager overhead that a
-busy GPU hides). Writes JSON to ``--out`` after every shape.
+calls (M <= 256); ``host_us`` / ``host_min_us`` are the median / minimum host time to enqueue
+one call (the eager overhead a busy GPU hides). Writes JSON to ``--out`` after every shape.
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -47,7 +49,7 @@ from kernel_core_flashinfer.kernels import (
     FlashInferFp8BlockScaledMMLinearKernel,
     FlashInferFp8ScaledMMLinearKernel,
 )
-from kernel_core_flashinfer.triton_kernels import quantize_per_tensor
+from kernel_core_flashinfer.triton_kernels import quantize_per_tensor, quantize_per_token_group
 
 FP8_SHAPES = ((8192, 8192), (28672, 8192), (8192, 28672))
 BLOCK_SHAPES = ((7168, 18432), (18432, 7168), (4096, 7168), (2112, 7168))
@@ -80,8 +82,8 @@ def time_eager(fn: Call, copies: int) -> float:
     return statistics.median(times)
 
 
-def time_host(fn: Call, copies: int) -> float:
-    """Host microseconds to enqueue one call (20 calls, queue far from full), median of 7."""
+def time_host(fn: Call, copies: int) -> tuple[float, float]:
+    """Host microseconds to enqueue one call (20 calls, queue far from full): median, min of 7."""
     times = []
     for _ in range(BATCHES):
         torch.cuda.synchronize()
@@ -90,7 +92,7 @@ def time_host(fn: Call, copies: int) -> float:
             fn(j % copies)
         times.append((time.perf_counter() - t0) * 1e6 / 20)
     torch.cuda.synchronize()
-    return statistics.median(times)
+    return statistics.median(times), min(times)
 
 
 def time_graph(fn: Call, copies: int) -> float:
@@ -125,7 +127,7 @@ def measure(candidates: dict[str, Call], copies: int, m: int, eager_only: set[st
         entry: dict[str, float | str] = {}
         try:
             entry["eager_us"] = time_eager(fn, copies)
-            entry["host_us"] = time_host(fn, copies)
+            entry["host_us"], entry["host_min_us"] = time_host(fn, copies)
             if m <= GRAPH_MAX_M and name not in eager_only:
                 entry["graph_us"] = time_graph(fn, copies)
         except Exception as exc:
@@ -169,6 +171,16 @@ def fp8_rows(n: int, k: int, gen: torch.Generator) -> list[dict]:
         ks, ls = layers["static"]
         kd, ld = layers["dynamic"]
 
+        runner = ops.cublas_fp8_runner()
+        workspace = torch.empty(40 * 1024 * 1024, dtype=torch.uint8, device="cuda")
+
+        def fi_runner_quant(i: int) -> object:
+            q, s = quantize_per_tensor(xs[i], a_scale)
+            out = torch.empty(1, m, n, dtype=torch.bfloat16, device="cuda")
+            runner.forward([q.unsqueeze(0), quantized[i][0].t().unsqueeze(0), s, quantized[i][1],
+                            out, workspace], tactic=-1)
+            return out
+
         def fi_quant_bmm(i: int) -> object:
             q, s = quantize_per_tensor(xs[i], a_scale)
             return fi.bmm_fp8(q.unsqueeze(0), quantized[i][0].t().unsqueeze(0), s,
@@ -177,6 +189,7 @@ def fp8_rows(n: int, k: int, gen: torch.Generator) -> list[dict]:
         candidates: dict[str, Call] = {
             "plugin_static": lambda i: ks.apply_weights(ls[i], xs[i]),
             "plugin_dynamic": lambda i: kd.apply_weights(ld[i], xs[i]),
+            "fi_runner_quant": fi_runner_quant,
             "fi_quant_bmm_fp8": fi_quant_bmm,
             "fi_bmm_fp8": lambda i: fi.bmm_fp8(
                 qs[i].unsqueeze(0), quantized[i][0].t().unsqueeze(0), a_scale, quantized[i][1],
@@ -212,13 +225,20 @@ def block_rows(n: int, k: int, gen: torch.Generator) -> list[dict]:
     rows = []
     for m in M_VALUES:
         xs = [torch.randn(m, k, generator=gen, device="cuda").to(torch.bfloat16) for _ in range(copies)]
+        runner = ops.blockscale_runner()
+
+        def fi_runner_fp8_input(i: int) -> object:
+            buffer, scales = ops.block_input_scales(m, k, xs[i].device)
+            q = quantize_per_token_group(xs[i], scales)
+            out = torch.empty(m, n, dtype=torch.bfloat16, device="cuda")
+            runner.run_gemm(q, layers[i].weight, out, buffer, layers[i].weight_scale)
+            return out
+
         candidates: dict[str, Call] = {
             "plugin": lambda i: kernel.apply_weights(layers[i], xs[i]),
-            "fi_runner": lambda i: ops.fp8_block_mm_flashinfer(xs[i], layers[i].weight, layers[i].weight_scale),
+            "fi_runner_fp8_input": fi_runner_fp8_input,
             "fi_public": lambda i: fi.gemm.fp8_blockscale_gemm_sm90(
                 xs[i], layers[i].weight, None, layers[i].weight_scale, out_dtype=torch.bfloat16),
-            "triton_fallback": lambda i: ops.fp8_block_mm_fallback(
-                xs[i], layers[i].weight, layers[i].weight_scale),
             "torch_matmul_bf16": lambda i: torch.matmul(xs[i], bf16_weights[i].t()),
         }
         row = {"family": "fp8_block", "N": n, "K": k, "M": m, "copies": copies}
@@ -232,18 +252,10 @@ def summary(row: dict) -> str:
     cells = []
     for name, entry in row.items():
         if isinstance(entry, dict):
-            parts = [f"{entry[key]:.1f}" for key in ("eager_us", "graph_us", "host_us") if key in entry]
+            keys = ("eager_us", "graph_us", "host_min_us")
+            parts = [f"{entry[key]:.1f}" for key in keys if key in entry]
             cells.append(f"{name}={'/'.join(parts) or entry.get('error', '?')[:40]}")
     return f"{row['family']} N={row['N']} K={row['K']} M={row['M']}: " + " ".join(cells)
-
-
-def git_revision() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except Exception:
-        path = Path(__file__).resolve().parents[1] / "plugins/flashinfer_plugin/gpu/REVISION"
-        return path.read_text().strip() if path.exists() else "unknown"
 
 
 def main() -> int:
@@ -257,15 +269,15 @@ def main() -> int:
     report = {
         "benchmark": "benchmarks/bench_flashinfer.py",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "git_revision": git_revision(),
+        "git_revision": os.environ.get("KC_GIT_REVISION", "unknown"),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "device": torch.cuda.get_device_name(),
         "versions": {
             "python": platform.python_version(), "torch": torch.__version__,
             "cuda": torch.version.cuda, "triton": triton.__version__, "flashinfer": fi.__version__,
         },
-        "fp8_block_flashinfer_max_rows": ops.FLASHINFER_BLOCK_MAX_ROWS,
         "units": "microseconds per call; medians of 7 batches; eager = back-to-back launches",
+        "summary_line_format": "eager/graph/host_min us",
         "rows": [],
     }
     gen = torch.Generator(device="cuda").manual_seed(0)

@@ -1,27 +1,28 @@
-"""Accuracy of fp8_blockscale_gemm_sm90 across M, against a float64 oracle, beside other paths.
+"""Accuracy of fp8_blockscale_gemm_sm90 across M, against a float64 oracle.
 
 vLLM and sglang send only M < 32 to this kernel, citing accuracy. This measures it: for each
 (N, K) and M, the relative error of each path against the float64 product of the dequantized
 1x128-quantized activations and the dequantized 128x128-block weights (what an exact FP8 block
 GEMM computes before rounding its output to bf16). Paths:
 
-* ``flashinfer_public``: ``flashinfer.gemm.fp8_blockscale_gemm_sm90`` (bf16 in, its own quantizer);
-* ``flashinfer_runner``: the same kernels through the plugin's cached runner;
-* ``flashinfer_fp8_input``: our 1x128 quantizer, scales laid out K-block-major with M padded to 4
-  (the layout the kernel reads), then the kernel's FP8-input mode;
-* ``triton_fallback``: our quantizer and Triton block GEMM (the plugin's fallback);
-* ``scaled_mm_blockwise``: ``torch._scaled_mm`` with 1x128 / 128x128 scales (if this torch has it);
-* ``bf16_dequant_matmul``: dequantize both to bf16, ``torch.matmul`` (the reference FP8 path).
+* ``flashinfer_internal_quant``: ``flashinfer.gemm.fp8_blockscale_gemm_sm90`` on bf16 input (its
+  own 1x128 quantizer, then the DeepGEMM kernel);
+* ``plugin``: the plugin's op: our 1x128 quantizer writing the scales in the layout the kernel
+  reads, then the same kernel's FP8-input mode;
+* ``bf16_dequant_matmul``: dequantize both to bf16, ``torch.matmul`` (a reference FP8 path).
 
+Per path: ``rel_fro`` (Frobenius), ``worst_row_rel`` (the worst row's relative error: a bad row
+hides in the total at large M), ``max_abs_over_max_ref``; with ``--time``, ``us`` (do_bench).
 Data are not near-uniform: weight blocks differ in magnitude by up to 2^6 and activation rows and
-groups by e^(+-1), so scale indexing errors show. Also records the two traps (per-row weight
-scales, float16 output) at one M. Writes JSON (``--out``) and prints a table.
+groups by e^(+-1), so scale errors show. Also records the two traps (per-row weight scales,
+float16 output) at one M. Writes JSON (``--out``) and prints one line per (N, K, M).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -37,7 +38,7 @@ from kernel_core.formats.fp8 import (
 )
 from kernel_core_flashinfer import ops
 from kernel_core_flashinfer.environment import flashinfer
-from kernel_core_flashinfer.triton_kernels import quantize_per_tensor, quantize_per_token_group
+from kernel_core_flashinfer.triton_kernels import quantize_per_tensor
 
 M_VALUES = (1, 2, 4, 8, 16, 31, 32, 33, 64, 128, 256, 512, 1024, 4096, 8192)
 SHAPES = ((4096, 7168), (7168, 18432))
@@ -68,27 +69,6 @@ def rel(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
     }
 
 
-def fp8_input_path(x: torch.Tensor, wq: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
-    m, k = x.shape
-    padded = -(-m // 4) * 4
-    scale_buffer = torch.empty(k // 128, padded, dtype=torch.float32, device=x.device)
-    scales = scale_buffer[:, :m].t()  # [M, K/128] view, K-block-major, M padded to 4
-    q = quantize_per_token_group(x, scales)
-    runner = ops.blockscale_runner()
-    out = torch.empty(m, wq.shape[0], dtype=torch.bfloat16, device=x.device)
-    runner.configure_workspace(ops._workspace(x.device, runner.get_workspace_size(m, wq.shape[0], k)))
-    runner.run_gemm(q, wq, out, scale_buffer, ws)  # the binding reads only its data pointer
-    return out
-
-
-def scaled_mm_path(x: torch.Tensor, wq: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
-    m, k = x.shape
-    padded = -(-m // 4) * 4
-    scales = torch.empty(k // 128, padded, dtype=torch.float32, device=x.device)[:, :m].t()
-    q = quantize_per_token_group(x, scales)
-    return torch._scaled_mm(q, wq.t(), scales, ws.t(), out_dtype=torch.bfloat16)
-
-
 def bf16_path(x: torch.Tensor, wq: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
     q, s = quantize_fp8_per_token_group(x)
     a = dequantize_fp8_per_token_group(q, s, dtype=torch.bfloat16)
@@ -101,13 +81,11 @@ def main() -> int:
     parser.add_argument("--time", action="store_true", help="also time each path (do_bench)")
     args = parser.parse_args()
     fi = flashinfer()
+    plugin_op = ops.EAGER[ops.fp8_block_mm]
     paths = {
-        "flashinfer_public": lambda x, w, s: fi.gemm.fp8_blockscale_gemm_sm90(
+        "flashinfer_internal_quant": lambda x, w, s: fi.gemm.fp8_blockscale_gemm_sm90(
             x, w, None, s, out_dtype=torch.bfloat16),
-        "flashinfer_runner": ops.fp8_block_mm_flashinfer,
-        "flashinfer_fp8_input": fp8_input_path,
-        "triton_fallback": ops.fp8_block_mm_fallback,
-        "scaled_mm_blockwise": scaled_mm_path,
+        "plugin": lambda x, w, s: plugin_op(x, w, s, None),
         "bf16_dequant_matmul": bf16_path,
     }
     results: list[dict] = []
@@ -131,7 +109,7 @@ def main() -> int:
                     broken[name] = f"{type(exc).__name__}: {str(exc)[:300]}"
                     continue
                 row[name] = rel(out, ref)
-                if args.time and name != "flashinfer_public":
+                if args.time and name != "flashinfer_internal_quant":  # reloads its JIT per call
                     row[name]["us"] = 1000 * triton.testing.do_bench(lambda: fn(x, wq, ws), warmup=5, rep=20)
             results.append(row)
             cells = " ".join(
@@ -147,6 +125,7 @@ def main() -> int:
         "flashinfer": fi.__version__,
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": " ".join(sys.argv),
+        "git_revision": os.environ.get("KC_GIT_REVISION", "unknown"),
         "broken_paths": broken,
         "rows": results,
         "traps": traps,

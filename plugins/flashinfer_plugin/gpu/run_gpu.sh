@@ -11,6 +11,8 @@ mkdir -p "$OUT"
 STEPS=${STEPS:-"accuracy tests bench"}
 export PYTHONUNBUFFERED=1 MAX_JOBS=16
 export KERNEL_CORE_CACHE_DIR=/tmp/kernel-core-cache
+KC_GIT_REVISION=$(git rev-parse HEAD 2>/dev/null || cat plugins/flashinfer_plugin/gpu/REVISION 2>/dev/null || echo unknown)
+export KC_GIT_REVISION
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/log.txt" >&2; }
 
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1

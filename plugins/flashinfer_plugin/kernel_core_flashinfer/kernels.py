@@ -29,13 +29,25 @@ def _triton_problem() -> str | None:
     return None
 
 
-def _check_input(name: str, x: torch.Tensor, k: int, dtype: torch.dtype) -> None:
+def _check_inputs(
+    name: str, x: torch.Tensor, bias: torch.Tensor | None, n: int, k: int, dtype: torch.dtype
+) -> None:
     if x.shape[-1] != k or x.dtype != dtype:
         raise ValueError(
             f"{name}.apply_weights: expected x of shape [..., {k}] and dtype "
             f"{str(dtype).removeprefix('torch.')}, found {list(x.shape)} "
             f"{str(x.dtype).removeprefix('torch.')}"
         )
+    if bias is not None and tuple(bias.shape) != (n,):
+        raise ValueError(
+            f"{name}.apply_weights: expected bias of shape [{n}], found {list(bias.shape)}"
+        )
+
+
+def _bind(op: object) -> tuple[object, object]:
+    """The custom op (for torch.compile) and its implementation (called directly in eager mode:
+    the same code without the dispatcher's Python round trip, several microseconds per call)."""
+    return op, _ops().EAGER[op]
 
 
 def _as_scalar_scale(scale: torch.Tensor) -> torch.Tensor:
@@ -94,24 +106,24 @@ class FlashInferFp8ScaledMMLinearKernel(FP8ScaledMMLinearKernel):
         replace_parameter(layer, "weight_scale", _as_scalar_scale(params["weight_scale"]))
         if "input_scale" in params:
             replace_parameter(layer, "input_scale", _as_scalar_scale(params["input_scale"]))
-        self._op = _ops().fp8_per_tensor_mm
+        self._op, self._eager = _bind(_ops().fp8_per_tensor_mm)
 
     def apply_weights(
         self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
         n, k = self.config.weight_shape
-        _check_input(self.name, x, k, self.config.act_dtype)
+        _check_inputs(self.name, x, bias, n, k, self.config.act_dtype)
         rows = x.reshape(-1, k).contiguous()
         input_scale = layer.input_scale if self.config.input_scale == "static" else None
-        out = self._op(
-            rows, layer.weight, layer.weight_scale, input_scale, bias, self.config.out_dtype
-        )
+        run = self._op if torch.compiler.is_compiling() else self._eager
+        out = run(rows, layer.weight, layer.weight_scale, input_scale, bias, self.config.out_dtype)
         return out.reshape(*x.shape[:-1], n)
 
 
 class FlashInferFp8BlockScaledMMLinearKernel(Fp8BlockScaledMMLinearKernel):
     """DeepSeek-style FP8 (128x128 weight blocks, 1x128 dynamic activation groups) through
-    FlashInfer's ``fp8_blockscale_gemm_sm90``; SM90 only; bf16 in and out."""
+    FlashInfer's ``fp8_blockscale_gemm_sm90``; SM90 only; bf16 in and out. The activations are
+    quantized by this plugin (FlashInfer's internal quantizer was measured inaccurate; README)."""
 
     name = "FlashInferFp8BlockScaledMMLinearKernel"
     priority = Priority.LIBRARY
@@ -144,7 +156,8 @@ class FlashInferFp8BlockScaledMMLinearKernel(Fp8BlockScaledMMLinearKernel):
     @classmethod
     def warmup(cls, compute_capability: int | None = None) -> None:
         """Build (or load) FlashInfer's ``fp8_blockscale_gemm_90`` JIT module. The DeepGEMM
-        kernels it compiles per (N, K, tile config) are built on the first call of each shape."""
+        kernels it compiles per (N, K, tile config) are built on the first call of each shape,
+        so run each batch size once eagerly before capturing CUDA graphs."""
         _ops().blockscale_runner()
 
     def _check_not_per_row(self, layer: torch.nn.Module) -> None:
@@ -169,13 +182,14 @@ class FlashInferFp8BlockScaledMMLinearKernel(Fp8BlockScaledMMLinearKernel):
         params = self.validate_layer(layer)
         replace_parameter(layer, "weight", params["weight"].detach().contiguous())
         replace_parameter(layer, "weight_scale", params["weight_scale"].detach().contiguous())
-        self._op = _ops().fp8_block_mm
+        self._op, self._eager = _bind(_ops().fp8_block_mm)
 
     def apply_weights(
         self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
         n, k = self.config.weight_shape
-        _check_input(self.name, x, k, torch.bfloat16)
+        _check_inputs(self.name, x, bias, n, k, torch.bfloat16)
         rows = x.reshape(-1, k).contiguous()
-        out = self._op(rows, layer.weight, layer.weight_scale, bias)
+        run = self._op if torch.compiler.is_compiling() else self._eager
+        out = run(rows, layer.weight, layer.weight_scale, bias)
         return out.reshape(*x.shape[:-1], n)

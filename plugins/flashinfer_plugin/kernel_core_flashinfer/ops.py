@@ -1,17 +1,22 @@
 """The plugin's GEMMs as ``torch.library`` custom ops in the ``kernel_core_flashinfer`` namespace.
 
 * ``fp8_per_tensor_mm(x, weight, weight_scale, input_scale, bias, out_dtype)``: quantize ``x`` to
-  E4M3 per tensor (static ``input_scale``, or dynamic when it is None), then FlashInfer's
-  ``bmm_fp8`` (cuBLASLt) with both scalar scales, then ``+ bias``.
-* ``fp8_block_mm(x, weight, weight_scale, bias)``: bf16 ``x``, 128x128-block E4M3 weight. Rows
-  below :data:`FLASHINFER_BLOCK_MAX_ROWS` go to FlashInfer's ``fp8_blockscale_gemm_sm90`` (which
-  quantizes ``x`` per 1x128 itself); at or above it, to :func:`block_scaled_fp8_gemm` after our own
-  1x128 quantization, because FlashInfer's result is measured less accurate there (README). The
-  branch depends on the shape only, so each captured CUDA graph holds one path.
+  E4M3 per tensor (static ``input_scale``, or dynamic when it is None), then FlashInfer's cuBLASLt
+  FP8 GEMM (the runner behind ``bmm_fp8``) with both scalar scales, then ``+ bias``.
+* ``fp8_block_mm(x, weight, weight_scale, bias)``: quantize bf16 ``x`` per 1x128 group ourselves,
+  writing the scales in the layout the kernel reads (K-block-major, M padded to a multiple of 4),
+  then ``fp8_blockscale_gemm_sm90``'s FP8-input mode. FlashInfer's own bf16-input mode quantizes
+  ``x`` inside and was measured less accurate at every M (rows up to ~17x the error of an exact
+  FP8 block GEMM); with our quantizer the same GEMM is exact to bf16 rounding at every M (README).
 
-Each op has a fake implementation, so models compile with ``torch.compile(fullgraph=True)``. The
-ops are registered with ``torch.library.Library`` (define + CUDA impl) rather than the
-``custom_op`` decorator, whose Python wrapper costs several microseconds per eager call.
+Each op has a fake implementation, so models compile with ``torch.compile(fullgraph=True)``. They
+are registered with ``torch.library.Library`` (define + CUDA impl). Eager callers may call
+:data:`EAGER` implementations directly (same code, no dispatcher hop); compiled code goes through
+the ops.
+
+FlashInfer's public wrappers are not called per step: ``bmm_fp8`` spends ~100 us of host time in
+its checks and autotuner lookup, and ``fp8_blockscale_gemm_sm90`` re-runs its JIT loader (ninja
+included) on every call. The runners they wrap are loaded once here.
 
 This module imports flashinfer and triton: import it only once a kernel is being used.
 """
@@ -24,32 +29,50 @@ from typing import Any
 import torch
 
 from kernel_core_flashinfer.environment import flashinfer
-from kernel_core_flashinfer.triton_kernels import (
-    block_scaled_fp8_gemm,
-    quantize_per_tensor,
-    quantize_per_token_group,
-)
+from kernel_core_flashinfer.triton_kernels import quantize_per_tensor, quantize_per_token_group
 
 __all__ = [
     "NAMESPACE",
-    "FLASHINFER_BLOCK_MAX_ROWS",
+    "EAGER",
     "fp8_per_tensor_mm",
     "fp8_block_mm",
+    "cublas_fp8_runner",
     "blockscale_runner",
-    "fp8_block_mm_flashinfer",
-    "fp8_block_mm_fallback",
+    "block_input_scales",
 ]
 
 NAMESPACE = "kernel_core_flashinfer"
-
-#: Row counts ``M >= FLASHINFER_BLOCK_MAX_ROWS`` leave ``fp8_blockscale_gemm_sm90`` for the
-#: fallback; None sends every M to FlashInfer. Set from the accuracy-vs-M measurement (README).
-FLASHINFER_BLOCK_MAX_ROWS: int | None = None
-
 _library = torch.library.Library(NAMESPACE, "DEF")
 
+_workspaces: dict[torch.device, torch.Tensor] = {}
 
-# -- per-tensor FP8 through bmm_fp8 -------------------------------------------------------------
+
+def _workspace(device: torch.device) -> torch.Tensor:
+    """cuBLASLt's workspace: one buffer per device, shared by every layer (FlashInfer's size)."""
+    buffer = _workspaces.get(device)
+    if buffer is None:
+        from flashinfer.gemm.gemm_base import DEFAULT_WORKSPACE_SIZE
+
+        if torch.cuda.is_current_stream_capturing():
+            raise RuntimeError(
+                f"{NAMESPACE}: the first FP8 GEMM on {device} ran inside CUDA-graph capture; run "
+                "one eager call (or the kernel's warmup) before capturing"
+            )
+        buffer = torch.empty(DEFAULT_WORKSPACE_SIZE, dtype=torch.uint8, device=device)
+        _workspaces[device] = buffer
+    return buffer
+
+
+# -- per-tensor FP8 through FlashInfer's cuBLASLt runner --------------------------------------
+
+
+@functools.cache
+def cublas_fp8_runner() -> Any:
+    """The runner ``bmm_fp8(backend="cublas")`` uses, with its JIT module loaded once."""
+    flashinfer()
+    from flashinfer.gemm.gemm_base import get_gemm_module
+
+    return get_gemm_module().cublas_fp8_gemm_runner()
 
 
 def _fp8_per_tensor_mm_cuda(
@@ -65,11 +88,10 @@ def _fp8_per_tensor_mm_cuda(
     if m == 0:
         return out[0]
     q, scale = quantize_per_tensor(x, input_scale)
-    # bmm_fp8 wants B as (1, K, N) column-major: the (N, K) row-major weight, transposed.
-    flashinfer().bmm_fp8(
-        q.unsqueeze(0), weight.t().unsqueeze(0), scale, weight_scale, out_dtype, out=out,
-        backend="cublas",
-    )
+    # A is (1, M, K); B is (1, K, N) column-major: the (N, K) row-major weight, transposed.
+    workspace = _workspace(x.device)
+    inputs = [q.unsqueeze(0), weight.t().unsqueeze(0), scale, weight_scale, out, workspace]
+    cublas_fp8_runner().forward(inputs, tactic=-1)
     result = out[0]
     if bias is not None:
         result.add_(bias)
@@ -94,75 +116,38 @@ def _fp8_per_tensor_mm_fake(
 def blockscale_runner() -> Any:
     """FlashInfer's SM90 block-scale runner, loaded once.
 
-    The public ``fp8_blockscale_gemm_sm90`` reloads its JIT module on every call (it runs ninja
-    and reopens the ``.so``), which costs milliseconds; the runner it builds is the same object.
+    Its FP8-input mode needs no workspace, but the binding refuses to run until one is
+    configured; a placeholder is set once (the runner is process-wide).
     """
     flashinfer()
     from flashinfer.gemm.gemm_base import get_fp8_blockscale_gemm_runner_sm90
 
-    return get_fp8_blockscale_gemm_runner_sm90()
+    runner = get_fp8_blockscale_gemm_runner_sm90()
+    _placeholder_workspace.append(torch.empty(16, dtype=torch.uint8, device="cuda"))
+    runner.configure_workspace(_placeholder_workspace[-1])
+    return runner
 
 
-_workspaces: dict[torch.device, torch.Tensor] = {}
-_retired_workspaces: list[torch.Tensor] = []
+_placeholder_workspace: list[torch.Tensor] = []
 
 
-def _workspace(device: torch.device, nbytes: int) -> torch.Tensor:
-    """One workspace per device, shared by every layer; grows, never shrinks.
-
-    A grown-out buffer is kept alive: a CUDA graph captured earlier still points at it.
-    """
-    buffer = _workspaces.get(device)
-    if buffer is None or buffer.numel() < nbytes:
-        if torch.cuda.is_current_stream_capturing():
-            raise RuntimeError(
-                f"{NAMESPACE}: fp8_blockscale_gemm_sm90 needs a {nbytes}-byte workspace, larger "
-                "than any used before capture; run the largest batch once eagerly (or call the "
-                "kernel's warmup) before capturing CUDA graphs"
-            )
-        if buffer is not None:
-            _retired_workspaces.append(buffer)
-        buffer = torch.empty(nbytes, dtype=torch.uint8, device=device)
-        _workspaces[device] = buffer
-    return buffer
-
-
-def fp8_block_mm_flashinfer(
-    x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor
-) -> torch.Tensor:
-    """FlashInfer's kernel on bf16 ``x`` (it quantizes per 1x128 itself); bf16 out."""
-    m, k = x.shape
-    n = weight.shape[0]
-    runner = blockscale_runner()
-    out = torch.empty((m, n), dtype=torch.bfloat16, device=x.device)
-    nbytes = runner.get_workspace_size(m, n, k)
-    if nbytes > 0:
-        runner.configure_workspace(_workspace(x.device, nbytes))
-    runner.run_gemm(x, weight, out, None, weight_scale)
-    return out
-
-
-def fp8_block_mm_fallback(
-    x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor
-) -> torch.Tensor:
-    """Our 1x128 quantization and Triton block-scaled GEMM; bf16 out."""
-    m, k = x.shape
-    scales = torch.empty((m, k // 128), dtype=torch.float32, device=x.device)
-    q = quantize_per_token_group(x, scales)
-    out = torch.empty((m, weight.shape[0]), dtype=torch.bfloat16, device=x.device)
-    return block_scaled_fp8_gemm(q, scales, weight, weight_scale, out)
+def block_input_scales(m: int, k: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(buffer [K/128, round_up(M, 4)], view [M, K/128])``: the activation scales as the kernel
+    reads them (K-block-major, M padded to 4); the quantizer writes through the view."""
+    buffer = torch.empty((k // 128, -(-m // 4) * 4), dtype=torch.float32, device=device)
+    return buffer, buffer[:, :m].t()
 
 
 def _fp8_block_mm_cuda(
     x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
-    m = x.shape[0]
+    m, k = x.shape
+    out = torch.empty((m, weight.shape[0]), dtype=torch.bfloat16, device=x.device)
     if m == 0:
-        return torch.empty((0, weight.shape[0]), dtype=torch.bfloat16, device=x.device)
-    if FLASHINFER_BLOCK_MAX_ROWS is None or m < FLASHINFER_BLOCK_MAX_ROWS:
-        out = fp8_block_mm_flashinfer(x, weight, weight_scale)
-    else:
-        out = fp8_block_mm_fallback(x, weight, weight_scale)
+        return out
+    buffer, scales = block_input_scales(m, k, x.device)
+    q = quantize_per_token_group(x, scales)
+    blockscale_runner().run_gemm(q, weight, out, buffer, weight_scale)
     if bias is not None:
         out.add_(bias)
     return out
@@ -191,3 +176,6 @@ torch.library.register_fake(f"{NAMESPACE}::fp8_block_mm", _fp8_block_mm_fake)
 
 fp8_per_tensor_mm = getattr(torch.ops, NAMESPACE).fp8_per_tensor_mm.default
 fp8_block_mm = getattr(torch.ops, NAMESPACE).fp8_block_mm.default
+
+#: The CUDA implementations by op, for eager callers (kernels call these unless compiling).
+EAGER = {fp8_per_tensor_mm: _fp8_per_tensor_mm_cuda, fp8_block_mm: _fp8_block_mm_cuda}

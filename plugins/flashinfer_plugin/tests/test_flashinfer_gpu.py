@@ -129,7 +129,7 @@ def test_fp8_matches_float64(mode, out_dtype, m) -> None:
     assert relative_error(out, ref) <= bound(ref, out_dtype)
 
 
-@pytest.mark.parametrize("m", [1, 16, 31, 32, 33, 100, 257])
+@pytest.mark.parametrize("m", [1, 16, 31, 32, 33, 100, 257, 1000])
 def test_block_matches_float64(m) -> None:
     require(BlockKernel)
     n, k = BLOCK_SHAPE
@@ -148,34 +148,23 @@ def test_block_matches_float64(m) -> None:
     assert rows.max().item() <= 2 * bound(ref, torch.bfloat16), "one row is off"
 
 
-@pytest.mark.parametrize("m", [1, 100])
-def test_block_fallback_matches_float64(m) -> None:
-    require(BlockKernel)
+def test_fp8_workspace_is_one_per_device() -> None:
+    require(Fp8Kernel)
     from kernel_core_flashinfer import ops
 
-    n, k = BLOCK_SHAPE
-    layer, w64 = block_layer(n, k, seed=10 + m)
-    x = activations(m, k, seed=20 + m)
-    q, s = quantize_fp8_per_token_group(x)
-    ref = dequantize_fp8_per_token_group(q, s).double() @ w64.t()
-    poison((m, n), torch.bfloat16)
-    out = ops.fp8_block_mm_fallback(x, layer.weight, layer.weight_scale)
-    assert relative_error(out, ref) <= bound(ref, torch.bfloat16)
-
-
-def test_block_workspace_is_shared_by_layers() -> None:
-    require(BlockKernel)
-    from kernel_core_flashinfer import ops
-
-    kernels = []
-    for n, k in ((576, 1024), (256, 512)):
-        layer, _ = block_layer(n, k, seed=n)
-        kernel = BlockKernel(Fp8BlockLinearLayerConfig(weight_shape=(n, k)))
+    layers = []
+    for shape in ((384, 1024), (256, 512)):
+        config = FP8ScaledMMLinearLayerConfig(
+            weight_shape=shape, weight_scale_granularity="tensor", input_scale="dynamic",
+            input_scale_granularity="tensor",
+        )
+        layer, _ = fp8_layer(config, seed=shape[0])
+        kernel = Fp8Kernel(config)
         kernel.process_weights_after_loading(layer)
-        kernel.apply_weights(layer, activations(16, k, seed=3))
-        kernels.append(layer)
-    assert len(ops._workspaces) == 1
-    assert all(set(dict(layer.named_parameters())) == {"weight", "weight_scale"} for layer in kernels)
+        kernel.apply_weights(layer, activations(16, shape[1], seed=3))
+        layers.append(layer)
+    assert list(ops._workspaces) == [torch.device("cuda", torch.cuda.current_device())]
+    assert all(set(dict(layer.named_parameters())) == {"weight", "weight_scale"} for layer in layers)
 
 
 # -- CUDA graphs and torch.compile ------------------------------------------------------------
