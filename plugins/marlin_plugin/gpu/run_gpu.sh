@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The plugin's whole GPU job, for the device machine: install, build the CUDA extension (timed),
 # run the GPU tests, run the benchmark. Everything lands in $OUT (log, pytest report, JSON, PNG).
+# The conformance kit compares against the emulation plugin, so that is installed too.
 # Usage (repo root): KCM_GIT_REV=$(git rev-parse HEAD) bash plugins/marlin_plugin/gpu/run_gpu.sh
 # Env: KCM_TESTS=0 skips the tests; KCM_BENCH_ARGS adds benchmark options (e.g. --quick).
 set -o pipefail
@@ -17,7 +18,8 @@ if compgen -G ".whl/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
-python3 -m pip install --no-deps --no-build-isolation -q -e . -e plugins/marlin_plugin 2>&1 | tail -3
+python3 -m pip install --no-deps --no-build-isolation -q -e . -e plugins/emulation_plugin \
+  -e plugins/marlin_plugin 2>&1 | tail -3
 start=$(date +%s)
 python3 -c "import torch; from kernel_core_marlin import ops; ops.extension(); print('extension ready')"
 echo "build: $(( $(date +%s) - start )) s"

@@ -58,8 +58,10 @@ __all__ = [
     "cuda_support",
 ]
 
-#: From this many rows of activations on, decode the weight once and let cuBLAS multiply.
-DEQUANT_MATMUL_MIN_M = 256
+#: From this many rows of activations on, decode the weight once and let cuBLAS multiply
+#: (crossovers measured on an H100, benchmarks/results/marlin-h100-2026-11-22.json: the stream
+#: kernel still wins at M=128 for int4 g128 on 3 of 4 shapes, loses there for NVFP4).
+DEQUANT_MATMUL_MIN_M = {Format.INT4: 256, Format.INT8: 256, Format.FP4: 128, Format.FP8: 128}
 #: Group size given to the kernel when one group spans all of K.
 _ONE_GROUP = 1 << 30
 _ACT_DTYPES = (torch.float16, torch.bfloat16)
@@ -163,12 +165,14 @@ class _StreamKernel:
             x2 = x2.index_select(1, perm)
         x2 = x2.contiguous()
         if bias is not None:
+            if tuple(bias.shape) != (n,):
+                raise ValueError(f"bias must have shape [{n}], found {list(bias.shape)}")
             bias = bias.to(config.act_dtype)
         zeros = getattr(layer, "weight_zero_point", None)
         gtab = getattr(layer, "weight_group_table", None)
         chan = getattr(layer, "weight_channel_scale", None)
         m = x2.shape[0]
-        if m >= DEQUANT_MATMUL_MIN_M:
+        if m >= DEQUANT_MATMUL_MIN_M[self._fmt]:
             weight = ops.dequantize(
                 layer.weight, layer.weight_scale, zeros, gtab, chan, self._fmt, n,
                 self._group_size, self._zconst, config.act_dtype,
@@ -177,7 +181,7 @@ class _StreamKernel:
         else:
             out = ops.gemm(
                 x2, layer.weight, layer.weight_scale, zeros, gtab, chan, bias, self._fmt, n,
-                self._group_size, self._zconst, *ops.launch_config(m, n),
+                self._group_size, self._zconst, *ops.launch_config(m, self._fmt),
             )
         return out.to(config.out_dtype).reshape(*lead, n)
 

@@ -15,6 +15,8 @@ from types import ModuleType
 
 import torch
 
+from kernel_core_marlin.prepare import Format
+
 __all__ = ["extension", "gemm", "dequantize", "launch_config", "CSRC", "SOURCES"]
 
 CSRC = Path(__file__).parent / "csrc"
@@ -53,19 +55,25 @@ def extension(device: torch.device | None = None) -> ModuleType:
     return _EXTENSIONS[arch]
 
 
-def launch_config(m: int, n: int) -> tuple[int, int, int, int]:
-    """(8-column M tiles, 16-row tiles per warp, warps along N, warps along K) for a problem.
+#: 16-row tiles per warp for (integer codes?, 8-column M tiles): the fastest of the variants
+#: measured on an H100 (benchmarks/results/marlin-h100-2026-11-22.json), 4-bit formats. 8-bit
+#: formats (two 16-byte loads per lane and tile already) use one tile per warp (not measured).
+_ROWS_PER_WARP = {
+    (True, 1): 2, (True, 2): 1, (True, 4): 2, (True, 8): 2,
+    (False, 1): 1, (False, 2): 2, (False, 4): 1, (False, 8): 1,
+}
 
-    Small M: one tile column per warp, all 8 warps of a block split K (many blocks, deep
-    prefetch). Larger M: more rows per warp so each activation fragment feeds several MMAs.
+
+def launch_config(m: int, fmt: int) -> tuple[int, int, int, int]:
+    """(8-column M tiles, 16-row tiles per warp, warps along N, warps along K) for M rows.
+
+    All eight warps of a block split K (measured best on every shape: more blocks, and each warp
+    streams its own part of K); M up to 64 per block, larger M in more blocks.
     """
-    if m <= 8:
-        return 1, 1, 1, 8
-    if m <= 16:
-        return 2, 2, 1, 8
-    if m <= 32:
-        return 4, 2, 2, 4
-    return 8, 2, 4, 2
+    mt = 1 if m <= 8 else 2 if m <= 16 else 4 if m <= 32 else 8
+    integer = fmt in (Format.INT4, Format.INT8)
+    rows = 1 if Format.BITS[fmt] == 8 else _ROWS_PER_WARP[(integer, mt)]
+    return mt, rows, 1, 8
 
 
 def _or_empty(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:

@@ -144,3 +144,15 @@ def test_bad_layer_is_a_value_error() -> None:
     layer.weight_scale.data = layer.weight_scale.data[:, :0]
     with pytest.raises(ValueError, match="weight_scale"):
         MarlinMPLinearKernel(config).process_weights_after_loading(layer)
+
+
+def test_bad_inputs_rejected_before_launch() -> None:
+    config = MPLinearLayerConfig(weight_shape=(64, 128))
+    layer = make_layer(config, seed=2)
+    kernel = MarlinMPLinearKernel(config)
+    kernel.process_weights_after_loading(layer)
+    x = torch.randn(3, 128, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match=r"bias must have shape \[64\], found \[65\]"):
+        kernel.apply_weights(layer, x, torch.randn(65, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match="128 features"):
+        kernel.apply_weights(layer, torch.randn(3, 144, dtype=torch.bfloat16))
