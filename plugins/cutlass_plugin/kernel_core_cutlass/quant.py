@@ -44,10 +44,8 @@ def _round_half_even(v):
 
 
 @triton.jit
-def _row_range_kernel(x_ptr, lo_ptr, hi_ptr, K, BLOCK: tl.constexpr, WANT_MIN: tl.constexpr):
-    """Per row: max |x| (WANT_MIN False) or (min, max) (WANT_MIN True)."""
-    row = tl.program_id(0)
-    base = x_ptr + row.to(tl.int64) * K
+def _row_range(base, K, BLOCK: tl.constexpr, WANT_MIN: tl.constexpr):
+    """(min, max) of a row when WANT_MIN, else (0, max |x|)."""
     hi = tl.zeros((BLOCK,), tl.float32) - float("inf")
     lo = tl.zeros((BLOCK,), tl.float32) + float("inf")
     for start in range(0, K, BLOCK):
@@ -59,29 +57,39 @@ def _row_range_kernel(x_ptr, lo_ptr, hi_ptr, K, BLOCK: tl.constexpr, WANT_MIN: t
             lo = tl.minimum(lo, tl.where(mask, v, float("inf")))
         else:
             hi = tl.maximum(hi, tl.where(mask, tl.abs(v), 0.0))
-    tl.store(hi_ptr + row, tl.max(hi, axis=0))
     if WANT_MIN:
-        tl.store(lo_ptr + row, tl.min(lo, axis=0))
+        low = tl.min(lo, axis=0)
+    else:
+        low = 0.0
+    return low, tl.max(hi, axis=0)
+
+
+@triton.jit
+def _row_amax_kernel(x_ptr, amax_ptr, K, BLOCK: tl.constexpr):
+    """Per row max |x| (the first pass of per-tensor dynamic scaling)."""
+    row = tl.program_id(0)
+    _, hi = _row_range(x_ptr + row.to(tl.int64) * K, K, BLOCK, False)
+    tl.store(amax_ptr + row, hi)
 
 
 @triton.jit
 def _fp8_rows_kernel(
-    x_ptr, q_ptr, scale_ptr, amax_ptr, K, min_scale,
-    BLOCK: tl.constexpr, PER_ROW: tl.constexpr, DYNAMIC: tl.constexpr,
+    x_ptr, q_ptr, scale_ptr, amax_ptr, K, min_scale, BLOCK: tl.constexpr, MODE: tl.constexpr,
 ):
-    """One program per row. DYNAMIC: scale = max(amax / 448, min_scale) from amax_ptr (per row or
-    one for the tensor) and stored; static: the scale is read from scale_ptr[0]."""
+    """One program per row, one launch. MODE 0: static, the scale is scale_ptr[0]; 1: dynamic
+    per token, amax of the row (read again for the codes: the second pass hits the cache);
+    2: dynamic per tensor, amax_ptr[0] from _row_amax_kernel + a reduction."""
     row = tl.program_id(0)
-    idx = row if PER_ROW else 0
-    if DYNAMIC:
-        scale = tl.maximum(tl.load(amax_ptr + idx) / 448.0, min_scale)
-        if PER_ROW:
-            tl.store(scale_ptr + row, scale)
-        else:
-            tl.store(scale_ptr, scale, mask=row == 0)
-    else:
-        scale = tl.load(scale_ptr)
     base = row.to(tl.int64) * K
+    if MODE == 0:
+        scale = tl.load(scale_ptr)
+    elif MODE == 1:
+        _, amax = _row_range(x_ptr + base, K, BLOCK, False)
+        scale = tl.maximum(amax / 448.0, min_scale)
+        tl.store(scale_ptr + row, scale)
+    else:
+        scale = tl.maximum(tl.load(amax_ptr) / 448.0, min_scale)
+        tl.store(scale_ptr, scale, mask=row == 0)
     for start in range(0, K, BLOCK):
         cols = start + tl.arange(0, BLOCK)
         mask = cols < K
@@ -92,19 +100,20 @@ def _fp8_rows_kernel(
 
 @triton.jit
 def _int8_rows_kernel(
-    x_ptr, q_ptr, scale_ptr, zp_ptr, zp_neg_ptr, lo_ptr, hi_ptr, K, floor,
+    x_ptr, q_ptr, scale_ptr, zp_ptr, zp_neg_ptr, K, floor,
     BLOCK: tl.constexpr, DYNAMIC: tl.constexpr, SYMMETRIC: tl.constexpr,
 ):
-    """One program per row. Dynamic: the scale (and zero point) come from the row's range and
-    are stored; the negated zero point is also stored as float for the GEMM epilogue."""
+    """One program per row, one launch. Dynamic: the scale (and zero point) come from the row's
+    range and are stored, the negated zero point also as float for the GEMM epilogue."""
     row = tl.program_id(0)
+    base = row.to(tl.int64) * K
     if DYNAMIC:
+        lo, hi = _row_range(x_ptr + base, K, BLOCK, not SYMMETRIC)
         if SYMMETRIC:
-            scale = tl.maximum(tl.load(hi_ptr + row), floor) / 127.0
+            scale = tl.maximum(hi, floor) / 127.0
             zp = 0.0
         else:
-            lo = tl.load(lo_ptr + row)
-            scale = tl.maximum(tl.load(hi_ptr + row) - lo, floor) / 255.0
+            scale = tl.maximum(hi - lo, floor) / 255.0
             zp = _round_half_even(-128.0 - lo / scale)
             tl.store(zp_ptr + row, zp.to(tl.int32))
             tl.store(zp_neg_ptr + row, -zp)
@@ -115,7 +124,6 @@ def _int8_rows_kernel(
             zp = 0.0
         else:
             zp = tl.load(zp_ptr).to(tl.float32)
-    base = row.to(tl.int64) * K
     for start in range(0, K, BLOCK):
         cols = start + tl.arange(0, BLOCK)
         mask = cols < K
@@ -162,12 +170,8 @@ def quantize_fp8_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     q = torch.empty((m, k), dtype=torch.float8_e4m3fn, device=x.device)
     scale = torch.empty((m,), dtype=torch.float32, device=x.device)
     if m:
-        amax = torch.empty((m,), dtype=torch.float32, device=x.device)
-        block = _row_block(k)
-        _row_range_kernel[(m,)](x, amax, amax, k, BLOCK=block, WANT_MIN=False, num_warps=8)
         _fp8_rows_kernel[(m,)](
-            x, q, scale, amax, k, FP8_MIN_SCALE, BLOCK=block, PER_ROW=True, DYNAMIC=True,
-            num_warps=8,
+            x, q, scale, scale, k, FP8_MIN_SCALE, BLOCK=_row_block(k), MODE=1, num_warps=8
         )
     return q, scale
 
@@ -182,11 +186,10 @@ def quantize_fp8_per_tensor(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     if m:
         row_amax = torch.empty((m,), dtype=torch.float32, device=x.device)
         block = _row_block(k)
-        _row_range_kernel[(m,)](x, row_amax, row_amax, k, BLOCK=block, WANT_MIN=False, num_warps=8)
+        _row_amax_kernel[(m,)](x, row_amax, k, BLOCK=block, num_warps=8)
         amax = row_amax.amax().reshape(1)
         _fp8_rows_kernel[(m,)](
-            x, q, scale, amax, k, FP8_MIN_SCALE, BLOCK=block, PER_ROW=False, DYNAMIC=True,
-            num_warps=8,
+            x, q, scale, amax, k, FP8_MIN_SCALE, BLOCK=block, MODE=2, num_warps=8
         )
     return q, scale
 
@@ -199,8 +202,7 @@ def quantize_fp8_static(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     q = torch.empty((m, k), dtype=torch.float8_e4m3fn, device=x.device)
     if m:
         _fp8_rows_kernel[(m,)](
-            x, q, scale, scale, k, FP8_MIN_SCALE, BLOCK=_row_block(k), PER_ROW=False,
-            DYNAMIC=False, num_warps=8,
+            x, q, scale, scale, k, FP8_MIN_SCALE, BLOCK=_row_block(k), MODE=0, num_warps=8
         )
     return q
 
@@ -243,12 +245,8 @@ def quantize_int8_per_token(
     zp = torch.empty((zp_rows,), dtype=torch.int32, device=x.device)
     zp_neg = torch.empty((zp_rows,), dtype=torch.float32, device=x.device)
     if m:
-        hi = torch.empty((m,), dtype=torch.float32, device=x.device)
-        lo = hi if symmetric else torch.empty((m,), dtype=torch.float32, device=x.device)
-        block = _row_block(k)
-        _row_range_kernel[(m,)](x, lo, hi, k, BLOCK=block, WANT_MIN=not symmetric, num_warps=8)
         _int8_rows_kernel[(m,)](
-            x, q, scale, zp, zp_neg, lo, hi, k, INT8_AMAX_FLOOR, BLOCK=block, DYNAMIC=True,
+            x, q, scale, zp, zp_neg, k, INT8_AMAX_FLOOR, BLOCK=_row_block(k), DYNAMIC=True,
             SYMMETRIC=symmetric, num_warps=8,
         )
     return q, scale, zp, zp_neg
@@ -266,7 +264,7 @@ def quantize_int8_static(
         symmetric = zero_point is None
         zp = scale if symmetric else zero_point
         _int8_rows_kernel[(m,)](
-            x, q, scale, zp, scale, scale, scale, k, INT8_AMAX_FLOOR, BLOCK=_row_block(k),
+            x, q, scale, zp, scale, k, INT8_AMAX_FLOOR, BLOCK=_row_block(k),
             DYNAMIC=False, SYMMETRIC=symmetric, num_warps=8,
         )
     return q

@@ -21,6 +21,8 @@ class TileConfig(enum.IntEnum):
     PINGPONG_64x128 = 2  # pingpong, 64 tokens x 128 channels x 128 deep
     COOPERATIVE_128x128 = 3  # cooperative (2 warpgroups), 128 x 128 x 128, cluster 2x1
     COOPERATIVE_128x256 = 4  # cooperative, 128 x 256 x 128, cluster 2x1
+    COOPERATIVE_256x128 = 5  # cooperative, 256 x 128 x 128, cluster 1x2
+    PINGPONG_64x256 = 6  # pingpong, 64 x 256 x 128
 
 
 class BlockTileConfig(enum.IntEnum):

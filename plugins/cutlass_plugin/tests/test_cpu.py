@@ -142,8 +142,10 @@ def test_tile_ids_match_the_cpp_enum():
         ("SWAP_64x16", "kSwap64x16"), ("SWAP_64x64", "kSwap64x64"),
         ("PINGPONG_64x128", "kPingpong64x128"), ("COOPERATIVE_128x128", "kCooperative128x128"),
         ("COOPERATIVE_128x256", "kCooperative128x256"),
+        ("COOPERATIVE_256x128", "kCooperative256x128"), ("PINGPONG_64x256", "kPingpong64x256"),
     ]:
         assert f"{cpp} = {int(TileConfig[name])}," in header
+    assert f"kNumTileConfigs = {len(TileConfig)}," in header
     for name, cpp in [("PINGPONG_64x128", "kBlockPingpong64x128"),
                       ("COOPERATIVE_128x128", "kBlockCooperative128x128")]:
         assert f"{cpp} = {int(BlockTileConfig[name])}," in header

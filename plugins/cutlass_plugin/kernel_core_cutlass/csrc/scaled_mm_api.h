@@ -17,7 +17,9 @@ enum TileConfigId : int {
   kPingpong64x128 = 2,   // pingpong, 64 (M) x 128 (N) x 128
   kCooperative128x128 = 3,  // cooperative, 128 x 128 x 128, cluster 2x1
   kCooperative128x256 = 4,  // cooperative, 128 x 256 x 128, cluster 2x1
-  kNumTileConfigs = 5,
+  kCooperative256x128 = 5,  // cooperative, 256 x 128 x 128, cluster 1x2
+  kPingpong64x256 = 6,  // pingpong, 64 x 256 x 128
+  kNumTileConfigs = 7,
 };
 
 struct ScaledMmArgs {

@@ -29,6 +29,10 @@ const char* dispatch_scaled_mm(int config, ScaledMmArgs const& a) {
       return ScaledMmSm90<ElementAB, ElementD, Shape<_128, _128, _128>, Cluster2, Cooperative, CooperativeEpilogue, false>::run(a);
     case kCooperative128x256:
       return ScaledMmSm90<ElementAB, ElementD, Shape<_128, _256, _128>, Cluster2, Cooperative, CooperativeEpilogue, false>::run(a);
+    case kCooperative256x128:
+      return ScaledMmSm90<ElementAB, ElementD, Shape<_256, _128, _128>, Shape<_1, _2, _1>, Cooperative, CooperativeEpilogue, false>::run(a);
+    case kPingpong64x256:
+      return ScaledMmSm90<ElementAB, ElementD, Shape<_64, _256, _128>, Cluster1, Pingpong, PingpongEpilogue, false>::run(a);
     default:
       return "unknown tile configuration id";
   }
