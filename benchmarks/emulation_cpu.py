@@ -4,7 +4,7 @@ The emulation kernels dequantize the whole weight on every call (they keep no ca
 reflect the layer's parameters); this measures that cost, next to a plain fp32 ``torch.matmul``
 with an already dequantized weight (what the oracle would cost if it cached).
 
-    python benchmarks/emulation_cpu.py [--size 4096] [--repeats 5]
+    python benchmarks/emulation_cpu.py [--size 4096] [--repeats 5] [--threads N]
 """
 
 from __future__ import annotations
@@ -44,7 +44,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=4096, help="N = K of the layer")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     shape = (args.size, args.size)
     emulation = {kernel.family: kernel for kernel in EMULATION_KERNELS}
     configs = [

@@ -60,7 +60,8 @@ def _reference_linear(
     n, k = config.weight_shape
     weight = dequantize_weight(config, by_name, dtype=torch.float32)
     rows = x.reshape(-1, k).to(torch.float32)
-    rows = quantize_dequantize_activations(config, rows, by_name)
+    if rows.shape[0]:  # no tokens: nothing to quantize (a per-tensor amax of nothing is undefined)
+        rows = quantize_dequantize_activations(config, rows, by_name)
     out = rows @ weight.t()
     if bias is not None:
         out = out + bias.to(torch.float32)

@@ -22,7 +22,7 @@ from kernel_core.formats import (
     quantize_fp8_per_token_group,
     quantize_int8,
 )
-from kernel_core.testing import grid_configs
+from kernel_core.testing import grid_configs, kernel_configs
 from kernel_core_emulation.kernels import (
     EMULATION_KERNELS,
     EmulationFp8BlockLinearKernel,
@@ -59,6 +59,16 @@ def test_accepts_every_grid_config_and_serves_on_every_platform() -> None:
         for platform in ("cpu", "cuda", "rocm", "xpu"):
             rows = {c.name: c for c in explain(first, platform=platform).candidates}
             assert rows[kernel.name].accepted, (platform, rows[kernel.name].reason)
+
+
+def test_no_tokens_give_an_empty_output() -> None:
+    for kernel in EMULATION_KERNELS:
+        for point in kernel_configs(kernel, "quick")[0]:  # every activation mode at least once
+            config = point.config
+            x = torch.randn(0, config.in_features).to(config.act_dtype)
+            out = kernel(config).apply_weights(make_layer(config), x)
+            assert out.shape == (0, config.out_features), point.id
+            assert out.dtype == config.out_dtype, point.id
 
 
 def test_int8_asymmetric_matches_the_zero_point_formula() -> None:
