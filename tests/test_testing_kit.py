@@ -7,6 +7,8 @@ must fail.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -17,6 +19,7 @@ from kernel_core import (
     replace_parameter,
 )
 from kernel_core.testing import (
+    GRID_ENV,
     ConformanceError,
     check_conformance,
     check_metadata,
@@ -169,7 +172,9 @@ def test_full_grid_is_larger_than_quick() -> None:
     assert covered == {choice for p in full for choice in p.choices}
 
 
-def test_the_pytest_suite_passes_a_good_kernel_and_fails_a_broken_one(pytester) -> None:
+def test_the_pytest_suite_passes_a_good_kernel_and_fails_a_broken_one(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytester.makepyfile(
         test_suite="""
         from kernel_core.testing import conformance_tests
@@ -183,7 +188,9 @@ def test_the_pytest_suite_passes_a_good_kernel_and_fails_a_broken_one(pytester) 
         TestBroken = conformance_tests(DropsBias)
         """
     )
+    monkeypatch.setenv(GRID_ENV, "full")
     result = pytester.runpytest("-p", "kernel_core.testing.plugin", "--kernel-core-grid=quick")
+    assert os.environ[GRID_ENV] == "full"  # the option applied to that session only
     result.stdout.fnmatch_lines(["kernel-core conformance: grid=quick*"])
     outcomes = result.parseoutcomes()
     cases = len(kernel_configs(EmulationMxfp8LinearKernel, "quick")[0])

@@ -27,9 +27,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+_previous_grid = pytest.StashKey[str | None]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     chosen = config.getoption("--kernel-core-grid")
     if chosen:
+        config.stash[_previous_grid] = os.environ.get(GRID_ENV)
         os.environ[GRID_ENV] = chosen
     config.addinivalue_line(
         "markers", "gpu: needs a CUDA device (skipped with a reason when none is present)"
@@ -42,3 +46,13 @@ def pytest_report_header(config: pytest.Config) -> str:
         f"kernel-core conformance: grid={size}, M={m_values(size)}, "
         f"platform={current_platform()} ({device_name()})"
     )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Give ``KERNEL_CORE_GRID`` back its value from before the session (in-process runs)."""
+    if _previous_grid in config.stash:
+        previous = config.stash[_previous_grid]
+        if previous is None:
+            os.environ.pop(GRID_ENV, None)
+        else:
+            os.environ[GRID_ENV] = previous
