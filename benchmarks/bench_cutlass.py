@@ -62,7 +62,7 @@ def median_us(fn: Callable[[], object], graph: bool) -> float:
     fn()
     torch.cuda.synchronize()
     if not graph:
-        return do_bench(fn, warmup=10, rep=60, return_mode="median") * 1e3
+        return do_bench(fn, warmup=5, rep=30, return_mode="median") * 1e3
     calls = 10
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
@@ -76,7 +76,7 @@ def median_us(fn: Callable[[], object], graph: bool) -> float:
             fn()
     g.replay()
     torch.cuda.synchronize()
-    return do_bench(g.replay, warmup=10, rep=60, return_mode="median") * 1e3 / calls
+    return do_bench(g.replay, warmup=5, rep=30, return_mode="median") * 1e3 / calls
 
 
 def flashinfer_block_gemm() -> tuple[Callable | None, str]:

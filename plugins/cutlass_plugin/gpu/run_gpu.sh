@@ -10,7 +10,10 @@ OUT=${OUT:?set OUT}
 LOG=$OUT/log.txt
 exec > >(tee -a "$LOG") 2>&1
 
-python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/nvidia_cutlass*.whl
+# No network there: the CUTLASS headers and the pure-python dependencies kernel-core needs
+# (importlib_metadata and its own) come as wheels carried in .whl/.
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site \
+    .whl/nvidia_cutlass*.whl .whl/importlib_metadata*.whl .whl/lazy_importer*.whl .whl/zipp*.whl
 export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
 python3 -m pip install -q --no-deps --no-build-isolation -e . -e plugins/cutlass_plugin
 export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
@@ -27,10 +30,13 @@ echo "extension ready in $(( $(date +%s) - start )) s"
 # Bring the build back (objects + .so; small) so the next run can carry it.
 tar -C "$KERNEL_CORE_CACHE_DIR" -cf "$OUT/jit_cache.tar" jit
 
-python3 -m pytest -q -m gpu plugins/cutlass_plugin/tests -p no:cacheprovider -ra \
-    --junitxml="$OUT/pytest.xml" 2>&1 | tail -60 || echo "GPU TESTS FAILED"
+timeout "${KCC_TEST_TIMEOUT:-110}" python3 -m pytest -q -m gpu plugins/cutlass_plugin/tests \
+    -p no:cacheprovider -o addopts="" -ra --tb=short --junitxml="$OUT/pytest.xml" 2>&1 \
+    | tail -n 150 > "$OUT/pytest.txt" || true
+tail -n 40 "$OUT/pytest.txt"
 
 DEVICE=$(python3 -c "import torch; print(torch.cuda.get_device_name().split()[1].lower())")
 CMD="python3 benchmarks/bench_cutlass.py --out \$OUT/cutlass-$DEVICE.json --git-rev $REV $*"
-python3 benchmarks/bench_cutlass.py --out "$OUT/cutlass-$DEVICE.json" --git-rev "$REV" \
-    --command "$CMD" "$@"
+# The whole script fits the call: the benchmark gets what is left of KCC_BUDGET_S.
+timeout "$(( ${KCC_BUDGET_S:-425} - SECONDS > 30 ? ${KCC_BUDGET_S:-425} - SECONDS : 30 ))" python3 benchmarks/bench_cutlass.py \
+    --out "$OUT/cutlass-$DEVICE.json" --git-rev "$REV" --command "$CMD" "$@"
