@@ -42,6 +42,8 @@ __all__ = [
     "Route",
     "plan_by_m",
     "weight_bytes",
+    "weight_holders",
+    "describe_plan",
     "DispatchingLinearKernel",
     "init_dispatching_kernel",
 ]
@@ -49,7 +51,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Route:
-    """``kernel`` serves every M up to ``m_max`` (None: every larger M) not served by an earlier route."""
+    """``kernel`` serves each M up to ``m_max`` (None: any larger M) left by earlier routes."""
 
     m_max: int | None
     kernel: type[LinearKernel]
@@ -100,6 +102,45 @@ def weight_bytes(config: LayerConfig, kernel: type[LinearKernel]) -> int:
     return total
 
 
+def weight_holders(routes: Sequence[Route]) -> dict[str, str | None]:
+    """Where each routed kernel's weights live: None for the layer itself, else the name of a
+    submodule holding its own copy; kernels with the same non-None ``weight_layout`` share one."""
+    holders: dict[str, str | None] = {}
+    owner_of_layout: dict[object, str | None] = {}
+    for route in routes:
+        name = route.kernel.name
+        if name in holders:
+            continue
+        layout = getattr(route.kernel, "weight_layout", None) or ("own", name)
+        if layout not in owner_of_layout:
+            count = len(owner_of_layout)
+            owner_of_layout[layout] = f"dispatch_{count}" if count else None
+        holders[name] = owner_of_layout[layout]
+    return holders
+
+
+def describe_plan(config: LayerConfig, routes: Sequence[Route]) -> dict[str, Any]:
+    """The routes in words and what dispatching would cost in memory (before any repacking)."""
+    copies = len(set(weight_holders(routes).values()))
+    extra = (copies - 1) * weight_bytes(config, routes[0].kernel) if routes else 0
+    parts = []
+    low = 1
+    for route in routes:
+        span = f"M>={low}" if route.m_max is None else f"M {low}..{route.m_max}"
+        parts.append(f"{span}: {route.kernel.name}")
+        low = (route.m_max or 0) + 1
+    memory = (
+        "one copy of the weights" if copies == 1
+        else f"holds {copies} copies of the weights: +{extra / 1e6:.1f} MB"
+    )
+    return {
+        "routes": [r.as_dict() for r in routes],
+        "weight_copies": copies,
+        "extra_bytes": extra,
+        "text": f"{'; '.join(parts)} ({memory})",
+    }
+
+
 class DispatchingLinearKernel(LinearKernel):
     """Several kernels for one layer, chosen per call by M (see the module docstring)."""
 
@@ -123,22 +164,11 @@ class DispatchingLinearKernel(LinearKernel):
                 f"found {[r.as_dict() for r in routes]}"
             )
         self.routes = tuple(routes)
-        self.kernels: dict[str, LinearKernel] = {}
-        # Where each kernel's weights live: None for the layer itself, else a submodule name.
-        self.holders: dict[str, str | None] = {}
-        owner_of_layout: dict[object, str | None] = {}
-        for route in self.routes:
-            name = route.kernel.name
-            if name in self.kernels:
-                continue
-            self.kernels[name] = route.kernel(config)
-            layout = getattr(route.kernel, "weight_layout", None) or ("own", name)
-            if layout not in owner_of_layout:
-                owner_of_layout[layout] = None if not owner_of_layout else (
-                    f"dispatch_{len(owner_of_layout)}"
-                )
-            self.holders[name] = owner_of_layout[layout]
-        self.copies = len(owner_of_layout)
+        self.holders = weight_holders(self.routes)
+        self.kernels: dict[str, LinearKernel] = {
+            route.kernel.name: route.kernel(config) for route in self.routes
+        }
+        self.copies = len(set(self.holders.values()))
         self.extra_bytes = (self.copies - 1) * weight_bytes(config, routes[0].kernel)
         self._table = tuple(
             (route.m_max, self.kernels[route.kernel.name], self.holders[route.kernel.name])
@@ -146,7 +176,7 @@ class DispatchingLinearKernel(LinearKernel):
         )
 
     def process_weights_after_loading(self, layer: torch.nn.Module) -> None:
-        """Copy the checkpoint parameters for each extra layout, then let each owner repack its own."""
+        """Copy the checkpoint parameters for each extra layout, then let each owner repack."""
         specs = next(iter(self.kernels.values())).parameter_specs(self.config)
         copies = sorted({h for h in self.holders.values() if h is not None})
         for holder in copies:
@@ -163,7 +193,8 @@ class DispatchingLinearKernel(LinearKernel):
             if holder in processed:
                 continue
             processed.add(holder)
-            kernel.process_weights_after_loading(layer if holder is None else getattr(layer, holder))
+            target = layer if holder is None else getattr(layer, holder)
+            kernel.process_weights_after_loading(target)
         self.extra_bytes = sum(
             t.numel() * t.element_size()
             for holder in copies

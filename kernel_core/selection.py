@@ -4,8 +4,9 @@ Candidates are the registered kernels of the config's family. They are ranked fo
 ``force=`` argument, then ``KERNEL_CORE_FORCE_KERNELS``), then a kernel pinned by the tune table,
 then by measured time for the caller's M range (``m_range``: ``"decode"``, ``"prefill"`` or
 ``(lo, hi)``; default decode, see :mod:`kernel_core.tune`) when a matching tune table has this
-layer, then by ``priority`` (higher first), then by name (a deterministic tie-break). The first candidate whose platform matches, that is not disabled, and whose
-``is_supported`` and ``can_implement`` both pass, wins. A probe that raises becomes that kernel's
+layer, then by ``priority`` (higher first), then by name (a deterministic tie-break). The first
+candidate whose platform matches, that is not disabled, and whose ``is_supported`` and
+``can_implement`` both pass, wins. A probe that raises becomes that kernel's
 rejection reason; it never escapes. Answers are cached per (config, capability, platform, registry
 state, knobs, M range), so a repeated query is a dictionary lookup (after editing the tune table
 in a running process, call ``kernel_core.tune.reload()``).
@@ -294,7 +295,9 @@ def _explain_uncached(
         is_pinned = kernel.name == pinned and not is_forced
         if (is_forced or is_pinned) and not ok:
             how = "forced" if is_forced else "pinned"
-            logger.warning("%s kernel %s cannot serve %s: %s", how, kernel.name, config.short(), reason)
+            logger.warning(
+                "%s kernel %s cannot serve %s: %s", how, kernel.name, config.short(), reason
+            )
         if ok and chosen is None:
             chosen = kernel
         candidates.append(

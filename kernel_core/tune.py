@@ -112,7 +112,7 @@ def resolve_m_range(m_range: str | Sequence[int] | None) -> MRange:
 
 @dataclass(frozen=True)
 class MeasuredRanking:
-    """What the tune-table hook tells selection: times for the range, a pin, where they came from."""
+    """What the tune-table hook tells selection: times for the range, a pin, their source."""
 
     times_us: Mapping[str, float]
     pinned: str | None = None
@@ -230,7 +230,7 @@ class TuneTable:
         baselines_us: Mapping[int, Mapping[str, float]] | None = None,
         label: str | None = None,
     ) -> None:
-        """Add or update one layer's times; M points measured now replace older ones, a pin stays."""
+        """Add or update one layer's times: new M points replace old ones, a pin stays."""
         entry = self.entry(environment)
         if entry is None:
             entry = {"environment": dict(environment), "layers": []}
@@ -361,7 +361,7 @@ table_hook = _TableHook()
 
 
 def reload() -> None:
-    """Forget the loaded table and selection's cached answers (after editing the table in-process)."""
+    """Forget the loaded table and selection's cached answers (after an in-process edit)."""
     from kernel_core import selection
 
     table_hook.clear()

@@ -186,7 +186,8 @@ def _clone_layer(layer: torch.nn.Module) -> torch.nn.Module:
     """A fresh module with copies of the contract parameters (a kernel repacks its own)."""
     copy = torch.nn.Module()
     for name, param in layer.named_parameters(recurse=False):
-        copy.register_parameter(name, torch.nn.Parameter(param.detach().clone(), requires_grad=False))
+        clone = torch.nn.Parameter(param.detach().clone(), requires_grad=False)
+        copy.register_parameter(name, clone)
     return copy
 
 
@@ -321,12 +322,14 @@ def _bench_layer(
                 result.rel_error = _rel_error(calls[0](), reference)
                 timing = time_calls(calls, device, use_graph=m <= graph_max_m, budget=budget)
             except Exception as exc:
-                result.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                first_line = str(exc).splitlines()[0] if str(exc) else ""
+                result.error = f"{type(exc).__name__}: {first_line}"
                 logger.debug("bench of %s at M=%d failed", entry.name, m, exc_info=True)
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 continue
-            result.time_us, result.mode, result.samples = timing.median_us, timing.mode, timing.samples
+            result.time_us, result.mode = timing.median_us, timing.mode
+            result.samples = timing.samples
             result.note = timing.note
             if entry is entries[0]:
                 baseline_us = timing.median_us
