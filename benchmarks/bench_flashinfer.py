@@ -16,7 +16,7 @@ fp8_block (DeepSeek 128x128 blocks, bf16 in and out):
   ``fi_runner_fp8_input`` the plugin's work by hand: our 1x128 quantizer + FlashInfer's runner
                          in FP8-input mode (the overhead baseline)
   ``fi_public``          ``flashinfer.gemm.fp8_blockscale_gemm_sm90`` on bf16 input (its own
-                         quantizer; eager only: it re-runs its JIT loader on every call)
+                         quantizer; eager only: it allocates and configures a workspace per call)
   ``torch_matmul_bf16``  ``torch.matmul`` with a bf16 weight
 
 Weights and activations rotate over enough copies to exceed 2x the L2 cache, so no call reads a

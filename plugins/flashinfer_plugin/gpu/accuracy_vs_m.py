@@ -109,7 +109,7 @@ def main() -> int:
                     broken[name] = f"{type(exc).__name__}: {str(exc)[:300]}"
                     continue
                 row[name] = rel(out, ref)
-                if args.time and name != "flashinfer_internal_quant":  # reloads its JIT per call
+                if args.time and name != "flashinfer_internal_quant":  # timed by the benchmark
                     row[name]["us"] = 1000 * triton.testing.do_bench(lambda: fn(x, wq, ws), warmup=5, rep=20)
             results.append(row)
             cells = " ".join(

@@ -11,7 +11,8 @@ mkdir -p "$OUT"
 STEPS=${STEPS:-"accuracy tests bench"}
 export PYTHONUNBUFFERED=1 MAX_JOBS=16
 export KERNEL_CORE_CACHE_DIR=/tmp/kernel-core-cache
-KC_GIT_REVISION=$(git rev-parse HEAD 2>/dev/null || cat plugins/flashinfer_plugin/gpu/REVISION 2>/dev/null || echo unknown)
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then KC_GIT_REVISION=$(git rev-parse HEAD)
+else KC_GIT_REVISION=$(cat plugins/flashinfer_plugin/gpu/REVISION 2>/dev/null || echo unknown); fi
 export KC_GIT_REVISION
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/log.txt" >&2; }
 

