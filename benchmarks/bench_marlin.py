@@ -39,7 +39,9 @@ M_VALUES = (1, 16, 32, 64, 128, 256, 4096)
 L2_BYTES = 50 * 2**20
 ROTATE_BYTES = 3 * L2_BYTES  # weights touched by one graph's calls before any repeats
 TARGETS = {1: 3.3, 16: 3.3, 64: 2.5, 128: 1.5, 256: 1.0, 4096: 0.85}
-STREAM_VARIANTS = ((1, 1, 8), (2, 1, 8), (2, 2, 4), (2, 4, 2))
+#: (rows per warp, warps along N, warps along K, pipeline) of the stream kernel tried per M.
+STREAM_VARIANTS = ((1, 1, 8, 0), (2, 1, 8, 0), (2, 2, 4, 0), (1, 1, 4, 1), (2, 1, 4, 1),
+                   (1, 1, 8, 1))
 
 
 def log(message: str) -> None:
@@ -170,15 +172,16 @@ def bench_shape(fmt: str, n: int, k: int, m_values, replays: int, copy_bw: float
         variants["auto"] = auto_us
         if m <= 64:
             mt = ops.launch_config(m, kernel._fmt)[0]
-            for r, wn, wk in STREAM_VARIANTS:
+            for r, wn, wk, pipe in STREAM_VARIANTS:
                 calls = [
-                    lambda lay=lay, x=x, r=r, wn=wn, wk=wk: ops.gemm(
+                    lambda lay=lay, x=x, r=r, wn=wn, wk=wk, pipe=pipe: ops.gemm(
                         x, lay.weight, lay.weight_scale, None, None,
                         getattr(lay, "weight_channel_scale", None), None, kernel._fmt, n,
-                        kernel._group_size, kernel._zconst, mt, r, wn, wk)
+                        kernel._group_size, kernel._zconst, mt, r, wn, wk, pipe)
                     for lay, x in zip(layers, xs)
                 ] * max(1, 8 // copies)
-                variants[f"stream mt={mt} r={r} wn={wn} wk={wk}"] = graph_time_us(calls, replays)
+                name = f"stream mt={mt} r={r} wn={wn} wk={wk} pipeline={pipe}"
+                variants[name] = graph_time_us(calls, replays)
         if m >= 64:
             def dequant_mm(lay, x):
                 w = ops.dequantize(lay.weight, lay.weight_scale, None, None,

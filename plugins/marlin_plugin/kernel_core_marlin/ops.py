@@ -64,16 +64,19 @@ _ROWS_PER_WARP = {
 }
 
 
-def launch_config(m: int, fmt: int) -> tuple[int, int, int, int]:
-    """(8-column M tiles, 16-row tiles per warp, warps along N, warps along K) for M rows.
+def launch_config(m: int, fmt: int) -> tuple[int, int, int, int, int]:
+    """(8-column M tiles, 16-row tiles per warp, warps along N, warps along K, pipeline) for M
+    rows.
 
     All eight warps of a block split K (measured best on every shape: more blocks, and each warp
-    streams its own part of K); M up to 64 per block, larger M in more blocks.
+    streams its own part of K); M up to 64 per block, larger M in more blocks. Pipeline 0 (loads
+    in register batches) is the measured one; pipeline 1 (a cp.async ring per warp) is built and
+    benchmarked as a variant until a run shows it faster.
     """
     mt = 1 if m <= 8 else 2 if m <= 16 else 4 if m <= 32 else 8
     integer = fmt in (Format.INT4, Format.INT8)
     rows = 1 if Format.BITS[fmt] == 8 else _ROWS_PER_WARP[(integer, mt)]
-    return mt, rows, 1, 8
+    return mt, rows, 1, 8, 0
 
 
 def _or_empty(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
@@ -101,6 +104,7 @@ def gemm(
     rows: int,
     wn: int,
     wk: int,
+    pipeline: int,
 ) -> torch.Tensor:
     """``x [M, K]`` (16-bit, contiguous) times the packed weight: ``[M, n]`` in x's dtype."""
     if x.data_ptr() % 16:  # a view at an odd offset: the kernel loads 16 bytes at a time
@@ -109,7 +113,7 @@ def gemm(
     with torch.cuda.device(x.device):
         extension(x.device).gemm(
             x, qweight, gscale, _or_empty(zeros, x), _or_empty(gtab, x), _or_empty(chan, x),
-            _or_empty(bias, x), out, fmt, group_size, zconst, mt, rows, wn, wk,
+            _or_empty(bias, x), out, fmt, group_size, zconst, mt, rows, wn, wk, pipeline,
             _stream(x.device),
         )
     return out
@@ -117,7 +121,7 @@ def gemm(
 
 @gemm.register_fake
 def _gemm_fake(x, qweight, gscale, zeros, gtab, chan, bias, fmt, n, group_size, zconst, mt,
-               rows, wn, wk):
+               rows, wn, wk, pipeline):
     return x.new_empty((x.shape[0], n))
 
 

@@ -57,11 +57,12 @@ def test_every_launch_config_agrees(config, m: int) -> None:
     n = config.out_features
     for mt in (1, 2, 4, 8):
         for rows, wn, wk in ((1, 1, 8), (2, 1, 8), (2, 2, 4), (1, 4, 2), (2, 4, 2), (1, 8, 1)):
-            out = ops.gemm(x, layer.weight, layer.weight_scale, None, None,
-                           getattr(layer, "weight_channel_scale", None), None, kernel._fmt, n,
-                           kernel._group_size, kernel._zconst, mt, rows, wn, wk)
-            error = _relative_error(out, expected)
-            assert error < 1e-2, (mt, rows, wn, wk, error)
+            for pipeline in (0, 1):
+                out = ops.gemm(x, layer.weight, layer.weight_scale, None, None,
+                               getattr(layer, "weight_channel_scale", None), None, kernel._fmt,
+                               n, kernel._group_size, kernel._zconst, mt, rows, wn, wk, pipeline)
+                error = _relative_error(out, expected)
+                assert error < 1e-2, (mt, rows, wn, wk, pipeline, error)
 
 
 @needs_cuda
@@ -71,7 +72,7 @@ def test_poisoned_output_fully_written() -> None:
     out = torch.full((37, INT4.out_features), float("nan"), device="cuda", dtype=torch.bfloat16)
     empty = x.new_empty(0)
     ops.extension().gemm(x, layer.weight, layer.weight_scale, empty, empty, empty, empty, out,
-                         kernel._fmt, kernel._group_size, kernel._zconst, 8, 2, 4, 2,
+                         kernel._fmt, kernel._group_size, kernel._zconst, 8, 2, 4, 2, 0,
                          torch.cuda.current_stream().cuda_stream)
     assert bool(torch.isfinite(out).all())
     assert _relative_error(out, x.double() @ reference.T) < 1e-2

@@ -48,7 +48,8 @@ void check_launch(int code) {
 void gemm(const torch::Tensor& x, const torch::Tensor& qweight, const torch::Tensor& gscale,
           const torch::Tensor& zeros, const torch::Tensor& gtab, const torch::Tensor& chan,
           const torch::Tensor& bias, torch::Tensor& out, int64_t fmt, int64_t group_size,
-          int64_t zconst, int64_t mt, int64_t rows, int64_t wn, int64_t wk, int64_t stream) {
+          int64_t zconst, int64_t mt, int64_t rows, int64_t wn, int64_t wk, int64_t pipeline,
+          int64_t stream) {
   TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "kernel_core_marlin: x must be contiguous 2-D");
   TORCH_CHECK(x.size(1) % 16 == 0, "kernel_core_marlin: K must be a multiple of 16, found ", x.size(1));
   TORCH_CHECK(reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0, "kernel_core_marlin: x must be "
@@ -69,9 +70,10 @@ void gemm(const torch::Tensor& x, const torch::Tensor& qweight, const torch::Ten
   void* s = reinterpret_cast<void*>(stream);
   const int code = dtype_code(x) == kcm::kHalf
                        ? kcm::launch_gemm_half(p, static_cast<int>(fmt), static_cast<int>(mt),
-                                               static_cast<int>(rows), s)
+                                               static_cast<int>(rows), static_cast<int>(pipeline), s)
                        : kcm::launch_gemm_bfloat16(p, static_cast<int>(fmt), static_cast<int>(mt),
-                                                   static_cast<int>(rows), s);
+                                                   static_cast<int>(rows),
+                                                   static_cast<int>(pipeline), s);
   check_launch(code);
 }
 

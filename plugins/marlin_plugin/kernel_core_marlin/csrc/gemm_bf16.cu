@@ -3,8 +3,9 @@
 
 namespace kcm {
 
-int launch_gemm_bfloat16(const GemmParams& p, int fmt, int mt, int r, void* stream) {
-  return launch_gemm_typed<__nv_bfloat16>(p, fmt, mt, r, stream);
+int launch_gemm_bfloat16(const GemmParams& p, int fmt, int mt, int r, int pipeline,
+                       void* stream) {
+  return launch_gemm_typed<__nv_bfloat16>(p, fmt, mt, r, pipeline, stream);
 }
 
 int launch_dequantize_bfloat16(const GemmParams& p, int fmt, void* stream) {

@@ -3,8 +3,9 @@
 
 namespace kcm {
 
-int launch_gemm_half(const GemmParams& p, int fmt, int mt, int r, void* stream) {
-  return launch_gemm_typed<half>(p, fmt, mt, r, stream);
+int launch_gemm_half(const GemmParams& p, int fmt, int mt, int r, int pipeline,
+                       void* stream) {
+  return launch_gemm_typed<half>(p, fmt, mt, r, pipeline, stream);
 }
 
 int launch_dequantize_half(const GemmParams& p, int fmt, void* stream) {

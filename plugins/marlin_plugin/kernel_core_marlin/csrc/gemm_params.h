@@ -23,9 +23,9 @@ struct GemmParams {
 };
 
 // Each returns a cudaError_t value (0 = success). mt: 8-column tiles of M per block (1, 2, 4, 8);
-// r: 16-row tiles per warp (1, 2).
-int launch_gemm_half(const GemmParams& p, int fmt, int mt, int r, void* stream);
-int launch_gemm_bfloat16(const GemmParams& p, int fmt, int mt, int r, void* stream);
+// r: 16-row tiles per warp (1, 2); pipeline: 0 register batches, 1 cp.async ring.
+int launch_gemm_half(const GemmParams& p, int fmt, int mt, int r, int pipeline, void* stream);
+int launch_gemm_bfloat16(const GemmParams& p, int fmt, int mt, int r, int pipeline, void* stream);
 int launch_dequantize_half(const GemmParams& p, int fmt, void* stream);
 int launch_dequantize_bfloat16(const GemmParams& p, int fmt, void* stream);
 const char* error_string(int code);

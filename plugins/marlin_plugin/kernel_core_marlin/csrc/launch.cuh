@@ -7,47 +7,64 @@
 
 namespace kcm {
 
+template <typename Kernel>
+int set_shared_memory(Kernel kernel, size_t bytes) {
+  if (bytes <= 48 * 1024) return 0;
+  return static_cast<int>(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               static_cast<int>(bytes)));
+}
+
+// pipeline 0: register batches (stream_gemm_kernel); 1: cp.async ring (stream_gemm_async_kernel).
 template <typename T, int FMT, int MT, int R>
-int launch_gemm_instance(const GemmParams& p, cudaStream_t stream) {
+int launch_gemm_instance(const GemmParams& p, int pipeline, cudaStream_t stream) {
   const int rows_per_block = 16 * R * p.WN;
   const dim3 grid((p.N16 * 16 + rows_per_block - 1) / rows_per_block, (p.M + 8 * MT - 1) / (8 * MT));
-  const size_t smem = static_cast<size_t>(p.WN) * (p.WK - 1) * MT * R * 4 * 32 * sizeof(float);
-  if (smem > 48 * 1024) {
-    const cudaError_t err = cudaFuncSetAttribute(stream_gemm_kernel<T, FMT, MT, R>,
-                                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                 static_cast<int>(smem));
-    if (err != cudaSuccess) return static_cast<int>(err);
+  const int threads = 32 * p.WN * p.WK;
+  const size_t reduce_bytes = static_cast<size_t>(p.WN) * (p.WK - 1) * MT * R * 4 * 32 * sizeof(float);
+  if (pipeline == 0) {
+    const int err = set_shared_memory(stream_gemm_kernel<T, FMT, MT, R>, reduce_bytes);
+    if (err != 0) return err;
+    stream_gemm_kernel<T, FMT, MT, R><<<grid, threads, reduce_bytes, stream>>>(p);
+  } else if (pipeline == 1) {
+    const size_t ring_bytes = static_cast<size_t>(p.WN) * p.WK * AsyncStages<MT>::value *
+                              AsyncSlots<FMT, MT, R>::kStageBytes;
+    const size_t bytes = ring_bytes > reduce_bytes ? ring_bytes : reduce_bytes;
+    if (bytes > 227 * 1024) return static_cast<int>(cudaErrorInvalidValue);
+    const int err = set_shared_memory(stream_gemm_async_kernel<T, FMT, MT, R>, bytes);
+    if (err != 0) return err;
+    stream_gemm_async_kernel<T, FMT, MT, R><<<grid, threads, bytes, stream>>>(p);
+  } else {
+    return static_cast<int>(cudaErrorInvalidValue);
   }
-  stream_gemm_kernel<T, FMT, MT, R><<<grid, 32 * p.WN * p.WK, smem, stream>>>(p);
   return static_cast<int>(cudaGetLastError());
 }
 
 template <typename T, int FMT, int MT>
-int launch_gemm_rows(const GemmParams& p, int r, cudaStream_t stream) {
-  if (r == 1) return launch_gemm_instance<T, FMT, MT, 1>(p, stream);
-  if (r == 2) return launch_gemm_instance<T, FMT, MT, 2>(p, stream);
+int launch_gemm_rows(const GemmParams& p, int r, int pipeline, cudaStream_t stream) {
+  if (r == 1) return launch_gemm_instance<T, FMT, MT, 1>(p, pipeline, stream);
+  if (r == 2) return launch_gemm_instance<T, FMT, MT, 2>(p, pipeline, stream);
   return static_cast<int>(cudaErrorInvalidValue);
 }
 
 template <typename T, int FMT>
-int launch_gemm_tiles(const GemmParams& p, int mt, int r, cudaStream_t stream) {
+int launch_gemm_tiles(const GemmParams& p, int mt, int r, int pipeline, cudaStream_t stream) {
   switch (mt) {
-    case 1: return launch_gemm_rows<T, FMT, 1>(p, r, stream);
-    case 2: return launch_gemm_rows<T, FMT, 2>(p, r, stream);
-    case 4: return launch_gemm_rows<T, FMT, 4>(p, r, stream);
-    case 8: return launch_gemm_rows<T, FMT, 8>(p, r, stream);
+    case 1: return launch_gemm_rows<T, FMT, 1>(p, r, pipeline, stream);
+    case 2: return launch_gemm_rows<T, FMT, 2>(p, r, pipeline, stream);
+    case 4: return launch_gemm_rows<T, FMT, 4>(p, r, pipeline, stream);
+    case 8: return launch_gemm_rows<T, FMT, 8>(p, r, pipeline, stream);
     default: return static_cast<int>(cudaErrorInvalidValue);
   }
 }
 
 template <typename T>
-int launch_gemm_typed(const GemmParams& p, int fmt, int mt, int r, void* stream) {
+int launch_gemm_typed(const GemmParams& p, int fmt, int mt, int r, int pipeline, void* stream) {
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   switch (fmt) {
-    case kInt4: return launch_gemm_tiles<T, kInt4>(p, mt, r, s);
-    case kInt8: return launch_gemm_tiles<T, kInt8>(p, mt, r, s);
-    case kFp4: return launch_gemm_tiles<T, kFp4>(p, mt, r, s);
-    case kFp8: return launch_gemm_tiles<T, kFp8>(p, mt, r, s);
+    case kInt4: return launch_gemm_tiles<T, kInt4>(p, mt, r, pipeline, s);
+    case kInt8: return launch_gemm_tiles<T, kInt8>(p, mt, r, pipeline, s);
+    case kFp4: return launch_gemm_tiles<T, kFp4>(p, mt, r, pipeline, s);
+    case kFp8: return launch_gemm_tiles<T, kFp8>(p, mt, r, pipeline, s);
     default: return static_cast<int>(cudaErrorInvalidValue);
   }
 }

@@ -261,6 +261,90 @@ __device__ __forceinline__ int group_of(const GemmParams& p, int chunk, int t) {
   return grp < p.G ? grp : p.G - 1;
 }
 
+// Decode one chunk (R row tiles) and multiply it with the activations of MT column tiles.
+template <typename T, int FMT, int MT, int R>
+__device__ __forceinline__ void mma_chunk(float (&acc)[MT][R][4],
+                                          const uint4 (&wv)[R][VecCount<FMT>::value],
+                                          const uint4 (&xv)[MT][2], const uint32_t (&sw)[R],
+                                          const uint32_t (&zw)[R]) {
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const RowPair rp = make_row_pair<T, FMT>(sw[r], zw[r]);
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+      uint32_t a[4];
+      decode_step<T, FMT>(step_word<FMT>(wv[r], s, 0), step_word<FMT>(wv[r], s, 1), rp, a);
+#pragma unroll
+      for (int j = 0; j < MT; ++j) {
+        const uint4& lo = xv[j][s >> 1];
+        const uint32_t b0 = (s & 1) ? lo.z : lo.x;
+        const uint32_t b1 = (s & 1) ? lo.w : lo.y;
+        mma_16816<T>(acc[j][r], a, b0, b1);
+      }
+    }
+  }
+}
+
+// Sum the WK partial results of each warp column through shared memory (red: at least
+// WN * (WK - 1) * MT * R * 128 floats), then the first warp of the column writes
+// chan[n] * sum + bias[n].
+template <typename T, int MT, int R>
+__device__ __forceinline__ void reduce_and_store(const GemmParams& p, float (&acc)[MT][R][4],
+                                                 float* red, int wn, int wk, int lane, int tile0,
+                                                 int m0) {
+  constexpr int kPerLane = MT * R * 4;
+  if (p.WK > 1) {
+    if (wk > 0) {
+      float* dst = red + (static_cast<size_t>(wn) * (p.WK - 1) + (wk - 1)) * kPerLane * 32;
+#pragma unroll
+      for (int j = 0; j < MT; ++j)
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) dst[((j * R + r) * 4 + e) * 32 + lane] = acc[j][r][e];
+    }
+    __syncthreads();
+    if (wk == 0) {
+      for (int other = 0; other < p.WK - 1; ++other) {
+        const float* src = red + (static_cast<size_t>(wn) * (p.WK - 1) + other) * kPerLane * 32;
+#pragma unroll
+        for (int j = 0; j < MT; ++j)
+#pragma unroll
+          for (int r = 0; r < R; ++r)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[j][r][e] += src[((j * R + r) * 4 + e) * 32 + lane];
+      }
+    }
+  }
+  if (wk != 0) return;
+  const int g = lane >> 2;
+  const int t = lane & 3;
+  T* out = static_cast<T*>(p.out);
+  const T* bias = static_cast<const T*>(p.bias);
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+#pragma unroll
+    for (int half_row = 0; half_row < 2; ++half_row) {
+      const int n = (tile0 + r) * 16 + g + 8 * half_row;
+      if (n >= p.N) continue;
+      const float cs = p.chan != nullptr ? p.chan[n] : 1.0f;
+      const float bs = bias != nullptr ? to_float(bias[n]) : 0.0f;
+#pragma unroll
+      for (int j = 0; j < MT; ++j) {
+#pragma unroll
+        for (int col = 0; col < 2; ++col) {
+          const int m = m0 + 8 * j + 2 * t + col;
+          if (m < p.M) {
+            out[static_cast<size_t>(m) * p.N + n] =
+                from_float<T>(acc[j][r][2 * half_row + col] * cs + bs);
+          }
+        }
+      }
+    }
+  }
+}
+
+// Register pipeline: each warp loads 8 / MT chunks into registers, then computes them.
 template <typename T, int FMT, int MT, int R>
 __global__ void __launch_bounds__(256) stream_gemm_kernel(const GemmParams p) {
   constexpr int V = VecCount<FMT>::value;
@@ -338,77 +422,153 @@ __global__ void __launch_bounds__(256) stream_gemm_kernel(const GemmParams p) {
 #pragma unroll
     for (int q = 0; q < P; ++q) {
       if (c0 + q * p.WK >= p.C) break;
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        const RowPair rp = make_row_pair<T, FMT>(sw[q][r], zw[q][r]);
-#pragma unroll
-        for (int s = 0; s < 4; ++s) {
-          uint32_t a[4];
-          decode_step<T, FMT>(step_word<FMT>(wv[q][r], s, 0), step_word<FMT>(wv[q][r], s, 1), rp,
-                              a);
-#pragma unroll
-          for (int j = 0; j < MT; ++j) {
-            const uint4& lo = xv[q][j][s >> 1];
-            const uint32_t b0 = (s & 1) ? lo.z : lo.x;
-            const uint32_t b1 = (s & 1) ? lo.w : lo.y;
-            mma_16816<T>(acc[j][r], a, b0, b1);
-          }
-        }
-      }
+      mma_chunk<T, FMT, MT, R>(acc, wv[q], xv[q], sw[q], zw[q]);
     }
   }
 
-  // Reduce the WK partial sums of each warp column through shared memory.
   extern __shared__ float red[];
-  constexpr int kPerLane = MT * R * 4;
-  if (p.WK > 1) {
-    if (wk > 0) {
-      float* dst = red + (static_cast<size_t>(wn) * (p.WK - 1) + (wk - 1)) * kPerLane * 32;
-#pragma unroll
-      for (int j = 0; j < MT; ++j)
-#pragma unroll
-        for (int r = 0; r < R; ++r)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) dst[((j * R + r) * 4 + e) * 32 + lane] = acc[j][r][e];
-    }
-    __syncthreads();
-    if (wk == 0) {
-      for (int other = 0; other < p.WK - 1; ++other) {
-        const float* src = red + (static_cast<size_t>(wn) * (p.WK - 1) + other) * kPerLane * 32;
-#pragma unroll
-        for (int j = 0; j < MT; ++j)
-#pragma unroll
-          for (int r = 0; r < R; ++r)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) acc[j][r][e] += src[((j * R + r) * 4 + e) * 32 + lane];
-      }
-    }
-  }
-  if (wk != 0) return;
+  reduce_and_store<T, MT, R>(p, acc, red, wn, wk, lane, tile0, m0);
+}
 
-  T* out = static_cast<T*>(p.out);
-  const T* bias = static_cast<const T*>(p.bias);
+__device__ __forceinline__ void copy_async16(void* smem, const void* gmem, bool pred) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  const int size = pred ? 16 : 0;  // 0: nothing is read, the slot is zero-filled
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(size));
+}
+
+__device__ __forceinline__ void copy_async4(void* smem, const void* gmem, bool pred) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  const int size = pred ? 4 : 0;
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(gmem), "r"(size));
+}
+
+__device__ __forceinline__ void commit_async() { asm volatile("cp.async.commit_group;\n" ::); }
+
+template <int N>
+__device__ __forceinline__ void wait_async() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// Chunks each warp keeps in flight in the cp.async pipeline.
+template <int MT>
+struct AsyncStages {
+  static constexpr int value = MT == 1 ? 8 : MT == 2 ? 6 : MT == 4 ? 4 : 3;
+};
+
+// 16-byte slots per lane and stage: weights, then activations; then 4-byte words: scales, zeros.
+template <int FMT, int MT, int R>
+struct AsyncSlots {
+  static constexpr int kVecs = R * VecCount<FMT>::value + 2 * MT;
+  static constexpr int kWords = 2 * R;
+  static constexpr int kStageBytes = 32 * (16 * kVecs + 4 * kWords);
+};
+
+// cp.async pipeline: a ring of AsyncStages chunks per warp in shared memory. Every lane copies and
+// later reads back only its own slots, so the ring needs no barrier; registers no longer bound the
+// bytes in flight.
+template <typename T, int FMT, int MT, int R>
+__global__ void __launch_bounds__(256) stream_gemm_async_kernel(const GemmParams p) {
+  constexpr int V = VecCount<FMT>::value;
+  constexpr int S = AsyncStages<MT>::value;
+  using Slots = AsyncSlots<FMT, MT, R>;
+  const int4* weights = static_cast<const int4*>(p.w);
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int wn = warp % p.WN;
+  const int wk = warp / p.WN;
+  const int g = lane >> 2;
+  const int t = lane & 3;
+  const int tile0 = (blockIdx.x * p.WN + wn) * R;
+  const int m0 = blockIdx.y * 8 * MT;
+  const T* x = static_cast<const T*>(p.x);
+  const T* xrow[MT];
+  bool mvalid[MT];
 #pragma unroll
-  for (int r = 0; r < R; ++r) {
-#pragma unroll
-    for (int half_row = 0; half_row < 2; ++half_row) {
-      const int n = (tile0 + r) * 16 + g + 8 * half_row;
-      if (n >= p.N) continue;
-      const float cs = p.chan != nullptr ? p.chan[n] : 1.0f;
-      const float bs = bias != nullptr ? to_float(bias[n]) : 0.0f;
-#pragma unroll
-      for (int j = 0; j < MT; ++j) {
-#pragma unroll
-        for (int col = 0; col < 2; ++col) {
-          const int m = m0 + 8 * j + 2 * t + col;
-          if (m < p.M) {
-            out[static_cast<size_t>(m) * p.N + n] =
-                from_float<T>(acc[j][r][2 * half_row + col] * cs + bs);
-          }
-        }
-      }
-    }
+  for (int j = 0; j < MT; ++j) {
+    const int m = m0 + 8 * j + g;
+    mvalid[j] = m < p.M;
+    xrow[j] = x + static_cast<size_t>(mvalid[j] ? m : 0) * p.K;
   }
+  const uint32_t zconst_pair = floats_to_pair<T>(static_cast<float>(p.zconst),
+                                                 static_cast<float>(p.zconst));
+
+  extern __shared__ uint4 ring[];
+  unsigned char* mine = reinterpret_cast<unsigned char*>(ring) +
+                        static_cast<size_t>(warp) * S * Slots::kStageBytes;
+  auto vec_slot = [&](int stage, int item) {
+    return reinterpret_cast<uint4*>(mine + stage * Slots::kStageBytes) + item * 32 + lane;
+  };
+  auto word_slot = [&](int stage, int item) {
+    return reinterpret_cast<uint32_t*>(mine + stage * Slots::kStageBytes + 32 * 16 * Slots::kVecs) +
+           item * 32 + lane;
+  };
+  const int count = wk < p.C ? (p.C - wk + p.WK - 1) / p.WK : 0;  // chunks of this warp
+
+  auto issue = [&](int i) {
+    const int stage = i % S;
+    const int c = wk + i * p.WK;
+    const bool cvalid = i < count;
+    const int kseg = c * 64 + 16 * t;
+    const int grp = cvalid ? group_of(p, c, t) : 0;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int tile = tile0 + r;
+      const bool ok = cvalid && tile < p.N16;
+#pragma unroll
+      for (int v = 0; v < V; ++v) {
+        const int4* src = ok ? weights + ((static_cast<size_t>(tile) * p.C + c) * V + v) * 32 + lane
+                             : weights;
+        copy_async16(vec_slot(stage, r * V + v), src, ok);
+      }
+      const size_t sidx = ok ? (static_cast<size_t>(tile) * p.G + grp) * 8 + g : 0;
+      copy_async4(word_slot(stage, r), p.gscale + sidx, ok);
+      if (p.zeros != nullptr) copy_async4(word_slot(stage, R + r), p.zeros + sidx, ok);
+    }
+#pragma unroll
+    for (int j = 0; j < MT; ++j) {
+      const bool ok = cvalid && mvalid[j] && kseg < p.K;
+      const int4* src = reinterpret_cast<const int4*>(ok ? xrow[j] + kseg : x);
+      copy_async16(vec_slot(stage, R * V + 2 * j), src, ok);
+      copy_async16(vec_slot(stage, R * V + 2 * j + 1), ok ? src + 1 : src, ok);
+    }
+    commit_async();
+  };
+
+  float acc[MT][R][4];
+#pragma unroll
+  for (int j = 0; j < MT; ++j)
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[j][r][e] = 0.0f;
+
+#pragma unroll
+  for (int i = 0; i < S - 1; ++i) issue(i);
+  for (int i = 0; i < count; ++i) {
+    wait_async<S - 2>();  // chunk i has landed (groups complete in commit order)
+    issue(i + S - 1);     // refills the slot chunk i - 1 was read from
+    const int stage = i % S;
+    uint4 wv[R][V];
+    uint4 xv[MT][2];
+    uint32_t sw[R];
+    uint32_t zw[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+#pragma unroll
+      for (int v = 0; v < V; ++v) wv[r][v] = *vec_slot(stage, r * V + v);
+      sw[r] = *word_slot(stage, r);
+      zw[r] = p.zeros != nullptr ? *word_slot(stage, R + r) : zconst_pair;
+    }
+#pragma unroll
+    for (int j = 0; j < MT; ++j) {
+      xv[j][0] = *vec_slot(stage, R * V + 2 * j);
+      xv[j][1] = *vec_slot(stage, R * V + 2 * j + 1);
+    }
+    mma_chunk<T, FMT, MT, R>(acc, wv, xv, sw, zw);
+  }
+  wait_async<0>();
+  __syncthreads();  // the ring becomes the reduction buffer
+  reduce_and_store<T, MT, R>(p, acc, reinterpret_cast<float*>(ring), wn, wk, lane, tile0, m0);
 }
 
 // One thread per (row tile, chunk, lane): writes rows g and g + 8, channels 16 t .. 16 t + 15 of
