@@ -22,6 +22,7 @@ from kernel_core.testing import (
     GRID_ENV,
     ConformanceError,
     check_conformance,
+    check_cuda_graph,
     check_metadata,
     check_refusals,
     check_rejects_bad_input,
@@ -164,6 +165,11 @@ def test_metadata_and_platform_skip() -> None:
     assert not hasattr(conformance_tests(EmulationMPLinearKernel), "pytestmark")
 
 
+def test_cuda_graph_check_needs_cuda() -> None:
+    with pytest.raises(ConformanceError, match="CUDA graphs need a CUDA device, found cpu"):
+        check_cuda_graph(EmulationMPLinearKernel, MP, device="cpu")
+
+
 def test_full_grid_is_larger_than_quick() -> None:
     quick, _ = kernel_configs(EmulationMPLinearKernel, "quick")
     full, _ = kernel_configs(EmulationMPLinearKernel, "full")
@@ -194,8 +200,11 @@ def test_the_pytest_suite_passes_a_good_kernel_and_fails_a_broken_one(
     result.stdout.fnmatch_lines(["kernel-core conformance: grid=quick*"])
     outcomes = result.parseoutcomes()
     cases = len(kernel_configs(EmulationMxfp8LinearKernel, "quick")[0])
+    # With CUDA each config also has a CUDA graph test; without, each class skips one.
+    per_config = 2 if torch.cuda.is_available() else 1
     # Broken: every config fails, and so does the bad-input test (a wrong bias is not noticed).
-    assert outcomes["failed"] == cases + 1
-    # Good: every config, metadata, bad input; broken: metadata. Both skip the refusal test.
-    assert outcomes["passed"] == cases + 2 + 1
-    assert outcomes["skipped"] == 2
+    assert outcomes["failed"] == per_config * cases + 1
+    # Good: every config, metadata, bad input; broken: metadata.
+    assert outcomes["passed"] == per_config * cases + 2 + 1
+    # Both skip the refusal test (the emulation kernel accepts everything), and the graph test.
+    assert outcomes["skipped"] == (2 if torch.cuda.is_available() else 4)

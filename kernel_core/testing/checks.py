@@ -25,6 +25,7 @@ __all__ = [
     "ConformanceError",
     "ConformanceReport",
     "check_conformance",
+    "check_cuda_graph",
     "check_metadata",
     "check_refusals",
     "check_rejects_bad_input",
@@ -258,6 +259,61 @@ def check_conformance(
     runner.compare("3-D input", runner.random(*BATCHED_SHAPE, k), bias)
     transposed = runner.random(k, NON_CONTIGUOUS_M).t()
     runner.compare("non-contiguous input", transposed, bias)
+    return runner.report
+
+
+def check_cuda_graph(
+    kernel_class: type[LinearKernel],
+    config: LayerConfig,
+    *,
+    device: torch.device | str = "cuda",
+    m_values: Iterable[int] = (1, 33),
+    seed: int = 0,
+    reference: type[LinearKernel] | None = None,
+) -> ConformanceReport:
+    """``apply_weights`` captured in a CUDA graph and replayed on new inputs matches the oracle.
+
+    Capture fails on a host synchronisation or a host read of device data; a replay that returns
+    the captured input's result means something was baked in at capture time. Warm-up runs on a
+    side stream first, as ``torch.cuda.graph`` requires for lazily initialised libraries.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        raise ConformanceError(f"CUDA graphs need a CUDA device, found {device}")
+    runner = _Runner(kernel_class, config, device, seed, reference)
+    n, k = config.weight_shape
+    bias = runner.random(n)
+    for m in m_values:
+        static_x = runner.random(m, k)
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                runner.run(static_x, bias)
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                static_out = runner.kernel.apply_weights(runner.layer, static_x, bias)
+        except Exception as exc:
+            raise ConformanceError(
+                f"{runner.what} [M={m}]: apply_weights cannot be captured in a CUDA graph: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        for replay in range(2):
+            fresh = runner.random(m, k)
+            static_x.copy_(fresh)
+            graph.replay()
+            ref = runner.oracle.apply_weights(runner.reference_layer, fresh, bias)
+            label = f"graph M={m} replay {replay}"
+            error = _relative_error(static_out, ref)
+            runner.report.errors[label] = error
+            if not error <= runner.report.tolerance:
+                raise ConformanceError(
+                    f"{runner.what} [{label}]: relative error {error:.3g} against "
+                    f"{runner.report.reference} exceeds {runner.report.tolerance:.3g} (the replay "
+                    "does not follow the new input)"
+                )
     return runner.report
 
 

@@ -12,7 +12,10 @@ The name must start with ``Test`` (pytest collects classes by name). The class h
   (:func:`kernel_core.testing.check_conformance`);
 * ``test_refuses_with_reason``: every grid config it refuses carries a reason and the constructor
   refuses it too (skipped when it accepts the whole grid);
-* ``test_rejects_bad_input``: a wrong K or bias shape is a ValueError.
+* ``test_rejects_bad_input``: a wrong K or bias shape is a ValueError;
+* ``test_cuda_graph[<config>]``: on a CUDA device, ``apply_weights`` captured in a CUDA graph
+  and replayed on new inputs matches the oracle (:func:`kernel_core.testing.check_cuda_graph`);
+  a single skipped test elsewhere.
 
 A kernel that cannot run on this machine is skipped with its ``is_supported`` reason; the suite of
 a kernel that does not run on the CPU carries the ``gpu`` marker.
@@ -21,10 +24,12 @@ a kernel that does not run on the CPU carries the ``gpu`` marker.
 from __future__ import annotations
 
 import pytest
+import torch
 
 from kernel_core.kernel import LinearKernel
 from kernel_core.testing.checks import (
     check_conformance,
+    check_cuda_graph,
     check_metadata,
     check_refusals,
     check_rejects_bad_input,
@@ -83,6 +88,23 @@ def conformance_tests(
             device = _device_or_skip(kernel_class)
             check_rejects_bad_input(kernel_class, accepted[0].config, device=device, seed=seed)
 
+    if torch.cuda.is_available() and "cuda" in kernel_class.platforms:
+
+        @pytest.mark.parametrize("point", accepted, ids=[p.id for p in accepted])
+        def test_cuda_graph(self, point: GridConfig) -> None:
+            device = _device_or_skip(kernel_class)
+            if device.type != "cuda":
+                pytest.skip(f"{kernel_class.name} runs on {device} here, not on CUDA")
+            check_cuda_graph(
+                kernel_class, point.config, device=device, seed=seed, reference=reference
+            )
+
+    else:
+
+        def test_cuda_graph(self) -> None:
+            pytest.skip("CUDA graph capture needs a CUDA device and a kernel that runs on CUDA")
+
+    ConformanceSuite.test_cuda_graph = test_cuda_graph
     ConformanceSuite.__name__ = ConformanceSuite.__qualname__ = f"Test{kernel_class.__name__}"
     if "cpu" not in kernel_class.platforms:
         ConformanceSuite = pytest.mark.gpu(ConformanceSuite)  # noqa: N806 (still the class)
