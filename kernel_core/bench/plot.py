@@ -1,5 +1,5 @@
-"""``--plot FILE.png``: speedup over the baseline against M (log x), one line per kernel and
-baseline, one subplot per layer. matplotlib is imported only here, only when a plot is asked for
+"""``--plot FILE.png``: speedup over the baseline against M (log x, log y: ratios), one line per
+kernel and baseline (dashed), one subplot per layer. matplotlib is imported only here, only when a plot is asked for
 (``pip install kernel-core[plot]``)."""
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ def _pyplot():
         ) from None
     matplotlib.use("Agg")  # files only; no display needed
     import matplotlib.pyplot as plt
+    import matplotlib.ticker as ticker
 
-    return plt
+    return plt, ticker
 
 
 def plot_speedups(report: BenchReport, path: Path | str) -> Path:
     """Write the PNG; a layer whose points all failed gets an empty subplot saying so."""
-    plt = _pyplot()
+    plt, ticker = _pyplot()
     count = len(report.layers)
     columns = min(count, 2)
     rows = math.ceil(count / columns)
@@ -41,6 +42,9 @@ def plot_speedups(report: BenchReport, path: Path | str) -> Path:
             style = "--" if name == layer.baseline else "-"
             ax.plot(*zip(*points, strict=True), style, marker="o", markersize=3, label=name)
         ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2)
+        ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%.3gx"))
+        ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%d"))
         ax.axhline(1.0, color="grey", linewidth=0.6)
         n, k = layer.layer.config.weight_shape
         ax.set_title(f"{layer.layer.label} (N={n}, K={k})", fontsize=10)

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Tune the Llama-3-70B linear layers on this GPU, then ask selection what it picks.
+#
+#   OUT=/some/dir bash gpu/tune_llama70b.sh          (from the repository root; gpu/run_all.sh
+#                                                     runs it as its "tune" part)
+#
+# For two families, `kernel-core tune --preset llama-3-70b` times every kernel that can serve each
+# layer against torch.matmul (bf16) and, for fp8, torch._scaled_mm (rowwise), over M = 1..8192,
+# and merges the times into one tune table ($OUT/tune.json):
+#   mp  : int4 weights (uint4b8, GPTQ-style symmetric), group size 128, bf16 activations (W4A16)
+#   fp8 : FP8 W8A8, per-channel weight scales, dynamic per-token activation scales
+# Then `kernel-core explain --json` for every layer and phase (decode: M 1..64, prefill:
+# M 128..8192) with KERNEL_CORE_TUNE_TABLE pointing at that table.
+#
+# Outputs (8 files, the device tool's limit): tune.json, bench-mp.{json,png}, bench-fp8.{json,png},
+# explain.json (every explain answer, keyed "<family>.<layer>.<phase>"), explain.txt (the same as
+# tables), log.txt. Env: TUNE_TIMEOUT (seconds per family, default 300), TUNE_ARGS (extra tune
+# options, default "--warmup-ms 10 --rep-ms 40"), TUNE_SELECT (the layers, default "--preset
+# llama-3-70b"; e.g. "--shape 256 512" for a dry run on a CPU).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+: "${OUT:?set OUT to a writable directory}"
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+export KERNEL_CORE_TUNE_TABLE="$OUT/tune.json"
+exec > >(tee -a "$OUT/log.txt") 2>&1
+log() { echo "[$(date -u +%H:%M:%S)] $*"; }
+
+if ! python3 -c 'import kernel_core, kernel_core_marlin, kernel_core_cutlass, kernel_core_flashinfer' 2>/dev/null; then
+    log "installing kernel-core and its plugins"
+    if compgen -G ".whl/*.whl" >/dev/null; then
+        python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+        export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+    fi
+    python3 -m pip install -q --no-deps --no-build-isolation -e . -e plugins/emulation_plugin \
+        -e plugins/marlin_plugin -e plugins/cutlass_plugin -e plugins/flashinfer_plugin || exit 1
+fi
+log "environment: $(python3 -c 'import torch; print(torch.cuda.get_device_name(), "torch", torch.__version__, "cuda", torch.version.cuda)')"
+python3 -m kernel_core.cli plugins
+
+plot_ok=1
+python3 -c 'import matplotlib' 2>/dev/null || { plot_ok=0; log "matplotlib missing: no PNGs"; }
+
+# The layer options of each family (read by the tune loop and the explain step).
+export MP_OPTIONS="--weight-type uint4b8 --group-size 128 --act-dtype bf16"
+export FP8_OPTIONS="--activation-mode w8a8 --weight-scale channel --input-scale dynamic \
+--input-granularity token --act-dtype bf16"
+status=0
+for family in mp fp8; do
+    plot=()
+    [ "$plot_ok" = 1 ] && plot=(--plot "$OUT/bench-$family.png")
+    options_var=${family^^}_OPTIONS
+    log "tune $family (${!options_var})"
+    start=$SECONDS
+    # shellcheck disable=SC2086  # option strings split on purpose
+    if timeout "${TUNE_TIMEOUT:-300}" python3 -m kernel_core.cli tune "$family" ${TUNE_SELECT:---preset llama-3-70b} \
+        ${!options_var} ${TUNE_ARGS:---warmup-ms 10 --rep-ms 40} \
+        --output "$OUT/tune.json" --json "$OUT/bench-$family.json" "${plot[@]}"; then
+        log "tune $family done in $((SECONDS - start)) s"
+    else
+        log "tune $family FAILED (exit $?) after $((SECONDS - start)) s"
+        status=1
+    fi
+done
+
+log "explain every layer and phase against $KERNEL_CORE_TUNE_TABLE"
+# In one process (torch imports once): `kernel-core explain ... --json` and the table, through the
+# CLI's own entry point, for each layer of the preset (or of TUNE_SELECT's shapes).
+python3 - "$OUT" ${TUNE_SELECT:---preset llama-3-70b} <<'EOF' || status=1
+import contextlib, io, json, os, shlex, sys
+from pathlib import Path
+
+from kernel_core.bench.presets import preset_layers
+from kernel_core.cli import main
+
+out, select = Path(sys.argv[1]), sys.argv[2:]
+if select[0] == "--preset":
+    layers = [(f"{select[1]}.{p.label}", p.n, p.k) for p in preset_layers(select[1])]
+else:  # --shape N K [--shape N K ...]
+    layers = [(f"{n}x{k}", int(n), int(k)) for n, k in zip(select[1::3], select[2::3])]
+options = {family: shlex.split(os.environ[f"{family.upper()}_OPTIONS"]) for family in ("mp", "fp8")}
+answers, text = {}, []
+for family, extra in options.items():
+    for label, n, k in layers:
+        for phase in ("decode", "prefill"):
+            argv = ["explain", family, "--shape", str(n), str(k), *extra, "--phase", phase]
+            key = f"{family}.{label}.{phase}"
+            for as_json in (True, False):
+                buffer, errors = io.StringIO(), io.StringIO()
+                with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(errors):
+                    code = main([*argv, "--json"] if as_json else argv)
+                if as_json:
+                    try:
+                        answers[key] = json.loads(buffer.getvalue())
+                    except json.JSONDecodeError:
+                        answers[key] = {"error": errors.getvalue().strip(), "exit": code}
+                else:
+                    text.append(f"== kernel-core {' '.join(argv)}\n{buffer.getvalue()}"
+                                f"{errors.getvalue()}")
+            answer = answers[key]
+            plan = (answer.get("dispatch_by_m") or {}).get("text")
+            print(f"{key}: {answer.get('chosen', answer.get('error'))}"
+                  + (f"  | by M: {plan}" if plan else ""))
+(out / "explain.json").write_text(json.dumps(answers, indent=1))
+(out / "explain.txt").write_text("\n".join(text))
+EOF
+log "done (status $status)"
+exit $status
