@@ -12,6 +12,7 @@
 # Then `kernel-core explain --json` for every layer and phase (decode: M 1..64, prefill:
 # M 128..8192) with KERNEL_CORE_TUNE_TABLE pointing at that table.
 #
+# Each family's JIT kernels are built first (`kernel-core warmup`, WARMUP_TIMEOUT, default 400 s).
 # Outputs (8 files, the device tool's limit): tune.json, bench-mp.{json,png}, bench-fp8.{json,png},
 # explain.json (every explain answer, keyed "<family>.<layer>.<phase>"), explain.txt (the same as
 # tables), log.txt. Env: TUNE_TIMEOUT (seconds per family, default 300), TUNE_ARGS (extra tune
@@ -50,6 +51,9 @@ for family in mp fp8; do
     plot=()
     [ "$plot_ok" = 1 ] && plot=(--plot "$OUT/bench-$family.png")
     options_var=${family^^}_OPTIONS
+    log "warmup $family (JIT builds, cached on disk; outside the timing)"
+    timeout "${WARMUP_TIMEOUT:-400}" python3 -m kernel_core.cli warmup --family "$family" \
+        || log "warmup $family: exit $? (a kernel that cannot build shows as an error in the tune table below)"
     log "tune $family (${!options_var})"
     start=$SECONDS
     # shellcheck disable=SC2086  # option strings split on purpose

@@ -125,7 +125,7 @@ def _bench_layers(args: argparse.Namespace) -> list[Any]:
     return layers
 
 
-def _run_bench(args: argparse.Namespace) -> Any:
+def _run_bench(args: argparse.Namespace, on_layer: Any = None) -> Any:
     """Shared by bench and tune: validate outputs first (no hour of timing lost to a typo)."""
     from kernel_core.bench.runner import run_bench
     from kernel_core.bench.timing import CPU_BUDGET, CUDA_BUDGET, Budget
@@ -145,7 +145,7 @@ def _run_bench(args: argparse.Namespace) -> Any:
         )
     report = run_bench(
         layers, args.m, budget=budget, include_reference=args.include_reference,
-        command="kernel-core " + shlex.join(args.argv),
+        command="kernel-core " + shlex.join(args.argv), on_layer=on_layer,
     )
     if args.plot:
         from kernel_core.bench.plot import plot_speedups
@@ -174,13 +174,16 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     path = args.output or envs.tune_table_path()
     table = tune.TuneTable.load(path) if os.path.exists(path) else tune.TuneTable(path=None)
-    report = _run_bench(args)
-    for layer in report.layers:
-        table.merge_layer(report.environment, layer.layer.config, layer.times_by_m("kernel"),
+    environment = tune.environment_key()
+
+    def save(layer: Any) -> None:  # after every layer: an interrupted run keeps what it measured
+        table.merge_layer(environment, layer.layer.config, layer.times_by_m("kernel"),
                           layer.times_by_m("baseline"), label=layer.layer.label)
-    saved = table.save(path)
+        table.save(path)
+
+    report = _run_bench(args, on_layer=save)
     tune.reload()
-    print(f"wrote tune table {saved} ({len(report.layers)} layers, M={list(report.m_values)})",
+    print(f"wrote tune table {path} ({len(report.layers)} layers, M={list(report.m_values)})",
           file=sys.stderr)
     return 0
 

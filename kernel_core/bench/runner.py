@@ -351,8 +351,12 @@ def run_bench(
     include_reference: bool = False,
     graph_max_m: int = GRAPH_MAX_M,
     command: str | None = None,
+    on_layer: Callable[[LayerReport], None] | None = None,
 ) -> BenchReport:
-    """Time every layer's kernels and baselines over ``m_values``; progress on stderr."""
+    """Time every layer's kernels and baselines over ``m_values``; progress on stderr.
+
+    ``on_layer`` sees each layer's report as soon as it is done (tune saves as it goes, so an
+    interrupted run keeps the layers it finished)."""
     device = torch.device("cuda" if current_platform() == "cuda" else "cpu")
     m_values = tuple(m_values or default_m_values(device))
     if not m_values or any(not isinstance(m, int) or m < 1 for m in m_values):
@@ -369,6 +373,8 @@ def run_bench(
             reports.append(
                 _bench_layer(layer, kernels, m_values, device, budget, graph_max_m, progress)
             )
+            if on_layer is not None:
+                on_layer(reports[-1])
     finally:
         progress.close()
     timing = {
