@@ -134,6 +134,9 @@ def _run_bench(args: argparse.Namespace, on_layer: Any = None) -> Any:
         from kernel_core.bench.plot import _pyplot
 
         _pyplot()
+    for target in (args.plot, args.json if args.json != "-" else None):
+        if target:
+            os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
     layers = _bench_layers(args)
     budget = None
     if args.warmup_ms is not None or args.rep_ms is not None:

@@ -283,11 +283,12 @@ def _range_times(
 
 
 class _TableHook:
-    """The selection hook over the table file: loaded once, re-read when its mtime changes."""
+    """The selection hook over the table file: loaded once, re-read when its mtime changes (or
+    the registry changes: the plugins are part of the environment an entry must match)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._stamp: tuple[str, int] | None = None
+        self._stamp: tuple[str, int, int] | None = None
         self._layers: dict[str, dict[str, Any]] = {}
         self._warned: set[tuple[str, int]] = set()
 
@@ -303,11 +304,11 @@ class _TableHook:
             mtime = path.stat().st_mtime_ns
         except OSError:
             return {}
-        stamp = (str(path), mtime)
+        stamp = (str(path), mtime, registry.state)
         with self._lock:
             if stamp == self._stamp:
                 return self._layers
-            self._stamp, self._layers = stamp, self._read(path, stamp)
+            self._stamp, self._layers = stamp, self._read(path, (str(path), mtime))
             return self._layers
 
     def _read(self, path: Path, stamp: tuple[str, int]) -> dict[str, dict[str, Any]]:

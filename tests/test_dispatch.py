@@ -186,3 +186,20 @@ def test_explain_shows_the_plan(table, capsys):
     out = capsys.readouterr().out
     assert "fastest by M" in out and "M 1..16: SmallM; M>=17: LargeM" in out
     assert "holds 2 copies of the weights" in out
+
+
+def test_the_branch_on_m_traces_into_one_graph_per_m(table):
+    """torch.compile(fullgraph=True): the branch on x.shape is resolved at trace time (a guard on
+    M), so each compiled graph holds exactly one kernel's ops. The eager backend checks tracing."""
+    kernel = DispatchingLinearKernel(MP, (Route(16, SmallM), Route(None, LargeM)))
+    layer = make_layer(MP, seed=6)
+    weight = loaded_weight(layer)
+    kernel.process_weights_after_loading(layer)
+    compiled = torch.compile(lambda x: kernel.apply_weights(layer, x), fullgraph=True,
+                             backend="eager")
+    for m in (4, 32):
+        x = torch.randn(m, 256).to(torch.bfloat16)
+        out = compiled(x)
+        assert torch.equal(out, kernel.apply_weights(layer, x))
+        assert rel_error(out, reference(weight, x)) < 1e-2
+    assert set(SmallM.calls) == {4} and set(LargeM.calls) == {32}
