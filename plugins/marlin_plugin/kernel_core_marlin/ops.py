@@ -55,12 +55,13 @@ def extension(device: torch.device | None = None) -> ModuleType:
     return _EXTENSIONS[arch]
 
 
-#: 16-row tiles per warp for (integer codes?, 8-column M tiles): the fastest of the variants
-#: measured on an H100 (benchmarks/results/marlin-h100-2026-11-22.json), 4-bit formats. 8-bit
-#: formats (two 16-byte loads per lane and tile already) use one tile per warp (not measured).
+#: 16-row tiles per warp of the register pipeline for (integer codes?, 8-column M tiles): the
+#: fastest variant measured on an H100 (benchmarks/results/marlin-h100-2026-11-22.json), 4-bit
+#: formats. 8-bit formats (two 16-byte loads per lane and tile already) use one tile per warp
+#: (not measured).
 _ROWS_PER_WARP = {
-    (True, 1): 2, (True, 2): 1, (True, 4): 2, (True, 8): 2,
-    (False, 1): 1, (False, 2): 2, (False, 4): 1, (False, 8): 1,
+    (True, 2): 1, (True, 4): 2, (True, 8): 2,
+    (False, 2): 2, (False, 4): 1, (False, 8): 1,
 }
 
 
@@ -68,14 +69,17 @@ def launch_config(m: int, fmt: int) -> tuple[int, int, int, int, int]:
     """(8-column M tiles, 16-row tiles per warp, warps along N, warps along K, pipeline) for M
     rows.
 
-    All eight warps of a block split K (measured best on every shape: more blocks, and each warp
-    streams its own part of K); M up to 64 per block, larger M in more blocks. Pipeline 0 (loads
-    in register batches) is the measured one; pipeline 1 (a cp.async ring per warp) is built and
-    benchmarked as a variant until a run shows it faster.
+    M <= 8: the cp.async ring (pipeline 1) with 4 warps per block, measured 1.2x faster than the
+    register pipeline for int4 and NVFP4 on an H100 (marlin-h100-2026-11-22-pipelines.json).
+    Larger M: the register pipeline with all eight warps splitting K (the ring lost there: its
+    activation copies bypass L1). M up to 64 per block, larger M in more blocks.
     """
     mt = 1 if m <= 8 else 2 if m <= 16 else 4 if m <= 32 else 8
+    eight_bit = Format.BITS[fmt] == 8
+    if mt == 1:
+        return 1, 1 if eight_bit else 2, 1, 4, 1
     integer = fmt in (Format.INT4, Format.INT8)
-    rows = 1 if Format.BITS[fmt] == 8 else _ROWS_PER_WARP[(integer, mt)]
+    rows = 1 if eight_bit else _ROWS_PER_WARP[(integer, mt)]
     return mt, rows, 1, 8, 0
 
 

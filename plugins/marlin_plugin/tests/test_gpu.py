@@ -58,9 +58,14 @@ def test_every_launch_config_agrees(config, m: int) -> None:
     for mt in (1, 2, 4, 8):
         for rows, wn, wk in ((1, 1, 8), (2, 1, 8), (2, 2, 4), (1, 4, 2), (2, 4, 2), (1, 8, 1)):
             for pipeline in (0, 1):
-                out = ops.gemm(x, layer.weight, layer.weight_scale, None, None,
-                               getattr(layer, "weight_channel_scale", None), None, kernel._fmt,
-                               n, kernel._group_size, kernel._zconst, mt, rows, wn, wk, pipeline)
+                try:
+                    out = ops.gemm(x, layer.weight, layer.weight_scale, None, None,
+                                   getattr(layer, "weight_channel_scale", None), None,
+                                   kernel._fmt, n, kernel._group_size, kernel._zconst, mt, rows,
+                                   wn, wk, pipeline)
+                except RuntimeError as exc:  # a ring larger than shared memory is refused
+                    assert pipeline == 1 and "invalid argument" in str(exc), exc
+                    continue
                 error = _relative_error(out, expected)
                 assert error < 1e-2, (mt, rows, wn, wk, pipeline, error)
 
