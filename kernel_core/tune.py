@@ -88,6 +88,8 @@ PHASES: dict[str, tuple[int, int]] = {"decode": (1, 64), "prefill": (128, 8192)}
 DEFAULT_PHASE = "decode"
 
 MRange = tuple[int, int]
+#: The environment variables ``envs.tune_table_path()`` reads.
+_PATH_VARIABLES = ("KERNEL_CORE_TUNE_TABLE", "KERNEL_CORE_CACHE_DIR", "XDG_CACHE_HOME", "HOME")
 
 
 def resolve_m_range(m_range: str | Sequence[int] | None) -> MRange:
@@ -291,6 +293,16 @@ class _TableHook:
         self._stamp: tuple[str, int, int] | None = None
         self._layers: dict[str, dict[str, Any]] = {}
         self._warned: set[tuple[str, int]] = set()
+        self._path_key: tuple[str | None, ...] | None = None
+        self._path = ""
+
+    def path(self) -> str:
+        """``envs.tune_table_path()``, recomputed only when a variable it depends on changes
+        (resolving it costs ~20 us, and selection asks on every uncached query)."""
+        key = tuple(os.environ.get(name) for name in _PATH_VARIABLES)
+        if key != self._path_key:
+            self._path_key, self._path = key, str(envs.tune_table_path())
+        return self._path
 
     def clear(self) -> None:
         with self._lock:
@@ -299,16 +311,16 @@ class _TableHook:
 
     def layers(self) -> dict[str, dict[str, Any]]:
         """This environment's layers from the current table file (empty without a usable one)."""
-        path = envs.tune_table_path()
+        path = self.path()
         try:
-            mtime = path.stat().st_mtime_ns
+            mtime = os.stat(path).st_mtime_ns
         except OSError:
             return {}
-        stamp = (str(path), mtime, registry.state)
+        stamp = (path, mtime, registry.state)
         with self._lock:
             if stamp == self._stamp:
                 return self._layers
-            self._stamp, self._layers = stamp, self._read(path, (str(path), mtime))
+            self._stamp, self._layers = stamp, self._read(Path(path), (path, mtime))
             return self._layers
 
     def _read(self, path: Path, stamp: tuple[str, int]) -> dict[str, dict[str, Any]]:
@@ -345,13 +357,14 @@ class _TableHook:
         kernels: Sequence[type[LinearKernel]],
         m_range: MRange,
     ) -> MeasuredRanking:
-        layer = self.layers().get(layer_key(config))
+        layers = self.layers()
+        layer = layers.get(layer_key(config)) if layers else None
         if layer is None:
             return MeasuredRanking({})
         by_m = per_m_times(layer, (k.name for k in kernels))
         times, points = _range_times(by_m, m_range)
         source = (
-            f"tune table {envs.tune_table_path()}: geometric mean over M="
+            f"tune table {self.path()}: geometric mean over M="
             f"{','.join(map(str, points)) or 'none'} for M range {m_range[0]}..{m_range[1]}"
         )
         return MeasuredRanking(times, pinned_kernel(layer, m_range), source)
