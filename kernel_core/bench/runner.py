@@ -17,6 +17,7 @@ against a float32 product with the dequantized weight, so a fast but wrong kerne
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 from collections.abc import Callable, Sequence
@@ -325,8 +326,9 @@ def _bench_layer(
                 first_line = str(exc).splitlines()[0] if str(exc) else ""
                 result.error = f"{type(exc).__name__}: {first_line}"
                 logger.debug("bench of %s at M=%d failed", entry.name, m, exc_info=True)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
+                if device.type == "cuda":  # let the failed launch finish before the next entry
+                    with contextlib.suppress(Exception):
+                        torch.cuda.synchronize()
                 continue
             result.time_us, result.mode = timing.median_us, timing.mode
             result.samples = timing.samples
