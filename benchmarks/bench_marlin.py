@@ -97,7 +97,8 @@ def copy_bandwidth() -> float:
 def _config(fmt: str, n: int, k: int):
     if fmt == "int4_g128":
         return MPLinearLayerConfig(weight_shape=(n, k), group_size=128), MarlinMPLinearKernel
-    return NvFp4LinearLayerConfig(weight_shape=(n, k), activation_mode="w4a16"), MarlinNvFp4LinearKernel
+    config = NvFp4LinearLayerConfig(weight_shape=(n, k), activation_mode="w4a16")
+    return config, MarlinNvFp4LinearKernel
 
 
 def _random_checkpoint(config, fmt: str) -> dict[str, torch.Tensor]:
@@ -106,7 +107,8 @@ def _random_checkpoint(config, fmt: str) -> dict[str, torch.Tensor]:
     n, k = config.weight_shape
     if fmt == "int4_g128":
         return {
-            "weight": torch.randint(-2**31, 2**31 - 1, (n, k // 8), dtype=torch.int32, device="cuda"),
+            "weight": torch.randint(-2**31, 2**31 - 1, (n, k // 8), dtype=torch.int32,
+                                    device="cuda"),
             "weight_scale": (torch.rand(n, k // 128, device="cuda") * 1e-3 + 1e-3).to(
                 config.act_dtype),
         }

@@ -92,7 +92,9 @@ def cuda_support(compute_capability: int | None) -> tuple[bool, str | None]:
     from torch.utils.cpp_extension import CUDA_HOME
 
     if CUDA_HOME is None:
-        return False, "the CUDA toolchain (nvcc) is needed to build the kernels; CUDA_HOME not found"
+        return False, (
+            "the CUDA toolchain (nvcc) is needed to build the kernels; CUDA_HOME not found"
+        )
     return True, None
 
 

@@ -59,7 +59,8 @@ class PackedWeights:
 
 
 def nibbles_of(packed: torch.Tensor) -> torch.Tensor:
-    """Little-endian 4-bit codes (int32 words or uint8 bytes, element i at bits 4i) to uint8 codes."""
+    """Little-endian 4-bit codes (int32 words or uint8 bytes, element i at bits 4i) to uint8
+    codes."""
     as_bytes = packed.contiguous().view(torch.uint8)
     return torch.stack((as_bytes & 0xF, as_bytes >> 4), dim=-1).reshape(packed.shape[0], -1)
 

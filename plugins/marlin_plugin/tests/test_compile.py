@@ -27,9 +27,11 @@ def test_sources_compile(tmp_path: Path) -> None:
     from torch.utils.cpp_extension import include_paths
 
     jobs = {
-        "bf16 sm_90a": [NVCC, *TORCH_CUDA_FLAGS, "-std=c++17", "-O3", "-gencode=arch=compute_90a,code=sm_90a", "-c",
+        "bf16 sm_90a": [NVCC, *TORCH_CUDA_FLAGS, "-std=c++17", "-O3",
+                        "-gencode=arch=compute_90a,code=sm_90a", "-c",
                         str(CSRC / "gemm_bf16.cu"), "-o", str(tmp_path / "bf16.o")],
-        "fp16 sm_80": [NVCC, *TORCH_CUDA_FLAGS, "-std=c++17", "-O3", "-gencode=arch=compute_80,code=sm_80", "-c",
+        "fp16 sm_80": [NVCC, *TORCH_CUDA_FLAGS, "-std=c++17", "-O3",
+                       "-gencode=arch=compute_80,code=sm_80", "-c",
                        str(CSRC / "gemm_fp16.cu"), "-o", str(tmp_path / "fp16.o")],
         "bindings": ["c++", "-std=c++17", "-fsyntax-only", "-DTORCH_EXTENSION_NAME=kcm_check",
                      *(f"-I{p}" for p in include_paths()),

@@ -28,7 +28,8 @@ def _lane_word(packed: torch.Tensor, tile: int, chunk: int, lane: int, word: int
 def test_four_bit_fragment_positions() -> None:
     """Row 16 tile + 8 h + g, channel 64 c + 16 t + 4 s + 2 jhi + jlo sits in lane 4 g + t,
     word s, nibble 4 jlo + 2 jhi + h (the kernel's A-register 2 jhi + h, half jlo)."""
-    codes = torch.randint(0, 16, (32, 128), generator=torch.Generator().manual_seed(3)).to(torch.uint8)
+    generator = torch.Generator().manual_seed(3)
+    codes = torch.randint(0, 16, (32, 128), generator=generator).to(torch.uint8)
     packed = repack_codes(codes, 4)
     for tile, h, g, chunk, t, s, jhi, jlo in [(1, 1, 3, 1, 2, 1, 1, 1), (0, 0, 7, 0, 3, 3, 0, 1),
                                               (1, 0, 0, 1, 0, 2, 1, 0)]:
@@ -40,7 +41,8 @@ def test_four_bit_fragment_positions() -> None:
 
 def test_eight_bit_fragment_positions() -> None:
     """8-bit: word 2 s + jhi of the lane, byte 2 h + jlo."""
-    codes = torch.randint(0, 256, (32, 128), generator=torch.Generator().manual_seed(4)).to(torch.uint8)
+    generator = torch.Generator().manual_seed(4)
+    codes = torch.randint(0, 256, (32, 128), generator=generator).to(torch.uint8)
     packed = repack_codes(codes, 8)
     for tile, h, g, chunk, t, s, jhi, jlo in [(1, 1, 3, 1, 2, 1, 1, 1), (0, 0, 5, 0, 1, 3, 0, 0)]:
         n = 16 * tile + 8 * h + g

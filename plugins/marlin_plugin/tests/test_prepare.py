@@ -43,7 +43,8 @@ CASES = [
     *(
         (MarlinMPLinearKernel, _mp(wt, g, ao, d))
         for d in DTYPES
-        for wt in (scalar_types.uint4b8, scalar_types.uint4, scalar_types.uint8b128, scalar_types.uint8)
+        for wt in (scalar_types.uint4b8, scalar_types.uint4, scalar_types.uint8b128,
+                   scalar_types.uint8)
         for g, ao in ((128, False), (32, False), (-1, False), (64, True))
     ),
     (MarlinMPLinearKernel, MPLinearLayerConfig(

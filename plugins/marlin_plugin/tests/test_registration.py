@@ -60,12 +60,15 @@ def test_capability_below_80_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 REFUSED = [
-    (MarlinMPLinearKernel, MPLinearLayerConfig(weight_shape=(64, 200), group_size=-1), "multiple of 16"),
+    (MarlinMPLinearKernel, MPLinearLayerConfig(weight_shape=(64, 200), group_size=-1),
+     "multiple of 16"),
     (MarlinMPLinearKernel, MPLinearLayerConfig(weight_shape=(64, 128), act_dtype=torch.float32),
      "float16 or bfloat16"),
-    (MarlinMPLinearKernel, MPLinearLayerConfig(weight_shape=(64, 144), group_size=24), "group_size"),
+    (MarlinMPLinearKernel, MPLinearLayerConfig(weight_shape=(64, 144), group_size=24),
+     "group_size"),
     (MarlinNvFp4LinearKernel, NvFp4LinearLayerConfig(weight_shape=(64, 128)), "w4a4"),
-    (MarlinMxFp4LinearKernel, MxFp4LinearLayerConfig(weight_shape=(64, 128), activation_mode="w4a4"),
+    (MarlinMxFp4LinearKernel,
+     MxFp4LinearLayerConfig(weight_shape=(64, 128), activation_mode="w4a4"),
      "w4a4"),
     (MarlinFp8LinearKernel, FP8ScaledMMLinearLayerConfig(weight_shape=(64, 128)), "w8a8"),
     (MarlinMxfp8LinearKernel, Mxfp8LinearLayerConfig(weight_shape=(64, 128)), "w8a8"),
