@@ -193,11 +193,13 @@ def _fp_tables(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """E8M0 group exponents: group multiplier ``2^(E - Emax_row + bias)`` in the 16-bit type,
     ``2^(Emax_row - 127)`` per row in fp32 (so neither overflows the 16-bit range)."""
-    e = exponents.to(torch.int32)
+    e = exponents.to(torch.int16)
     emax = e.amax(dim=1, keepdim=True)
     comp = fp_bias_compensation(fmt, act_dtype)
-    gscale = torch.exp2((e - emax + comp).to(torch.float64))
-    chan = torch.exp2((emax[:, 0] - 127).to(torch.float64)).to(torch.float32)
+    # Powers of two from 2^(comp - 254) to 2^comp: exact in fp32 down to its subnormals, and the
+    # 16-bit cast flushes only groups ~2^-133 (bf16) smaller than the row's largest.
+    gscale = torch.exp2((e - emax + comp).to(torch.float32)).to(act_dtype)
+    chan = torch.exp2((emax[:, 0] - 127).to(torch.float32))
     return paired(gscale, np_, act_dtype), chan
 
 
@@ -308,7 +310,8 @@ class MarlinNvFp4LinearKernel(_StreamKernel, NvFp4LinearKernel):
         # the rest of the power of two (and the global scale) to the fp32 row multiplier.
         down = 10 if config.act_dtype == torch.float16 else 9
         comp = fp_bias_compensation(Format.FP4, config.act_dtype)
-        gscale = tensors["weight_scale"].to(torch.float32) * 2.0 ** (comp - down)
+        # E4M3 values and their power-of-two multiples are exact in bf16/fp16: no fp32 temporary.
+        gscale = tensors["weight_scale"].to(config.act_dtype).mul_(2.0 ** (comp - down))
         global_scale = tensors["weight_global_scale"].to(torch.float32).reshape(())
         chan = (global_scale * 2.0**down).expand(n).contiguous()
         return PackedWeights(
