@@ -6,7 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernel_core.families import MPLinearLayerConfig, NvFp4LinearLayerConfig
+from kernel_core.families import (
+    FP8ScaledMMLinearLayerConfig,
+    MPLinearLayerConfig,
+    Mxfp8LinearLayerConfig,
+    MxFp4LinearLayerConfig,
+    NvFp4LinearLayerConfig,
+)
 from kernel_core.formats.layer import dequantize_weight, make_layer
 from kernel_core.scalar_types import scalar_types
 from kernel_core.testing import conformance_tests
@@ -37,7 +43,11 @@ def _relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
 def _processed(config, seed: int = 0):
     layer = make_layer(config, seed=seed, device="cuda")
     reference = dequantize_weight(config, layer, dtype=torch.float64)
-    kernel = {"mp": MarlinMPLinearKernel, "nvfp4": MarlinNvFp4LinearKernel}[config.family](config)
+    kernel = {
+        "mp": MarlinMPLinearKernel, "nvfp4": MarlinNvFp4LinearKernel,
+        "mxfp4": MarlinMxFp4LinearKernel, "fp8": MarlinFp8LinearKernel,
+        "mxfp8": MarlinMxfp8LinearKernel,
+    }[config.family](config)
     kernel.process_weights_after_loading(layer)
     return kernel, layer, reference
 
@@ -45,6 +55,39 @@ def _processed(config, seed: int = 0):
 INT4 = MPLinearLayerConfig(weight_shape=(1000, 2048), group_size=128)
 FP4 = NvFp4LinearLayerConfig(weight_shape=(512, 1024), activation_mode="w4a16",
                              act_dtype=torch.float16)
+
+
+#: Every code format and zero-point flavour, both activation dtypes, unaligned N and K.
+FORMATS = {
+    "int4": INT4,
+    "nvfp4": FP4,
+    "uint4-zp-g64-fp16": MPLinearLayerConfig(
+        weight_shape=(200, 704), weight_type=scalar_types.uint4, zero_points=True, group_size=64,
+        act_dtype=torch.float16),
+    "uint8b128-g32": MPLinearLayerConfig(
+        weight_shape=(256, 512), weight_type=scalar_types.uint8b128, group_size=32),
+    "uint8-zp-channel-fp16": MPLinearLayerConfig(
+        weight_shape=(96, 1024), weight_type=scalar_types.uint8, zero_points=True,
+        group_size=-1, act_dtype=torch.float16),
+    "mxfp4": MxFp4LinearLayerConfig(weight_shape=(320, 1024), activation_mode="w4a16"),
+    "fp8-channel": FP8ScaledMMLinearLayerConfig(weight_shape=(256, 528), activation_mode="w8a16"),
+    "mxfp8-fp16": Mxfp8LinearLayerConfig(weight_shape=(256, 1024), activation_mode="w8a16",
+                                         act_dtype=torch.float16),
+}
+
+
+@needs_cuda
+@pytest.mark.parametrize("name", list(FORMATS))
+@pytest.mark.parametrize("m", [1, 16, 33])
+def test_every_format_through_apply(name: str, m: int) -> None:
+    config = FORMATS[name]
+    kernel, layer, reference = _processed(config)
+    x = torch.randn(m, config.in_features, device="cuda", dtype=config.act_dtype)
+    bias = torch.randn(config.out_features, device="cuda", dtype=config.act_dtype)
+    out = kernel.apply_weights(layer, x, bias)
+    expected = x.double() @ reference.T + bias.double()
+    assert bool(torch.isfinite(out).all())
+    assert _relative_error(out, expected) < 1e-2
 
 
 @needs_cuda
