@@ -4,18 +4,23 @@
 #   OUT=/some/dir bash gpu/tune_llama70b.sh          (from the repository root; gpu/run_all.sh
 #                                                     runs it as its "tune" part)
 #
-# For two families, `kernel-core tune --preset llama-3-70b` times every kernel that can serve each
-# layer against torch.matmul (bf16) and, for fp8, torch._scaled_mm (rowwise), over M = 1..8192,
-# and merges the times into one tune table ($OUT/tune.json):
-#   mp  : int4 weights (uint4b8, GPTQ-style symmetric), group size 128, bf16 activations (W4A16)
-#   fp8 : FP8 W8A8, per-channel weight scales, dynamic per-token activation scales
+# For each layer config, `kernel-core tune --preset llama-3-70b` times every kernel that can serve
+# each layer against torch.matmul (bf16) and, for fp8, torch._scaled_mm (rowwise), over
+# M = 1..8192, and merges the times into one tune table ($OUT/tune.json). TUNE_CONFIGS picks them
+# (default "mp fp8 fp8-tensor"):
+#   mp         : int4 weights (uint4b8, GPTQ-style symmetric), group 128, bf16 activations (W4A16)
+#   fp8        : FP8 W8A8, per-channel weight scales, dynamic per-token activation scales
+#   fp8-tensor : FP8 W8A8, per-tensor weight scale, dynamic per-tensor activation scale (the
+#                config where FlashInfer's cuBLASLt kernel and CUTLASS both serve, so the table
+#                has a choice to make per M)
 # Then `kernel-core explain --json` for every layer and phase (decode: M 1..64, prefill:
 # M 128..8192) with KERNEL_CORE_TUNE_TABLE pointing at that table.
 #
 # Each family's JIT kernels are built first (`kernel-core warmup`, WARMUP_TIMEOUT, default 400 s).
-# Outputs (8 files, the device tool's limit): tune.json, bench-mp.{json,png}, bench-fp8.{json,png},
-# explain.json (every explain answer, keyed "<family>.<layer>.<phase>"), explain.txt (the same as
-# tables), log.txt. Env: TUNE_TIMEOUT (seconds per family, default 300), TUNE_ARGS (extra tune
+# Outputs: tune.json, bench-<config>.{json,png} per config, explain.json (every explain answer,
+# keyed "<config>.<layer>.<phase>"), explain.txt (the same as tables), log.txt: 10 files with the
+# default configs; the device tool returns 8, so run it through gpu/run_all.sh (which packs $OUT
+# into results.tgz) or with TUNE_CONFIGS="mp fp8" (8 files). Env: TUNE_TIMEOUT (seconds per family, default 300), TUNE_ARGS (extra tune
 # options, default "--warmup-ms 10 --rep-ms 40"), TUNE_SELECT (the layers, default "--preset
 # llama-3-70b"; e.g. "--shape 256 512" for a dry run on a CPU).
 set -uo pipefail
@@ -36,33 +41,42 @@ if ! python3 -c 'import kernel_core, kernel_core_marlin, kernel_core_cutlass, ke
     python3 -m pip install -q --no-deps --no-build-isolation -e . -e plugins/emulation_plugin \
         -e plugins/marlin_plugin -e plugins/cutlass_plugin -e plugins/flashinfer_plugin || exit 1
 fi
-log "environment: $(python3 -c 'import torch; print(torch.cuda.get_device_name(), "torch", torch.__version__, "cuda", torch.version.cuda)')"
+log "environment: $(python3 -c 'from kernel_core.tune import environment_key as e; print(e())' 2>&1 | tail -1)"
 python3 -m kernel_core.cli plugins
 
 plot_ok=1
 python3 -c 'import matplotlib' 2>/dev/null || { plot_ok=0; log "matplotlib missing: no PNGs"; }
 
-# The layer options of each family (read by the tune loop and the explain step).
-export MP_OPTIONS="--weight-type uint4b8 --group-size 128 --act-dtype bf16"
-export FP8_OPTIONS="--activation-mode w8a8 --weight-scale channel --input-scale dynamic \
+# Each config: the family, then its layer options (read by the tune loop and the explain step).
+export TUNE_CONFIGS=${TUNE_CONFIGS:-"mp fp8 fp8-tensor"}
+export CONFIG_mp="mp --weight-type uint4b8 --group-size 128 --act-dtype bf16"
+export CONFIG_fp8="fp8 --activation-mode w8a8 --weight-scale channel --input-scale dynamic \
 --input-granularity token --act-dtype bf16"
+export CONFIG_fp8_tensor="fp8 --activation-mode w8a8 --weight-scale tensor --input-scale dynamic \
+--input-granularity tensor --act-dtype bf16"
 status=0
-for family in mp fp8; do
+warmed=" "
+for name in $TUNE_CONFIGS; do
+    config_var=CONFIG_${name//-/_}
+    [ -n "${!config_var:-}" ] || { log "unknown config $name"; status=1; continue; }
+    read -r family options <<< "${!config_var}"
     plot=()
-    [ "$plot_ok" = 1 ] && plot=(--plot "$OUT/bench-$family.png")
-    options_var=${family^^}_OPTIONS
-    log "warmup $family (JIT builds, cached on disk; outside the timing)"
-    timeout "${WARMUP_TIMEOUT:-400}" python3 -m kernel_core.cli warmup --family "$family" \
-        || log "warmup $family: exit $? (a kernel that cannot build shows as an error in the tune table below)"
-    log "tune $family (${!options_var})"
+    [ "$plot_ok" = 1 ] && plot=(--plot "$OUT/bench-$name.png")
+    if [[ "$warmed" != *" $family "* ]]; then
+        warmed+="$family "
+        log "warmup $family (JIT builds, cached on disk; outside the timing)"
+        timeout "${WARMUP_TIMEOUT:-400}" python3 -m kernel_core.cli warmup --family "$family" \
+            || log "warmup $family: exit $? (a kernel that cannot build shows as an error below)"
+    fi
+    log "tune $name: $family $options"
     start=$SECONDS
     # shellcheck disable=SC2086  # option strings split on purpose
-    if timeout "${TUNE_TIMEOUT:-300}" python3 -m kernel_core.cli tune "$family" ${TUNE_SELECT:---preset llama-3-70b} \
-        ${!options_var} ${TUNE_ARGS:---warmup-ms 10 --rep-ms 40} \
-        --output "$OUT/tune.json" --json "$OUT/bench-$family.json" "${plot[@]}"; then
-        log "tune $family done in $((SECONDS - start)) s"
+    if timeout "${TUNE_TIMEOUT:-300}" python3 -m kernel_core.cli tune $family \
+        ${TUNE_SELECT:---preset llama-3-70b} $options ${TUNE_ARGS:---warmup-ms 10 --rep-ms 40} \
+        --output "$OUT/tune.json" --json "$OUT/bench-$name.json" "${plot[@]}"; then
+        log "tune $name done in $((SECONDS - start)) s"
     else
-        log "tune $family FAILED (exit $?) after $((SECONDS - start)) s"
+        log "tune $name FAILED (exit $?) after $((SECONDS - start)) s"
         status=1
     fi
 done
@@ -82,13 +96,16 @@ if select[0] == "--preset":
     layers = [(f"{select[1]}.{p.label}", p.n, p.k) for p in preset_layers(select[1])]
 else:  # --shape N K [--shape N K ...]
     layers = [(f"{n}x{k}", int(n), int(k)) for n, k in zip(select[1::3], select[2::3])]
-options = {family: shlex.split(os.environ[f"{family.upper()}_OPTIONS"]) for family in ("mp", "fp8")}
+configs = {
+    name: shlex.split(os.environ.get("CONFIG_" + name.replace("-", "_"), ""))
+    for name in os.environ["TUNE_CONFIGS"].split()
+}
 answers, text = {}, []
-for family, extra in options.items():
+for name, (family, *extra) in ((n, c) for n, c in configs.items() if c):
     for label, n, k in layers:
         for phase in ("decode", "prefill"):
             argv = ["explain", family, "--shape", str(n), str(k), *extra, "--phase", phase]
-            key = f"{family}.{label}.{phase}"
+            key = f"{name}.{label}.{phase}"
             for as_json in (True, False):
                 buffer, errors = io.StringIO(), io.StringIO()
                 with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(errors):
