@@ -71,8 +71,9 @@ def launch_config(m: int, fmt: int) -> tuple[int, int, int, int, int]:
 
     M <= 8: the cp.async ring (pipeline 1) with 4 warps per block, measured 1.2x faster than the
     register pipeline for int4 and NVFP4 on an H100 (marlin-h100-2026-11-22-pipelines.json).
-    Larger M: the register pipeline with all eight warps splitting K (the ring lost there: its
-    activation copies bypass L1). M up to 64 per block, larger M in more blocks.
+    Larger M: the register pipeline with all eight warps splitting K (the ring lost there 2-5x
+    while its activation copies bypassed L1; they go through L1 since, not yet measured). M up
+    to 64 per block, larger M in more blocks.
     """
     mt = 1 if m <= 8 else 2 if m <= 16 else 4 if m <= 32 else 8
     eight_bit = Format.BITS[fmt] == 8

@@ -436,6 +436,13 @@ __device__ __forceinline__ void copy_async16(void* smem, const void* gmem, bool 
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(size));
 }
 
+// The same through L1: activations are re-read by every block of the SM, weights are not.
+__device__ __forceinline__ void copy_async16_cached(void* smem, const void* gmem, bool pred) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  const int size = pred ? 16 : 0;
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(size));
+}
+
 __device__ __forceinline__ void copy_async4(void* smem, const void* gmem, bool pred) {
   const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   const int size = pred ? 4 : 0;
@@ -528,8 +535,8 @@ __global__ void __launch_bounds__(256) stream_gemm_async_kernel(const GemmParams
     for (int j = 0; j < MT; ++j) {
       const bool ok = cvalid && mvalid[j] && kseg < p.K;
       const int4* src = reinterpret_cast<const int4*>(ok ? xrow[j] + kseg : x);
-      copy_async16(vec_slot(stage, R * V + 2 * j), src, ok);
-      copy_async16(vec_slot(stage, R * V + 2 * j + 1), ok ? src + 1 : src, ok);
+      copy_async16_cached(vec_slot(stage, R * V + 2 * j), src, ok);
+      copy_async16_cached(vec_slot(stage, R * V + 2 * j + 1), ok ? src + 1 : src, ok);
     }
     commit_async();
   };
