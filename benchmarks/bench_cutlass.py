@@ -195,7 +195,8 @@ def plot(result: dict, path: Path) -> str:
         return "matplotlib not installed: no plot"
     series = [("scaled", "fp8_gemm_vs_scaled_mm"), ("scaled", "int8_gemm_vs_int_mm_scaled"),
               ("scaled", "fp8_apply_vs_bf16"), ("scaled", "int8_apply_vs_bf16"),
-              ("block", "block_apply_vs_bf16")]
+              ("block", "block_gemm_vs_bf16"), ("block", "block_apply_vs_bf16")]
+    series = [(table, key) for table, key in series if result[table]]
     fig, axes = plt.subplots(1, len(series), figsize=(5 * len(series), 4))
     for ax, (table, key) in zip(axes, series):
         shapes = sorted({(r["N"], r["K"]) for r in result[table]})

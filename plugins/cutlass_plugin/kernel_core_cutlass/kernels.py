@@ -198,9 +198,11 @@ class CutlassFp8BlockScaledMMLinearKernel(_CutlassSm90, Fp8BlockScaledMMLinearKe
     ) -> torch.Tensor:
         n, k = self.config.weight_shape
         x2 = x.reshape(-1, k)
+        # The quantizer pads the token count to a multiple of 4 (see quantize_fp8_per_group);
+        # the padded rows' outputs are dropped here (a view: no copy).
         q, x_scale = quant.quantize_fp8_per_group(x2, self.config.input_group)
         out = ops.block_scaled_mm(
             q, layer.weight, x_scale, layer.weight_scale,
             self._bias(bias, self.config.out_dtype), self.workspace, self.config.out_dtype,
         )
-        return out.reshape(*x.shape[:-1], n)
+        return out[: x2.shape[0]].reshape(*x.shape[:-1], n)

@@ -209,15 +209,23 @@ def quantize_fp8_static(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 
 @torch.library.custom_op("kernel_core_cutlass::quantize_fp8_per_group", mutates_args=())
 def quantize_fp8_per_group(x: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dynamic FP8 per token and ``group`` columns: ``(q [M, K], scale [K/group, m_pad])``,
-    the scale M-major (the layout the block-scaled GEMM reads); columns >= M are padding."""
+    """Dynamic FP8 per token and ``group`` columns: ``(q [m_pad, K], scale [K/group, m_pad])``.
+
+    The scale is M-major (the layout the block-scaled GEMM reads). ``m_pad`` rounds M up to a
+    multiple of 4 (at least 4): CUTLASS's scale TMA needs the scales' M extent to be 16-byte
+    aligned, so the GEMM runs on m_pad rows; rows past M hold zero codes and zero scales, and
+    the caller drops those output rows.
+    """
     m, k = _check_2d(x)
     if k % group:
         raise ValueError(f"x: expected K divisible by the group size {group}, found K={k}")
     x = x.contiguous()
     m_pad = -(-max(m, 1) // GROUP_SCALE_ROW_ALIGN) * GROUP_SCALE_ROW_ALIGN
-    q = torch.empty((m, k), dtype=torch.float8_e4m3fn, device=x.device)
+    q = torch.empty((m_pad, k), dtype=torch.float8_e4m3fn, device=x.device)
     scale = torch.empty((k // group, m_pad), dtype=torch.float32, device=x.device)
+    if m_pad > m:
+        q[m:].view(torch.uint8).zero_()
+        scale[:, m:].zero_()
     if m:
         per_program = 8
         grid = (m, triton.cdiv(k // group, per_program))
@@ -295,7 +303,7 @@ def _(x, group):
     m, k = x.shape
     m_pad = (m + GROUP_SCALE_ROW_ALIGN - 1) // GROUP_SCALE_ROW_ALIGN * GROUP_SCALE_ROW_ALIGN
     m_pad = torch.sym_max(m_pad, GROUP_SCALE_ROW_ALIGN)
-    return x.new_empty(x.shape, dtype=torch.float8_e4m3fn), x.new_empty(
+    return x.new_empty((m_pad, k), dtype=torch.float8_e4m3fn), x.new_empty(
         (k // group, m_pad), dtype=torch.float32
     )
 

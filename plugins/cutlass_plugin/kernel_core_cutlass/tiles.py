@@ -46,13 +46,17 @@ def scaled_mm_tile(m: int, n: int) -> TileConfig:
         # In between: 64-row tiles waste no rows at M=128/192/256 and double the CTA count over
         # 128-row tiles; pingpong overlaps one warpgroup's epilogue with the other's MMAs.
         return TileConfig.PINGPONG_64x128
-    if m <= 1024 or n < 4096:
+    if m <= 512 or n < 4096:
         # Compute-bound but few tiles: 128x128 keeps enough CTAs for a full wave (M=512,
         # N=8192: 256 tiles); the 2x1 cluster multicasts the weight tile to both CTAs.
         return TileConfig.COOPERATIVE_128x128
-    # Large prefill: the widest tile has the highest MMA-to-load ratio and the tile count is
-    # far above the SM count, so the wave tail is small.
-    return TileConfig.COOPERATIVE_128x256
+    if m <= 2048:
+        # Measured (H100, NOTES.md v1 sweep): at M=1024 the 128x256 tile beat 128x128 on 5 of
+        # 6 fp8/int8 cases; its higher MMA-to-load ratio pays once there are ~2 waves of tiles.
+        return TileConfig.COOPERATIVE_128x256
+    # Large prefill: 256x128 (two 128-row warpgroup halves, 1x2 cluster sharing the activation
+    # tile) was the fastest tile at M=4096 in all 6 fp8/int8 cases of the same sweep.
+    return TileConfig.COOPERATIVE_256x128
 
 
 def block_scaled_mm_tile(m: int, n: int) -> BlockTileConfig:

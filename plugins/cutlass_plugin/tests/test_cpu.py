@@ -116,8 +116,9 @@ def test_can_implement_refusals_name_the_constraint(config, needle):
     (17, TileConfig.SWAP_64x64), (64, TileConfig.SWAP_64x64),
     (65, TileConfig.PINGPONG_64x128), (128, TileConfig.PINGPONG_64x128),
     (256, TileConfig.PINGPONG_64x128),
-    (257, TileConfig.COOPERATIVE_128x128), (1024, TileConfig.COOPERATIVE_128x128),
-    (1025, TileConfig.COOPERATIVE_128x256), (4096, TileConfig.COOPERATIVE_128x256),
+    (257, TileConfig.COOPERATIVE_128x128), (512, TileConfig.COOPERATIVE_128x128),
+    (513, TileConfig.COOPERATIVE_128x256), (2048, TileConfig.COOPERATIVE_128x256),
+    (2049, TileConfig.COOPERATIVE_256x128), (4096, TileConfig.COOPERATIVE_256x128),
 ])
 def test_scaled_mm_tile_per_m_range(m, expected):
     assert scaled_mm_tile(m, 8192) == expected
@@ -234,6 +235,6 @@ def test_gemm_fake_impls_give_the_output_shape():
 def test_quantizer_fake_impls_give_the_shapes():
     x = torch.empty(5, 512, dtype=torch.bfloat16, device="meta")
     q, s = torch.ops.kernel_core_cutlass.quantize_fp8_per_group(x, 128)
-    assert q.shape == (5, 512) and q.dtype == torch.float8_e4m3fn and s.shape == (4, 8)
+    assert q.shape == (8, 512) and q.dtype == torch.float8_e4m3fn and s.shape == (4, 8)
     q, s, zp, zp_neg = torch.ops.kernel_core_cutlass.quantize_int8_per_token(x, False)
     assert q.dtype == torch.int8 and s.shape == (5,) and zp.shape == (5,) and zp_neg.shape == (5,)
