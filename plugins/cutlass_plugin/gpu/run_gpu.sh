@@ -31,7 +31,8 @@ echo "extension ready in $(( $(date +%s) - start )) s"
 tar -C "$KERNEL_CORE_CACHE_DIR" -cf "$OUT/jit_cache.tar" jit
 
 timeout "${KCC_TEST_TIMEOUT:-110}" python3 -m pytest -q -m gpu plugins/cutlass_plugin/tests \
-    -p no:cacheprovider -o addopts="" -ra --tb=short --junitxml="$OUT/pytest.xml" 2>&1 \
+    -p kernel_core.testing.plugin -p no:cacheprovider -o addopts="" -ra --tb=short \
+    --show-capture=no --junitxml="$OUT/pytest.xml" 2>&1 \
     | tail -n 150 > "$OUT/pytest.txt" || true
 tail -n 40 "$OUT/pytest.txt"
 
