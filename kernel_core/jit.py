@@ -1,8 +1,8 @@
 """Just-in-time builds of CUDA C++ extensions, cached on disk by source and device.
 
 Plugins call :func:`load_extension` at first use (or from ``warmup``). The build directory is keyed
-by a hash of the sources, flags, torch version and target architecture, so an edit or another GPU
-builds anew and an unchanged one loads in milliseconds. The first build of a key is announced on
+by a hash of the sources and the headers beside them, flags, torch version and target
+architecture, so an edit or another GPU builds anew and an unchanged one loads in milliseconds. The first build of a key is announced on
 stderr, since it can take minutes.
 """
 
@@ -26,11 +26,22 @@ logger = logging.getLogger(__name__)
 _LOADED: dict[str, ModuleType] = {}
 
 
+_SOURCE_SUFFIXES = {".cu", ".cuh", ".cpp", ".cc", ".h", ".hpp", ".inl"}
+
+
+def _source_files(sources: Sequence[Path]) -> list[Path]:
+    """The sources and every C++/CUDA file beside them: an edited local header rebuilds too."""
+    folders = {path.resolve().parent for path in sources}
+    found = {p.resolve() for folder in folders for p in folder.iterdir()
+             if p.is_file() and p.suffix in _SOURCE_SUFFIXES}
+    return sorted(found | {path.resolve() for path in sources})
+
+
 def _fingerprint(
     sources: Sequence[Path], flags: Sequence[str], include_paths: Sequence[str], arch: str
 ) -> str:
     digest = hashlib.sha256()
-    for path in sources:
+    for path in _source_files(sources):
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     for item in (*flags, *include_paths, arch, torch.__version__, str(torch.version.cuda)):

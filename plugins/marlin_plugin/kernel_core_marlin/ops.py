@@ -9,7 +9,6 @@ capture in CUDA graphs and trace under ``torch.compile(fullgraph=True)``.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from types import ModuleType
 
@@ -29,15 +28,6 @@ def _arch_of(device: torch.device) -> str:
     return f"sm_{major}{minor}" + ("a" if (major, minor) == (9, 0) else "")
 
 
-def _source_hash() -> str:
-    """Headers are not part of the JIT cache key: hash every file of csrc into a define."""
-    digest = hashlib.sha256()
-    for path in sorted(CSRC.iterdir()):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
 def extension(device: torch.device | None = None) -> ModuleType:
     """Build (first use, announced on stderr) or load the CUDA extension for this device."""
     device = device or torch.device("cuda", torch.cuda.current_device())
@@ -49,7 +39,7 @@ def extension(device: torch.device | None = None) -> ModuleType:
             "kernel_core_marlin_ext",
             [CSRC / name for name in SOURCES],
             arch=arch,
-            extra_cuda_cflags=["-O3", "-std=c++17", f"-DKCM_SOURCE_HASH={_source_hash()}"],
+            extra_cuda_cflags=["-O3", "-std=c++17"],
             extra_cflags=["-O2"],
         )
     return _EXTENSIONS[arch]
