@@ -16,11 +16,12 @@
 # Then `kernel-core explain --json` for every layer and phase (decode: M 1..64, prefill:
 # M 128..8192) with KERNEL_CORE_TUNE_TABLE pointing at that table.
 #
-# Each family's JIT kernels are built first (`kernel-core warmup`, WARMUP_TIMEOUT, default 400 s).
+# Each family's JIT kernels are built first (`kernel-core warmup`, WARMUP_TIMEOUT, default 240 s).
 # Outputs: tune.json, bench-<config>.{json,png} per config, explain.json (every explain answer,
 # keyed "<config>.<layer>.<phase>"), explain.txt (the same as tables), log.txt: 10 files with the
 # default configs; the device tool returns 8, so run it through gpu/run_all.sh (which packs $OUT
-# into results.tgz) or with TUNE_CONFIGS="mp fp8" (8 files). Env: TUNE_TIMEOUT (seconds per family, default 300), TUNE_ARGS (extra tune
+# into results.tgz) or with TUNE_CONFIGS="mp fp8" (8 files). Env: TUNE_TIMEOUT (seconds per config, default 200; the table is saved after every layer, so a
+# timed-out config keeps the layers it finished), TUNE_ARGS (extra tune
 # options, default "--warmup-ms 10 --rep-ms 40"), TUNE_SELECT (the layers, default "--preset
 # llama-3-70b"; e.g. "--shape 256 512" for a dry run on a CPU).
 set -uo pipefail
@@ -65,13 +66,13 @@ for name in $TUNE_CONFIGS; do
     if [[ "$warmed" != *" $family "* ]]; then
         warmed+="$family "
         log "warmup $family (JIT builds, cached on disk; outside the timing)"
-        timeout "${WARMUP_TIMEOUT:-400}" python3 -m kernel_core.cli warmup --family "$family" \
+        timeout "${WARMUP_TIMEOUT:-240}" python3 -m kernel_core.cli warmup --family "$family" \
             || log "warmup $family: exit $? (a kernel that cannot build shows as an error below)"
     fi
     log "tune $name: $family $options"
     start=$SECONDS
     # shellcheck disable=SC2086  # option strings split on purpose
-    if timeout "${TUNE_TIMEOUT:-300}" python3 -m kernel_core.cli tune $family \
+    if timeout "${TUNE_TIMEOUT:-200}" python3 -m kernel_core.cli tune $family \
         ${TUNE_SELECT:---preset llama-3-70b} $options ${TUNE_ARGS:---warmup-ms 10 --rep-ms 40} \
         --output "$OUT/tune.json" --json "$OUT/bench-$name.json" "${plot[@]}"; then
         log "tune $name done in $((SECONDS - start)) s"
