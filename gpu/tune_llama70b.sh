@@ -20,10 +20,11 @@
 # Outputs: tune.json, bench-<config>.{json,png} per config, explain.json (every explain answer,
 # keyed "<config>.<layer>.<phase>"), explain.txt (the same as tables), log.txt: 10 files with the
 # default configs; the device tool returns 8, so run it through gpu/run_all.sh (which packs $OUT
-# into results.tgz) or with TUNE_CONFIGS="mp fp8" (8 files). Env: TUNE_TIMEOUT (seconds per config, default 200; the table is saved after every layer, so a
-# timed-out config keeps the layers it finished), TUNE_ARGS (extra tune
-# options, default "--warmup-ms 10 --rep-ms 40"), TUNE_SELECT (the layers, default "--preset
-# llama-3-70b"; e.g. "--shape 256 512" for a dry run on a CPU).
+# into results.tgz) or with TUNE_CONFIGS="mp fp8" (8 files).
+# Env: TUNE_TIMEOUT (seconds per config, default 200; the table is saved after every layer, so a
+# timed-out config keeps the layers it finished), TUNE_ARGS (extra tune options, default
+# "--warmup-ms 10 --rep-ms 40"), TUNE_SELECT (the layers, default "--preset llama-3-70b"; e.g.
+# "--shape 256 512" for a dry run on a CPU).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to a writable directory}"
