@@ -2,8 +2,12 @@
 # The one GPU job: install carried wheels, install the project, build, run every GPU test and
 # benchmark, and leave JSON/PNG results under $OUT. Run from the repository root on the GPU machine:
 #
-#     bash gpu/run_all.sh [tests] [marlin] [cutlass] [flashinfer] [tune]     (default: all)
+#     bash gpu/run_all.sh [warmup] [tests] [marlin] [cutlass] [flashinfer] [tune]   (default: all)
 #
+# warmup builds every JIT extension in parallel (CUTLASS, Marlin, FlashInfer with its carried
+# cache); the parts after it reuse the builds (KERNEL_CORE_CACHE_DIR, kept between calls while the
+# machine is warm). The git revision comes from `git rev-parse` or, where the copy has no .git,
+# from the carried file .git_revision.
 # Each part's own script writes into $OUT/<part>/; at the end everything is also packed into
 # $OUT/results.tgz, because the device tool returns at most 8 files.
 set -uo pipefail
@@ -11,7 +15,9 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 : "${OUT:?set OUT to a writable directory}"
 parts=("$@")
-[ ${#parts[@]} -eq 0 ] && parts=(tests marlin cutlass flashinfer tune)
+[ ${#parts[@]} -eq 0 ] && parts=(warmup tests marlin cutlass flashinfer tune)
+REVISION=$(git rev-parse HEAD 2>/dev/null || cat .git_revision 2>/dev/null || echo unknown)
+export KCM_GIT_REV=$REVISION KC_GIT_REVISION=$REVISION
 
 export PYTHONUNBUFFERED=1 MAX_JOBS=${MAX_JOBS:-16}
 export KERNEL_CORE_CACHE_DIR=${KERNEL_CORE_CACHE_DIR:-$ROOT/.cache/kernel-core}
@@ -28,9 +34,10 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . -e plugins/emulati
     -e plugins/marlin_plugin -e plugins/cutlass_plugin -e plugins/flashinfer_plugin || exit 1
 
 {
-    echo "git_revision: $(git rev-parse HEAD 2>/dev/null || cat .git_revision 2>/dev/null)"
+    echo "git_revision: $REVISION"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
     python3 -c 'import torch, triton; print("torch", torch.__version__, "cuda", torch.version.cuda, "triton", triton.__version__)'
+    python3 -c 'import matplotlib; print("matplotlib", matplotlib.__version__)' || echo "no matplotlib: no PNG plots"
     nvcc --version | tail -1
 } > "$OUT/environment.txt" 2>&1
 cat "$OUT/environment.txt" >&2
@@ -50,12 +57,25 @@ run_part() {
     fi
 }
 
+warmup_all() {
+    # The three builds are independent; together they fit the 16 cores (MAX_JOBS each).
+    STEPS=none OUT="$OUT/flashinfer-setup" bash plugins/flashinfer_plugin/gpu/run_gpu.sh &
+    python3 -c "from kernel_core_cutlass import ops; ops.build()" &
+    python3 -c "from kernel_core_marlin import ops; ops.extension()" &
+    local failed=0
+    for job in $(jobs -p); do wait "$job" || failed=1; done
+    return $failed
+}
+
 for part in "${parts[@]}"; do
     case $part in
-        tests) run_part tests python3 -m pytest -q -m gpu -p no:cacheprovider tests plugins ;;
-        marlin) run_part marlin bash plugins/marlin_plugin/gpu/run_gpu.sh ;;
-        cutlass) run_part cutlass bash plugins/cutlass_plugin/gpu/run_gpu.sh ;;
-        flashinfer) run_part flashinfer bash plugins/flashinfer_plugin/gpu/run_gpu.sh ;;
+        warmup) run_part warmup warmup_all ;;
+        tests) run_part tests timeout "${TESTS_TIMEOUT:-300}" python3 -m pytest -q -m gpu \
+                   -p no:cacheprovider --junitxml="$OUT/tests/junit.xml" \
+                   tests plugins examples ;;
+        marlin) run_part marlin env KCM_TESTS=0 bash plugins/marlin_plugin/gpu/run_gpu.sh ;;
+        cutlass) run_part cutlass env KCC_TEST_TIMEOUT=1 bash plugins/cutlass_plugin/gpu/run_gpu.sh "$REVISION" ;;
+        flashinfer) run_part flashinfer env STEPS="accuracy bench" bash plugins/flashinfer_plugin/gpu/run_gpu.sh ;;
         tune) run_part tune bash gpu/tune_llama70b.sh ;;
         *) echo "unknown part $part" >&2; status=2 ;;
     esac

@@ -10,7 +10,7 @@ OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 STEPS=${STEPS:-"accuracy tests bench"}
 export PYTHONUNBUFFERED=1 MAX_JOBS=16
-export KERNEL_CORE_CACHE_DIR=/tmp/kernel-core-cache
+export KERNEL_CORE_CACHE_DIR=${KERNEL_CORE_CACHE_DIR:-/tmp/kernel-core-cache}
 if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then KC_GIT_REVISION=$(git rev-parse HEAD)
 else KC_GIT_REVISION=$(cat plugins/flashinfer_plugin/gpu/REVISION 2>/dev/null || echo unknown); fi
 export KC_GIT_REVISION
