@@ -43,6 +43,9 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . -e plugins/emulati
 cat "$OUT/environment.txt" >&2
 
 status=0
+pack() {
+    tar -czf /tmp/results.tgz -C "$OUT" --exclude=results.tgz . && mv /tmp/results.tgz "$OUT/results.tgz"
+}
 run_part() {
     local name=$1; shift
     echo "== $name" >&2
@@ -55,6 +58,7 @@ run_part() {
         tail -30 "$OUT/logs/$name.log" >&2
         status=1
     fi
+    pack  # after every part, so a run stopped at its time limit still returns what finished
 }
 
 warmup_all() {
@@ -69,7 +73,7 @@ warmup_all() {
 
 for part in "${parts[@]}"; do
     case $part in
-        warmup) run_part warmup warmup_all ;;
+        warmup) run_part warmup timeout "${WARMUP_TIMEOUT:-240}" bash -c "$(declare -f warmup_all); warmup_all" ;;
         tests) run_part tests timeout "${TESTS_TIMEOUT:-300}" python3 -m pytest -q -m gpu \
                    -p no:cacheprovider --junitxml="$OUT/tests/junit.xml" \
                    tests plugins examples ;;
@@ -81,6 +85,6 @@ for part in "${parts[@]}"; do
     esac
 done
 
-tar -czf /tmp/results.tgz -C "$OUT" --exclude=results.tgz . && mv /tmp/results.tgz "$OUT/results.tgz"
+pack
 echo "== done (status $status); results in \$OUT/results.tgz" >&2
 exit $status
