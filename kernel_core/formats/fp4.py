@@ -28,6 +28,7 @@ from kernel_core.formats._checks import (
 )
 from kernel_core.formats.fp8 import FP8_E4M3_MAX
 from kernel_core.formats.mx import MX_GROUP, e8m0_reciprocal, e8m0_to_float
+from kernel_core.formats._division import divide
 
 __all__ = [
     "E2M1_MAX",
@@ -133,7 +134,7 @@ def nvfp4_global_scale(amax: torch.Tensor) -> torch.Tensor:
     ``amax / (448 * 6)`` (so the largest block scale is 448), or 1 where ``amax`` is 0."""
     check_float("amax", amax)
     amax = amax.to(torch.float32)
-    return torch.where(amax > 0, amax / _NVFP4_GLOBAL_DIVISOR, 1.0)
+    return torch.where(amax > 0, divide(amax, _NVFP4_GLOBAL_DIVISOR), 1.0)
 
 
 def _nvfp4_global_scale(
@@ -157,7 +158,7 @@ def _nvfp4_codes(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Codes ``[..., K/16, 16]`` and E4M3 block scales ``[..., K/16, 1]`` of fp32 blocks."""
     block_amax = blocks.abs().amax(dim=-1, keepdim=True)
-    block_scale = (block_amax / E2M1_MAX / global_scale).clamp(max=FP8_E4M3_MAX)
+    block_scale = (divide(block_amax, E2M1_MAX) / global_scale).clamp(max=FP8_E4M3_MAX)
     block_scale = block_scale.to(torch.float8_e4m3fn)
     effective = block_scale.to(torch.float32) * global_scale
     scaled = torch.where(effective > 0, blocks / effective, 0.0)

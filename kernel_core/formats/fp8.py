@@ -27,6 +27,7 @@ from kernel_core.formats._checks import (
     check_float,
     check_ndim,
 )
+from kernel_core.formats._division import divide
 
 __all__ = [
     "FP8_E4M3_MAX",
@@ -77,7 +78,7 @@ def quantize_fp8(
         amax = values.abs().amax().reshape(1)
     else:
         amax = values.abs().amax(dim=-1, keepdim=True)
-    scale = (amax / FP8_E4M3_MAX).clamp(min=FP8_MIN_SCALE)
+    scale = divide(amax, FP8_E4M3_MAX).clamp(min=FP8_MIN_SCALE)
     q = _encode(values, scale.reshape(()) if granularity == "tensor" else scale)
     return q, scale.squeeze(-1) if granularity == "channel" else scale
 
@@ -133,7 +134,7 @@ def quantize_fp8_block(
     values = w.to(torch.float32)
     padded = F.pad(values.abs(), (0, kb * bk - k, 0, nb * bn - n))
     amax = padded.view(nb, bn, kb, bk).amax(dim=(1, 3))
-    scale = amax.clamp(min=FP8_GROUP_AMAX_FLOOR) / FP8_E4M3_MAX
+    scale = divide(amax.clamp(min=FP8_GROUP_AMAX_FLOOR), FP8_E4M3_MAX)
     return _encode(values, _expand_block_scale(scale, (bn, bk), n, k)), scale
 
 
@@ -173,7 +174,7 @@ def quantize_fp8_per_token_group(
     check_divisible("x", k, group, f"the last dimension (K) with group={group}")
     grouped = x.to(torch.float32).unflatten(-1, (k // group, group))
     amax = grouped.abs().amax(dim=-1, keepdim=True)
-    scale = amax.clamp(min=FP8_GROUP_AMAX_FLOOR) / FP8_E4M3_MAX
+    scale = divide(amax.clamp(min=FP8_GROUP_AMAX_FLOOR), FP8_E4M3_MAX)
     return _encode(grouped, scale).flatten(-2), scale.squeeze(-1)
 
 

@@ -18,6 +18,7 @@ from kernel_core.formats._checks import (
     check_float,
     check_ndim,
 )
+from kernel_core.formats._division import divide
 
 __all__ = ["INT8_AMAX_FLOOR", "quantize_int8", "dequantize_int8"]
 
@@ -72,10 +73,10 @@ def quantize_int8(
             return getattr(t, op)(dim=dims, keepdim=True)
 
         if symmetric:
-            scale = reduce(values.abs(), "amax").clamp(min=INT8_AMAX_FLOOR) / 127.0
+            scale = divide(reduce(values.abs(), "amax").clamp(min=INT8_AMAX_FLOOR), 127.0)
         else:
             low, high = reduce(values, "amin"), reduce(values, "amax")
-            scale = (high - low).clamp(min=INT8_AMAX_FLOOR) / 255.0
+            scale = divide((high - low).clamp(min=INT8_AMAX_FLOOR), 255.0)
             zero_point = torch.round(-128.0 - low / scale).to(torch.int32)
     codes = torch.round(values / broadcast_row_scale(scale, values))
     if zero_point is not None:

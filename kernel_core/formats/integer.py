@@ -32,6 +32,7 @@ from kernel_core.formats._checks import (
     to_int32_wrapping,
 )
 from kernel_core.scalar_types import ScalarType
+from kernel_core.formats._division import divide
 
 __all__ = [
     "IntQuantized",
@@ -176,13 +177,13 @@ def quantize_int(
     top_code = 2**bits - 1
     if symmetric:
         amax = group_reduce(w.abs(), "amax")
-        scale = (amax / (2 ** (bits - 1) - 1)).clamp(min=tiny).to(scale_dtype)
+        scale = divide(amax, 2 ** (bits - 1) - 1).clamp(min=tiny).to(scale_dtype)
         offset = float(weight_type.bias)
         zero_point = None
     else:
         low = group_reduce(w, "amin").clamp(max=0.0)
         high = group_reduce(w, "amax").clamp(min=0.0)
-        scale = ((high - low) / top_code).clamp(min=tiny).to(scale_dtype)
+        scale = divide(high - low, top_code).clamp(min=tiny).to(scale_dtype)
         zp = torch.round(-low / scale.float()).clamp(0, top_code)
         zero_point = zp.to(torch.uint8)
         offset = zp.index_select(1, group_of_k)

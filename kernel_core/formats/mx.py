@@ -13,6 +13,7 @@ import torch
 from kernel_core.families.mxfp4 import MX_GROUP
 from kernel_core.formats._checks import check_divisible, check_dtype, check_float, check_ndim
 from kernel_core.formats.fp8 import FP8_E4M3_MAX
+from kernel_core.formats._division import divide
 
 __all__ = [
     "MX_GROUP",
@@ -84,7 +85,7 @@ def quantize_mxfp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     check_float("x", x)
     grouped = _grouped("x", x.to(torch.float32))
     amax = grouped.abs().amax(dim=-1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
-    e = float_to_e8m0(amax / FP8_E4M3_MAX)
+    e = float_to_e8m0(divide(amax, FP8_E4M3_MAX))
     scaled = (grouped * e8m0_reciprocal(e)).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX)
     return scaled.to(torch.float8_e4m3fn).flatten(-2), e.squeeze(-1)
 
