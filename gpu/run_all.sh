@@ -16,7 +16,7 @@ ROOT=$PWD
 : "${OUT:?set OUT to a writable directory}"
 parts=("$@")
 [ ${#parts[@]} -eq 0 ] && parts=(warmup tests marlin cutlass flashinfer tune)
-REVISION=$(git rev-parse HEAD 2>/dev/null || cat .git_revision 2>/dev/null || echo unknown)
+REVISION=$(git rev-parse --verify -q HEAD 2>/dev/null || cat .git_revision 2>/dev/null || echo unknown)
 export KCM_GIT_REV=$REVISION KC_GIT_REVISION=$REVISION
 
 export PYTHONUNBUFFERED=1 MAX_JOBS=${MAX_JOBS:-16}
