@@ -18,6 +18,8 @@ After ``process_weights_after_loading`` a layer holds only:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from kernel_core.families import (
@@ -32,6 +34,7 @@ from kernel_core.families import (
     NvFp4LinearKernel,
     NvFp4LinearLayerConfig,
 )
+from kernel_core.families.mxfp4 import MX_GROUP
 from kernel_core.kernel import Priority
 from kernel_core.params import replace_parameter
 from kernel_core_marlin import ops
@@ -203,6 +206,33 @@ def _fp_tables(
     return paired(gscale, np_, act_dtype), chan
 
 
+def _e4m3_bytes(weight: torch.Tensor) -> torch.Tensor:
+    """FP8 E4M3 codes as their bytes (the kernel decodes them by bit operations)."""
+    return weight.contiguous().view(torch.uint8)
+
+
+def _pack_mx(
+    config: MxFp4LinearLayerConfig | Mxfp8LinearLayerConfig,
+    tensors: dict[str, torch.Tensor],
+    fmt: int,
+    codes_of: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    bits: int,
+) -> PackedWeights:
+    """MXFP4 and MXFP8: the codes repacked, and the E8M0 exponents of each group of 32."""
+    n, k = config.weight_shape
+    np_, kp = round_up(n, TILE_N), round_up(k, CHUNK_K)
+    weight = tensors["weight"]
+    qweight = pack_codes(
+        lambda r0, r1: pad_columns(codes_of(weight[r0:r1]), kp), n, kp, bits, weight.device
+    )
+    gscale, chan = _fp_tables(fmt, config.act_dtype, tensors["weight_scale"], np_)
+    return PackedWeights(
+        qweight=qweight, gscale=gscale, zeros=None, chan=chan, perm=None, gtab=None,
+        fmt=fmt, group_size=MX_GROUP, zconst=0,
+    )
+
+
 class MarlinMPLinearKernel(_StreamKernel, MPLinearKernel):
     """GPTQ / compressed-tensors / AWQ-converted int4 and int8 weights, W4A16 and W8A16."""
 
@@ -334,18 +364,7 @@ class MarlinMxFp4LinearKernel(_StreamKernel, MxFp4LinearKernel):
         return (False, r) if (r := _activation_reason(config)) else (True, None)
 
     def _pack(self, tensors: dict[str, torch.Tensor]) -> PackedWeights:
-        config: MxFp4LinearLayerConfig = self.config
-        n, k = config.weight_shape
-        np_, kp = round_up(n, TILE_N), round_up(k, CHUNK_K)
-        weight = tensors["weight"]
-        qweight = pack_codes(
-            lambda r0, r1: pad_columns(nibbles_of(weight[r0:r1]), kp), n, kp, 4, weight.device
-        )
-        gscale, chan = _fp_tables(Format.FP4, config.act_dtype, tensors["weight_scale"], np_)
-        return PackedWeights(
-            qweight=qweight, gscale=gscale, zeros=None, chan=chan, perm=None, gtab=None,
-            fmt=Format.FP4, group_size=32, zconst=0,
-        )
+        return _pack_mx(self.config, tensors, Format.FP4, nibbles_of, bits=4)
 
 
 class MarlinFp8LinearKernel(_StreamKernel, FP8ScaledMMLinearKernel):
@@ -370,8 +389,7 @@ class MarlinFp8LinearKernel(_StreamKernel, FP8ScaledMMLinearKernel):
         np_, kp = round_up(n, TILE_N), round_up(k, CHUNK_K)
         weight = tensors["weight"]
         qweight = pack_codes(
-            lambda r0, r1: pad_columns(weight[r0:r1].contiguous().view(torch.uint8), kp),
-            n, kp, 8, weight.device,
+            lambda r0, r1: pad_columns(_e4m3_bytes(weight[r0:r1]), kp), n, kp, 8, weight.device,
         )
         comp = fp_bias_compensation(Format.FP8, config.act_dtype)
         gscale = torch.full((n, 1), 2.0**comp, device=weight.device)
@@ -396,19 +414,7 @@ class MarlinMxfp8LinearKernel(_StreamKernel, Mxfp8LinearKernel):
         return (False, r) if (r := _activation_reason(config)) else (True, None)
 
     def _pack(self, tensors: dict[str, torch.Tensor]) -> PackedWeights:
-        config: Mxfp8LinearLayerConfig = self.config
-        n, k = config.weight_shape
-        np_, kp = round_up(n, TILE_N), round_up(k, CHUNK_K)
-        weight = tensors["weight"]
-        qweight = pack_codes(
-            lambda r0, r1: pad_columns(weight[r0:r1].contiguous().view(torch.uint8), kp),
-            n, kp, 8, weight.device,
-        )
-        gscale, chan = _fp_tables(Format.FP8, config.act_dtype, tensors["weight_scale"], np_)
-        return PackedWeights(
-            qweight=qweight, gscale=gscale, zeros=None, chan=chan, perm=None, gtab=None,
-            fmt=Format.FP8, group_size=32, zconst=0,
-        )
+        return _pack_mx(self.config, tensors, Format.FP8, _e4m3_bytes, bits=8)
 
 
 KERNELS = (
