@@ -19,6 +19,7 @@ from kernel_core.params import ParamSpec, replace_parameter, validate_layer_para
 
 __all__ = [
     "CheckpointTensors",
+    "act_order_or_none",
     "Converted",
     "finish",
     "load_into_layer",
@@ -184,3 +185,21 @@ def w8a8_weight_scale(
         )
     rows = torch.tensor(sizes, device=scale.device)
     return "channel", scale.to(torch.float32).repeat_interleave(rows).reshape(n, 1)
+
+
+def act_order_or_none(
+    g_idx: torch.Tensor, group_size: int, groups: int, where: str
+) -> torch.Tensor | None:
+    """A checked act-order map, or None when it is the plain ``k // group_size`` order.
+
+    ``where`` names the tensor in the error (``"gptq.g_idx"``): every index must be a group of the
+    layer, ``[0, groups)``.
+    """
+    low, high = int(g_idx.min()), int(g_idx.max())
+    if low < 0 or high >= groups:
+        raise ValueError(
+            f"{where}: expected group indices in [0, {groups}), found values in [{low}, {high}]"
+        )
+    plain = torch.arange(g_idx.numel(), dtype=torch.int32, device=g_idx.device) // group_size
+    return None if torch.equal(g_idx, plain) else g_idx.contiguous()
+

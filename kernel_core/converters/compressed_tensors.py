@@ -26,6 +26,7 @@ import torch
 
 from kernel_core.converters._tensors import (
     FLOAT_SCALE_DTYPES,
+    act_order_or_none,
     CheckpointTensors,
     Converted,
     finish,
@@ -99,14 +100,7 @@ def _g_idx(reader: CheckpointTensors, k: int, group_size: int, groups: int) -> t
             f"{CONVENTION}.weight_g_idx: expected no act-order map with channelwise scales "
             "(group_size None/-1), found one"
         )
-    low, high = int(g_idx.min()), int(g_idx.max())
-    if low < 0 or high >= groups:
-        raise ValueError(
-            f"{CONVENTION}.weight_g_idx: expected group indices in [0, {groups}), found values "
-            f"in [{low}, {high}]"
-        )
-    plain = torch.arange(k, dtype=torch.int32, device=g_idx.device) // group_size
-    return None if torch.equal(g_idx, plain) else g_idx.contiguous()
+    return act_order_or_none(g_idx, group_size, groups, f"{CONVENTION}.weight_g_idx")
 
 
 def convert_wna16(

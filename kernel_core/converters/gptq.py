@@ -22,6 +22,7 @@ import torch
 
 from kernel_core.converters._tensors import (
     FLOAT_SCALE_DTYPES,
+    act_order_or_none,
     CheckpointTensors,
     Converted,
     finish,
@@ -60,14 +61,7 @@ def _g_idx(
     ).to(torch.int32)
     if group_size == -1:
         return None  # one group: every channel maps to group 0 whatever the order
-    low, high = int(g_idx.min()), int(g_idx.max())
-    if low < 0 or high >= groups:
-        raise ValueError(
-            f"{CONVENTION}.g_idx: expected group indices in [0, {groups}), found values in "
-            f"[{low}, {high}]"
-        )
-    plain = torch.arange(k, dtype=torch.int32, device=g_idx.device) // group_size
-    return None if torch.equal(g_idx, plain) else g_idx.contiguous()
+    return act_order_or_none(g_idx, group_size, groups, f"{CONVENTION}.g_idx")
 
 
 def convert(
