@@ -19,7 +19,7 @@ from kernel_core.families import FAMILIES
 from kernel_core.layer_options import add_layer_options, config_from_options
 from kernel_core.platform import current_compute_capability, current_platform
 from kernel_core.registry import registry
-from kernel_core.selection import explain
+from kernel_core.selection import explain, probe_platform
 
 __all__ = ["main"]
 
@@ -60,10 +60,7 @@ def cmd_kernels(args: argparse.Namespace) -> int:
     capability = current_compute_capability()
     rows = []
     for kernel in sorted(registry.kernels(args.family), key=lambda k: (k.family, -k.priority, k.name)):
-        if platform not in kernel.platforms:
-            runs, reason = False, f"runs on {', '.join(sorted(kernel.platforms))}, not {platform}"
-        else:
-            runs, reason = probe_kernel_platform(kernel, capability)
+        runs, reason = probe_platform(kernel, capability, platform)
         rows.append({**kernel.describe(), "runs_here": runs, "reason": reason})
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -73,15 +70,6 @@ def cmd_kernels(args: argparse.Namespace) -> int:
         ("family", "name", "provider", "priority", "runs_here", "reason"),
     )
     return 0
-
-
-def probe_kernel_platform(kernel: type, capability: int | None) -> tuple[bool, str | None]:
-    """``is_supported`` alone, with exceptions turned into reasons (no layer to check against)."""
-    try:
-        ok, reason = kernel.is_supported(capability)
-    except Exception as exc:
-        return False, f"is_supported raised {type(exc).__name__}: {exc}"
-    return bool(ok), reason
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -221,11 +209,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_warmup(args: argparse.Namespace) -> int:
     capability = current_compute_capability()
+    platform = current_platform()
     failures = 0
     for kernel in registry.kernels(args.family):
-        if current_platform() not in kernel.platforms:
-            continue
-        ok, reason = probe_kernel_platform(kernel, capability)
+        if platform not in kernel.platforms:
+            continue  # another platform's kernel: nothing to build here
+        ok, reason = probe_platform(kernel, capability, platform)
         if not ok:
             print(f"skip {kernel.name}: {reason}", file=sys.stderr)
             continue

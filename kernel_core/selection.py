@@ -35,6 +35,7 @@ __all__ = [
     "init_kernel",
     "explain",
     "probe_kernel",
+    "probe_platform",
     "clear_cache",
     "set_measured_times",
 ]
@@ -135,6 +136,36 @@ class NoKernelError(ValueError):
         )
 
 
+def _ask(label: str, call: Callable[[], object]) -> tuple[bool, str | None]:
+    """One probe call; an exception or a malformed answer becomes the rejection reason."""
+    try:
+        answer = call()
+    except Exception as exc:  # a plugin's bug must not break selection
+        return False, f"{label} raised {type(exc).__name__}: {exc}"
+    if not (isinstance(answer, tuple) and len(answer) == 2):
+        return False, f"{label} returned {answer!r}, expected (bool, reason)"
+    ok, reason = answer
+    if not ok:
+        return False, reason or f"{label} refused without a reason"
+    return True, None
+
+
+def _platform_reason(kernel: type[LinearKernel], platform: str) -> str | None:
+    if platform in kernel.platforms:
+        return None
+    return f"runs on {', '.join(sorted(kernel.platforms))}, not {platform}"
+
+
+def probe_platform(
+    kernel: type[LinearKernel], compute_capability: int | None, platform: str
+) -> tuple[bool, str | None]:
+    """Can ``kernel`` run here at all (its platforms, then ``is_supported``), with no layer."""
+    reason = _platform_reason(kernel, platform)
+    if reason:
+        return False, reason
+    return _ask("is_supported", lambda: kernel.is_supported(compute_capability))
+
+
 def probe_kernel(
     kernel: type[LinearKernel],
     config: LayerConfig,
@@ -145,26 +176,17 @@ def probe_kernel(
     """Run every check on one kernel; exceptions and malformed answers become reasons."""
     if kernel.name in disabled:
         return False, "disabled by KERNEL_CORE_DISABLED_KERNELS"
-    if platform not in kernel.platforms:
-        return False, f"runs on {', '.join(sorted(kernel.platforms))}, not {platform}"
+    reason = _platform_reason(kernel, platform)
+    if reason:
+        return False, reason
     if not isinstance(config, kernel.config_class):
         return False, (
             f"takes {kernel.config_class.__name__}, not {type(config).__name__}"
         )
-    for label, call in (
-        ("is_supported", lambda: kernel.is_supported(compute_capability)),
-        ("can_implement", lambda: kernel.can_implement(config)),
-    ):
-        try:
-            answer = call()
-        except Exception as exc:  # a plugin's bug must not break selection
-            return False, f"{label} raised {type(exc).__name__}: {exc}"
-        if not (isinstance(answer, tuple) and len(answer) == 2):
-            return False, f"{label} returned {answer!r}, expected (bool, reason)"
-        ok, reason = answer
-        if not ok:
-            return False, reason or f"{label} refused without a reason"
-    return True, None
+    ok, reason = _ask("is_supported", lambda: kernel.is_supported(compute_capability))
+    if not ok:
+        return ok, reason
+    return _ask("can_implement", lambda: kernel.can_implement(config))
 
 
 _cache: dict[tuple[Any, ...], Explanation] = {}

@@ -179,3 +179,19 @@ def test_explain_as_dict_is_json_ready(isolated, kernel_factory):
     assert data["chosen"] == "Ok"
     assert data["config"]["weight_type"] == "uint4b8"
     assert data["config"]["act_dtype"] == "bfloat16"
+
+
+def test_probe_platform_turns_every_failure_into_a_reason(kernel_factory):
+    from kernel_core.selection import probe_platform
+
+    ok = kernel_factory(name="Fine")
+    assert probe_platform(ok, None, "cpu") == (True, None)
+    assert probe_platform(ok, None, "xpu") == (False, "runs on cpu, cuda, not xpu")
+    boom = kernel_factory(name="Boom", raises_in="is_supported")
+    assert probe_platform(boom, None, "cpu") == (
+        False, "is_supported raised RuntimeError: probe exploded"
+    )
+    malformed = kernel_factory(name="Malformed", supported=True)  # not a (bool, reason) pair
+    assert probe_platform(malformed, None, "cpu") == (
+        False, "is_supported returned True, expected (bool, reason)"
+    )
