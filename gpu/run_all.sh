@@ -8,6 +8,7 @@
 # cache); the parts after it reuse the builds (KERNEL_CORE_CACHE_DIR, kept between calls while the
 # machine is warm). The git revision comes from `git rev-parse` or, where the copy has no .git,
 # from the carried file .git_revision.
+# Carry: [".whl", ".fi_cache", ".jit_cache", ".git_revision"] (the last three optional).
 # Each part's own script writes into $OUT/<part>/; at the end everything is also packed into
 # $OUT/results.tgz, because the device tool returns at most 8 files.
 set -uo pipefail
@@ -22,6 +23,11 @@ export KCM_GIT_REV=$REVISION KC_GIT_REVISION=$REVISION
 export PYTHONUNBUFFERED=1 MAX_JOBS=${MAX_JOBS:-16}
 export KERNEL_CORE_CACHE_DIR=${KERNEL_CORE_CACHE_DIR:-$ROOT/.cache/kernel-core}
 mkdir -p "$KERNEL_CORE_CACHE_DIR" "$OUT/logs"
+# Built extensions from an earlier machine (same sources, same torch): jit.py loads a keyed
+# library without rebuilding, so carrying .jit_cache/ skips minutes of nvcc on a fresh machine.
+if [ -f .jit_cache/jit_cache.tgz ]; then
+    tar -xzf .jit_cache/jit_cache.tgz -C "$KERNEL_CORE_CACHE_DIR" && echo "== unpacked the carried JIT cache" >&2
+fi
 
 if compgen -G ".whl/*.whl" >/dev/null; then
     echo "== installing carried wheels" >&2
@@ -44,7 +50,7 @@ cat "$OUT/environment.txt" >&2
 
 status=0
 pack() {
-    tar -czf /tmp/results.tgz -C "$OUT" --exclude=results.tgz . && mv /tmp/results.tgz "$OUT/results.tgz"
+    tar -czf /tmp/results.tgz -C "$OUT" --exclude=results.tgz --exclude=jit_cache.tgz --exclude=fi_cache.tar.gz . && mv /tmp/results.tgz "$OUT/results.tgz"
 }
 run_part() {
     local name=$1; shift
@@ -85,6 +91,8 @@ for part in "${parts[@]}"; do
     esac
 done
 
+# The built libraries alone (no objects), for the next machine: copy to .jit_cache/ and carry it.
+(cd "$KERNEL_CORE_CACHE_DIR" && find jit -name '*.so' -print0 | tar -czf "$OUT/jit_cache.tgz" --null -T -) 2>/dev/null
 pack
 echo "== done (status $status); results in \$OUT/results.tgz" >&2
 exit $status

@@ -2,8 +2,10 @@
 
 Plugins call :func:`load_extension` at first use (or from ``warmup``). The build directory is keyed
 by a hash of the sources and the headers beside them, flags, torch version and target
-architecture, so an edit or another GPU builds anew and an unchanged one loads in milliseconds. The first build of a key is announced on
-stderr, since it can take minutes.
+architecture, so an edit or another GPU builds anew and an unchanged one loads in milliseconds.
+A built library is loaded straight from its keyed directory, without asking ninja, so a cache
+copied to another machine (same torch, same GPU) is used even though the copied sources carry
+newer timestamps. The first build of a key is announced on stderr, since it can take minutes.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+import importlib.util
 from pathlib import Path
 from types import ModuleType
 
@@ -79,14 +82,18 @@ def load_extension(
     if key in _LOADED:
         return _LOADED[key]
     build_dir = build_dir_for(name, key)
-    first = not (build_dir / f"{name}.so").exists()
+    library = build_dir / f"{name}.so"
+    if library.exists():
+        module = _import_built(name, library)
+        logger.debug("loaded extension %s from %s", name, library)
+        _LOADED[key] = module
+        return module
     build_dir.mkdir(parents=True, exist_ok=True)
-    if first:
-        print(
-            f"kernel-core: building {name} for {arch} (first use; cached in {build_dir})",
-            file=sys.stderr,
-            flush=True,
-        )
+    print(
+        f"kernel-core: building {name} for {arch} (first use; cached in {build_dir})",
+        file=sys.stderr,
+        flush=True,
+    )
     start = time.perf_counter()
     module = load(
         name=name,
@@ -99,8 +106,16 @@ def load_extension(
         verbose=False,
     )
     elapsed = time.perf_counter() - start
-    if first:
-        print(f"kernel-core: built {name} in {elapsed:.0f} s", file=sys.stderr, flush=True)
-    logger.debug("loaded extension %s from %s in %.2f s", name, build_dir, elapsed)
+    print(f"kernel-core: built {name} in {elapsed:.0f} s", file=sys.stderr, flush=True)
     _LOADED[key] = module
+    return module
+
+
+def _import_built(name: str, library: Path) -> ModuleType:
+    """Import an extension library that an earlier build of the same key left behind."""
+    spec = importlib.util.spec_from_file_location(name, library)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import the built extension {library}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     return module
