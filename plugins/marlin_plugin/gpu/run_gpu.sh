@@ -3,7 +3,9 @@
 # run the GPU tests, run the benchmark. Everything lands in $OUT (log, pytest report, JSON, PNG).
 # The conformance kit compares against the emulation plugin, so that is installed too.
 # Usage (repo root): KCM_GIT_REV=$(git rev-parse HEAD) bash plugins/marlin_plugin/gpu/run_gpu.sh
-# Env: KCM_TESTS=0 skips the tests; KCM_BENCH_ARGS adds benchmark options (e.g. --quick).
+# Env: KCM_TESTS=0 skips the tests, KCM_TEST_SELECT narrows them (a pytest -k expression);
+# KCM_BENCH=0 skips the benchmark, KCM_BENCH_ARGS adds options to it (e.g. --quick);
+# KCM_PROBE=1 runs the stream pipelines' timing probe (gpu/probe_stream.py) before the benchmark.
 set -o pipefail
 OUT=${OUT:-/tmp/kcm_out}
 mkdir -p "$OUT"
@@ -26,10 +28,17 @@ echo "build: $(( $(date +%s) - start )) s"
 if [ "${KCM_TESTS:-1}" = "1" ]; then
   start=$(date +%s)
   timeout "${KCM_TEST_TIMEOUT:-170}" python3 -m pytest -q -m gpu plugins/marlin_plugin/tests -p no:cacheprovider \
-    -o addopts="" -ra --tb=short 2>&1 | tail -n 80 > "$OUT/pytest.txt"
+    -o addopts="" -ra --tb=short ${KCM_TEST_SELECT:+-k "$KCM_TEST_SELECT"} 2>&1 | tail -n 80 > "$OUT/pytest.txt"
   tail -n 30 "$OUT/pytest.txt"
   echo "tests: $(( $(date +%s) - start )) s"
 fi
-start=$(date +%s)
-python3 benchmarks/bench_marlin.py --out "$OUT/bench.json" --plot "$OUT/bench.png" ${KCM_BENCH_ARGS:-}
-echo "bench: $(( $(date +%s) - start )) s"
+if [ "${KCM_PROBE:-0}" = "1" ]; then
+  start=$(date +%s)
+  timeout "${KCM_PROBE_TIMEOUT:-200}" python3 plugins/marlin_plugin/gpu/probe_stream.py --out "$OUT/probe_stream.json"
+  echo "probe: $(( $(date +%s) - start )) s"
+fi
+if [ "${KCM_BENCH:-1}" = "1" ]; then
+  start=$(date +%s)
+  python3 benchmarks/bench_marlin.py --out "$OUT/bench.json" --plot "$OUT/bench.png" ${KCM_BENCH_ARGS:-}
+  echo "bench: $(( $(date +%s) - start )) s"
+fi

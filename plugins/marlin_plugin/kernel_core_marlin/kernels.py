@@ -155,6 +155,7 @@ class _StreamKernel:
         self._fmt = packed.fmt
         self._group_size = packed.group_size
         self._zconst = packed.zconst
+        self._bulk = ops.bulk_pipeline_available(packed.qweight.device)
 
     def apply_weights(
         self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
@@ -186,7 +187,7 @@ class _StreamKernel:
         else:
             out = ops.gemm(
                 x2, layer.weight, layer.weight_scale, zeros, gtab, chan, bias, self._fmt, n,
-                self._group_size, self._zconst, *ops.launch_config(m, self._fmt),
+                self._group_size, self._zconst, *ops.launch_config(m, self._fmt, self._bulk),
             )
         return out.to(config.out_dtype).reshape(*lead, n)
 

@@ -16,7 +16,16 @@ import torch
 
 from kernel_core_marlin.prepare import Format
 
-__all__ = ["extension", "gemm", "dequantize", "launch_config", "CSRC", "SOURCES"]
+__all__ = [
+    "extension",
+    "gemm",
+    "dequantize",
+    "launch_config",
+    "bulk_pipeline_available",
+    "BULK_MAX_M",
+    "CSRC",
+    "SOURCES",
+]
 
 CSRC = Path(__file__).parent / "csrc"
 SOURCES = ("bindings.cpp", "gemm_fp16.cu", "gemm_bf16.cu")
@@ -53,19 +62,35 @@ _ROWS_PER_WARP = {
     (True, 2): 1, (True, 4): 2, (True, 8): 2,
     (False, 2): 2, (False, 4): 1, (False, 8): 1,
 }
+#: Consumer warps of the bulk pipeline (each decodes one 64-channel chunk of every row tile of a
+#: stage; a power of two up to 8).
+_BULK_CONSUMERS = 8
+#: Largest M the bulk pipeline serves: four 8-column M tiles (its accumulators for 16 / MT row
+#: tiles stay in registers).
+BULK_MAX_M = 32
 
 
-def launch_config(m: int, fmt: int) -> tuple[int, int, int, int, int]:
+def bulk_pipeline_available(device: torch.device) -> bool:
+    """Whether ``device`` runs the bulk pipeline (pipeline 2): bulk copies and mbarrier waits with
+    transaction counts need compute capability 9.0 or newer."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
+
+
+def launch_config(m: int, fmt: int, bulk: bool = False) -> tuple[int, int, int, int, int]:
     """(8-column M tiles, 16-row tiles per warp, warps along N, warps along K, pipeline) for M
-    rows.
+    rows; ``bulk``: the device runs the bulk pipeline (:func:`bulk_pipeline_available`).
 
-    M <= 8: the cp.async ring (pipeline 1) with 4 warps per block, measured 1.2x faster than the
-    register pipeline for int4 and NVFP4 on an H100 (marlin-h100-2026-11-22-pipelines.json).
-    Larger M: the register pipeline with all eight warps splitting K (the ring lost there 2-5x
-    while its activation copies bypassed L1; they go through L1 since, not yet measured). M up
-    to 64 per block, larger M in more blocks.
+    M <= 32 with ``bulk``: the bulk pipeline (persistent blocks, one producer warp streaming
+    contiguous weight segments into a shared-memory ring, eight consumer warps).
+    Otherwise M <= 8: the cp.async ring (pipeline 1) with 4 warps per block, measured 1.2x faster
+    than the register pipeline for int4 and NVFP4 on an H100
+    (marlin-h100-2026-11-22-pipelines.json). Larger M: the register pipeline with all eight warps
+    splitting K (the ring lost there 2-5x while its activation copies bypassed L1). M up to 64 per
+    block, larger M in more blocks.
     """
     mt = 1 if m <= 8 else 2 if m <= 16 else 4 if m <= 32 else 8
+    if bulk and m <= BULK_MAX_M:
+        return mt, 1, 1, _BULK_CONSUMERS, 2
     eight_bit = Format.BITS[fmt] == 8
     if mt == 1:
         return 1, 1 if eight_bit else 2, 1, 4, 1

@@ -114,13 +114,20 @@ def test_every_launch_config_agrees(config, m: int) -> None:
 
 
 @needs_cuda
-def test_poisoned_output_fully_written() -> None:
+@pytest.mark.parametrize("launch", [
+    (37, (8, 2, 4, 2, 0)),
+    pytest.param((29, (4, 1, 1, 8, 2)), marks=pytest.mark.skipif(
+        not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9,
+        reason="the bulk pipeline needs compute capability 9.0 or newer")),
+], ids=["register", "bulk"])
+def test_poisoned_output_fully_written(launch) -> None:
+    m, config = launch
     kernel, layer, reference = _processed(INT4)
-    x = torch.randn(37, INT4.in_features, device="cuda", dtype=torch.bfloat16)
-    out = torch.full((37, INT4.out_features), float("nan"), device="cuda", dtype=torch.bfloat16)
+    x = torch.randn(m, INT4.in_features, device="cuda", dtype=torch.bfloat16)
+    out = torch.full((m, INT4.out_features), float("nan"), device="cuda", dtype=torch.bfloat16)
     empty = x.new_empty(0)
     ops.extension().gemm(x, layer.weight, layer.weight_scale, empty, empty, empty, empty, out,
-                         kernel._fmt, kernel._group_size, kernel._zconst, 8, 2, 4, 2, 0,
+                         kernel._fmt, kernel._group_size, kernel._zconst, *config,
                          torch.cuda.current_stream().cuda_stream)
     assert bool(torch.isfinite(out).all())
     assert _relative_error(out, x.double() @ reference.T) < 1e-2
@@ -173,3 +180,74 @@ def test_act_order_row_parallel() -> None:
     for m in (1, 40, 300):
         x = torch.randn(m, 512, device="cuda", dtype=torch.float16)
         assert _relative_error(kernel.apply_weights(layer, x), x.double() @ reference.T) < 1e-2
+
+
+needs_bulk = pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9,
+    reason="the bulk pipeline needs a CUDA device of compute capability 9.0 or newer")
+
+#: Shapes for the bulk pipeline: more row tiles than an H100 has SMs (several passes per block at
+#: M > 8), K tails inside the last 64-channel chunk and a last stage of fewer chunks than consumer
+#: warps, zero-point and act-order scale tables, 8-bit codes (two vectors per lane).
+BULK_FORMATS = {
+    "int4-g128": MPLinearLayerConfig(weight_shape=(9000, 1024), group_size=128),
+    "uint4-zp-g32-fp16": MPLinearLayerConfig(
+        weight_shape=(4200, 1568), weight_type=scalar_types.uint4, zero_points=True,
+        group_size=32, act_dtype=torch.float16),
+    "uint8b128-channel": MPLinearLayerConfig(
+        weight_shape=(2200, 1040), weight_type=scalar_types.uint8b128, group_size=-1),
+    "nvfp4": NvFp4LinearLayerConfig(weight_shape=(9000, 1024), activation_mode="w4a16"),
+    "mxfp4-fp16": MxFp4LinearLayerConfig(weight_shape=(4100, 1536), activation_mode="w4a16",
+                                         act_dtype=torch.float16),
+    "fp8-channel": FP8ScaledMMLinearLayerConfig(weight_shape=(4100, 1040),
+                                                activation_mode="w8a16"),
+    "mxfp8": Mxfp8LinearLayerConfig(weight_shape=(2100, 2048), activation_mode="w8a16"),
+    "uint4-zp-act-order-fp16": MPLinearLayerConfig(
+        weight_shape=(2304, 1024), weight_type=scalar_types.uint4, zero_points=True,
+        group_size=128, has_g_idx=True, act_dtype=torch.float16),
+}
+
+
+@needs_bulk
+@pytest.mark.parametrize("name", list(BULK_FORMATS))
+def test_bulk_pipeline_every_format(name: str) -> None:
+    config = BULK_FORMATS[name]
+    kernel, layer, reference = _processed(config)
+    bias = torch.randn(config.out_features, device="cuda", dtype=config.act_dtype)
+    for m in (1, 3, 8, 9, 16, 17, 32):
+        assert ops.launch_config(m, kernel._fmt, kernel._bulk)[4] == 2, "bulk pipeline not chosen"
+        x = torch.randn(m, config.in_features, device="cuda", dtype=config.act_dtype)
+        out = kernel.apply_weights(layer, x, bias)
+        expected = x.double() @ reference.T + bias.double()
+        assert bool(torch.isfinite(out).all()), (name, m)
+        error = _relative_error(out, expected)
+        assert error < 1e-2, (name, m, error)
+
+
+@needs_bulk
+@pytest.mark.parametrize("config", [INT4, FP4], ids=["int4", "nvfp4"])
+def test_bulk_pipeline_consumer_counts(config) -> None:
+    kernel, layer, reference = _processed(config)
+    n = config.out_features
+    for mt in (1, 2, 4):
+        for m in (8 * mt - 5, 8 * mt):
+            x = torch.randn(m, config.in_features, device="cuda", dtype=config.act_dtype)
+            expected = x.double() @ reference.T
+            for wk in (2, 4, 8):
+                out = ops.gemm(x, layer.weight, layer.weight_scale, None, None,
+                               getattr(layer, "weight_channel_scale", None), None, kernel._fmt,
+                               n, kernel._group_size, kernel._zconst, mt, 1, 1, wk, 2)
+                error = _relative_error(out, expected)
+                assert error < 1e-2, (mt, m, wk, error)
+
+
+@needs_bulk
+@pytest.mark.parametrize("mt,rows,wk,m", [(8, 1, 8, 40), (2, 2, 8, 16), (1, 1, 3, 4), (1, 1, 8, 9)],
+                         ids=["mt8", "two-rows", "three-warps", "m-over-tile"])
+def test_bulk_pipeline_refuses_unserved_configs(mt: int, rows: int, wk: int, m: int) -> None:
+    kernel, layer, _ = _processed(INT4)
+    x = torch.randn(m, INT4.in_features, device="cuda", dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match="invalid argument"):
+        ops.gemm(x, layer.weight, layer.weight_scale, None, None, None, None, kernel._fmt,
+                 INT4.out_features, kernel._group_size, kernel._zconst, mt, rows, 1, wk, 2)
+

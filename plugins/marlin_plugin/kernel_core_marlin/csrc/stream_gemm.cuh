@@ -22,6 +22,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_runtime.h>
 #include <cuda_fp16.h>
 #include <stdint.h>
 
@@ -285,6 +286,38 @@ __device__ __forceinline__ void mma_chunk(float (&acc)[MT][R][4],
   }
 }
 
+// Write chan[n] * acc + bias[n] for R row tiles from tile0 and MT column tiles from m0 (the mma
+// accumulator fragment: rows g and g + 8, columns 2 t and 2 t + 1 of each 8-column tile).
+template <typename T, int MT, int R>
+__device__ __forceinline__ void store_fragment(const GemmParams& p, const float (&acc)[MT][R][4],
+                                               int lane, int tile0, int m0) {
+  const int g = lane >> 2;
+  const int t = lane & 3;
+  T* out = static_cast<T*>(p.out);
+  const T* bias = static_cast<const T*>(p.bias);
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+#pragma unroll
+    for (int half_row = 0; half_row < 2; ++half_row) {
+      const int n = (tile0 + r) * 16 + g + 8 * half_row;
+      if (n >= p.N) continue;
+      const float cs = p.chan != nullptr ? p.chan[n] : 1.0f;
+      const float bs = bias != nullptr ? to_float(bias[n]) : 0.0f;
+#pragma unroll
+      for (int j = 0; j < MT; ++j) {
+#pragma unroll
+        for (int col = 0; col < 2; ++col) {
+          const int m = m0 + 8 * j + 2 * t + col;
+          if (m < p.M) {
+            out[static_cast<size_t>(m) * p.N + n] =
+                from_float<T>(acc[j][r][2 * half_row + col] * cs + bs);
+          }
+        }
+      }
+    }
+  }
+}
+
 // Sum the WK partial results of each warp column through shared memory (red: at least
 // WN * (WK - 1) * MT * R * 128 floats), then the first warp of the column writes
 // chan[n] * sum + bias[n].
@@ -317,31 +350,7 @@ __device__ __forceinline__ void reduce_and_store(const GemmParams& p, float (&ac
     }
   }
   if (wk != 0) return;
-  const int g = lane >> 2;
-  const int t = lane & 3;
-  T* out = static_cast<T*>(p.out);
-  const T* bias = static_cast<const T*>(p.bias);
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-#pragma unroll
-    for (int half_row = 0; half_row < 2; ++half_row) {
-      const int n = (tile0 + r) * 16 + g + 8 * half_row;
-      if (n >= p.N) continue;
-      const float cs = p.chan != nullptr ? p.chan[n] : 1.0f;
-      const float bs = bias != nullptr ? to_float(bias[n]) : 0.0f;
-#pragma unroll
-      for (int j = 0; j < MT; ++j) {
-#pragma unroll
-        for (int col = 0; col < 2; ++col) {
-          const int m = m0 + 8 * j + 2 * t + col;
-          if (m < p.M) {
-            out[static_cast<size_t>(m) * p.N + n] =
-                from_float<T>(acc[j][r][2 * half_row + col] * cs + bs);
-          }
-        }
-      }
-    }
-  }
+  store_fragment<T, MT, R>(p, acc, lane, tile0, m0);
 }
 
 // Register pipeline: each warp loads 8 / MT chunks into registers, then computes them.
@@ -576,6 +585,412 @@ __global__ void __launch_bounds__(256) stream_gemm_async_kernel(const GemmParams
   wait_async<0>();
   __syncthreads();  // the ring becomes the reduction buffer
   reduce_and_store<T, MT, R>(p, acc, reinterpret_cast<float*>(ring), wn, wk, lane, tile0, m0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bulk pipeline (pipeline 2, SM90 and newer): persistent blocks that stream whole contiguous
+// segments of the weight with the bulk copy engine.
+//
+// Block b of the grid (one per SM) owns the row tiles [b N16 / grid, (b + 1) N16 / grid) and
+// walks them in passes of at most BulkPlan::tiles_per_pass tiles (16 / MT: the accumulators of a
+// pass stay in registers). A pass runs over K in stages of W chunks (W = consumer warps). One
+// producer warp fills a ring of shared-memory stages: per stage and tile one `cp.async.bulk` of
+// the tile's W contiguous chunks (W * 512 bytes of 4-bit codes: the layout stores a tile's chunks
+// back to back), one of the scale groups they use (and one of the zero points), and one per
+// activation row; each stage completes on an mbarrier that counts the bytes. Consumer warp w
+// decodes chunk w of every tile in the stage, so it reads its activation fragment once per stage
+// and uses it for all tiles of the pass, then releases the stage on a second mbarrier. At the end
+// of a pass the consumer warps sum their partial results in a tree through shared memory and warp
+// 0 writes the outputs: no global workspace, nothing to zero between CUDA-graph replays.
+
+//: Most stages a ring may have (the mbarrier array is sized for it).
+constexpr int kBulkMaxStages = 12;
+
+// Shared-memory geometry of one launch, computed on the host (plan_bulk) and passed by value.
+struct BulkPlan {
+  int tiles_per_pass;  // row tiles in one pass (and one stage), at most 16 / MT
+  int stages;          // ring depth
+  int group_cap;       // scale groups a stage copies per tile, at most
+  int wslot;           // bytes of one tile's codes in a stage: W * 512 * V
+  int sslot;           // bytes of one tile's scale (or zero-point) groups: group_cap * 32
+  int scale_off;       // offsets inside a stage: scale groups, zero-point groups, activations
+  int zero_off;
+  int x_off;
+  int xstride;         // bytes between activation rows: W * 128 + 16 (no bank conflicts)
+  int stage_bytes;
+  int red_off;         // tree-reduction slices (W / 2 of tiles_per_pass * MT * 512 bytes)
+  int bar_off;         // 2 * stages mbarriers: full[stages], then empty[stages]
+};
+
+// Groups [lo, lo + count) of the scale table that a stage of chunks [cb, ce) copies. Without
+// act-order they are every group the chunks touch. With act-order (groups sorted along K except
+// for the final padding, which takes group 0) the copy starts at the first block's group and a
+// consumer reads any group outside the copied range from global memory.
+__device__ __forceinline__ void stage_groups(const GemmParams& p, int cap, int cb, int ce, int& lo,
+                                             int& count) {
+  if (p.gtab != nullptr) {
+    lo = min(max(__ldg(p.gtab + cb * 4), 0), p.G - 1);
+    count = min(cap, p.G - lo);
+  } else {
+    lo = min(cb * 64 / p.group_size, p.G - 1);
+    const int hi = min((ce * 64 - 1) / p.group_size, p.G - 1);
+    count = min(cap, hi - lo + 1);
+  }
+}
+
+__device__ __forceinline__ uint32_t shared_address(const void* ptr) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(ptr));
+}
+
+// The SM90 instructions, compiled only for SM90 and newer (the sources also build for SM80,
+// where the bulk kernel is an empty stub that the host never launches).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define KCM_BULK_COPY 1
+
+__device__ __forceinline__ void mbarrier_init(uint64_t* bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(shared_address(bar)), "r"(count)
+               : "memory");
+}
+
+__device__ __forceinline__ void mbarrier_init_fence() {
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+}
+
+// One arrival that also expects `bytes` of bulk copies to complete on the barrier.
+__device__ __forceinline__ void mbarrier_arrive_expect(uint64_t* bar, int bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(shared_address(bar)),
+               "r"(bytes)
+               : "memory");
+}
+
+__device__ __forceinline__ void mbarrier_arrive(uint64_t* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(shared_address(bar)) : "memory");
+}
+
+// Wait until the barrier's phase of this parity has completed.
+__device__ __forceinline__ void mbarrier_wait(uint64_t* bar, int parity) {
+  uint32_t done;
+  do {
+    asm volatile(
+        "{\n .reg .pred ready;\n mbarrier.try_wait.parity.shared::cta.b64 ready, [%1], %2;\n"
+        " selp.u32 %0, 1, 0, ready;\n}\n"
+        : "=r"(done)
+        : "r"(shared_address(bar)), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+
+// L2 policy for data read once (the weights and their scales): evicted first, so the
+// activations and the outputs stay in L2.
+__device__ __forceinline__ uint64_t evict_first_policy() {
+  uint64_t policy;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+  return policy;
+}
+
+__device__ __forceinline__ void bulk_copy_streamed(void* dst, const void* src, int bytes,
+                                                   uint64_t* bar, uint64_t policy) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint"
+      " [%0], [%1], %2, [%3], %4;" ::"r"(shared_address(dst)),
+      "l"(src), "r"(bytes), "r"(shared_address(bar)), "l"(policy)
+      : "memory");
+}
+
+__device__ __forceinline__ void bulk_copy(void* dst, const void* src, int bytes, uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::
+          "r"(shared_address(dst)),
+      "l"(src), "r"(bytes), "r"(shared_address(bar))
+      : "memory");
+}
+
+// Barrier among the consumer warps only (the producer warp runs ahead).
+__device__ __forceinline__ void consumer_sync(int threads) {
+  asm volatile("bar.sync 1, %0;" ::"r"(threads) : "memory");
+}
+#endif
+
+// The tile range of pass `pass` of a block: [tile0, tile0 + ntiles).
+__device__ __forceinline__ void pass_tiles(int t_begin, int span, int passes, int pass, int& tile0,
+                                           int& ntiles) {
+  tile0 = t_begin + span * pass / passes;
+  ntiles = t_begin + span * (pass + 1) / passes - tile0;
+}
+
+template <int V>
+__device__ __forceinline__ void bulk_produce(const GemmParams& p, const BulkPlan& plan,
+                                             unsigned char* smem, uint64_t* full, uint64_t* empty,
+                                             int t_begin, int span, int passes, int lane) {
+#ifdef KCM_BULK_COPY
+  const int chunks = p.WK;
+  const int kstages = (p.C + chunks - 1) / chunks;
+  const uint64_t policy = evict_first_policy();
+  const unsigned char* weights = static_cast<const unsigned char*>(p.w);
+  const unsigned char* scales = reinterpret_cast<const unsigned char*>(p.gscale);
+  const unsigned char* zeros = reinterpret_cast<const unsigned char*>(p.zeros);
+  const unsigned char* x = static_cast<const unsigned char*>(p.x);
+  const int tables = p.zeros != nullptr ? 2 : 1;
+  int it = 0;
+  for (int pass = 0; pass < passes; ++pass) {
+    int tile0, ntiles;
+    pass_tiles(t_begin, span, passes, pass, tile0, ntiles);
+    for (int ks = 0; ks < kstages; ++ks, ++it) {
+      const int stage = it % plan.stages;
+      if (it >= plan.stages) mbarrier_wait(empty + stage, (it / plan.stages - 1) & 1);
+      const int cb = ks * chunks;
+      const int ce = min(cb + chunks, p.C);
+      int g_lo, ng;
+      stage_groups(p, plan.group_cap, cb, ce, g_lo, ng);
+      const int wbytes = (ce - cb) * 512 * V;
+      const int sbytes = ng * 32;
+      const int xbytes = (min(ce * 64, p.K) - cb * 64) * 2;
+      unsigned char* base = smem + static_cast<size_t>(stage) * plan.stage_bytes;
+      if (lane == 0) {
+        mbarrier_arrive_expect(full + stage, ntiles * (wbytes + tables * sbytes) + p.M * xbytes);
+      }
+      __syncwarp();
+      const int copies = ntiles * (1 + tables) + p.M;
+      for (int j = lane; j < copies; j += 32) {
+        if (j < ntiles) {
+          const size_t src = (static_cast<size_t>(tile0 + j) * p.C + cb) * 512 * V;
+          bulk_copy_streamed(base + j * plan.wslot, weights + src, wbytes, full + stage, policy);
+        } else if (j < ntiles * (1 + tables)) {
+          const int table = j / ntiles - 1;  // 0: scales, 1: zero points
+          const int i = j % ntiles;
+          const size_t src = (static_cast<size_t>(tile0 + i) * p.G + g_lo) * 32;
+          bulk_copy_streamed(base + (table ? plan.zero_off : plan.scale_off) + i * plan.sslot,
+                             (table ? zeros : scales) + src, sbytes, full + stage, policy);
+        } else {
+          const int m = j - ntiles * (1 + tables);
+          const size_t src = (static_cast<size_t>(m) * p.K + cb * 64) * 2;
+          bulk_copy(base + plan.x_off + m * plan.xstride, x + src, xbytes, full + stage);
+        }
+      }
+    }
+  }
+#endif
+}
+
+template <typename T, int FMT, int MT>
+__global__ void __launch_bounds__(288, 1) stream_gemm_bulk_kernel(const GemmParams p,
+                                                                 const BulkPlan plan) {
+#ifdef KCM_BULK_COPY
+  constexpr int V = VecCount<FMT>::value;
+  constexpr int kMaxTiles = 16 / MT;
+  extern __shared__ __align__(128) unsigned char smem[];
+  const int consumers = p.WK;
+  const int warp = threadIdx.x >> 5;
+  const int lane = threadIdx.x & 31;
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + plan.bar_off);
+  uint64_t* empty = full + plan.stages;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < plan.stages; ++s) {
+      mbarrier_init(full + s, 1);
+      mbarrier_init(empty + s, consumers);
+    }
+    mbarrier_init_fence();
+  }
+  __syncthreads();
+
+  const int t_begin = static_cast<int>(static_cast<long long>(blockIdx.x) * p.N16 / gridDim.x);
+  const int span =
+      static_cast<int>(static_cast<long long>(blockIdx.x + 1) * p.N16 / gridDim.x) - t_begin;
+  const int passes = (span + plan.tiles_per_pass - 1) / plan.tiles_per_pass;
+  if (warp == consumers) {
+    bulk_produce<V>(p, plan, smem, full, empty, t_begin, span, passes, lane);
+    return;
+  }
+
+  const int w = warp;
+  const int g = lane >> 2;
+  const int t = lane & 3;
+  const int kstages = (p.C + consumers - 1) / consumers;
+  const uint32_t zconst_pair = floats_to_pair<T>(static_cast<float>(p.zconst),
+                                                 static_cast<float>(p.zconst));
+  float4* slices = reinterpret_cast<float4*>(smem + plan.red_off);
+  const int slice_len = plan.tiles_per_pass * MT * 32;  // float4 per lane and (tile, M tile)
+  float acc[kMaxTiles][MT][1][4];
+  int it = 0;
+  for (int pass = 0; pass < passes; ++pass) {
+    int tile0, ntiles;
+    pass_tiles(t_begin, span, passes, pass, tile0, ntiles);
+#pragma unroll
+    for (int i = 0; i < kMaxTiles; ++i)
+#pragma unroll
+      for (int j = 0; j < MT; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[i][j][0][e] = 0.0f;
+
+    for (int ks = 0; ks < kstages; ++ks, ++it) {
+      const int stage = it % plan.stages;
+      mbarrier_wait(full + stage, (it / plan.stages) & 1);
+      const int cb = ks * consumers;
+      const int ce = min(cb + consumers, p.C);
+      const int c = cb + w;
+      if (c < ce) {
+        const unsigned char* base = smem + static_cast<size_t>(stage) * plan.stage_bytes;
+        int g_lo, ng;
+        stage_groups(p, plan.group_cap, cb, ce, g_lo, ng);
+        const int grp = group_of(p, c, t);
+        const int local = grp - g_lo;
+        const bool staged = local >= 0 && local < ng;
+        const int kseg = c * 64 + 16 * t;
+        uint4 xv[MT][2];
+#pragma unroll
+        for (int j = 0; j < MT; ++j) {
+          const int row = 8 * j + g;
+          if (row < p.M && kseg < p.K) {
+            const uint4* src = reinterpret_cast<const uint4*>(base + plan.x_off + row * plan.xstride +
+                                                              (w * 64 + 16 * t) * 2);
+            xv[j][0] = src[0];
+            xv[j][1] = src[1];
+          } else {
+            xv[j][0] = make_uint4(0, 0, 0, 0);
+            xv[j][1] = make_uint4(0, 0, 0, 0);
+          }
+        }
+#pragma unroll
+        for (int i = 0; i < kMaxTiles; ++i) {
+          if (i < ntiles) {
+            const uint4* wsrc =
+                reinterpret_cast<const uint4*>(base + i * plan.wslot + w * 512 * V) + lane;
+            uint4 wv[1][V];
+#pragma unroll
+            for (int v = 0; v < V; ++v) wv[0][v] = wsrc[v * 32];
+            const size_t gidx = (static_cast<size_t>(tile0 + i) * p.G + grp) * 8 + g;
+            const int soff = i * plan.sslot + local * 32 + g * 4;
+            uint32_t sw[1], zw[1];
+            sw[0] = staged ? *reinterpret_cast<const uint32_t*>(base + plan.scale_off + soff)
+                           : __ldg(p.gscale + gidx);
+            zw[0] = p.zeros == nullptr
+                        ? zconst_pair
+                        : staged ? *reinterpret_cast<const uint32_t*>(base + plan.zero_off + soff)
+                                 : __ldg(p.zeros + gidx);
+            mma_chunk<T, FMT, MT, 1>(acc[i], wv, xv, sw, zw);
+          }
+        }
+      }
+      __syncwarp();
+      if (lane == 0) mbarrier_arrive(empty + stage);
+    }
+
+    // Tree sum over the consumer warps: the upper half stores, the lower half adds.
+    for (int active = consumers; active > 1; active >>= 1) {
+      const int half = active >> 1;
+      if (w >= half && w < active) {
+        float4* dst = slices + (w - half) * slice_len;
+#pragma unroll
+        for (int i = 0; i < kMaxTiles; ++i)
+#pragma unroll
+          for (int j = 0; j < MT; ++j)
+            if (i < ntiles) {
+              const float* a = acc[i][j][0];
+              dst[(i * MT + j) * 32 + lane] = make_float4(a[0], a[1], a[2], a[3]);
+            }
+      }
+      consumer_sync(32 * consumers);
+      if (w < half) {
+        const float4* src = slices + w * slice_len;
+#pragma unroll
+        for (int i = 0; i < kMaxTiles; ++i)
+#pragma unroll
+          for (int j = 0; j < MT; ++j)
+            if (i < ntiles) {
+              const float4 v = src[(i * MT + j) * 32 + lane];
+              acc[i][j][0][0] += v.x;
+              acc[i][j][0][1] += v.y;
+              acc[i][j][0][2] += v.z;
+              acc[i][j][0][3] += v.w;
+            }
+      }
+      consumer_sync(32 * consumers);
+    }
+    if (w == 0) {
+#pragma unroll
+      for (int i = 0; i < kMaxTiles; ++i)
+        if (i < ntiles) store_fragment<T, MT, 1>(p, acc[i], lane, tile0 + i, 0);
+    }
+  }
+#endif
+}
+
+// Shared-memory plan of a bulk launch for this device (sms multiprocessors, smem_limit bytes of
+// shared memory per block), or a cudaError_t value when the launch cannot be served.
+template <int FMT, int MT>
+int plan_bulk(const GemmParams& p, int sms, int smem_limit, BulkPlan& plan, int& blocks) {
+  constexpr int V = VecCount<FMT>::value;
+  const int w = p.WK;
+  // Every stage copies at least one activation channel (K ends in the last chunk) and the bulk
+  // copies need 16-byte aligned sources.
+  const bool aligned = (reinterpret_cast<uintptr_t>(p.w) | reinterpret_cast<uintptr_t>(p.gscale) |
+                        reinterpret_cast<uintptr_t>(p.zeros) | reinterpret_cast<uintptr_t>(p.x)) %
+                           16 ==
+                       0;
+  if ((w != 2 && w != 4 && w != 8) || p.WN != 1 || p.M > 8 * MT || p.N16 < 1 || p.C < 1 ||
+      (p.C - 1) * 64 >= p.K || p.K % 16 != 0 || !aligned) {
+    return static_cast<int>(cudaErrorInvalidValue);
+  }
+  blocks = p.N16 < sms ? p.N16 : sms;
+  const int span_max = (p.N16 + blocks - 1) / blocks;
+  // Every 16 channels lie in one group (group sizes are multiples of 16), so a stage of 64 w
+  // channels touches at most 4 w groups, and without act-order at most (64 w - 17) / gs + 2.
+  int cap = 4 * w;
+  if (p.gtab == nullptr && p.group_size > 0) {
+    const int touched = (64 * w - 17) / p.group_size + 2;
+    cap = touched < cap ? touched : cap;
+  }
+  cap = p.G < cap ? p.G : cap;
+  plan.group_cap = cap;
+  plan.wslot = w * 512 * V;
+  plan.sslot = cap * 32;
+  plan.xstride = w * 128 + 16;
+  const int tables = p.zeros != nullptr ? 2 : 1;
+  const int max_tiles = 16 / MT;
+  const int bars = 2 * kBulkMaxStages * 8;
+  for (int passes = (span_max + max_tiles - 1) / max_tiles;; ++passes) {
+    const int tiles = (span_max + passes - 1) / passes;
+    const int x_off = tiles * (plan.wslot + tables * plan.sslot);
+    const int stage_bytes = (x_off + p.M * plan.xstride + 127) / 128 * 128;
+    const int red = (w / 2) * tiles * MT * 512;
+    int stages = (smem_limit - red - bars) / stage_bytes;
+    stages = stages < kBulkMaxStages ? stages : kBulkMaxStages;
+    if (stages >= 3 || tiles == 1) {
+      if (stages < 2) return static_cast<int>(cudaErrorInvalidValue);
+      plan.tiles_per_pass = tiles;
+      plan.stages = stages;
+      plan.scale_off = tiles * plan.wslot;
+      plan.zero_off = plan.scale_off + tiles * plan.sslot;
+      plan.x_off = x_off;
+      plan.stage_bytes = stage_bytes;
+      plan.red_off = stages * stage_bytes;
+      plan.bar_off = plan.red_off + red;
+      return 0;
+    }
+  }
+}
+
+template <typename T, int FMT, int MT>
+int launch_gemm_bulk(const GemmParams& p, cudaStream_t stream) {
+  int device = 0, major = 0, sms = 0, smem_limit = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  if (err == cudaSuccess) {
+    err = cudaDeviceGetAttribute(&smem_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  }
+  if (err != cudaSuccess) return static_cast<int>(err);
+  if (major < 9) return static_cast<int>(cudaErrorNotSupported);  // bulk copies need SM90
+  BulkPlan plan;
+  int blocks = 0;
+  const int planned = plan_bulk<FMT, MT>(p, sms, smem_limit, plan, blocks);
+  if (planned != 0) return planned;
+  const size_t bytes = static_cast<size_t>(plan.bar_off) + 2 * plan.stages * sizeof(uint64_t);
+  err = cudaFuncSetAttribute(stream_gemm_bulk_kernel<T, FMT, MT>,
+                             cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  if (err != cudaSuccess) return static_cast<int>(err);
+  stream_gemm_bulk_kernel<T, FMT, MT><<<blocks, 32 * (p.WK + 1), bytes, stream>>>(p, plan);
+  return static_cast<int>(cudaGetLastError());
 }
 
 // One thread per (row tile, chunk, lane): writes rows g and g + 8, channels 16 t .. 16 t + 15 of

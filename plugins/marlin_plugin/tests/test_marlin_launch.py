@@ -1,0 +1,144 @@
+"""CPU checks of the launch choice: the pipeline and tile shape each M takes, and the bulk
+pipeline's shared-memory plan (``kcm::plan_bulk``, built with nvcc into a host harness) for the
+benchmark shapes and awkward ones."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from kernel_core_marlin import ops
+from kernel_core_marlin.ops import CSRC
+from kernel_core_marlin.prepare import Format
+
+NVCC = shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc"
+H100_SMS = 132
+H100_SMEM = 232448  # cudaDevAttrMaxSharedMemoryPerBlockOptin
+ONE_GROUP = 1 << 30
+
+
+@pytest.mark.parametrize("fmt", [Format.INT4, Format.INT8, Format.FP4, Format.FP8])
+def test_bulk_pipeline_serves_m_up_to_32(fmt: int) -> None:
+    for m in range(1, ops.BULK_MAX_M + 1):
+        mt = 1 if m <= 8 else 2 if m <= 16 else 4
+        assert ops.launch_config(m, fmt, True) == (mt, 1, 1, 8, 2), m
+    for m in (33, 64, 255):
+        assert ops.launch_config(m, fmt, True)[4] != 2, m
+
+
+@pytest.mark.parametrize("fmt", [Format.INT4, Format.INT8, Format.FP4, Format.FP8])
+def test_without_bulk_pipeline_the_ring_and_register_pipelines_serve(fmt: int) -> None:
+    for m in range(1, 65):
+        mt, rows, wn, wk, pipeline = ops.launch_config(m, fmt)
+        assert pipeline == (1 if m <= 8 else 0), m
+        assert 8 * mt >= m and wn * wk <= 8, m
+
+
+def test_bulk_pipeline_unavailable_off_cuda() -> None:
+    assert not ops.bulk_pipeline_available(torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def plan_harness(tmp_path_factory) -> Path:
+    if not Path(NVCC).exists():
+        pytest.skip("nvcc is not installed")
+    exe = tmp_path_factory.mktemp("bulk_plan") / "bulk_plan"
+    subprocess.run([NVCC, "-std=c++17", "-O1", f"-I{CSRC}",
+                    str(Path(__file__).with_name("bulk_plan_main.cu")), "-o", str(exe)],
+                   check=True, capture_output=True, text=True, timeout=300)
+    return exe
+
+
+def _plan(exe: Path, fmt: int, mt: int, m: int, n: int, k: int, groups: int, group_size: int, *,
+          zeros: bool = False, act_order: bool = False, consumers: int = 8,
+          sms: int = H100_SMS, smem: int = H100_SMEM, chunks: int | None = None) -> dict:
+    chunks = chunks if chunks is not None else -(-k // 64)
+    args = [fmt, mt, m, -(-n // 16), chunks, k, groups, group_size, int(zeros), int(act_order),
+            consumers, sms, smem]
+    result = subprocess.run([str(exe), *map(str, args)], check=True, capture_output=True,
+                            text=True, timeout=60)
+    return json.loads(result.stdout)
+
+
+#: (format, M tiles, M, N, K, groups, group size, zero points, act-order): the benchmark's shapes
+#: for int4 g128, NVFP4 and 8-bit codes, plus small N, K tails, zero points and act-order.
+PLAN_CASES = [
+    (Format.INT4, 1, 1, 28672, 8192, 64, 128, False, False),
+    (Format.INT4, 2, 16, 28672, 8192, 64, 128, False, False),
+    (Format.INT4, 4, 32, 28672, 8192, 64, 128, False, False),
+    (Format.INT4, 1, 4, 8192, 28672, 224, 128, False, False),
+    (Format.INT4, 2, 16, 10240, 8192, 64, 128, False, False),
+    (Format.INT4, 2, 13, 8192, 8192, 64, 128, False, False),
+    (Format.FP4, 1, 1, 28672, 8192, 512, 16, False, False),
+    (Format.FP4, 2, 16, 8192, 28672, 1792, 16, False, False),
+    (Format.FP4, 4, 32, 28672, 8192, 256, 32, False, False),
+    (Format.FP8, 1, 1, 28672, 8192, 1, ONE_GROUP, False, False),
+    (Format.INT8, 4, 32, 28672, 8192, 256, 32, True, False),
+    (Format.INT4, 1, 2, 256, 1040, 65, 16, True, False),
+    (Format.INT4, 4, 30, 200, 704, 11, 64, True, False),
+    (Format.INT4, 2, 16, 2304, 1024, 8, 0, True, True),
+    (Format.INT4, 1, 1, 16, 64, 1, 48, False, False),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", PLAN_CASES, ids=lambda c: "-".join(map(str, c[:7])))
+def test_bulk_plan_fits_and_covers(plan_harness: Path, case) -> None:
+    fmt, mt, m, n, k, groups, group_size, zeros, act_order = case
+    plan = _plan(plan_harness, fmt, mt, m, n, k, groups, group_size, zeros=zeros,
+                 act_order=act_order)
+    assert plan["code"] == 0, plan
+    n16, chunks = -(-n // 16), -(-k // 64)
+    vectors = Format.BITS[fmt] // 4
+    tiles = plan["tiles_per_pass"]
+    assert plan["blocks"] == min(H100_SMS, n16)
+    span = -(-n16 // plan["blocks"])
+    assert 1 <= tiles <= 16 // mt and tiles <= span
+    # Few passes (each re-reads the activations): no more than the register budget forces, unless
+    # shared memory does.
+    assert tiles == span or -(-span // tiles) >= -(-span // (16 // mt))
+    assert 3 <= plan["stages"] <= 12 or (tiles == 1 and plan["stages"] == 2)
+    assert plan["bar_off"] + 2 * plan["stages"] * 8 <= H100_SMEM
+    # Stage layout: codes, scale groups, zero-point groups, activation rows; 16-byte aligned.
+    assert plan["wslot"] == 8 * 512 * vectors and plan["xstride"] == 8 * 128 + 16
+    assert plan["scale_off"] == tiles * plan["wslot"]
+    assert plan["zero_off"] == plan["scale_off"] + tiles * plan["sslot"]
+    assert plan["x_off"] == plan["zero_off"] + (tiles * plan["sslot"] if zeros else 0)
+    assert plan["x_off"] + m * plan["xstride"] <= plan["stage_bytes"]
+    assert plan["stage_bytes"] % 128 == 0 and plan["sslot"] == 32 * plan["group_cap"]
+    assert plan["red_off"] == plan["stages"] * plan["stage_bytes"]
+    assert plan["bar_off"] - plan["red_off"] >= 4 * tiles * mt * 512
+    for key in ("scale_off", "zero_off", "x_off", "red_off", "bar_off"):
+        assert plan[key] % 16 == 0, key
+    # The scale slot holds every group a stage of 8 chunks touches (act-order: up to one per 16
+    # channels; the kernel reads any other group from global memory).
+    if act_order:
+        assert plan["group_cap"] == min(groups, 32)
+    else:
+        for cb in range(0, chunks, 8):
+            ce = min(cb + 8, chunks)
+            lo = min(cb * 64 // group_size, groups - 1)
+            hi = min((ce * 64 - 1) // group_size, groups - 1)
+            assert hi - lo + 1 <= plan["group_cap"], (cb, lo, hi)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change", ["m_over_tiles", "three_consumers", "chunks_past_k",
+                                    "no_shared_memory"])
+def test_bulk_plan_refuses(plan_harness: Path, change: str) -> None:
+    args = dict(fmt=Format.INT4, mt=1, m=8, n=4096, k=4096, groups=32, group_size=128)
+    extra = {
+        "m_over_tiles": dict(m=9),
+        "three_consumers": dict(consumers=3),
+        "chunks_past_k": dict(chunks=65),
+        "no_shared_memory": dict(smem=16 * 1024),
+    }[change]
+    args.update(extra)
+    exe_args = {key: args.pop(key) for key in ("consumers", "chunks", "smem") if key in args}
+    plan = _plan(plan_harness, *args.values(), **exe_args)
+    assert plan["code"] != 0, plan
