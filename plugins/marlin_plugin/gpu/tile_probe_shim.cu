@@ -1,0 +1,53 @@
+// A torch-free C entry point to the tile kernel (and the decoder, for the decode + cuBLAS
+// baseline), for probing tile shapes on a GPU machine without building the torch extension.
+// Build (plugins/marlin_plugin): see probe_tile.py.
+#include "../kernel_core_marlin/csrc/gemm_params.h"
+#include "../kernel_core_marlin/csrc/tile_api.h"
+
+namespace {
+
+kcm::GemmParams make(const void* x, const void* w, const void* gscale, const void* zeros,
+                     const void* gtab, const void* chan, const void* bias, void* out, int m, int n,
+                     int k, int chunks, int n16, int groups, int group_size, int zconst) {
+  kcm::GemmParams p{};
+  p.x = x;
+  p.w = w;
+  p.gscale = static_cast<const uint32_t*>(gscale);
+  p.zeros = static_cast<const uint32_t*>(zeros);
+  p.gtab = static_cast<const int*>(gtab);
+  p.chan = static_cast<const float*>(chan);
+  p.bias = bias;
+  p.out = out;
+  p.M = m;
+  p.N = n;
+  p.K = k;
+  p.C = chunks;
+  p.N16 = n16;
+  p.G = groups;
+  p.group_size = group_size;
+  p.zconst = zconst;
+  return p;
+}
+
+}  // namespace
+
+extern "C" int kcm_probe_tile(int dtype, int fmt, int bmx, int rw, int split, const void* x,
+                              const void* w, const void* gscale, const void* zeros,
+                              const void* gtab, const void* chan, const void* bias, void* out,
+                              int m, int n, int k, int chunks, int n16, int groups, int group_size,
+                              int zconst, void* stream) {
+  const kcm::GemmParams p = make(x, w, gscale, zeros, gtab, chan, bias, out, m, n, k, chunks, n16,
+                                 groups, group_size, zconst);
+  return dtype == kcm::kHalf ? kcm::launch_tile_half(p, fmt, bmx, rw, split, stream)
+                             : kcm::launch_tile_bfloat16(p, fmt, bmx, rw, split, stream);
+}
+
+extern "C" int kcm_probe_dequantize(int dtype, int fmt, const void* w, const void* gscale,
+                                    const void* zeros, const void* gtab, const void* chan,
+                                    void* out, int n, int chunks, int n16, int groups,
+                                    int group_size, int zconst, void* stream) {
+  const kcm::GemmParams p = make(nullptr, w, gscale, zeros, gtab, chan, nullptr, out, 0, n, 0,
+                                 chunks, n16, groups, group_size, zconst);
+  return dtype == kcm::kHalf ? kcm::launch_dequantize_half(p, fmt, stream)
+                             : kcm::launch_dequantize_bfloat16(p, fmt, stream);
+}

@@ -1,0 +1,10 @@
+// Tile kernel instances for bfloat16 activations (one translation unit per type: parallel builds).
+#include "tile_launch.cuh"
+
+namespace kcm {
+
+int launch_tile_bfloat16(const GemmParams& p, int fmt, int bmx, int rw, int split, void* stream) {
+  return launch_tile_typed<__nv_bfloat16>(p, fmt, bmx, rw, split, stream);
+}
+
+}  // namespace kcm

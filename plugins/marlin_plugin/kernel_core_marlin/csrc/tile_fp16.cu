@@ -1,0 +1,10 @@
+// Tile kernel instances for float16 activations (one translation unit per type: parallel builds).
+#include "tile_launch.cuh"
+
+namespace kcm {
+
+int launch_tile_half(const GemmParams& p, int fmt, int bmx, int rw, int split, void* stream) {
+  return launch_tile_typed<half>(p, fmt, bmx, rw, split, stream);
+}
+
+}  // namespace kcm

@@ -1,0 +1,377 @@
+// Tensor-core tile GEMM for M >= 64 on SM90 (wgmma), on the stream kernel's packed layout.
+//
+// out[m, n] = chan[n] * sum_k x[m, k] * (decode(code[n, k]) * gscale[n, group(k)]) + bias[n]
+//
+// Swap-AB as in the stream kernel: the weight is the wgmma A operand (64 rows of N per warpgroup,
+// from registers) and the activations the B operand (BMX rows of M, from shared memory), so one
+// m64nBMXk16 instruction covers 64 output features x BMX tokens x 16 channels. A lane's 16 bytes of
+// a 16 x 64 tile (layout.py) are exactly its A fragments for the tile's four k16 steps, and a
+// warpgroup's four warps own four consecutive 16-row tiles, which is the A layout of one m64
+// instruction: the codes go global -> shared (cp.async, a ring of stages) -> registers, are
+// decoded there with the stream kernel's bit tricks (decode_step) and feed wgmma directly.
+//
+// The packed K order inside a 64-channel chunk gives step s, fragment column 2t + 8 jhi + jlo the
+// channel 16 t + 4 s + 2 jhi + jlo. The activations are therefore stored permuted: word w = 8 t +
+// 2 s + jhi of a row's 64 channels (one 4-byte cp.async per lane, lane = w) goes to 16-byte unit
+// 2 s + jhi = w & 7, word t = w >> 3, so step s reads bytes 32 s .. 32 s + 31 of the row, which is
+// what a K-major, 128-byte-swizzled wgmma B operand advanced by 32 bytes per k16 step reads. The
+// 128-byte swizzle (unit u of row r stored at u ^ (r & 7)) is applied by the same copy.
+//
+// Block: two warpgroups, RW 64-row blocks each (128 RW weight rows) x BMX tokens; K chunks run
+// through a ring of kStages stages loaded kStages - 2 chunks ahead, so the stage being refilled
+// was read by wgmmas that wgmma.wait_group(1) has already retired. Split-K runs as a thread-block
+// cluster along x: each block of the cluster takes a share of the chunks, and the partial sums
+// are added through distributed shared memory. No global workspace, nothing to zero between
+// CUDA-graph replays.
+#pragma once
+
+#include <cooperative_groups.h>
+
+#include "stream_gemm.cuh"
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define KCM_TILE_SM90 1
+#endif
+
+namespace kcm {
+
+// wgmma.mma_async m64nNk16, A (4 registers) from registers, B through a shared-memory descriptor,
+// fp32 accumulators (N / 2 per thread); scale-d 1 (accumulate), no negation, B K-major.
+#define KCM_WGMMA_RS_N64(TY, d, a, desc)                                                  \
+  asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " {"              \
+               "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "   \
+               "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"   \
+               "}, {%32, %33, %34, %35}, %36, 1, 1, 1, 0;\n"   \
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),   \
+                 "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),   \
+                 "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),   \
+                 "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])   \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc))
+
+#define KCM_WGMMA_RS_N128(TY, d, a, desc)                                                  \
+  asm volatile("wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " {"              \
+               "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "   \
+               "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "   \
+               "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "   \
+               "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"   \
+               "}, {%64, %65, %66, %67}, %68, 1, 1, 1, 0;\n"   \
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),   \
+                 "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),   \
+                 "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),   \
+                 "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),   \
+                 "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),   \
+                 "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),   \
+                 "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),   \
+                 "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])   \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc))
+
+#define KCM_WGMMA_RS_N256(TY, d, a, desc)                                                  \
+  asm volatile("wgmma.mma_async.sync.aligned.m64n256k16.f32." TY "." TY " {"              \
+               "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "   \
+               "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "   \
+               "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "   \
+               "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "   \
+               "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "   \
+               "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "   \
+               "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "   \
+               "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"   \
+               "}, {%128, %129, %130, %131}, %132, 1, 1, 1, 0;\n"   \
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),   \
+                 "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),   \
+                 "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),   \
+                 "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),   \
+                 "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),   \
+                 "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),   \
+                 "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),   \
+                 "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),   \
+                 "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),   \
+                 "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),   \
+                 "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),   \
+                 "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),   \
+                 "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),   \
+                 "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),   \
+                 "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),   \
+                 "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])   \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc))
+
+template <typename T, int N>
+__device__ __forceinline__ void wgmma_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc) {
+#ifdef KCM_TILE_SM90
+  constexpr bool kHalf = std::is_same<T, half>::value;
+  if constexpr (N == 64) {
+    if constexpr (kHalf) KCM_WGMMA_RS_N64("f16", d, a, desc); else KCM_WGMMA_RS_N64("bf16", d, a, desc);
+  } else if constexpr (N == 128) {
+    if constexpr (kHalf) KCM_WGMMA_RS_N128("f16", d, a, desc); else KCM_WGMMA_RS_N128("bf16", d, a, desc);
+  } else {
+    static_assert(N == 256, "wgmma N must be 64, 128 or 256");
+    if constexpr (kHalf) KCM_WGMMA_RS_N256("f16", d, a, desc); else KCM_WGMMA_RS_N256("bf16", d, a, desc);
+  }
+#endif
+}
+
+__device__ __forceinline__ void wgmma_fence() {
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+
+__device__ __forceinline__ void wgmma_commit() {
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+
+// Empty volatile asm "defining" registers: keeps the compiler from moving the instructions that
+// compute wgmma inputs (fragments, descriptors) past wgmma.fence, and accumulator reads or writes
+// across a fence or wait (either serializes the wgmmas, or reads unfinished results).
+template <int N>
+__device__ __forceinline__ void pin_registers(float (&d)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+template <int N>
+__device__ __forceinline__ void pin_registers(uint32_t (&d)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+r"(d[i])::"memory");
+}
+
+__device__ __forceinline__ void pin_registers(uint64_t& d) { asm volatile("" : "+l"(d)::"memory"); }
+
+// cp.async writes (generic proxy) made visible to wgmma's shared-memory reads (async proxy).
+__device__ __forceinline__ void fence_proxy_async() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
+// Shared-memory descriptor of a K-major operand with the 128-byte swizzle: 8-row atoms of
+// 128-byte rows, 1024 bytes apart (stride byte offset); the leading byte offset is unused.
+__device__ __forceinline__ uint64_t sw128_desc(const void* smem) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) | (1ull << 16) | (64ull << 32) | (1ull << 62);
+}
+
+// Byte offsets inside one stage of the ring (all multiples of 1024 where wgmma reads).
+template <int FMT, int BMX, int RW>
+struct TileLayout {
+  static constexpr int kRows = 128 * RW;  // weight rows per block: 2 warpgroups x RW x 64
+  static constexpr int kTiles = kRows / 16;
+  static constexpr int kX = 0;                                        // BMX rows x 128 bytes
+  static constexpr int kW = BMX * 128;                                // kTiles x V x 512 bytes
+  static constexpr int kScales = kW + kTiles * VecCount<FMT>::value * 512;  // a word per lane
+  static constexpr int kZeros = kScales + kTiles * 128;
+  static constexpr int kStageBytes = (kZeros + kTiles * 128 + 1023) / 1024 * 1024;
+  static constexpr int kStages = (220 * 1024 / kStageBytes) < 8 ? 220 * 1024 / kStageBytes : 8;
+  static constexpr int kAhead = kStages - 2;  // chunks in flight ahead of the one computed
+  static constexpr int kReduceBytes = kRows * BMX * 4;
+  static constexpr size_t kSmemBytes = static_cast<size_t>(kStages) * kStageBytes + 1024;
+  static_assert(kStages >= 3, "a stage must leave room for three in the ring");
+  static_assert(kReduceBytes <= kStages * kStageBytes, "split-K partials must fit in the ring");
+};
+
+// One block: 256 threads = 2 warpgroups; warp w owns the 16-row tiles ((w / 4) RW + r) 4 + w % 4.
+template <typename T, int FMT, int BMX, int RW>
+__global__ void __launch_bounds__(256, 1) tile_gemm_kernel(const GemmParams p) {
+#ifdef KCM_TILE_SM90
+  using Layout = TileLayout<FMT, BMX, RW>;
+  constexpr int V = VecCount<FMT>::value;
+  constexpr int kAcc = BMX / 2;
+  constexpr int kStages = Layout::kStages;
+  constexpr int kAhead = Layout::kAhead;
+  extern __shared__ unsigned char tile_smem_raw[];
+  unsigned char* smem = reinterpret_cast<unsigned char*>(
+      (reinterpret_cast<uintptr_t>(tile_smem_raw) + 1023) & ~static_cast<uintptr_t>(1023));
+
+  const cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
+  const int split = static_cast<int>(cluster.num_blocks());
+  const int rank = static_cast<int>(cluster.block_rank());
+  const int n_block = blockIdx.x / split;
+  const int m0 = blockIdx.y * BMX;
+  const int c_begin = rank * p.C / split;
+  const int count = (rank + 1) * p.C / split - c_begin;
+
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  const int g = lane >> 2;
+  const int t = lane & 3;
+  int local[RW];
+  int tile[RW];
+#pragma unroll
+  for (int r = 0; r < RW; ++r) {
+    local[r] = ((warp >> 2) * RW + r) * 4 + (warp & 3);
+    tile[r] = n_block * Layout::kTiles + local[r];
+  }
+  const T* x = static_cast<const T*>(p.x);
+  const int4* weights = static_cast<const int4*>(p.w);
+  const uint32_t zconst_pair = floats_to_pair<T>(static_cast<float>(p.zconst),
+                                                 static_cast<float>(p.zconst));
+  // This lane copies word `lane` of activation rows warp + 8 j (row & 7 == warp) to its
+  // permuted, swizzled place (see the top of the file).
+  const int x_dst = ((lane & 7) ^ warp) * 16 + (lane >> 3) * 4;
+  const T* x_src = x + static_cast<size_t>(m0 + warp) * p.K + 2 * lane;
+
+  auto issue = [&](int i) {
+    if (i >= count) {  // past this block's chunks: an empty group keeps the wait counts uniform
+      commit_async();
+      return;
+    }
+    const int c = c_begin + i;
+    unsigned char* stage = smem + (i % kStages) * Layout::kStageBytes;
+    const bool k_ok = c * 64 + 2 * lane < p.K;
+#pragma unroll
+    for (int j = 0; j < BMX / 8; ++j) {
+      const bool ok = k_ok && m0 + warp + 8 * j < p.M;
+      const T* src = ok ? x_src + static_cast<size_t>(8 * j) * p.K + c * 64 : x;
+      copy_async4(stage + Layout::kX + (warp + 8 * j) * 128 + x_dst, src, ok);
+    }
+    const int grp = group_of(p, c, t);
+#pragma unroll
+    for (int r = 0; r < RW; ++r) {
+      const bool ok = tile[r] < p.N16;
+#pragma unroll
+      for (int v = 0; v < V; ++v) {
+        const int4* src =
+            ok ? weights + ((static_cast<size_t>(tile[r]) * p.C + c) * V + v) * 32 + lane : weights;
+        copy_async16(stage + Layout::kW + (local[r] * V + v) * 512 + lane * 16, src, ok);
+      }
+      const size_t sidx = ok ? (static_cast<size_t>(tile[r]) * p.G + grp) * 8 + g : 0;
+      copy_async4(stage + Layout::kScales + local[r] * 128 + lane * 4, p.gscale + sidx, ok);
+      if (p.zeros != nullptr) {
+        copy_async4(stage + Layout::kZeros + local[r] * 128 + lane * 4, p.zeros + sidx, ok);
+      }
+    }
+    commit_async();
+  };
+
+  float acc[RW][kAcc];
+#pragma unroll
+  for (int r = 0; r < RW; ++r) {
+#pragma unroll
+    for (int e = 0; e < kAcc; ++e) acc[r][e] = 0.0f;
+  }
+
+  // Chunk i: wait for its stage, refill the stage of chunk i - 2, decode, issue its wgmmas, and
+  // retire those of chunk i - 1 (whose A registers the next decode overwrites).
+  auto compute = [&](int i, uint32_t (&a)[RW][4][4]) {
+    wait_async<kAhead - 1>();
+    fence_proxy_async();
+    __syncthreads();
+    issue(i + kAhead);
+    const unsigned char* stage = smem + (i % kStages) * Layout::kStageBytes;
+#pragma unroll
+    for (int r = 0; r < RW; ++r) {
+      uint4 wv[V];
+#pragma unroll
+      for (int v = 0; v < V; ++v) {
+        wv[v] = *reinterpret_cast<const uint4*>(stage + Layout::kW + (local[r] * V + v) * 512 +
+                                                lane * 16);
+      }
+      const uint32_t sw =
+          *reinterpret_cast<const uint32_t*>(stage + Layout::kScales + local[r] * 128 + lane * 4);
+      const uint32_t zw =
+          p.zeros != nullptr
+              ? *reinterpret_cast<const uint32_t*>(stage + Layout::kZeros + local[r] * 128 + lane * 4)
+              : zconst_pair;
+      const RowPair rp = make_row_pair<T, FMT>(sw, zw);
+#pragma unroll
+      for (int s = 0; s < 4; ++s) {
+        decode_step<T, FMT>(step_word<FMT>(wv, s, 0), step_word<FMT>(wv, s, 1), rp, a[r][s]);
+      }
+    }
+    uint64_t desc[4];  // step s reads bytes 32 s .. 32 s + 31 of every activation row
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+      desc[s] = sw128_desc(stage + Layout::kX + 32 * s);
+      pin_registers(desc[s]);
+    }
+#pragma unroll
+    for (int r = 0; r < RW; ++r) {
+#pragma unroll
+      for (int s = 0; s < 4; ++s) pin_registers(a[r][s]);
+      pin_registers(acc[r]);
+    }
+    wgmma_fence();
+#pragma unroll
+    for (int r = 0; r < RW; ++r) {
+#pragma unroll
+      for (int s = 0; s < 4; ++s) wgmma_rs<T, BMX>(acc[r], a[r][s], desc[s]);
+    }
+    wgmma_commit();
+#pragma unroll
+    for (int r = 0; r < RW; ++r) pin_registers(acc[r]);
+    wgmma_wait<1>();
+  };
+
+#pragma unroll
+  for (int i = 0; i < kAhead; ++i) issue(i);
+  uint32_t a0[RW][4][4];
+  uint32_t a1[RW][4][4];
+  int i = 0;
+  for (; i + 1 < count; i += 2) {
+    compute(i, a0);
+    compute(i + 1, a1);
+  }
+  if (i < count) compute(i, a0);
+  wgmma_wait<0>();
+#pragma unroll
+  for (int r = 0; r < RW; ++r) pin_registers(acc[r]);
+  wait_async<0>();
+
+  T* out = static_cast<T*>(p.out);
+  const T* bias = static_cast<const T*>(p.bias);
+  // Element e of a warp's m64 accumulators: feature row g + 8 ((e >> 1) & 1) of its tile, token
+  // 8 (e >> 2) + 2 t + (e & 1) of the block.
+  auto store = [&](int r, int e, float value) {
+    const int n = (n_block * Layout::kTiles + ((warp >> 2) * RW + r) * 4 + (warp & 3)) * 16 + g +
+                  8 * ((e >> 1) & 1);
+    const int m = m0 + 8 * (e >> 2) + 2 * t + (e & 1);
+    if (n >= p.N || m >= p.M) return;
+    const float cs = p.chan != nullptr ? p.chan[n] : 1.0f;
+    const float bs = bias != nullptr ? to_float(bias[n]) : 0.0f;
+    out[static_cast<size_t>(m) * p.N + n] = from_float<T>(value * cs + bs);
+  };
+  if (split == 1) {
+#pragma unroll
+    for (int r = 0; r < RW; ++r) {
+#pragma unroll
+      for (int e = 0; e < kAcc; ++e) store(r, e, acc[r][e]);
+    }
+    return;
+  }
+  // Split-K: every block parks its partial sums in its own ring (thread-major, conflict-free),
+  // then block `rank` adds the rank-th share of the elements over the whole cluster.
+  __syncthreads();
+  float* partial = reinterpret_cast<float*>(smem);
+#pragma unroll
+  for (int r = 0; r < RW; ++r) {
+#pragma unroll
+    for (int e = 0; e < kAcc; ++e) partial[(r * kAcc + e) * 256 + tid] = acc[r][e];
+  }
+  cluster.sync();
+  constexpr int kTotal = RW * kAcc;
+  const int lo = rank * kTotal / split;
+  const int hi = (rank + 1) * kTotal / split;
+  for (int b = lo; b < hi; b += 8) {
+    float sum[8];
+#pragma unroll
+    for (int u = 0; u < 8; ++u) sum[u] = 0.0f;
+    for (int q = 0; q < split; ++q) {
+      const float* peer = cluster.map_shared_rank(partial, q);
+#pragma unroll
+      for (int u = 0; u < 8; ++u) {
+        if (b + u < hi) sum[u] += peer[(b + u) * 256 + tid];
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < 8; ++u) {
+      if (b + u < hi) store((b + u) / kAcc, (b + u) % kAcc, sum[u]);
+    }
+  }
+  cluster.sync();  // no block leaves while a peer may still read its partial sums
+#else
+  __trap();  // built for another architecture: the host dispatch sends only SM90 here
+#endif
+}
+
+}  // namespace kcm
