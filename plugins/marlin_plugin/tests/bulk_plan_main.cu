@@ -52,10 +52,11 @@ int main(int argc, char** argv) {
     case kcm::kFp8: code = plan_for<kcm::kFp8>(a[1], p, a[11], a[12], plan, blocks); break;
   }
   std::printf(
-      "{\"code\": %d, \"blocks\": %d, \"tiles_per_pass\": %d, \"stages\": %d, \"group_cap\": %d, "
+      "{\"code\": %d, \"blocks\": %d, \"tiles_per_pass\": %d, \"stages\": %d, \"chunks\": %d, "
+      "\"group_shift\": %d, \"group_cap\": %d, "
       "\"wslot\": %d, \"sslot\": %d, \"scale_off\": %d, \"zero_off\": %d, \"x_off\": %d, "
       "\"xstride\": %d, \"stage_bytes\": %d, \"red_off\": %d, \"bar_off\": %d}\n",
-      code, blocks, plan.tiles_per_pass, plan.stages, plan.group_cap, plan.wslot, plan.sslot,
+      code, blocks, plan.tiles_per_pass, plan.stages, plan.chunks, plan.group_shift, plan.group_cap, plan.wslot, plan.sslot,
       plan.scale_off, plan.zero_off, plan.x_off, plan.xstride, plan.stage_bytes, plan.red_off,
       plan.bar_off);
   return 0;

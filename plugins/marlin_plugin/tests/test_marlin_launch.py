@@ -102,10 +102,19 @@ def test_bulk_plan_fits_and_covers(plan_harness: Path, case) -> None:
     # Few passes (each re-reads the activations): no more than the register budget forces, unless
     # shared memory does.
     assert tiles == span or -(-span // tiles) >= -(-span // (16 // mt))
-    assert 3 <= plan["stages"] <= 12 or (tiles == 1 and plan["stages"] == 2)
     assert plan["bar_off"] + 2 * plan["stages"] * 8 <= H100_SMEM
+    # Chunks per stage: 8 consumer warps times 1, 2 or 4 (up to ~8 tile-chunks of work per warp
+    # between barriers, fewer where the activation rows would not leave room for 3 stages).
+    stage_chunks = plan["chunks"]
+    assert stage_chunks in (8, 16, 32)
+    assert stage_chunks <= 8 * (1 if tiles >= 8 else 2 if tiles >= 4 else 4)
+    assert 3 <= plan["stages"] <= 12 or (tiles == 1 and stage_chunks == 8 and plan["stages"] == 2)
+    power_of_two = group_size > 0 and group_size & (group_size - 1) == 0
+    expected_shift = group_size.bit_length() - 1 if power_of_two and not act_order else -1
+    assert plan["group_shift"] == expected_shift
     # Stage layout: codes, scale groups, zero-point groups, activation rows; 16-byte aligned.
-    assert plan["wslot"] == 8 * 512 * vectors and plan["xstride"] == 8 * 128 + 16
+    assert plan["wslot"] == stage_chunks * 512 * vectors
+    assert plan["xstride"] == stage_chunks * 128 + 16
     assert plan["scale_off"] == tiles * plan["wslot"]
     assert plan["zero_off"] == plan["scale_off"] + tiles * plan["sslot"]
     assert plan["x_off"] == plan["zero_off"] + (tiles * plan["sslot"] if zeros else 0)
@@ -115,13 +124,13 @@ def test_bulk_plan_fits_and_covers(plan_harness: Path, case) -> None:
     assert plan["bar_off"] - plan["red_off"] >= 4 * tiles * mt * 512
     for key in ("scale_off", "zero_off", "x_off", "red_off", "bar_off"):
         assert plan[key] % 16 == 0, key
-    # The scale slot holds every group a stage of 8 chunks touches (act-order: up to one per 16
-    # channels; the kernel reads any other group from global memory).
+    # The scale slot holds every group a stage touches (act-order: up to one per 16 channels; the
+    # kernel reads any other group from global memory).
     if act_order:
-        assert plan["group_cap"] == min(groups, 32)
+        assert plan["group_cap"] == min(groups, 4 * stage_chunks)
     else:
-        for cb in range(0, chunks, 8):
-            ce = min(cb + 8, chunks)
+        for cb in range(0, chunks, stage_chunks):
+            ce = min(cb + stage_chunks, chunks)
             lo = min(cb * 64 // group_size, groups - 1)
             hi = min((ce * 64 - 1) // group_size, groups - 1)
             assert hi - lo + 1 <= plan["group_cap"], (cb, lo, hi)

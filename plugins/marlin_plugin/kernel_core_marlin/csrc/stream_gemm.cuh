@@ -262,19 +262,23 @@ __device__ __forceinline__ int group_of(const GemmParams& p, int chunk, int t) {
   return grp < p.G ? grp : p.G - 1;
 }
 
-// Decode one chunk (R row tiles) and multiply it with the activations of MT column tiles.
+// Decode one chunk (R row tiles) and multiply it with the activations of MT column tiles. The
+// mma steps go outermost and the row tiles innermost, so consecutive mma instructions write
+// different accumulators and the decode of one tile overlaps the mma of another.
 template <typename T, int FMT, int MT, int R>
 __device__ __forceinline__ void mma_chunk(float (&acc)[MT][R][4],
                                           const uint4 (&wv)[R][VecCount<FMT>::value],
                                           const uint4 (&xv)[MT][2], const uint32_t (&sw)[R],
                                           const uint32_t (&zw)[R]) {
+  RowPair rp[R];
 #pragma unroll
-  for (int r = 0; r < R; ++r) {
-    const RowPair rp = make_row_pair<T, FMT>(sw[r], zw[r]);
+  for (int r = 0; r < R; ++r) rp[r] = make_row_pair<T, FMT>(sw[r], zw[r]);
 #pragma unroll
-    for (int s = 0; s < 4; ++s) {
+  for (int s = 0; s < 4; ++s) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
       uint32_t a[4];
-      decode_step<T, FMT>(step_word<FMT>(wv[r], s, 0), step_word<FMT>(wv[r], s, 1), rp, a);
+      decode_step<T, FMT>(step_word<FMT>(wv[r], s, 0), step_word<FMT>(wv[r], s, 1), rp[r], a);
 #pragma unroll
       for (int j = 0; j < MT; ++j) {
         const uint4& lo = xv[j][s >> 1];
@@ -286,17 +290,19 @@ __device__ __forceinline__ void mma_chunk(float (&acc)[MT][R][4],
   }
 }
 
-// Write chan[n] * acc + bias[n] for R row tiles from tile0 and MT column tiles from m0 (the mma
-// accumulator fragment: rows g and g + 8, columns 2 t and 2 t + 1 of each 8-column tile).
+// Write chan[n] * acc + bias[n] for the first `tiles` (<= R) row tiles from tile0 and MT column
+// tiles from m0 (the mma accumulator fragment: rows g and g + 8, columns 2 t and 2 t + 1 of each
+// 8-column tile).
 template <typename T, int MT, int R>
 __device__ __forceinline__ void store_fragment(const GemmParams& p, const float (&acc)[MT][R][4],
-                                               int lane, int tile0, int m0) {
+                                               int lane, int tile0, int m0, int tiles) {
   const int g = lane >> 2;
   const int t = lane & 3;
   T* out = static_cast<T*>(p.out);
   const T* bias = static_cast<const T*>(p.bias);
 #pragma unroll
   for (int r = 0; r < R; ++r) {
+    if (r >= tiles) break;
 #pragma unroll
     for (int half_row = 0; half_row < 2; ++half_row) {
       const int n = (tile0 + r) * 16 + g + 8 * half_row;
@@ -350,7 +356,7 @@ __device__ __forceinline__ void reduce_and_store(const GemmParams& p, float (&ac
     }
   }
   if (wk != 0) return;
-  store_fragment<T, MT, R>(p, acc, lane, tile0, m0);
+  store_fragment<T, MT, R>(p, acc, lane, tile0, m0, R);
 }
 
 // Register pipeline: each warp loads 8 / MT chunks into registers, then computes them.
@@ -593,48 +599,65 @@ __global__ void __launch_bounds__(256) stream_gemm_async_kernel(const GemmParams
 //
 // Block b of the grid (one per SM) owns the row tiles [b N16 / grid, (b + 1) N16 / grid) and
 // walks them in passes of at most BulkPlan::tiles_per_pass tiles (16 / MT: the accumulators of a
-// pass stay in registers). A pass runs over K in stages of W chunks (W = consumer warps). One
+// pass stay in registers). A pass runs over K in stages of SC = W * Q chunks (W consumer warps,
+// Q chunks per warp: more when a pass has few tiles, so a stage holds enough work per warp). One
 // producer warp fills a ring of shared-memory stages: per stage and tile one `cp.async.bulk` of
-// the tile's W contiguous chunks (W * 512 bytes of 4-bit codes: the layout stores a tile's chunks
-// back to back), one of the scale groups they use (and one of the zero points), and one per
-// activation row; each stage completes on an mbarrier that counts the bytes. Consumer warp w
-// decodes chunk w of every tile in the stage, so it reads its activation fragment once per stage
-// and uses it for all tiles of the pass, then releases the stage on a second mbarrier. At the end
-// of a pass the consumer warps sum their partial results in a tree through shared memory and warp
-// 0 writes the outputs: no global workspace, nothing to zero between CUDA-graph replays.
+// the tile's SC contiguous chunks (SC * 512 bytes of 4-bit codes: the layout stores a tile's
+// chunks back to back), one of the scale groups they use (and one of the zero points), and one
+// per activation row; each stage completes on an mbarrier that counts the bytes. Consumer warp w
+// decodes chunks w, w + W, ... of every tile in the stage, so it reads an activation fragment
+// once per chunk and uses it for all tiles of the pass, two tiles at a time with their loads
+// issued first and their mma steps interleaved; then it releases the stage on a second mbarrier.
+// At the end of a pass the consumer warps sum their partial results in a tree through shared
+// memory and warp 0 writes the outputs: no global workspace, nothing to zero between CUDA-graph
+// replays.
 
 //: Most stages a ring may have (the mbarrier array is sized for it).
 constexpr int kBulkMaxStages = 12;
+//: Row tiles a consumer warp decodes together (loads first, mma steps interleaved).
+constexpr int kBulkTileGroup = 2;
 
 // Shared-memory geometry of one launch, computed on the host (plan_bulk) and passed by value.
 struct BulkPlan {
   int tiles_per_pass;  // row tiles in one pass (and one stage), at most 16 / MT
   int stages;          // ring depth
+  int chunks;          // SC: 64-channel chunks per stage, W * Q
+  int group_shift;     // log2(group_size) when it is a power of two (no act-order), else -1
   int group_cap;       // scale groups a stage copies per tile, at most
-  int wslot;           // bytes of one tile's codes in a stage: W * 512 * V
+  int wslot;           // bytes of one tile's codes in a stage: SC * 512 * V
   int sslot;           // bytes of one tile's scale (or zero-point) groups: group_cap * 32
   int scale_off;       // offsets inside a stage: scale groups, zero-point groups, activations
   int zero_off;
   int x_off;
-  int xstride;         // bytes between activation rows: W * 128 + 16 (no bank conflicts)
+  int xstride;         // bytes between activation rows: SC * 128 + 16 (no bank conflicts)
   int stage_bytes;
   int red_off;         // tree-reduction slices (W / 2 of tiles_per_pass * MT * 512 bytes)
   int bar_off;         // 2 * stages mbarriers: full[stages], then empty[stages]
 };
 
+// Group of input channel k (a multiple of 16) for the bulk pipeline: group_of with a shift for
+// power-of-two group sizes.
+__device__ __forceinline__ int bulk_group(const GemmParams& p, const BulkPlan& plan, int k) {
+  int grp;
+  if (p.gtab != nullptr) {
+    grp = __ldg(p.gtab + k / 16);
+  } else {
+    grp = plan.group_shift >= 0 ? k >> plan.group_shift : k / p.group_size;
+  }
+  return min(max(grp, 0), p.G - 1);
+}
+
 // Groups [lo, lo + count) of the scale table that a stage of chunks [cb, ce) copies. Without
 // act-order they are every group the chunks touch. With act-order (groups sorted along K except
 // for the final padding, which takes group 0) the copy starts at the first block's group and a
 // consumer reads any group outside the copied range from global memory.
-__device__ __forceinline__ void stage_groups(const GemmParams& p, int cap, int cb, int ce, int& lo,
-                                             int& count) {
+__device__ __forceinline__ void stage_groups(const GemmParams& p, const BulkPlan& plan, int cb,
+                                             int ce, int& lo, int& count) {
+  lo = bulk_group(p, plan, cb * 64);
   if (p.gtab != nullptr) {
-    lo = min(max(__ldg(p.gtab + cb * 4), 0), p.G - 1);
-    count = min(cap, p.G - lo);
+    count = min(plan.group_cap, p.G - lo);
   } else {
-    lo = min(cb * 64 / p.group_size, p.G - 1);
-    const int hi = min((ce * 64 - 1) / p.group_size, p.G - 1);
-    count = min(cap, hi - lo + 1);
+    count = min(plan.group_cap, bulk_group(p, plan, ce * 64 - 16) - lo + 1);
   }
 }
 
@@ -723,7 +746,7 @@ __device__ __forceinline__ void bulk_produce(const GemmParams& p, const BulkPlan
                                              unsigned char* smem, uint64_t* full, uint64_t* empty,
                                              int t_begin, int span, int passes, int lane) {
 #ifdef KCM_BULK_COPY
-  const int chunks = p.WK;
+  const int chunks = plan.chunks;
   const int kstages = (p.C + chunks - 1) / chunks;
   const uint64_t policy = evict_first_policy();
   const unsigned char* weights = static_cast<const unsigned char*>(p.w);
@@ -741,7 +764,7 @@ __device__ __forceinline__ void bulk_produce(const GemmParams& p, const BulkPlan
       const int cb = ks * chunks;
       const int ce = min(cb + chunks, p.C);
       int g_lo, ng;
-      stage_groups(p, plan.group_cap, cb, ce, g_lo, ng);
+      stage_groups(p, plan, cb, ce, g_lo, ng);
       const int wbytes = (ce - cb) * 512 * V;
       const int sbytes = ng * 32;
       const int xbytes = (min(ce * 64, p.K) - cb * 64) * 2;
@@ -805,44 +828,50 @@ __global__ void __launch_bounds__(288, 1) stream_gemm_bulk_kernel(const GemmPara
   const int w = warp;
   const int g = lane >> 2;
   const int t = lane & 3;
-  const int kstages = (p.C + consumers - 1) / consumers;
+  constexpr int kGroups = kMaxTiles / kBulkTileGroup;
+  const int chunks = plan.chunks;
+  const int kstages = (p.C + chunks - 1) / chunks;
+  const bool has_zeros = p.zeros != nullptr;
   const uint32_t zconst_pair = floats_to_pair<T>(static_cast<float>(p.zconst),
                                                  static_cast<float>(p.zconst));
   float4* slices = reinterpret_cast<float4*>(smem + plan.red_off);
   const int slice_len = plan.tiles_per_pass * MT * 32;  // float4 per lane and (tile, M tile)
-  float acc[kMaxTiles][MT][1][4];
+  float acc[kGroups][MT][kBulkTileGroup][4];  // tile i0 + u of the pass: acc[i0 / 2][.][u]
   int it = 0;
   for (int pass = 0; pass < passes; ++pass) {
     int tile0, ntiles;
     pass_tiles(t_begin, span, passes, pass, tile0, ntiles);
 #pragma unroll
-    for (int i = 0; i < kMaxTiles; ++i)
+    for (int q = 0; q < kGroups; ++q)
 #pragma unroll
       for (int j = 0; j < MT; ++j)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) acc[i][j][0][e] = 0.0f;
+        for (int u = 0; u < kBulkTileGroup; ++u)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc[q][j][u][e] = 0.0f;
 
     for (int ks = 0; ks < kstages; ++ks, ++it) {
       const int stage = it % plan.stages;
       mbarrier_wait(full + stage, (it / plan.stages) & 1);
-      const int cb = ks * consumers;
-      const int ce = min(cb + consumers, p.C);
-      const int c = cb + w;
-      if (c < ce) {
-        const unsigned char* base = smem + static_cast<size_t>(stage) * plan.stage_bytes;
-        int g_lo, ng;
-        stage_groups(p, plan.group_cap, cb, ce, g_lo, ng);
-        const int grp = group_of(p, c, t);
-        const int local = grp - g_lo;
+      const unsigned char* base = smem + static_cast<size_t>(stage) * plan.stage_bytes;
+      const int cb = ks * chunks;
+      const int ce = min(cb + chunks, p.C);
+      int g_lo, ng;
+      stage_groups(p, plan, cb, ce, g_lo, ng);
+      for (int c = cb + w; c < ce; c += consumers) {
+        const int local = bulk_group(p, plan, c * 64 + 16 * t) - g_lo;
         const bool staged = local >= 0 && local < ng;
+        const bool all_staged = __all_sync(0xffffffffu, staged);
+        const int soff = (staged ? local : 0) * 32 + g * 4;
         const int kseg = c * 64 + 16 * t;
+        const int coff = c - cb;
         uint4 xv[MT][2];
 #pragma unroll
         for (int j = 0; j < MT; ++j) {
           const int row = 8 * j + g;
           if (row < p.M && kseg < p.K) {
-            const uint4* src = reinterpret_cast<const uint4*>(base + plan.x_off + row * plan.xstride +
-                                                              (w * 64 + 16 * t) * 2);
+            const uint4* src = reinterpret_cast<const uint4*>(
+                base + plan.x_off + row * plan.xstride + (coff * 64 + 16 * t) * 2);
             xv[j][0] = src[0];
             xv[j][1] = src[1];
           } else {
@@ -851,23 +880,37 @@ __global__ void __launch_bounds__(288, 1) stream_gemm_bulk_kernel(const GemmPara
           }
         }
 #pragma unroll
-        for (int i = 0; i < kMaxTiles; ++i) {
-          if (i < ntiles) {
-            const uint4* wsrc =
-                reinterpret_cast<const uint4*>(base + i * plan.wslot + w * 512 * V) + lane;
-            uint4 wv[1][V];
+        for (int q = 0; q < kGroups; ++q) {
+          const int i0 = q * kBulkTileGroup;
+          if (i0 < ntiles) {
+            // Tiles past the pass's end decode the last tile again; their sums are never stored.
+            uint4 wv[kBulkTileGroup][V];
+            uint32_t sw[kBulkTileGroup], zw[kBulkTileGroup];
 #pragma unroll
-            for (int v = 0; v < V; ++v) wv[0][v] = wsrc[v * 32];
-            const size_t gidx = (static_cast<size_t>(tile0 + i) * p.G + grp) * 8 + g;
-            const int soff = i * plan.sslot + local * 32 + g * 4;
-            uint32_t sw[1], zw[1];
-            sw[0] = staged ? *reinterpret_cast<const uint32_t*>(base + plan.scale_off + soff)
-                           : __ldg(p.gscale + gidx);
-            zw[0] = p.zeros == nullptr
-                        ? zconst_pair
-                        : staged ? *reinterpret_cast<const uint32_t*>(base + plan.zero_off + soff)
-                                 : __ldg(p.zeros + gidx);
-            mma_chunk<T, FMT, MT, 1>(acc[i], wv, xv, sw, zw);
+            for (int u = 0; u < kBulkTileGroup; ++u) {
+              const int i = min(i0 + u, ntiles - 1);
+              const uint4* wsrc = reinterpret_cast<const uint4*>(
+                  base + i * plan.wslot + coff * 512 * V) + lane;
+#pragma unroll
+              for (int v = 0; v < V; ++v) wv[u][v] = wsrc[v * 32];
+              sw[u] = *reinterpret_cast<const uint32_t*>(base + plan.scale_off + i * plan.sslot +
+                                                         soff);
+              zw[u] = has_zeros ? *reinterpret_cast<const uint32_t*>(
+                                      base + plan.zero_off + i * plan.sslot + soff)
+                                : zconst_pair;
+            }
+            if (!all_staged) {  // act-order groups outside the copied range
+#pragma unroll
+              for (int u = 0; u < kBulkTileGroup; ++u) {
+                const size_t gidx = (static_cast<size_t>(tile0 + min(i0 + u, ntiles - 1)) * p.G +
+                                     g_lo + local) * 8 + g;
+                if (!staged) {
+                  sw[u] = __ldg(p.gscale + gidx);
+                  if (has_zeros) zw[u] = __ldg(p.zeros + gidx);
+                }
+              }
+            }
+            mma_chunk<T, FMT, MT, kBulkTileGroup>(acc[q], wv, xv, sw, zw);
           }
         }
       }
@@ -881,35 +924,44 @@ __global__ void __launch_bounds__(288, 1) stream_gemm_bulk_kernel(const GemmPara
       if (w >= half && w < active) {
         float4* dst = slices + (w - half) * slice_len;
 #pragma unroll
-        for (int i = 0; i < kMaxTiles; ++i)
+        for (int q = 0; q < kGroups; ++q)
 #pragma unroll
-          for (int j = 0; j < MT; ++j)
-            if (i < ntiles) {
-              const float* a = acc[i][j][0];
-              dst[(i * MT + j) * 32 + lane] = make_float4(a[0], a[1], a[2], a[3]);
-            }
+          for (int u = 0; u < kBulkTileGroup; ++u)
+#pragma unroll
+            for (int j = 0; j < MT; ++j)
+              if (q * kBulkTileGroup + u < ntiles) {
+                const float* a = acc[q][j][u];
+                dst[((q * kBulkTileGroup + u) * MT + j) * 32 + lane] =
+                    make_float4(a[0], a[1], a[2], a[3]);
+              }
       }
       consumer_sync(32 * consumers);
       if (w < half) {
         const float4* src = slices + w * slice_len;
 #pragma unroll
-        for (int i = 0; i < kMaxTiles; ++i)
+        for (int q = 0; q < kGroups; ++q)
 #pragma unroll
-          for (int j = 0; j < MT; ++j)
-            if (i < ntiles) {
-              const float4 v = src[(i * MT + j) * 32 + lane];
-              acc[i][j][0][0] += v.x;
-              acc[i][j][0][1] += v.y;
-              acc[i][j][0][2] += v.z;
-              acc[i][j][0][3] += v.w;
-            }
+          for (int u = 0; u < kBulkTileGroup; ++u)
+#pragma unroll
+            for (int j = 0; j < MT; ++j)
+              if (q * kBulkTileGroup + u < ntiles) {
+                const float4 v = src[((q * kBulkTileGroup + u) * MT + j) * 32 + lane];
+                acc[q][j][u][0] += v.x;
+                acc[q][j][u][1] += v.y;
+                acc[q][j][u][2] += v.z;
+                acc[q][j][u][3] += v.w;
+              }
       }
       consumer_sync(32 * consumers);
     }
     if (w == 0) {
 #pragma unroll
-      for (int i = 0; i < kMaxTiles; ++i)
-        if (i < ntiles) store_fragment<T, MT, 1>(p, acc[i], lane, tile0 + i, 0);
+      for (int q = 0; q < kGroups; ++q) {
+        const int i0 = q * kBulkTileGroup;
+        if (i0 < ntiles) {
+          store_fragment<T, MT, kBulkTileGroup>(p, acc[q], lane, tile0 + i0, 0, ntiles - i0);
+        }
+      }
     }
   }
 #endif
@@ -933,39 +985,56 @@ int plan_bulk(const GemmParams& p, int sms, int smem_limit, BulkPlan& plan, int&
   }
   blocks = p.N16 < sms ? p.N16 : sms;
   const int span_max = (p.N16 + blocks - 1) / blocks;
-  // Every 16 channels lie in one group (group sizes are multiples of 16), so a stage of 64 w
-  // channels touches at most 4 w groups, and without act-order at most (64 w - 17) / gs + 2.
-  int cap = 4 * w;
-  if (p.gtab == nullptr && p.group_size > 0) {
-    const int touched = (64 * w - 17) / p.group_size + 2;
-    cap = touched < cap ? touched : cap;
+  plan.group_shift = -1;
+  if (p.gtab == nullptr && p.group_size > 0 && (p.group_size & (p.group_size - 1)) == 0) {
+    plan.group_shift = 0;
+    while ((1 << plan.group_shift) < p.group_size) ++plan.group_shift;
   }
-  cap = p.G < cap ? p.G : cap;
-  plan.group_cap = cap;
-  plan.wslot = w * 512 * V;
-  plan.sslot = cap * 32;
-  plan.xstride = w * 128 + 16;
   const int tables = p.zeros != nullptr ? 2 : 1;
   const int max_tiles = 16 / MT;
   const int bars = 2 * kBulkMaxStages * 8;
+  // Fewest passes first (each re-reads the activations); within a pass count the most chunks per
+  // warp and stage up to the wanted number (about 8 tile-chunks of work per warp between
+  // barriers); the first plan with at least 3 stages wins.
   for (int passes = (span_max + max_tiles - 1) / max_tiles;; ++passes) {
     const int tiles = (span_max + passes - 1) / passes;
-    const int x_off = tiles * (plan.wslot + tables * plan.sslot);
-    const int stage_bytes = (x_off + p.M * plan.xstride + 127) / 128 * 128;
-    const int red = (w / 2) * tiles * MT * 512;
-    int stages = (smem_limit - red - bars) / stage_bytes;
-    stages = stages < kBulkMaxStages ? stages : kBulkMaxStages;
-    if (stages >= 3 || tiles == 1) {
-      if (stages < 2) return static_cast<int>(cudaErrorInvalidValue);
-      plan.tiles_per_pass = tiles;
-      plan.stages = stages;
-      plan.scale_off = tiles * plan.wslot;
-      plan.zero_off = plan.scale_off + tiles * plan.sslot;
-      plan.x_off = x_off;
-      plan.stage_bytes = stage_bytes;
-      plan.red_off = stages * stage_bytes;
-      plan.bar_off = plan.red_off + red;
-      return 0;
+    for (int per_warp = tiles >= 8 ? 1 : tiles >= 4 ? 2 : 4; per_warp >= 1; per_warp /= 2) {
+      const int chunks = w * per_warp;
+      // Every 16 channels lie in one group (group sizes are multiples of 16), so a stage of 64 SC
+      // channels touches at most 4 SC groups, and without act-order at most
+      // (64 SC - 17) / gs + 2.
+      int cap = 4 * chunks;
+      if (p.gtab == nullptr && p.group_size > 0) {
+        const int touched = (64 * chunks - 17) / p.group_size + 2;
+        cap = touched < cap ? touched : cap;
+      }
+      cap = p.G < cap ? p.G : cap;
+      const int wslot = chunks * 512 * V;
+      const int sslot = cap * 32;
+      const int xstride = chunks * 128 + 16;
+      const int x_off = tiles * (wslot + tables * sslot);
+      const int stage_bytes = (x_off + p.M * xstride + 127) / 128 * 128;
+      const int red = (w / 2) * tiles * MT * 512;
+      int stages = (smem_limit - red - bars) / stage_bytes;
+      stages = stages < kBulkMaxStages ? stages : kBulkMaxStages;
+      const bool last_try = tiles == 1 && per_warp == 1;
+      if (stages >= 3 || (last_try && stages >= 2)) {
+        plan.tiles_per_pass = tiles;
+        plan.stages = stages;
+        plan.chunks = chunks;
+        plan.group_cap = cap;
+        plan.wslot = wslot;
+        plan.sslot = sslot;
+        plan.xstride = xstride;
+        plan.scale_off = tiles * wslot;
+        plan.zero_off = plan.scale_off + tiles * sslot;
+        plan.x_off = x_off;
+        plan.stage_bytes = stage_bytes;
+        plan.red_off = stages * stage_bytes;
+        plan.bar_off = plan.red_off + red;
+        return 0;
+      }
+      if (last_try) return static_cast<int>(cudaErrorInvalidValue);
     }
   }
 }
