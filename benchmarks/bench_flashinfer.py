@@ -1,33 +1,44 @@
 """The FlashInfer plugin's ``apply_weights`` against calling FlashInfer directly and against torch.
 
-Per family, shape and M, medians of CUDA-event timings (7 batches after warm-up) of:
+Candidates per family, shape and M (bf16 activations in, bf16 out):
 
-fp8 (per-tensor W8A8, bf16 out):
+fp8 (per-tensor W8A8):
   ``plugin_static`` / ``plugin_dynamic``  the plugin kernel (static / dynamic activation scale)
-  ``fi_runner_quant``    the plugin's work by hand: our quantizer + FlashInfer's cuBLASLt runner
-                         (the overhead baseline: plugin_static minus this is the wrapper's cost)
-  ``fi_quant_bmm_fp8``   our quantizer + the public ``flashinfer.bmm_fp8(backend="cublas")``
-  ``fi_bmm_fp8``         ``flashinfer.bmm_fp8`` on pre-quantized FP8 activations (GEMM alone)
-  ``fi_mm_fp8``          ``flashinfer.mm_fp8(backend="cublas")``, the other SM90 entry point
-  ``torch_scaled_mm``    ``torch._scaled_mm`` per-tensor on the same FP8 operands
+  ``direct_static`` / ``direct_dynamic``  the same work written by hand against FlashInfer: our
+        quantizer (the plugin's; dynamic: amax then quantize), an output tensor, FlashInfer's
+        cuBLASLt FP8 binding (what ``bmm_fp8(backend="cublas")`` runs at tactic -1) and the
+        ``[M, N]`` view of its batched output; the weight's ``[1, K, N]`` view and the workspace
+        made once, as a careful caller would. ``plugin_X - direct_X`` is the wrapper's cost.
+  ``fi_bmm_fp8_static``  our quantizer + the public ``flashinfer.bmm_fp8(backend="cublas")``
+  ``torch_scaled_mm``    ``torch._scaled_mm`` per tensor on pre-quantized FP8 operands (GEMM alone)
   ``torch_matmul_bf16``  ``torch.matmul`` with a bf16 weight
-fp8_block (DeepSeek 128x128 blocks, bf16 in and out):
+fp8_block (DeepSeek 128x128 blocks):
   ``plugin``             the plugin kernel
-  ``fi_runner_fp8_input`` the plugin's work by hand: our 1x128 quantizer + FlashInfer's runner
-                         in FP8-input mode (the overhead baseline)
+  ``direct``             by hand: the scale buffer in the kernel's layout, our 1x128 quantizer,
+                         FlashInfer's runner in FP8-input mode (the overhead baseline)
   ``fi_public``          ``flashinfer.gemm.fp8_blockscale_gemm_sm90`` on bf16 input (its own
                          quantizer; eager only: it allocates and configures a workspace per call)
   ``torch_matmul_bf16``  ``torch.matmul`` with a bf16 weight
 
-Weights and activations rotate over enough copies to exceed 2x the L2 cache, so no call reads a
-warm weight. ``eager`` times back-to-back launches; ``graph`` replays a CUDA graph of the same
-calls (M <= 256); ``host_us`` / ``host_min_us`` are the median / minimum host time to enqueue
-one call (the eager overhead a busy GPU hides). Writes JSON to ``--out`` after every shape.
+Timings, microseconds per call:
+  ``eager_us``  GPU time of back-to-back eager calls (CUDA events; launch gaps included), median
+                of 7 batches
+  ``graph_us``  CUDA-graph replay of the same calls (M <= 256), median of 7 replays
+  ``host_us``   host time to enqueue one call: ``perf_counter`` around ``--calls`` back-to-back
+                calls with no synchronisation inside (a synchronise before each batch)
+  ``wall_us``   the same batch up to the synchronise at its end: what a caller waits per call
+``host_us`` / ``wall_us`` are medians over ``--reps`` rounds (``host_min_us``: the minimum). Each
+round times every candidate of the row once, in rotating order, so drift of the host hits all
+alike; ``overhead_us`` gives per pair the median (and 25th / 75th percentiles) over rounds of the
+per-round difference ``host(plugin) - host(direct)``. Python's garbage collector is off during
+the rounds. Weights and activations rotate over enough copies to exceed 2x the L2 cache, so no
+call reads a warm weight. Writes JSON to ``--out`` after every shape.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -56,6 +67,10 @@ BLOCK_SHAPES = ((7168, 18432), (18432, 7168), (4096, 7168), (2112, 7168))
 M_VALUES = (1, 16, 64, 128, 256, 1024, 4096)
 GRAPH_MAX_M = 256
 BATCHES = 7
+OVERHEAD_PAIRS = {
+    "fp8": (("plugin_static", "direct_static"), ("plugin_dynamic", "direct_dynamic")),
+    "fp8_block": (("plugin", "direct"),),
+}
 
 Call = Callable[[int], object]
 
@@ -67,9 +82,6 @@ def copies_for(nbytes: int) -> int:
 
 def time_eager(fn: Call, copies: int) -> float:
     calls = copies * max(1, 24 // copies)
-    for i in range(copies):
-        fn(i)
-    torch.cuda.synchronize()
     times = []
     for _ in range(BATCHES):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -80,19 +92,6 @@ def time_eager(fn: Call, copies: int) -> float:
         end.synchronize()
         times.append(start.elapsed_time(end) * 1000 / calls)
     return statistics.median(times)
-
-
-def time_host(fn: Call, copies: int) -> tuple[float, float]:
-    """Host microseconds to enqueue one call (20 calls, queue far from full): median, min of 7."""
-    times = []
-    for _ in range(BATCHES):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for j in range(20):
-            fn(j % copies)
-        times.append((time.perf_counter() - t0) * 1e6 / 20)
-    torch.cuda.synchronize()
-    return statistics.median(times), min(times)
 
 
 def time_graph(fn: Call, copies: int) -> float:
@@ -121,22 +120,85 @@ def time_graph(fn: Call, copies: int) -> float:
     return statistics.median(times)
 
 
-def measure(candidates: dict[str, Call], copies: int, m: int, eager_only: set[str]) -> dict:
+def host_rounds(
+    candidates: dict[str, Call], copies: int, calls: int, reps: int
+) -> dict[str, list[tuple[float, float]]]:
+    """Per candidate, ``reps`` samples of (host us, wall us) per call, measured round-robin."""
+    names = list(candidates)
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+    gc.collect()
+    gc.disable()
+    try:
+        for rep in range(reps):
+            shift = rep % len(names)
+            for name in names[shift:] + names[:shift]:
+                fn = candidates[name]
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                for j in range(calls):
+                    fn(j % copies)
+                t1 = time.perf_counter()
+                torch.cuda.synchronize()
+                t2 = time.perf_counter()
+                samples[name].append(((t1 - t0) * 1e6 / calls, (t2 - t0) * 1e6 / calls))
+    finally:
+        gc.enable()
+    return samples
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def measure(
+    family: str, candidates: dict[str, Call], copies: int, m: int, eager_only: set[str],
+    calls: int, reps: int,
+) -> dict:
     row: dict[str, dict] = {}
-    for name, fn in candidates.items():
-        entry: dict[str, float | str] = {}
+    for name, fn in candidates.items():  # warm-up: JIT builds, plans, cuBLASLt heuristics
+        try:
+            for i in range(2 * copies):
+                fn(i % copies)
+            torch.cuda.synchronize()
+        except Exception as exc:
+            row[name] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    working = {name: fn for name, fn in candidates.items() if name not in row}
+    if m >= 1024:  # GPU-bound: fewer rounds keep the run short; host time does not depend on M
+        calls, reps = max(4, calls // 4), max(7, reps // 2)
+    samples = host_rounds(working, copies, calls, reps)
+    for name, fn in working.items():
+        hosts = [host for host, _ in samples[name]]
+        entry: dict[str, float | str] = {
+            "host_us": statistics.median(hosts),
+            "host_min_us": min(hosts),
+            "wall_us": statistics.median(wall for _, wall in samples[name]),
+        }
         try:
             entry["eager_us"] = time_eager(fn, copies)
-            entry["host_us"], entry["host_min_us"] = time_host(fn, copies)
             if m <= GRAPH_MAX_M and name not in eager_only:
                 entry["graph_us"] = time_graph(fn, copies)
         except Exception as exc:
             entry["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
         row[name] = entry
-    return row
+    overhead = {}
+    for plugin, direct in OVERHEAD_PAIRS[family]:
+        if plugin in samples and direct in samples:
+            diffs = [p[0] - d[0] for p, d in zip(samples[plugin], samples[direct])]
+            q1, q2, q3 = quartiles(diffs)
+            # The baseline must do the plugin's work: the same inputs give the same bits.
+            same = bool(torch.equal(candidates[plugin](0), candidates[direct](0)))
+            overhead[f"{plugin}-{direct}"] = {
+                "median_us": q2, "p25_us": q1, "p75_us": q3, "same_output": same,
+            }
+            for key in ("eager_us", "graph_us"):
+                if key in row[plugin] and key in row[direct]:
+                    overhead[f"{plugin}-{direct}"][key] = row[plugin][key] - row[direct][key]
+    return {"calls_per_round": calls, "rounds": reps, **row, "overhead_us": overhead}
 
 
-def fp8_rows(n: int, k: int, gen: torch.Generator) -> list[dict]:
+def fp8_rows(n: int, k: int, gen: torch.Generator, m_values: tuple[int, ...], calls: int,
+             reps: int) -> list[dict]:
     fi = flashinfer()
     copies = copies_for(n * k)
     weights = [(torch.randn(n, k, generator=gen, device="cuda") * 0.02) for _ in range(copies)]
@@ -161,53 +223,52 @@ def fp8_rows(n: int, k: int, gen: torch.Generator) -> list[dict]:
             kernel.process_weights_after_loading(layer)
             mods.append(layer)
         layers[mode] = (kernel, mods)
+    # The by-hand baseline's one-time setup: FlashInfer's binding, the weights' [1, K, N] views,
+    # fp32 [1] scales, the workspace (FlashInfer's size, as the plugin shares it).
+    bmm = ops.cublas_fp8_gemm()
+    weight_t = [wq.t().unsqueeze(0) for wq, _ in quantized]
+    weight_scales = [ws.reshape(1).float().contiguous() for _, ws in quantized]
+    workspace = ops.cublas_workspace(torch.device("cuda", torch.cuda.current_device()))
+    ks, ls = layers["static"]
+    kd, ld = layers["dynamic"]
     rows = []
-    for m in M_VALUES:
-        xs = [torch.randn(m, k, generator=gen, device="cuda").to(torch.bfloat16) for _ in range(copies)]
+    for m in m_values:
+        xs = [torch.randn(m, k, generator=gen, device="cuda").to(torch.bfloat16)
+              for _ in range(copies)]
         a_scale = torch.tensor([0.05], device="cuda")
-        qs = [quantize_per_tensor(x, a_scale)[0] for x in xs]
-        alpha = [(a_scale * ws).contiguous() for _, ws in quantized]
-        outs = [torch.empty(1, m, n, dtype=torch.bfloat16, device="cuda") for _ in range(copies)]
-        ks, ls = layers["static"]
-        kd, ld = layers["dynamic"]
+        qs = [quantize_per_tensor(x, a_scale)[0][0] for x in xs]
 
-        runner = ops.cublas_fp8_runner()
-        workspace = torch.empty(40 * 1024 * 1024, dtype=torch.uint8, device="cuda")
+        def direct(i: int, scale: torch.Tensor | None) -> torch.Tensor:
+            x = xs[i]
+            q, s = quantize_per_tensor(x, scale)
+            out = torch.empty((1, m, n), dtype=torch.bfloat16, device=x.device)
+            bmm(q, weight_t[i], out, s, weight_scales[i], workspace)
+            return out[0]
 
-        def fi_runner_quant(i: int) -> object:
+        def fi_bmm_fp8_static(i: int) -> object:
             q, s = quantize_per_tensor(xs[i], a_scale)
-            out = torch.empty(1, m, n, dtype=torch.bfloat16, device="cuda")
-            runner.forward([q.unsqueeze(0), quantized[i][0].t().unsqueeze(0), s, quantized[i][1],
-                            out, workspace], tactic=-1)
-            return out
-
-        def fi_quant_bmm(i: int) -> object:
-            q, s = quantize_per_tensor(xs[i], a_scale)
-            return fi.bmm_fp8(q.unsqueeze(0), quantized[i][0].t().unsqueeze(0), s,
-                              quantized[i][1], torch.bfloat16, backend="cublas")
+            return fi.bmm_fp8(q, weight_t[i], s, weight_scales[i], torch.bfloat16,
+                              backend="cublas")
 
         candidates: dict[str, Call] = {
             "plugin_static": lambda i: ks.apply_weights(ls[i], xs[i]),
+            "direct_static": lambda i: direct(i, a_scale),
             "plugin_dynamic": lambda i: kd.apply_weights(ld[i], xs[i]),
-            "fi_runner_quant": fi_runner_quant,
-            "fi_quant_bmm_fp8": fi_quant_bmm,
-            "fi_bmm_fp8": lambda i: fi.bmm_fp8(
-                qs[i].unsqueeze(0), quantized[i][0].t().unsqueeze(0), a_scale, quantized[i][1],
-                torch.bfloat16, out=outs[i], backend="cublas"),
-            "fi_mm_fp8": lambda i: fi.mm_fp8(
-                qs[i], quantized[i][0], alpha[i], out_dtype=torch.bfloat16, backend="cublas"),
+            "direct_dynamic": lambda i: direct(i, None),
+            "fi_bmm_fp8_static": fi_bmm_fp8_static,
             "torch_scaled_mm": lambda i: torch._scaled_mm(
-                qs[i], quantized[i][0].t(), a_scale, quantized[i][1], out_dtype=torch.bfloat16),
+                qs[i], quantized[i][0].t(), a_scale, weight_scales[i], out_dtype=torch.bfloat16),
             "torch_matmul_bf16": lambda i: torch.matmul(xs[i], bf16_weights[i].t()),
         }
         row = {"family": "fp8", "N": n, "K": k, "M": m, "copies": copies}
-        row.update(measure(candidates, copies, m, eager_only=set()))
+        row.update(measure("fp8", candidates, copies, m, set(), calls, reps))
         rows.append(row)
         print(summary(row), file=sys.stderr, flush=True)
     return rows
 
 
-def block_rows(n: int, k: int, gen: torch.Generator) -> list[dict]:
+def block_rows(n: int, k: int, gen: torch.Generator, m_values: tuple[int, ...], calls: int,
+               reps: int) -> list[dict]:
     fi = flashinfer()
     copies = copies_for(n * k)
     config = Fp8BlockLinearLayerConfig(weight_shape=(n, k))
@@ -222,27 +283,33 @@ def block_rows(n: int, k: int, gen: torch.Generator) -> list[dict]:
         layer.weight_scale = torch.nn.Parameter(ws, requires_grad=False)
         kernel.process_weights_after_loading(layer)
         layers.append(layer)
+    run_gemm = ops.blockscale_runner().run_gemm
+    weights = [layer.weight for layer in layers]
+    weight_scales = [layer.weight_scale for layer in layers]
     rows = []
-    for m in M_VALUES:
-        xs = [torch.randn(m, k, generator=gen, device="cuda").to(torch.bfloat16) for _ in range(copies)]
-        runner = ops.blockscale_runner()
+    for m in m_values:
+        xs = [torch.randn(m, k, generator=gen, device="cuda").to(torch.bfloat16)
+              for _ in range(copies)]
+        padded = -(-m // 4) * 4
 
-        def fi_runner_fp8_input(i: int) -> object:
-            buffer, scales = ops.block_input_scales(m, k, xs[i].device)
-            q = quantize_per_token_group(xs[i], scales)
-            out = torch.empty(m, n, dtype=torch.bfloat16, device="cuda")
-            runner.run_gemm(q, layers[i].weight, out, buffer, layers[i].weight_scale)
+        def direct(i: int) -> torch.Tensor:
+            x = xs[i]
+            out = torch.empty((m, n), dtype=torch.bfloat16, device=x.device)
+            scales = torch.empty_strided((padded, k // 128), (1, padded), dtype=torch.float32,
+                                         device=x.device)
+            q = quantize_per_token_group(x, scales)
+            run_gemm(q, weights[i], out, scales, weight_scales[i])
             return out
 
         candidates: dict[str, Call] = {
             "plugin": lambda i: kernel.apply_weights(layers[i], xs[i]),
-            "fi_runner_fp8_input": fi_runner_fp8_input,
+            "direct": direct,
             "fi_public": lambda i: fi.gemm.fp8_blockscale_gemm_sm90(
-                xs[i], layers[i].weight, None, layers[i].weight_scale, out_dtype=torch.bfloat16),
+                xs[i], weights[i], None, weight_scales[i], out_dtype=torch.bfloat16),
             "torch_matmul_bf16": lambda i: torch.matmul(xs[i], bf16_weights[i].t()),
         }
         row = {"family": "fp8_block", "N": n, "K": k, "M": m, "copies": copies}
-        row.update(measure(candidates, copies, m, eager_only={"fi_public"}))
+        row.update(measure("fp8_block", candidates, copies, m, {"fi_public"}, calls, reps))
         rows.append(row)
         print(summary(row), file=sys.stderr, flush=True)
     return rows
@@ -251,18 +318,49 @@ def block_rows(n: int, k: int, gen: torch.Generator) -> list[dict]:
 def summary(row: dict) -> str:
     cells = []
     for name, entry in row.items():
-        if isinstance(entry, dict):
-            keys = ("eager_us", "graph_us", "host_min_us")
+        if isinstance(entry, dict) and name != "overhead_us":
+            keys = ("eager_us", "graph_us", "host_us")
             parts = [f"{entry[key]:.1f}" for key in keys if key in entry]
             cells.append(f"{name}={'/'.join(parts) or entry.get('error', '?')[:40]}")
+    for pair, values in row["overhead_us"].items():
+        cells.append(f"overhead[{pair}]={values['median_us']:+.2f}"
+                     f" ({values['p25_us']:+.2f}..{values['p75_us']:+.2f})")
     return f"{row['family']} N={row['N']} K={row['K']} M={row['M']}: " + " ".join(cells)
+
+
+def overhead_summary(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Per pair, over all rows: the median and the largest of the per-row median host overheads,
+    and the median eager / graph GPU-time differences."""
+    collected: dict[str, dict[str, list[float]]] = {}
+    for row in rows:
+        for pair, values in row["overhead_us"].items():
+            bucket = collected.setdefault(pair, {})
+            for key in ("median_us", "eager_us", "graph_us"):
+                if key in values:
+                    bucket.setdefault(key, []).append(values[key])
+    return {
+        pair: {
+            "host_median_us": statistics.median(bucket["median_us"]),
+            "host_max_row_median_us": max(bucket["median_us"]),
+            "eager_median_us": statistics.median(bucket["eager_us"]),
+            **({"graph_median_us": statistics.median(bucket["graph_us"])}
+               if "graph_us" in bucket else {}),
+            "rows": len(bucket["median_us"]),
+        }
+        for pair, bucket in collected.items()
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--families", default="fp8,fp8_block")
+    parser.add_argument("--m", default=",".join(str(m) for m in M_VALUES),
+                        help="comma-separated batch sizes")
+    parser.add_argument("--calls", type=int, default=40, help="calls per host-timing batch")
+    parser.add_argument("--reps", type=int, default=25, help="host-timing rounds")
     args = parser.parse_args()
+    m_values = tuple(int(m) for m in args.m.split(","))
     fi = flashinfer()
     import triton
 
@@ -276,8 +374,9 @@ def main() -> int:
             "python": platform.python_version(), "torch": torch.__version__,
             "cuda": torch.version.cuda, "triton": triton.__version__, "flashinfer": fi.__version__,
         },
-        "units": "microseconds per call; medians of 7 batches; eager = back-to-back launches",
-        "summary_line_format": "eager/graph/host_min us",
+        "units": "microseconds per call",
+        "method": __doc__.split("Timings, microseconds per call:")[1].strip(),
+        "summary_line_format": "eager/graph/host us; overhead = host(plugin) - host(direct)",
         "rows": [],
     }
     gen = torch.Generator(device="cuda").manual_seed(0)
@@ -285,11 +384,13 @@ def main() -> int:
     work = [("fp8", s) for s in FP8_SHAPES if "fp8" in families]
     work += [("fp8_block", s) for s in BLOCK_SHAPES if "fp8_block" in families]
     for family, (n, k) in work:
-        rows = fp8_rows(n, k, gen) if family == "fp8" else block_rows(n, k, gen)
-        report["rows"].extend(rows)
+        make = fp8_rows if family == "fp8" else block_rows
+        report["rows"].extend(make(n, k, gen, m_values, args.calls, args.reps))
+        report["overhead_summary"] = overhead_summary(report["rows"])
         torch.cuda.empty_cache()
         with open(args.out, "w") as fh:
             json.dump(report, fh, indent=1)
+    print(json.dumps(report.get("overhead_summary", {}), indent=1), file=sys.stderr)
     return 0
 
 

@@ -3,7 +3,9 @@
 # install the carried wheels (.whl/) and the repo, build FlashInfer's JIT modules, compile the
 # DeepGEMM kernels in parallel, then the accuracy sweep, the GPU tests (conformance kit included)
 # and the benchmark. Results go to $OUT (or ./gpu-out). Steps: STEPS="accuracy tests bench";
-# each has a time limit (ACCURACY_TIMEOUT, TESTS_TIMEOUT, BENCH_TIMEOUT seconds).
+# each has a time limit (ACCURACY_TIMEOUT, TESTS_TIMEOUT, BENCH_TIMEOUT seconds); the DeepGEMM
+# prewarm covers the steps chosen. BENCH_M="1,16,128" restricts the benchmark's batch sizes;
+# RESULT_DATE (default: today, UTC) names the result files.
 # A prebuilt cache (.fi_cache/, carried; see README) skips the builds.
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-out}
@@ -11,8 +13,9 @@ mkdir -p "$OUT"
 STEPS=${STEPS:-"accuracy tests bench"}
 export PYTHONUNBUFFERED=1 MAX_JOBS=16
 export KERNEL_CORE_CACHE_DIR=${KERNEL_CORE_CACHE_DIR:-/tmp/kernel-core-cache}
-if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then KC_GIT_REVISION=$(git rev-parse HEAD)
-else KC_GIT_REVISION=$(cat plugins/flashinfer_plugin/gpu/REVISION 2>/dev/null || echo unknown); fi
+RESULT_DATE=${RESULT_DATE:-$(date -u +%F)}
+# The device copy has no .git: the revision comes from the carried .git_revision.
+KC_GIT_REVISION=$(git rev-parse --verify -q HEAD 2>/dev/null || cat .git_revision 2>/dev/null || echo unknown)
 export KC_GIT_REVISION
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/log.txt" >&2; }
 
@@ -39,7 +42,12 @@ python3 -c 'from kernel_core_flashinfer.kernels import FlashInferFp8ScaledMMLine
 python3 -c 'from kernel_core_flashinfer.kernels import FlashInferFp8BlockScaledMMLinearKernel as K; K.warmup()' 2>&1 | tail -3
 wait
 log "warmup done"
-timeout 200 python3 plugins/flashinfer_plugin/gpu/prewarm.py --workers 8 > "$OUT/prewarm.txt" 2>&1; tail -15 "$OUT/prewarm.txt"
+# The DeepGEMM kernels the chosen steps run (every group when no such step is chosen: STEPS=none
+# is gpu/run_all.sh's warmup, ahead of all of them).
+groups=$(for step in $STEPS; do case $step in accuracy|tests|bench) echo "$step" ;; esac; done | paste -sd, -)
+timeout "${PREWARM_TIMEOUT:-200}" python3 plugins/flashinfer_plugin/gpu/prewarm.py --workers 8 \
+  --groups "${groups:-accuracy,bench,tests}" ${BENCH_M:+--bench-m "$BENCH_M"} > "$OUT/prewarm.txt" 2>&1
+tail -3 "$OUT/prewarm.txt"
 log "prewarm done"
 # Bring the builds back (small enough to carry next time): JIT .so files and DeepGEMM cubins.
 base=$KERNEL_CORE_CACHE_DIR/flashinfer
@@ -54,13 +62,13 @@ for step in $STEPS; do
   case $step in
     accuracy)
       timeout "${ACCURACY_TIMEOUT:-150}" python3 plugins/flashinfer_plugin/gpu/accuracy_vs_m.py --time \
-        --out "$OUT/flashinfer-accuracy-vs-m-$DEVICE-2026-11-22.json" 2>&1 | tee -a "$OUT/log.txt" ;;
+        --out "$OUT/flashinfer-accuracy-vs-m-$DEVICE-$RESULT_DATE.json" 2>&1 | tee -a "$OUT/log.txt" ;;
     tests)
       timeout "${TESTS_TIMEOUT:-200}" python3 -m pytest -q plugins/flashinfer_plugin/tests \
         -p no:cacheprovider > "$OUT/pytest.txt" 2>&1; tail -25 "$OUT/pytest.txt" | tee -a "$OUT/log.txt" ;;
     bench)
-      timeout "${BENCH_TIMEOUT:-300}" python3 benchmarks/bench_flashinfer.py --out "$OUT/flashinfer-$DEVICE-2026-11-22.json" 2>&1 \
-        | tee -a "$OUT/log.txt" ;;
+      timeout "${BENCH_TIMEOUT:-300}" python3 benchmarks/bench_flashinfer.py ${BENCH_M:+--m "$BENCH_M"} \
+        --out "$OUT/flashinfer-$DEVICE-$RESULT_DATE.json" 2>&1 | tee -a "$OUT/log.txt" ;;
   esac
   log "$step done"
 done

@@ -14,7 +14,7 @@ from kernel_core.families.fp8 import FP8ScaledMMLinearKernel, FP8ScaledMMLinearL
 from kernel_core.families.fp8_block import Fp8BlockLinearLayerConfig, Fp8BlockScaledMMLinearKernel
 from kernel_core.kernel import Priority
 from kernel_core.params import replace_parameter
-from kernel_core_flashinfer.environment import flashinfer, platform_problem
+from kernel_core_flashinfer.environment import platform_problem
 
 __all__ = ["FlashInferFp8ScaledMMLinearKernel", "FlashInferFp8BlockScaledMMLinearKernel"]
 
@@ -29,38 +29,30 @@ def _triton_problem() -> str | None:
     return None
 
 
-def _check_inputs(
+def _refuse_inputs(
     name: str, x: torch.Tensor, bias: torch.Tensor | None, n: int, k: int, dtype: torch.dtype
 ) -> None:
-    if x.shape[-1] != k or x.dtype != dtype:
+    """Raise the ValueError for an ``x`` or ``bias`` the hot path's cheap test turned down."""
+    if x.dim() == 0 or x.shape[-1] != k or x.dtype != dtype:
         raise ValueError(
             f"{name}.apply_weights: expected x of shape [..., {k}] and dtype "
             f"{str(dtype).removeprefix('torch.')}, found {list(x.shape)} "
             f"{str(x.dtype).removeprefix('torch.')}"
         )
-    if bias is not None and tuple(bias.shape) != (n,):
-        raise ValueError(
-            f"{name}.apply_weights: expected bias of shape [{n}], found {list(bias.shape)}"
-        )
-
-
-def _rows(x: torch.Tensor, k: int) -> torch.Tensor:
-    """``x`` as contiguous ``[M, K]``; the common 2-D contiguous case costs no tensor call (each
-    one is microseconds of host time in eager mode)."""
-    if x.dim() == 2 and x.is_contiguous():
-        return x
-    return x.reshape(-1, k).contiguous()
-
-
-def _bind(op: object) -> tuple[object, object]:
-    """The custom op (for torch.compile) and its implementation (called directly in eager mode:
-    the same code without the dispatcher's Python round trip, several microseconds per call)."""
-    return op, _ops().EAGER[op]
+    raise ValueError(
+        f"{name}.apply_weights: expected bias of shape [{n}], found {list(bias.shape)}"
+    )
 
 
 def _as_scalar_scale(scale: torch.Tensor) -> torch.Tensor:
     """``[]`` or ``[1]`` -> a contiguous fp32 ``[1]``: what ``bmm_fp8`` reads through a pointer."""
     return scale.detach().reshape(1).to(torch.float32).contiguous()
+
+
+#: Where the eager fp8 path keeps, per layer, ``(weight, its data_ptr, weight.t()[None], the
+#: device's shared workspace)``: cuBLASLt's ``[1, K, N]`` operand is a view (no copy), made again
+#: when ``layer.weight`` is another Parameter or has other storage (two comparisons per call).
+_FP8_PLAN = "_kernel_core_flashinfer_plan"
 
 
 class FlashInferFp8ScaledMMLinearKernel(FP8ScaledMMLinearKernel):
@@ -103,10 +95,13 @@ class FlashInferFp8ScaledMMLinearKernel(FP8ScaledMMLinearKernel):
     @classmethod
     def warmup(cls, compute_capability: int | None = None) -> None:
         """Build (or load) FlashInfer's ``gemm`` JIT module, which holds ``bmm_fp8``."""
-        flashinfer()
-        from flashinfer.gemm.gemm_base import get_gemm_module
+        _ops().cublas_fp8_gemm()
 
-        get_gemm_module()
+    def __init__(self, config: FP8ScaledMMLinearLayerConfig) -> None:
+        super().__init__(config)
+        self._n, self._k = config.weight_shape
+        self._act_dtype, self._out_dtype = config.act_dtype, config.out_dtype
+        self._static = config.input_scale == "static"
 
     def process_weights_after_loading(self, layer: torch.nn.Module) -> None:
         params = self.validate_layer(layer)
@@ -114,18 +109,54 @@ class FlashInferFp8ScaledMMLinearKernel(FP8ScaledMMLinearKernel):
         replace_parameter(layer, "weight_scale", _as_scalar_scale(params["weight_scale"]))
         if "input_scale" in params:
             replace_parameter(layer, "input_scale", _as_scalar_scale(params["input_scale"]))
-        self._op, self._eager = _bind(_ops().fp8_per_tensor_mm)
+        layer.__dict__.pop(_FP8_PLAN, None)
+        self._ops = _ops()
+
+    def _plan(
+        self, layer: torch.nn.Module, weight: torch.Tensor
+    ) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]:
+        plan = (
+            weight, weight.data_ptr(), weight.t().unsqueeze(0),
+            self._ops.cublas_workspace(weight.device),
+        )
+        layer.__dict__[_FP8_PLAN] = plan
+        return plan
 
     def apply_weights(
         self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
-        n, k = self.config.weight_shape
-        _check_inputs(self.name, x, bias, n, k, self.config.act_dtype)
-        input_scale = layer.input_scale if self.config.input_scale == "static" else None
-        run = self._op if torch.compiler.is_compiling() else self._eager
-        out = run(_rows(x, k), layer.weight, layer.weight_scale, input_scale, bias,
-                  self.config.out_dtype)
-        return out if x.dim() == 2 else out.reshape(*x.shape[:-1], n)
+        shape = x.shape
+        if (
+            x.dtype is not self._act_dtype
+            or not shape
+            or shape[-1] != self._k
+            or (bias is not None and bias.shape != (self._n,))
+        ):
+            _refuse_inputs(self.name, x, bias, self._n, self._k, self._act_dtype)
+        # [M, K] rows; the common 2-D contiguous x costs no tensor call (each is ~1 us of host time)
+        contiguous_2d = len(shape) == 2 and x.is_contiguous()
+        rows = x if contiguous_2d else x.reshape(-1, self._k).contiguous()
+        if torch.compiler.is_compiling():
+            input_scale = layer.input_scale if self._static else None
+            out = self._ops.fp8_per_tensor_mm(
+                rows, layer.weight, layer.weight_scale, input_scale, bias, self._out_dtype
+            )
+        else:
+            # Eager: the op's implementation without the dispatcher, the weight's [1, K, N] view
+            # made once per layer, parameters read from the module's table (no __getattr__).
+            params = layer._parameters
+            weight = params["weight"]
+            planned, data_ptr, weight_t, workspace = (
+                layer.__dict__.get(_FP8_PLAN) or self._plan(layer, weight)
+            )
+            if planned is not weight or data_ptr != weight.data_ptr():
+                _, _, weight_t, workspace = self._plan(layer, weight)
+            out = self._ops.fp8_per_tensor_gemm(
+                rows, shape[0] if contiguous_2d else rows.shape[0], self._n, weight_t,
+                params["weight_scale"], params["input_scale"] if self._static else None, bias,
+                self._out_dtype, workspace,
+            )
+        return out if contiguous_2d else out.reshape(*shape[:-1], self._n)
 
 
 class FlashInferFp8BlockScaledMMLinearKernel(Fp8BlockScaledMMLinearKernel):
@@ -137,6 +168,10 @@ class FlashInferFp8BlockScaledMMLinearKernel(Fp8BlockScaledMMLinearKernel):
     name = "FlashInferFp8BlockScaledMMLinearKernel"
     priority = Priority.LIBRARY
     platforms = frozenset({"cuda"})
+
+    def __init__(self, config: Fp8BlockLinearLayerConfig) -> None:
+        super().__init__(config)
+        self._n, self._k = config.weight_shape
 
     @classmethod
     def is_supported(cls, compute_capability: int | None = None) -> tuple[bool, str | None]:
@@ -191,13 +226,30 @@ class FlashInferFp8BlockScaledMMLinearKernel(Fp8BlockScaledMMLinearKernel):
         params = self.validate_layer(layer)
         replace_parameter(layer, "weight", params["weight"].detach().contiguous())
         replace_parameter(layer, "weight_scale", params["weight_scale"].detach().contiguous())
-        self._op, self._eager = _bind(_ops().fp8_block_mm)
+        self._ops = _ops()
 
     def apply_weights(
         self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
-        n, k = self.config.weight_shape
-        _check_inputs(self.name, x, bias, n, k, torch.bfloat16)
-        run = self._op if torch.compiler.is_compiling() else self._eager
-        out = run(_rows(x, k), layer.weight, layer.weight_scale, bias)
-        return out if x.dim() == 2 else out.reshape(*x.shape[:-1], n)
+        shape = x.shape
+        if (
+            x.dtype is not torch.bfloat16
+            or not shape
+            or shape[-1] != self._k
+            or (bias is not None and bias.shape != (self._n,))
+        ):
+            _refuse_inputs(self.name, x, bias, self._n, self._k, torch.bfloat16)
+        # [M, K] rows; the common 2-D contiguous x costs no tensor call (each is ~1 us of host time)
+        contiguous_2d = len(shape) == 2 and x.is_contiguous()
+        rows = x if contiguous_2d else x.reshape(-1, self._k).contiguous()
+        if torch.compiler.is_compiling():
+            out = self._ops.fp8_block_mm(rows, layer.weight, layer.weight_scale, bias)
+        else:
+            # Eager: the op's implementation without the dispatcher; parameters read from the
+            # module's table (no __getattr__).
+            params = layer._parameters
+            out = self._ops.fp8_block_gemm(
+                rows, shape[0] if contiguous_2d else rows.shape[0], self._n, self._k,
+                params["weight"], params["weight_scale"], bias,
+            )
+        return out if contiguous_2d else out.reshape(*shape[:-1], self._n)

@@ -11,15 +11,16 @@
   about 0.1% of codes differently from the oracle's (equally accurate; README).
 
 Each op has a fake implementation, so models compile with ``torch.compile(fullgraph=True)``. They
-are registered with ``torch.library.Library`` (define + CUDA impl). Eager callers may call
-:data:`EAGER` implementations directly (same code, no dispatcher hop); compiled code goes through
-the ops.
+are registered with ``torch.library.Library`` (define + CUDA impl). Both ops' CUDA implementations
+run :func:`fp8_per_tensor_gemm` / :func:`fp8_block_gemm`; eager callers (the kernels, unless
+torch.compile is tracing) call those directly, which saves the dispatcher's Python round trip
+(several microseconds of host time per call).
 
 FlashInfer's public wrappers are not called per step: ``bmm_fp8``'s checks and autotuner lookup
-cost a median 126 us of host time per call on the H100 machine (benchmark), so the cuBLASLt
-runner it wraps is called directly; ``fp8_blockscale_gemm_sm90``'s bf16-input mode allocates and
-configures a workspace on FlashInfer's process-wide runner per call, which the FP8-input mode
-does not need.
+cost a median 126 us of host time per call on the H100 machine (benchmark), so the cuBLASLt binding
+it runs (``tactic=-1``) is called directly; ``fp8_blockscale_gemm_sm90``'s bf16-input mode
+allocates and configures a workspace on FlashInfer's process-wide runner per call, which the
+FP8-input mode does not need.
 
 This module imports flashinfer and triton: import it only once a kernel is being used.
 """
@@ -36,11 +37,14 @@ from kernel_core_flashinfer.triton_kernels import quantize_per_tensor, quantize_
 
 __all__ = [
     "NAMESPACE",
-    "EAGER",
     "fp8_per_tensor_mm",
     "fp8_block_mm",
-    "cublas_fp8_runner",
+    "fp8_per_tensor_gemm",
+    "fp8_block_gemm",
+    "cublas_workspace",
+    "cublas_fp8_gemm",
     "blockscale_runner",
+    "blockscale_run_gemm",
     "block_input_scales",
 ]
 
@@ -50,7 +54,7 @@ _library = torch.library.Library(NAMESPACE, "DEF")
 _workspaces: dict[torch.device, torch.Tensor] = {}
 
 
-def _workspace(device: torch.device) -> torch.Tensor:
+def cublas_workspace(device: torch.device) -> torch.Tensor:
     """cuBLASLt's workspace: one buffer per device, shared by every layer (FlashInfer's size)."""
     buffer = _workspaces.get(device)
     if buffer is None:
@@ -66,16 +70,43 @@ def _workspace(device: torch.device) -> torch.Tensor:
     return buffer
 
 
-# -- per-tensor FP8 through FlashInfer's cuBLASLt runner --------------------------------------
+# -- per-tensor FP8 through FlashInfer's cuBLASLt binding ---------------------------------------
 
 
 @functools.cache
-def cublas_fp8_runner() -> Any:
-    """The runner ``bmm_fp8(backend="cublas")`` uses, with its JIT module loaded once."""
+def cublas_fp8_gemm() -> Any:
+    """``bmm_fp8(A [B, M, K], B [B, K, N] column-major, D, A_scale, B_scale, workspace)`` of
+    FlashInfer's ``gemm`` JIT module: what ``bmm_fp8(backend="cublas")`` runs at ``tactic=-1``
+    (cuBLASLt's heuristic), without the runner's Python layer. Loaded (or built) once."""
     flashinfer()
-    from flashinfer.gemm.gemm_base import get_gemm_module
+    from flashinfer.jit.gemm import gen_gemm_module
 
-    return get_gemm_module().cublas_fp8_gemm_runner()
+    return gen_gemm_module().build_and_load().bmm_fp8
+
+
+def fp8_per_tensor_gemm(
+    x: torch.Tensor,
+    m: int,
+    n: int,
+    weight_t: torch.Tensor,
+    weight_scale: torch.Tensor,
+    input_scale: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    out_dtype: torch.dtype,
+    workspace: torch.Tensor,
+) -> torch.Tensor:
+    """The per-tensor FP8 GEMM both paths run. ``x``: contiguous ``[M, K]`` (``m``, ``n`` given:
+    reading them off tensors costs host time every call); ``weight_t``: the ``(N, K)`` weight as
+    ``[1, K, N]`` (``weight.t()[None]``, column-major as cuBLASLt reads it); ``input_scale`` None
+    quantizes dynamically. Per call: the output, the codes and (dynamic) the scale are allocated,
+    the quantizer (dynamic: after an amax) and the GEMM launched."""
+    out = torch.empty((1, m, n), dtype=out_dtype, device=x.device)
+    if m:
+        q, scale = quantize_per_tensor(x, input_scale)
+        cublas_fp8_gemm()(q, weight_t, out, scale, weight_scale, workspace)
+        if bias is not None:
+            out.add_(bias)
+    return out[0]
 
 
 def _fp8_per_tensor_mm_cuda(
@@ -86,19 +117,11 @@ def _fp8_per_tensor_mm_cuda(
     bias: torch.Tensor | None,
     out_dtype: torch.dtype,
 ) -> torch.Tensor:
-    m, n = x.shape[0], weight.shape[0]
-    out = torch.empty((1, m, n), dtype=out_dtype, device=x.device)
-    if m == 0:
-        return out[0]
-    q, scale = quantize_per_tensor(x, input_scale)
-    # A is (1, M, K); B is (1, K, N) column-major: the (N, K) row-major weight, transposed.
-    workspace = _workspace(x.device)
-    inputs = [q.unsqueeze(0), weight.t().unsqueeze(0), scale, weight_scale, out, workspace]
-    cublas_fp8_runner().forward(inputs, tactic=-1)
-    result = out[0]
-    if bias is not None:
-        result.add_(bias)
-    return result
+    weight_t = weight.t().unsqueeze(0)
+    return fp8_per_tensor_gemm(
+        x, x.shape[0], weight.shape[0], weight_t, weight_scale, input_scale, bias, out_dtype,
+        cublas_workspace(x.device),
+    )
 
 
 def _fp8_per_tensor_mm_fake(
@@ -134,26 +157,50 @@ def blockscale_runner() -> Any:
 _placeholder_workspace: list[torch.Tensor] = []
 
 
-def block_input_scales(m: int, k: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(buffer [K/128, round_up(M, 4)], view [M, K/128])``: the activation scales as the kernel
-    reads them (K-block-major, M padded to 4); the quantizer writes through the view."""
-    buffer = torch.empty((k // 128, -(-m // 4) * 4), dtype=torch.float32, device=device)
-    return buffer, buffer[:, :m].t()
+@functools.cache
+def blockscale_run_gemm() -> Any:
+    """The runner's ``run_gemm(input, weight, output, input_scales, weight_scales)``."""
+    return blockscale_runner().run_gemm
+
+
+def block_input_scales(m: int, k: int, device: torch.device) -> torch.Tensor:
+    """The activation scales as the kernel reads them: ``[round_up(M, 4), K/128]`` with strides
+    ``(1, round_up(M, 4))``, i.e. ``[K/128, round_up(M, 4)]`` row-major (K-block-major, M padded
+    to 4), made by one allocation; the quantizer writes rows ``0..M-1``."""
+    padded = -(-m // 4) * 4
+    return torch.empty_strided(
+        (padded, k // 128), (1, padded), dtype=torch.float32, device=device
+    )
+
+
+def fp8_block_gemm(
+    x: torch.Tensor,
+    m: int,
+    n: int,
+    k: int,
+    weight: torch.Tensor,
+    weight_scale: torch.Tensor,
+    bias: torch.Tensor | None,
+) -> torch.Tensor:
+    """The block FP8 GEMM both paths run: ``x`` contiguous bf16 ``[M, K]`` (``m``, ``n``, ``k``
+    given: reading them off tensors costs host time every call), quantized per 1x128 group into
+    the kernel's scale layout, then the kernel's FP8-input mode. Per call: the output, the codes
+    and the scales are allocated, the quantizer and the GEMM launched."""
+    out = torch.empty((m, n), dtype=torch.bfloat16, device=x.device)
+    if m:
+        scales = block_input_scales(m, k, x.device)
+        q = quantize_per_token_group(x, scales)
+        blockscale_run_gemm()(q, weight, out, scales, weight_scale)
+        if bias is not None:
+            out.add_(bias)
+    return out
 
 
 def _fp8_block_mm_cuda(
     x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
     m, k = x.shape
-    out = torch.empty((m, weight.shape[0]), dtype=torch.bfloat16, device=x.device)
-    if m == 0:
-        return out
-    buffer, scales = block_input_scales(m, k, x.device)
-    q = quantize_per_token_group(x, scales)
-    blockscale_runner().run_gemm(q, weight, out, buffer, weight_scale)
-    if bias is not None:
-        out.add_(bias)
-    return out
+    return fp8_block_gemm(x, m, weight.shape[0], k, weight, weight_scale, bias)
 
 
 def _fp8_block_mm_fake(
@@ -179,6 +226,3 @@ torch.library.register_fake(f"{NAMESPACE}::fp8_block_mm", _fp8_block_mm_fake)
 
 fp8_per_tensor_mm = getattr(torch.ops, NAMESPACE).fp8_per_tensor_mm.default
 fp8_block_mm = getattr(torch.ops, NAMESPACE).fp8_block_mm.default
-
-#: The CUDA implementations by op, for eager callers (kernels call these unless compiling).
-EAGER = {fp8_per_tensor_mm: _fp8_per_tensor_mm_cuda, fp8_block_mm: _fp8_block_mm_cuda}

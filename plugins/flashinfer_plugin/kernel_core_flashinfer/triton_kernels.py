@@ -49,12 +49,14 @@ def _quantize_per_tensor_kernel(
 def quantize_per_tensor(
     x: torch.Tensor, scale: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """E4M3 codes of a contiguous ``x`` and its ``[1]`` decode scale (``scale`` None: dynamic,
-    ``max(amax / 448, FP8_MIN_SCALE)`` computed on the GPU)."""
-    q = torch.empty(x.shape, dtype=torch.float8_e4m3fn, device=x.device)
+    """E4M3 codes of a contiguous ``x [M, K]`` as ``[1, M, K]`` (the batched operand ``bmm_fp8``
+    takes, so no view is made per call) and its decode scale: ``scale`` itself when given (static),
+    else ``max(amax / 448, FP8_MIN_SCALE)`` computed on the GPU into a new ``[1]`` tensor."""
+    q = torch.empty((1, *x.shape), dtype=torch.float8_e4m3fn, device=x.device)
     numel = x.numel()
     if scale is None:
-        source = torch.linalg.vector_norm(x, float("inf"), dtype=torch.float32).reshape(1)
+        # The 0-d amax goes to the kernel as is: a pointer either way, no reshape launched.
+        source = torch.linalg.vector_norm(x, float("inf"), dtype=torch.float32)
         scale_out = torch.empty(1, dtype=torch.float32, device=x.device)
     else:
         source = scale_out = scale
@@ -87,14 +89,16 @@ def _quantize_group_kernel(
 
 
 def quantize_per_token_group(x: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    """E4M3 codes of a row-major ``x [M, K]``; decode scales per 1x128 group written into
-    ``scales`` (an ``[M, K/128]`` view of any strides, so a kernel's scale layout is written
-    directly). ``s = max(amax, 1e-10) / 448`` like ``quantize_fp8_per_token_group``."""
+    """E4M3 codes of a row-major ``x [M, K]``; decode scales per 1x128 group written into rows
+    ``0..M-1`` of ``scales``, an ``[M', K/128]`` tensor (``M' >= M``) of any strides, so a kernel's
+    scale layout is written directly (``ops.block_input_scales``: K-block-major, M padded to 4).
+    ``s = max(amax, 1e-10) / 448`` like ``quantize_fp8_per_token_group``."""
     m, k = x.shape
     q = torch.empty((m, k), dtype=torch.float8_e4m3fn, device=x.device)
+    stride_sm, stride_sk = scales.stride()
     rows = 16
     _quantize_group_kernel[(triton.cdiv(m, rows), k // GROUP)](
-        x, q, scales, m, k, x.stride(0), scales.stride(0), scales.stride(1),
+        x, q, scales, m, k, x.stride(0), stride_sm, stride_sk,
         FP8_MAX=FP8_E4M3_MAX, AMAX_FLOOR=FP8_GROUP_AMAX_FLOOR, GROUP_SIZE=GROUP, ROWS=rows,
     )
     return q

@@ -220,8 +220,8 @@ def test_block_layer_holds_only_weight_and_scale() -> None:
         assert getattr(layer, name).is_contiguous()
 
 
-@pytest.mark.parametrize("mode", ["static", "dynamic"])
-def test_fp8_layer_holds_only_processed_tensors(mode) -> None:
+def _processed_fp8(mode: str) -> tuple[Fp8Kernel, torch.nn.Module, torch.Tensor]:
+    """A processed 256 x 512 per-tensor fp8 layer, its kernel and the weight scale as quantized."""
     pytest.importorskip("triton")
     kernel = Fp8Kernel(fp8_config(input_scale=mode))
     q, scale = quantize_fp8(torch.randn(256, 512), "tensor")
@@ -231,6 +231,12 @@ def test_fp8_layer_holds_only_processed_tensors(mode) -> None:
     if mode == "static":
         layer.input_scale = torch.nn.Parameter(torch.tensor(0.02), requires_grad=False)
     kernel.process_weights_after_loading(layer)
+    return kernel, layer, scale
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_fp8_layer_holds_only_processed_tensors(mode) -> None:
+    kernel, layer, scale = _processed_fp8(mode)
     expected = {"weight", "weight_scale"} | ({"input_scale"} if mode == "static" else set())
     assert {name for name, _ in layer.named_parameters()} == expected
     assert layer.weight_scale.shape == (1,) and layer.weight_scale.dtype == torch.float32
@@ -260,6 +266,166 @@ def test_ops_have_fake_implementations() -> None:
         ws = torch.empty(2, 4, device="cuda")
         out = ops.fp8_block_mm(x, w, ws, None)
         assert out.shape == (7, 256) and out.dtype == torch.bfloat16
+
+
+# -- eager and compiled paths -------------------------------------------------------------------
+
+
+class _Spy:
+    """Stands in for a GEMM implementation: records each call, returns a marked output."""
+
+    def __init__(self, n: int) -> None:
+        self.calls: list[tuple] = []
+        self.n = n
+
+    def __call__(self, x: torch.Tensor, *args: object) -> torch.Tensor:
+        self.calls.append((x, *args))
+        return torch.full((x.shape[0], self.n), 7.0)
+
+
+def _processed_fp8_layer(mode: str, monkeypatch) -> tuple[Fp8Kernel, torch.nn.Module, object]:
+    """:func:`_processed_fp8` with a stand-in for the shared cuBLASLt workspace."""
+    from kernel_core_flashinfer import ops
+
+    kernel, layer, _ = _processed_fp8(mode)
+    workspace = torch.empty(16, dtype=torch.uint8)  # FlashInfer's would import it (seconds)
+    monkeypatch.setattr(ops, "cublas_workspace", lambda device: workspace)
+    return kernel, layer, workspace
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_fp8_eager_and_op_run_the_same_implementation(mode, monkeypatch) -> None:
+    """Eager apply_weights skips the dispatcher but runs what the op's CUDA implementation runs,
+    with the same operands: the weight as a [1, K, N] view of the same storage, the layer's
+    scales, the shared workspace."""
+    from kernel_core_flashinfer import ops
+
+    kernel, layer, workspace = _processed_fp8_layer(mode, monkeypatch)
+    spy = _Spy(256)
+    monkeypatch.setattr(ops, "fp8_per_tensor_gemm", spy)
+    x = torch.randn(5, 512).to(torch.bfloat16)
+    bias = torch.randn(256).to(torch.bfloat16)
+    out = kernel.apply_weights(layer, x, bias)
+    assert out.shape == (5, 256) and bool((out == 7).all())
+    input_scale = layer.input_scale if mode == "static" else None
+    ops._fp8_per_tensor_mm_cuda(x, layer.weight, layer.weight_scale, input_scale, bias,
+                                torch.bfloat16)
+    (eager, by_op) = spy.calls
+    for args in (eager, by_op):
+        rows, m, n, weight_t, weight_scale, scale, b, out_dtype, ws = args
+        assert rows is x and (m, n) == (5, 256)
+        assert b is bias and out_dtype is torch.bfloat16 and ws is workspace
+        assert weight_t.shape == (1, 512, 256) and weight_t.data_ptr() == layer.weight.data_ptr()
+        assert torch.equal(weight_t[0].float(), layer.weight.t().float())
+        assert weight_scale is layer.weight_scale and scale is input_scale
+
+
+def test_fp8_eager_view_follows_a_replaced_weight(monkeypatch) -> None:
+    """The eager path's [1, K, N] view is made once per layer, and made again when the layer's
+    weight is another Parameter or the same Parameter on other storage (never a stale view)."""
+    from kernel_core_flashinfer import ops
+
+    kernel, layer, _ = _processed_fp8_layer("dynamic", monkeypatch)
+    spy = _Spy(256)
+    monkeypatch.setattr(ops, "fp8_per_tensor_gemm", spy)
+    x = torch.randn(3, 512).to(torch.bfloat16)
+    kernel.apply_weights(layer, x)
+    kernel.apply_weights(layer, x)
+    views = [call[3] for call in spy.calls]
+    assert views[1] is views[0]  # reused, not remade
+    new_codes = quantize_fp8(torch.randn(256, 512), "tensor")[0]
+    layer.weight.data = new_codes
+    kernel.apply_weights(layer, x)
+    assert spy.calls[2][3].data_ptr() == new_codes.data_ptr()
+    replacement = torch.nn.Parameter(quantize_fp8(torch.randn(256, 512), "tensor")[0],
+                                     requires_grad=False)
+    layer.weight = replacement
+    kernel.apply_weights(layer, x)
+    assert spy.calls[3][3].data_ptr() == replacement.data_ptr()
+    assert torch.equal(spy.calls[3][3][0].float(), replacement.t().float())
+
+
+def test_block_eager_and_op_run_the_same_implementation(monkeypatch) -> None:
+    pytest.importorskip("triton")
+    from kernel_core_flashinfer import ops
+
+    kernel = BlockKernel(block_config())
+    layer = _block_layer(576, 1024)
+    kernel.process_weights_after_loading(layer)
+    spy = _Spy(576)
+    monkeypatch.setattr(ops, "fp8_block_gemm", spy)
+    x = torch.randn(2, 3, 1024).to(torch.bfloat16)
+    out = kernel.apply_weights(layer, x)
+    assert out.shape == (2, 3, 576)
+    ops._fp8_block_mm_cuda(x.reshape(6, 1024), layer.weight, layer.weight_scale, None)
+    (eager, by_op) = spy.calls
+    for rows, m, n, k, weight, weight_scale, bias in (eager, by_op):
+        assert rows.shape == (6, 1024) and rows.is_contiguous() and torch.equal(rows, eager[0])
+        assert (m, n, k) == (6, 576, 1024)
+        assert weight is layer.weight and weight_scale is layer.weight_scale and bias is None
+
+
+@pytest.mark.parametrize("which", ["fp8", "fp8_block"])
+def test_compiling_goes_through_the_op(which, monkeypatch) -> None:
+    """While torch.compile traces, apply_weights calls the registered op (whose fake
+    implementation the compiler uses), with the layer's parameters."""
+    pytest.importorskip("triton")
+    from kernel_core_flashinfer import ops
+
+    if which == "fp8":
+        kernel, layer, _ = _processed_fp8_layer("static", monkeypatch)
+        op_name, n, k = "fp8_per_tensor_mm", 256, 512
+    else:
+        kernel = BlockKernel(block_config())
+        layer = _block_layer(576, 1024)
+        kernel.process_weights_after_loading(layer)
+        op_name, n, k = "fp8_block_mm", 576, 1024
+    spy = _Spy(n)
+    monkeypatch.setattr(ops, op_name, spy)
+    monkeypatch.setattr(ops, "fp8_per_tensor_gemm", None)  # any eager call would fail
+    monkeypatch.setattr(ops, "fp8_block_gemm", None)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert kernel.apply_weights(layer, torch.randn(4, k).to(torch.bfloat16)).shape == (4, n)
+    (call,) = spy.calls
+    assert call[1] is layer.weight and call[2] is layer.weight_scale
+    if which == "fp8":
+        assert call[3] is layer.input_scale
+
+
+@pytest.mark.parametrize("which", ["fp8", "fp8_block"])
+@pytest.mark.parametrize(
+    "x_shape,x_dtype,bias_shape,needle",
+    [
+        ((4, 100), torch.bfloat16, None, r"expected x of shape \[\.\.\., K\] and dtype bfloat16, "
+         r"found \[4, 100\] bfloat16"),
+        ((4, 0), torch.float32, None, "found \\[4, K\\] float32"),
+        ((), torch.bfloat16, None, "found \\[\\] bfloat16"),
+        ((4, 0), torch.bfloat16, (3,), "expected bias of shape \\[N\\], found \\[3\\]"),
+    ],
+)
+def test_eager_path_checks_x_and_bias(which, x_shape, x_dtype, bias_shape, needle,
+                                      monkeypatch) -> None:
+    """The direct path keeps the checks: a wrong K, dtype, a 0-d x or a bias of the wrong shape
+    is a ValueError naming expected and found, before anything runs."""
+    pytest.importorskip("triton")
+    from kernel_core_flashinfer import ops
+
+    if which == "fp8":
+        kernel, layer, _ = _processed_fp8_layer("dynamic", monkeypatch)
+        n, k = 256, 512
+    else:
+        kernel = BlockKernel(block_config())
+        layer = _block_layer(576, 1024)
+        kernel.process_weights_after_loading(layer)
+        n, k = 576, 1024
+    for name in ("fp8_per_tensor_gemm", "fp8_block_gemm", "fp8_per_tensor_mm", "fp8_block_mm"):
+        monkeypatch.setattr(ops, name, None)  # nothing may run
+    shape = tuple(k if d == 0 else d for d in x_shape)
+    x = torch.zeros(shape, dtype=x_dtype) if shape else torch.tensor(1.0, dtype=x_dtype)
+    bias = None if bias_shape is None else torch.zeros(bias_shape, dtype=torch.bfloat16)
+    needle = needle.replace("K", str(k)).replace("N", str(n))
+    with pytest.raises(ValueError, match=needle):
+        kernel.apply_weights(layer, x, bias)
 
 
 # -- environment ----------------------------------------------------------------------------
@@ -315,37 +481,47 @@ def test_cuda_home_skips_nvcc_wrapper_scripts(monkeypatch, tmp_path) -> None:
 
 # -- the activation scale layout fp8_blockscale_gemm_sm90 reads, in the Triton interpreter ----
 
-_INTERPRETED_QUANTIZER = """
+_INTERPRETED_QUANTIZERS = """
 import torch
-from kernel_core.formats.fp8 import quantize_fp8_per_token_group
+from kernel_core.formats.fp8 import quantize_fp8, quantize_fp8_per_token_group
 from kernel_core_flashinfer.ops import block_input_scales
-from kernel_core_flashinfer.triton_kernels import quantize_per_token_group
+from kernel_core_flashinfer.triton_kernels import quantize_per_tensor, quantize_per_token_group
 torch.manual_seed(0)
 m, k = 37, 384
 x = (torch.randn(m, k) * torch.exp(torch.randn(m, 1))).to(torch.bfloat16)
-buffer, scales = block_input_scales(m, k, torch.device("cpu"))
-buffer.fill_(float("nan"))
+scales = block_input_scales(m, k, torch.device("cpu"))
+memory = scales.t()
+memory.fill_(float("nan"))
 quantize_per_token_group(x, scales)
 _, reference = quantize_fp8_per_token_group(x)
-print(list(buffer.shape), torch.equal(buffer[:, :m].t(), reference), bool(buffer[:, m:].isnan().all()))
+print(list(memory.shape), memory.is_contiguous(), torch.equal(scales[:m], reference),
+      bool(memory[:, m:].isnan().all()))
+q, scale = quantize_per_tensor(x, None)
+_, reference = quantize_fp8(x, "tensor")
+print(list(q.shape), q.dtype, list(scale.shape), torch.equal(scale, reference.reshape(1)))
 """
 
 
-def test_block_input_scales_are_k_block_major_with_m_padded_to_4() -> None:
-    """The trap: the kernel reads FP8-input scales as [K/128, round_up(M, 4)] row-major. The
-    quantizer writes exactly the formats' 1x128 scales there and leaves the padding alone.
+def test_quantizers_write_the_layouts_the_kernels_read() -> None:
+    """The trap: the block kernel reads FP8-input scales as [K/128, round_up(M, 4)] row-major.
+    ``block_input_scales`` is that memory (one allocation) seen as [round_up(M, 4), K/128]; the
+    quantizer writes exactly the formats' 1x128 scales into rows 0..M-1 and leaves the padding
+    alone. The per-tensor quantizer returns ``bmm_fp8``'s batched [1, M, K] operand and the
+    formats' dynamic scale (its amax goes to the kernel as a 0-d tensor).
 
     Only the scales are compared: the interpreter's fp8 conversion is not round-to-nearest-even
-    (the GPU test compares the codes bit for bit).
+    (the GPU test compares the codes).
     """
     pytest.importorskip("triton")
     env = dict(os.environ, TRITON_INTERPRET="1")
     done = subprocess.run(
-        [sys.executable, "-c", _INTERPRETED_QUANTIZER], capture_output=True, text=True, env=env,
+        [sys.executable, "-c", _INTERPRETED_QUANTIZERS], capture_output=True, text=True, env=env,
         cwd=Path(__file__).parent,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["[3,", "40]", "True", "True"], done.stdout
+    assert done.stdout.split("\n")[:2] == [
+        "[3, 40] True True True", "[1, 37, 384] torch.float8_e4m3fn [1] True"
+    ], done.stdout
 
 
 # -- why FlashInfer's own 1x128 quantizer and the oracle's disagree, emulated ------------------

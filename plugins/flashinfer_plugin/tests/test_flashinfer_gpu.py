@@ -100,19 +100,22 @@ def test_quantizers_agree_with_the_formats() -> None:
     from kernel_core_flashinfer.ops import block_input_scales
     from kernel_core_flashinfer.triton_kernels import quantize_per_tensor, quantize_per_token_group
 
-    x = activations(300, 1024, seed=1) * 7
+    x = activations(301, 1024, seed=1) * 7
     for scale in (None, torch.tensor([0.013], device="cuda")):
         q, s = quantize_per_tensor(x, scale)
         q_ref, s_ref = quantize_fp8(x, "tensor", scale=scale)
-        assert_codes_agree(q, q_ref)
+        assert q.shape == (1, 301, 1024)
+        assert_codes_agree(q[0], q_ref)
         torch.testing.assert_close(s.reshape(1), s_ref.reshape(1), rtol=2.0**-22, atol=0)
-    buffer, scales = block_input_scales(300, 1024, torch.device("cuda"))
-    buffer.fill_(float("nan"))
+    scales = block_input_scales(301, 1024, torch.device("cuda"))
+    memory = scales.t()  # what the kernel reads: [K/128, round_up(M, 4)] row-major
+    memory.fill_(float("nan"))
     q = quantize_per_token_group(x, scales)
     q_ref, s_ref = quantize_fp8_per_token_group(x)
     assert_codes_agree(q, q_ref)
-    torch.testing.assert_close(scales, s_ref, rtol=2.0**-22, atol=0)
-    assert buffer.shape == (8, 300) and not buffer.isnan().any()
+    torch.testing.assert_close(scales[:301], s_ref, rtol=2.0**-22, atol=0)
+    assert memory.shape == (8, 304) and memory.is_contiguous()
+    assert not memory[:, :301].isnan().any() and memory[:, 301:].isnan().all()
 
 
 # -- accuracy -----------------------------------------------------------------------------------
@@ -162,9 +165,9 @@ def test_block_matches_float64(m) -> None:
     from kernel_core_flashinfer.ops import block_input_scales
     from kernel_core_flashinfer.triton_kernels import quantize_per_token_group
 
-    _, scales = block_input_scales(m, k, x.device)
+    scales = block_input_scales(m, k, x.device)
     codes = quantize_per_token_group(x, scales)
-    exact = dequantize_fp8_per_token_group(codes, scales.contiguous()).double() @ w64.t()
+    exact = dequantize_fp8_per_token_group(codes, scales[:m].contiguous()).double() @ w64.t()
     exact = exact + bias.double()
     rows = (out.double() - exact).norm(dim=1) / exact.norm(dim=1)
     assert rows.max().item() <= 2 * bound(exact, torch.bfloat16), "one row is off"
