@@ -44,7 +44,7 @@ from kernel_core.families import (
 )
 from kernel_core.formats.layer import dequantize_weight, make_layer
 from kernel_core.scalar_types import scalar_types
-from kernel_core_marlin import ops
+from kernel_core_marlin.tile import tile_plan
 from kernel_core_marlin.kernels import (
     MarlinFp8LinearKernel,
     MarlinMPLinearKernel,
@@ -57,6 +57,8 @@ LIB = ctypes.CDLL(str(Path(__file__).with_name("libkcm_tile_probe.so")))
 LIB.kcm_probe_tile.restype = ctypes.c_int
 LIB.kcm_probe_tile.argtypes = [ctypes.c_int] * 5 + [ctypes.c_void_p] * 8 + [ctypes.c_int] * 8 + [
     ctypes.c_void_p]
+LIB.kcm_probe_tile_clusters.restype = ctypes.c_int
+LIB.kcm_probe_tile_clusters.argtypes = [ctypes.c_int] * 5
 LIB.kcm_probe_dequantize.restype = ctypes.c_int
 LIB.kcm_probe_dequantize.argtypes = [ctypes.c_int] * 2 + [ctypes.c_void_p] * 6 + [
     ctypes.c_int] * 6 + [ctypes.c_void_p]
@@ -185,12 +187,18 @@ def time_formats(replays: int, m_values: tuple[int, ...], fmts: list[str],
     """Appends one row per (format, shape, M) to ``rows`` and calls ``save`` after each."""
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     bf16_cache = {}
+    limits_of = {}
     for fmt in fmts:
         for n, k in SHAPES:
             config, kernel_class = _config(fmt, n, k)
             layer = _layer(_random_checkpoint(config, fmt))
             kernel = kernel_class(config)
             kernel.process_weights_after_loading(layer)
+            if fmt not in limits_of:
+                limits_of[fmt] = {(b, r, sp): LIB.kcm_probe_tile_clusters(1, kernel._fmt, b, r, sp)
+                                  for (b, r) in TILE_SHAPES for sp in range(1, 9)}
+                log(f"{fmt}: clusters that fit at once by (bmx, rw, split): {limits_of[fmt]}")
+            limits = limits_of[fmt]
             weight_bytes = sum(p.numel() * p.element_size() for p in layer.parameters())
             copies = max(1, math.ceil(150 * 2**20 / weight_bytes))
             packs = [Packed(kernel, layer, n)] + [
@@ -210,14 +218,29 @@ def time_formats(replays: int, m_values: tuple[int, ...], fmts: list[str],
                     del weights
                 bf16_us = bf16_cache[(n, k, m)]
                 variants = {}
+                chunks = layer.weight.shape[1]
+                plan = tile_plan(m, n, chunks, limits)
+                candidates = {(plan.bmx, plan.rw, plan.split)}
                 for bmx, rw in TILE_SHAPES:
                     if bmx > max(64, 2 ** math.ceil(math.log2(m))):
                         continue
-                    for split in splits_for(n, m, layer.weight.shape[1], bmx, rw, sms):
-                        calls = [lambda p=p, x=x, o=o, a=(bmx, rw, split): p.tile(x, o, *a)
-                                 for p, x, o in zip(packs, xs, outs)] * reps
-                        variants[f"tile bmx={bmx} rw={rw} split={split}"] = graph_time_us(
-                            calls, replays)
+                    candidates |= {(bmx, rw, sp) for sp in splits_for(n, m, chunks, bmx, rw, sms)}
+                for bmx, rw, split in sorted(candidates):
+                    calls = [lambda p=p, x=x, o=o, a=(bmx, rw, split): p.tile(x, o, *a)
+                             for p, x, o in zip(packs, xs, outs)] * reps
+                    variants[f"tile bmx={bmx} rw={rw} split={split}"] = graph_time_us(
+                        calls, replays)
+                plan_name = f"tile bmx={plan.bmx} rw={plan.rw} split={plan.split}"
+                tiles = {v: t for v, t in variants.items() if v.startswith("tile")}
+                best_tile = min(tiles, key=tiles.get)
+                # The best tile variant against decode + cuBLAS (the same decoded values, fp32
+                # sums): a race or a wrong index would show far above bf16 rounding.
+                bmx, rw, split = (int(f.split("=")[1]) for f in best_tile.split()[1:])
+                out = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)
+                packs[0].tile(xs[0], out, bmx, rw, split)
+                ref = torch.matmul(xs[0], packs[0].dequantize(torch.bfloat16)[:, :k].T).double()
+                check = float((out.double() - ref).norm() / ref.norm())
+                finite = bool(torch.isfinite(out).all())
                 if m >= 256:
                     calls = [lambda p=p, x=x: torch.matmul(x, p.dequantize(torch.bfloat16)[:, :k].T)
                              for p, x in zip(packs, xs)] * max(1, 4 // copies)
@@ -226,11 +249,21 @@ def time_formats(replays: int, m_values: tuple[int, ...], fmts: list[str],
                 row = {"format": fmt, "N": n, "K": k, "M": m, "bf16_matmul_us": round(bf16_us, 2),
                        "best": best, "best_us": round(variants[best], 2),
                        "best_speedup": round(bf16_us / variants[best], 3),
-                       "variants_us": {v: round(t, 2) for v, t in variants.items()}}
+                       "best_tile": best_tile, "best_tile_us": round(tiles[best_tile], 2),
+                       "plan": plan_name, "plan_us": round(variants[plan_name], 2),
+                       "plan_reason": plan.reason,
+                       "plan_speedup": round(bf16_us / variants[plan_name], 3),
+                       "best_tile_vs_dequant_matmul_rel_error": check, "best_tile_finite": finite,
+                       "variants_us": {v: round(t, 2) for v, t in variants.items()},
+                       "cluster_limits": {f"{b},{r},{sp}": c for (b, r, sp), c in limits.items()}}
                 rows.append(row)
                 save()
-                print(f"{fmt:12s} {n:5d}x{k:<5d} M={m:<5d} bf16 {bf16_us:8.1f}  best "
-                      f"{variants[best]:8.1f} {row['best_speedup']:5.2f}x  {best}", flush=True)
+                print(f"{fmt:12s} {n:5d}x{k:<5d} M={m:<5d} bf16 {bf16_us:7.1f} best {best_tile} "
+                      f"{tiles[best_tile]:7.1f} ({bf16_us / tiles[best_tile]:4.2f}x) plan "
+                      f"{plan.bmx}/{plan.rw}/{plan.split} {variants[plan_name]:7.1f} "
+                      f"({row['plan_speedup']:4.2f}x) err {check:.1e}{'' if finite else ' NONFINITE'}"
+                      + (f" deq+mm {variants['dequantize+matmul']:7.1f}"
+                         if "dequantize+matmul" in variants else ""), flush=True)
             del packs, layer
             torch.cuda.empty_cache()
 
@@ -239,7 +272,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--replays", type=int, default=10)
-    parser.add_argument("--m", default="64,128,256,512,1024,2048,4096")
+    parser.add_argument("--m", default="64,128,256;1024,4096",
+                        help="M values; ';' separates passes over all formats and shapes")
     parser.add_argument("--formats", default="int4_g128,nvfp4_w4a16")
     parser.add_argument("--skip-checks", action="store_true")
     args = parser.parse_args()
@@ -262,9 +296,10 @@ def main() -> None:
             json.dump(result, f, indent=1)
 
     save()
-    m_values = tuple(int(v) for v in args.m.split(","))
     result["timing"] = []
-    time_formats(args.replays, m_values, args.formats.split(","), result["timing"], save)
+    for group in args.m.split(";"):
+        m_values = tuple(int(v) for v in group.split(","))
+        time_formats(args.replays, m_values, args.formats.split(","), result["timing"], save)
     log(f"done in {time.time() - start:.0f} s")
 
 

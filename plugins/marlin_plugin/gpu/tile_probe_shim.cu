@@ -51,3 +51,8 @@ extern "C" int kcm_probe_dequantize(int dtype, int fmt, const void* w, const voi
   return dtype == kcm::kHalf ? kcm::launch_dequantize_half(p, fmt, stream)
                              : kcm::launch_dequantize_bfloat16(p, fmt, stream);
 }
+
+extern "C" int kcm_probe_tile_clusters(int dtype, int fmt, int bmx, int rw, int split) {
+  return dtype == kcm::kHalf ? kcm::tile_clusters_half(fmt, bmx, rw, split)
+                             : kcm::tile_clusters_bfloat16(fmt, bmx, rw, split);
+}

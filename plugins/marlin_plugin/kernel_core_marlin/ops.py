@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 CSRC = Path(__file__).parent / "csrc"
-SOURCES = ("bindings.cpp", "gemm_fp16.cu", "gemm_bf16.cu")
+SOURCES = ("bindings.cpp", "gemm_fp16.cu", "gemm_bf16.cu", "tile_fp16.cu", "tile_bf16.cu")
 _EXTENSIONS: dict[str, ModuleType] = {}
 
 

@@ -10,5 +10,9 @@ namespace kcm {
 // cluster that share K (1..8, at most the number of 64-channel chunks). SM90 only.
 int launch_tile_half(const GemmParams& p, int fmt, int bmx, int rw, int split, void* stream);
 int launch_tile_bfloat16(const GemmParams& p, int fmt, int bmx, int rw, int split, void* stream);
+// Clusters of `split` blocks of that shape that fit on the current device at once (negative:
+// minus a cudaError_t value).
+int tile_clusters_half(int fmt, int bmx, int rw, int split);
+int tile_clusters_bfloat16(int fmt, int bmx, int rw, int split);
 
 }  // namespace kcm

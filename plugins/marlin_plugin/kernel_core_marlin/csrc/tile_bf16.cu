@@ -7,4 +7,8 @@ int launch_tile_bfloat16(const GemmParams& p, int fmt, int bmx, int rw, int spli
   return launch_tile_typed<__nv_bfloat16>(p, fmt, bmx, rw, split, stream);
 }
 
+int tile_clusters_bfloat16(int fmt, int bmx, int rw, int split) {
+  return tile_clusters_typed<__nv_bfloat16>(fmt, bmx, rw, split);
+}
+
 }  // namespace kcm

@@ -7,4 +7,8 @@ int launch_tile_half(const GemmParams& p, int fmt, int bmx, int rw, int split, v
   return launch_tile_typed<half>(p, fmt, bmx, rw, split, stream);
 }
 
+int tile_clusters_half(int fmt, int bmx, int rw, int split) {
+  return tile_clusters_typed<half>(fmt, bmx, rw, split);
+}
+
 }  // namespace kcm

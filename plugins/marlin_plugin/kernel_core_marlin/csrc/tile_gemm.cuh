@@ -139,9 +139,13 @@ __device__ __forceinline__ void pin_registers(uint32_t (&d)[N]) {
 
 __device__ __forceinline__ void pin_registers(uint64_t& d) { asm volatile("" : "+l"(d)::"memory"); }
 
-// cp.async writes (generic proxy) made visible to wgmma's shared-memory reads (async proxy).
-__device__ __forceinline__ void fence_proxy_async() {
-  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+// p + step, computed as one 64-bit add: the empty asm hides the chain from the compiler, which
+// otherwise rebuilds every pointer of an unrolled loop as base + j * step (three multiplies).
+template <typename T>
+__device__ __forceinline__ const T* step_pointer(const T* p, size_t step) {
+  const T* q = p + step;
+  asm volatile("" : "+l"(q));
+  return q;
 }
 
 // Shared-memory descriptor of a K-major operand with the 128-byte swizzle: 8-row atoms of
@@ -179,8 +183,9 @@ __global__ void __launch_bounds__(256, 1) tile_gemm_kernel(const GemmParams p) {
   constexpr int kStages = Layout::kStages;
   constexpr int kAhead = Layout::kAhead;
   extern __shared__ unsigned char tile_smem_raw[];
-  unsigned char* smem = reinterpret_cast<unsigned char*>(
-      (reinterpret_cast<uintptr_t>(tile_smem_raw) + 1023) & ~static_cast<uintptr_t>(1023));
+  // Aligned by offsetting the shared array itself, so the compiler keeps shared-memory loads.
+  unsigned char* smem =
+      tile_smem_raw + ((1024 - (static_cast<uint32_t>(__cvta_generic_to_shared(tile_smem_raw)) & 1023)) & 1023);
 
   const cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
   const int split = static_cast<int>(cluster.num_blocks());
@@ -195,53 +200,87 @@ __global__ void __launch_bounds__(256, 1) tile_gemm_kernel(const GemmParams p) {
   const int warp = tid >> 5;
   const int g = lane >> 2;
   const int t = lane & 3;
-  int local[RW];
   int tile[RW];
 #pragma unroll
   for (int r = 0; r < RW; ++r) {
-    local[r] = ((warp >> 2) * RW + r) * 4 + (warp & 3);
-    tile[r] = n_block * Layout::kTiles + local[r];
+    tile[r] = n_block * Layout::kTiles + ((warp >> 2) * RW + r) * 4 + (warp & 3);
   }
   const T* x = static_cast<const T*>(p.x);
-  const int4* weights = static_cast<const int4*>(p.w);
   const uint32_t zconst_pair = floats_to_pair<T>(static_cast<float>(p.zconst),
                                                  static_cast<float>(p.zconst));
-  // This lane copies word `lane` of activation rows warp + 8 j (row & 7 == warp) to its
-  // permuted, swizzled place (see the top of the file).
-  const int x_dst = ((lane & 7) ^ warp) * 16 + (lane >> 3) * 4;
-  const T* x_src = x + static_cast<size_t>(m0 + warp) * p.K + 2 * lane;
 
-  auto issue = [&](int i) {
-    if (i >= count) {  // past this block's chunks: an empty group keeps the wait counts uniform
-      commit_async();
-      return;
-    }
-    const int c = c_begin + i;
-    unsigned char* stage = smem + (i % kStages) * Layout::kStageBytes;
-    const bool k_ok = c * 64 + 2 * lane < p.K;
+  // Copy state, advanced one chunk per issue (no division or modulo in the loop). This lane
+  // copies word `lane` of activation rows warp + 8 j (row & 7 == warp) to its permuted, swizzled
+  // place (see the top of the file); rows at or past M are not copied at all (their columns of
+  // the product are never stored), channels at or past K are zero-filled (they meet padding
+  // codes).
+  const int x_dst = Layout::kX + warp * 128 + ((lane & 7) ^ warp) * 16 + (lane >> 3) * 4;
+  const int x_rows = min(max((p.M - m0 - warp + 7) / 8, 0), BMX / 8);
+  const size_t x_row_step = static_cast<size_t>(8) * p.K;
+  const T* x_next = x + static_cast<size_t>(m0 + warp) * p.K + c_begin * 64 + 2 * lane;
+  int x_k = c_begin * 64 + 2 * lane;
+  const int4* w_next[RW];
+  bool w_ok[RW];
+  size_t s_row[RW];  // this lane's scale-table word of group 0
 #pragma unroll
-    for (int j = 0; j < BMX / 8; ++j) {
-      const bool ok = k_ok && m0 + warp + 8 * j < p.M;
-      const T* src = ok ? x_src + static_cast<size_t>(8 * j) * p.K + c * 64 : x;
-      copy_async4(stage + Layout::kX + (warp + 8 * j) * 128 + x_dst, src, ok);
-    }
-    const int grp = group_of(p, c, t);
+  for (int r = 0; r < RW; ++r) {
+    w_ok[r] = tile[r] < p.N16;
+    w_next[r] = static_cast<const int4*>(p.w) +
+                (static_cast<size_t>(w_ok[r] ? tile[r] : 0) * p.C + c_begin) * V * 32 + lane;
+    s_row[r] = static_cast<size_t>(w_ok[r] ? tile[r] : 0) * p.G * 8 + g;
+  }
+  // The group of this lane's 16 channels: a table (act-order), a shift (power-of-two groups) or
+  // a division.
+  const int group_shift = (p.group_size & (p.group_size - 1)) == 0 ? __ffs(p.group_size) - 1 : -1;
+  int group_k = c_begin * 64 + 16 * t;
+  int issued = 0;
+  int issue_stage = 0;
+
+  auto issue = [&]() {
+    if (issued < count) {  // past this block's chunks: an empty group keeps the wait counts even
+      unsigned char* stage = smem + issue_stage * Layout::kStageBytes;
+      const bool k_ok = x_k < p.K;
+      const T* src = x_next;
+      unsigned char* dst = stage + x_dst;
+      if (x_rows == BMX / 8) {  // a full block of tokens: no row predicates
 #pragma unroll
-    for (int r = 0; r < RW; ++r) {
-      const bool ok = tile[r] < p.N16;
+        for (int j = 0; j < BMX / 8; ++j) {
+          copy_async4(dst + j * 1024, src, k_ok);
+          src = step_pointer(src, x_row_step);
+        }
+      } else {
 #pragma unroll
-      for (int v = 0; v < V; ++v) {
-        const int4* src =
-            ok ? weights + ((static_cast<size_t>(tile[r]) * p.C + c) * V + v) * 32 + lane : weights;
-        copy_async16(stage + Layout::kW + (local[r] * V + v) * 512 + lane * 16, src, ok);
+        for (int j = 0; j < BMX / 8; ++j) {
+          if (j < x_rows) copy_async4(dst + j * 1024, src, k_ok);
+          src = step_pointer(src, x_row_step);
+        }
       }
-      const size_t sidx = ok ? (static_cast<size_t>(tile[r]) * p.G + grp) * 8 + g : 0;
-      copy_async4(stage + Layout::kScales + local[r] * 128 + lane * 4, p.gscale + sidx, ok);
-      if (p.zeros != nullptr) {
-        copy_async4(stage + Layout::kZeros + local[r] * 128 + lane * 4, p.zeros + sidx, ok);
+      int grp = p.gtab != nullptr ? __ldg(p.gtab + (group_k >> 4))
+                : group_shift >= 0 ? group_k >> group_shift
+                                   : group_k / p.group_size;
+      grp = min(grp, p.G - 1);
+#pragma unroll
+      for (int r = 0; r < RW; ++r) {
+        const int local = ((warp >> 2) * RW + r) * 4 + (warp & 3);
+#pragma unroll
+        for (int v = 0; v < V; ++v) {
+          copy_async16(stage + Layout::kW + (local * V + v) * 512 + lane * 16, w_next[r] + v * 32,
+                       w_ok[r]);
+        }
+        const size_t sidx = s_row[r] + static_cast<size_t>(grp) * 8;
+        copy_async4(stage + Layout::kScales + local * 128 + lane * 4, p.gscale + sidx, w_ok[r]);
+        if (p.zeros != nullptr) {
+          copy_async4(stage + Layout::kZeros + local * 128 + lane * 4, p.zeros + sidx, w_ok[r]);
+        }
+        w_next[r] += V * 32;
       }
+      x_next += 64;
+      x_k += 64;
+      group_k += 64;
     }
     commit_async();
+    ++issued;
+    issue_stage = issue_stage + 1 == kStages ? 0 : issue_stage + 1;
   };
 
   float acc[RW][kAcc];
@@ -250,28 +289,33 @@ __global__ void __launch_bounds__(256, 1) tile_gemm_kernel(const GemmParams p) {
 #pragma unroll
     for (int e = 0; e < kAcc; ++e) acc[r][e] = 0.0f;
   }
+  const uint64_t desc0 = sw128_desc(smem + Layout::kX);
+  int read_stage = 0;
 
-  // Chunk i: wait for its stage, refill the stage of chunk i - 2, decode, issue its wgmmas, and
-  // retire those of chunk i - 1 (whose A registers the next decode overwrites).
-  auto compute = [&](int i, uint32_t (&a)[RW][4][4]) {
+  // One chunk: wait for its stage, refill the stage of the chunk two back, decode, issue its
+  // wgmmas, and retire those of the previous chunk (whose A registers the next decode
+  // overwrites). cp.async writes need no proxy fence before wgmma reads them (CUTLASS's
+  // cp.async + GMMA mainloops have none either); a fence here costs a MEMBAR that waits for
+  // every copy still in flight.
+  auto compute = [&](uint32_t (&a)[RW][4][4]) {
     wait_async<kAhead - 1>();
-    fence_proxy_async();
     __syncthreads();
-    issue(i + kAhead);
-    const unsigned char* stage = smem + (i % kStages) * Layout::kStageBytes;
+    issue();
+    const unsigned char* stage = smem + read_stage * Layout::kStageBytes;
 #pragma unroll
     for (int r = 0; r < RW; ++r) {
+      const int local = ((warp >> 2) * RW + r) * 4 + (warp & 3);
       uint4 wv[V];
 #pragma unroll
       for (int v = 0; v < V; ++v) {
-        wv[v] = *reinterpret_cast<const uint4*>(stage + Layout::kW + (local[r] * V + v) * 512 +
+        wv[v] = *reinterpret_cast<const uint4*>(stage + Layout::kW + (local * V + v) * 512 +
                                                 lane * 16);
       }
       const uint32_t sw =
-          *reinterpret_cast<const uint32_t*>(stage + Layout::kScales + local[r] * 128 + lane * 4);
+          *reinterpret_cast<const uint32_t*>(stage + Layout::kScales + local * 128 + lane * 4);
       const uint32_t zw =
           p.zeros != nullptr
-              ? *reinterpret_cast<const uint32_t*>(stage + Layout::kZeros + local[r] * 128 + lane * 4)
+              ? *reinterpret_cast<const uint32_t*>(stage + Layout::kZeros + local * 128 + lane * 4)
               : zconst_pair;
       const RowPair rp = make_row_pair<T, FMT>(sw, zw);
 #pragma unroll
@@ -282,7 +326,7 @@ __global__ void __launch_bounds__(256, 1) tile_gemm_kernel(const GemmParams p) {
     uint64_t desc[4];  // step s reads bytes 32 s .. 32 s + 31 of every activation row
 #pragma unroll
     for (int s = 0; s < 4; ++s) {
-      desc[s] = sw128_desc(stage + Layout::kX + 32 * s);
+      desc[s] = desc0 + ((read_stage * Layout::kStageBytes + 32 * s) >> 4);
       pin_registers(desc[s]);
     }
 #pragma unroll
@@ -301,18 +345,19 @@ __global__ void __launch_bounds__(256, 1) tile_gemm_kernel(const GemmParams p) {
 #pragma unroll
     for (int r = 0; r < RW; ++r) pin_registers(acc[r]);
     wgmma_wait<1>();
+    read_stage = read_stage + 1 == kStages ? 0 : read_stage + 1;
   };
 
 #pragma unroll
-  for (int i = 0; i < kAhead; ++i) issue(i);
+  for (int i = 0; i < kAhead; ++i) issue();
   uint32_t a0[RW][4][4];
   uint32_t a1[RW][4][4];
   int i = 0;
-  for (; i + 1 < count; i += 2) {
-    compute(i, a0);
-    compute(i + 1, a1);
+  for (; i + 1 < count; i += 2) {  // two chunks per trip: the A registers alternate statically
+    compute(a0);
+    compute(a1);
   }
-  if (i < count) compute(i, a0);
+  if (i < count) compute(a0);
   wgmma_wait<0>();
 #pragma unroll
   for (int r = 0; r < RW; ++r) pin_registers(acc[r]);

@@ -1,0 +1,178 @@
+"""The tile kernel's host side: which tile shape and split serve a GEMM, and its custom op.
+
+The tile kernel (``csrc/tile_gemm.cuh``) runs the packed weights through wgmma on SM90 for
+M >= :data:`TILE_MIN_M`: a block computes ``128 * rw`` weight rows x ``bmx`` tokens, and ``split``
+blocks of a thread-block cluster share K when the block count alone would leave SMs idle.
+:func:`tile_plan` chooses these by a small cost model (waves of blocks times the work of one
+block, scaled by the efficiency measured per tile shape), so the choice is testable on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from kernel_core_marlin import ops
+
+__all__ = [
+    "TILE_MIN_M",
+    "TILE_MAX_M",
+    "TILE_SHAPES",
+    "TileDispatch",
+    "TilePlan",
+    "tile_plan",
+    "ideal_cluster_limits",
+    "device_cluster_limits",
+    "tile_supported",
+    "tile_gemm",
+]
+
+#: Fewest tokens the tile kernel serves; below, the stream kernel (8-token mma.sync tiles).
+TILE_MIN_M = 64
+#: From this many tokens on, decoding the weight once and multiplying with cuBLAS is faster than
+#: the tile kernel (to be set from the measurement; until then the tile kernel serves every M).
+TILE_MAX_M = 1 << 62
+#: (bmx, rw) instances built, with the share of the tensor cores' rate one block of that shape
+#: sustains (larger tiles amortize the per-chunk barrier, decode and activation copies better).
+TILE_SHAPES = {(64, 1): 0.55, (64, 2): 0.7, (128, 1): 0.7, (128, 2): 0.85, (256, 1): 0.85}
+#: Most blocks of one cluster (the portable cluster size).
+MAX_SPLIT = 8
+#: Fixed cost of one block in chunk-equivalents (ring fill, epilogue), and the extra cost of a
+#: cluster reduction per split block.
+_BLOCK_OVERHEAD_CHUNKS = 6
+_SPLIT_OVERHEAD_CHUNKS = 3
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """A launch of the tile kernel and why it was chosen."""
+
+    bmx: int
+    rw: int
+    split: int
+    reason: str
+
+
+def tile_supported(device: torch.device) -> bool:
+    """wgmma needs the sm_90a target: exactly compute capability 9.0 (H100, H200)."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) == (9, 0)
+
+
+#: Clusters of ``split`` blocks of shape ``(bmx, rw)`` that fit on the device at once.
+ClusterLimits = Mapping[tuple[int, int, int], int]
+
+
+def ideal_cluster_limits(sms: int) -> dict[tuple[int, int, int], int]:
+    """One block per SM and no GPC boundaries: what a device reports at best (the measured
+    limits, :func:`device_cluster_limits`, are lower for clusters of 4 and more)."""
+    return {(bmx, rw, split): sms // split for (bmx, rw) in TILE_SHAPES
+            for split in range(1, MAX_SPLIT + 1)}
+
+
+def _waves_and_cost(m: int, n: int, chunks: int, bmx: int, rw: int, split: int,
+                    limits: ClusterLimits) -> tuple[int, float]:
+    clusters = math.ceil(n / (128 * rw)) * math.ceil(m / bmx)
+    waves = math.ceil(clusters / max(1, limits[(bmx, rw, split)]))
+    per_block = math.ceil(chunks / split) + _BLOCK_OVERHEAD_CHUNKS
+    if split > 1:
+        per_block += _SPLIT_OVERHEAD_CHUNKS
+    return waves, waves * per_block * (128 * rw) * bmx / TILE_SHAPES[(bmx, rw)]
+
+
+def tile_plan(m: int, n: int, chunks: int, limits: ClusterLimits) -> TilePlan:
+    """The cheapest (bmx, rw, split) for ``m`` tokens, ``n`` weight rows and ``chunks`` 64-channel
+    chunks of K, given how many clusters of each shape and split fit on the device at once."""
+    if m < 1 or n < 1 or chunks < 1:
+        raise ValueError(f"m, n and chunks must be positive, found {m}, {n}, {chunks}")
+    best: tuple[float, int, int, int, int] | None = None
+    for (bmx, rw) in TILE_SHAPES:
+        if bmx > 64 and bmx // 2 >= m:  # a block twice as wide as M wastes half its wgmma
+            continue
+        for split in range(1, min(MAX_SPLIT, chunks) + 1):
+            waves, cost = _waves_and_cost(m, n, chunks, bmx, rw, split, limits)
+            if best is None or cost < best[0]:
+                best = (cost, bmx, rw, split, waves)
+    assert best is not None
+    _, bmx, rw, split, waves = best
+    blocks = math.ceil(n / (128 * rw)) * math.ceil(m / bmx) * split
+    reason = (f"{blocks} blocks of {128 * rw} rows x {bmx} tokens x {math.ceil(chunks / split)} "
+              f"chunks in clusters of {split}, {waves} wave(s): lowest modelled cost")
+    return TilePlan(bmx, rw, split, reason)
+
+
+def device_cluster_limits(device: torch.device, fmt: int) -> dict[tuple[int, int, int], int]:
+    """The device's answer (cudaOccupancyMaxActiveClusters) for every shape and split."""
+    module = ops.extension(device)
+    limits = {}
+    with torch.cuda.device(device):
+        for (bmx, rw) in TILE_SHAPES:
+            for split in range(1, MAX_SPLIT + 1):
+                found = module.tile_clusters(fmt, bmx, rw, split)
+                limits[(bmx, rw, split)] = max(0, found)
+    return limits
+
+
+class TileDispatch:
+    """The tile kernel for one processed layer: the device's cluster limits, read once at load
+    (outside any graph capture), and the plan of every M seen (planning runs in Python)."""
+
+    def __init__(self, limits: ClusterLimits, n: int, chunks: int) -> None:
+        self.limits, self.n, self.chunks = dict(limits), n, chunks
+        self._plans: dict[int, TilePlan] = {}
+
+    @classmethod
+    def for_device(cls, device: torch.device, fmt: int, n: int, chunks: int) -> TileDispatch | None:
+        """None where the tile kernel cannot run (not an SM90 device)."""
+        if not tile_supported(device):
+            return None
+        return cls(device_cluster_limits(device, fmt), n, chunks)
+
+    def serves(self, m: int) -> bool:
+        return TILE_MIN_M <= m < TILE_MAX_M
+
+    def plan(self, m: int) -> TilePlan:
+        found = self._plans.get(m)
+        if found is None:
+            found = self._plans[m] = tile_plan(m, self.n, self.chunks, self.limits)
+        return found
+
+
+@torch.library.custom_op("kernel_core_marlin::tile_gemm", mutates_args=())
+def tile_gemm(
+    x: torch.Tensor,
+    qweight: torch.Tensor,
+    gscale: torch.Tensor,
+    zeros: torch.Tensor | None,
+    gtab: torch.Tensor | None,
+    chan: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    fmt: int,
+    n: int,
+    group_size: int,
+    zconst: int,
+    bmx: int,
+    rw: int,
+    split: int,
+) -> torch.Tensor:
+    """``x [M, K]`` (16-bit, contiguous, SM90) times the packed weight: ``[M, n]`` in x's dtype."""
+    if x.data_ptr() % 4:  # the kernel copies activations a 4-byte channel pair at a time
+        x = x.clone()
+    out = torch.empty((x.shape[0], n), dtype=x.dtype, device=x.device)
+    empty = x.new_empty(0)
+    with torch.cuda.device(x.device):
+        ops.extension(x.device).tile_gemm(
+            x, qweight, gscale, zeros if zeros is not None else empty,
+            gtab if gtab is not None else empty, chan if chan is not None else empty,
+            bias if bias is not None else empty, out, fmt, group_size, zconst, bmx, rw, split,
+            torch.cuda.current_stream(x.device).cuda_stream,
+        )
+    return out
+
+
+@tile_gemm.register_fake
+def _tile_gemm_fake(x, qweight, gscale, zeros, gtab, chan, bias, fmt, n, group_size, zconst,
+                    bmx, rw, split):
+    return x.new_empty((x.shape[0], n))
