@@ -619,6 +619,8 @@ constexpr int kBulkTileGroup = 2;
 
 // Shared-memory geometry of one launch, computed on the host (plan_bulk) and passed by value.
 struct BulkPlan {
+  int decode;          // 1; 0 only waits for and releases each stage (gpu/probe_bulk.py measures
+                       // the copy pipeline alone with it; the output is then not written)
   int tiles_per_pass;  // row tiles in one pass (and one stage), at most 16 / MT
   int stages;          // ring depth
   int chunks;          // SC: 64-channel chunks per stage, W * Q
@@ -858,7 +860,7 @@ __global__ void __launch_bounds__(288, 1) stream_gemm_bulk_kernel(const GemmPara
       const int ce = min(cb + chunks, p.C);
       int g_lo, ng;
       stage_groups(p, plan, cb, ce, g_lo, ng);
-      for (int c = cb + w; c < ce; c += consumers) {
+      for (int c = cb + w; plan.decode && c < ce; c += consumers) {
         const int local = bulk_group(p, plan, c * 64 + 16 * t) - g_lo;
         const bool staged = local >= 0 && local < ng;
         const bool all_staged = __all_sync(0xffffffffu, staged);
@@ -954,7 +956,7 @@ __global__ void __launch_bounds__(288, 1) stream_gemm_bulk_kernel(const GemmPara
       }
       consumer_sync(32 * consumers);
     }
-    if (w == 0) {
+    if (w == 0 && plan.decode) {
 #pragma unroll
       for (int q = 0; q < kGroups; ++q) {
         const int i0 = q * kBulkTileGroup;
@@ -970,7 +972,8 @@ __global__ void __launch_bounds__(288, 1) stream_gemm_bulk_kernel(const GemmPara
 // Shared-memory plan of a bulk launch for this device (sms multiprocessors, smem_limit bytes of
 // shared memory per block), or a cudaError_t value when the launch cannot be served.
 template <int FMT, int MT>
-int plan_bulk(const GemmParams& p, int sms, int smem_limit, BulkPlan& plan, int& blocks) {
+int plan_bulk(const GemmParams& p, int sms, int smem_limit, BulkPlan& plan, int& blocks,
+              int tiles_cap = 16 / MT) {
   constexpr int V = VecCount<FMT>::value;
   const int w = p.WK;
   // Every stage copies at least one activation channel (K ends in the last chunk) and the bulk
@@ -980,9 +983,10 @@ int plan_bulk(const GemmParams& p, int sms, int smem_limit, BulkPlan& plan, int&
                            16 ==
                        0;
   if ((w != 2 && w != 4 && w != 8) || p.WN != 1 || p.M > 8 * MT || p.N16 < 1 || p.C < 1 ||
-      (p.C - 1) * 64 >= p.K || p.K % 16 != 0 || !aligned) {
+      (p.C - 1) * 64 >= p.K || p.K % 16 != 0 || !aligned || tiles_cap < 1) {
     return static_cast<int>(cudaErrorInvalidValue);
   }
+  plan.decode = 1;
   blocks = p.N16 < sms ? p.N16 : sms;
   const int span_max = (p.N16 + blocks - 1) / blocks;
   plan.group_shift = -1;
@@ -991,7 +995,7 @@ int plan_bulk(const GemmParams& p, int sms, int smem_limit, BulkPlan& plan, int&
     while ((1 << plan.group_shift) < p.group_size) ++plan.group_shift;
   }
   const int tables = p.zeros != nullptr ? 2 : 1;
-  const int max_tiles = 16 / MT;
+  const int max_tiles = tiles_cap < 16 / MT ? tiles_cap : 16 / MT;
   const int bars = 2 * kBulkMaxStages * 8;
   // Fewest passes first (each re-reads the activations); within a pass count the most chunks per
   // warp and stage up to the wanted number (about 8 tile-chunks of work per warp between
@@ -1040,7 +1044,8 @@ int plan_bulk(const GemmParams& p, int sms, int smem_limit, BulkPlan& plan, int&
 }
 
 template <typename T, int FMT, int MT>
-int launch_gemm_bulk(const GemmParams& p, cudaStream_t stream) {
+int launch_gemm_bulk(const GemmParams& p, cudaStream_t stream, int tiles_cap = 16 / MT,
+                     bool decode = true) {
   int device = 0, major = 0, sms = 0, smem_limit = 0;
   cudaError_t err = cudaGetDevice(&device);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
@@ -1052,7 +1057,8 @@ int launch_gemm_bulk(const GemmParams& p, cudaStream_t stream) {
   if (major < 9) return static_cast<int>(cudaErrorNotSupported);  // bulk copies need SM90
   BulkPlan plan;
   int blocks = 0;
-  const int planned = plan_bulk<FMT, MT>(p, sms, smem_limit, plan, blocks);
+  const int planned = plan_bulk<FMT, MT>(p, sms, smem_limit, plan, blocks, tiles_cap);
+  plan.decode = decode ? 1 : 0;
   if (planned != 0) return planned;
   const size_t bytes = static_cast<size_t>(plan.bar_off) + 2 * plan.stages * sizeof(uint64_t);
   err = cudaFuncSetAttribute(stream_gemm_bulk_kernel<T, FMT, MT>,

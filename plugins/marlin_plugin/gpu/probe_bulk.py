@@ -1,0 +1,118 @@
+"""Diagnose the bulk pipeline on the GPU in seconds (prebuilt ``libkcm_bulk.so``, no extension
+build): its copy pipeline alone (consumers only wait for and release each stage) against the full
+kernel, the effect of capping row tiles per pass, the device's read-only and copy bandwidth and
+bf16 ``torch.matmul``, for int4 g128 at M = 1 and 16; CUDA-graph replays over weight copies
+larger than L2. Checks the kernel against a float64 reference first. Build the library as
+``probe_bulk_shim.cu`` says; run from the repo root:
+``PYTHONPATH=plugins/marlin_plugin python3 plugins/marlin_plugin/gpu/probe_bulk.py``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import os
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
+import bench_marlin as bench  # noqa: E402
+
+from kernel_core_marlin.layout import pair_rows, repack_codes  # noqa: E402
+
+LIB = ctypes.CDLL(str(Path(__file__).with_name("libkcm_bulk.so")))
+LIB.kcm_probe_bulk.restype = ctypes.c_int
+LIB.kcm_probe_bulk.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 12 + [ctypes.c_void_p]
+INT4 = 0
+GROUP = 128
+
+
+def packed(n: int, k: int) -> dict:
+    codes = torch.randint(0, 16, (n, k), device="cuda", dtype=torch.uint8)
+    scale = torch.rand(n, k // GROUP, device="cuda") * 0.01 + 0.005
+    return {"codes": codes, "scale": scale, "qweight": repack_codes(codes, 4),
+            "gscale": pair_rows(scale.to(torch.bfloat16)), "n": n, "k": k}
+
+
+def gemm(x: torch.Tensor, w: dict, out: torch.Tensor, mt: int, cap: int, decode: int) -> None:
+    code = LIB.kcm_probe_bulk(
+        x.data_ptr(), w["qweight"].data_ptr(), w["gscale"].data_ptr(), None, out.data_ptr(),
+        x.shape[0], w["n"], w["k"], w["qweight"].shape[1], w["qweight"].shape[0],
+        w["gscale"].shape[1], GROUP, INT4, mt, 8, cap, decode,
+        torch.cuda.current_stream().cuda_stream)
+    if code != 0:
+        raise RuntimeError(f"launch failed with cudaError {code}")
+
+
+def read_bandwidth() -> float:
+    """Bytes per second of a sum over 1 GiB of bf16 (reads only), median of 20."""
+    data = torch.randn(1 << 29, device="cuda", dtype=torch.bfloat16)
+    times = []
+    for _ in range(23):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        data.sum()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1000.0)
+    return data.numel() * 2 / statistics.median(times[3:])
+
+
+def main() -> None:
+    out_dir = Path(os.environ.get("OUT", "/tmp"))
+    torch.manual_seed(0)
+    result: dict = {"device": torch.cuda.get_device_name(), "checks": [], "timing": []}
+    result["copy_bandwidth_TBps"] = round(bench.copy_bandwidth() / 1e12, 3)
+    result["read_bandwidth_TBps"] = round(read_bandwidth() / 1e12, 3)
+    print(json.dumps(result), file=sys.stderr, flush=True)
+    w = packed(8192, 8192)
+    weight = (w["codes"].double() - 8) * w["scale"].to(torch.bfloat16).double().repeat_interleave(
+        GROUP, dim=1)
+    for m, mt in ((1, 1), (5, 1), (16, 2)):
+        x = torch.randn(m, 8192, device="cuda", dtype=torch.bfloat16)
+        ref = x.double() @ weight.T
+        for cap in (16, 4, 2):
+            out = torch.full((m, 8192), float("nan"), device="cuda", dtype=torch.bfloat16)
+            gemm(x, w, out, mt, cap, 1)
+            err = float((out.double() - ref).norm() / ref.norm())
+            result["checks"].append({"M": m, "tiles_cap": cap, "rel_error": err})
+    del weight
+    print(json.dumps(result["checks"]), file=sys.stderr, flush=True)
+    for n, k in ((28672, 8192), (8192, 28672), (8192, 8192)):
+        base = packed(n, k)
+        wbytes = base["qweight"].numel() * 4 + base["gscale"].numel() * 2
+        copies = max(1, math.ceil(bench.ROTATE_BYTES / wbytes))
+        ws = [base] + [dict(base, qweight=base["qweight"].clone(), gscale=base["gscale"].clone())
+                       for _ in range(copies - 1)]
+        reps = max(1, 8 // copies)
+        bf16 = torch.randn(n, k, device="cuda", dtype=torch.bfloat16)
+        for m, mt in ((1, 1), (16, 2)):
+            xs = [torch.randn(m, k, device="cuda", dtype=torch.bfloat16) for _ in ws]
+            outs = [torch.empty(m, n, device="cuda", dtype=torch.bfloat16) for _ in ws]
+            row = {"N": n, "K": k, "M": m, "weight_bytes": wbytes,
+                   "bf16_matmul_us": round(bench.graph_time_us(
+                       [lambda: torch.matmul(xs[0], bf16.T)] * 8, 12), 2), "us": {}}
+            variants = {"bulk": (16, 1), "copy pipeline only": (16, 0)}
+            if m == 1:
+                variants.update({"bulk cap 8": (8, 1), "bulk cap 4": (4, 1), "bulk cap 2": (2, 1),
+                                 "copy pipeline only cap 4": (4, 0)})
+            for name, (cap, decode) in variants.items():
+                calls = [lambda x=x, w=w, o=o, cap=cap, decode=decode: gemm(x, w, o, mt, cap, decode)
+                         for x, w, o in zip(xs, ws, outs)] * reps
+                us = bench.graph_time_us(calls, 12)
+                row["us"][name] = round(us, 2)
+                row.setdefault("TBps", {})[name] = round(wbytes / us / 1e6, 3)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+            result["timing"].append(row)
+            (out_dir / "probe_bulk.json").write_text(json.dumps(result, indent=1))
+        del ws, bf16
+        torch.cuda.empty_cache()
+    (out_dir / "probe_bulk.json").write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
