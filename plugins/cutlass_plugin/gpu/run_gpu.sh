@@ -1,43 +1,65 @@
 #!/usr/bin/env bash
-# On the GPU machine (repo root, $OUT set): install the carried CUTLASS wheel, build the extension
-# (or reuse a carried build in .cache/), run the plugin's GPU tests and the benchmark.
-# Usage: bash plugins/cutlass_plugin/gpu/run_gpu.sh <git-revision> [bench args...]
-set -euo pipefail
-export PYTHONUNBUFFERED=1
-REV=${1:-unknown}
-shift || true
+# The CUTLASS plugin's GPU job, from the repository root on the GPU machine ($OUT set): install the
+# carried wheels (.whl/), build the extension (or load a carried build from .jit_cache/) while
+# FlashInfer's JIT modules and DeepGEMM kernels build for the comparison (or load from .fi_cache/),
+# then the plugin's GPU tests (conformance kit included) and benchmarks/bench_cutlass.py.
+# Usage: bash plugins/cutlass_plugin/gpu/run_gpu.sh [git-revision]   (default: .git_revision)
+# Time limits: KCC_TEST_TIMEOUT (GPU tests), KCC_BUDGET_S (the whole script; the benchmark gets
+# what is left). $OUT receives at most 8 files: the benchmark JSON and PNG, jit_cache.tgz,
+# fi_cache.tar.gz and results.tgz (logs, test reports).
+set -uo pipefail
+export PYTHONUNBUFFERED=1 MAX_JOBS=16
 OUT=${OUT:?set OUT}
-LOG=$OUT/log.txt
-exec > >(tee -a "$LOG") 2>&1
-
-# No network there: the CUTLASS headers and the pure-python dependencies kernel-core needs
-# (importlib_metadata and its own) come as wheels carried in .whl/.
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site \
-    .whl/nvidia_cutlass*.whl .whl/importlib_metadata*.whl .whl/lazy_importer*.whl .whl/zipp*.whl
-export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
-python3 -m pip install -q --no-deps --no-build-isolation -e . -e plugins/cutlass_plugin
-export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
-export MAX_JOBS=16
+REV=${1:-$(git rev-parse --verify -q HEAD 2>/dev/null || cat .git_revision 2>/dev/null || echo unknown)}
+LOGS=/tmp/kcc-logs  # packed into $OUT/results.tgz: $OUT returns at most 8 files
+mkdir -p "$LOGS"
+exec > >(tee -a "$LOGS/run.txt") 2>&1
 export KERNEL_CORE_CACHE_DIR=$PWD/.cache/kernel-core
-# A carried build is older than the freshly copied sources and headers: mark it current so ninja
-# reuses it (the cache key already covers sources, flags and torch version).
-if [ -d "$KERNEL_CORE_CACHE_DIR" ]; then find "$KERNEL_CORE_CACHE_DIR" -type f -exec touch {} +; fi
-nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv
+mkdir -p "$KERNEL_CORE_CACHE_DIR"
+if [ -f .jit_cache/jit_cache.tgz ]; then
+    tar -xzf .jit_cache/jit_cache.tgz -C "$KERNEL_CORE_CACHE_DIR" && echo "== unpacked the carried JIT cache"
+fi
 
-start=$(date +%s)
-python3 -c "from kernel_core_cutlass import ops; ops.build()"
-echo "extension ready in $(( $(date +%s) - start )) s"
-# Bring the build back (objects + .so; small) so the next run can carry it.
-tar -C "$KERNEL_CORE_CACHE_DIR" -cf "$OUT/jit_cache.tar" jit
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+python3 -m pip install -q --no-deps --no-build-isolation -e . -e plugins/emulation_plugin \
+    -e plugins/cutlass_plugin -e plugins/flashinfer_plugin || exit 1
+export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
 
-timeout "${KCC_TEST_TIMEOUT:-110}" python3 -m pytest -q -m gpu plugins/cutlass_plugin/tests \
-    -p kernel_core.testing.plugin -p no:cacheprovider -o addopts="" -ra --tb=short \
-    --show-capture=no --junitxml="$OUT/pytest.xml" 2>&1 \
-    | tail -n 150 > "$OUT/pytest.txt" || true
-tail -n 40 "$OUT/pytest.txt"
+pack() {
+    tar -czf /tmp/results.tgz -C "$(dirname "$LOGS")" "$(basename "$LOGS")" && mv /tmp/results.tgz "$OUT/results.tgz"
+}
+
+echo "== build (CUTLASS extension) and FlashInfer setup, in parallel"
+start=$SECONDS
+STEPS=none OUT="$LOGS/flashinfer-setup" bash plugins/flashinfer_plugin/gpu/run_gpu.sh \
+    > "$LOGS/flashinfer-setup.txt" 2>&1 &
+fi_setup=$!
+python3 -c "from kernel_core_cutlass import ops; ops.build()" || { pack; exit 1; }
+echo "== CUTLASS extension ready after $((SECONDS - start)) s"
+# The built library alone, for the next machine (copy to .jit_cache/ and carry it).
+(cd "$KERNEL_CORE_CACHE_DIR" && find jit -name '*.so' -print0 | tar -czf "$OUT/jit_cache.tgz" --null -T -)
+wait $fi_setup
+echo "== FlashInfer setup done after $((SECONDS - start)) s (exit $?)"
+mv "$LOGS/flashinfer-setup/fi_cache.tar.gz" "$OUT/" 2>/dev/null
+pack
+
+echo "== GPU tests"
+timeout "${KCC_TEST_TIMEOUT:-170}" python3 -m pytest -q -m gpu plugins/cutlass_plugin/tests \
+    -p no:cacheprovider -o addopts="" -ra --tb=short --junitxml="$LOGS/junit.xml" \
+    > "$LOGS/pytest.txt" 2>&1
+echo "== GPU tests exit $? after $((SECONDS - start)) s"
+tail -n 25 "$LOGS/pytest.txt"
+pack
 
 DEVICE=$(python3 -c "import torch; print(torch.cuda.get_device_name().split()[1].lower())")
-CMD="python3 benchmarks/bench_cutlass.py --out \$OUT/cutlass-$DEVICE.json --git-rev $REV $*"
-# The whole script fits the call: the benchmark gets what is left of KCC_BUDGET_S.
-timeout "$(( ${KCC_BUDGET_S:-425} - SECONDS > 30 ? ${KCC_BUDGET_S:-425} - SECONDS : 30 ))" python3 benchmarks/bench_cutlass.py \
-    --out "$OUT/cutlass-$DEVICE.json" --git-rev "$REV" --command "$CMD" "$@"
+JSON=$OUT/cutlass-$DEVICE.json
+CMD="bash plugins/cutlass_plugin/gpu/run_gpu.sh $REV (python3 benchmarks/bench_cutlass.py --out \$OUT/cutlass-$DEVICE.json --git-rev $REV)"
+left=$(( ${KCC_BUDGET_S:-560} - SECONDS ))
+echo "== benchmark (time limit ${left} s)"
+timeout "$(( left > 30 ? left : 30 ))" python3 benchmarks/bench_cutlass.py --out "$JSON" \
+    --git-rev "$REV" --command "$CMD"
+echo "== benchmark exit $? after $((SECONDS - start)) s"
+pack

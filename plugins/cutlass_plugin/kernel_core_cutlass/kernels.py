@@ -4,6 +4,9 @@ Each keeps the weight as the checkpoint gives it, ``(N, K)`` K-major, which is e
 column-major B operand of the TN CUTLASS GEMM: processing only normalizes the scales (flat fp32
 vectors, the block scales transposed to the MN-major layout the SM90 collective reads) and, for
 asymmetric int8, precomputes the weight's per-channel code sums for the zero-point correction.
+
+``apply_weights`` is one quantizer launch and one GEMM launch. Both are custom ops; outside
+torch.compile their implementations are called directly (:func:`kernel_core_cutlass.ops.call`).
 """
 
 from __future__ import annotations
@@ -117,12 +120,13 @@ class CutlassFP8ScaledMMLinearKernel(_CutlassSm90, FP8ScaledMMLinearKernel):
         x2 = x.reshape(-1, k)
         if self.config.input_scale == "static":
             scale = layer.input_scale
-            q = quant.quantize_fp8_static(x2, scale)
+            q = ops.call(quant.quantize_fp8_static, x2, scale)
         elif self.config.input_scale_granularity == "token":
-            q, scale = quant.quantize_fp8_per_token(x2)
+            q, scale = ops.call(quant.quantize_fp8_per_token, x2)
         else:
-            q, scale = quant.quantize_fp8_per_tensor(x2)
-        out = ops.scaled_mm(
+            q, scale = ops.call(quant.quantize_fp8_per_tensor, x2)
+        out = ops.call(
+            ops.scaled_mm,
             q, layer.weight, scale, layer.weight_scale, None, None,
             self._bias(bias, self.config.out_dtype), self.workspace, self.config.out_dtype,
         )
@@ -162,15 +166,16 @@ class CutlassInt8ScaledMMLinearKernel(_CutlassSm90, Int8ScaledMMLinearKernel):
         symmetric = self.config.input_symmetric
         if self.config.input_scale == "static":
             zp = None if symmetric else layer.input_zero_point
-            q = quant.quantize_int8_static(x2, layer.input_scale, zp)
+            q = ops.call(quant.quantize_int8_static, x2, layer.input_scale, zp)
             scale = layer.input_scale
             zp_neg = None if symmetric else layer.input_zero_point_neg
         else:
-            q, scale, _, zp_neg = quant.quantize_int8_per_token(x2, symmetric)
+            q, scale, _, zp_neg = ops.call(quant.quantize_int8_per_token, x2, symmetric)
             if symmetric:
                 zp_neg = None
         colsum = None if symmetric else layer.weight_colsum
-        out = ops.scaled_mm(
+        out = ops.call(
+            ops.scaled_mm,
             q, layer.weight, scale, layer.weight_scale, zp_neg, colsum,
             self._bias(bias, self.config.out_dtype), self.workspace, self.config.out_dtype,
         )
@@ -200,8 +205,9 @@ class CutlassFp8BlockScaledMMLinearKernel(_CutlassSm90, Fp8BlockScaledMMLinearKe
         x2 = x.reshape(-1, k)
         # The quantizer pads the token count to a multiple of 4 (see quantize_fp8_per_group);
         # the padded rows' outputs are dropped here (a view: no copy).
-        q, x_scale = quant.quantize_fp8_per_group(x2, self.config.input_group)
-        out = ops.block_scaled_mm(
+        q, x_scale = ops.call(quant.quantize_fp8_per_group, x2, self.config.input_group)
+        out = ops.call(
+            ops.block_scaled_mm,
             q, layer.weight, x_scale, layer.weight_scale,
             self._bias(bias, self.config.out_dtype), self.workspace, self.config.out_dtype,
         )

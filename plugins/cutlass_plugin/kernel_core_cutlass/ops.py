@@ -3,6 +3,10 @@
 The extension is built on first use through :func:`kernel_core.jit.load_extension` (cached on
 disk by source and device, announced on stderr); :func:`build` triggers it ahead of time. The
 tile configuration is chosen per call from M by :mod:`kernel_core_cutlass.tiles`.
+
+Every op is registered with :func:`custom_op` from a plain function; :func:`call` runs that
+function directly in eager mode (the torch.library dispatcher costs several microseconds of host
+time per call) and the op itself while torch.compile traces.
 """
 
 from __future__ import annotations
@@ -10,8 +14,10 @@ from __future__ import annotations
 import functools
 import importlib.util
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import torch
 
@@ -21,30 +27,48 @@ from kernel_core_cutlass.tiles import block_scaled_mm_tile, scaled_mm_tile
 __all__ = [
     "CSRC",
     "SOURCES",
+    "CI_SOURCES",
     "cutlass_include_dirs",
     "toolchain_problem",
     "build",
     "workspace_for",
+    "custom_op",
+    "call",
     "scaled_mm",
     "block_scaled_mm",
 ]
 
 CSRC = Path(__file__).parent / "csrc"
-#: The binding first, then one translation unit per (operand, output) type pair so ninja builds
-#: them in parallel.
-SOURCES = (
+#: The W8A8 translation units: (operands, output, tile group), see csrc/scaled_mm_api.h.
+_SCALED_UNITS = tuple(
+    CSRC / f"scaled_mm_{operands}_{out}_{group}.cu"
+    for operands in ("fp8", "int8")
+    for out in ("bf16", "f16")
+    for group in ("small_m", "mid_m", "large_m")
+)
+_BLOCK_UNITS = (CSRC / "fp8_block_scaled_mm_bf16.cu", CSRC / "fp8_block_scaled_mm_f16.cu")
+#: The binding first, then 14 CUTLASS units of about four kernels each, so ninja builds them in
+#: parallel (MAX_JOBS) on a machine with as many cores.
+SOURCES = (CSRC / "bindings.cpp", *_SCALED_UNITS, *_BLOCK_UNITS)
+#: What CI compiles (2 cores, a time budget): the binding, every tile template once (fp8 -> bf16)
+#: and the int8 and block-scaled mainloops once each. The other units instantiate the same
+#: templates with another output or operand type; they are compiled by the JIT build on the GPU.
+CI_SOURCES = (
     CSRC / "bindings.cpp",
-    CSRC / "fp8_scaled_mm_bf16.cu",
-    CSRC / "fp8_scaled_mm_f16.cu",
-    CSRC / "int8_scaled_mm_bf16.cu",
-    CSRC / "int8_scaled_mm_f16.cu",
-    CSRC / "fp8_block_scaled_mm.cu",
+    *(unit for unit in _SCALED_UNITS if unit.name.startswith("scaled_mm_fp8_bf16_")),
+    CSRC / "scaled_mm_int8_bf16_large_m.cu",
+    CSRC / "fp8_block_scaled_mm_bf16.cu",
 )
 #: Flags of every CUTLASS translation unit besides torch's own (which pick the C++ standard).
 NVCC_FLAGS = ("-O3", "--expt-relaxed-constexpr", "-DNDEBUG")
-#: Bytes of the per-device workspace shared by every layer. The persistent data-parallel tile
-#: scheduler needs none today; the C++ side refuses a GEMM that would need more than this.
-WORKSPACE_BYTES = 1 << 20
+#: Bytes of the per-device workspace shared by every layer: the stream-K tiles keep partial
+#: accumulator tiles (64 KiB each) and their flags there; the data-parallel tiles need none. The
+#: C++ side refuses a GEMM that would need more than this.
+WORKSPACE_BYTES = 32 << 20
+#: Launch the W8A8 GEMMs as programmatic dependents of the quantizer before them: the kernels of
+#: the small- and mid-M units (the tiles of M <= 512) are compiled with the waits this needs; the
+#: others launch plainly whatever is asked (csrc/scaled_mm_sm90.cuh, launch()).
+LAUNCH_WITH_PDL = True
 _EXTENSION_NAME = "kernel_core_cutlass_sm90"
 
 
@@ -114,8 +138,30 @@ def _sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-@torch.library.custom_op("kernel_core_cutlass::scaled_mm", mutates_args=())
-def scaled_mm(
+_EAGER: dict[Any, Callable[..., Any]] = {}
+
+
+def custom_op(name: str, impl: Callable[..., Any]) -> Any:
+    """``impl`` as the torch.library custom op ``name`` (no mutated arguments), remembered so that
+    :func:`call` can skip the dispatcher in eager mode."""
+    op = torch.library.custom_op(name, impl, mutates_args=())
+    _EAGER[op] = impl
+    return op
+
+
+def call(op: Any, *args: Any) -> Any:
+    """``op(*args)``: traced as the op under torch.compile, its Python implementation otherwise."""
+    if torch.compiler.is_compiling():
+        return op(*args)
+    return _EAGER[op](*args)
+
+
+def _stream(device_index: int) -> int:
+    """The current CUDA stream of the device, as the integer the binding takes."""
+    return torch._C._cuda_getCurrentRawStream(device_index)
+
+
+def _scaled_mm(
     x: torch.Tensor,
     w: torch.Tensor,
     token_scale: torch.Tensor,
@@ -126,34 +172,40 @@ def scaled_mm(
     workspace: torch.Tensor,
     out_dtype: torch.dtype,
     tile: int = -1,
+    pdl: bool = LAUNCH_WITH_PDL,
 ) -> torch.Tensor:
     """``token_scale[m] * channel_scale[n] * (x_q @ w_q^T - zp[m] * colsum[n]) + bias[n]``.
 
     ``x`` (M, K) and ``w`` (N, K), both float8_e4m3fn or both int8; scales fp32 with 1 or M/N
     elements; ``token_zp_neg`` (-zero point, fp32, 1 or M elements) only for asymmetric int8.
-    ``tile=-1`` lets :func:`~kernel_core_cutlass.tiles.scaled_mm_tile` choose.
+    ``tile=-1`` lets :func:`~kernel_core_cutlass.tiles.scaled_mm_tile` choose; ``pdl`` launches
+    the GEMM as a programmatic dependent of the kernel before it.
     """
     m, n = x.shape[0], w.shape[0]
     out = torch.empty((m, n), dtype=out_dtype, device=x.device)
     if m == 0:
         return out
+    index = x.get_device()
+    sm_count = _sm_count(index)
     if tile < 0:
-        tile = int(scaled_mm_tile(m, n))
+        tile = int(scaled_mm_tile(m, n, sm_count))
     build().scaled_mm(
         out, x, w, token_scale, channel_scale, token_zp_neg, channel_colsum, bias, workspace,
-        tile, _sm_count(x.device.index), torch.cuda.current_stream(x.device).cuda_stream,
+        tile, sm_count, _stream(index), pdl,
     )
     return out
 
 
+scaled_mm = custom_op("kernel_core_cutlass::scaled_mm", _scaled_mm)
+
+
 @scaled_mm.register_fake
 def _(x, w, token_scale, channel_scale, token_zp_neg, channel_colsum, bias, workspace, out_dtype,
-      tile=-1):
+      tile=-1, pdl=LAUNCH_WITH_PDL):
     return x.new_empty((x.shape[0], w.shape[0]), dtype=out_dtype)
 
 
-@torch.library.custom_op("kernel_core_cutlass::block_scaled_mm", mutates_args=())
-def block_scaled_mm(
+def _block_scaled_mm(
     x: torch.Tensor,
     w: torch.Tensor,
     x_scale: torch.Tensor,
@@ -169,13 +221,17 @@ def block_scaled_mm(
     out = torch.empty((m, n), dtype=out_dtype, device=x.device)
     if m == 0:
         return out
+    index = x.get_device()
+    sm_count = _sm_count(index)
     if tile < 0:
-        tile = int(block_scaled_mm_tile(m, n))
+        tile = int(block_scaled_mm_tile(m, n, sm_count))
     build().block_scaled_mm(
-        out, x, w, x_scale, w_scale, bias, workspace, tile, _sm_count(x.device.index),
-        torch.cuda.current_stream(x.device).cuda_stream,
+        out, x, w, x_scale, w_scale, bias, workspace, tile, sm_count, _stream(index),
     )
     return out
+
+
+block_scaled_mm = custom_op("kernel_core_cutlass::block_scaled_mm", _block_scaled_mm)
 
 
 @block_scaled_mm.register_fake

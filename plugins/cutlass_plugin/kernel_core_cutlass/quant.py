@@ -4,6 +4,11 @@ The formulas are those of ``kernel_core.formats`` (the reference): scales are de
 codes are ``x / scale`` (FP8: clamped to +-448 then cast with round-to-nearest-even; int8:
 rounded half-to-even, plus the zero point, saturated). Buffers are allocated per call by the
 caching allocator and dropped when the GEMM has read them: nothing is kept between calls.
+
+A row of up to :data:`ONE_PASS_MAX_K` values is read once and kept in registers (one launch, one
+read of ``x``). Each kernel the GEMM follows starts with ``gdc_launch_dependents``: the GEMM,
+launched as a programmatic dependent (``ops.LAUNCH_WITH_PDL``), is then scheduled while the
+quantizer runs and waits inside for its results (no effect when the GEMM is launched plainly).
 """
 
 from __future__ import annotations
@@ -11,9 +16,11 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents
 
-from kernel_core.formats.fp8 import FP8_E4M3_MAX, FP8_GROUP_AMAX_FLOOR, FP8_MIN_SCALE
+from kernel_core.formats.fp8 import FP8_GROUP_AMAX_FLOOR, FP8_MIN_SCALE
 from kernel_core.formats.int8 import INT8_AMAX_FLOOR
+from kernel_core_cutlass.ops import custom_op
 
 __all__ = [
     "quantize_fp8_per_token",
@@ -23,16 +30,23 @@ __all__ = [
     "quantize_int8_static",
     "quantize_fp8_per_group",
     "GROUP_SCALE_ROW_ALIGN",
+    "ONE_PASS_MAX_K",
 ]
 
 #: The per-group scales are stored ``[K/128, m_pad]`` with ``m_pad`` a multiple of this, so each
 #: row of scales is 16-byte aligned for the GEMM's scale TMA.
 GROUP_SCALE_ROW_ALIGN = 4
+#: Rows up to this many values are quantized from registers after a single read; longer rows
+#: are read twice in chunks of :data:`_CHUNK` (range, then codes; the second read hits L2).
+ONE_PASS_MAX_K = 32768
+_CHUNK = 4096
 
 
-def _row_block(k: int) -> int:
-    """Columns per step of the row kernels: the whole row up to 4096, so decode is one pass."""
-    return min(triton.next_power_of_2(k), 4096)
+def _row_launch(k: int) -> dict:
+    """Block width, one-pass flag and warps of the row kernels for rows of ``k`` values."""
+    one_pass = k <= ONE_PASS_MAX_K
+    block = triton.next_power_of_2(k) if one_pass else _CHUNK
+    return {"BLOCK": block, "ONE_PASS": one_pass, "num_warps": min(16, max(4, block // 1024))}
 
 
 @triton.jit
@@ -65,6 +79,28 @@ def _row_range(base, K, BLOCK: tl.constexpr, WANT_MIN: tl.constexpr):
 
 
 @triton.jit
+def _loaded_range(v, mask, WANT_MIN: tl.constexpr):
+    """(min, max) of the valid lanes of a loaded row when WANT_MIN, else (0, max |v|)."""
+    if WANT_MIN:
+        low = tl.min(tl.where(mask, v, float("inf")), axis=0)
+        high = tl.max(tl.where(mask, v, -float("inf")), axis=0)
+    else:
+        low = 0.0
+        high = tl.max(tl.where(mask, tl.abs(v), 0.0), axis=0)
+    return low, high
+
+
+@triton.jit
+def _fp8_codes(v, scale):
+    return tl.clamp(v / scale, -448.0, 448.0).to(tl.float8e4nv)
+
+
+@triton.jit
+def _int8_codes(v, scale, zp):
+    return tl.clamp(_round_half_even(v / scale) + zp, -128.0, 127.0).to(tl.int8)
+
+
+@triton.jit
 def _row_amax_kernel(x_ptr, amax_ptr, K, BLOCK: tl.constexpr):
     """Per row max |x| (the first pass of per-tensor dynamic scaling)."""
     row = tl.program_id(0)
@@ -74,41 +110,60 @@ def _row_amax_kernel(x_ptr, amax_ptr, K, BLOCK: tl.constexpr):
 
 @triton.jit
 def _fp8_rows_kernel(
-    x_ptr, q_ptr, scale_ptr, amax_ptr, K, min_scale, BLOCK: tl.constexpr, MODE: tl.constexpr,
+    x_ptr, q_ptr, scale_ptr, amax_ptr, K, min_scale,
+    BLOCK: tl.constexpr, MODE: tl.constexpr, ONE_PASS: tl.constexpr,
 ):
     """One program per row, one launch. MODE 0: static, the scale is scale_ptr[0]; 1: dynamic
-    per token, amax of the row (read again for the codes: the second pass hits the cache);
-    2: dynamic per tensor, amax_ptr[0] from _row_amax_kernel + a reduction."""
+    per token, from the row's amax; 2: dynamic per tensor, amax_ptr[0] from _row_amax_kernel +
+    a reduction. ONE_PASS: BLOCK covers the row, which stays in registers."""
+    gdc_launch_dependents()
     row = tl.program_id(0)
     base = row.to(tl.int64) * K
+    cols = tl.arange(0, BLOCK)
+    if ONE_PASS:
+        mask = cols < K
+        v = tl.load(x_ptr + base + cols, mask=mask, other=0.0).to(tl.float32)
+        if MODE == 1:
+            _, amax = _loaded_range(v, mask, False)
+    elif MODE == 1:
+        _, amax = _row_range(x_ptr + base, K, BLOCK, False)
     if MODE == 0:
         scale = tl.load(scale_ptr)
     elif MODE == 1:
-        _, amax = _row_range(x_ptr + base, K, BLOCK, False)
         scale = tl.maximum(amax / 448.0, min_scale)
         tl.store(scale_ptr + row, scale)
     else:
         scale = tl.maximum(tl.load(amax_ptr) / 448.0, min_scale)
         tl.store(scale_ptr, scale, mask=row == 0)
-    for start in range(0, K, BLOCK):
-        cols = start + tl.arange(0, BLOCK)
-        mask = cols < K
-        v = tl.load(x_ptr + base + cols, mask=mask, other=0.0).to(tl.float32)
-        q = tl.clamp(v / scale, -448.0, 448.0)
-        tl.store(q_ptr + base + cols, q.to(tl.float8e4nv), mask=mask)
+    if ONE_PASS:
+        tl.store(q_ptr + base + cols, _fp8_codes(v, scale), mask=mask)
+    else:
+        for start in range(0, K, BLOCK):
+            chunk = start + cols
+            in_row = chunk < K
+            v = tl.load(x_ptr + base + chunk, mask=in_row, other=0.0).to(tl.float32)
+            tl.store(q_ptr + base + chunk, _fp8_codes(v, scale), mask=in_row)
 
 
 @triton.jit
 def _int8_rows_kernel(
     x_ptr, q_ptr, scale_ptr, zp_ptr, zp_neg_ptr, K, floor,
-    BLOCK: tl.constexpr, DYNAMIC: tl.constexpr, SYMMETRIC: tl.constexpr,
+    BLOCK: tl.constexpr, DYNAMIC: tl.constexpr, SYMMETRIC: tl.constexpr, ONE_PASS: tl.constexpr,
 ):
     """One program per row, one launch. Dynamic: the scale (and zero point) come from the row's
     range and are stored, the negated zero point also as float for the GEMM epilogue."""
+    gdc_launch_dependents()
     row = tl.program_id(0)
     base = row.to(tl.int64) * K
-    if DYNAMIC:
+    cols = tl.arange(0, BLOCK)
+    if ONE_PASS:
+        mask = cols < K
+        v = tl.load(x_ptr + base + cols, mask=mask, other=0.0).to(tl.float32)
+        if DYNAMIC:
+            lo, hi = _loaded_range(v, mask, not SYMMETRIC)
+    elif DYNAMIC:
         lo, hi = _row_range(x_ptr + base, K, BLOCK, not SYMMETRIC)
+    if DYNAMIC:
         if SYMMETRIC:
             scale = tl.maximum(hi, floor) / 127.0
             zp = 0.0
@@ -124,33 +179,37 @@ def _int8_rows_kernel(
             zp = 0.0
         else:
             zp = tl.load(zp_ptr).to(tl.float32)
-    for start in range(0, K, BLOCK):
-        cols = start + tl.arange(0, BLOCK)
-        mask = cols < K
-        v = tl.load(x_ptr + base + cols, mask=mask, other=0.0).to(tl.float32)
-        q = tl.clamp(_round_half_even(v / scale) + zp, -128.0, 127.0)
-        tl.store(q_ptr + base + cols, q.to(tl.int8), mask=mask)
+    if ONE_PASS:
+        tl.store(q_ptr + base + cols, _int8_codes(v, scale, zp), mask=mask)
+    else:
+        for start in range(0, K, BLOCK):
+            chunk = start + cols
+            in_row = chunk < K
+            v = tl.load(x_ptr + base + chunk, mask=in_row, other=0.0).to(tl.float32)
+            tl.store(q_ptr + base + chunk, _int8_codes(v, scale, zp), mask=in_row)
 
 
 @triton.jit
 def _fp8_groups_kernel(
-    x_ptr, q_ptr, scale_ptr, K, M_PAD, floor,
+    x_ptr, q_ptr, scale_ptr, M, K, M_PAD, floor,
     GROUP: tl.constexpr, GROUPS_PER_PROGRAM: tl.constexpr,
 ):
-    """Program (row, chunk): GROUPS_PER_PROGRAM groups of GROUP columns; scales go to
-    scale[group, row] (M-major, leading dimension M_PAD)."""
+    """Program (row, chunk) over M_PAD rows: GROUPS_PER_PROGRAM groups of GROUP columns; scales go
+    to scale[group, row] (M-major, leading dimension M_PAD). Rows M..M_PAD-1 get zero codes and
+    zero scales."""
+    gdc_launch_dependents()
     row = tl.program_id(0)
     g0 = tl.program_id(1) * GROUPS_PER_PROGRAM
     groups = g0 + tl.arange(0, GROUPS_PER_PROGRAM)
     cols = groups[:, None] * GROUP + tl.arange(0, GROUP)[None, :]
     mask = cols < K
     base = row.to(tl.int64) * K
-    v = tl.load(x_ptr + base + cols, mask=mask, other=0.0).to(tl.float32)
-    amax = tl.maximum(tl.max(tl.abs(v), axis=1), floor)
-    scale = amax / 448.0
-    q = tl.clamp(v / scale[:, None], -448.0, 448.0)
-    tl.store(q_ptr + base + cols, q.to(tl.float8e4nv), mask=mask)
-    tl.store(scale_ptr + groups.to(tl.int64) * M_PAD + row, scale, mask=groups * GROUP < K)
+    in_rows = (row + tl.zeros_like(groups)) < M  # a padding row reads nothing
+    v = tl.load(x_ptr + base + cols, mask=mask & in_rows[:, None], other=0.0).to(tl.float32)
+    scale = tl.maximum(tl.max(tl.abs(v), axis=1), floor) / 448.0
+    tl.store(q_ptr + base + cols, _fp8_codes(v, scale[:, None]), mask=mask)
+    tl.store(scale_ptr + groups.to(tl.int64) * M_PAD + row, tl.where(in_rows, scale, 0.0),
+             mask=groups * GROUP < K)
 
 
 def _check_2d(x: torch.Tensor) -> tuple[int, int]:
@@ -162,22 +221,18 @@ def _check_2d(x: torch.Tensor) -> tuple[int, int]:
 # --- FP8 -------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("kernel_core_cutlass::quantize_fp8_per_token", mutates_args=())
-def quantize_fp8_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _quantize_fp8_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Dynamic per-token FP8: ``(q [M, K] e4m3, scale [M] fp32)``."""
     m, k = _check_2d(x)
     x = x.contiguous()
     q = torch.empty((m, k), dtype=torch.float8_e4m3fn, device=x.device)
     scale = torch.empty((m,), dtype=torch.float32, device=x.device)
     if m:
-        _fp8_rows_kernel[(m,)](
-            x, q, scale, scale, k, FP8_MIN_SCALE, BLOCK=_row_block(k), MODE=1, num_warps=8
-        )
+        _fp8_rows_kernel[(m,)](x, q, scale, scale, k, FP8_MIN_SCALE, MODE=1, **_row_launch(k))
     return q, scale
 
 
-@torch.library.custom_op("kernel_core_cutlass::quantize_fp8_per_tensor", mutates_args=())
-def quantize_fp8_per_tensor(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _quantize_fp8_per_tensor(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Dynamic per-tensor FP8: ``(q [M, K] e4m3, scale [1] fp32)``."""
     m, k = _check_2d(x)
     x = x.contiguous()
@@ -185,36 +240,29 @@ def quantize_fp8_per_tensor(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     scale = torch.full((1,), FP8_MIN_SCALE, dtype=torch.float32, device=x.device)
     if m:
         row_amax = torch.empty((m,), dtype=torch.float32, device=x.device)
-        block = _row_block(k)
-        _row_amax_kernel[(m,)](x, row_amax, k, BLOCK=block, num_warps=8)
+        _row_amax_kernel[(m,)](x, row_amax, k, BLOCK=_CHUNK, num_warps=8)
         amax = row_amax.amax().reshape(1)
-        _fp8_rows_kernel[(m,)](
-            x, q, scale, amax, k, FP8_MIN_SCALE, BLOCK=block, MODE=2, num_warps=8
-        )
+        _fp8_rows_kernel[(m,)](x, q, scale, amax, k, FP8_MIN_SCALE, MODE=2, **_row_launch(k))
     return q, scale
 
 
-@torch.library.custom_op("kernel_core_cutlass::quantize_fp8_static", mutates_args=())
-def quantize_fp8_static(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def _quantize_fp8_static(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """Static per-tensor FP8 with the checkpoint's decode ``scale`` (one element)."""
     m, k = _check_2d(x)
     x = x.contiguous()
     q = torch.empty((m, k), dtype=torch.float8_e4m3fn, device=x.device)
     if m:
-        _fp8_rows_kernel[(m,)](
-            x, q, scale, scale, k, FP8_MIN_SCALE, BLOCK=_row_block(k), MODE=0, num_warps=8
-        )
+        _fp8_rows_kernel[(m,)](x, q, scale, scale, k, FP8_MIN_SCALE, MODE=0, **_row_launch(k))
     return q
 
 
-@torch.library.custom_op("kernel_core_cutlass::quantize_fp8_per_group", mutates_args=())
-def quantize_fp8_per_group(x: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _quantize_fp8_per_group(x: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Dynamic FP8 per token and ``group`` columns: ``(q [m_pad, K], scale [K/group, m_pad])``.
 
     The scale is M-major (the layout the block-scaled GEMM reads). ``m_pad`` rounds M up to a
     multiple of 4 (at least 4): CUTLASS's scale TMA needs the scales' M extent to be 16-byte
-    aligned, so the GEMM runs on m_pad rows; rows past M hold zero codes and zero scales, and
-    the caller drops those output rows.
+    aligned, so the GEMM runs on m_pad rows; the same launch writes zero codes and zero scales
+    into the rows past M, and the caller drops those output rows.
     """
     m, k = _check_2d(x)
     if k % group:
@@ -223,24 +271,28 @@ def quantize_fp8_per_group(x: torch.Tensor, group: int) -> tuple[torch.Tensor, t
     m_pad = -(-max(m, 1) // GROUP_SCALE_ROW_ALIGN) * GROUP_SCALE_ROW_ALIGN
     q = torch.empty((m_pad, k), dtype=torch.float8_e4m3fn, device=x.device)
     scale = torch.empty((k // group, m_pad), dtype=torch.float32, device=x.device)
-    if m_pad > m:
-        q[m:].view(torch.uint8).zero_()
-        scale[:, m:].zero_()
-    if m:
-        per_program = 8
-        grid = (m, triton.cdiv(k // group, per_program))
-        _fp8_groups_kernel[grid](
-            x, q, scale, k, m_pad, FP8_GROUP_AMAX_FLOOR, GROUP=group,
-            GROUPS_PER_PROGRAM=per_program, num_warps=4,
-        )
+    per_program = 8
+    grid = (m_pad, triton.cdiv(k // group, per_program))
+    _fp8_groups_kernel[grid](
+        x, q, scale, m, k, m_pad, FP8_GROUP_AMAX_FLOOR, GROUP=group,
+        GROUPS_PER_PROGRAM=per_program, num_warps=4,
+    )
     return q, scale
+
+
+quantize_fp8_per_token = custom_op(
+    "kernel_core_cutlass::quantize_fp8_per_token", _quantize_fp8_per_token)
+quantize_fp8_per_tensor = custom_op(
+    "kernel_core_cutlass::quantize_fp8_per_tensor", _quantize_fp8_per_tensor)
+quantize_fp8_static = custom_op("kernel_core_cutlass::quantize_fp8_static", _quantize_fp8_static)
+quantize_fp8_per_group = custom_op(
+    "kernel_core_cutlass::quantize_fp8_per_group", _quantize_fp8_per_group)
 
 
 # --- INT8 ------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("kernel_core_cutlass::quantize_int8_per_token", mutates_args=())
-def quantize_int8_per_token(
+def _quantize_int8_per_token(
     x: torch.Tensor, symmetric: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Dynamic per-token int8: ``(q, scale [M], zero_point [M] int32, -zero_point [M] fp32)``;
@@ -254,14 +306,13 @@ def quantize_int8_per_token(
     zp_neg = torch.empty((zp_rows,), dtype=torch.float32, device=x.device)
     if m:
         _int8_rows_kernel[(m,)](
-            x, q, scale, zp, zp_neg, k, INT8_AMAX_FLOOR, BLOCK=_row_block(k), DYNAMIC=True,
-            SYMMETRIC=symmetric, num_warps=8,
+            x, q, scale, zp, zp_neg, k, INT8_AMAX_FLOOR, DYNAMIC=True, SYMMETRIC=symmetric,
+            **_row_launch(k),
         )
     return q, scale, zp, zp_neg
 
 
-@torch.library.custom_op("kernel_core_cutlass::quantize_int8_static", mutates_args=())
-def quantize_int8_static(
+def _quantize_int8_static(
     x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None
 ) -> torch.Tensor:
     """Static per-tensor int8 with the checkpoint's ``scale`` (and ``zero_point``, int32)."""
@@ -272,10 +323,15 @@ def quantize_int8_static(
         symmetric = zero_point is None
         zp = scale if symmetric else zero_point
         _int8_rows_kernel[(m,)](
-            x, q, scale, zp, scale, k, INT8_AMAX_FLOOR, BLOCK=_row_block(k),
-            DYNAMIC=False, SYMMETRIC=symmetric, num_warps=8,
+            x, q, scale, zp, scale, k, INT8_AMAX_FLOOR, DYNAMIC=False, SYMMETRIC=symmetric,
+            **_row_launch(k),
         )
     return q
+
+
+quantize_int8_per_token = custom_op(
+    "kernel_core_cutlass::quantize_int8_per_token", _quantize_int8_per_token)
+quantize_int8_static = custom_op("kernel_core_cutlass::quantize_int8_static", _quantize_int8_static)
 
 
 # --- fake (meta) implementations: shapes only, for torch.compile ------------------------------

@@ -1,16 +1,29 @@
-"""Which CUTLASS tile configuration runs a GEMM of a given M (and N), and why.
+"""Which CUTLASS tile configuration runs a GEMM of a given M and N, and why.
 
 The ids are the ``TileConfigId`` / ``BlockTileConfigId`` enums of ``csrc/scaled_mm_api.h``; each
 names one compiled kernel. The choice is a small readable function of M (the token count, the only
-dimension that changes between calls) and N (the number of output tiles decides whether the 132
-SMs of an H100/H200 are kept busy), in the DeepGEMM spirit: a comment per range says why.
+dimension that changes between calls), N and the SM count: the number of output tiles decides
+whether the SMs of an H100/H200 (132) are kept busy, in the DeepGEMM spirit. A comment per range
+says why; NOTES.md has the measurements behind each choice.
 """
 
 from __future__ import annotations
 
 import enum
 
-__all__ = ["TileConfig", "BlockTileConfig", "scaled_mm_tile", "block_scaled_mm_tile"]
+__all__ = [
+    "TileConfig",
+    "BlockTileConfig",
+    "H100_SMS",
+    "wave_efficiency",
+    "scaled_mm_tile",
+    "block_scaled_mm_tile",
+]
+
+#: SMs of an H100 SXM / H200, the default when the caller does not say.
+H100_SMS = 132
+#: Below this share of busy SM-waves a tile shape leaves too much of the GPU idle in its last wave.
+_FULL_WAVES = 0.9
 
 
 class TileConfig(enum.IntEnum):
@@ -23,32 +36,63 @@ class TileConfig(enum.IntEnum):
     COOPERATIVE_128x256 = 4  # cooperative, 128 x 256 x 128, cluster 2x1
     COOPERATIVE_256x128 = 5  # cooperative, 256 x 128 x 128, cluster 1x2
     PINGPONG_64x256 = 6  # pingpong, 64 x 256 x 128
+    SWAP_64x16_K256 = 7  # out^T = W A^T, one consumer warpgroup, one tile per CTA, 64 x 16 x 256
+    SWAP_64x64_K256 = 8  # out^T = W A^T, one consumer warpgroup, one tile per CTA, 64 x 64 x 256
+    PINGPONG_64x128_CLUSTER2 = 9  # pingpong, 64 x 128 x 128, cluster 2x1 (weight tile multicast)
+    PINGPONG_128x128_CLUSTER2 = 10  # pingpong, 128 x 128 x 128, cluster 2x1
+    COOPERATIVE_128x128_STREAM_K = 11  # cooperative, 128 x 128 x 128, stream-K scheduler
 
 
 class BlockTileConfig(enum.IntEnum):
-    """FP8 1x128 / 128x128 block-scaled kernels (``csrc/fp8_block_scaled_mm.cu``)."""
+    """FP8 1x128 / 128x128 block-scaled kernels (``csrc/block_scaled_mm_sm90.cuh``)."""
 
     PINGPONG_64x128 = 0
     COOPERATIVE_128x128 = 1
+    COOPERATIVE_128x128_STREAM_K = 2  # stream-K: K-slices of the tiles spread over every SM
+    COOPERATIVE_128x128_CLUSTER2 = 3  # cluster 2x1: two M tiles share the weight tile
 
 
-def scaled_mm_tile(m: int, n: int) -> TileConfig:
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def wave_efficiency(tiles: int, sm_count: int = H100_SMS) -> float:
+    """Share of SM time doing work when ``tiles`` equal tiles run in waves of ``sm_count``."""
+    if tiles <= 0:
+        return 0.0
+    return tiles / (_cdiv(tiles, sm_count) * sm_count)
+
+
+def _fills(m: int, n: int, tile_m: int, tile_n: int, sm_count: int) -> bool:
+    return wave_efficiency(_cdiv(m, tile_m) * _cdiv(n, tile_n), sm_count) >= _FULL_WAVES
+
+
+def scaled_mm_tile(m: int, n: int, sm_count: int = H100_SMS) -> TileConfig:
     """The tile for an (m x k) @ (k x n) W8A8 GEMM."""
     if m <= 16:
-        # Decode: the GEMM only streams the weight. A wgmma tile has at least 64 rows, so we swap
-        # the operands and let N fill them; 16 tokens is the narrowest useful side. 64-row weight
-        # tiles give N/64 CTAs (128 for N=8192), enough to keep every SM's loads in flight.
-        return TileConfig.SWAP_64x16
+        # Decode: the GEMM only streams the weight. A wgmma tile has at least 64 rows, so the
+        # operands are swapped and N fills them (N/64 CTAs: 128 for N=8192); 256-deep K steps
+        # move 256 contiguous bytes per weight row per stage and halve the per-step overhead.
+        return TileConfig.SWAP_64x16_K256
     if m <= 64:
         # Still weight-bound; a 64-token side covers the batch in one tile column.
-        return TileConfig.SWAP_64x64
-    if m <= 256:
-        # In between: 64-row tiles waste no rows at M=128/192/256 and double the CTA count over
-        # 128-row tiles; pingpong overlaps one warpgroup's epilogue with the other's MMAs.
-        return TileConfig.PINGPONG_64x128
-    if m <= 512 or n < 4096:
-        # Compute-bound but few tiles: 128x128 keeps enough CTAs for a full wave (M=512,
-        # N=8192: 256 tiles); the 2x1 cluster multicasts the weight tile to both CTAs.
+        return TileConfig.SWAP_64x64_K256
+    if m <= 128:
+        # 64-token tiles waste no rows at M=128; the 2x1 cluster multicasts each weight tile to
+        # both M tiles, so the weight crosses L2 once.
+        return TileConfig.PINGPONG_64x128_CLUSTER2
+    if m <= 512:
+        # Between streaming and compute: 128x128 tiles read the least L2 per FLOP, but only
+        # while they fill the SMs' waves (N=8192, M=256: 128 tiles on 132 SMs); otherwise the
+        # 64-row tiles, twice as many, fill the waves (N=28672, M=256: 896 tiles, 97% busy).
+        if _fills(m, n, 128, 128, sm_count):
+            return TileConfig.PINGPONG_128x128_CLUSTER2
+        if _fills(m, n, 64, 128, sm_count):
+            return TileConfig.PINGPONG_64x128_CLUSTER2
+        # Neither fills the waves: stream-K splits the K loop so every SM gets an equal share.
+        return TileConfig.COOPERATIVE_128x128_STREAM_K
+    if n < 4096:
+        # Narrow layers have too few 256-wide tile columns to fill the GPU at large M.
         return TileConfig.COOPERATIVE_128x128
     if m <= 2048:
         # Measured (H100, NOTES.md v1 sweep): at M=1024 the 128x256 tile beat 128x128 on 5 of
@@ -59,14 +103,20 @@ def scaled_mm_tile(m: int, n: int) -> TileConfig:
     return TileConfig.COOPERATIVE_256x128
 
 
-def block_scaled_mm_tile(m: int, n: int) -> BlockTileConfig:
+def block_scaled_mm_tile(m: int, n: int, sm_count: int = H100_SMS) -> BlockTileConfig:
     """The tile for a 1x128 / 128x128 block-scaled FP8 GEMM.
 
     The weight scale's 128-row granularity forbids both the operand swap and tiles narrower than
-    128 along N, so the only lever at small M is a 64-token tile.
+    128 along N, so at small M the levers are 64-token tiles and, where the tiles cannot fill
+    the SMs, stream-K.
     """
     if m <= 128:
         # 64-token tiles: half the wasted rows at decode, twice the CTAs along M.
         return BlockTileConfig.PINGPONG_64x128
-    # Two warpgroups share the 128x128 tile; the weight scale is one value per tile column.
-    return BlockTileConfig.COOPERATIVE_128x128
+    if _fills(m, n, 128, 128, sm_count):
+        # Enough tiles for full waves (N=18432, M=1024: 1152 tiles, 97% busy): two warpgroups
+        # share each 128x128 tile; the weight scale is one value per tile column.
+        return BlockTileConfig.COOPERATIVE_128x128
+    # DeepSeek's narrow projections (N=2112 or 4096) give 34-64 tiles at M=256: stream-K spreads
+    # the 56 K-steps of those tiles over all SMs instead of leaving half of them idle.
+    return BlockTileConfig.COOPERATIVE_128x128_STREAM_K

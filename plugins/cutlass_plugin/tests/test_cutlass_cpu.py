@@ -3,6 +3,8 @@ parameter processing and the fake (meta) implementations of the custom ops."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -22,6 +24,7 @@ from kernel_core_cutlass.tiles import (
     TileConfig,
     block_scaled_mm_tile,
     scaled_mm_tile,
+    wave_efficiency,
 )
 
 KERNELS = (
@@ -112,11 +115,12 @@ def test_can_implement_refusals_name_the_constraint(config, needle):
 
 
 @pytest.mark.parametrize("m, expected", [
-    (1, TileConfig.SWAP_64x16), (16, TileConfig.SWAP_64x16),
-    (17, TileConfig.SWAP_64x64), (64, TileConfig.SWAP_64x64),
-    (65, TileConfig.PINGPONG_64x128), (128, TileConfig.PINGPONG_64x128),
-    (256, TileConfig.PINGPONG_64x128),
-    (257, TileConfig.COOPERATIVE_128x128), (512, TileConfig.COOPERATIVE_128x128),
+    (1, TileConfig.SWAP_64x16_K256), (16, TileConfig.SWAP_64x16_K256),
+    (17, TileConfig.SWAP_64x64_K256), (64, TileConfig.SWAP_64x64_K256),
+    (65, TileConfig.PINGPONG_64x128_CLUSTER2), (128, TileConfig.PINGPONG_64x128_CLUSTER2),
+    # N=8192: 128 (M=256) and 256 (M=512) 128x128 tiles fill 97% of 132 SMs' waves.
+    (129, TileConfig.PINGPONG_128x128_CLUSTER2), (256, TileConfig.PINGPONG_128x128_CLUSTER2),
+    (512, TileConfig.PINGPONG_128x128_CLUSTER2),
     (513, TileConfig.COOPERATIVE_128x256), (2048, TileConfig.COOPERATIVE_128x256),
     (2049, TileConfig.COOPERATIVE_256x128), (4096, TileConfig.COOPERATIVE_256x128),
 ])
@@ -124,32 +128,88 @@ def test_scaled_mm_tile_per_m_range(m, expected):
     assert scaled_mm_tile(m, 8192) == expected
 
 
+@pytest.mark.parametrize("m, n, expected, why", [
+    # 224 x 2 = 448 tiles of 128x128 take 4 waves at 85%; 896 tiles of 64x128 take 7 at 97%.
+    (256, 28672, TileConfig.PINGPONG_64x128_CLUSTER2, "64-row tiles fill the waves"),
+    # 3 x 24 = 72 tiles of 128x128 (55%), 5 x 24 = 120 of 64x128 (91%).
+    (300, 3072, TileConfig.PINGPONG_64x128_CLUSTER2, "64-row tiles fill the waves"),
+    # 2 x 40 = 80 tiles of 128x128 (61%), 4 x 40 = 160 of 64x128 (61%): neither.
+    (256, 5120, TileConfig.COOPERATIVE_128x128_STREAM_K, "stream-K"),
+])
+def test_scaled_mm_tile_counts_ctas_against_the_sms(m, n, expected, why):
+    assert scaled_mm_tile(m, n) == expected, why
+
+
 def test_scaled_mm_tile_keeps_narrow_layers_on_128_wide_tiles():
     # N < 4096 has too few 256-wide tile columns to fill the GPU at large M.
     assert scaled_mm_tile(4096, 2048) == TileConfig.COOPERATIVE_128x128
 
 
-@pytest.mark.parametrize("m, expected", [
-    (1, BlockTileConfig.PINGPONG_64x128), (128, BlockTileConfig.PINGPONG_64x128),
-    (129, BlockTileConfig.COOPERATIVE_128x128), (4096, BlockTileConfig.COOPERATIVE_128x128),
+def test_wave_efficiency():
+    assert wave_efficiency(132) == 1.0
+    assert wave_efficiency(133) == pytest.approx(133 / 264)
+    assert wave_efficiency(128, sm_count=64) == 1.0
+    assert wave_efficiency(0) == 0.0
+
+
+def test_tiles_follow_the_sm_count():
+    # On a 114-SM H100 PCIe, M=256 and N=8192 give 128 tiles of 128x128 (2 waves, 56% busy) or
+    # 256 of 64x128 (3 waves, 75%): stream-K instead.
+    assert scaled_mm_tile(256, 8192, sm_count=114) == TileConfig.COOPERATIVE_128x128_STREAM_K
+
+
+@pytest.mark.parametrize("m, n, expected", [
+    (1, 7168, BlockTileConfig.PINGPONG_64x128), (128, 7168, BlockTileConfig.PINGPONG_64x128),
+    # DeepSeek-V3 shapes: N=18432 at M=1024 has 8 x 144 tiles (97% busy); N=2112 at M=256 has
+    # 2 x 17 = 34 tiles for 132 SMs, N=7168 at M=256 has 112 (85%).
+    (1024, 18432, BlockTileConfig.COOPERATIVE_128x128),
+    (4096, 4096, BlockTileConfig.COOPERATIVE_128x128),
+    (256, 2112, BlockTileConfig.COOPERATIVE_128x128_STREAM_K),
+    (256, 7168, BlockTileConfig.COOPERATIVE_128x128_STREAM_K),
+    (4096, 2112, BlockTileConfig.COOPERATIVE_128x128_STREAM_K),
 ])
-def test_block_scaled_mm_tile_per_m_range(m, expected):
-    assert block_scaled_mm_tile(m, 7168) == expected
+def test_block_scaled_mm_tile(m, n, expected):
+    assert block_scaled_mm_tile(m, n) == expected
 
 
-def test_tile_ids_match_the_cpp_enum():
+def _cpp_enum(header: str, enum: str) -> dict[str, int]:
+    body = re.search(rf"enum {enum} : int \{{(.*?)\}};", header, re.S).group(1)
+    return {name: int(value) for name, value in re.findall(r"(k\w+) = (\d+),", body)}
+
+
+def _cpp_name(python_name: str, prefix: str) -> str:
+    """SWAP_64x16_K256 -> kSwap64x16K256 (the C++ spelling of the same tile)."""
+    words = python_name.split("_")
+    return prefix + "".join(w if w[0].isdigit() else w.capitalize() for w in words)
+
+
+def test_tile_ids_match_the_cpp_enums():
     header = (ops.CSRC / "scaled_mm_api.h").read_text()
-    for name, cpp in [
-        ("SWAP_64x16", "kSwap64x16"), ("SWAP_64x64", "kSwap64x64"),
-        ("PINGPONG_64x128", "kPingpong64x128"), ("COOPERATIVE_128x128", "kCooperative128x128"),
-        ("COOPERATIVE_128x256", "kCooperative128x256"),
-        ("COOPERATIVE_256x128", "kCooperative256x128"), ("PINGPONG_64x256", "kPingpong64x256"),
-    ]:
-        assert f"{cpp} = {int(TileConfig[name])}," in header
-    assert f"kNumTileConfigs = {len(TileConfig)}," in header
-    for name, cpp in [("PINGPONG_64x128", "kBlockPingpong64x128"),
-                      ("COOPERATIVE_128x128", "kBlockCooperative128x128")]:
-        assert f"{cpp} = {int(BlockTileConfig[name])}," in header
+    scaled = _cpp_enum(header, "TileConfigId")
+    assert scaled.pop("kNumTileConfigs") == len(TileConfig)
+    assert scaled == {_cpp_name(t.name, "k"): int(t) for t in TileConfig}
+    block = _cpp_enum(header, "BlockTileConfigId")
+    assert block.pop("kNumBlockTileConfigs") == len(BlockTileConfig)
+    assert block == {_cpp_name(t.name, "kBlock"): int(t) for t in BlockTileConfig}
+
+
+def test_every_tile_has_a_translation_unit_group():
+    header = (ops.CSRC / "scaled_mm_api.h").read_text()
+    table = re.search(r"kTileGroup\[kNumTileConfigs\] = \{(.*?)\};", header, re.S).group(1)
+    groups = re.findall(r"k(SmallM|MidM|LargeM)", table)
+    assert len(groups) == len(TileConfig)
+    # Each group's unit is in the build (three per operand/output pair).
+    names = {path.name for path in ops.SOURCES}
+    for group in ("small_m", "mid_m", "large_m"):
+        assert f"scaled_mm_fp8_bf16_{group}.cu" in names
+
+
+def test_ci_compiles_every_tile_template_once():
+    names = {path.name for path in ops.CI_SOURCES}
+    assert {"bindings.cpp", "fp8_block_scaled_mm_bf16.cu"} <= names
+    assert {f"scaled_mm_fp8_bf16_{g}.cu" for g in ("small_m", "mid_m", "large_m")} <= names
+    assert set(ops.CI_SOURCES) <= set(ops.SOURCES)
+    assert all(path.is_file() for path in ops.SOURCES)
 
 
 # --- parameter processing on CPU (no GEMM runs) --------------------------------------------------

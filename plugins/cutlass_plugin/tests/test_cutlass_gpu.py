@@ -13,6 +13,7 @@ from kernel_core.families.int8 import Int8ScaledMMLinearLayerConfig
 from kernel_core.formats.fp8 import quantize_fp8, quantize_fp8_per_token_group
 from kernel_core.formats.int8 import quantize_int8
 from kernel_core.formats.layer import dequantize_weight, make_layer
+from kernel_core_cutlass.tiles import BlockTileConfig, TileConfig
 
 pytestmark = pytest.mark.gpu
 
@@ -110,8 +111,12 @@ INT8_CONFIGS = [
     dict(weight_scale_granularity="tensor", input_scale="static", input_symmetric=True),
     dict(weight_scale_granularity="channel", input_scale="static", input_symmetric=False),
 ]
-#: One M per tile configuration of the heuristic (with N=4096 the last reaches 128x256).
-MS = [1, 16, 40, 200, 700, 1100]
+#: One M per tile the heuristic picks for N=4096 (SWAP_64x16_K256, SWAP_64x64_K256,
+#: PINGPONG_64x128_CLUSTER2 twice, COOPERATIVE_128x128_STREAM_K, PINGPONG_128x128_CLUSTER2,
+#: COOPERATIVE_128x256 twice, COOPERATIVE_256x128).
+MS = [1, 16, 40, 100, 200, 300, 500, 700, 2100]
+#: bf16 output at every M; fp16 output (the same kernels with another output type) at three.
+M_OUT = [(m, torch.bfloat16) for m in MS] + [(m, torch.float16) for m in (1, 200, 2100)]
 
 
 def _check(kernel, layer, x, bias, ref, tol):
@@ -124,39 +129,39 @@ def _check(kernel, layer, x, bias, ref, tol):
     assert err < tol, f"relative error {err:.2e} >= {tol}"
 
 
-@pytest.mark.parametrize("m", MS)
+@pytest.mark.parametrize("m, out_dtype", M_OUT)
 @pytest.mark.parametrize("options", FP8_CONFIGS)
-@pytest.mark.parametrize("out_dtype", [torch.bfloat16, torch.float16])
-def test_fp8_matches_float64_reference(m, options, out_dtype):
+def test_fp8_matches_float64_reference(m, out_dtype, options):
     config = FP8ScaledMMLinearLayerConfig(weight_shape=(4096, 1024), out_dtype=out_dtype, **options)
     case = make_case(config, m, seed=m, with_bias=m % 2 == 0)
     _check(*case, tol=1.5e-2)
 
 
-@pytest.mark.parametrize("m", MS)
+@pytest.mark.parametrize("m, out_dtype", M_OUT)
 @pytest.mark.parametrize("options", INT8_CONFIGS)
-@pytest.mark.parametrize("out_dtype", [torch.bfloat16, torch.float16])
-def test_int8_matches_float64_reference(m, options, out_dtype):
+def test_int8_matches_float64_reference(m, out_dtype, options):
     config = Int8ScaledMMLinearLayerConfig(weight_shape=(4096, 1024), out_dtype=out_dtype, **options)
     case = make_case(config, m, seed=m + 7, with_bias=m % 2 == 1)
     _check(*case, tol=1e-2)
 
 
-@pytest.mark.parametrize("m", [1, 5, 64, 129, 1000])
+@pytest.mark.parametrize("m", [1, 5, 33, 64, 77, 129, 300, 1000])
 @pytest.mark.parametrize("out_dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("n", [2112, 1024])
 def test_fp8_block_matches_float64_reference(m, out_dtype, n):
+    # M % 4 != 0 (1, 5, 33, 77, 129) runs on rows padded to a multiple of 4 (the scale TMA).
     config = Fp8BlockLinearLayerConfig(weight_shape=(n, 1024), out_dtype=out_dtype)
     case = make_case(config, m, seed=m + 3, with_bias=m % 2 == 0)
     _check(*case, tol=1.5e-2)
 
 
-@pytest.mark.parametrize("tile", range(7))
+@pytest.mark.parametrize("tile", list(TileConfig), ids=lambda t: t.name)
 @pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.int8])
 def test_every_tile_configuration_is_correct(tile, dtype):
     from kernel_core_cutlass import ops
 
-    m, n, k = 300, 512, 768
+    # 3 x 4 tiles of 128x128 and 12 K-steps: stream-K splits K across SMs here.
+    m, n, k = 300, 512, 1536
     g = torch.Generator(device="cuda").manual_seed(tile)
     if dtype == torch.int8:
         x = torch.randint(-128, 128, (m, k), generator=g, device="cuda", dtype=torch.int8)
@@ -175,7 +180,7 @@ def test_every_tile_configuration_is_correct(tile, dtype):
     use_zp = dtype == torch.int8
     out = ops.scaled_mm(x, w, s_tok, s_ch, zp_neg if use_zp else None,
                         colsum if use_zp else None, bias, ops.workspace_for(x.device),
-                        torch.bfloat16, tile)
+                        torch.bfloat16, int(tile))
     if not use_zp:
         ref = ref - (zp_neg.double()[:, None] * colsum.double()[None, :]
                      * s_tok.double()[:, None] * s_ch.double()[None, :])
@@ -183,24 +188,62 @@ def test_every_tile_configuration_is_correct(tile, dtype):
     assert rel_err(out, ref) < 1e-2
 
 
-@pytest.mark.parametrize("tile", range(2))
-def test_every_block_tile_configuration_is_correct(tile):
-    config = Fp8BlockLinearLayerConfig(weight_shape=(384, 512))
-    kernel, layer, x, bias, ref = make_case(config, 77, seed=tile, with_bias=False)
+@pytest.mark.parametrize("tile", list(BlockTileConfig), ids=lambda t: t.name)
+@pytest.mark.parametrize("m", [77, 300])
+def test_every_block_tile_configuration_is_correct(tile, m):
+    # 3 x 3 tiles of 128x128 at M=300 and 16 K-steps: stream-K splits K across SMs.
+    config = Fp8BlockLinearLayerConfig(weight_shape=(384, 2048))
+    kernel, layer, x, bias, ref = make_case(config, m, seed=int(tile), with_bias=False)
     from kernel_core_cutlass import ops, quant
 
     q, xs = quant.quantize_fp8_per_group(x, 128)
-    assert q.shape[0] == 80, "77 tokens are padded to a multiple of 4"
+    assert q.shape[0] == -(-m // 4) * 4, "tokens are padded to a multiple of 4"
+    poison_next_allocation((q.shape[0], 384), torch.bfloat16)
     out = ops.block_scaled_mm(q, layer.weight, xs, layer.weight_scale, None, kernel.workspace,
-                              torch.bfloat16, tile)
-    assert rel_err(out[:77], ref) < 1.5e-2
+                              torch.bfloat16, int(tile))
+    assert not out[:m].isnan().any()
+    assert rel_err(out[:m], ref) < 1.5e-2
 
 
-def test_quantizers_match_the_reference_codes():
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.int8])
+def test_pdl_launch_matches_plain_launch(dtype):
+    """The GEMM launched as a programmatic dependent of the quantizer reads the quantizer's
+    finished output: bit-identical to a plain launch, over fresh inputs and the tiles of the
+    small- and mid-M units (the ones compiled with grid-dependency waits)."""
+    from kernel_core_cutlass import ops, quant
+    from kernel_core_cutlass.tiles import scaled_mm_tile
+
+    n, k = 8192, 4096
+    g = torch.Generator(device="cuda").manual_seed(9)
+    if dtype == torch.int8:
+        w = torch.randint(-128, 128, (n, k), generator=g, device="cuda", dtype=torch.int8)
+    else:
+        w = (torch.randn(n, k, generator=g, device="cuda") * 50).to(dtype)
+    w_scale = torch.rand(n, generator=g, device="cuda") + 0.5
+    workspace = ops.workspace_for(w.device)
+    tiles = set()
+    for m in (1, 16, 64, 100, 200, 500):
+        tiles.add(scaled_mm_tile(m, n))
+        x = torch.randn((m, k), generator=g, device="cuda").to(torch.bfloat16)
+        outs = []
+        for pdl in (True, False):
+            if dtype == torch.int8:
+                q, s, _, _ = quant.quantize_int8_per_token(x, True)
+            else:
+                q, s = quant.quantize_fp8_per_token(x)
+            outs.append(ops.scaled_mm(q, w, s, w_scale, None, None, None, workspace,
+                                      torch.bfloat16, -1, pdl))
+        torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+    assert len(tiles) >= 4, "the M values cover the small- and mid-M tiles"
+
+
+@pytest.mark.parametrize("k", [4864, 33024], ids=["one_pass", "two_pass"])
+def test_quantizers_match_the_reference_codes(k):
     from kernel_core_cutlass import quant
 
+    assert (k <= quant.ONE_PASS_MAX_K) == (k == 4864)
     g = torch.Generator(device="cuda").manual_seed(11)
-    x = torch.randn(37, 4864, generator=g, device="cuda").to(torch.bfloat16) * 3
+    x = torch.randn(37, k, generator=g, device="cuda").to(torch.bfloat16) * 3
     x32 = x.float()
     q, s = quant.quantize_fp8_per_token(x)
     rq, rs = quantize_fp8(x32, "token")

@@ -21,10 +21,18 @@ const float* optional_float_ptr(const std::optional<torch::Tensor>& t, const cha
   return t->data_ptr<float>();
 }
 
+// [fp8 / int8][bf16 / f16][tile group]: the translation unit that runs a tile.
+constexpr ScaledMmEntry kScaledMmEntries[2][2][kNumTileGroups] = {
+    {{scaled_mm_fp8_bf16_small_m, scaled_mm_fp8_bf16_mid_m, scaled_mm_fp8_bf16_large_m},
+     {scaled_mm_fp8_f16_small_m, scaled_mm_fp8_f16_mid_m, scaled_mm_fp8_f16_large_m}},
+    {{scaled_mm_int8_bf16_small_m, scaled_mm_int8_bf16_mid_m, scaled_mm_int8_bf16_large_m},
+     {scaled_mm_int8_f16_small_m, scaled_mm_int8_f16_mid_m, scaled_mm_int8_f16_large_m}},
+};
+
 void scaled_mm(torch::Tensor out, torch::Tensor x, torch::Tensor w, torch::Tensor token_scale,
                torch::Tensor channel_scale, std::optional<torch::Tensor> token_zp_neg,
                std::optional<torch::Tensor> channel_colsum, std::optional<torch::Tensor> bias,
-               torch::Tensor workspace, int64_t config, int64_t sm_count, int64_t stream) {
+               torch::Tensor workspace, int64_t config, int64_t sm_count, int64_t stream, bool pdl) {
   for (auto [t, name] : {std::pair{&out, "out"}, {&x, "x"}, {&w, "w"}, {&token_scale, "token_scale"},
                          {&channel_scale, "channel_scale"}, {&workspace, "workspace"}}) {
     check_cuda_contiguous(*t, name);
@@ -68,17 +76,16 @@ void scaled_mm(torch::Tensor out, torch::Tensor x, torch::Tensor w, torch::Tenso
   args.workspace = workspace.data_ptr();
   args.workspace_bytes = static_cast<size_t>(workspace.nbytes());
   args.stream = stream;
+  args.pdl = pdl;
 
   const bool bf16 = out.scalar_type() == torch::kBFloat16;
   TORCH_CHECK(bf16 || out.scalar_type() == torch::kFloat16, "out must be bfloat16 or float16");
-  const char* error = nullptr;
-  if (x.scalar_type() == torch::kFloat8_e4m3fn) {
-    error = bf16 ? fp8_scaled_mm_bf16(config, args) : fp8_scaled_mm_f16(config, args);
-  } else if (x.scalar_type() == torch::kInt8) {
-    error = bf16 ? int8_scaled_mm_bf16(config, args) : int8_scaled_mm_f16(config, args);
-  } else {
-    TORCH_CHECK(false, "x must be float8_e4m3fn or int8");
-  }
+  const bool fp8 = x.scalar_type() == torch::kFloat8_e4m3fn;
+  TORCH_CHECK(fp8 || x.scalar_type() == torch::kInt8, "x must be float8_e4m3fn or int8");
+  TORCH_CHECK(config >= 0 && config < kNumTileConfigs, "tile configuration must be in [0, ",
+              static_cast<int>(kNumTileConfigs), "), found ", config);
+  const ScaledMmEntry entry = kScaledMmEntries[fp8 ? 0 : 1][bf16 ? 0 : 1][kTileGroup[config]];
+  const char* error = entry(static_cast<int>(config), args);
   TORCH_CHECK(error == nullptr, "kernel_core_cutlass scaled_mm: ", error);
 }
 

@@ -19,7 +19,19 @@ enum TileConfigId : int {
   kCooperative128x256 = 4,  // cooperative, 128 x 256 x 128, cluster 2x1
   kCooperative256x128 = 5,  // cooperative, 256 x 128 x 128, cluster 1x2
   kPingpong64x256 = 6,  // pingpong, 64 x 256 x 128
-  kNumTileConfigs = 7,
+  kSwap64x16K256 = 7,  // SwapAB, one consumer warpgroup per tile (not persistent), 64 x 16 x 256
+  kSwap64x64K256 = 8,  // SwapAB, one consumer warpgroup per tile (not persistent), 64 x 64 x 256
+  kPingpong64x128Cluster2 = 9,  // pingpong, 64 x 128 x 128, cluster 2x1
+  kPingpong128x128Cluster2 = 10,  // pingpong, 128 x 128 x 128, cluster 2x1
+  kCooperative128x128StreamK = 11,  // cooperative, 128 x 128 x 128, stream-K tile scheduler
+  kNumTileConfigs = 12,
+};
+
+// The tiles are compiled in three translation units per (operand, output) type pair, so the
+// build runs on as many cores as there are units; the binding calls the unit of the tile's group.
+enum TileGroup : int { kSmallM = 0, kMidM = 1, kLargeM = 2, kNumTileGroups = 3 };
+inline constexpr TileGroup kTileGroup[kNumTileConfigs] = {
+    kSmallM, kSmallM, kMidM, kLargeM, kLargeM, kLargeM, kMidM, kSmallM, kSmallM, kMidM, kMidM, kLargeM,
 };
 
 struct ScaledMmArgs {
@@ -39,6 +51,9 @@ struct ScaledMmArgs {
   void* workspace;
   size_t workspace_bytes;
   int64_t stream;
+  // Launch with programmatic dependent launch: the GEMM's prologue overlaps the end of the kernel
+  // before it (the activation quantizer); every global access still waits for that kernel.
+  bool pdl;
 };
 
 // Block-scaled FP8: x_scale is [k/128, m_pad] (M-major, m_pad a multiple of 4 for TMA),
@@ -60,13 +75,25 @@ struct BlockScaledMmArgs {
 enum BlockTileConfigId : int {
   kBlockPingpong64x128 = 0,
   kBlockCooperative128x128 = 1,
-  kNumBlockTileConfigs = 2,
+  kBlockCooperative128x128StreamK = 2,  // stream-K tile scheduler
+  kBlockCooperative128x128Cluster2 = 3,  // cluster 2x1: two M tiles share the weight tile
+  kNumBlockTileConfigs = 4,
 };
 
-const char* fp8_scaled_mm_bf16(int config, ScaledMmArgs const& args);
-const char* fp8_scaled_mm_f16(int config, ScaledMmArgs const& args);
-const char* int8_scaled_mm_bf16(int config, ScaledMmArgs const& args);
-const char* int8_scaled_mm_f16(int config, ScaledMmArgs const& args);
+// One entry per (operands, output, tile group); each runs the tiles of its group.
+using ScaledMmEntry = const char* (*)(int config, ScaledMmArgs const& args);
+const char* scaled_mm_fp8_bf16_small_m(int config, ScaledMmArgs const& args);
+const char* scaled_mm_fp8_bf16_mid_m(int config, ScaledMmArgs const& args);
+const char* scaled_mm_fp8_bf16_large_m(int config, ScaledMmArgs const& args);
+const char* scaled_mm_fp8_f16_small_m(int config, ScaledMmArgs const& args);
+const char* scaled_mm_fp8_f16_mid_m(int config, ScaledMmArgs const& args);
+const char* scaled_mm_fp8_f16_large_m(int config, ScaledMmArgs const& args);
+const char* scaled_mm_int8_bf16_small_m(int config, ScaledMmArgs const& args);
+const char* scaled_mm_int8_bf16_mid_m(int config, ScaledMmArgs const& args);
+const char* scaled_mm_int8_bf16_large_m(int config, ScaledMmArgs const& args);
+const char* scaled_mm_int8_f16_small_m(int config, ScaledMmArgs const& args);
+const char* scaled_mm_int8_f16_mid_m(int config, ScaledMmArgs const& args);
+const char* scaled_mm_int8_f16_large_m(int config, ScaledMmArgs const& args);
 const char* fp8_block_scaled_mm_bf16(int config, BlockScaledMmArgs const& args);
 const char* fp8_block_scaled_mm_f16(int config, BlockScaledMmArgs const& args);
 

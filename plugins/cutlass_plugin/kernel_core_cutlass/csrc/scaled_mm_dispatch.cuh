@@ -1,41 +1,79 @@
 // Maps a TileConfigId to one CUTLASS instantiation of ScaledMmSm90 (see tiles.py for the why).
+//
+// One table for every tile; a translation unit instantiates only the tiles of its TileGroup (the
+// other cases are discarded `if constexpr` branches), so three units per type pair build the table
+// in parallel.
 #pragma once
 
 #include "scaled_mm_sm90.cuh"
 
 namespace kernel_core_cutlass {
 
-template <class ElementAB, class ElementD>
-const char* dispatch_scaled_mm(int config, ScaledMmArgs const& a) {
+inline constexpr const char* kTileNotInUnit =
+    "tile configuration not built in this translation unit (binding and kTileGroup disagree)";
+
+template <TileGroup Group, int Tile, class Kernel>
+const char* run_if_in_group(ScaledMmArgs const& a) {
+  if constexpr (kTileGroup[Tile] == Group) {
+    return Kernel::run(a);
+  } else {
+    return kTileNotInUnit;
+  }
+}
+
+// dispatch_scaled_mm<ElementAB, ElementD, Group>::run(config, args) runs one tile of the table.
+template <class ElementAB, class ElementD, TileGroup Group>
+struct dispatch_scaled_mm {
   // FP8 accumulates in the tensor core without periodic FP32 promotion ("fast accumulation"),
   // as torch._scaled_mm(use_fast_accum=True) and cuBLASLt do; int8 accumulates exactly in int32.
-  constexpr bool kFp8 = !std::is_same_v<ElementAB, int8_t>;
+  static constexpr bool kFp8 = !std::is_same_v<ElementAB, int8_t>;
   using Pingpong = std::conditional_t<kFp8, cutlass::gemm::KernelTmaWarpSpecializedPingpongFP8FastAccum,
                                       cutlass::gemm::KernelTmaWarpSpecializedPingpong>;
   using Cooperative = std::conditional_t<kFp8, cutlass::gemm::KernelTmaWarpSpecializedCooperativeFP8FastAccum,
                                          cutlass::gemm::KernelTmaWarpSpecializedCooperative>;
+  // One producer and one consumer warpgroup, one tile per CTA (a grid of all tiles).
+  using Single = std::conditional_t<kFp8, cutlass::gemm::KernelTmaWarpSpecializedFP8FastAccum,
+                                    cutlass::gemm::KernelTmaWarpSpecialized>;
   using PingpongEpilogue = cutlass::epilogue::TmaWarpSpecialized;
   using CooperativeEpilogue = cutlass::epilogue::TmaWarpSpecializedCooperative;
   using Cluster1 = Shape<_1, _1, _1>;
   using Cluster2 = Shape<_2, _1, _1>;
-  switch (config) {
-    case kSwap64x16:
-      return ScaledMmSm90<ElementAB, ElementD, Shape<_64, _16, _128>, Cluster1, Pingpong, PingpongEpilogue, true>::run(a);
-    case kSwap64x64:
-      return ScaledMmSm90<ElementAB, ElementD, Shape<_64, _64, _128>, Cluster1, Pingpong, PingpongEpilogue, true>::run(a);
-    case kPingpong64x128:
-      return ScaledMmSm90<ElementAB, ElementD, Shape<_64, _128, _128>, Cluster1, Pingpong, PingpongEpilogue, false>::run(a);
-    case kCooperative128x128:
-      return ScaledMmSm90<ElementAB, ElementD, Shape<_128, _128, _128>, Cluster2, Cooperative, CooperativeEpilogue, false>::run(a);
-    case kCooperative128x256:
-      return ScaledMmSm90<ElementAB, ElementD, Shape<_128, _256, _128>, Cluster2, Cooperative, CooperativeEpilogue, false>::run(a);
-    case kCooperative256x128:
-      return ScaledMmSm90<ElementAB, ElementD, Shape<_256, _128, _128>, Shape<_1, _2, _1>, Cooperative, CooperativeEpilogue, false>::run(a);
-    case kPingpong64x256:
-      return ScaledMmSm90<ElementAB, ElementD, Shape<_64, _256, _128>, Cluster1, Pingpong, PingpongEpilogue, false>::run(a);
-    default:
-      return "unknown tile configuration id";
+  template <class Tile, class Cluster, class Schedule, class Epi, bool Swap,
+            class Scheduler = cutlass::gemm::PersistentScheduler>
+  using K = ScaledMmSm90<ElementAB, ElementD, Tile, Cluster, Schedule, Epi, Swap, Scheduler>;
+
+  static const char* run(int config, ScaledMmArgs const& a) {
+    switch (config) {
+      case kSwap64x16:
+        return run_if_in_group<Group, kSwap64x16, K<Shape<_64, _16, _128>, Cluster1, Pingpong, PingpongEpilogue, true>>(a);
+      case kSwap64x64:
+        return run_if_in_group<Group, kSwap64x64, K<Shape<_64, _64, _128>, Cluster1, Pingpong, PingpongEpilogue, true>>(a);
+      case kPingpong64x128:
+        return run_if_in_group<Group, kPingpong64x128, K<Shape<_64, _128, _128>, Cluster1, Pingpong, PingpongEpilogue, false>>(a);
+      case kCooperative128x128:
+        return run_if_in_group<Group, kCooperative128x128, K<Shape<_128, _128, _128>, Cluster2, Cooperative, CooperativeEpilogue, false>>(a);
+      case kCooperative128x256:
+        return run_if_in_group<Group, kCooperative128x256, K<Shape<_128, _256, _128>, Cluster2, Cooperative, CooperativeEpilogue, false>>(a);
+      case kCooperative256x128:
+        return run_if_in_group<Group, kCooperative256x128, K<Shape<_256, _128, _128>, Shape<_1, _2, _1>, Cooperative, CooperativeEpilogue, false>>(a);
+      case kPingpong64x256:
+        return run_if_in_group<Group, kPingpong64x256, K<Shape<_64, _256, _128>, Cluster1, Pingpong, PingpongEpilogue, false>>(a);
+      case kSwap64x16K256:
+        return run_if_in_group<Group, kSwap64x16K256, K<Shape<_64, _16, _256>, Cluster1, Single, PingpongEpilogue, true>>(a);
+      case kSwap64x64K256:
+        return run_if_in_group<Group, kSwap64x64K256, K<Shape<_64, _64, _256>, Cluster1, Single, PingpongEpilogue, true>>(a);
+      case kPingpong64x128Cluster2:
+        return run_if_in_group<Group, kPingpong64x128Cluster2, K<Shape<_64, _128, _128>, Cluster2, Pingpong, PingpongEpilogue, false>>(a);
+      case kPingpong128x128Cluster2:
+        return run_if_in_group<Group, kPingpong128x128Cluster2, K<Shape<_128, _128, _128>, Cluster2, Pingpong, PingpongEpilogue, false>>(a);
+      case kCooperative128x128StreamK:
+        return run_if_in_group<Group, kCooperative128x128StreamK,
+                               K<Shape<_128, _128, _128>, Cluster1, Cooperative, CooperativeEpilogue, false,
+                                 cutlass::gemm::StreamKScheduler>>(a);
+      default:
+        return "unknown tile configuration id";
+    }
   }
-}
+};
 
 }  // namespace kernel_core_cutlass

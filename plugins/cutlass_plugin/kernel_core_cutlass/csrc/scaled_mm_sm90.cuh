@@ -33,10 +33,22 @@ namespace kernel_core_cutlass {
 
 using namespace cute;
 
+// Whether this translation unit compiles the kernels' grid-dependency waits. A unit defines
+// CUTLASS_ENABLE_GDC_FOR_SM90 before its includes to get them; the units holding stream-K kernels
+// cannot (CUTLASS 4.2's stream-K scheduler does not compile with it) and always launch plainly.
+#ifdef CUTLASS_ENABLE_GDC_FOR_SM90
+constexpr bool kWaitsOnPredecessor = true;  // internal linkage: per unit
+#else
+constexpr bool kWaitsOnPredecessor = false;  // internal linkage: per unit
+#endif
+
 // Shared by every GEMM: checks, workspace, launch. Returns nullptr or a static error text.
+// With `pdl` (and the waits compiled) the kernel is launched as a programmatic dependent of the
+// kernel before it in the stream: each CTA waits for that kernel to finish before its first
+// global-memory access, so only the launch and the prologue overlap the quantizer's tail.
 template <class Gemm>
 const char* launch(typename Gemm::Arguments& args, void* workspace, size_t workspace_bytes,
-                   int64_t stream) {
+                   int64_t stream, bool pdl) {
   Gemm gemm;
   if (gemm.can_implement(args) != cutlass::Status::kSuccess) {
     return "CUTLASS can_implement refused the problem (alignment or shape)";
@@ -48,7 +60,7 @@ const char* launch(typename Gemm::Arguments& args, void* workspace, size_t works
   if (gemm.initialize(args, workspace, cuda_stream) != cutlass::Status::kSuccess) {
     return "CUTLASS initialize failed";
   }
-  if (gemm.run(cuda_stream) != cutlass::Status::kSuccess) {
+  if (gemm.run(cuda_stream, nullptr, pdl && kWaitsOnPredecessor) != cutlass::Status::kSuccess) {
     return "CUTLASS kernel launch failed";
   }
   return nullptr;
@@ -110,8 +122,20 @@ struct ScaledEpilogueTree {
   }
 };
 
+// Stream-K proper, never the scheduler's own split-K choice: split-K keeps a partial accumulator
+// tile for every output tile in the workspace (470 MB at M=4096, N=28672), stream-K for at most
+// two waves of tiles (264 x 64 KiB on 132 SMs), which fits the shared workspace.
+template <class Scheduler, class Arguments>
+void force_stream_k(Arguments& args) {
+  if constexpr (std::is_same_v<Scheduler, cutlass::gemm::StreamKScheduler>) {
+    args.scheduler.decomposition_mode = cutlass::gemm::kernel::detail::DecompositionMode::StreamK;
+  }
+}
+
+// `Scheduler` is cutlass::gemm::PersistentScheduler (data-parallel tiles; ignored by the
+// non-persistent KernelTmaWarpSpecialized schedules) or StreamKScheduler (cooperative only).
 template <class ElementAB, class ElementD, class Tile, class Cluster, class MainloopSchedule,
-          class EpilogueSchedule, bool SwapAB>
+          class EpilogueSchedule, bool SwapAB, class Scheduler = cutlass::gemm::PersistentScheduler>
 struct ScaledMmSm90 {
   using ElementAcc = std::conditional_t<std::is_same_v<ElementAB, int8_t>, int32_t, float>;
   // A is (rows, K) K-major; B is (K, cols) stored as (cols, K) K-major, i.e. column-major.
@@ -136,7 +160,7 @@ struct ScaledMmSm90 {
       MainloopSchedule>::CollectiveOp;
 
   using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue,
-                                                      cutlass::gemm::PersistentScheduler>;
+                                                      Scheduler>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 
   static const char* run(ScaledMmArgs const& a) {
@@ -160,7 +184,8 @@ struct ScaledMmSm90 {
     };
     args.hw_info.device_id = a.device;
     args.hw_info.sm_count = a.sm_count;
-    return launch<Gemm>(args, a.workspace, a.workspace_bytes, a.stream);
+    force_stream_k<Scheduler>(args);
+    return launch<Gemm>(args, a.workspace, a.workspace_bytes, a.stream, a.pdl);
   }
 };
 

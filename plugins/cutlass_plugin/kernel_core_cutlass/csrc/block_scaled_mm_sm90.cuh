@@ -4,11 +4,15 @@
 // to each 128-deep partial sum in FP32 registers, so the scales never touch the FP8 operands. The
 // epilogue only adds the bias. Both operands are K-major; the scales are MN-major (the only
 // layout the SM90 collective reads): x_scale [k/128, m_pad], w_scale [k/128, n/128].
+// One translation unit per output dtype includes this header (fp8_block_scaled_mm_{bf16,f16}.cu).
+#pragma once
+
 #include "scaled_mm_sm90.cuh"
 
 namespace kernel_core_cutlass {
 
-template <class ElementD, class Tile, class MainloopSchedule, class EpilogueSchedule>
+template <class ElementD, class Tile, class Cluster, class MainloopSchedule, class EpilogueSchedule,
+          class Scheduler = cutlass::gemm::PersistentScheduler>
 struct BlockScaledMmSm90 {
   using ElementAB = cutlass::float_e4m3_t;
   using LayoutA = cutlass::layout::RowMajor;
@@ -16,7 +20,6 @@ struct BlockScaledMmSm90 {
   using LayoutD = cutlass::layout::RowMajor;
   static constexpr int kAlignAB = 16;
   static constexpr int kAlignD = 16 / sizeof(ElementD);
-  using Cluster = Shape<_1, _1, _1>;
 
   using ScaleConfig = cutlass::detail::Sm90BlockwiseScaleConfig<1, 128, 128>;
   using LayoutSFA = decltype(ScaleConfig::deduce_layoutSFA());
@@ -40,7 +43,7 @@ struct BlockScaledMmSm90 {
       MainloopSchedule>::CollectiveOp;
 
   using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue,
-                                                      cutlass::gemm::PersistentScheduler>;
+                                                      Scheduler>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 
   static const char* run(BlockScaledMmArgs const& a) {
@@ -69,32 +72,33 @@ struct BlockScaledMmSm90 {
     };
     args.hw_info.device_id = a.device;
     args.hw_info.sm_count = a.sm_count;
-    return launch<Gemm>(args, a.workspace, a.workspace_bytes, a.stream);
+    force_stream_k<Scheduler>(args);
+    // A plain launch: this unit holds a stream-K kernel, so no grid-dependency waits.
+    return launch<Gemm>(args, a.workspace, a.workspace_bytes, a.stream, false);
   }
 };
 
 template <class ElementD>
 const char* dispatch_block_scaled_mm(int config, BlockScaledMmArgs const& a) {
+  using Cluster1 = Shape<_1, _1, _1>;
+  using Pingpong = cutlass::gemm::KernelTmaWarpSpecializedPingpongFP8Blockwise;
+  using Cooperative = cutlass::gemm::KernelTmaWarpSpecializedCooperativeFP8Blockwise;
+  using PingpongEpilogue = cutlass::epilogue::TmaWarpSpecialized;
+  using CooperativeEpilogue = cutlass::epilogue::TmaWarpSpecializedCooperative;
   switch (config) {
     case kBlockPingpong64x128:
-      return BlockScaledMmSm90<ElementD, Shape<_64, _128, _128>,
-                               cutlass::gemm::KernelTmaWarpSpecializedPingpongFP8Blockwise,
-                               cutlass::epilogue::TmaWarpSpecialized>::run(a);
+      return BlockScaledMmSm90<ElementD, Shape<_64, _128, _128>, Cluster1, Pingpong, PingpongEpilogue>::run(a);
     case kBlockCooperative128x128:
-      return BlockScaledMmSm90<ElementD, Shape<_128, _128, _128>,
-                               cutlass::gemm::KernelTmaWarpSpecializedCooperativeFP8Blockwise,
-                               cutlass::epilogue::TmaWarpSpecializedCooperative>::run(a);
+      return BlockScaledMmSm90<ElementD, Shape<_128, _128, _128>, Cluster1, Cooperative, CooperativeEpilogue>::run(a);
+    case kBlockCooperative128x128StreamK:
+      return BlockScaledMmSm90<ElementD, Shape<_128, _128, _128>, Cluster1, Cooperative, CooperativeEpilogue,
+                               cutlass::gemm::StreamKScheduler>::run(a);
+    case kBlockCooperative128x128Cluster2:
+      return BlockScaledMmSm90<ElementD, Shape<_128, _128, _128>, Shape<_2, _1, _1>, Cooperative,
+                               CooperativeEpilogue>::run(a);
     default:
       return "unknown block tile configuration id";
   }
-}
-
-const char* fp8_block_scaled_mm_bf16(int config, BlockScaledMmArgs const& args) {
-  return dispatch_block_scaled_mm<cutlass::bfloat16_t>(config, args);
-}
-
-const char* fp8_block_scaled_mm_f16(int config, BlockScaledMmArgs const& args) {
-  return dispatch_block_scaled_mm<cutlass::half_t>(config, args);
 }
 
 }  // namespace kernel_core_cutlass
