@@ -8,7 +8,11 @@ fp8 (per-tensor W8A8):
         quantizer (the plugin's; dynamic: amax then quantize), an output tensor, FlashInfer's
         cuBLASLt FP8 binding (what ``bmm_fp8(backend="cublas")`` runs at tactic -1) and the
         ``[M, N]`` view of its batched output; the weight's ``[1, K, N]`` view and the workspace
-        made once, as a careful caller would. ``plugin_X - direct_X`` is the wrapper's cost.
+        made once, scales as plain tensors, as a careful caller would. ``plugin_X - direct_X``
+        is the wrapper's cost.
+  ``direct_static_parameters``  ``direct_static`` handed the layer's ``nn.Parameter`` scales
+        instead of plain tensors: what taking a Parameter costs in Triton's launcher and
+        tvm-ffi (the plugin hands over plain aliases)
   ``fi_bmm_fp8_static``  our quantizer + the public ``flashinfer.bmm_fp8(backend="cublas")``
   ``torch_scaled_mm``    ``torch._scaled_mm`` per tensor on pre-quantized FP8 operands (GEMM alone)
   ``torch_matmul_bf16``  ``torch.matmul`` with a bf16 weight
@@ -238,11 +242,11 @@ def fp8_rows(n: int, k: int, gen: torch.Generator, m_values: tuple[int, ...], ca
         a_scale = torch.tensor([0.05], device="cuda")
         qs = [quantize_per_tensor(x, a_scale)[0][0] for x in xs]
 
-        def direct(i: int, scale: torch.Tensor | None) -> torch.Tensor:
+        def direct(i: int, scale: torch.Tensor | None, weight_scale: torch.Tensor) -> torch.Tensor:
             x = xs[i]
             q, s = quantize_per_tensor(x, scale)
             out = torch.empty((1, m, n), dtype=torch.bfloat16, device=x.device)
-            bmm(q, weight_t[i], out, s, weight_scales[i], workspace)
+            bmm(q, weight_t[i], out, s, weight_scale, workspace)
             return out[0]
 
         def fi_bmm_fp8_static(i: int) -> object:
@@ -252,9 +256,11 @@ def fp8_rows(n: int, k: int, gen: torch.Generator, m_values: tuple[int, ...], ca
 
         candidates: dict[str, Call] = {
             "plugin_static": lambda i: ks.apply_weights(ls[i], xs[i]),
-            "direct_static": lambda i: direct(i, a_scale),
+            "direct_static": lambda i: direct(i, a_scale, weight_scales[i]),
+            # the same with the layer's nn.Parameter scales instead of plain tensors
+            "direct_static_parameters": lambda i: direct(i, ls[i].input_scale, ls[i].weight_scale),
             "plugin_dynamic": lambda i: kd.apply_weights(ld[i], xs[i]),
-            "direct_dynamic": lambda i: direct(i, None),
+            "direct_dynamic": lambda i: direct(i, None, weight_scales[i]),
             "fi_bmm_fp8_static": fi_bmm_fp8_static,
             "torch_scaled_mm": lambda i: torch._scaled_mm(
                 qs[i], quantized[i][0].t(), a_scale, weight_scales[i], out_dtype=torch.bfloat16),
@@ -284,8 +290,8 @@ def block_rows(n: int, k: int, gen: torch.Generator, m_values: tuple[int, ...], 
         kernel.process_weights_after_loading(layer)
         layers.append(layer)
     run_gemm = ops.blockscale_runner().run_gemm
-    weights = [layer.weight for layer in layers]
-    weight_scales = [layer.weight_scale for layer in layers]
+    weights = [layer.weight.detach() for layer in layers]  # plain tensors, as a caller holds them
+    weight_scales = [layer.weight_scale.detach() for layer in layers]
     rows = []
     for m in m_values:
         xs = [torch.randn(m, k, generator=gen, device="cuda").to(torch.bfloat16)

@@ -2,7 +2,8 @@
 # The FlashInfer plugin's whole GPU job, run from the repository root on the GPU machine:
 # install the carried wheels (.whl/) and the repo, build FlashInfer's JIT modules, compile the
 # DeepGEMM kernels in parallel, then the accuracy sweep, the GPU tests (conformance kit included)
-# and the benchmark. Results go to $OUT (or ./gpu-out). Steps: STEPS="accuracy tests bench";
+# and the benchmark. Results go to $OUT (or ./gpu-out). Steps: STEPS="accuracy tests bench"
+# (and "hostcosts": the host time of the eager path's pieces, gpu/host_costs.py);
 # each has a time limit (ACCURACY_TIMEOUT, TESTS_TIMEOUT, BENCH_TIMEOUT seconds); the DeepGEMM
 # prewarm covers the steps chosen. BENCH_M="1,16,128" restricts the benchmark's batch sizes;
 # RESULT_DATE (default: today, UTC) names the result files.
@@ -14,8 +15,9 @@ STEPS=${STEPS:-"accuracy tests bench"}
 export PYTHONUNBUFFERED=1 MAX_JOBS=16
 export KERNEL_CORE_CACHE_DIR=${KERNEL_CORE_CACHE_DIR:-/tmp/kernel-core-cache}
 RESULT_DATE=${RESULT_DATE:-$(date -u +%F)}
-# The device copy has no .git: the revision comes from the carried .git_revision.
-KC_GIT_REVISION=$(git rev-parse --verify -q HEAD 2>/dev/null || cat .git_revision 2>/dev/null || echo unknown)
+# The revision: the carried .git_revision first (the device copy's .git, where there is one, was
+# seen to hold an older commit), else git.
+KC_GIT_REVISION=$(cat .git_revision 2>/dev/null || git rev-parse --verify -q HEAD 2>/dev/null || echo unknown)
 export KC_GIT_REVISION
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/log.txt" >&2; }
 
@@ -63,6 +65,9 @@ for step in $STEPS; do
     accuracy)
       timeout "${ACCURACY_TIMEOUT:-150}" python3 plugins/flashinfer_plugin/gpu/accuracy_vs_m.py --time \
         --out "$OUT/flashinfer-accuracy-vs-m-$DEVICE-$RESULT_DATE.json" 2>&1 | tee -a "$OUT/log.txt" ;;
+    hostcosts)
+      timeout 60 python3 plugins/flashinfer_plugin/gpu/host_costs.py \
+        --out "$OUT/flashinfer-host-costs-$DEVICE-$RESULT_DATE.json" 2>&1 | tee -a "$OUT/log.txt" ;;
     tests)
       timeout "${TESTS_TIMEOUT:-200}" python3 -m pytest -q plugins/flashinfer_plugin/tests \
         -p no:cacheprovider > "$OUT/pytest.txt" 2>&1; tail -25 "$OUT/pytest.txt" | tee -a "$OUT/log.txt" ;;

@@ -49,10 +49,18 @@ def _as_scalar_scale(scale: torch.Tensor) -> torch.Tensor:
     return scale.detach().reshape(1).to(torch.float32).contiguous()
 
 
-#: Where the eager fp8 path keeps, per layer, ``(weight, its data_ptr, weight.t()[None], the
-#: device's shared workspace)``: cuBLASLt's ``[1, K, N]`` operand is a view (no copy), made again
-#: when ``layer.weight`` is another Parameter or has other storage (two comparisons per call).
-_FP8_PLAN = "_kernel_core_flashinfer_plan"
+#: Where the eager path keeps, per layer, what it hands FlashInfer and Triton: plain-tensor
+#: aliases of the layer's Parameters (no copy; on the GPU machine's Triton 3.6 / tvm-ffi a
+#: Parameter argument cost several microseconds more than a plain tensor), for fp8 the weight's
+#: ``[1, K, N]`` view and the device's shared workspace. Keyed by the Parameters' data pointers,
+#: so a replaced Parameter or one whose ``.data`` was swapped is seen at the next call (the plan
+#: keeps the old storage alive, so a new tensor cannot reuse its address).
+_PLAN = "_kernel_core_flashinfer_plan"
+
+
+def _store_plan(layer: torch.nn.Module, plan: tuple) -> tuple:
+    layer.__dict__[_PLAN] = plan
+    return plan
 
 
 class FlashInferFp8ScaledMMLinearKernel(FP8ScaledMMLinearKernel):
@@ -109,18 +117,8 @@ class FlashInferFp8ScaledMMLinearKernel(FP8ScaledMMLinearKernel):
         replace_parameter(layer, "weight_scale", _as_scalar_scale(params["weight_scale"]))
         if "input_scale" in params:
             replace_parameter(layer, "input_scale", _as_scalar_scale(params["input_scale"]))
-        layer.__dict__.pop(_FP8_PLAN, None)
+        layer.__dict__.pop(_PLAN, None)
         self._ops = _ops()
-
-    def _plan(
-        self, layer: torch.nn.Module, weight: torch.Tensor
-    ) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]:
-        plan = (
-            weight, weight.data_ptr(), weight.t().unsqueeze(0),
-            self._ops.cublas_workspace(weight.device),
-        )
-        layer.__dict__[_FP8_PLAN] = plan
-        return plan
 
     def apply_weights(
         self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
@@ -142,19 +140,27 @@ class FlashInferFp8ScaledMMLinearKernel(FP8ScaledMMLinearKernel):
                 rows, layer.weight, layer.weight_scale, input_scale, bias, self._out_dtype
             )
         else:
-            # Eager: the op's implementation without the dispatcher, the weight's [1, K, N] view
-            # made once per layer, parameters read from the module's table (no __getattr__).
+            # Eager: the op's implementation without the dispatcher, on plain aliases of the
+            # parameters and the weight's [1, K, N] view (made once per layer), read from the
+            # module's table (no __getattr__).
             params = layer._parameters
-            weight = params["weight"]
-            planned, data_ptr, weight_t, workspace = (
-                layer.__dict__.get(_FP8_PLAN) or self._plan(layer, weight)
+            weight, weight_scale = params["weight"], params["weight_scale"]
+            input_scale = params["input_scale"] if self._static else None
+            key = (
+                weight.data_ptr(), weight_scale.data_ptr(),
+                input_scale.data_ptr() if self._static else 0,
             )
-            if planned is not weight or data_ptr != weight.data_ptr():
-                _, _, weight_t, workspace = self._plan(layer, weight)
+            plan = layer.__dict__.get(_PLAN)
+            if plan is None or plan[0] != key:
+                plan = _store_plan(layer, (
+                    key, weight.detach().t().unsqueeze(0), weight_scale.detach(),
+                    input_scale.detach() if self._static else None,
+                    self._ops.cublas_workspace(weight.device),
+                ))
+            _, weight_t, weight_scale, input_scale, workspace = plan
             out = self._ops.fp8_per_tensor_gemm(
                 rows, shape[0] if contiguous_2d else rows.shape[0], self._n, weight_t,
-                params["weight_scale"], params["input_scale"] if self._static else None, bias,
-                self._out_dtype, workspace,
+                weight_scale, input_scale, bias, self._out_dtype, workspace,
             )
         return out if contiguous_2d else out.reshape(*shape[:-1], self._n)
 
@@ -226,6 +232,7 @@ class FlashInferFp8BlockScaledMMLinearKernel(Fp8BlockScaledMMLinearKernel):
         params = self.validate_layer(layer)
         replace_parameter(layer, "weight", params["weight"].detach().contiguous())
         replace_parameter(layer, "weight_scale", params["weight_scale"].detach().contiguous())
+        layer.__dict__.pop(_PLAN, None)
         self._ops = _ops()
 
     def apply_weights(
@@ -245,11 +252,17 @@ class FlashInferFp8BlockScaledMMLinearKernel(Fp8BlockScaledMMLinearKernel):
         if torch.compiler.is_compiling():
             out = self._ops.fp8_block_mm(rows, layer.weight, layer.weight_scale, bias)
         else:
-            # Eager: the op's implementation without the dispatcher; parameters read from the
-            # module's table (no __getattr__).
+            # Eager: the op's implementation without the dispatcher, on plain aliases of the
+            # parameters, read from the module's table (no __getattr__).
             params = layer._parameters
+            weight, weight_scale = params["weight"], params["weight_scale"]
+            key = (weight.data_ptr(), weight_scale.data_ptr())
+            plan = layer.__dict__.get(_PLAN)
+            if plan is None or plan[0] != key:
+                plan = _store_plan(layer, (key, weight.detach(), weight_scale.detach()))
+            _, weight, weight_scale = plan
             out = self._ops.fp8_block_gemm(
-                rows, shape[0] if contiguous_2d else rows.shape[0], self._n, self._k,
-                params["weight"], params["weight_scale"], bias,
+                rows, shape[0] if contiguous_2d else rows.shape[0], self._n, self._k, weight,
+                weight_scale, bias,
             )
         return out if contiguous_2d else out.reshape(*shape[:-1], self._n)

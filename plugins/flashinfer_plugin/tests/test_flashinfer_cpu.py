@@ -293,11 +293,18 @@ def _processed_fp8_layer(mode: str, monkeypatch) -> tuple[Fp8Kernel, torch.nn.Mo
     return kernel, layer, workspace
 
 
+def _same_storage(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.dtype == b.dtype
+
+
 @pytest.mark.parametrize("mode", ["static", "dynamic"])
 def test_fp8_eager_and_op_run_the_same_implementation(mode, monkeypatch) -> None:
     """Eager apply_weights skips the dispatcher but runs what the op's CUDA implementation runs,
     with the same operands: the weight as a [1, K, N] view of the same storage, the layer's
-    scales, the shared workspace."""
+    scales, the shared workspace. The eager path hands over plain tensors (aliases), never the
+    Parameters themselves."""
     from kernel_core_flashinfer import ops
 
     kernel, layer, workspace = _processed_fp8_layer(mode, monkeypatch)
@@ -317,22 +324,23 @@ def test_fp8_eager_and_op_run_the_same_implementation(mode, monkeypatch) -> None
         assert b is bias and out_dtype is torch.bfloat16 and ws is workspace
         assert weight_t.shape == (1, 512, 256) and weight_t.data_ptr() == layer.weight.data_ptr()
         assert torch.equal(weight_t[0].float(), layer.weight.t().float())
-        assert weight_scale is layer.weight_scale and scale is input_scale
+        assert _same_storage(weight_scale, layer.weight_scale)
+        assert _same_storage(scale, input_scale)
+    assert all(type(t) is torch.Tensor for t in eager[3:6] if t is not None)
 
 
-def test_fp8_eager_view_follows_a_replaced_weight(monkeypatch) -> None:
-    """The eager path's [1, K, N] view is made once per layer, and made again when the layer's
-    weight is another Parameter or the same Parameter on other storage (never a stale view)."""
+def test_fp8_eager_plan_follows_replaced_parameters(monkeypatch) -> None:
+    """The eager path's aliases and [1, K, N] view are made once per layer, and made again when a
+    Parameter is replaced or its ``.data`` swapped (never a stale operand)."""
     from kernel_core_flashinfer import ops
 
-    kernel, layer, _ = _processed_fp8_layer("dynamic", monkeypatch)
+    kernel, layer, _ = _processed_fp8_layer("static", monkeypatch)
     spy = _Spy(256)
     monkeypatch.setattr(ops, "fp8_per_tensor_gemm", spy)
     x = torch.randn(3, 512).to(torch.bfloat16)
     kernel.apply_weights(layer, x)
     kernel.apply_weights(layer, x)
-    views = [call[3] for call in spy.calls]
-    assert views[1] is views[0]  # reused, not remade
+    assert spy.calls[1][3] is spy.calls[0][3]  # reused, not remade
     new_codes = quantize_fp8(torch.randn(256, 512), "tensor")[0]
     layer.weight.data = new_codes
     kernel.apply_weights(layer, x)
@@ -343,6 +351,10 @@ def test_fp8_eager_view_follows_a_replaced_weight(monkeypatch) -> None:
     kernel.apply_weights(layer, x)
     assert spy.calls[3][3].data_ptr() == replacement.data_ptr()
     assert torch.equal(spy.calls[3][3][0].float(), replacement.t().float())
+    layer.weight_scale.data = torch.tensor([0.5])
+    layer.input_scale = torch.nn.Parameter(torch.tensor([0.25]), requires_grad=False)
+    kernel.apply_weights(layer, x)
+    assert spy.calls[4][4].item() == 0.5 and spy.calls[4][5].item() == 0.25
 
 
 def test_block_eager_and_op_run_the_same_implementation(monkeypatch) -> None:
@@ -362,7 +374,13 @@ def test_block_eager_and_op_run_the_same_implementation(monkeypatch) -> None:
     for rows, m, n, k, weight, weight_scale, bias in (eager, by_op):
         assert rows.shape == (6, 1024) and rows.is_contiguous() and torch.equal(rows, eager[0])
         assert (m, n, k) == (6, 576, 1024)
-        assert weight is layer.weight and weight_scale is layer.weight_scale and bias is None
+        assert _same_storage(weight, layer.weight)
+        assert _same_storage(weight_scale, layer.weight_scale)
+        assert bias is None
+    assert type(eager[4]) is torch.Tensor and type(eager[5]) is torch.Tensor
+    layer.weight_scale = torch.nn.Parameter(layer.weight_scale * 2, requires_grad=False)
+    kernel.apply_weights(layer, x)
+    assert _same_storage(spy.calls[2][5], layer.weight_scale)
 
 
 @pytest.mark.parametrize("which", ["fp8", "fp8_block"])
