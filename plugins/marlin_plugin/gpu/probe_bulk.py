@@ -24,7 +24,10 @@ import bench_marlin as bench  # noqa: E402
 
 from kernel_core_marlin.layout import pair_rows, repack_codes  # noqa: E402
 
-LIB = ctypes.CDLL(str(Path(__file__).with_name("libkcm_bulk.so")))
+#: KCM_BULK_LIB: another build of the shim (e.g. with a different kBulkTileGroup) to compare;
+#: KCM_BULK_JSON: the result file's name under $OUT.
+LIB = ctypes.CDLL(str(Path(__file__).with_name(os.environ.get("KCM_BULK_LIB", "libkcm_bulk.so"))))
+RESULT_NAME = os.environ.get("KCM_BULK_JSON", "probe_bulk.json")
 LIB.kcm_probe_bulk.restype = ctypes.c_int
 LIB.kcm_probe_bulk.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 12 + [ctypes.c_void_p]
 INT4 = 0
@@ -101,17 +104,17 @@ def main() -> None:
                 variants.update({"bulk cap 8": (8, 1), "bulk cap 4": (4, 1), "bulk cap 2": (2, 1),
                                  "copy pipeline only cap 4": (4, 0)})
             for name, (cap, decode) in variants.items():
-                calls = [lambda x=x, w=w, o=o, cap=cap, decode=decode: gemm(x, w, o, mt, cap, decode)
+                calls = [lambda x=x, w=w, o=o, cap=cap, dec=decode: gemm(x, w, o, mt, cap, dec)
                          for x, w, o in zip(xs, ws, outs)] * reps
                 us = bench.graph_time_us(calls, 12)
                 row["us"][name] = round(us, 2)
                 row.setdefault("TBps", {})[name] = round(wbytes / us / 1e6, 3)
             print(json.dumps(row), file=sys.stderr, flush=True)
             result["timing"].append(row)
-            (out_dir / "probe_bulk.json").write_text(json.dumps(result, indent=1))
+            (out_dir / RESULT_NAME).write_text(json.dumps(result, indent=1))
         del ws, bf16
         torch.cuda.empty_cache()
-    (out_dir / "probe_bulk.json").write_text(json.dumps(result, indent=1))
+    (out_dir / RESULT_NAME).write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -65,9 +65,14 @@ _ROWS_PER_WARP = {
 #: Consumer warps of the bulk pipeline (each decodes one 64-channel chunk of every row tile of a
 #: stage; a power of two up to 8).
 _BULK_CONSUMERS = 8
-#: Largest M the bulk pipeline serves: four 8-column M tiles (its accumulators for 16 / MT row
-#: tiles stay in registers).
-BULK_MAX_M = 32
+#: Largest M the launch configuration sends to the bulk pipeline, per code format. The kernel
+#: serves up to 32 (four 8-column M tiles), but from 17 on its passes shrink to 4 row tiles and
+#: re-read the activations per pass: on an H100 it lost to the register pipeline at M = 32 on
+#: every benchmark shape; for NVFP4 at M = 16 it lost on the 3-4-tile blocks of 8192 x 28672 and
+#: 8192 x 8192 by ~30% and won by ~10% on the others, for int4 at M = 16 it won on all four
+#: (benchmarks/results/marlin-stream-h100-2026-11-27.json). 8-bit codes follow their 4-bit kin
+#: (not measured).
+BULK_MAX_M = {Format.INT4: 16, Format.INT8: 16, Format.FP4: 8, Format.FP8: 8}
 
 
 def bulk_pipeline_available(device: torch.device) -> bool:
@@ -80,8 +85,11 @@ def launch_config(m: int, fmt: int, bulk: bool = False) -> tuple[int, int, int, 
     """(8-column M tiles, 16-row tiles per warp, warps along N, warps along K, pipeline) for M
     rows; ``bulk``: the device runs the bulk pipeline (:func:`bulk_pipeline_available`).
 
-    M <= 32 with ``bulk``: the bulk pipeline (persistent blocks, one producer warp streaming
-    contiguous weight segments into a shared-memory ring, eight consumer warps).
+    M <= BULK_MAX_M[fmt] with ``bulk``: the bulk pipeline (persistent blocks, one producer warp
+    streaming contiguous weight segments into a shared-memory ring, eight consumer warps);
+    measured on an H100 1.1-1.4x faster than the earlier choice on 28672 x 8192 and
+    10240 x 8192, about even (int4, 4-tile groups) to 10% slower (NVFP4) at M = 1 on the 3-4-tile
+    blocks of 8192 x 28672 and 8192 x 8192 (marlin-stream-h100-2026-11-27.json).
     Otherwise M <= 8: the cp.async ring (pipeline 1) with 4 warps per block, measured 1.2x faster
     than the register pipeline for int4 and NVFP4 on an H100
     (marlin-h100-2026-11-22-pipelines.json). Larger M: the register pipeline with all eight warps
@@ -89,7 +97,7 @@ def launch_config(m: int, fmt: int, bulk: bool = False) -> tuple[int, int, int, 
     block, larger M in more blocks.
     """
     mt = 1 if m <= 8 else 2 if m <= 16 else 4 if m <= 32 else 8
-    if bulk and m <= BULK_MAX_M:
+    if bulk and m <= BULK_MAX_M[fmt]:
         return mt, 1, 1, _BULK_CONSUMERS, 2
     eight_bit = Format.BITS[fmt] == 8
     if mt == 1:

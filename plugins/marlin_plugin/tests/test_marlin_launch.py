@@ -23,12 +23,13 @@ ONE_GROUP = 1 << 30
 
 
 @pytest.mark.parametrize("fmt", [Format.INT4, Format.INT8, Format.FP4, Format.FP8])
-def test_bulk_pipeline_serves_m_up_to_32(fmt: int) -> None:
-    for m in range(1, ops.BULK_MAX_M + 1):
-        mt = 1 if m <= 8 else 2 if m <= 16 else 4
-        assert ops.launch_config(m, fmt, True) == (mt, 1, 1, 8, 2), m
-    for m in (33, 64, 255):
-        assert ops.launch_config(m, fmt, True)[4] != 2, m
+def test_bulk_pipeline_serves_small_m(fmt: int) -> None:
+    largest = 16 if fmt in (Format.INT4, Format.INT8) else 8
+    assert ops.BULK_MAX_M[fmt] == largest
+    for m in range(1, largest + 1):
+        assert ops.launch_config(m, fmt, True) == (1 if m <= 8 else 2, 1, 1, 8, 2), m
+    for m in (largest + 1, 32, 33, 64, 255):
+        assert ops.launch_config(m, fmt, True) == ops.launch_config(m, fmt), m
 
 
 @pytest.mark.parametrize("fmt", [Format.INT4, Format.INT8, Format.FP4, Format.FP8])
