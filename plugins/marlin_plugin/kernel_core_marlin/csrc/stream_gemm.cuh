@@ -745,6 +745,21 @@ __device__ __forceinline__ void pass_tiles(int t_begin, int span, int passes, in
   ntiles = t_begin + span * (pass + 1) / passes - tile0;
 }
 
+// Calls f(q, u, j, slot) for tile q * kBulkTileGroup + u of a pass (the first ntiles) and each
+// M tile j, with slot = its (tile, M tile) index: the accumulator fragments of the tree sum.
+template <int kGroups, int MT, typename F>
+__device__ __forceinline__ void for_each_pass_tile(int ntiles, F&& f) {
+#pragma unroll
+  for (int q = 0; q < kGroups; ++q)
+#pragma unroll
+    for (int u = 0; u < kBulkTileGroup; ++u)
+#pragma unroll
+      for (int j = 0; j < MT; ++j) {
+        const int tile = q * kBulkTileGroup + u;
+        if (tile < ntiles) f(q, u, j, tile * MT + j);
+      }
+}
+
 template <int V>
 __device__ __forceinline__ void bulk_produce(const GemmParams& p, const BulkPlan& plan,
                                              unsigned char* smem, uint64_t* full, uint64_t* empty,
@@ -926,35 +941,22 @@ __global__ void __launch_bounds__(288, 1) stream_gemm_bulk_kernel(const GemmPara
     for (int active = consumers; active > 1; active >>= 1) {
       const int half = active >> 1;
       if (w >= half && w < active) {
-        float4* dst = slices + (w - half) * slice_len;
-#pragma unroll
-        for (int q = 0; q < kGroups; ++q)
-#pragma unroll
-          for (int u = 0; u < kBulkTileGroup; ++u)
-#pragma unroll
-            for (int j = 0; j < MT; ++j)
-              if (q * kBulkTileGroup + u < ntiles) {
-                const float* a = acc[q][j][u];
-                dst[((q * kBulkTileGroup + u) * MT + j) * 32 + lane] =
-                    make_float4(a[0], a[1], a[2], a[3]);
-              }
+        float4* dst = slices + (w - half) * slice_len + lane;
+        for_each_pass_tile<kGroups, MT>(ntiles, [&](int q, int u, int j, int slot) {
+          const float* a = acc[q][j][u];
+          dst[slot * 32] = make_float4(a[0], a[1], a[2], a[3]);
+        });
       }
       consumer_sync(32 * consumers);
       if (w < half) {
-        const float4* src = slices + w * slice_len;
-#pragma unroll
-        for (int q = 0; q < kGroups; ++q)
-#pragma unroll
-          for (int u = 0; u < kBulkTileGroup; ++u)
-#pragma unroll
-            for (int j = 0; j < MT; ++j)
-              if (q * kBulkTileGroup + u < ntiles) {
-                const float4 v = src[((q * kBulkTileGroup + u) * MT + j) * 32 + lane];
-                acc[q][j][u][0] += v.x;
-                acc[q][j][u][1] += v.y;
-                acc[q][j][u][2] += v.z;
-                acc[q][j][u][3] += v.w;
-              }
+        const float4* src = slices + w * slice_len + lane;
+        for_each_pass_tile<kGroups, MT>(ntiles, [&](int q, int u, int j, int slot) {
+          const float4 v = src[slot * 32];
+          acc[q][j][u][0] += v.x;
+          acc[q][j][u][1] += v.y;
+          acc[q][j][u][2] += v.z;
+          acc[q][j][u][3] += v.w;
+        });
       }
       consumer_sync(32 * consumers);
     }
