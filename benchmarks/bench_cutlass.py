@@ -3,9 +3,11 @@
 Per (N, K) and M, median microseconds per call (``kernel_core.bench.timing.time_calls``: CUDA
 events; weights and activations rotate over enough copies that one pass touches more than twice
 the L2, so no call reads a weight the previous one left in L2; M <= 256 as CUDA-graph replays,
-larger M as back-to-back eager launches). The main methods of a row are timed in two rounds, the
-second in reverse order, and each reports the mean of its two medians (clock and power drift
-then falls on both sides of a ratio); the per-round values are in ``rounds_us``.
+larger M as back-to-back eager launches). The main methods of a row are timed in rounds of
+alternating order (2 for graph rows; 4 for eager rows, where power-limited FP8 GEMMs drift by up to
+10% between rounds), and each reports the median of its rounds (clock and power drift then falls on
+both sides of a ratio); the per-round values are in ``rounds_us``. Tile sweeps: 1 round for graph
+rows, 2 for eager rows (median).
 
 fp8 / int8 shapes (N, K) in {(8192, 8192), (28672, 8192), (8192, 28672)}:
   ``fp8_gemm``       our FP8 GEMM alone (per-token activation x per-channel weight scales in the
@@ -69,7 +71,9 @@ BLOCK_SHAPES = ((7168, 18432), (18432, 7168), (4096, 7168), (2112, 7168))
 M_VALUES = (1, 16, 64, 128, 256, 1024, 4096)
 GRAPH_MAX_M = 256
 BUDGET = Budget(warmup_ms=10.0, rep_ms=30.0, min_reps=10, max_reps=400)
-ROUNDS = 2
+#: Rounds of the main methods (graph rows, eager rows) and of the tile sweeps (graph, eager).
+ROUNDS = {True: 2, False: 4}
+TILE_ROUNDS = {True: 1, False: 2}
 #: The tiles swept per M range (the heuristic's pick is always among them).
 SWEEP = (
     (64, (TileConfig.SWAP_64x16, TileConfig.SWAP_64x64, TileConfig.SWAP_64x16_K256,
@@ -117,17 +121,19 @@ def time_us(calls: list[Call], graph: bool, label: str = "") -> float | str:
     return timing.median_us
 
 
-def time_rounds(methods: dict[str, list[Call]], graph: bool, where: str) -> tuple[dict, dict]:
-    """Each method timed ROUNDS times, alternating the order; (mean of rounds, per round)."""
-    rounds: dict[str, list] = {name: [] for name in methods}
+def time_rounds(
+    methods: dict[str, list[Call]], graph: bool, where: str, rounds: int
+) -> tuple[dict, dict]:
+    """Each method timed ``rounds`` times, alternating the order; (median of rounds, per round)."""
+    per_round: dict[str, list] = {name: [] for name in methods}
     names = list(methods)
-    for r in range(ROUNDS):
+    for r in range(rounds):
         for name in names if r % 2 == 0 else reversed(names):
-            rounds[name].append(time_us(methods[name], graph, f"{where} {name}"))
-    means = {name: (statistics.fmean(v) if all(isinstance(t, float) for t in v)
-                    else next(t for t in v if isinstance(t, str)))
-             for name, v in rounds.items()}
-    return means, rounds
+            per_round[name].append(time_us(methods[name], graph, f"{where} {name}"))
+    medians = {name: (statistics.median(v) if all(isinstance(t, float) for t in v)
+                      else next(t for t in v if isinstance(t, str)))
+               for name, v in per_round.items()}
+    return medians, per_round
 
 
 def host_us(calls: list[Call]) -> float:
@@ -215,16 +221,16 @@ def bench_scaled(n: int, k: int, rows: list[dict]) -> None:
             methods["fp8_apply_plain_launch"] = [lambda i=i: quant_then_plain_gemm(i) for i in sets]
         row: dict[str, Any] = {"N": n, "K": k, "M": m, "copies": copies,
                                "timing": "cuda_graph" if graph else "eager",
-                               "tile": scaled_mm_tile(m, n, sm_count()).name}
+                               "tile": scaled_mm_tile(m, n, k, sm_count()).name}
         where = f"N={n} K={k} M={m}"
-        means, rounds = time_rounds(methods, graph, where)
+        means, rounds = time_rounds(methods, graph, where, ROUNDS[graph])
         row.update(means)
         row["rounds_us"] = rounds
         row["host_us"] = {"fp8_apply": host_us(methods["fp8_apply"]),
                           "int8_apply": host_us(methods["int8_apply"]),
                           "bf16_matmul": host_us(methods["bf16_matmul"])}
-        row["fp8_tiles"] = {t.name: time_us(gemm(fq, f8, int(t)), graph, f"{where} fp8 {t.name}")
-                            for t in sweep_tiles(m)}
+        tiles = {t.name: gemm(fq, f8, int(t)) for t in sweep_tiles(m)}
+        row["fp8_tiles"] = time_rounds(tiles, graph, f"{where} fp8", TILE_ROUNDS[graph])[0]
         row["fp8_gemm_vs_scaled_mm"] = ratio(row, "scaled_mm", "fp8_gemm")
         row["int8_gemm_vs_int_mm_scaled"] = ratio(row, "int_mm_scaled", "int8_gemm")
         row["fp8_apply_vs_bf16"] = ratio(row, "bf16_matmul", "fp8_apply")
@@ -292,7 +298,7 @@ def bench_block(n: int, k: int, rows: list[dict], runner: Any, fi_public: Callab
                                "timing": "cuda_graph" if graph else "eager",
                                "tile": block_scaled_mm_tile(m, n, sm_count()).name}
         where = f"block N={n} K={k} M={m}"
-        means, rounds = time_rounds(methods, graph, where)
+        means, rounds = time_rounds(methods, graph, where, ROUNDS[graph])
         row.update(means)
         row["rounds_us"] = rounds
         if fi_public is not None and not graph:
@@ -300,8 +306,8 @@ def bench_block(n: int, k: int, rows: list[dict], runner: Any, fi_public: Callab
                 xs[i], layers[i].weight, None, fi_scales[i], out_dtype=torch.bfloat16)
                 for i in sets], False, f"{where} flashinfer_bf16_in")
         row["host_us"] = {"block_apply": host_us(methods["block_apply"])}
-        row["block_tiles"] = {t.name: time_us(gemm(int(t)), graph, f"{where} {t.name}")
-                              for t in BlockTileConfig}
+        tiles = {t.name: gemm(int(t)) for t in BlockTileConfig}
+        row["block_tiles"] = time_rounds(tiles, graph, where, TILE_ROUNDS[graph])[0]
         row["block_gemm_vs_flashinfer"] = ratio(row, "flashinfer_gemm", "block_gemm")
         row["block_apply_vs_flashinfer_bf16_in"] = ratio(row, "flashinfer_bf16_in", "block_apply")
         row["block_apply_vs_bf16"] = ratio(row, "bf16_matmul", "block_apply")
@@ -382,8 +388,9 @@ def main() -> int:
             "kernel_core.bench.timing.time_calls medians (CUDA events, warm-up "
             f"{BUDGET.warmup_ms} ms, {BUDGET.rep_ms} ms of samples, at least {BUDGET.min_reps}); "
             "weights and activations rotated over copies exceeding 2x L2; CUDA graph of one "
-            f"pass over the copies for M <= {GRAPH_MAX_M}, eager above; main methods: mean of "
-            f"{ROUNDS} rounds in alternating order; tiles: one round"),
+            f"pass over the copies for M <= {GRAPH_MAX_M}, eager above; main methods: median of "
+            f"{ROUNDS[True]} (graph) / {ROUNDS[False]} (eager) rounds in alternating order; "
+            f"tiles: median of {TILE_ROUNDS[True]} / {TILE_ROUNDS[False]} rounds"),
         "scaled": [],
         "block": [],
     }

@@ -3,14 +3,15 @@
 # carried wheels (.whl/), build the extension (or load a carried build from .jit_cache/) while
 # FlashInfer's JIT modules and DeepGEMM kernels build for the comparison (or load from .fi_cache/),
 # then the plugin's GPU tests (conformance kit included) and benchmarks/bench_cutlass.py.
-# Usage: bash plugins/cutlass_plugin/gpu/run_gpu.sh [git-revision]   (default: .git_revision)
+# Usage: bash plugins/cutlass_plugin/gpu/run_gpu.sh [git-revision]   (default: the carried
+# .git_revision, written by the caller: a .git on the device machine may be stale)
 # Time limits: KCC_TEST_TIMEOUT (GPU tests), KCC_BUDGET_S (the whole script; the benchmark gets
 # what is left). $OUT receives at most 8 files: the benchmark JSON and PNG, jit_cache.tgz,
 # fi_cache.tar.gz and results.tgz (logs, test reports).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 MAX_JOBS=16
 OUT=${OUT:?set OUT}
-REV=${1:-$(git rev-parse --verify -q HEAD 2>/dev/null || cat .git_revision 2>/dev/null || echo unknown)}
+REV=${1:-$(cat .git_revision 2>/dev/null || git rev-parse --verify -q HEAD 2>/dev/null || echo unknown)}
 LOGS=/tmp/kcc-logs  # packed into $OUT/results.tgz: $OUT returns at most 8 files
 mkdir -p "$LOGS"
 exec > >(tee -a "$LOGS/run.txt") 2>&1
@@ -32,7 +33,7 @@ pack() {
     tar -czf /tmp/results.tgz -C "$(dirname "$LOGS")" "$(basename "$LOGS")" && mv /tmp/results.tgz "$OUT/results.tgz"
 }
 
-echo "== build (CUTLASS extension) and FlashInfer setup, in parallel"
+echo "== build (CUTLASS extension), FlashInfer setup in the background until the benchmark"
 start=$SECONDS
 STEPS=none OUT="$LOGS/flashinfer-setup" bash plugins/flashinfer_plugin/gpu/run_gpu.sh \
     > "$LOGS/flashinfer-setup.txt" 2>&1 &
@@ -41,10 +42,9 @@ python3 -c "from kernel_core_cutlass import ops; ops.build()" || { pack; exit 1;
 echo "== CUTLASS extension ready after $((SECONDS - start)) s"
 # The built library alone, for the next machine (copy to .jit_cache/ and carry it).
 (cd "$KERNEL_CORE_CACHE_DIR" && find jit -name '*.so' -print0 | tar -czf "$OUT/jit_cache.tgz" --null -T -)
-wait $fi_setup
-echo "== FlashInfer setup done after $((SECONDS - start)) s (exit $?)"
-mv "$LOGS/flashinfer-setup/fi_cache.tar.gz" "$OUT/" 2>/dev/null
 pack
+# The FlashInfer setup reinstalls the repo's packages first; let that finish before pytest imports.
+for _ in $(seq 60); do grep -q "installed:" "$LOGS/flashinfer-setup/log.txt" 2>/dev/null && break; sleep 1; done
 
 echo "== GPU tests"
 timeout "${KCC_TEST_TIMEOUT:-170}" python3 -m pytest -q -m gpu plugins/cutlass_plugin/tests \
@@ -53,6 +53,10 @@ timeout "${KCC_TEST_TIMEOUT:-170}" python3 -m pytest -q -m gpu plugins/cutlass_p
 echo "== GPU tests exit $? after $((SECONDS - start)) s"
 tail -n 25 "$LOGS/pytest.txt"
 pack
+
+wait $fi_setup
+echo "== FlashInfer setup done after $((SECONDS - start)) s (exit $?)"
+mv "$LOGS/flashinfer-setup/fi_cache.tar.gz" "$OUT/" 2>/dev/null
 
 DEVICE=$(python3 -c "import torch; print(torch.cuda.get_device_name().split()[1].lower())")
 JSON=$OUT/cutlass-$DEVICE.json

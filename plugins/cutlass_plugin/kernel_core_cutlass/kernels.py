@@ -84,6 +84,22 @@ class _CutlassSm90:
         if not layer.weight.is_contiguous():
             replace_parameter(layer, "weight", layer.weight.contiguous())
 
+    def _rows(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """``x`` as (tokens, K). A wrong K or a bias that is not ``[N]`` is a ValueError naming
+        what was expected and found (the GEMM would otherwise fail deep inside, or not at all)."""
+        n, k = self.config.weight_shape
+        if x.dim() == 0 or x.shape[-1] != k:
+            raise ValueError(
+                f"{type(self).__name__}.apply_weights: expected x of shape [..., {k}], found "
+                f"{list(x.shape)}"
+            )
+        if bias is not None and tuple(bias.shape) != (n,):
+            raise ValueError(
+                f"{type(self).__name__}.apply_weights: expected bias of shape [{n}], found "
+                f"{list(bias.shape)}"
+            )
+        return x.reshape(-1, k)
+
     @staticmethod
     def _bias(bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
         if bias is None:
@@ -116,8 +132,8 @@ class CutlassFP8ScaledMMLinearKernel(_CutlassSm90, FP8ScaledMMLinearKernel):
     def apply_weights(
         self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
-        n, k = self.config.weight_shape
-        x2 = x.reshape(-1, k)
+        n = self.config.weight_shape[0]
+        x2 = self._rows(x, bias)
         if self.config.input_scale == "static":
             scale = layer.input_scale
             q = ops.call(quant.quantize_fp8_static, x2, scale)
@@ -161,8 +177,8 @@ class CutlassInt8ScaledMMLinearKernel(_CutlassSm90, Int8ScaledMMLinearKernel):
     def apply_weights(
         self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
-        n, k = self.config.weight_shape
-        x2 = x.reshape(-1, k)
+        n = self.config.weight_shape[0]
+        x2 = self._rows(x, bias)
         symmetric = self.config.input_symmetric
         if self.config.input_scale == "static":
             zp = None if symmetric else layer.input_zero_point
@@ -201,8 +217,8 @@ class CutlassFp8BlockScaledMMLinearKernel(_CutlassSm90, Fp8BlockScaledMMLinearKe
     def apply_weights(
         self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
-        n, k = self.config.weight_shape
-        x2 = x.reshape(-1, k)
+        n = self.config.weight_shape[0]
+        x2 = self._rows(x, bias)
         # The quantizer pads the token count to a multiple of 4 (see quantize_fp8_per_group);
         # the padded rows' outputs are dropped here (a view: no copy).
         q, x_scale = ops.call(quant.quantize_fp8_per_group, x2, self.config.input_group)

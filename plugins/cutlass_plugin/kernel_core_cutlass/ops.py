@@ -188,7 +188,7 @@ def _scaled_mm(
     index = x.get_device()
     sm_count = _sm_count(index)
     if tile < 0:
-        tile = int(scaled_mm_tile(m, n, sm_count))
+        tile = int(scaled_mm_tile(m, n, x.shape[1], sm_count))
     build().scaled_mm(
         out, x, w, token_scale, channel_scale, token_zp_neg, channel_colsum, bias, workspace,
         tile, sm_count, _stream(index), pdl,

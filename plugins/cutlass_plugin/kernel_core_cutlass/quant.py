@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra import libdevice
 from triton.language.extra.cuda import gdc_launch_dependents
 
 from kernel_core.formats.fp8 import FP8_GROUP_AMAX_FLOOR, FP8_MIN_SCALE
@@ -47,14 +48,6 @@ def _row_launch(k: int) -> dict:
     one_pass = k <= ONE_PASS_MAX_K
     block = triton.next_power_of_2(k) if one_pass else _CHUNK
     return {"BLOCK": block, "ONE_PASS": one_pass, "num_warps": min(16, max(4, block // 1024))}
-
-
-@triton.jit
-def _round_half_even(v):
-    r = tl.floor(v + 0.5)
-    tie = (r - v) == 0.5
-    odd = (r - 2.0 * tl.floor(r * 0.5)) != 0.0
-    return tl.where(tie & odd, r - 1.0, r)
 
 
 @triton.jit
@@ -97,7 +90,8 @@ def _fp8_codes(v, scale):
 
 @triton.jit
 def _int8_codes(v, scale, zp):
-    return tl.clamp(_round_half_even(v / scale) + zp, -128.0, 127.0).to(tl.int8)
+    # rint: round half to even in one instruction, as kernel_core.formats rounds.
+    return tl.clamp(libdevice.rint(v / scale) + zp, -128.0, 127.0).to(tl.int8)
 
 
 @triton.jit
@@ -169,7 +163,7 @@ def _int8_rows_kernel(
             zp = 0.0
         else:
             scale = tl.maximum(hi - lo, floor) / 255.0
-            zp = _round_half_even(-128.0 - lo / scale)
+            zp = libdevice.rint(-128.0 - lo / scale)
             tl.store(zp_ptr + row, zp.to(tl.int32))
             tl.store(zp_neg_ptr + row, -zp)
         tl.store(scale_ptr + row, scale)

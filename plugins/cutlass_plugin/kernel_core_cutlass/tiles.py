@@ -2,9 +2,12 @@
 
 The ids are the ``TileConfigId`` / ``BlockTileConfigId`` enums of ``csrc/scaled_mm_api.h``; each
 names one compiled kernel. The choice is a small readable function of M (the token count, the only
-dimension that changes between calls), N and the SM count: the number of output tiles decides
+dimension that changes between calls), N, K and the SM count: the number of output tiles decides
 whether the SMs of an H100/H200 (132) are kept busy, in the DeepGEMM spirit. A comment per range
-says why; NOTES.md has the measurements behind each choice.
+says why; NOTES.md has the measurements behind each choice. Compiled tiles no range picks
+(``COOPERATIVE_128x128_STREAM_K`` for W8A8, ``COOPERATIVE_128x128_CLUSTER2`` for fp8_block, the
+128-deep swap tiles) stay selectable through the ops' ``tile`` argument: the benchmark's sweep
+measures them against the chosen ones on every run.
 """
 
 from __future__ import annotations
@@ -67,39 +70,48 @@ def _fills(m: int, n: int, tile_m: int, tile_n: int, sm_count: int) -> bool:
     return wave_efficiency(_cdiv(m, tile_m) * _cdiv(n, tile_n), sm_count) >= _FULL_WAVES
 
 
-def scaled_mm_tile(m: int, n: int, sm_count: int = H100_SMS) -> TileConfig:
+def scaled_mm_tile(m: int, n: int, k: int, sm_count: int = H100_SMS) -> TileConfig:
     """The tile for an (m x k) @ (k x n) W8A8 GEMM."""
     if m <= 16:
         # Decode: the GEMM only streams the weight. A wgmma tile has at least 64 rows, so the
         # operands are swapped and N fills them (N/64 CTAs: 128 for N=8192); 256-deep K steps
-        # move 256 contiguous bytes per weight row per stage and halve the per-step overhead.
+        # move 256 contiguous bytes per weight row per stage. Measured fastest at M=1 and 16 on
+        # all three shapes (H100, NOTES.md v3: 1-4% ahead of the 128-deep pingpong tile).
         return TileConfig.SWAP_64x16_K256
     if m <= 64:
-        # Still weight-bound; a 64-token side covers the batch in one tile column.
+        # Still weight-bound; a 64-token side covers the batch in one tile column (fastest at
+        # M=64 on all three shapes).
         return TileConfig.SWAP_64x64_K256
     if m <= 128:
         # 64-token tiles waste no rows at M=128; the 2x1 cluster multicasts each weight tile to
-        # both M tiles, so the weight crosses L2 once.
+        # both M tiles, so the weight crosses L2 once (fastest or within 1.2% at M=128).
         return TileConfig.PINGPONG_64x128_CLUSTER2
+    if m <= 256:
+        # Four 64-row tiles per column: here the cluster costs more than its multicast saves
+        # (N=28672: 108 us without, 124 us with), and 64-row tiles fill the waves (N=8192: 256
+        # tiles, N=28672: 896). Fastest on two shapes at M=256, within 1.2% on the third.
+        return TileConfig.PINGPONG_64x128
     if m <= 512:
-        # Between streaming and compute: 128x128 tiles read the least L2 per FLOP, but only
-        # while they fill the SMs' waves (N=8192, M=256: 128 tiles on 132 SMs); otherwise the
-        # 64-row tiles, twice as many, fill the waves (N=28672, M=256: 896 tiles, 97% busy).
+        # 128x128 tiles read the least L2 per FLOP, but only while they fill the SMs' waves
+        # (N=8192, M=512: 256 tiles, 97% busy); otherwise the 64-row tiles, twice as many.
         if _fills(m, n, 128, 128, sm_count):
             return TileConfig.PINGPONG_128x128_CLUSTER2
-        if _fills(m, n, 64, 128, sm_count):
-            return TileConfig.PINGPONG_64x128_CLUSTER2
-        # Neither fills the waves: stream-K splits the K loop so every SM gets an equal share.
-        return TileConfig.COOPERATIVE_128x128_STREAM_K
+        return TileConfig.PINGPONG_64x128
     if n < 4096:
         # Narrow layers have too few 256-wide tile columns to fill the GPU at large M.
         return TileConfig.COOPERATIVE_128x128
     if m <= 2048:
-        # Measured (H100, NOTES.md v1 sweep): at M=1024 the 128x256 tile beat 128x128 on 5 of
-        # 6 fp8/int8 cases; its higher MMA-to-load ratio pays once there are ~2 waves of tiles.
+        if k <= 8192:
+            # Measured at M=1024 (two H100 runs): the 64x256 pingpong tile, its epilogue
+            # overlapped with the other warpgroup's MMAs, led on N=28672 by 5-15% and was within
+            # 2% of the best on 8192x8192.
+            return TileConfig.PINGPONG_64x256
+        # Long K (28672): epilogues are rare, the L2 working set of 132 CTAs is not; the
+        # 128x256 cooperative tile led at M=1024.
         return TileConfig.COOPERATIVE_128x256
     # Large prefill: 256x128 (two 128-row warpgroup halves, 1x2 cluster sharing the activation
-    # tile) was the fastest tile at M=4096 in all 6 fp8/int8 cases of the same sweep.
+    # tile) was the fastest tile at M=4096 in 6 of 6 cases of the v1 sweep and on 8192x28672 in
+    # v3 (within 3% elsewhere).
     return TileConfig.COOPERATIVE_256x128
 
 
@@ -110,13 +122,15 @@ def block_scaled_mm_tile(m: int, n: int, sm_count: int = H100_SMS) -> BlockTileC
     128 along N, so at small M the levers are 64-token tiles and, where the tiles cannot fill
     the SMs, stream-K.
     """
-    if m <= 128:
-        # 64-token tiles: half the wasted rows at decode, twice the CTAs along M.
+    if m <= 128 or (m <= 512 and _cdiv(m, 64) * _cdiv(n, 128) <= sm_count):
+        # 64-token tiles: half the wasted rows at decode, twice the CTAs along M; while they fit
+        # in one wave each SM owns one tile (DeepSeek's N=2112 and 4096 at M=256: 68 and 128
+        # tiles, fastest there, H100 NOTES.md v3).
         return BlockTileConfig.PINGPONG_64x128
     if _fills(m, n, 128, 128, sm_count):
         # Enough tiles for full waves (N=18432, M=1024: 1152 tiles, 97% busy): two warpgroups
         # share each 128x128 tile; the weight scale is one value per tile column.
         return BlockTileConfig.COOPERATIVE_128x128
-    # DeepSeek's narrow projections (N=2112 or 4096) give 34-64 tiles at M=256: stream-K spreads
-    # the 56 K-steps of those tiles over all SMs instead of leaving half of them idle.
+    # Otherwise stream-K spreads the K-steps of the last, partial wave over all SMs (N=2112 at
+    # M=1024: 136 tiles, 1.03 waves).
     return BlockTileConfig.COOPERATIVE_128x128_STREAM_K

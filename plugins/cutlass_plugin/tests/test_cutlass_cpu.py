@@ -118,31 +118,29 @@ def test_can_implement_refusals_name_the_constraint(config, needle):
     (1, TileConfig.SWAP_64x16_K256), (16, TileConfig.SWAP_64x16_K256),
     (17, TileConfig.SWAP_64x64_K256), (64, TileConfig.SWAP_64x64_K256),
     (65, TileConfig.PINGPONG_64x128_CLUSTER2), (128, TileConfig.PINGPONG_64x128_CLUSTER2),
-    # N=8192: 128 (M=256) and 256 (M=512) 128x128 tiles fill 97% of 132 SMs' waves.
-    (129, TileConfig.PINGPONG_128x128_CLUSTER2), (256, TileConfig.PINGPONG_128x128_CLUSTER2),
-    (512, TileConfig.PINGPONG_128x128_CLUSTER2),
-    (513, TileConfig.COOPERATIVE_128x256), (2048, TileConfig.COOPERATIVE_128x256),
+    (129, TileConfig.PINGPONG_64x128), (256, TileConfig.PINGPONG_64x128),
+    # N=8192: M=257 makes 192 tiles of 128x128 (73% of 2 waves), M=512 256 tiles (97%).
+    (257, TileConfig.PINGPONG_64x128), (512, TileConfig.PINGPONG_128x128_CLUSTER2),
+    (513, TileConfig.PINGPONG_64x256), (2048, TileConfig.PINGPONG_64x256),
     (2049, TileConfig.COOPERATIVE_256x128), (4096, TileConfig.COOPERATIVE_256x128),
 ])
 def test_scaled_mm_tile_per_m_range(m, expected):
-    assert scaled_mm_tile(m, 8192) == expected
+    assert scaled_mm_tile(m, 8192, 8192) == expected
 
 
-@pytest.mark.parametrize("m, n, expected, why", [
-    # 224 x 2 = 448 tiles of 128x128 take 4 waves at 85%; 896 tiles of 64x128 take 7 at 97%.
-    (256, 28672, TileConfig.PINGPONG_64x128_CLUSTER2, "64-row tiles fill the waves"),
-    # 3 x 24 = 72 tiles of 128x128 (55%), 5 x 24 = 120 of 64x128 (91%).
-    (300, 3072, TileConfig.PINGPONG_64x128_CLUSTER2, "64-row tiles fill the waves"),
-    # 2 x 40 = 80 tiles of 128x128 (61%), 4 x 40 = 160 of 64x128 (61%): neither.
-    (256, 5120, TileConfig.COOPERATIVE_128x128_STREAM_K, "stream-K"),
+@pytest.mark.parametrize("m, n, k, expected, why", [
+    # 3 x 64 = 192 tiles of 128x128 take 2 waves at 73%: the 64-row tiles instead.
+    (300, 8192, 8192, TileConfig.PINGPONG_64x128, "128x128 tiles leave the last wave empty"),
+    (1024, 8192, 28672, TileConfig.COOPERATIVE_128x256, "long K: the 128x256 tile"),
+    (1024, 28672, 8192, TileConfig.PINGPONG_64x256, "K <= 8192: the 64x256 pingpong tile"),
 ])
-def test_scaled_mm_tile_counts_ctas_against_the_sms(m, n, expected, why):
-    assert scaled_mm_tile(m, n) == expected, why
+def test_scaled_mm_tile_counts_ctas_and_k(m, n, k, expected, why):
+    assert scaled_mm_tile(m, n, k) == expected, why
 
 
 def test_scaled_mm_tile_keeps_narrow_layers_on_128_wide_tiles():
     # N < 4096 has too few 256-wide tile columns to fill the GPU at large M.
-    assert scaled_mm_tile(4096, 2048) == TileConfig.COOPERATIVE_128x128
+    assert scaled_mm_tile(4096, 2048, 8192) == TileConfig.COOPERATIVE_128x128
 
 
 def test_wave_efficiency():
@@ -153,23 +151,41 @@ def test_wave_efficiency():
 
 
 def test_tiles_follow_the_sm_count():
-    # On a 114-SM H100 PCIe, M=256 and N=8192 give 128 tiles of 128x128 (2 waves, 56% busy) or
-    # 256 of 64x128 (3 waves, 75%): stream-K instead.
-    assert scaled_mm_tile(256, 8192, sm_count=114) == TileConfig.COOPERATIVE_128x128_STREAM_K
+    # On a 114-SM H100 PCIe, M=512 and N=8192 give 256 tiles of 128x128: 3 waves, 75% busy.
+    assert scaled_mm_tile(512, 8192, 8192) == TileConfig.PINGPONG_128x128_CLUSTER2
+    assert scaled_mm_tile(512, 8192, 8192, sm_count=114) == TileConfig.PINGPONG_64x128
+    # N=4096, M=256: 128 tiles of 64x128 fit one wave of 132 SMs, not of 114.
+    assert block_scaled_mm_tile(256, 4096) == BlockTileConfig.PINGPONG_64x128
+    assert block_scaled_mm_tile(256, 4096, sm_count=114) == BlockTileConfig.COOPERATIVE_128x128_STREAM_K
 
 
 @pytest.mark.parametrize("m, n, expected", [
     (1, 7168, BlockTileConfig.PINGPONG_64x128), (128, 7168, BlockTileConfig.PINGPONG_64x128),
-    # DeepSeek-V3 shapes: N=18432 at M=1024 has 8 x 144 tiles (97% busy); N=2112 at M=256 has
-    # 2 x 17 = 34 tiles for 132 SMs, N=7168 at M=256 has 112 (85%).
-    (1024, 18432, BlockTileConfig.COOPERATIVE_128x128),
-    (4096, 4096, BlockTileConfig.COOPERATIVE_128x128),
-    (256, 2112, BlockTileConfig.COOPERATIVE_128x128_STREAM_K),
+    # DeepSeek-V3 shapes at M=256: N=2112 and 4096 fit one wave of 64x128 tiles (68, 128);
+    # N=7168 has 112 tiles of 128x128 (85% of a wave) and N=18432 288 (73% of 3 waves).
+    (256, 2112, BlockTileConfig.PINGPONG_64x128),
+    (256, 4096, BlockTileConfig.PINGPONG_64x128),
     (256, 7168, BlockTileConfig.COOPERATIVE_128x128_STREAM_K),
+    (256, 18432, BlockTileConfig.COOPERATIVE_128x128_STREAM_K),
+    # M=1024: N=18432 has 1152 tiles (97% busy), N=2112 136 (52%).
+    (1024, 18432, BlockTileConfig.COOPERATIVE_128x128),
+    (1024, 2112, BlockTileConfig.COOPERATIVE_128x128_STREAM_K),
+    (4096, 4096, BlockTileConfig.COOPERATIVE_128x128),
     (4096, 2112, BlockTileConfig.COOPERATIVE_128x128_STREAM_K),
 ])
 def test_block_scaled_mm_tile(m, n, expected):
     assert block_scaled_mm_tile(m, n) == expected
+
+
+def test_bad_input_is_a_value_error_naming_expected_and_found():
+    config = fp8_config()
+    layer = make_layer(config, seed=7)
+    kernel = CutlassFP8ScaledMMLinearKernel(config)
+    kernel.process_weights_after_loading(layer)
+    with pytest.raises(ValueError, match=r"expected x of shape \[\.\.\., 512\], found \[3, 528\]"):
+        kernel.apply_weights(layer, torch.randn(3, 528))
+    with pytest.raises(ValueError, match=r"expected bias of shape \[256\], found \[257\]"):
+        kernel.apply_weights(layer, torch.randn(3, 512), torch.randn(257))
 
 
 def _cpp_enum(header: str, enum: str) -> dict[str, int]:

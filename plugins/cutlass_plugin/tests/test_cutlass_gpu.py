@@ -111,9 +111,9 @@ INT8_CONFIGS = [
     dict(weight_scale_granularity="tensor", input_scale="static", input_symmetric=True),
     dict(weight_scale_granularity="channel", input_scale="static", input_symmetric=False),
 ]
-#: One M per tile the heuristic picks for N=4096 (SWAP_64x16_K256, SWAP_64x64_K256,
-#: PINGPONG_64x128_CLUSTER2 twice, COOPERATIVE_128x128_STREAM_K, PINGPONG_128x128_CLUSTER2,
-#: COOPERATIVE_128x256 twice, COOPERATIVE_256x128).
+#: The tiles the heuristic picks for N=4096, K=1024: SWAP_64x16_K256 (1, 16), SWAP_64x64_K256
+#: (40), PINGPONG_64x128_CLUSTER2 (100), PINGPONG_64x128 (200, 300), PINGPONG_128x128_CLUSTER2
+#: (500), PINGPONG_64x256 (700), COOPERATIVE_256x128 (2100).
 MS = [1, 16, 40, 100, 200, 300, 500, 700, 2100]
 #: bf16 output at every M; fp16 output (the same kernels with another output type) at three.
 M_OUT = [(m, torch.bfloat16) for m in MS] + [(m, torch.float16) for m in (1, 200, 2100)]
@@ -223,7 +223,7 @@ def test_pdl_launch_matches_plain_launch(dtype):
     workspace = ops.workspace_for(w.device)
     tiles = set()
     for m in (1, 16, 64, 100, 200, 500):
-        tiles.add(scaled_mm_tile(m, n))
+        tiles.add(scaled_mm_tile(m, n, k))
         x = torch.randn((m, k), generator=g, device="cuda").to(torch.bfloat16)
         outs = []
         for pdl in (True, False):
