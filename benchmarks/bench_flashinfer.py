@@ -32,10 +32,11 @@ Timings, microseconds per call:
                 calls with no synchronisation inside (a synchronise before each batch)
   ``wall_us``   the same batch up to the synchronise at its end: what a caller waits per call
 ``host_us`` / ``wall_us`` are medians over ``--reps`` rounds (``host_min_us``: the minimum). Each
-round times every candidate of the row once, in rotating order, so drift of the host hits all
-alike; ``overhead_us`` gives per pair the median (and 25th / 75th percentiles) over rounds of the
-per-round difference ``host(plugin) - host(direct)``. Python's garbage collector is off during
-the rounds. Weights and activations rotate over enough copies to exceed 2x the L2 cache, so no
+round times every candidate of the row once, in a fresh random order, each timed batch after 4
+untimed calls of the same candidate, so neither drift of the host nor what ran just before
+favours one candidate; ``overhead_us`` gives per pair the median (and 25th / 75th percentiles)
+over rounds of the per-round difference ``host(plugin) - host(direct)``, and ``eager_us`` /
+``graph_us`` differences. Python's garbage collector is off during the rounds. Weights and activations rotate over enough copies to exceed 2x the L2 cache, so no
 call reads a warm weight. Writes JSON to ``--out`` after every shape.
 """
 
@@ -47,6 +48,7 @@ import json
 import math
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -71,6 +73,7 @@ BLOCK_SHAPES = ((7168, 18432), (18432, 7168), (4096, 7168), (2112, 7168))
 M_VALUES = (1, 16, 64, 128, 256, 1024, 4096)
 GRAPH_MAX_M = 256
 BATCHES = 7
+WARM_CALLS = 4
 OVERHEAD_PAIRS = {
     "fp8": (("plugin_static", "direct_static"), ("plugin_dynamic", "direct_dynamic")),
     "fp8_block": (("plugin", "direct"),),
@@ -127,16 +130,22 @@ def time_graph(fn: Call, copies: int) -> float:
 def host_rounds(
     candidates: dict[str, Call], copies: int, calls: int, reps: int
 ) -> dict[str, list[tuple[float, float]]]:
-    """Per candidate, ``reps`` samples of (host us, wall us) per call, measured round-robin."""
+    """Per candidate, ``reps`` samples of (host us, wall us) per call. Each round visits the
+    candidates in a fresh random order (fixed seed), and each timed batch follows ``WARM_CALLS``
+    untimed calls of the same candidate and a synchronise: whatever ran before (another
+    candidate's code, a GPU backlog to wait out) cannot favour one side of a pair."""
     names = list(candidates)
+    order = random.Random(1234)
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     gc.collect()
     gc.disable()
     try:
-        for rep in range(reps):
-            shift = rep % len(names)
-            for name in names[shift:] + names[:shift]:
+        for _ in range(reps):
+            order.shuffle(names)
+            for name in names:
                 fn = candidates[name]
+                for j in range(WARM_CALLS):
+                    fn(j % copies)
                 torch.cuda.synchronize()
                 t0 = time.perf_counter()
                 for j in range(calls):

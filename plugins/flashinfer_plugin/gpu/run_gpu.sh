@@ -6,7 +6,7 @@
 # (and "hostcosts": the host time of the eager path's pieces, gpu/host_costs.py);
 # each has a time limit (ACCURACY_TIMEOUT, TESTS_TIMEOUT, BENCH_TIMEOUT seconds); the DeepGEMM
 # prewarm covers the steps chosen. BENCH_M="1,16,128" restricts the benchmark's batch sizes;
-# RESULT_DATE (default: today, UTC) names the result files.
+# RESULT_DATE (default: today, UTC) names the result files; PREWARM=0 skips the DeepGEMM prewarm.
 # A prebuilt cache (.fi_cache/, carried; see README) skips the builds.
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-out}
@@ -46,10 +46,13 @@ wait
 log "warmup done"
 # The DeepGEMM kernels the chosen steps run (every group when no such step is chosen: STEPS=none
 # is gpu/run_all.sh's warmup, ahead of all of them).
+# PREWARM=0 skips it (a carried cache that already holds those cubins).
 groups=$(for step in $STEPS; do case $step in accuracy|tests|bench) echo "$step" ;; esac; done | paste -sd, -)
-timeout "${PREWARM_TIMEOUT:-200}" python3 plugins/flashinfer_plugin/gpu/prewarm.py --workers 8 \
-  --groups "${groups:-accuracy,bench,tests}" ${BENCH_M:+--bench-m "$BENCH_M"} > "$OUT/prewarm.txt" 2>&1
-tail -3 "$OUT/prewarm.txt"
+if [ "${PREWARM:-1}" != 0 ]; then
+  timeout "${PREWARM_TIMEOUT:-200}" python3 plugins/flashinfer_plugin/gpu/prewarm.py --workers 8 \
+    --groups "${groups:-accuracy,bench,tests}" ${BENCH_M:+--bench-m "$BENCH_M"} > "$OUT/prewarm.txt" 2>&1
+  tail -3 "$OUT/prewarm.txt"
+fi
 log "prewarm done"
 # Bring the builds back (small enough to carry next time): JIT .so files and DeepGEMM cubins.
 base=$KERNEL_CORE_CACHE_DIR/flashinfer
