@@ -52,9 +52,9 @@ def _as_scalar_scale(scale: torch.Tensor) -> torch.Tensor:
 #: Where the eager path keeps, per layer, what it hands FlashInfer and Triton: plain-tensor
 #: aliases of the layer's Parameters (no copy; on the H100 machine, Triton 3.6 and tvm-ffi took
 #: the static path's Parameter scales 2.6 us slower per call than plain tensors), for fp8 the
-#: weight's ``[1, K, N]`` view and the device's shared workspace. Keyed by the Parameters' data pointers,
-#: so a replaced Parameter or one whose ``.data`` was swapped is seen at the next call (the plan
-#: keeps the old storage alive, so a new tensor cannot reuse its address).
+#: weight's ``[1, K, N]`` view and the device's shared workspace. Keyed by the Parameters' data
+#: pointers, so a replaced Parameter or one whose ``.data`` was swapped is seen at the next call
+#: (the plan keeps the old storage alive, so a new tensor cannot reuse its address).
 _PLAN = "_kernel_core_flashinfer_plan"
 
 
