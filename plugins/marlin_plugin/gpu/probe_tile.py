@@ -59,6 +59,9 @@ LIB.kcm_probe_tile.argtypes = [ctypes.c_int] * 5 + [ctypes.c_void_p] * 8 + [ctyp
     ctypes.c_void_p]
 LIB.kcm_probe_tile_clusters.restype = ctypes.c_int
 LIB.kcm_probe_tile_clusters.argtypes = [ctypes.c_int] * 5
+LIB.kcm_probe_tile_permuted_x.restype = ctypes.c_int
+LIB.kcm_probe_tile_permuted_x.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 5 + [
+    ctypes.c_int] * 8 + [ctypes.c_void_p]
 LIB.kcm_probe_dequantize.restype = ctypes.c_int
 LIB.kcm_probe_dequantize.argtypes = [ctypes.c_int] * 2 + [ctypes.c_void_p] * 6 + [
     ctypes.c_int] * 6 + [ctypes.c_void_p]
@@ -125,6 +128,18 @@ class Packed:
         if code:
             raise RuntimeError(f"tile launch bmx={bmx} rw={rw} split={split}: cudaError {code}")
 
+    def tile_permuted_x(self, xp: torch.Tensor, out: torch.Tensor, bmx: int, rw: int,
+                        split: int) -> None:
+        """The probe variant that takes activations already in the kernel's channel order."""
+        w = self.layer.weight
+        code = LIB.kcm_probe_tile_permuted_x(
+            self.kernel._fmt, bmx, rw, split, xp.data_ptr(), w.data_ptr(),
+            self.layer.weight_scale.data_ptr(), _ptr(self.chan), out.data_ptr(), xp.shape[0],
+            self.n, xp.shape[1], w.shape[1], w.shape[0], self.layer.weight_scale.shape[1],
+            self.kernel._group_size, self.kernel._zconst, torch.cuda.current_stream().cuda_stream)
+        if code:
+            raise RuntimeError(f"permuted-x launch bmx={bmx} rw={rw} split={split}: error {code}")
+
     def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
         w = self.layer.weight
         out = torch.empty((self.n, w.shape[1] * 64), dtype=dtype, device=w.device)
@@ -136,6 +151,15 @@ class Packed:
         if code:
             raise RuntimeError(f"dequantize: cudaError {code}")
         return out
+
+
+def permuted_x(x: torch.Tensor, kp: int) -> torch.Tensor:
+    """Channels of every 64-chunk reordered (t, s, jhi, pair) -> (s, jhi, t, pair): the order the
+    tile kernel's activation copies produce (csrc/tile_gemm.cuh), padded with zeros to kp."""
+    m, k = x.shape
+    if kp > k:
+        x = torch.nn.functional.pad(x, (0, kp - k))
+    return x.view(m, kp // 64, 4, 4, 2, 2).permute(0, 1, 3, 4, 2, 5).reshape(m, kp)
 
 
 def check_formats() -> list[dict]:
@@ -241,6 +265,22 @@ def time_formats(replays: int, m_values: tuple[int, ...], fmts: list[str],
                 ref = torch.matmul(xs[0], packs[0].dequantize(torch.bfloat16)[:, :k].T).double()
                 check = float((out.double() - ref).norm() / ref.norm())
                 finite = bool(torch.isfinite(out).all())
+                if (bmx, rw) in ((64, 2), (128, 2), (256, 1)) and m <= 1024:
+                    # The same tile shape on pre-permuted activations (16-byte copies), with and
+                    # without the permutation pass; its output must equal the plain kernel's.
+                    kp = chunks * 64
+                    xps = [permuted_x(x, kp) for x in xs]
+                    calls = [lambda p=p, x=x, o=o, a=(bmx, rw, split): p.tile_permuted_x(x, o, *a)
+                             for p, x, o in zip(packs, xps, outs)] * reps
+                    variants["permuted-x " + best_tile] = graph_time_us(calls, replays)
+                    calls = [lambda p=p, x=x, o=o, a=(bmx, rw, split): p.tile_permuted_x(
+                        permuted_x(x, kp), o, *a) for p, x, o in zip(packs, xs, outs)] * reps
+                    variants["permute+permuted-x " + best_tile] = graph_time_us(calls, replays)
+                    out_xp = torch.full_like(out, float("nan"))
+                    packs[0].tile_permuted_x(xps[0], out_xp, bmx, rw, split)
+                    if not torch.equal(out_xp, out):
+                        log(f"MISMATCH permuted-x {fmt} {n}x{k} M={m}")
+                        finite = False
                 if m >= 256:
                     calls = [lambda p=p, x=x: torch.matmul(x, p.dequantize(torch.bfloat16)[:, :k].T)
                              for p, x in zip(packs, xs)] * max(1, 4 // copies)
@@ -258,6 +298,10 @@ def time_formats(replays: int, m_values: tuple[int, ...], fmts: list[str],
                        "cluster_limits": {f"{b},{r},{sp}": c for (b, r, sp), c in limits.items()}}
                 rows.append(row)
                 save()
+                if "permuted-x " + best_tile in variants:
+                    print(f"    permuted-x {variants['permuted-x ' + best_tile]:7.1f}, with the "
+                          f"permutation {variants['permute+permuted-x ' + best_tile]:7.1f}",
+                          flush=True)
                 print(f"{fmt:12s} {n:5d}x{k:<5d} M={m:<5d} bf16 {bf16_us:7.1f} best {best_tile} "
                       f"{tiles[best_tile]:7.1f} ({bf16_us / tiles[best_tile]:4.2f}x) plan "
                       f"{plan.bmx}/{plan.rw}/{plan.split} {variants[plan_name]:7.1f} "
@@ -276,8 +320,24 @@ def main() -> None:
                         help="M values; ';' separates passes over all formats and shapes")
     parser.add_argument("--formats", default="int4_g128,nvfp4_w4a16")
     parser.add_argument("--skip-checks", action="store_true")
+    parser.add_argument("--ncu-target", action="store_true",
+                        help="only run 128/2/1 at M=128 and 64/2/1 at M=64 on 28672x8192 int4, "
+                             "three times each (for Nsight Compute)")
     args = parser.parse_args()
     torch.manual_seed(0)
+    if args.ncu_target:
+        config, kernel_class = _config("int4_g128", 28672, 8192)
+        layer = _layer(_random_checkpoint(config, "int4_g128"))
+        kernel = kernel_class(config)
+        kernel.process_weights_after_loading(layer)
+        packed = Packed(kernel, layer, 28672)
+        for m, shape in ((128, (128, 2, 1)), (64, (64, 2, 1))):
+            x = torch.randn(m, 8192, device="cuda", dtype=torch.bfloat16)
+            out = torch.empty(m, 28672, device="cuda", dtype=torch.bfloat16)
+            for _ in range(3):
+                packed.tile(x, out, *shape)
+        torch.cuda.synchronize()
+        return
     start = time.time()
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
               "command": " ".join(sys.argv)}

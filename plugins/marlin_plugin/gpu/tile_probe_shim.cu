@@ -3,6 +3,7 @@
 // Build (plugins/marlin_plugin): see probe_tile.py.
 #include "../kernel_core_marlin/csrc/gemm_params.h"
 #include "../kernel_core_marlin/csrc/tile_api.h"
+#include "../kernel_core_marlin/csrc/tile_launch.cuh"
 
 namespace {
 
@@ -55,4 +56,31 @@ extern "C" int kcm_probe_dequantize(int dtype, int fmt, const void* w, const voi
 extern "C" int kcm_probe_tile_clusters(int dtype, int fmt, int bmx, int rw, int split) {
   return dtype == kcm::kHalf ? kcm::tile_clusters_half(fmt, bmx, rw, split)
                              : kcm::tile_clusters_bfloat16(fmt, bmx, rw, split);
+}
+
+// Probe variant: activations pre-permuted into the kernel's channel order (16-byte copies).
+extern "C" int kcm_probe_tile_permuted_x(int fmt, int bmx, int rw, int split, const void* x,
+                                         const void* w, const void* gscale, const void* chan,
+                                         void* out, int m, int n, int k, int chunks, int n16,
+                                         int groups, int group_size, int zconst, void* stream) {
+  const kcm::GemmParams p = make(x, w, gscale, nullptr, nullptr, chan, nullptr, out, m, n, k,
+                                 chunks, n16, groups, group_size, zconst);
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  if (fmt != kcm::kInt4 && fmt != kcm::kFp4) return static_cast<int>(cudaErrorInvalidValue);
+  if (bmx == 64 && rw == 2) {
+    return fmt == kcm::kInt4
+               ? kcm::launch_tile_instance<__nv_bfloat16, kcm::kInt4, 64, 2, true>(p, split, s)
+               : kcm::launch_tile_instance<__nv_bfloat16, kcm::kFp4, 64, 2, true>(p, split, s);
+  }
+  if (bmx == 128 && rw == 2) {
+    return fmt == kcm::kInt4
+               ? kcm::launch_tile_instance<__nv_bfloat16, kcm::kInt4, 128, 2, true>(p, split, s)
+               : kcm::launch_tile_instance<__nv_bfloat16, kcm::kFp4, 128, 2, true>(p, split, s);
+  }
+  if (bmx == 256 && rw == 1) {
+    return fmt == kcm::kInt4
+               ? kcm::launch_tile_instance<__nv_bfloat16, kcm::kInt4, 256, 1, true>(p, split, s)
+               : kcm::launch_tile_instance<__nv_bfloat16, kcm::kFp4, 256, 1, true>(p, split, s);
+  }
+  return static_cast<int>(cudaErrorInvalidValue);
 }

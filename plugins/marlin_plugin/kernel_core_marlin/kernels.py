@@ -37,7 +37,7 @@ from kernel_core.families import (
 from kernel_core.families.mxfp4 import MX_GROUP
 from kernel_core.kernel import Priority
 from kernel_core.params import replace_parameter
-from kernel_core_marlin import ops
+from kernel_core_marlin import ops, tile
 from kernel_core_marlin.layout import CHUNK_K, TILE_N, round_up
 from kernel_core_marlin.prepare import (
     Format,
@@ -156,6 +156,10 @@ class _StreamKernel:
         self._group_size = packed.group_size
         self._zconst = packed.zconst
         self._bulk = ops.bulk_pipeline_available(packed.qweight.device)
+        self._tile = tile.TileDispatch.for_device(
+            packed.qweight.device, packed.fmt, self.config.weight_shape[0],  # type: ignore[attr-defined]
+            packed.qweight.shape[1],
+        )
 
     def apply_weights(
         self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
@@ -178,7 +182,13 @@ class _StreamKernel:
         gtab = getattr(layer, "weight_group_table", None)
         chan = getattr(layer, "weight_channel_scale", None)
         m = x2.shape[0]
-        if m >= DEQUANT_MATMUL_MIN_M[self._fmt]:
+        if self._tile is not None and self._tile.serves(m):
+            plan = self._tile.plan(m)
+            out = tile.tile_gemm(
+                x2, layer.weight, layer.weight_scale, zeros, gtab, chan, bias, self._fmt, n,
+                self._group_size, self._zconst, plan.bmx, plan.rw, plan.split,
+            )
+        elif m >= DEQUANT_MATMUL_MIN_M[self._fmt]:
             weight = ops.dequantize(
                 layer.weight, layer.weight_scale, zeros, gtab, chan, self._fmt, n,
                 self._group_size, self._zconst, config.act_dtype,

@@ -30,20 +30,26 @@ __all__ = [
     "tile_gemm",
 ]
 
-#: Fewest tokens the tile kernel serves; below, the stream kernel (8-token mma.sync tiles).
-TILE_MIN_M = 64
-#: From this many tokens on, decoding the weight once and multiplying with cuBLAS is faster than
-#: the tile kernel (to be set from the measurement; until then the tile kernel serves every M).
-TILE_MAX_M = 1 << 62
-#: (bmx, rw) instances built, with the share of the tensor cores' rate one block of that shape
-#: sustains (larger tiles amortize the per-chunk barrier, decode and activation copies better).
-TILE_SHAPES = {(64, 1): 0.55, (64, 2): 0.7, (128, 1): 0.7, (128, 2): 0.85, (256, 1): 0.85}
+#: Fewest tokens the tile kernel serves: above 32 the stream kernel runs 64-token blocks of
+#: mma.sync and takes as long as at M=64 (195 us on 28672x8192), the tile kernel 106 us at M=48
+#: (H100, probe run 2); up to 32 tokens the stream kernel.
+TILE_MIN_M = 33
+#: From this many tokens on, decoding the weight once and multiplying with cuBLAS is faster: at
+#: M=512 the two tie on 28672x8192 (561 vs 556 us), the tile kernel wins on 8192x28672 and
+#: 8192x8192 by 10-13% and loses on 10240x8192 by 25%; at M=1024 decode + cuBLAS wins on all four.
+TILE_MAX_M = 512
+#: (bmx, rw) instances built, with the time one block of that shape takes per 64-channel chunk
+#: when it has its SM to itself (us, H100, probe runs 2-3: the same at 32 or 132 blocks, so a
+#: per-SM cost, not a shared-bandwidth one).
+TILE_SHAPES = {(64, 1): 0.50, (64, 2): 0.75, (128, 1): 0.70, (128, 2): 1.09, (256, 1): 1.07}
 #: Most blocks of one cluster (the portable cluster size).
 MAX_SPLIT = 8
-#: Fixed cost of one block in chunk-equivalents (ring fill, epilogue), and the extra cost of a
-#: cluster reduction per split block.
-_BLOCK_OVERHEAD_CHUNKS = 6
-_SPLIT_OVERHEAD_CHUNKS = 3
+#: Fixed cost of one block in chunks (ring fill, epilogue), and the extra cost of a cluster
+#: reduction; and how much slower a block runs when a second one shares its SM (64x128 blocks
+#: fit twice: 0.62 us per chunk each instead of 0.50).
+_BLOCK_OVERHEAD_CHUNKS = 4
+_SPLIT_OVERHEAD_CHUNKS = 2
+_SHARED_SM_SLOWDOWN = 1.8
 
 
 @dataclass(frozen=True)
@@ -73,18 +79,24 @@ def ideal_cluster_limits(sms: int) -> dict[tuple[int, int, int], int]:
 
 
 def _waves_and_cost(m: int, n: int, chunks: int, bmx: int, rw: int, split: int,
-                    limits: ClusterLimits) -> tuple[int, float]:
+                    limits: ClusterLimits, sms: int) -> tuple[int, float]:
+    """Waves of clusters and the modelled time in us."""
     clusters = math.ceil(n / (128 * rw)) * math.ceil(m / bmx)
-    waves = math.ceil(clusters / max(1, limits[(bmx, rw, split)]))
+    fit = max(1, limits[(bmx, rw, split)])
+    waves = math.ceil(clusters / fit)
     per_block = math.ceil(chunks / split) + _BLOCK_OVERHEAD_CHUNKS
     if split > 1:
         per_block += _SPLIT_OVERHEAD_CHUNKS
-    return waves, waves * per_block * (128 * rw) * bmx / TILE_SHAPES[(bmx, rw)]
+    chunk_us = TILE_SHAPES[(bmx, rw)]
+    if min(clusters, fit) * split > sms:  # some SMs hold two blocks
+        chunk_us *= _SHARED_SM_SLOWDOWN
+    return waves, waves * per_block * chunk_us
 
 
-def tile_plan(m: int, n: int, chunks: int, limits: ClusterLimits) -> TilePlan:
+def tile_plan(m: int, n: int, chunks: int, limits: ClusterLimits, sms: int) -> TilePlan:
     """The cheapest (bmx, rw, split) for ``m`` tokens, ``n`` weight rows and ``chunks`` 64-channel
-    chunks of K, given how many clusters of each shape and split fit on the device at once."""
+    chunks of K, given how many clusters of each shape and split fit on the device at once and
+    its SM count."""
     if m < 1 or n < 1 or chunks < 1:
         raise ValueError(f"m, n and chunks must be positive, found {m}, {n}, {chunks}")
     best: tuple[float, int, int, int, int] | None = None
@@ -92,14 +104,15 @@ def tile_plan(m: int, n: int, chunks: int, limits: ClusterLimits) -> TilePlan:
         if bmx > 64 and bmx // 2 >= m:  # a block twice as wide as M wastes half its wgmma
             continue
         for split in range(1, min(MAX_SPLIT, chunks) + 1):
-            waves, cost = _waves_and_cost(m, n, chunks, bmx, rw, split, limits)
+            waves, cost = _waves_and_cost(m, n, chunks, bmx, rw, split, limits, sms)
             if best is None or cost < best[0]:
                 best = (cost, bmx, rw, split, waves)
     assert best is not None
-    _, bmx, rw, split, waves = best
+    bmx, rw, split, waves = best[1:]
     blocks = math.ceil(n / (128 * rw)) * math.ceil(m / bmx) * split
     reason = (f"{blocks} blocks of {128 * rw} rows x {bmx} tokens x {math.ceil(chunks / split)} "
-              f"chunks in clusters of {split}, {waves} wave(s): lowest modelled cost")
+              f"chunks in clusters of {split}, {waves} wave(s): lowest modelled time "
+              f"({best[0]:.0f} us)")
     return TilePlan(bmx, rw, split, reason)
 
 
@@ -119,8 +132,8 @@ class TileDispatch:
     """The tile kernel for one processed layer: the device's cluster limits, read once at load
     (outside any graph capture), and the plan of every M seen (planning runs in Python)."""
 
-    def __init__(self, limits: ClusterLimits, n: int, chunks: int) -> None:
-        self.limits, self.n, self.chunks = dict(limits), n, chunks
+    def __init__(self, limits: ClusterLimits, sms: int, n: int, chunks: int) -> None:
+        self.limits, self.sms, self.n, self.chunks = dict(limits), sms, n, chunks
         self._plans: dict[int, TilePlan] = {}
 
     @classmethod
@@ -128,7 +141,8 @@ class TileDispatch:
         """None where the tile kernel cannot run (not an SM90 device)."""
         if not tile_supported(device):
             return None
-        return cls(device_cluster_limits(device, fmt), n, chunks)
+        sms = torch.cuda.get_device_properties(device).multi_processor_count
+        return cls(device_cluster_limits(device, fmt), sms, n, chunks)
 
     def serves(self, m: int) -> bool:
         return TILE_MIN_M <= m < TILE_MAX_M
@@ -136,7 +150,7 @@ class TileDispatch:
     def plan(self, m: int) -> TilePlan:
         found = self._plans.get(m)
         if found is None:
-            found = self._plans[m] = tile_plan(m, self.n, self.chunks, self.limits)
+            found = self._plans[m] = tile_plan(m, self.n, self.chunks, self.limits, self.sms)
         return found
 
 

@@ -174,7 +174,9 @@ struct TileLayout {
 };
 
 // One block: 256 threads = 2 warpgroups; warp w owns the 16-row tiles ((w / 4) RW + r) 4 + w % 4.
-template <typename T, int FMT, int BMX, int RW>
+// XP: the activations arrive already in the kernel's channel order (x_permuted_view), so each
+// thread copies whole 16-byte units (probe variant; four times fewer copies).
+template <typename T, int FMT, int BMX, int RW, bool XP = false>
 __global__ void __launch_bounds__(256, 1) tile_gemm_kernel(const GemmParams p) {
 #ifdef KCM_TILE_SM90
   using Layout = TileLayout<FMT, BMX, RW>;
@@ -214,11 +216,16 @@ __global__ void __launch_bounds__(256, 1) tile_gemm_kernel(const GemmParams p) {
   // place (see the top of the file); rows at or past M are not copied at all (their columns of
   // the product are never stored), channels at or past K are zero-filled (they meet padding
   // codes).
-  const int x_dst = Layout::kX + warp * 128 + ((lane & 7) ^ warp) * 16 + (lane >> 3) * 4;
-  const int x_rows = min(max((p.M - m0 - warp + 7) / 8, 0), BMX / 8);
-  const size_t x_row_step = static_cast<size_t>(8) * p.K;
-  const T* x_next = x + static_cast<size_t>(m0 + warp) * p.K + c_begin * 64 + 2 * lane;
-  int x_k = c_begin * 64 + 2 * lane;
+  constexpr int kXRowsPerCopy = XP ? 32 : 8;  // rows between one thread's copies
+  const int x_row0 = XP ? tid >> 3 : warp;
+  const int x_dst = XP ? Layout::kX + x_row0 * 128 + (((tid & 7) ^ (x_row0 & 7)) * 16)
+                       : Layout::kX + warp * 128 + ((lane & 7) ^ warp) * 16 + (lane >> 3) * 4;
+  const int x_rows = min(max((p.M - m0 - x_row0 + kXRowsPerCopy - 1) / kXRowsPerCopy, 0),
+                         BMX / kXRowsPerCopy);
+  const size_t x_row_step = static_cast<size_t>(kXRowsPerCopy) * p.K;
+  const int x_col = XP ? (tid & 7) * 8 : 2 * lane;
+  const T* x_next = x + static_cast<size_t>(m0 + x_row0) * p.K + c_begin * 64 + x_col;
+  int x_k = c_begin * 64 + x_col;
   const int4* w_next[RW];
   bool w_ok[RW];
   size_t s_row[RW];  // this lane's scale-table word of group 0
@@ -242,16 +249,24 @@ __global__ void __launch_bounds__(256, 1) tile_gemm_kernel(const GemmParams p) {
       const bool k_ok = x_k < p.K;
       const T* src = x_next;
       unsigned char* dst = stage + x_dst;
-      if (x_rows == BMX / 8) {  // a full block of tokens: no row predicates
+      constexpr int kCopies = BMX / kXRowsPerCopy;
+      auto copy_x = [&](int j) {
+        if constexpr (XP) {
+          copy_async16(dst + j * kXRowsPerCopy * 128, src, k_ok);
+        } else {
+          copy_async4(dst + j * kXRowsPerCopy * 128, src, k_ok);
+        }
+      };
+      if (x_rows == kCopies) {  // a full block of tokens: no row predicates
 #pragma unroll
-        for (int j = 0; j < BMX / 8; ++j) {
-          copy_async4(dst + j * 1024, src, k_ok);
+        for (int j = 0; j < kCopies; ++j) {
+          copy_x(j);
           src = step_pointer(src, x_row_step);
         }
       } else {
 #pragma unroll
-        for (int j = 0; j < BMX / 8; ++j) {
-          if (j < x_rows) copy_async4(dst + j * 1024, src, k_ok);
+        for (int j = 0; j < kCopies; ++j) {
+          if (j < x_rows) copy_x(j);
           src = step_pointer(src, x_row_step);
         }
       }

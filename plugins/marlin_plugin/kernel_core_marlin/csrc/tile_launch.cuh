@@ -8,10 +8,10 @@
 
 namespace kcm {
 
-template <typename T, int FMT, int BMX, int RW>
+template <typename T, int FMT, int BMX, int RW, bool XP = false>
 int launch_tile_instance(const GemmParams& p, int split, cudaStream_t stream) {
   using Layout = TileLayout<FMT, BMX, RW>;
-  const auto kernel = tile_gemm_kernel<T, FMT, BMX, RW>;
+  const auto kernel = tile_gemm_kernel<T, FMT, BMX, RW, XP>;
   const int err = static_cast<int>(cudaFuncSetAttribute(
       kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Layout::kSmemBytes)));
   if (err != 0) return err;

@@ -1,0 +1,188 @@
+"""On an SM90 GPU: the tile kernel (wgmma, M >= 33) against float64 for every format, M with and
+without tails, every tile shape and split with NaN-poisoned outputs, bias, and apply_weights
+through CUDA-graph replay and torch.compile(fullgraph=True)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kernel_core.families import (
+    FP8ScaledMMLinearLayerConfig,
+    MPLinearLayerConfig,
+    Mxfp8LinearLayerConfig,
+    MxFp4LinearLayerConfig,
+    NvFp4LinearLayerConfig,
+)
+from kernel_core.formats.layer import dequantize_weight, make_layer
+from kernel_core.scalar_types import scalar_types
+from kernel_core_marlin import ops, tile
+from kernel_core_marlin.kernels import (
+    MarlinFp8LinearKernel,
+    MarlinMPLinearKernel,
+    MarlinMxfp8LinearKernel,
+    MarlinMxFp4LinearKernel,
+    MarlinNvFp4LinearKernel,
+)
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available()
+                       or torch.cuda.get_device_capability() != (9, 0),
+                       reason="the tile kernel needs an SM90 (H100/H200) device"),
+]
+
+FORMATS = {
+    "int4-g128-bf16": MPLinearLayerConfig(weight_shape=(1000, 2048), group_size=128),
+    "uint4-zp-g64-fp16": MPLinearLayerConfig(
+        weight_shape=(200, 704), weight_type=scalar_types.uint4, zero_points=True, group_size=64,
+        act_dtype=torch.float16),
+    "uint8b128-g32-bf16": MPLinearLayerConfig(
+        weight_shape=(256, 512), weight_type=scalar_types.uint8b128, group_size=32),
+    "act-order-uint4-zp-fp16": MPLinearLayerConfig(
+        weight_shape=(256, 512), full_weight_shape=(256, 1024), weight_type=scalar_types.uint4,
+        zero_points=True, group_size=128, has_g_idx=True, act_dtype=torch.float16),
+    "nvfp4-fp16": NvFp4LinearLayerConfig(weight_shape=(512, 1024), activation_mode="w4a16",
+                                         act_dtype=torch.float16),
+    "nvfp4-bf16": NvFp4LinearLayerConfig(weight_shape=(640, 2048), activation_mode="w4a16"),
+    "mxfp4-bf16": MxFp4LinearLayerConfig(weight_shape=(320, 1024), activation_mode="w4a16"),
+    "fp8-channel-bf16": FP8ScaledMMLinearLayerConfig(weight_shape=(256, 528),
+                                                     activation_mode="w8a16"),
+    "mxfp8-fp16": Mxfp8LinearLayerConfig(weight_shape=(256, 1024), activation_mode="w8a16",
+                                         act_dtype=torch.float16),
+}
+
+
+def _error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((out.double() - ref).norm() / ref.norm())
+
+
+def _processed(config, seed: int = 0):
+    layer = make_layer(config, seed=seed, device="cuda")
+    reference = dequantize_weight(config, layer, dtype=torch.float64)
+    kernel = {
+        "mp": MarlinMPLinearKernel, "nvfp4": MarlinNvFp4LinearKernel,
+        "mxfp4": MarlinMxFp4LinearKernel, "fp8": MarlinFp8LinearKernel,
+        "mxfp8": MarlinMxfp8LinearKernel,
+    }[config.family](config)
+    kernel.process_weights_after_loading(layer)
+    assert kernel._tile is not None, "an SM90 layer must get the tile kernel"
+    return kernel, layer, reference
+
+
+def _inputs(config, layer, m: int):
+    x = torch.randn(m, config.in_features, device="cuda", dtype=config.act_dtype)
+    perm = getattr(layer, "weight_perm", None)
+    x2 = x.index_select(1, perm).contiguous() if perm is not None else x
+    bias = torch.randn(config.out_features, device="cuda", dtype=config.act_dtype)
+    return x, x2, bias
+
+
+def _launch(kernel, layer, x2, bias, out, bmx: int, rw: int, split: int) -> None:
+    empty = x2.new_empty(0)
+
+    def given(name: str) -> torch.Tensor:
+        value = getattr(layer, name, None)
+        return value if value is not None else empty
+
+    ops.extension().tile_gemm(
+        x2, layer.weight, layer.weight_scale, given("weight_zero_point"),
+        given("weight_group_table"), given("weight_channel_scale"), bias, out, kernel._fmt,
+        kernel._group_size, kernel._zconst, bmx, rw, split,
+        torch.cuda.current_stream().cuda_stream)
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+@pytest.mark.parametrize("m", [64, 65, 128, 200, 256, 1000, 4096])
+def test_planned_tile_against_float64(name: str, m: int) -> None:
+    """The plan's launch for every M (apply_weights sends M >= TILE_MAX_M to decode + cuBLAS, the
+    op serves any M), output poisoned with NaN first."""
+    config = FORMATS[name]
+    kernel, layer, reference = _processed(config)
+    x, x2, bias = _inputs(config, layer, m)
+    plan = kernel._tile.plan(m)
+    out = torch.full((m, config.out_features), float("nan"), device="cuda",
+                     dtype=config.act_dtype)
+    _launch(kernel, layer, x2, bias, out, plan.bmx, plan.rw, plan.split)
+    expected = x.double() @ reference.T + bias.double()
+    assert bool(torch.isfinite(out).all()), plan
+    assert _error(out, expected) < 1e-2, (plan, _error(out, expected))
+
+
+@pytest.mark.parametrize("name", ["int4-g128-bf16", "nvfp4-fp16", "uint8b128-g32-bf16"])
+@pytest.mark.parametrize("m", [64, 200])
+def test_every_tile_shape_and_split(name: str, m: int) -> None:
+    config = FORMATS[name]
+    kernel, layer, reference = _processed(config)
+    x, x2, bias = _inputs(config, layer, m)
+    expected = x.double() @ reference.T + bias.double()
+    chunks = layer.weight.shape[1]
+    for bmx, rw in tile.TILE_SHAPES:
+        for split in sorted({1, 2, min(3, chunks), min(tile.MAX_SPLIT, chunks)}):
+            out = torch.full((m, config.out_features), float("nan"), device="cuda",
+                             dtype=config.act_dtype)
+            _launch(kernel, layer, x2, bias, out, bmx, rw, split)
+            assert bool(torch.isfinite(out).all()), (bmx, rw, split)
+            assert _error(out, expected) < 1e-2, (bmx, rw, split, _error(out, expected))
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_apply_weights_in_the_tile_range(name: str) -> None:
+    config = FORMATS[name]
+    kernel, layer, reference = _processed(config)
+    for lead in ((tile.TILE_MIN_M,), (2, 50), (tile.TILE_MAX_M - 1,)):
+        x = torch.randn(*lead, config.in_features, device="cuda", dtype=config.act_dtype)
+        bias = torch.randn(config.out_features, device="cuda", dtype=config.act_dtype)
+        out = kernel.apply_weights(layer, x, bias)
+        expected = x.double() @ reference.T + bias.double()
+        assert out.shape == (*lead, config.out_features)
+        assert _error(out, expected) < 1e-2
+
+
+def test_tile_cuda_graph_replay() -> None:
+    config = FORMATS["int4-g128-bf16"]
+    kernel, layer, reference = _processed(config)
+    x = torch.randn(128, config.in_features, device="cuda", dtype=config.act_dtype)
+    bias = torch.randn(config.out_features, device="cuda", dtype=config.act_dtype)
+    kernel.apply_weights(layer, x, bias)  # build and warm up outside the capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = kernel.apply_weights(layer, x, bias)
+    for _ in range(3):
+        x.copy_(torch.randn_like(x))
+        out.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert bool(torch.isfinite(out).all())
+        assert _error(out, x.double() @ reference.T + bias.double()) < 1e-2
+
+
+def test_tile_split_k_graph_replay() -> None:
+    """A narrow layer plans a cluster split; its partial sums must not leak between replays."""
+    config = MPLinearLayerConfig(weight_shape=(256, 8192), group_size=128)
+    kernel, layer, reference = _processed(config)
+    assert kernel._tile.plan(64).split > 1
+    x = torch.randn(64, 8192, device="cuda", dtype=config.act_dtype)
+    kernel.apply_weights(layer, x)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = kernel.apply_weights(layer, x)
+    for _ in range(3):
+        x.copy_(torch.randn_like(x))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert _error(out, x.double() @ reference.T) < 1e-2
+
+
+def test_tile_torch_compile_fullgraph() -> None:
+    config = FORMATS["nvfp4-fp16"]
+    kernel, layer, reference = _processed(config)
+    x = torch.randn(3, 48, config.in_features, device="cuda", dtype=config.act_dtype)
+
+    @torch.compile(fullgraph=True)
+    def forward(inp: torch.Tensor) -> torch.Tensor:
+        return kernel.apply_weights(layer, inp) * 2
+
+    assert _error(forward(x), 2 * (x.double() @ reference.T)) < 1e-2
