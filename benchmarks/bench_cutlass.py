@@ -164,7 +164,7 @@ def clone_layer(layer: torch.nn.Module) -> torch.nn.Module:
     return copy
 
 
-def bench_scaled(n: int, k: int, rows: list[dict]) -> None:
+def bench_scaled(n: int, k: int, rows: list[dict], m_values: list[int], sweep: bool) -> None:
     gen = torch.Generator(device="cuda").manual_seed(n + k)
     weight = torch.randn((n, k), generator=gen, device="cuda") * 0.05
     copies = rotation_count(n * k, l2_cache_bytes(torch.device("cuda")))
@@ -187,7 +187,7 @@ def bench_scaled(n: int, k: int, rows: list[dict]) -> None:
     ws = fp8.workspace
     bf16 = torch.bfloat16
     sets = range(copies)
-    for m in M_VALUES:
+    for m in m_values:
         graph = m <= GRAPH_MAX_M
         xs = [torch.randn((m, k), generator=gen, device="cuda").to(bf16) for _ in sets]
         fq = [quant.quantize_fp8_per_token(x) for x in xs]
@@ -229,8 +229,9 @@ def bench_scaled(n: int, k: int, rows: list[dict]) -> None:
         row["host_us"] = {"fp8_apply": host_us(methods["fp8_apply"]),
                           "int8_apply": host_us(methods["int8_apply"]),
                           "bf16_matmul": host_us(methods["bf16_matmul"])}
-        tiles = {t.name: gemm(fq, f8, int(t)) for t in sweep_tiles(m)}
-        row["fp8_tiles"] = time_rounds(tiles, graph, f"{where} fp8", TILE_ROUNDS[graph])[0]
+        if sweep:
+            tiles = {t.name: gemm(fq, f8, int(t)) for t in sweep_tiles(m)}
+            row["fp8_tiles"] = time_rounds(tiles, graph, f"{where} fp8", TILE_ROUNDS[graph])[0]
         row["fp8_gemm_vs_scaled_mm"] = ratio(row, "scaled_mm", "fp8_gemm")
         row["int8_gemm_vs_int_mm_scaled"] = ratio(row, "int_mm_scaled", "int8_gemm")
         row["fp8_apply_vs_bf16"] = ratio(row, "bf16_matmul", "fp8_apply")
@@ -254,7 +255,10 @@ def flashinfer_block() -> tuple[Any, Callable | None, str]:
         return None, None, f"flashinfer not usable here: {type(exc).__name__}: {exc}"
 
 
-def bench_block(n: int, k: int, rows: list[dict], runner: Any, fi_public: Callable | None) -> None:
+def bench_block(
+    n: int, k: int, rows: list[dict], m_values: list[int], sweep: bool, runner: Any,
+    fi_public: Callable | None,
+) -> None:
     gen = torch.Generator(device="cuda").manual_seed(n + k + 1)
     weight = torch.randn((n, k), generator=gen, device="cuda") * 0.05
     copies = rotation_count(n * k, l2_cache_bytes(torch.device("cuda")))
@@ -274,7 +278,7 @@ def bench_block(n: int, k: int, rows: list[dict], runner: Any, fi_public: Callab
     # The FP8-input mode uses no workspace, but the runner wants one configured.
     placeholder = torch.empty(16, dtype=torch.uint8, device="cuda")
     sets = range(copies)
-    for m in M_VALUES:
+    for m in m_values:
         graph = m <= GRAPH_MAX_M
         xs = [torch.randn((m, k), generator=gen, device="cuda").to(torch.bfloat16) for _ in sets]
         qs = [quant.quantize_fp8_per_group(x, 128) for x in xs]
@@ -306,8 +310,9 @@ def bench_block(n: int, k: int, rows: list[dict], runner: Any, fi_public: Callab
                 xs[i], layers[i].weight, None, fi_scales[i], out_dtype=torch.bfloat16)
                 for i in sets], False, f"{where} flashinfer_bf16_in")
         row["host_us"] = {"block_apply": host_us(methods["block_apply"])}
-        tiles = {t.name: gemm(int(t)) for t in BlockTileConfig}
-        row["block_tiles"] = time_rounds(tiles, graph, where, TILE_ROUNDS[graph])[0]
+        if sweep:
+            tiles = {t.name: gemm(int(t)) for t in BlockTileConfig}
+            row["block_tiles"] = time_rounds(tiles, graph, where, TILE_ROUNDS[graph])[0]
         row["block_gemm_vs_flashinfer"] = ratio(row, "flashinfer_gemm", "block_gemm")
         row["block_apply_vs_flashinfer_bf16_in"] = ratio(row, "flashinfer_bf16_in", "block_apply")
         row["block_apply_vs_bf16"] = ratio(row, "bf16_matmul", "block_apply")
@@ -368,6 +373,9 @@ def main() -> int:
     parser.add_argument("--command", default="", help="the exact command line, for the record")
     parser.add_argument("--skip-scaled", action="store_true")
     parser.add_argument("--skip-block", action="store_true")
+    parser.add_argument("--m", type=int, nargs="+", default=list(M_VALUES),
+                        help="token counts to run (default: all)")
+    parser.add_argument("--no-sweep", action="store_true", help="skip the per-tile sweeps")
     args = parser.parse_args()
 
     start = time.perf_counter()
@@ -396,13 +404,13 @@ def main() -> int:
     }
     if not args.skip_scaled:
         for n, k in SCALED_SHAPES:
-            bench_scaled(n, k, result["scaled"])
+            bench_scaled(n, k, result["scaled"], args.m, not args.no_sweep)
             result["notes"] = NOTES
             args.out.write_text(json.dumps(result, indent=1))
             torch.cuda.empty_cache()
     if not args.skip_block:
         for n, k in BLOCK_SHAPES:
-            bench_block(n, k, result["block"], runner, fi_public)
+            bench_block(n, k, result["block"], args.m, not args.no_sweep, runner, fi_public)
             result["notes"] = NOTES
             args.out.write_text(json.dumps(result, indent=1))
             torch.cuda.empty_cache()

@@ -66,9 +66,14 @@ NVCC_FLAGS = ("-O3", "--expt-relaxed-constexpr", "-DNDEBUG")
 #: C++ side refuses a GEMM that would need more than this.
 WORKSPACE_BYTES = 32 << 20
 #: Launch the W8A8 GEMMs as programmatic dependents of the quantizer before them: the kernels of
-#: the small- and mid-M units (the tiles of M <= 512) are compiled with the waits this needs; the
-#: others launch plainly whatever is asked (csrc/scaled_mm_sm90.cuh, launch()).
+#: the small- and mid-M units are compiled with the waits this needs; the others launch plainly
+#: whatever is asked (csrc/scaled_mm_sm90.cuh, launch()).
 LAUNCH_WITH_PDL = True
+#: ... and only up to this M. Measured on an H100 (NOTES.md v3): up to M=128 (the swap-AB tiles and
+#: the 64x128 cluster-2x1 tile) the overlap took 1.0-1.4 us off each apply; at M=256 and 1024 the
+#: persistent pingpong tiles without a cluster (64x128, 64x256) ran 20-70% slower when launched
+#: this way (cause not found), so larger M launches plainly.
+PDL_MAX_M = 128
 _EXTENSION_NAME = "kernel_core_cutlass_sm90"
 
 
@@ -179,7 +184,7 @@ def _scaled_mm(
     ``x`` (M, K) and ``w`` (N, K), both float8_e4m3fn or both int8; scales fp32 with 1 or M/N
     elements; ``token_zp_neg`` (-zero point, fp32, 1 or M elements) only for asymmetric int8.
     ``tile=-1`` lets :func:`~kernel_core_cutlass.tiles.scaled_mm_tile` choose; ``pdl`` launches
-    the GEMM as a programmatic dependent of the kernel before it.
+    the GEMM as a programmatic dependent of the kernel before it when M <= ``PDL_MAX_M``.
     """
     m, n = x.shape[0], w.shape[0]
     out = torch.empty((m, n), dtype=out_dtype, device=x.device)
@@ -191,7 +196,7 @@ def _scaled_mm(
         tile = int(scaled_mm_tile(m, n, x.shape[1], sm_count))
     build().scaled_mm(
         out, x, w, token_scale, channel_scale, token_zp_neg, channel_colsum, bias, workspace,
-        tile, sm_count, _stream(index), pdl,
+        tile, sm_count, _stream(index), pdl and m <= PDL_MAX_M,
     )
     return out
 
