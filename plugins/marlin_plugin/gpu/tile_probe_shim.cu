@@ -1,32 +1,21 @@
 // A torch-free C entry point to the tile kernel (and the decoder, for the decode + cuBLAS
 // baseline), for probing tile shapes on a GPU machine without building the torch extension.
 // Build (plugins/marlin_plugin): see probe_tile.py.
-#include "../kernel_core_marlin/csrc/gemm_params.h"
+#include "probe_params.h"
 #include "../kernel_core_marlin/csrc/tile_api.h"
 #include "../kernel_core_marlin/csrc/tile_launch.cuh"
 
 namespace {
 
+// probe_params plus what the tile probe also passes (zero points, act-order table, bias).
 kcm::GemmParams make(const void* x, const void* w, const void* gscale, const void* zeros,
                      const void* gtab, const void* chan, const void* bias, void* out, int m, int n,
                      int k, int chunks, int n16, int groups, int group_size, int zconst) {
-  kcm::GemmParams p{};
-  p.x = x;
-  p.w = w;
-  p.gscale = static_cast<const uint32_t*>(gscale);
+  kcm::GemmParams p = probe_params(x, w, gscale, chan, out, m, n, k, chunks, n16, groups,
+                                   group_size, zconst, 1, 1);
   p.zeros = static_cast<const uint32_t*>(zeros);
   p.gtab = static_cast<const int*>(gtab);
-  p.chan = static_cast<const float*>(chan);
   p.bias = bias;
-  p.out = out;
-  p.M = m;
-  p.N = n;
-  p.K = k;
-  p.C = chunks;
-  p.N16 = n16;
-  p.G = groups;
-  p.group_size = group_size;
-  p.zconst = zconst;
   return p;
 }
 
