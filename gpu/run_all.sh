@@ -7,7 +7,7 @@
 # warmup builds every JIT extension in parallel (CUTLASS, Marlin, FlashInfer with its carried
 # cache); the parts after it reuse the builds (KERNEL_CORE_CACHE_DIR, kept between calls while the
 # machine is warm). The git revision comes from `git rev-parse` or, where the copy has no .git,
-# from the carried file .git_revision.
+# preferably from the carried file .git_revision (the device copy may hold a stale .git), else git.
 # Carry: [".whl", ".fi_cache", ".jit_cache", ".git_revision"] (the last three optional).
 # Each part's own script writes into $OUT/<part>/; at the end everything is also packed into
 # $OUT/results.tgz, because the device tool returns at most 8 files.
@@ -17,7 +17,7 @@ ROOT=$PWD
 : "${OUT:?set OUT to a writable directory}"
 parts=("$@")
 [ ${#parts[@]} -eq 0 ] && parts=(warmup tests marlin cutlass flashinfer tune)
-REVISION=$(git rev-parse --verify -q HEAD 2>/dev/null || cat .git_revision 2>/dev/null || echo unknown)
+REVISION=$(cat .git_revision 2>/dev/null || git rev-parse --verify -q HEAD 2>/dev/null || echo unknown)
 export KCM_GIT_REV=$REVISION KC_GIT_REVISION=$REVISION
 
 export PYTHONUNBUFFERED=1 MAX_JOBS=${MAX_JOBS:-16}
