@@ -6,8 +6,8 @@
 #
 # warmup builds every JIT extension in parallel (CUTLASS, Marlin, FlashInfer with its carried
 # cache); the parts after it reuse the builds (KERNEL_CORE_CACHE_DIR, kept between calls while the
-# machine is warm). The git revision comes from `git rev-parse` or, where the copy has no .git,
-# preferably from the carried file .git_revision (the device copy may hold a stale .git), else git.
+# machine is warm). The git revision comes from the carried file .git_revision (the device copy
+# may hold a stale .git), else from `git rev-parse`.
 # Carry: [".whl", ".fi_cache", ".jit_cache", ".git_revision"] (the last three optional).
 # Each part's own script writes into $OUT/<part>/; at the end everything is also packed into
 # $OUT/results.tgz, because the device tool returns at most 8 files.
