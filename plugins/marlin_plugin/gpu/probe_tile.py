@@ -305,7 +305,8 @@ def time_formats(replays: int, m_values: tuple[int, ...], fmts: list[str],
                 print(f"{fmt:12s} {n:5d}x{k:<5d} M={m:<5d} bf16 {bf16_us:7.1f} best {best_tile} "
                       f"{tiles[best_tile]:7.1f} ({bf16_us / tiles[best_tile]:4.2f}x) plan "
                       f"{plan.bmx}/{plan.rw}/{plan.split} {variants[plan_name]:7.1f} "
-                      f"({row['plan_speedup']:4.2f}x) err {check:.1e}{'' if finite else ' NONFINITE'}"
+                      f"({row['plan_speedup']:4.2f}x) err {check:.1e}"
+                      + ("" if finite else " NONFINITE")
                       + (f" deq+mm {variants['dequantize+matmul']:7.1f}"
                          if "dequantize+matmul" in variants else ""), flush=True)
             del packs, layer

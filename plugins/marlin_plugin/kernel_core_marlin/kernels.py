@@ -156,9 +156,9 @@ class _StreamKernel:
         self._group_size = packed.group_size
         self._zconst = packed.zconst
         self._bulk = ops.bulk_pipeline_available(packed.qweight.device)
+        n = self.config.weight_shape[0]  # type: ignore[attr-defined]
         self._tile = tile.TileDispatch.for_device(
-            packed.qweight.device, packed.fmt, self.config.weight_shape[0],  # type: ignore[attr-defined]
-            packed.qweight.shape[1],
+            packed.qweight.device, packed.fmt, n, packed.qweight.shape[1]
         )
 
     def apply_weights(
