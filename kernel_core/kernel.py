@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import torch
 
 from kernel_core.config import LayerConfig
-from kernel_core.params import ParamSpec, validate_layer_params
+from kernel_core.params import ParamSpec, dtype_name, validate_layer_params
 
 __all__ = ["LinearKernel", "Priority", "KernelConfigError", "PLATFORMS"]
 
@@ -114,6 +114,35 @@ class LinearKernel(ABC):
         self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``x`` of shape ``(..., K)`` to ``(..., N)`` in the config's output dtype."""
+
+    def check_apply_inputs(self, x: torch.Tensor, bias: torch.Tensor | None) -> None:
+        """Refuse an ``x`` that is not ``(..., K)`` in the config's ``act_dtype``, or a ``bias``
+        that is not a floating-point ``[N]``, with a ``ValueError`` naming expected and found.
+
+        Kernels call it first thing in ``apply_weights``, so a wrong input never reaches a GPU
+        kernel (which would fail deep inside or, worse, read the wrong bytes). A passing call is one
+        short comparison chain (well under a microsecond), cheap enough for every forward.
+        """
+        config = self.config
+        n, k = config.weight_shape
+        shape = x.shape
+        if (
+            x.dtype is config.act_dtype
+            and shape
+            and shape[-1] == k
+            and (bias is None or (bias.shape == (n,) and bias.is_floating_point()))
+        ):
+            return
+        where = f"{type(self).__name__}.apply_weights"
+        if not shape or shape[-1] != k or x.dtype is not config.act_dtype:
+            raise ValueError(
+                f"{where}: expected x of shape (..., {k}) and dtype {dtype_name(config.act_dtype)} "
+                f"(the config's act_dtype), found {list(shape)} {dtype_name(x.dtype)}"
+            )
+        raise ValueError(
+            f"{where}: expected a floating-point bias of shape [{n}], found "
+            f"{dtype_name(bias.dtype)} of shape {list(bias.shape)}"  # type: ignore[union-attr]
+        )
 
     @classmethod
     def describe(cls) -> dict[str, Any]:

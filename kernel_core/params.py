@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 __all__ = [
+    "dtype_name",
     "ParamSpec",
     "validate_layer_params",
     "replace_parameter",
@@ -22,7 +23,8 @@ __all__ = [
 ]
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` -> ``"bfloat16"``: how error messages name a dtype."""
     return str(dtype).removeprefix("torch.")
 
 
@@ -44,7 +46,7 @@ class ParamSpec:
         return " or ".join(f"[{', '.join(str(d) for d in s)}]" for s in self.shapes)
 
     def dtype_text(self) -> str:
-        return " or ".join(_dtype_name(d) for d in self.dtypes)
+        return " or ".join(dtype_name(d) for d in self.dtypes)
 
     def check(self, tensor: object, owner: str = "layer") -> torch.Tensor:
         """Return the tensor if it fits, else raise a ValueError naming what differs."""
@@ -56,7 +58,7 @@ class ParamSpec:
             )
         if tensor.dtype not in self.dtypes:
             raise ValueError(
-                f"{where}: expected dtype {self.dtype_text()}, found {_dtype_name(tensor.dtype)}"
+                f"{where}: expected dtype {self.dtype_text()}, found {dtype_name(tensor.dtype)}"
             )
         if tuple(tensor.shape) not in self.shapes:
             raise ValueError(

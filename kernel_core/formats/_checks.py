@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from kernel_core.params import dtype_name
+
 __all__ = [
     "check_dtype",
     "check_ndim",
@@ -22,10 +24,6 @@ __all__ = [
 ]
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 def check_dtype(name: str, tensor: torch.Tensor, dtypes: tuple[torch.dtype, ...]) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from kernel_core import FP8ScaledMMLinearKernel, FP8ScaledMMLinearLayerConfig, Priority
+from kernel_core import FP8ScaledMMLinearKernel, Priority
 
 __all__ = ["ExampleTorchFp8W8A16LinearKernel"]
 
@@ -64,13 +64,7 @@ class ExampleTorchFp8W8A16LinearKernel(FP8ScaledMMLinearKernel):
     def apply_weights(
         self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
-        config: FP8ScaledMMLinearLayerConfig = self.config
-        n, k = config.weight_shape
-        if x.shape[-1] != k or x.dtype != config.act_dtype:
-            raise ValueError(
-                f"{self.name}: expected x of shape (..., {k}) and dtype {config.act_dtype}, "
-                f"found {list(x.shape)} {x.dtype}"
-            )
-        if bias is not None and tuple(bias.shape) != (n,):
-            raise ValueError(f"{self.name}: expected bias of shape [{n}], found {list(bias.shape)}")
+        # x must be (..., K) in the config's act_dtype and bias [N]: a ValueError naming expected
+        # and found otherwise (the conformance kit checks that bad input is refused this way).
+        self.check_apply_inputs(x, bias)
         return fp8_w8a16_linear(x, layer.weight, layer.weight_scale, bias)

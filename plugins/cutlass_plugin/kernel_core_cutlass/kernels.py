@@ -85,20 +85,10 @@ class _CutlassSm90:
             replace_parameter(layer, "weight", layer.weight.contiguous())
 
     def _rows(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """``x`` as (tokens, K). A wrong K or a bias that is not ``[N]`` is a ValueError naming
-        what was expected and found (the GEMM would otherwise fail deep inside, or not at all)."""
-        n, k = self.config.weight_shape
-        if x.dim() == 0 or x.shape[-1] != k:
-            raise ValueError(
-                f"{type(self).__name__}.apply_weights: expected x of shape [..., {k}], found "
-                f"{list(x.shape)}"
-            )
-        if bias is not None and tuple(bias.shape) != (n,):
-            raise ValueError(
-                f"{type(self).__name__}.apply_weights: expected bias of shape [{n}], found "
-                f"{list(bias.shape)}"
-            )
-        return x.reshape(-1, k)
+        """``x`` as (tokens, K), after the contract's input check (a wrong K, dtype or bias is a
+        ValueError naming what was expected and found, not a failure deep inside the GEMM)."""
+        self.check_apply_inputs(x, bias)
+        return x.reshape(-1, self.config.weight_shape[1])
 
     @staticmethod
     def _bias(bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:

@@ -182,10 +182,15 @@ def test_bad_input_is_a_value_error_naming_expected_and_found():
     layer = make_layer(config, seed=7)
     kernel = CutlassFP8ScaledMMLinearKernel(config)
     kernel.process_weights_after_loading(layer)
-    with pytest.raises(ValueError, match=r"expected x of shape \[\.\.\., 512\], found \[3, 528\]"):
-        kernel.apply_weights(layer, torch.randn(3, 528))
-    with pytest.raises(ValueError, match=r"expected bias of shape \[256\], found \[257\]"):
-        kernel.apply_weights(layer, torch.randn(3, 512), torch.randn(257))
+    x = torch.randn(3, 512).to(torch.bfloat16)
+    with pytest.raises(ValueError, match=r"expected x of shape \(\.\.\., 512\) and dtype "
+                       r"bfloat16 \(the config's act_dtype\), found \[3, 528\] bfloat16"):
+        kernel.apply_weights(layer, torch.randn(3, 528).to(torch.bfloat16))
+    with pytest.raises(ValueError, match=r"found \[3, 512\] float32"):
+        kernel.apply_weights(layer, x.float())
+    with pytest.raises(ValueError, match=r"floating-point bias of shape \[256\], found "
+                       r"float32 of shape \[257\]"):
+        kernel.apply_weights(layer, x, torch.randn(257))
 
 
 def _cpp_enum(header: str, enum: str) -> dict[str, int]:

@@ -37,10 +37,6 @@ __all__ = [
 ]
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
 class EmulationKernel:
     """What every emulation kernel shares; mixed in before the family ABC."""
 
@@ -72,27 +68,9 @@ class EmulationKernel:
     def apply_weights(
         self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
-        self._check_inputs(x, bias)
+        self.check_apply_inputs(x, bias)  # type: ignore[attr-defined]
         params = [getattr(layer, name) for name in self._names]
         return self._apply(x, params, bias, self._layout)
-
-    def _check_inputs(self, x: torch.Tensor, bias: torch.Tensor | None) -> None:
-        n, k = self.config.weight_shape
-        where = type(self).__name__
-        if x.dim() < 1 or x.shape[-1] != k:
-            raise ValueError(
-                f"{where}.apply_weights: expected x of shape (..., {k}), found {list(x.shape)}"
-            )
-        if x.dtype != self.config.act_dtype:
-            raise ValueError(
-                f"{where}.apply_weights: expected x of dtype {_dtype_name(self.config.act_dtype)} "
-                f"(the config's act_dtype), found {_dtype_name(x.dtype)}"
-            )
-        if bias is not None and (tuple(bias.shape) != (n,) or not bias.is_floating_point()):
-            raise ValueError(
-                f"{where}.apply_weights: expected a floating-point bias of shape [{n}], found "
-                f"{_dtype_name(bias.dtype)} of shape {list(bias.shape)}"
-            )
 
 
 class EmulationMPLinearKernel(EmulationKernel, MPLinearKernel):

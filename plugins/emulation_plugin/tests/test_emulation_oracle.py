@@ -149,11 +149,11 @@ def test_bad_inputs_are_value_errors_naming_expected_and_found() -> None:
     layer = make_layer(config)
     kernel = EmulationMPLinearKernel(config)
     x = _x(2, 128, torch.bfloat16)
-    with pytest.raises(ValueError, match=r"expected x of shape \(\.\.\., 128\), found \[2, 64\]"):
+    with pytest.raises(ValueError, match=r"expected x of shape \(\.\.\., 128\) and dtype bfloat16.*found \[2, 64\] bfloat16"):
         kernel.apply_weights(layer, x[:, :64])
-    with pytest.raises(ValueError, match="expected x of dtype bfloat16.*found float16"):
+    with pytest.raises(ValueError, match=r"dtype bfloat16 \(the config's act_dtype\), found \[2, 128\] float16"):
         kernel.apply_weights(layer, x.half())
-    with pytest.raises(ValueError, match=r"bias of shape \[64\], found bfloat16 of shape \[63\]"):
+    with pytest.raises(ValueError, match=r"floating-point bias of shape \[64\], found bfloat16 of shape \[63\]"):
         kernel.apply_weights(layer, x, torch.zeros(63, dtype=torch.bfloat16))
     del layer.weight_scale
     with pytest.raises(ValueError, match="weight_scale: missing"):

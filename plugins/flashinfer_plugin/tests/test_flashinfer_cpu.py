@@ -414,11 +414,11 @@ def test_compiling_goes_through_the_op(which, monkeypatch) -> None:
 @pytest.mark.parametrize(
     "x_shape,x_dtype,bias_shape,needle",
     [
-        ((4, 100), torch.bfloat16, None, r"expected x of shape \[\.\.\., K\] and dtype bfloat16, "
-         r"found \[4, 100\] bfloat16"),
+        ((4, 100), torch.bfloat16, None, r"expected x of shape \(\.\.\., K\) and dtype bfloat16 "
+         r"\(the config's act_dtype\), found \[4, 100\] bfloat16"),
         ((4, 0), torch.float32, None, "found \\[4, K\\] float32"),
         ((), torch.bfloat16, None, "found \\[\\] bfloat16"),
-        ((4, 0), torch.bfloat16, (3,), "expected bias of shape \\[N\\], found \\[3\\]"),
+        ((4, 0), torch.bfloat16, (3,), "expected a floating-point bias of shape \\[N\\], found bfloat16 of shape \\[3\\]"),
     ],
 )
 def test_eager_path_checks_x_and_bias(which, x_shape, x_dtype, bias_shape, needle,

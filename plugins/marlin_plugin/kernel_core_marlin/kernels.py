@@ -166,17 +166,14 @@ class _StreamKernel:
     ) -> torch.Tensor:
         config = self.config  # type: ignore[attr-defined]
         n, k = config.weight_shape
-        if x.shape[-1] != k:
-            raise ValueError(f"x must have {k} features in its last dimension, found {x.shape[-1]}")
+        self.check_apply_inputs(x, bias)  # type: ignore[attr-defined]
         lead = x.shape[:-1]
-        x2 = x.reshape(-1, k).to(config.act_dtype)
+        x2 = x.reshape(-1, k)
         perm = getattr(layer, "weight_perm", None)
         if perm is not None:
             x2 = x2.index_select(1, perm)
         x2 = x2.contiguous()
         if bias is not None:
-            if tuple(bias.shape) != (n,):
-                raise ValueError(f"bias must have shape [{n}], found {list(bias.shape)}")
             bias = bias.to(config.act_dtype)
         zeros = getattr(layer, "weight_zero_point", None)
         gtab = getattr(layer, "weight_group_table", None)

@@ -153,7 +153,9 @@ def test_bad_inputs_rejected_before_launch() -> None:
     kernel = MarlinMPLinearKernel(config)
     kernel.process_weights_after_loading(layer)
     x = torch.randn(3, 128, dtype=torch.bfloat16)
-    with pytest.raises(ValueError, match=r"bias must have shape \[64\], found \[65\]"):
+    with pytest.raises(ValueError, match=r"expected a floating-point bias of shape \[64\], found bfloat16 of shape \[65\]"):
         kernel.apply_weights(layer, x, torch.randn(65, dtype=torch.bfloat16))
-    with pytest.raises(ValueError, match="128 features"):
+    with pytest.raises(ValueError, match=r"expected x of shape \(\.\.\., 128\) and dtype bfloat16 .*found \[3, 144\] bfloat16"):
         kernel.apply_weights(layer, torch.randn(3, 144, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match=r"dtype bfloat16 .*found \[3, 128\] float16"):
+        kernel.apply_weights(layer, x.half())  # no silent conversion to the config's dtype
