@@ -21,15 +21,16 @@ kcm::GemmParams make(const void* x, const void* w, const void* gscale, const voi
 
 }  // namespace
 
-extern "C" int kcm_probe_tile(int dtype, int fmt, int bmx, int rw, int split, const void* x,
+extern "C" int kcm_probe_tile(int dtype, int fmt, int bmx, int rw, int split, int variant,
+                              const void* x,
                               const void* w, const void* gscale, const void* zeros,
                               const void* gtab, const void* chan, const void* bias, void* out,
                               int m, int n, int k, int chunks, int n16, int groups, int group_size,
                               int zconst, void* stream) {
   const kcm::GemmParams p = make(x, w, gscale, zeros, gtab, chan, bias, out, m, n, k, chunks, n16,
                                  groups, group_size, zconst);
-  return dtype == kcm::kHalf ? kcm::launch_tile_half(p, fmt, bmx, rw, split, stream)
-                             : kcm::launch_tile_bfloat16(p, fmt, bmx, rw, split, stream);
+  return dtype == kcm::kHalf ? kcm::launch_tile_half(p, fmt, bmx, rw, split, variant, stream)
+                             : kcm::launch_tile_bfloat16(p, fmt, bmx, rw, split, variant, stream);
 }
 
 extern "C" int kcm_probe_dequantize(int dtype, int fmt, const void* w, const void* gscale,
@@ -42,9 +43,10 @@ extern "C" int kcm_probe_dequantize(int dtype, int fmt, const void* w, const voi
                              : kcm::launch_dequantize_bfloat16(p, fmt, stream);
 }
 
-extern "C" int kcm_probe_tile_clusters(int dtype, int fmt, int bmx, int rw, int split) {
-  return dtype == kcm::kHalf ? kcm::tile_clusters_half(fmt, bmx, rw, split)
-                             : kcm::tile_clusters_bfloat16(fmt, bmx, rw, split);
+extern "C" int kcm_probe_tile_clusters(int dtype, int fmt, int bmx, int rw, int split,
+                                       int variant) {
+  return dtype == kcm::kHalf ? kcm::tile_clusters_half(fmt, bmx, rw, split, variant)
+                             : kcm::tile_clusters_bfloat16(fmt, bmx, rw, split, variant);
 }
 
 // Probe variant: activations pre-permuted into the kernel's channel order (16-byte copies).

@@ -183,7 +183,7 @@ class _StreamKernel:
             plan = self._tile.plan(m)
             out = tile.tile_gemm(
                 x2, layer.weight, layer.weight_scale, zeros, gtab, chan, bias, self._fmt, n,
-                self._group_size, self._zconst, plan.bmx, plan.rw, plan.split,
+                self._group_size, self._zconst, plan.bmx, plan.rw, plan.split, plan.variant,
             )
         elif m >= DEQUANT_MATMUL_MIN_M[self._fmt]:
             weight = ops.dequantize(

@@ -1,10 +1,13 @@
-"""The tile kernel's host side: which tile shape and split serve a GEMM, and its custom op.
+"""The tile kernel's host side: which variant, tile shape and split serve a GEMM, and its op.
 
 The tile kernel (``csrc/tile_gemm.cuh``) runs the packed weights through wgmma on SM90 for
 M >= :data:`TILE_MIN_M`: a block computes ``128 * rw`` weight rows x ``bmx`` tokens, and ``split``
-blocks of a thread-block cluster share K when the block count alone would leave SMs idle.
-:func:`tile_plan` chooses these by a small cost model (waves of blocks times the work of one
-block, scaled by the efficiency measured per tile shape), so the choice is testable on the CPU.
+blocks of a thread-block cluster share K when the block count alone would leave SMs idle. Two
+launch variants exist (:data:`TILE_VARIANTS`): the barrier kernel (every warp copies, one
+block-wide barrier per chunk) and the warp-specialized one (a producer warpgroup, stages handed
+over by mbarriers). :func:`tile_plan` chooses among the variants and shapes that have a measured
+per-chunk time (:data:`CHUNK_US`) by a small cost model (waves of blocks times the work of one
+block), so the choice is testable on the CPU.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import torch
 from kernel_core_marlin import ops
 
 __all__ = [
+    "TILE_VARIANTS",
+    "CHUNK_US",
     "TILE_MIN_M",
     "TILE_MAX_M",
     "TILE_SHAPES",
@@ -38,10 +43,17 @@ TILE_MIN_M = 33
 #: M=512 the two tie on 28672x8192 (561 vs 556 us), the tile kernel wins on 8192x28672 and
 #: 8192x8192 by 10-13% and loses on 10240x8192 by 25%; at M=1024 decode + cuBLAS wins on all four.
 TILE_MAX_M = 512
+#: Launch variants of the tile kernel (the op's ``variant`` argument): 0 every warp copies and a
+#: block-wide barrier per chunk (measured, the dispatch's); 1 warp-specialized (a producer
+#: warpgroup, mbarrier stage handoff; built, not yet measured on a GPU).
+TILE_VARIANTS = {0: "barrier", 1: "specialized"}
 #: (bmx, rw) instances built, with the time one block of that shape takes per 64-channel chunk
-#: when it has its SM to itself (us, H100, probe runs 2-3: the same at 32 or 132 blocks, so a
-#: per-SM cost, not a shared-bandwidth one).
+#: when it has its SM to itself (us, H100, probe runs 2-3, barrier variant: the same at 32 or 132
+#: blocks, so a per-SM cost, not a shared-bandwidth one).
 TILE_SHAPES = {(64, 1): 0.50, (64, 2): 0.75, (128, 1): 0.70, (128, 2): 1.09, (256, 1): 1.07}
+#: Measured per-chunk times by (variant, bmx, rw): the candidates the planner weighs. A variant
+#: joins when a GPU run has measured it (gpu/probe_tile.py writes these times).
+CHUNK_US = {(0, bmx, rw): us for (bmx, rw), us in TILE_SHAPES.items()}
 #: Most blocks of one cluster (the portable cluster size).
 MAX_SPLIT = 8
 #: Fixed cost of one block in chunks (ring fill, epilogue), and the extra cost of a cluster
@@ -59,6 +71,7 @@ class TilePlan:
     bmx: int
     rw: int
     split: int
+    variant: int
     reason: str
 
 
@@ -67,64 +80,75 @@ def tile_supported(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.get_device_capability(device) == (9, 0)
 
 
-#: Clusters of ``split`` blocks of shape ``(bmx, rw)`` that fit on the device at once.
-ClusterLimits = Mapping[tuple[int, int, int], int]
+#: Clusters of ``split`` blocks of variant ``variant`` and shape ``(bmx, rw)`` that fit on the
+#: device at once, by ``(variant, bmx, rw, split)``.
+ClusterLimits = Mapping[tuple[int, int, int, int], int]
+#: Per-chunk time in us of one block by ``(variant, bmx, rw)`` (see :data:`CHUNK_US`).
+ChunkTimes = Mapping[tuple[int, int, int], float]
 
 
-def ideal_cluster_limits(sms: int) -> dict[tuple[int, int, int], int]:
+def ideal_cluster_limits(sms: int) -> dict[tuple[int, int, int, int], int]:
     """One block per SM and no GPC boundaries: what a device reports at best (the measured
     limits, :func:`device_cluster_limits`, are lower for clusters of 4 and more)."""
-    return {(bmx, rw, split): sms // split for (bmx, rw) in TILE_SHAPES
-            for split in range(1, MAX_SPLIT + 1)}
+    return {(variant, bmx, rw, split): sms // split for variant in TILE_VARIANTS
+            for (bmx, rw) in TILE_SHAPES for split in range(1, MAX_SPLIT + 1)}
 
 
-def _waves_and_cost(m: int, n: int, chunks: int, bmx: int, rw: int, split: int,
-                    limits: ClusterLimits, sms: int) -> tuple[int, float]:
-    """Waves of clusters and the modelled time in us."""
+def _waves_and_cost(m: int, n: int, chunks: int, shape: tuple[int, int, int], split: int,
+                    limits: ClusterLimits, sms: int, chunk_us: ChunkTimes) -> tuple[int, float]:
+    """Waves of clusters and the modelled time in us of ``shape = (variant, bmx, rw)``."""
+    variant, bmx, rw = shape
     clusters = math.ceil(n / (128 * rw)) * math.ceil(m / bmx)
-    fit = max(1, limits[(bmx, rw, split)])
+    fit = max(1, limits[(variant, bmx, rw, split)])
     waves = math.ceil(clusters / fit)
     per_block = math.ceil(chunks / split) + _BLOCK_OVERHEAD_CHUNKS
     if split > 1:
         per_block += _SPLIT_OVERHEAD_CHUNKS
-    chunk_us = TILE_SHAPES[(bmx, rw)]
+    us = chunk_us[shape]
     if min(clusters, fit) * split > sms:  # some SMs hold two blocks
-        chunk_us *= _SHARED_SM_SLOWDOWN
-    return waves, waves * per_block * chunk_us
+        us *= _SHARED_SM_SLOWDOWN
+    return waves, waves * per_block * us
 
 
-def tile_plan(m: int, n: int, chunks: int, limits: ClusterLimits, sms: int) -> TilePlan:
-    """The cheapest (bmx, rw, split) for ``m`` tokens, ``n`` weight rows and ``chunks`` 64-channel
-    chunks of K, given how many clusters of each shape and split fit on the device at once and
-    its SM count."""
+def tile_plan(m: int, n: int, chunks: int, limits: ClusterLimits, sms: int,
+              chunk_us: ChunkTimes = CHUNK_US) -> TilePlan:
+    """The cheapest (variant, bmx, rw, split) for ``m`` tokens, ``n`` weight rows and ``chunks``
+    64-channel chunks of K, given how many clusters of each fit on the device at once, its SM
+    count and the per-chunk times of the candidates (only measured ones by default)."""
     if m < 1 or n < 1 or chunks < 1:
         raise ValueError(f"m, n and chunks must be positive, found {m}, {n}, {chunks}")
-    best: tuple[float, int, int, int, int] | None = None
-    for (bmx, rw) in TILE_SHAPES:
+    unknown = sorted({shape[0] for shape in chunk_us} - set(TILE_VARIANTS))
+    if unknown:
+        raise ValueError(f"tile variants must be among {sorted(TILE_VARIANTS)}, found {unknown}")
+    best: tuple[float, tuple[int, int, int], int, int] | None = None
+    for shape in chunk_us:
+        _, bmx, rw = shape
         if bmx > 64 and bmx // 2 >= m:  # a block twice as wide as M wastes half its wgmma
             continue
         for split in range(1, min(MAX_SPLIT, chunks) + 1):
-            waves, cost = _waves_and_cost(m, n, chunks, bmx, rw, split, limits, sms)
+            waves, cost = _waves_and_cost(m, n, chunks, shape, split, limits, sms, chunk_us)
             if best is None or cost < best[0]:
-                best = (cost, bmx, rw, split, waves)
-    assert best is not None
-    bmx, rw, split, waves = best[1:]
+                best = (cost, shape, split, waves)
+    if best is None:
+        raise ValueError(f"no tile shape among {sorted(chunk_us)} serves m={m}")
+    cost, (variant, bmx, rw), split, waves = best
     blocks = math.ceil(n / (128 * rw)) * math.ceil(m / bmx) * split
     reason = (f"{blocks} blocks of {128 * rw} rows x {bmx} tokens x {math.ceil(chunks / split)} "
-              f"chunks in clusters of {split}, {waves} wave(s): lowest modelled time "
-              f"({best[0]:.0f} us)")
-    return TilePlan(bmx, rw, split, reason)
+              f"chunks in clusters of {split}, {TILE_VARIANTS[variant]} kernel, {waves} wave(s): "
+              f"lowest modelled time ({cost:.0f} us)")
+    return TilePlan(bmx, rw, split, variant, reason)
 
 
-def device_cluster_limits(device: torch.device, fmt: int) -> dict[tuple[int, int, int], int]:
-    """The device's answer (cudaOccupancyMaxActiveClusters) for every shape and split."""
+def device_cluster_limits(device: torch.device, fmt: int) -> dict[tuple[int, int, int, int], int]:
+    """The device's answer (cudaOccupancyMaxActiveClusters) for every variant, shape and split."""
     module = ops.extension(device)
     limits = {}
     with torch.cuda.device(device):
-        for (bmx, rw) in TILE_SHAPES:
-            for split in range(1, MAX_SPLIT + 1):
-                found = module.tile_clusters(fmt, bmx, rw, split)
-                limits[(bmx, rw, split)] = max(0, found)
+        for variant in TILE_VARIANTS:
+            for (bmx, rw) in TILE_SHAPES:
+                for split in range(1, MAX_SPLIT + 1):
+                    found = module.tile_clusters(fmt, bmx, rw, split, variant)
+                    limits[(variant, bmx, rw, split)] = max(0, found)
     return limits
 
 
@@ -132,8 +156,10 @@ class TileDispatch:
     """The tile kernel for one processed layer: the device's cluster limits, read once at load
     (outside any graph capture), and the plan of every M seen (planning runs in Python)."""
 
-    def __init__(self, limits: ClusterLimits, sms: int, n: int, chunks: int) -> None:
+    def __init__(self, limits: ClusterLimits, sms: int, n: int, chunks: int,
+                 chunk_us: ChunkTimes = CHUNK_US) -> None:
         self.limits, self.sms, self.n, self.chunks = dict(limits), sms, n, chunks
+        self.chunk_us = dict(chunk_us)
         self._plans: dict[int, TilePlan] = {}
 
     @classmethod
@@ -150,7 +176,8 @@ class TileDispatch:
     def plan(self, m: int) -> TilePlan:
         found = self._plans.get(m)
         if found is None:
-            found = self._plans[m] = tile_plan(m, self.n, self.chunks, self.limits, self.sms)
+            found = self._plans[m] = tile_plan(m, self.n, self.chunks, self.limits, self.sms,
+                                               self.chunk_us)
         return found
 
 
@@ -170,6 +197,7 @@ def tile_gemm(
     bmx: int,
     rw: int,
     split: int,
+    variant: int,
 ) -> torch.Tensor:
     """``x [M, K]`` (16-bit, contiguous, SM90) times the packed weight: ``[M, n]`` in x's dtype."""
     if x.data_ptr() % 4:  # the kernel copies activations a 4-byte channel pair at a time
@@ -181,12 +209,12 @@ def tile_gemm(
             x, qweight, gscale, zeros if zeros is not None else empty,
             gtab if gtab is not None else empty, chan if chan is not None else empty,
             bias if bias is not None else empty, out, fmt, group_size, zconst, bmx, rw, split,
-            torch.cuda.current_stream(x.device).cuda_stream,
+            variant, torch.cuda.current_stream(x.device).cuda_stream,
         )
     return out
 
 
 @tile_gemm.register_fake
 def _tile_gemm_fake(x, qweight, gscale, zeros, gtab, chan, bias, fmt, n, group_size, zconst,
-                    bmx, rw, split):
+                    bmx, rw, split, variant):
     return x.new_empty((x.shape[0], n))

@@ -17,11 +17,24 @@ from kernel_core_marlin import ops, tile
 from kernel_core_marlin.kernels import MarlinMPLinearKernel
 
 SMS = 132
-#: An H100's answers (cudaOccupancyMaxActiveClusters, probe run 2): a cluster must sit in one
-#: GPC, so clusters of 3+ blocks leave SMs idle; 64x128 blocks fit twice per SM.
-H100_LIKE = {**{(b, r, s): c for (b, r) in tile.TILE_SHAPES
-                for s, c in zip(range(1, 9), (132, 66, 39, 30, 22, 17, 15, 15))},
-             **{(64, 1, s): c for s, c in zip(range(1, 9), (264, 132, 79, 62, 47, 39, 32, 30))}}
+#: An H100's answers (cudaOccupancyMaxActiveClusters, probe run 2, barrier variant): a cluster
+#: must sit in one GPC, so clusters of 3+ blocks leave SMs idle; 64x128 blocks fit twice per SM.
+#: The specialized variant (384 threads x 168 registers) holds one block per SM in every shape;
+#: its limits here assume the same GPC sizes (not measured yet).
+_ONE_PER_SM = (132, 66, 39, 30, 22, 17, 15, 15)
+H100_LIKE = {**{(v, b, r, s): c for v in tile.TILE_VARIANTS for (b, r) in tile.TILE_SHAPES
+                for s, c in zip(range(1, 9), _ONE_PER_SM)},
+             **{(0, 64, 1, s): c for s, c in zip(range(1, 9), (264, 132, 79, 62, 47, 39, 32, 30))}}
+#: Plans of the barrier variant before the specialized one existed (rev b675cb9), by (m, n,
+#: chunks): (bmx, rw, split). The default dispatch must keep them until a GPU run measures
+#: the specialized variant.
+PLANS_B675CB9 = {
+    (64, 28672, 128): (64, 2, 1), (64, 8192, 128): (64, 1, 2), (64, 10240, 128): (64, 2, 5),
+    (64, 8192, 448): (64, 1, 2), (128, 28672, 128): (128, 2, 1), (128, 8192, 128): (128, 1, 2),
+    (128, 10240, 128): (128, 2, 5), (128, 8192, 448): (128, 1, 2), (256, 28672, 128): (256, 1, 1),
+    (256, 8192, 128): (256, 1, 2), (256, 10240, 128): (256, 1, 4), (256, 8192, 448): (256, 1, 2),
+    (48, 28672, 128): (64, 2, 1), (300, 1000, 16): (64, 1, 3), (511, 256, 4): (64, 1, 4),
+}
 
 
 def test_plan_fills_the_device_for_a_wide_layer() -> None:
@@ -61,6 +74,45 @@ def test_plan_rejects_empty_problems() -> None:
         tile.tile_plan(0, 28672, 128, H100_LIKE, SMS)
 
 
+def test_default_plans_are_the_measured_barrier_ones() -> None:
+    for (m, n, chunks), shape in PLANS_B675CB9.items():
+        plan = tile.tile_plan(m, n, chunks, H100_LIKE, SMS)
+        assert (plan.bmx, plan.rw, plan.split, plan.variant) == (*shape, 0), (m, n, chunks, plan)
+        assert "barrier kernel" in plan.reason
+
+
+def _with_specialized(factor: float) -> dict[tuple[int, int, int], float]:
+    """The measured table plus the specialized variant at ``factor`` times the barrier's time."""
+    return {**tile.CHUNK_US, **{(1, b, r): us * factor for (_, b, r), us in tile.CHUNK_US.items()}}
+
+
+def test_plan_takes_the_specialized_variant_once_measured_faster() -> None:
+    for m in (64, 128, 256):
+        plan = tile.tile_plan(m, 28672, 128, H100_LIKE, SMS, _with_specialized(0.6))
+        assert plan.variant == 1 and "specialized kernel" in plan.reason, (m, plan)
+    dispatch = tile.TileDispatch(H100_LIKE, SMS, 28672, 128, _with_specialized(0.6))
+    assert dispatch.plan(128).variant == 1
+
+
+def test_plan_keeps_the_barrier_variant_where_it_is_faster() -> None:
+    for m in (64, 128, 256):
+        plan = tile.tile_plan(m, 28672, 128, H100_LIKE, SMS, _with_specialized(1.3))
+        assert plan.variant == 0, (m, plan)
+
+
+def test_plan_counts_the_second_block_per_sm_only_where_it_fits() -> None:
+    """At equal per-chunk times, 64x128 blocks of the barrier kernel fit twice per SM (one wave
+    where the specialized kernel needs two), so a 256-block problem stays on the barrier one."""
+    times = {(0, 64, 1): 0.5, (1, 64, 1): 0.5}
+    plan = tile.tile_plan(64, 256 * 128, 4, H100_LIKE, SMS, times)
+    assert (plan.variant, plan.split) == (0, 1) and "1 wave" in plan.reason, plan
+
+
+def test_plan_rejects_unknown_variants() -> None:
+    with pytest.raises(ValueError, match="variants must be among"):
+        tile.tile_plan(64, 8192, 128, H100_LIKE, SMS, {(2, 64, 1): 0.5})
+
+
 def test_dispatch_serves_its_range_and_caches_plans() -> None:
     dispatch = tile.TileDispatch(H100_LIKE, SMS, 28672, 128)
     assert not dispatch.serves(tile.TILE_MIN_M - 1)
@@ -84,7 +136,7 @@ def test_apply_weights_routes_by_m(monkeypatch: pytest.MonkeyPatch, m: int) -> N
     calls: list[tuple] = []
 
     def fake_tile(x, *args):
-        calls.append(("tile", *args[-3:]))
+        calls.append(("tile", *args[-4:]))
         return x.new_zeros(x.shape[0], 256)
 
     def fake_gemm(x, *args):
@@ -109,7 +161,7 @@ def test_apply_weights_routes_by_m(monkeypatch: pytest.MonkeyPatch, m: int) -> N
         assert without == with_tile == ("stream",)
     else:
         plan = kernel._tile.plan(m)
-        assert with_tile == ("tile", plan.bmx, plan.rw, plan.split)
+        assert with_tile == ("tile", plan.bmx, plan.rw, plan.split, plan.variant)
         assert without[0] in ("stream", "dequantize")
 
 
@@ -122,7 +174,8 @@ TORCH_CUDA_FLAGS = ["-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSION
 @pytest.mark.slow
 @pytest.mark.skipif(not Path(NVCC).exists(), reason="nvcc is not installed")
 def test_tile_sources_compile(tmp_path: Path) -> None:
-    """wgmma kernels for sm_90a without ptxas serialization warnings; stubs for sm_80."""
+    """wgmma kernels (both variants) for sm_90a without ptxas serialization warnings, with
+    setmaxnreg honoured and no spills; stubs for sm_80."""
     jobs = {
         "bf16 sm_90a": [NVCC, *TORCH_CUDA_FLAGS, "-std=c++17", "-O3", "-Xptxas", "-v",
                         "-gencode=arch=compute_90a,code=sm_90a", "-c",
@@ -138,5 +191,6 @@ def test_tile_sources_compile(tmp_path: Path) -> None:
         assert proc.returncode == 0, f"{name} failed:\n{output[-3000:]}"
         assert "C7513" not in output and "C7510" not in output, (
             f"{name}: ptxas serialized the wgmmas:\n{output[-3000:]}")
+        assert "C7508" not in output, f"{name}: ptxas ignored setmaxnreg:\n{output[-3000:]}"
         spills = [int(v) for v in re.findall(r"(\d+) bytes spill stores", output)]
         assert not any(spills), f"{name}: register spills {spills}"

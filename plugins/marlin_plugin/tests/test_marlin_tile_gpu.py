@@ -1,6 +1,7 @@
-"""On an SM90 GPU: the tile kernel (wgmma, M >= 33) against float64 for every format, M with and
-without tails, every tile shape and split with NaN-poisoned outputs, bias, and apply_weights
-through CUDA-graph replay and torch.compile(fullgraph=True)."""
+"""On an SM90 GPU: the tile kernel (wgmma, M >= 33), both launch variants (barrier and
+warp-specialized), against float64 for every format, M with and without tails, every tile shape
+and split with NaN-poisoned outputs, bias, and apply_weights through CUDA-graph replay and
+torch.compile(fullgraph=True)."""
 
 from __future__ import annotations
 
@@ -78,7 +79,7 @@ def _inputs(config, layer, m: int):
     return x, x2, bias
 
 
-def _launch(kernel, layer, x2, bias, out, bmx: int, rw: int, split: int) -> None:
+def _launch(kernel, layer, x2, bias, out, bmx: int, rw: int, split: int, variant: int) -> None:
     empty = x2.new_empty(0)
 
     def given(name: str) -> torch.Tensor:
@@ -88,30 +89,33 @@ def _launch(kernel, layer, x2, bias, out, bmx: int, rw: int, split: int) -> None
     ops.extension().tile_gemm(
         x2, layer.weight, layer.weight_scale, given("weight_zero_point"),
         given("weight_group_table"), given("weight_channel_scale"), bias, out, kernel._fmt,
-        kernel._group_size, kernel._zconst, bmx, rw, split,
+        kernel._group_size, kernel._zconst, bmx, rw, split, variant,
         torch.cuda.current_stream().cuda_stream)
 
 
+@pytest.mark.parametrize("variant", sorted(tile.TILE_VARIANTS))
 @pytest.mark.parametrize("name", list(FORMATS))
 @pytest.mark.parametrize("m", [64, 65, 128, 200, 256, 1000, 4096])
-def test_planned_tile_against_float64(name: str, m: int) -> None:
-    """The plan's launch for every M (apply_weights sends M >= TILE_MAX_M to decode + cuBLAS, the
-    op serves any M), output poisoned with NaN first."""
+def test_planned_tile_against_float64(name: str, m: int, variant: int) -> None:
+    """The plan's shape and split for every M in either variant (apply_weights sends M >=
+    TILE_MAX_M to decode + cuBLAS, the op serves any M), output poisoned with NaN first."""
     config = FORMATS[name]
     kernel, layer, reference = _processed(config)
     x, x2, bias = _inputs(config, layer, m)
     plan = kernel._tile.plan(m)
     out = torch.full((m, config.out_features), float("nan"), device="cuda",
                      dtype=config.act_dtype)
-    _launch(kernel, layer, x2, bias, out, plan.bmx, plan.rw, plan.split)
+    _launch(kernel, layer, x2, bias, out, plan.bmx, plan.rw, plan.split, variant)
     expected = x.double() @ reference.T + bias.double()
     assert bool(torch.isfinite(out).all()), plan
     assert _error(out, expected) < 1e-2, (plan, _error(out, expected))
 
 
-@pytest.mark.parametrize("name", ["int4-g128-bf16", "nvfp4-fp16", "uint8b128-g32-bf16"])
+@pytest.mark.parametrize("variant", sorted(tile.TILE_VARIANTS))
+@pytest.mark.parametrize("name", ["int4-g128-bf16", "nvfp4-fp16", "uint8b128-g32-bf16",
+                                  "act-order-uint4-zp-fp16"])
 @pytest.mark.parametrize("m", [64, 200])
-def test_every_tile_shape_and_split(name: str, m: int) -> None:
+def test_every_tile_shape_and_split(name: str, m: int, variant: int) -> None:
     config = FORMATS[name]
     kernel, layer, reference = _processed(config)
     x, x2, bias = _inputs(config, layer, m)
@@ -121,9 +125,82 @@ def test_every_tile_shape_and_split(name: str, m: int) -> None:
         for split in sorted({1, 2, min(3, chunks), min(tile.MAX_SPLIT, chunks)}):
             out = torch.full((m, config.out_features), float("nan"), device="cuda",
                              dtype=config.act_dtype)
-            _launch(kernel, layer, x2, bias, out, bmx, rw, split)
+            _launch(kernel, layer, x2, bias, out, bmx, rw, split, variant)
             assert bool(torch.isfinite(out).all()), (bmx, rw, split)
             assert _error(out, expected) < 1e-2, (bmx, rw, split, _error(out, expected))
+
+
+@pytest.mark.parametrize("split", [1, 3])
+def test_specialized_variant_over_many_ring_passes(split: int) -> None:
+    """A long K (448 chunks: dozens of passes over every stage, so the full/empty phases wrap
+    many times) with a partial last row block and a partial token block."""
+    config = MPLinearLayerConfig(weight_shape=(200, 28672), group_size=128)
+    kernel, layer, reference = _processed(config)
+    x, x2, bias = _inputs(config, layer, 77)
+    expected = x.double() @ reference.T + bias.double()
+    for bmx, rw in tile.TILE_SHAPES:
+        out = torch.full((77, 200), float("nan"), device="cuda", dtype=config.act_dtype)
+        _launch(kernel, layer, x2, bias, out, bmx, rw, split, 1)
+        assert bool(torch.isfinite(out).all()), (bmx, rw)
+        assert _error(out, expected) < 1e-2, (bmx, rw, _error(out, expected))
+
+
+def test_variants_agree() -> None:
+    """Same decode, same wgmmas, same order of the K sums within a block: the two variants'
+    outputs match to a few bf16 rounding steps."""
+    config = FORMATS["int4-g128-bf16"]
+    kernel, layer, _ = _processed(config)
+    _, x2, bias = _inputs(config, layer, 128)
+    outs = []
+    for variant in sorted(tile.TILE_VARIANTS):
+        out = torch.full((128, config.out_features), float("nan"), device="cuda",
+                         dtype=config.act_dtype)
+        _launch(kernel, layer, x2, bias, out, 128, 2, 1, variant)
+        outs.append(out.double())
+    assert _error(outs[1], outs[0]) < 1e-3
+
+
+def test_specialized_split_k_graph_replay() -> None:
+    """The specialized variant with a cluster split through the custom op under graph replay:
+    partial sums must not leak between replays, the mbarriers are re-initialized per launch."""
+    config = MPLinearLayerConfig(weight_shape=(256, 8192), group_size=128)
+    kernel, layer, reference = _processed(config)
+    x = torch.randn(64, 8192, device="cuda", dtype=config.act_dtype)
+
+    def run() -> torch.Tensor:
+        return tile.tile_gemm(x, layer.weight, layer.weight_scale,
+                              getattr(layer, "weight_zero_point", None),
+                              getattr(layer, "weight_group_table", None),
+                              getattr(layer, "weight_channel_scale", None), None, kernel._fmt,
+                              256, kernel._group_size, kernel._zconst, 64, 1, 4, 1)
+
+    run()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = run()
+    for _ in range(3):
+        x.copy_(torch.randn_like(x))
+        out.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert bool(torch.isfinite(out).all())
+        assert _error(out, x.double() @ reference.T) < 1e-2
+
+
+def test_specialized_op_under_torch_compile() -> None:
+    config = FORMATS["nvfp4-fp16"]
+    kernel, layer, reference = _processed(config)
+    x = torch.randn(96, config.in_features, device="cuda", dtype=config.act_dtype)
+    chan = getattr(layer, "weight_channel_scale", None)
+
+    @torch.compile(fullgraph=True)
+    def forward(inp: torch.Tensor) -> torch.Tensor:
+        return tile.tile_gemm(inp, layer.weight, layer.weight_scale, None, None, chan, None,
+                              kernel._fmt, config.out_features, kernel._group_size,
+                              kernel._zconst, 128, 1, 1, 1) * 2
+
+    assert _error(forward(x), 2 * (x.double() @ reference.T)) < 1e-2
 
 
 @pytest.mark.parametrize("name", list(FORMATS))

@@ -57,8 +57,10 @@ void gemm(const torch::Tensor& x, const torch::Tensor& qweight, const torch::Ten
               "16-byte aligned");
   TORCH_CHECK(x.size(1) <= qweight.size(1) * 64, "kernel_core_marlin: K=", x.size(1),
               " exceeds the packed K ", qweight.size(1) * 64);
-  TORCH_CHECK(wn * wk <= 8 && wn >= 1 && wk >= 1, "kernel_core_marlin: at most 8 warps per block, "
-              "found wn=", wn, " wk=", wk);
+  const bool wide_bulk = pipeline == 3 && wn == 1 && wk == 16;  // 16 consumer warps
+  TORCH_CHECK((wn * wk <= 8 || wide_bulk) && wn >= 1 && wk >= 1, "kernel_core_marlin: at most 8 "
+              "warps per block (16 consumer warps with pipeline 3), found wn=", wn, " wk=", wk,
+              " pipeline=", pipeline);
   kcm::GemmParams p = make_params(qweight, gscale, zeros, gtab, chan, out.size(1), group_size, zconst);
   p.x = x.data_ptr();
   p.bias = optional_ptr(bias);
@@ -96,7 +98,8 @@ void dequantize(const torch::Tensor& qweight, const torch::Tensor& gscale,
 void tile_gemm(const torch::Tensor& x, const torch::Tensor& qweight, const torch::Tensor& gscale,
                const torch::Tensor& zeros, const torch::Tensor& gtab, const torch::Tensor& chan,
                const torch::Tensor& bias, torch::Tensor& out, int64_t fmt, int64_t group_size,
-               int64_t zconst, int64_t bmx, int64_t rw, int64_t split, int64_t stream) {
+               int64_t zconst, int64_t bmx, int64_t rw, int64_t split, int64_t variant,
+               int64_t stream) {
   TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "kernel_core_marlin: x must be contiguous 2-D");
   TORCH_CHECK(x.size(1) % 16 == 0, "kernel_core_marlin: K must be a multiple of 16, found ", x.size(1));
   TORCH_CHECK(x.size(1) <= qweight.size(1) * 64, "kernel_core_marlin: K=", x.size(1),
@@ -106,6 +109,8 @@ void tile_gemm(const torch::Tensor& x, const torch::Tensor& qweight, const torch
               "kernel_core_marlin: out must be contiguous [M, N] in x's dtype");
   TORCH_CHECK(split >= 1 && split <= 8 && split <= qweight.size(1), "kernel_core_marlin: split must "
               "lie in [1, min(8, chunks=", qweight.size(1), ")], found ", split);
+  TORCH_CHECK(variant == 0 || variant == 1, "kernel_core_marlin: tile variant must be 0 (barrier) "
+              "or 1 (warp-specialized), found ", variant);
   kcm::GemmParams p = make_params(qweight, gscale, zeros, gtab, chan, out.size(1), group_size, zconst);
   p.x = x.data_ptr();
   p.bias = optional_ptr(bias);
@@ -118,22 +123,23 @@ void tile_gemm(const torch::Tensor& x, const torch::Tensor& qweight, const torch
   const int code =
       dtype_code(x) == kcm::kHalf
           ? kcm::launch_tile_half(p, f, static_cast<int>(bmx), static_cast<int>(rw),
-                                  static_cast<int>(split), s)
+                                  static_cast<int>(split), static_cast<int>(variant), s)
           : kcm::launch_tile_bfloat16(p, f, static_cast<int>(bmx), static_cast<int>(rw),
-                                      static_cast<int>(split), s);
+                                      static_cast<int>(split), static_cast<int>(variant), s);
   check_launch(code);
 }
 
-int64_t tile_clusters(int64_t fmt, int64_t bmx, int64_t rw, int64_t split) {
+int64_t tile_clusters(int64_t fmt, int64_t bmx, int64_t rw, int64_t split, int64_t variant) {
   // Shared memory, not the activation type, decides the occupancy: the bfloat16 instances answer.
   return kcm::tile_clusters_bfloat16(static_cast<int>(fmt), static_cast<int>(bmx),
-                                     static_cast<int>(rw), static_cast<int>(split));
+                                     static_cast<int>(rw), static_cast<int>(split),
+                                     static_cast<int>(variant));
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gemm", &gemm, "weight-only GEMM on the repacked layout (writes out)");
   m.def("dequantize", &dequantize, "decode the repacked layout into a 16-bit [N, C*64] matrix");
   m.def("tile_gemm", &tile_gemm, "SM90 wgmma tile GEMM on the repacked layout (writes out)");
-  m.def("tile_clusters", &tile_clusters, "clusters of a tile shape and split that fit at once "
+  m.def("tile_clusters", &tile_clusters, "clusters of a tile shape, split and variant that fit at once "
         "(negative: minus a cudaError_t value)");
 }

@@ -3,12 +3,13 @@
 
 namespace kcm {
 
-int launch_tile_half(const GemmParams& p, int fmt, int bmx, int rw, int split, void* stream) {
-  return launch_tile_typed<half>(p, fmt, bmx, rw, split, stream);
+int launch_tile_half(const GemmParams& p, int fmt, int bmx, int rw, int split, int variant,
+                     void* stream) {
+  return launch_tile_typed<half>(p, fmt, bmx, rw, split, variant, stream);
 }
 
-int tile_clusters_half(int fmt, int bmx, int rw, int split) {
-  return tile_clusters_typed<half>(fmt, bmx, rw, split);
+int tile_clusters_half(int fmt, int bmx, int rw, int split, int variant) {
+  return tile_clusters_typed<half>(fmt, bmx, rw, split, variant);
 }
 
 }  // namespace kcm

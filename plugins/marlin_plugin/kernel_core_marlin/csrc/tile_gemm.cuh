@@ -23,6 +23,11 @@
 // cluster along x: each block of the cluster takes a share of the chunks, and the partial sums
 // are added through distributed shared memory. No global workspace, nothing to zero between
 // CUDA-graph replays.
+//
+// Two launch variants share the layout, the copies, the decode, the wgmmas and the epilogue:
+// tile_gemm_kernel (every warp copies for itself, one block-wide barrier per chunk; measured,
+// the dispatch's) and tile_gemm_ws_kernel (a producer warpgroup copies, per-stage full/empty
+// mbarriers hand stages over, so the consumer warpgroups run decoupled; see its comment).
 #pragma once
 
 #include <cooperative_groups.h>
@@ -169,215 +174,206 @@ struct TileLayout {
   static constexpr int kAhead = kStages - 2;  // chunks in flight ahead of the one computed
   static constexpr int kReduceBytes = kRows * BMX * 4;
   static constexpr size_t kSmemBytes = static_cast<size_t>(kStages) * kStageBytes + 1024;
+  // The warp-specialized kernel's mbarriers (full[kStages], empty[kStages]) follow the ring.
+  static constexpr int kBarriers = kStages * kStageBytes;
+  static constexpr size_t kSmemBytesWs = kSmemBytes + 2 * 8 * kStages;
   static_assert(kStages >= 3, "a stage must leave room for three in the ring");
   static_assert(kReduceBytes <= kStages * kStageBytes, "split-K partials must fit in the ring");
 };
 
-// One block: 256 threads = 2 warpgroups; warp w owns the 16-row tiles ((w / 4) RW + r) 4 + w % 4.
+// The cp.async copies of one thread, chunk after chunk of its block: activation rows and weight
+// tiles (codes, scale and zero-point words). With kCopyWarps = 8 (tile_gemm_kernel) warp w copies
+// activation rows w + 8 j and its own tiles ((w / 4) RW + r) 4 + w % 4; with kCopyWarps = 4 (the
+// producer warpgroup of tile_gemm_ws_kernel) warp w copies rows w + 4 j and the tiles of consumer
+// warps w and w + 4. A lane copies word `lane` of a row to its permuted, swizzled place (see the
+// top of the file); rows at or past M are not copied at all (their columns of the product are
+// never stored), channels at or past K are zero-filled (they meet padding codes). Addresses
+// advance one chunk per copy_chunk (no division or modulo in the loop).
 // XP: the activations arrive already in the kernel's channel order (x_permuted_view), so each
 // thread copies whole 16-byte units (probe variant; four times fewer copies).
-template <typename T, int FMT, int BMX, int RW, bool XP = false>
-__global__ void __launch_bounds__(256, 1) tile_gemm_kernel(const GemmParams p) {
-#ifdef KCM_TILE_SM90
+template <typename T, int FMT, int BMX, int RW, bool XP, int kCopyWarps>
+struct TileCopies {
+  using Layout = TileLayout<FMT, BMX, RW>;
+  static constexpr int V = VecCount<FMT>::value;
+  static constexpr int kSets = 8 / kCopyWarps * RW;  // weight tiles per copying warp
+  static constexpr int kXRowsPerCopy = XP ? 32 : kCopyWarps;  // rows between one thread's copies
+  static_assert(kCopyWarps == 8 || (kCopyWarps == 4 && !XP), "8 copy warps, or 4 without XP");
+
+  const GemmParams& p;
+  const int lane;
+  int q0;     // the first tile set of this warp: tile (q0 + i) 4 + warp % 4 of the block
+  int wlane;  // warp % 4
+  int x_dst;
+  int x_flip;  // with 4 copy warps, odd copies land in rows with the other swizzle (unit ^ 4)
+  int x_rows;
+  size_t x_row_step;
+  const T* x_next;
+  int x_k;
+  const int4* w_next[kSets];
+  bool w_ok[kSets];
+  size_t s_row[kSets];  // this lane's scale-table word of group 0
+  int group_shift;
+  int group_k;
+
+  __device__ __forceinline__ TileCopies(const GemmParams& params, int n_block, int m0,
+                                        int c_begin, int warp, int lane_, int tid)
+      : p(params), lane(lane_) {
+    const int g = lane >> 2;
+    const int t = lane & 3;
+    q0 = kCopyWarps == 8 ? (warp >> 2) * RW : 0;
+    wlane = warp & 3;
+    const int x_row0 = XP ? tid >> 3 : warp;
+    x_dst = XP ? Layout::kX + x_row0 * 128 + (((tid & 7) ^ (x_row0 & 7)) * 16)
+               : Layout::kX + warp * 128 + ((lane & 7) ^ warp) * 16 + (lane >> 3) * 4;
+    x_flip = (x_dst ^ 64) - x_dst;
+    x_rows = min(max((p.M - m0 - x_row0 + kXRowsPerCopy - 1) / kXRowsPerCopy, 0),
+                 BMX / kXRowsPerCopy);
+    x_row_step = static_cast<size_t>(kXRowsPerCopy) * p.K;
+    const int x_col = XP ? (tid & 7) * 8 : 2 * lane;
+    x_next = static_cast<const T*>(p.x) + static_cast<size_t>(m0 + x_row0) * p.K + c_begin * 64 +
+             x_col;
+    x_k = c_begin * 64 + x_col;
+#pragma unroll
+    for (int i = 0; i < kSets; ++i) {
+      const int tile = n_block * Layout::kTiles + (q0 + i) * 4 + wlane;
+      w_ok[i] = tile < p.N16;
+      w_next[i] = static_cast<const int4*>(p.w) +
+                  (static_cast<size_t>(w_ok[i] ? tile : 0) * p.C + c_begin) * V * 32 + lane;
+      s_row[i] = static_cast<size_t>(w_ok[i] ? tile : 0) * p.G * 8 + g;
+    }
+    // The group of this lane's 16 channels: a table (act-order), a shift (power-of-two groups) or
+    // a division.
+    group_shift = (p.group_size & (p.group_size - 1)) == 0 ? __ffs(p.group_size) - 1 : -1;
+    group_k = c_begin * 64 + 16 * t;
+  }
+
+  // Issues the copies of the next chunk into `stage` (no commit) and advances.
+  __device__ __forceinline__ void copy_chunk(unsigned char* stage) {
+    const bool k_ok = x_k < p.K;
+    const T* src = x_next;
+    unsigned char* dst = stage + x_dst;
+    constexpr int kCopies = BMX / kXRowsPerCopy;
+    auto copy_x = [&](int j) {
+      unsigned char* d = dst + j * kXRowsPerCopy * 128;
+      if constexpr (kCopyWarps == 4) d += (j & 1) ? x_flip : 0;
+      if constexpr (XP) {
+        copy_async16(d, src, k_ok);
+      } else {
+        copy_async4(d, src, k_ok);
+      }
+    };
+    if (x_rows == kCopies) {  // a full block of tokens: no row predicates
+#pragma unroll
+      for (int j = 0; j < kCopies; ++j) {
+        copy_x(j);
+        src = step_pointer(src, x_row_step);
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < kCopies; ++j) {
+        if (j < x_rows) copy_x(j);
+        src = step_pointer(src, x_row_step);
+      }
+    }
+    int grp = p.gtab != nullptr ? __ldg(p.gtab + (group_k >> 4))
+              : group_shift >= 0 ? group_k >> group_shift
+                                 : group_k / p.group_size;
+    grp = min(grp, p.G - 1);
+#pragma unroll
+    for (int i = 0; i < kSets; ++i) {
+      const int local = (q0 + i) * 4 + wlane;
+#pragma unroll
+      for (int v = 0; v < V; ++v) {
+        copy_async16(stage + Layout::kW + (local * V + v) * 512 + lane * 16, w_next[i] + v * 32,
+                     w_ok[i]);
+      }
+      const size_t sidx = s_row[i] + static_cast<size_t>(grp) * 8;
+      copy_async4(stage + Layout::kScales + local * 128 + lane * 4, p.gscale + sidx, w_ok[i]);
+      if (p.zeros != nullptr) {
+        copy_async4(stage + Layout::kZeros + local * 128 + lane * 4, p.zeros + sidx, w_ok[i]);
+      }
+      w_next[i] += V * 32;
+    }
+    x_next += 64;
+    x_k += 64;
+    group_k += 64;
+  }
+};
+
+// Consumer warp `warp` (0..7) of a block decodes its RW tiles of one stage into A fragments.
+template <typename T, int FMT, int BMX, int RW>
+__device__ __forceinline__ void decode_chunk(const GemmParams& p, const unsigned char* stage,
+                                             int warp, int lane, uint32_t zconst_pair,
+                                             uint32_t (&a)[RW][4][4]) {
   using Layout = TileLayout<FMT, BMX, RW>;
   constexpr int V = VecCount<FMT>::value;
+#pragma unroll
+  for (int r = 0; r < RW; ++r) {
+    const int local = ((warp >> 2) * RW + r) * 4 + (warp & 3);
+    uint4 wv[V];
+#pragma unroll
+    for (int v = 0; v < V; ++v) {
+      wv[v] = *reinterpret_cast<const uint4*>(stage + Layout::kW + (local * V + v) * 512 +
+                                              lane * 16);
+    }
+    const uint32_t sw =
+        *reinterpret_cast<const uint32_t*>(stage + Layout::kScales + local * 128 + lane * 4);
+    const uint32_t zw =
+        p.zeros != nullptr
+            ? *reinterpret_cast<const uint32_t*>(stage + Layout::kZeros + local * 128 + lane * 4)
+            : zconst_pair;
+    const RowPair rp = make_row_pair<T, FMT>(sw, zw);
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+      decode_step<T, FMT>(step_word<FMT>(wv, s, 0), step_word<FMT>(wv, s, 1), rp, a[r][s]);
+    }
+  }
+}
+
+// Issues and commits the wgmmas of one chunk: the decoded A fragments times the activations of
+// the stage at `stage_offset` (bytes from the first stage, whose descriptor is desc0).
+template <typename T, int BMX, int RW>
+__device__ __forceinline__ void mma_chunk_async(float (&acc)[RW][BMX / 2],
+                                                uint32_t (&a)[RW][4][4], uint64_t desc0,
+                                                int stage_offset) {
+  uint64_t desc[4];  // step s reads bytes 32 s .. 32 s + 31 of every activation row
+#pragma unroll
+  for (int s = 0; s < 4; ++s) {
+    desc[s] = desc0 + ((stage_offset + 32 * s) >> 4);
+    pin_registers(desc[s]);
+  }
+#pragma unroll
+  for (int r = 0; r < RW; ++r) {
+#pragma unroll
+    for (int s = 0; s < 4; ++s) pin_registers(a[r][s]);
+    pin_registers(acc[r]);
+  }
+  wgmma_fence();
+#pragma unroll
+  for (int r = 0; r < RW; ++r) {
+#pragma unroll
+    for (int s = 0; s < 4; ++s) wgmma_rs<T, BMX>(acc[r], a[r][s], desc[s]);
+  }
+  wgmma_commit();
+#pragma unroll
+  for (int r = 0; r < RW; ++r) pin_registers(acc[r]);
+}
+
+// Writes chan[n] * acc + bias[n] of consumer thread `tid` (0..255), or with split-K first adds
+// the partial sums of the cluster: every block parks its sums in its own ring (thread-major,
+// conflict-free), then block `rank` adds the rank-th share of the elements over the whole
+// cluster. Threads that hold no sums (a producer warpgroup) call tile_epilogue_barriers instead.
+template <typename T, int FMT, int BMX, int RW>
+__device__ __forceinline__ void tile_epilogue(const GemmParams& p, float (&acc)[RW][BMX / 2],
+                                              unsigned char* smem,
+                                              const cooperative_groups::cluster_group& cluster,
+                                              int split, int rank, int n_block, int m0, int tid) {
+  using Layout = TileLayout<FMT, BMX, RW>;
   constexpr int kAcc = BMX / 2;
-  constexpr int kStages = Layout::kStages;
-  constexpr int kAhead = Layout::kAhead;
-  extern __shared__ unsigned char tile_smem_raw[];
-  // Aligned by offsetting the shared array itself, so the compiler keeps shared-memory loads.
-  unsigned char* smem =
-      tile_smem_raw + ((1024 - (static_cast<uint32_t>(__cvta_generic_to_shared(tile_smem_raw)) & 1023)) & 1023);
-
-  const cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
-  const int split = static_cast<int>(cluster.num_blocks());
-  const int rank = static_cast<int>(cluster.block_rank());
-  const int n_block = blockIdx.x / split;
-  const int m0 = blockIdx.y * BMX;
-  const int c_begin = rank * p.C / split;
-  const int count = (rank + 1) * p.C / split - c_begin;
-
-  const int tid = threadIdx.x;
   const int lane = tid & 31;
   const int warp = tid >> 5;
   const int g = lane >> 2;
   const int t = lane & 3;
-  int tile[RW];
-#pragma unroll
-  for (int r = 0; r < RW; ++r) {
-    tile[r] = n_block * Layout::kTiles + ((warp >> 2) * RW + r) * 4 + (warp & 3);
-  }
-  const T* x = static_cast<const T*>(p.x);
-  const uint32_t zconst_pair = floats_to_pair<T>(static_cast<float>(p.zconst),
-                                                 static_cast<float>(p.zconst));
-
-  // Copy state, advanced one chunk per issue (no division or modulo in the loop). This lane
-  // copies word `lane` of activation rows warp + 8 j (row & 7 == warp) to its permuted, swizzled
-  // place (see the top of the file); rows at or past M are not copied at all (their columns of
-  // the product are never stored), channels at or past K are zero-filled (they meet padding
-  // codes).
-  constexpr int kXRowsPerCopy = XP ? 32 : 8;  // rows between one thread's copies
-  const int x_row0 = XP ? tid >> 3 : warp;
-  const int x_dst = XP ? Layout::kX + x_row0 * 128 + (((tid & 7) ^ (x_row0 & 7)) * 16)
-                       : Layout::kX + warp * 128 + ((lane & 7) ^ warp) * 16 + (lane >> 3) * 4;
-  const int x_rows = min(max((p.M - m0 - x_row0 + kXRowsPerCopy - 1) / kXRowsPerCopy, 0),
-                         BMX / kXRowsPerCopy);
-  const size_t x_row_step = static_cast<size_t>(kXRowsPerCopy) * p.K;
-  const int x_col = XP ? (tid & 7) * 8 : 2 * lane;
-  const T* x_next = x + static_cast<size_t>(m0 + x_row0) * p.K + c_begin * 64 + x_col;
-  int x_k = c_begin * 64 + x_col;
-  const int4* w_next[RW];
-  bool w_ok[RW];
-  size_t s_row[RW];  // this lane's scale-table word of group 0
-#pragma unroll
-  for (int r = 0; r < RW; ++r) {
-    w_ok[r] = tile[r] < p.N16;
-    w_next[r] = static_cast<const int4*>(p.w) +
-                (static_cast<size_t>(w_ok[r] ? tile[r] : 0) * p.C + c_begin) * V * 32 + lane;
-    s_row[r] = static_cast<size_t>(w_ok[r] ? tile[r] : 0) * p.G * 8 + g;
-  }
-  // The group of this lane's 16 channels: a table (act-order), a shift (power-of-two groups) or
-  // a division.
-  const int group_shift = (p.group_size & (p.group_size - 1)) == 0 ? __ffs(p.group_size) - 1 : -1;
-  int group_k = c_begin * 64 + 16 * t;
-  int issued = 0;
-  int issue_stage = 0;
-
-  auto issue = [&]() {
-    if (issued < count) {  // past this block's chunks: an empty group keeps the wait counts even
-      unsigned char* stage = smem + issue_stage * Layout::kStageBytes;
-      const bool k_ok = x_k < p.K;
-      const T* src = x_next;
-      unsigned char* dst = stage + x_dst;
-      constexpr int kCopies = BMX / kXRowsPerCopy;
-      auto copy_x = [&](int j) {
-        if constexpr (XP) {
-          copy_async16(dst + j * kXRowsPerCopy * 128, src, k_ok);
-        } else {
-          copy_async4(dst + j * kXRowsPerCopy * 128, src, k_ok);
-        }
-      };
-      if (x_rows == kCopies) {  // a full block of tokens: no row predicates
-#pragma unroll
-        for (int j = 0; j < kCopies; ++j) {
-          copy_x(j);
-          src = step_pointer(src, x_row_step);
-        }
-      } else {
-#pragma unroll
-        for (int j = 0; j < kCopies; ++j) {
-          if (j < x_rows) copy_x(j);
-          src = step_pointer(src, x_row_step);
-        }
-      }
-      int grp = p.gtab != nullptr ? __ldg(p.gtab + (group_k >> 4))
-                : group_shift >= 0 ? group_k >> group_shift
-                                   : group_k / p.group_size;
-      grp = min(grp, p.G - 1);
-#pragma unroll
-      for (int r = 0; r < RW; ++r) {
-        const int local = ((warp >> 2) * RW + r) * 4 + (warp & 3);
-#pragma unroll
-        for (int v = 0; v < V; ++v) {
-          copy_async16(stage + Layout::kW + (local * V + v) * 512 + lane * 16, w_next[r] + v * 32,
-                       w_ok[r]);
-        }
-        const size_t sidx = s_row[r] + static_cast<size_t>(grp) * 8;
-        copy_async4(stage + Layout::kScales + local * 128 + lane * 4, p.gscale + sidx, w_ok[r]);
-        if (p.zeros != nullptr) {
-          copy_async4(stage + Layout::kZeros + local * 128 + lane * 4, p.zeros + sidx, w_ok[r]);
-        }
-        w_next[r] += V * 32;
-      }
-      x_next += 64;
-      x_k += 64;
-      group_k += 64;
-    }
-    commit_async();
-    ++issued;
-    issue_stage = issue_stage + 1 == kStages ? 0 : issue_stage + 1;
-  };
-
-  float acc[RW][kAcc];
-#pragma unroll
-  for (int r = 0; r < RW; ++r) {
-#pragma unroll
-    for (int e = 0; e < kAcc; ++e) acc[r][e] = 0.0f;
-  }
-  const uint64_t desc0 = sw128_desc(smem + Layout::kX);
-  int read_stage = 0;
-
-  // One chunk: wait for its stage, refill the stage of the chunk two back, decode, issue its
-  // wgmmas, and retire those of the previous chunk (whose A registers the next decode
-  // overwrites). cp.async writes need no proxy fence before wgmma reads them (CUTLASS's
-  // cp.async + GMMA mainloops have none either); a fence here costs a MEMBAR that waits for
-  // every copy still in flight.
-  auto compute = [&](uint32_t (&a)[RW][4][4]) {
-    wait_async<kAhead - 1>();
-    __syncthreads();
-    issue();
-    const unsigned char* stage = smem + read_stage * Layout::kStageBytes;
-#pragma unroll
-    for (int r = 0; r < RW; ++r) {
-      const int local = ((warp >> 2) * RW + r) * 4 + (warp & 3);
-      uint4 wv[V];
-#pragma unroll
-      for (int v = 0; v < V; ++v) {
-        wv[v] = *reinterpret_cast<const uint4*>(stage + Layout::kW + (local * V + v) * 512 +
-                                                lane * 16);
-      }
-      const uint32_t sw =
-          *reinterpret_cast<const uint32_t*>(stage + Layout::kScales + local * 128 + lane * 4);
-      const uint32_t zw =
-          p.zeros != nullptr
-              ? *reinterpret_cast<const uint32_t*>(stage + Layout::kZeros + local * 128 + lane * 4)
-              : zconst_pair;
-      const RowPair rp = make_row_pair<T, FMT>(sw, zw);
-#pragma unroll
-      for (int s = 0; s < 4; ++s) {
-        decode_step<T, FMT>(step_word<FMT>(wv, s, 0), step_word<FMT>(wv, s, 1), rp, a[r][s]);
-      }
-    }
-    uint64_t desc[4];  // step s reads bytes 32 s .. 32 s + 31 of every activation row
-#pragma unroll
-    for (int s = 0; s < 4; ++s) {
-      desc[s] = desc0 + ((read_stage * Layout::kStageBytes + 32 * s) >> 4);
-      pin_registers(desc[s]);
-    }
-#pragma unroll
-    for (int r = 0; r < RW; ++r) {
-#pragma unroll
-      for (int s = 0; s < 4; ++s) pin_registers(a[r][s]);
-      pin_registers(acc[r]);
-    }
-    wgmma_fence();
-#pragma unroll
-    for (int r = 0; r < RW; ++r) {
-#pragma unroll
-      for (int s = 0; s < 4; ++s) wgmma_rs<T, BMX>(acc[r], a[r][s], desc[s]);
-    }
-    wgmma_commit();
-#pragma unroll
-    for (int r = 0; r < RW; ++r) pin_registers(acc[r]);
-    wgmma_wait<1>();
-    read_stage = read_stage + 1 == kStages ? 0 : read_stage + 1;
-  };
-
-#pragma unroll
-  for (int i = 0; i < kAhead; ++i) issue();
-  uint32_t a0[RW][4][4];
-  uint32_t a1[RW][4][4];
-  int i = 0;
-  for (; i + 1 < count; i += 2) {  // two chunks per trip: the A registers alternate statically
-    compute(a0);
-    compute(a1);
-  }
-  if (i < count) compute(a0);
-  wgmma_wait<0>();
-#pragma unroll
-  for (int r = 0; r < RW; ++r) pin_registers(acc[r]);
-  wait_async<0>();
-
   T* out = static_cast<T*>(p.out);
   const T* bias = static_cast<const T*>(p.bias);
   // Element e of a warp's m64 accumulators: feature row g + 8 ((e >> 1) & 1) of its tile, token
@@ -399,8 +395,6 @@ __global__ void __launch_bounds__(256, 1) tile_gemm_kernel(const GemmParams p) {
     }
     return;
   }
-  // Split-K: every block parks its partial sums in its own ring (thread-major, conflict-free),
-  // then block `rank` adds the rank-th share of the elements over the whole cluster.
   __syncthreads();
   float* partial = reinterpret_cast<float*>(smem);
 #pragma unroll
@@ -429,6 +423,235 @@ __global__ void __launch_bounds__(256, 1) tile_gemm_kernel(const GemmParams p) {
     }
   }
   cluster.sync();  // no block leaves while a peer may still read its partial sums
+}
+
+// tile_epilogue's block and cluster barriers, for the threads of a block that hold no sums.
+__device__ __forceinline__ void tile_epilogue_barriers(
+    const cooperative_groups::cluster_group& cluster, int split) {
+  if (split == 1) return;
+  __syncthreads();
+  cluster.sync();
+  cluster.sync();
+}
+
+// The block's 64-byte-aligned dynamic shared memory, aligned to 1024 bytes by offsetting the
+// shared array itself, so the compiler keeps shared-memory loads.
+__device__ __forceinline__ unsigned char* tile_smem(unsigned char* raw) {
+  return raw + ((1024 - (static_cast<uint32_t>(__cvta_generic_to_shared(raw)) & 1023)) & 1023);
+}
+
+// One block: 256 threads = 2 warpgroups; warp w owns the 16-row tiles ((w / 4) RW + r) 4 + w % 4,
+// and every warp copies for itself; one block-wide barrier per chunk.
+template <typename T, int FMT, int BMX, int RW, bool XP = false>
+__global__ void __launch_bounds__(256, 1) tile_gemm_kernel(const GemmParams p) {
+#ifdef KCM_TILE_SM90
+  using Layout = TileLayout<FMT, BMX, RW>;
+  constexpr int kAcc = BMX / 2;
+  constexpr int kStages = Layout::kStages;
+  constexpr int kAhead = Layout::kAhead;
+  extern __shared__ unsigned char tile_smem_raw[];
+  unsigned char* smem = tile_smem(tile_smem_raw);
+
+  const cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
+  const int split = static_cast<int>(cluster.num_blocks());
+  const int rank = static_cast<int>(cluster.block_rank());
+  const int n_block = blockIdx.x / split;
+  const int m0 = blockIdx.y * BMX;
+  const int c_begin = rank * p.C / split;
+  const int count = (rank + 1) * p.C / split - c_begin;
+
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  const uint32_t zconst_pair = floats_to_pair<T>(static_cast<float>(p.zconst),
+                                                 static_cast<float>(p.zconst));
+  TileCopies<T, FMT, BMX, RW, XP, 8> copies(p, n_block, m0, c_begin, warp, lane, tid);
+  int issued = 0;
+  int issue_stage = 0;
+
+  auto issue = [&]() {
+    if (issued < count) {  // past this block's chunks: an empty group keeps the wait counts even
+      copies.copy_chunk(smem + issue_stage * Layout::kStageBytes);
+    }
+    commit_async();
+    ++issued;
+    issue_stage = issue_stage + 1 == kStages ? 0 : issue_stage + 1;
+  };
+
+  float acc[RW][kAcc];
+#pragma unroll
+  for (int r = 0; r < RW; ++r) {
+#pragma unroll
+    for (int e = 0; e < kAcc; ++e) acc[r][e] = 0.0f;
+  }
+  const uint64_t desc0 = sw128_desc(smem + Layout::kX);
+  int read_stage = 0;
+
+  // One chunk: wait for its stage, refill the stage of the chunk two back, decode, issue its
+  // wgmmas, and retire those of the previous chunk (whose A registers the next decode
+  // overwrites). cp.async writes need no proxy fence before wgmma reads them (CUTLASS's
+  // cp.async + GMMA mainloops have none either); a fence here costs a MEMBAR that waits for
+  // every copy still in flight.
+  auto compute = [&](uint32_t (&a)[RW][4][4]) {
+    wait_async<kAhead - 1>();
+    __syncthreads();
+    issue();
+    decode_chunk<T, FMT, BMX, RW>(p, smem + read_stage * Layout::kStageBytes, warp, lane,
+                                  zconst_pair, a);
+    mma_chunk_async<T, BMX, RW>(acc, a, desc0, read_stage * Layout::kStageBytes);
+    wgmma_wait<1>();
+    read_stage = read_stage + 1 == kStages ? 0 : read_stage + 1;
+  };
+
+#pragma unroll
+  for (int i = 0; i < kAhead; ++i) issue();
+  uint32_t a0[RW][4][4];
+  uint32_t a1[RW][4][4];
+  int i = 0;
+  for (; i + 1 < count; i += 2) {  // two chunks per trip: the A registers alternate statically
+    compute(a0);
+    compute(a1);
+  }
+  if (i < count) compute(a0);
+  wgmma_wait<0>();
+#pragma unroll
+  for (int r = 0; r < RW; ++r) pin_registers(acc[r]);
+  wait_async<0>();
+  tile_epilogue<T, FMT, BMX, RW>(p, acc, smem, cluster, split, rank, n_block, m0, tid);
+#else
+  __trap();  // built for another architecture: the host dispatch sends only SM90 here
+#endif
+}
+
+#ifdef KCM_TILE_SM90
+// One arrival on `bar` once every cp.async this thread has issued so far has landed (the
+// barrier's expected count includes it: .noinc).
+__device__ __forceinline__ void copy_async_arrive(uint64_t* bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(shared_address(bar))
+               : "memory");
+}
+
+// Orders this thread's generic-proxy view of shared memory (cp.async writes it has observed
+// through an mbarrier) before its async-proxy accesses (the wgmmas reading the stage).
+__device__ __forceinline__ void fence_proxy_async_shared() {
+  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+}
+
+template <int N>
+__device__ __forceinline__ void setmaxnreg_dec() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+
+template <int N>
+__device__ __forceinline__ void setmaxnreg_inc() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+#endif
+
+//: Threads of the warp-specialized tile kernel: two consumer warpgroups and one producer.
+constexpr int kTileWsThreads = 384;
+//: Registers per thread after setmaxnreg: consumers take what the producer warpgroup gives up
+//: (2 x 128 x 232 + 128 x 40 = 384 x 168, the launch allocation at one block per SM).
+constexpr int kTileWsConsumerRegs = 232;
+constexpr int kTileWsProducerRegs = 40;
+
+// Warp-specialized variant (launch variant 1): warps 0-7 are the same two consumer warpgroups
+// (same tiles, same decode and wgmmas), warps 8-11 a producer warpgroup that issues every copy
+// of the ring. Stages are handed over by mbarriers instead of a block-wide barrier per chunk:
+// full[s] completes when the 128 producer threads' copies into stage s have landed
+// (cp.async.mbarrier.arrive.noinc), empty[s] when the 8 consumer warps have retired the wgmmas
+// that read it (one arrival per warp after wgmma.wait_group 1 of the next chunk). So each
+// consumer warpgroup runs at its own pace: while one decodes chunk i + 1, the other's (and its
+// own) wgmmas of chunk i run, and no warp waits for the slowest of eight every chunk; the
+// consumers issue no copies. The producer keeps all kStages stages in flight.
+template <typename T, int FMT, int BMX, int RW>
+__global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_ws_kernel(const GemmParams p) {
+#ifdef KCM_TILE_SM90
+  using Layout = TileLayout<FMT, BMX, RW>;
+  constexpr int kAcc = BMX / 2;
+  constexpr int kStages = Layout::kStages;
+  extern __shared__ unsigned char tile_smem_raw[];
+  unsigned char* smem = tile_smem(tile_smem_raw);
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + Layout::kBarriers);
+  uint64_t* empty = full + kStages;
+
+  const cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
+  const int split = static_cast<int>(cluster.num_blocks());
+  const int rank = static_cast<int>(cluster.block_rank());
+  const int n_block = blockIdx.x / split;
+  const int m0 = blockIdx.y * BMX;
+  const int c_begin = rank * p.C / split;
+  const int count = (rank + 1) * p.C / split - c_begin;
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  if (tid == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      mbarrier_init(full + s, 128);
+      mbarrier_init(empty + s, 8);
+    }
+    mbarrier_init_fence();
+  }
+  __syncthreads();
+
+  if (warp >= 8) {  // producer warpgroup
+    setmaxnreg_dec<kTileWsProducerRegs>();
+    TileCopies<T, FMT, BMX, RW, false, 4> copies(p, n_block, m0, c_begin, warp - 8, lane, tid);
+    int stage = 0;
+    int round = 0;  // parity of the ring's pass: stage s's empty barrier completes once per pass
+    for (int i = 0; i < count; ++i) {
+      if (i >= kStages) mbarrier_wait(empty + stage, round ^ 1);
+      copies.copy_chunk(smem + stage * Layout::kStageBytes);
+      copy_async_arrive(full + stage);
+      if (++stage == kStages) {
+        stage = 0;
+        round ^= 1;
+      }
+    }
+    tile_epilogue_barriers(cluster, split);
+  } else {  // consumer warpgroups
+    setmaxnreg_inc<kTileWsConsumerRegs>();
+    float acc[RW][kAcc];
+    const uint32_t zconst_pair = floats_to_pair<T>(static_cast<float>(p.zconst),
+                                                   static_cast<float>(p.zconst));
+#pragma unroll
+    for (int r = 0; r < RW; ++r) {
+#pragma unroll
+      for (int e = 0; e < kAcc; ++e) acc[r][e] = 0.0f;
+    }
+    const uint64_t desc0 = sw128_desc(smem + Layout::kX);
+    int stage = 0;
+    int round = 0;
+    int last_stage = 0;  // the stage of the previous chunk, released once its wgmmas retire
+    int done = 0;
+    auto compute = [&](uint32_t (&a)[RW][4][4]) {
+      mbarrier_wait(full + stage, round);
+      fence_proxy_async_shared();
+      decode_chunk<T, FMT, BMX, RW>(p, smem + stage * Layout::kStageBytes, warp, lane,
+                                    zconst_pair, a);
+      mma_chunk_async<T, BMX, RW>(acc, a, desc0, stage * Layout::kStageBytes);
+      wgmma_wait<1>();
+      if (done > 0 && lane == 0) mbarrier_arrive(empty + last_stage);
+      ++done;
+      last_stage = stage;
+      if (++stage == kStages) {
+        stage = 0;
+        round ^= 1;
+      }
+    };
+    uint32_t a0[RW][4][4];
+    uint32_t a1[RW][4][4];
+    int i = 0;
+    for (; i + 1 < count; i += 2) {  // two chunks per trip: the A registers alternate statically
+      compute(a0);
+      compute(a1);
+    }
+    if (i < count) compute(a0);
+    wgmma_wait<0>();
+#pragma unroll
+    for (int r = 0; r < RW; ++r) pin_registers(acc[r]);
+    tile_epilogue<T, FMT, BMX, RW>(p, acc, smem, cluster, split, rank, n_block, m0, tid);
+  }
 #else
   __trap();  // built for another architecture: the host dispatch sends only SM90 here
 #endif

@@ -8,18 +8,36 @@
 
 namespace kcm {
 
-template <typename T, int FMT, int BMX, int RW, bool XP = false>
+// Launch variants: 0 tile_gemm_kernel (every warp copies, a block-wide barrier per chunk),
+// 1 tile_gemm_ws_kernel (a producer warpgroup, mbarrier handoff per stage).
+enum TileVariant : int { kTileBarrier = 0, kTileSpecialized = 1 };
+
+// The kernel of a variant, its threads and its dynamic shared memory.
+template <typename T, int FMT, int BMX, int RW, bool XP, int VARIANT>
+struct TileKernel {
+  using Layout = TileLayout<FMT, BMX, RW>;
+  static_assert(VARIANT == kTileBarrier || !XP, "pre-permuted activations: barrier variant only");
+  static constexpr auto kernel = VARIANT == kTileSpecialized
+                                     ? tile_gemm_ws_kernel<T, FMT, BMX, RW>
+                                     : tile_gemm_kernel<T, FMT, BMX, RW, XP>;
+  static constexpr int kThreads = VARIANT == kTileSpecialized ? kTileWsThreads : 256;
+  static constexpr size_t kSmemBytes =
+      VARIANT == kTileSpecialized ? Layout::kSmemBytesWs : Layout::kSmemBytes;
+};
+
+template <typename T, int FMT, int BMX, int RW, bool XP = false, int VARIANT = kTileBarrier>
 int launch_tile_instance(const GemmParams& p, int split, cudaStream_t stream) {
   using Layout = TileLayout<FMT, BMX, RW>;
-  const auto kernel = tile_gemm_kernel<T, FMT, BMX, RW, XP>;
+  using Kernel = TileKernel<T, FMT, BMX, RW, XP, VARIANT>;
+  const auto kernel = Kernel::kernel;
   const int err = static_cast<int>(cudaFuncSetAttribute(
-      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Layout::kSmemBytes)));
+      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Kernel::kSmemBytes)));
   if (err != 0) return err;
   const int n_blocks = (p.N16 * 16 + Layout::kRows - 1) / Layout::kRows;
   cudaLaunchConfig_t config = {};
   config.gridDim = dim3(n_blocks * split, (p.M + BMX - 1) / BMX);
-  config.blockDim = dim3(256);
-  config.dynamicSmemBytes = Layout::kSmemBytes;
+  config.blockDim = dim3(Kernel::kThreads);
+  config.dynamicSmemBytes = Kernel::kSmemBytes;
   config.stream = stream;
   cudaLaunchAttribute cluster;
   cluster.id = cudaLaunchAttributeClusterDimension;
@@ -34,17 +52,17 @@ int launch_tile_instance(const GemmParams& p, int split, cudaStream_t stream) {
 
 // How many clusters of `split` blocks of this instance fit on the device at once (the GPCs'
 // sizes, not only the SM count, bound it), or a negative cudaError_t value.
-template <typename T, int FMT, int BMX, int RW>
+template <typename T, int FMT, int BMX, int RW, int VARIANT>
 int tile_clusters_instance(int split) {
-  using Layout = TileLayout<FMT, BMX, RW>;
-  const auto kernel = tile_gemm_kernel<T, FMT, BMX, RW>;
+  using Kernel = TileKernel<T, FMT, BMX, RW, false, VARIANT>;
+  const auto kernel = Kernel::kernel;
   const int err = static_cast<int>(cudaFuncSetAttribute(
-      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Layout::kSmemBytes)));
+      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Kernel::kSmemBytes)));
   if (err != 0) return -err;
   cudaLaunchConfig_t config = {};
   config.gridDim = dim3(split);
-  config.blockDim = dim3(256);
-  config.dynamicSmemBytes = Layout::kSmemBytes;
+  config.blockDim = dim3(Kernel::kThreads);
+  config.dynamicSmemBytes = Kernel::kSmemBytes;
   cudaLaunchAttribute cluster;
   cluster.id = cudaLaunchAttributeClusterDimension;
   cluster.val.clusterDim.x = split;
@@ -57,26 +75,42 @@ int tile_clusters_instance(int split) {
   return query != 0 ? -query : clusters;
 }
 
-template <typename T, int FMT>
-int launch_tile_shape(const GemmParams& p, int bmx, int rw, int split, cudaStream_t stream) {
-  if (split < 1 || split > 8 || split > p.C) return static_cast<int>(cudaErrorInvalidValue);
-  if (bmx == 64 && rw == 1) return launch_tile_instance<T, FMT, 64, 1>(p, split, stream);
-  if (bmx == 64 && rw == 2) return launch_tile_instance<T, FMT, 64, 2>(p, split, stream);
-  if (bmx == 128 && rw == 1) return launch_tile_instance<T, FMT, 128, 1>(p, split, stream);
-  if (bmx == 128 && rw == 2) return launch_tile_instance<T, FMT, 128, 2>(p, split, stream);
-  if (bmx == 256 && rw == 1) return launch_tile_instance<T, FMT, 256, 1>(p, split, stream);
+template <typename T, int FMT, int VARIANT>
+int launch_tile_variant(const GemmParams& p, int bmx, int rw, int split, cudaStream_t stream) {
+#define KCM_TILE_LAUNCH(B, R)                                                           \
+  if (bmx == B && rw == R) {                                                            \
+    return launch_tile_instance<T, FMT, B, R, false, VARIANT>(p, split, stream);        \
+  }
+  KCM_TILE_LAUNCH(64, 1)
+  KCM_TILE_LAUNCH(64, 2)
+  KCM_TILE_LAUNCH(128, 1)
+  KCM_TILE_LAUNCH(128, 2)
+  KCM_TILE_LAUNCH(256, 1)
+#undef KCM_TILE_LAUNCH
   return static_cast<int>(cudaErrorInvalidValue);
 }
 
-template <typename T>
-int tile_clusters_typed(int fmt, int bmx, int rw, int split) {
-  if (split < 1 || split > 8) return -static_cast<int>(cudaErrorInvalidValue);
+template <typename T, int FMT>
+int launch_tile_shape(const GemmParams& p, int bmx, int rw, int split, int variant,
+                      cudaStream_t stream) {
+  if (split < 1 || split > 8 || split > p.C) return static_cast<int>(cudaErrorInvalidValue);
+  if (variant == kTileBarrier) {
+    return launch_tile_variant<T, FMT, kTileBarrier>(p, bmx, rw, split, stream);
+  }
+  if (variant == kTileSpecialized) {
+    return launch_tile_variant<T, FMT, kTileSpecialized>(p, bmx, rw, split, stream);
+  }
+  return static_cast<int>(cudaErrorInvalidValue);
+}
+
+template <typename T, int VARIANT>
+int tile_clusters_variant(int fmt, int bmx, int rw, int split) {
   const bool eight_bit = fmt == kInt8 || fmt == kFp8;
   // Every instance holds one block per SM; the shared memory of the format's own instance decides.
 #define KCM_TILE_CLUSTERS(B, R)                                                        \
   if (bmx == B && rw == R) {                                                           \
-    return eight_bit ? tile_clusters_instance<T, kInt8, B, R>(split)                   \
-                     : tile_clusters_instance<T, kInt4, B, R>(split);                  \
+    return eight_bit ? tile_clusters_instance<T, kInt8, B, R, VARIANT>(split)          \
+                     : tile_clusters_instance<T, kInt4, B, R, VARIANT>(split);         \
   }
   KCM_TILE_CLUSTERS(64, 1)
   KCM_TILE_CLUSTERS(64, 2)
@@ -88,13 +122,24 @@ int tile_clusters_typed(int fmt, int bmx, int rw, int split) {
 }
 
 template <typename T>
-int launch_tile_typed(const GemmParams& p, int fmt, int bmx, int rw, int split, void* stream) {
+int tile_clusters_typed(int fmt, int bmx, int rw, int split, int variant) {
+  if (split < 1 || split > 8) return -static_cast<int>(cudaErrorInvalidValue);
+  if (variant == kTileBarrier) return tile_clusters_variant<T, kTileBarrier>(fmt, bmx, rw, split);
+  if (variant == kTileSpecialized) {
+    return tile_clusters_variant<T, kTileSpecialized>(fmt, bmx, rw, split);
+  }
+  return -static_cast<int>(cudaErrorInvalidValue);
+}
+
+template <typename T>
+int launch_tile_typed(const GemmParams& p, int fmt, int bmx, int rw, int split, int variant,
+                      void* stream) {
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   switch (fmt) {
-    case kInt4: return launch_tile_shape<T, kInt4>(p, bmx, rw, split, s);
-    case kInt8: return launch_tile_shape<T, kInt8>(p, bmx, rw, split, s);
-    case kFp4: return launch_tile_shape<T, kFp4>(p, bmx, rw, split, s);
-    case kFp8: return launch_tile_shape<T, kFp8>(p, bmx, rw, split, s);
+    case kInt4: return launch_tile_shape<T, kInt4>(p, bmx, rw, split, variant, s);
+    case kInt8: return launch_tile_shape<T, kInt8>(p, bmx, rw, split, variant, s);
+    case kFp4: return launch_tile_shape<T, kFp4>(p, bmx, rw, split, variant, s);
+    case kFp8: return launch_tile_shape<T, kFp8>(p, bmx, rw, split, variant, s);
     default: return static_cast<int>(cudaErrorInvalidValue);
   }
 }
