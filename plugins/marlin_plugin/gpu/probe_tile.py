@@ -1,24 +1,21 @@
-"""Probe the tile kernel (wgmma, M >= 64) on a GPU machine in one call, without the torch extension.
+"""Probe the tile kernel (wgmma, M >= 33) on a GPU machine in one call, without the torch extension.
 
-Uses ``libkcm_tile_probe.so`` (the tile and stream sources plus ``tile_probe_shim.cu``, built with
-nvcc anywhere) through ctypes:
+Uses ``gpu/build/libkcm_tile_probe.so`` (the tile and stream sources plus ``tile_probe_shim.cu``,
+built with nvcc anywhere by ``gpu/build_tile_probe.sh``; refused when built from other sources)
+through ctypes:
 
 1. correctness: every format the plugin packs (processed by the plugin's own kernel classes),
-   both activation dtypes, M in {64, 65, 128, 200, 256, 1000}, every tile shape and two splits,
-   outputs poisoned with NaN, against a float64 reference with bias;
-2. timing: int4 g128 and NVFP4 on the benchmark shapes, every tile shape and a range of splits per
-   M, against bf16 ``torch.matmul`` and decode + cuBLAS, CUDA-graph replay medians with weights
-   rotated beyond L2 (the helpers of benchmarks/bench_marlin.py).
+   both activation dtypes, M in {64, 65, 128, 200, 256, 1000}, every tile shape, three splits and
+   every launch variant (barrier, warp-specialized), outputs poisoned with NaN, against a
+   float64 reference with bias;
+2. timing: int4 g128 and NVFP4 on the benchmark shapes, every variant, tile shape and a range of
+   splits per M, against bf16 ``torch.matmul`` (and decode + cuBLAS from M=256), CUDA-graph replay
+   medians with weights rotated beyond L2 (the helpers of benchmarks/bench_marlin.py); the best
+   launch of each variant is checked against decode + matmul and for NaN; per variant and tile
+   shape a per-chunk time fitted to the planner's model (``tile.CHUNK_US``).
 
-Build (in plugins/marlin_plugin)::
-
-    nvcc -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ \
-        -D__CUDA_NO_BFLOAT16_CONVERSIONS__ -D__CUDA_NO_HALF2_OPERATORS__ --expt-relaxed-constexpr \
-        -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -shared -Xcompiler -fPIC \
-        -cudart static kernel_core_marlin/csrc/{tile,gemm}_{bf16,fp16}.cu gpu/tile_probe_shim.cu \
-        -o gpu/libkcm_tile_probe.so
-
-Run (repo root): ``PYTHONPATH=.:plugins/marlin_plugin:benchmarks python3
+Run (repo root): ``bash plugins/marlin_plugin/gpu/build_tile_probe.sh`` (here or on the device),
+then ``PYTHONPATH=.:plugins/marlin_plugin:benchmarks python3
 plugins/marlin_plugin/gpu/probe_tile.py --out OUT.json``.
 """
 
@@ -28,6 +25,7 @@ import argparse
 import ctypes
 import json
 import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -44,7 +42,7 @@ from kernel_core.families import (
 )
 from kernel_core.formats.layer import dequantize_weight, make_layer
 from kernel_core.scalar_types import scalar_types
-from kernel_core_marlin.tile import tile_plan
+from kernel_core_marlin import tile
 from kernel_core_marlin.kernels import (
     MarlinFp8LinearKernel,
     MarlinMPLinearKernel,
@@ -53,12 +51,18 @@ from kernel_core_marlin.kernels import (
     MarlinNvFp4LinearKernel,
 )
 
-LIB = ctypes.CDLL(str(Path(__file__).with_name("libkcm_tile_probe.so")))
+from probe_sources import tile_probe_digest
+
+BUILD = Path(__file__).with_name("build")
+if (BUILD / "libkcm_tile_probe.sources").read_text().strip() != tile_probe_digest():
+    raise SystemExit("gpu/build/libkcm_tile_probe.so was built from other sources: run "
+                     "plugins/marlin_plugin/gpu/build_tile_probe.sh")
+LIB = ctypes.CDLL(str(BUILD / "libkcm_tile_probe.so"))
 LIB.kcm_probe_tile.restype = ctypes.c_int
-LIB.kcm_probe_tile.argtypes = [ctypes.c_int] * 5 + [ctypes.c_void_p] * 8 + [ctypes.c_int] * 8 + [
+LIB.kcm_probe_tile.argtypes = [ctypes.c_int] * 6 + [ctypes.c_void_p] * 8 + [ctypes.c_int] * 8 + [
     ctypes.c_void_p]
 LIB.kcm_probe_tile_clusters.restype = ctypes.c_int
-LIB.kcm_probe_tile_clusters.argtypes = [ctypes.c_int] * 5
+LIB.kcm_probe_tile_clusters.argtypes = [ctypes.c_int] * 6
 LIB.kcm_probe_tile_permuted_x.restype = ctypes.c_int
 LIB.kcm_probe_tile_permuted_x.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 5 + [
     ctypes.c_int] * 8 + [ctypes.c_void_p]
@@ -66,7 +70,7 @@ LIB.kcm_probe_dequantize.restype = ctypes.c_int
 LIB.kcm_probe_dequantize.argtypes = [ctypes.c_int] * 2 + [ctypes.c_void_p] * 6 + [
     ctypes.c_int] * 6 + [ctypes.c_void_p]
 SHAPES = ((28672, 8192), (8192, 28672), (10240, 8192), (8192, 8192))
-TILE_SHAPES = ((64, 1), (64, 2), (128, 1), (128, 2), (256, 1))
+TILE_SHAPES = tuple(tile.TILE_SHAPES)
 KERNELS = {"mp": MarlinMPLinearKernel, "nvfp4": MarlinNvFp4LinearKernel,
            "mxfp4": MarlinMxFp4LinearKernel, "fp8": MarlinFp8LinearKernel,
            "mxfp8": MarlinMxfp8LinearKernel}
@@ -116,17 +120,19 @@ class Packed:
         self.chan = getattr(layer, "weight_channel_scale", None)
         self.perm = getattr(layer, "weight_perm", None)
 
-    def tile(self, x: torch.Tensor, out: torch.Tensor, bmx: int, rw: int, split: int,
-             bias: torch.Tensor | None = None) -> None:
+    def tile(self, x: torch.Tensor, out: torch.Tensor, variant: int, bmx: int, rw: int,
+             split: int, bias: torch.Tensor | None = None) -> None:
         w = self.layer.weight
         code = LIB.kcm_probe_tile(
-            int(x.dtype == torch.bfloat16), self.kernel._fmt, bmx, rw, split, x.data_ptr(),
+            int(x.dtype == torch.bfloat16), self.kernel._fmt, bmx, rw, split, variant,
+            x.data_ptr(),
             w.data_ptr(), self.layer.weight_scale.data_ptr(), _ptr(self.zeros), _ptr(self.gtab),
             _ptr(self.chan), _ptr(bias), out.data_ptr(), x.shape[0], self.n, x.shape[1],
             w.shape[1], w.shape[0], self.layer.weight_scale.shape[1], self.kernel._group_size,
             self.kernel._zconst, torch.cuda.current_stream().cuda_stream)
         if code:
-            raise RuntimeError(f"tile launch bmx={bmx} rw={rw} split={split}: cudaError {code}")
+            raise RuntimeError(f"tile launch variant={variant} bmx={bmx} rw={rw} split={split}: "
+                               f"cudaError {code}")
 
     def tile_permuted_x(self, xp: torch.Tensor, out: torch.Tensor, bmx: int, rw: int,
                         split: int) -> None:
@@ -162,8 +168,8 @@ def permuted_x(x: torch.Tensor, kp: int) -> torch.Tensor:
     return x.view(m, kp // 64, 4, 4, 2, 2).permute(0, 1, 3, 4, 2, 5).reshape(m, kp)
 
 
-def check_formats() -> list[dict]:
-    """Every format x M x tile shape x split against float64, NaN-poisoned outputs."""
+def check_formats(variants: list[int]) -> list[dict]:
+    """Every format x M x variant x tile shape x split against float64, NaN-poisoned outputs."""
     rows = []
     for name, config in CHECKS.items():
         layer = make_layer(config, seed=len(rows) + 1, device="cuda")
@@ -177,20 +183,22 @@ def check_formats() -> list[dict]:
             bias = torch.randn(config.out_features, device="cuda", dtype=config.act_dtype)
             x2 = x.index_select(1, packed.perm).contiguous() if packed.perm is not None else x
             expected = x.double() @ reference.T + bias.double()
-            for bmx, rw in TILE_SHAPES:
-                for split in sorted({1, min(3, chunks), min(8, chunks)}):
-                    out = torch.full((m, config.out_features), float("nan"), device="cuda",
-                                     dtype=config.act_dtype)
-                    packed.tile(x2, out, bmx, rw, split, bias)
-                    torch.cuda.synchronize()
-                    finite = bool(torch.isfinite(out).all())
-                    error = float((out.double() - expected).norm() / expected.norm())
-                    ok = finite and error < 1e-2
-                    rows.append({"format": name, "M": m, "bmx": bmx, "rw": rw, "split": split,
-                                 "finite": finite, "rel_error": error, "ok": ok})
-                    if not ok:
-                        log(f"FAIL {name} M={m} bmx={bmx} rw={rw} split={split}: "
-                            f"finite={finite} error={error:.3g}")
+            for variant in variants:
+                for bmx, rw in TILE_SHAPES:
+                    for split in sorted({1, min(3, chunks), min(8, chunks)}):
+                        out = torch.full((m, config.out_features), float("nan"), device="cuda",
+                                         dtype=config.act_dtype)
+                        packed.tile(x2, out, variant, bmx, rw, split, bias)
+                        torch.cuda.synchronize()
+                        finite = bool(torch.isfinite(out).all())
+                        error = float((out.double() - expected).norm() / expected.norm())
+                        ok = finite and error < 1e-2
+                        rows.append({"format": name, "M": m, "variant": variant, "bmx": bmx,
+                                     "rw": rw, "split": split, "finite": finite,
+                                     "rel_error": error, "ok": ok})
+                        if not ok:
+                            log(f"FAIL {name} M={m} variant={variant} bmx={bmx} rw={rw} "
+                                f"split={split}: finite={finite} error={error:.3g}")
         log(f"checked {name}: worst error "
             f"{max(r['rel_error'] for r in rows if r['format'] == name):.3g}")
     return rows
@@ -206,8 +214,12 @@ def splits_for(n: int, m: int, chunks: int, bmx: int, rw: int, sms: int) -> list
     return sorted(found)
 
 
-def time_formats(replays: int, m_values: tuple[int, ...], fmts: list[str],
-                 rows: list[dict], save) -> None:
+def variant_name(variant: int, bmx: int, rw: int, split: int) -> str:
+    return f"tile {tile.TILE_VARIANTS[variant]} bmx={bmx} rw={rw} split={split}"
+
+
+def time_formats(replays: int, m_values: tuple[int, ...], fmts: list[str], variants: list[int],
+                 permuted: bool, rows: list[dict], save) -> None:
     """Appends one row per (format, shape, M) to ``rows`` and calls ``save`` after each."""
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     bf16_cache = {}
@@ -219,9 +231,11 @@ def time_formats(replays: int, m_values: tuple[int, ...], fmts: list[str],
             kernel = kernel_class(config)
             kernel.process_weights_after_loading(layer)
             if fmt not in limits_of:
-                limits_of[fmt] = {(b, r, sp): LIB.kcm_probe_tile_clusters(1, kernel._fmt, b, r, sp)
-                                  for (b, r) in TILE_SHAPES for sp in range(1, 9)}
-                log(f"{fmt}: clusters that fit at once by (bmx, rw, split): {limits_of[fmt]}")
+                limits_of[fmt] = {
+                    (v, b, r, sp): LIB.kcm_probe_tile_clusters(1, kernel._fmt, b, r, sp, v)
+                    for v in tile.TILE_VARIANTS for (b, r) in TILE_SHAPES for sp in range(1, 9)}
+                log(f"{fmt}: clusters that fit at once by (variant, bmx, rw, split): "
+                    f"{limits_of[fmt]}")
             limits = limits_of[fmt]
             weight_bytes = sum(p.numel() * p.element_size() for p in layer.parameters())
             copies = max(1, math.ceil(150 * 2**20 / weight_bytes))
@@ -241,76 +255,122 @@ def time_formats(replays: int, m_values: tuple[int, ...], fmts: list[str],
                     bf16_cache[(n, k, m)] = graph_time_us(calls, replays)
                     del weights
                 bf16_us = bf16_cache[(n, k, m)]
-                variants = {}
                 chunks = layer.weight.shape[1]
-                plan = tile_plan(m, n, chunks, limits)
-                candidates = {(plan.bmx, plan.rw, plan.split)}
-                for bmx, rw in TILE_SHAPES:
-                    if bmx > max(64, 2 ** math.ceil(math.log2(m))):
-                        continue
-                    candidates |= {(bmx, rw, sp) for sp in splits_for(n, m, chunks, bmx, rw, sms)}
-                for bmx, rw, split in sorted(candidates):
-                    calls = [lambda p=p, x=x, o=o, a=(bmx, rw, split): p.tile(x, o, *a)
+                plan = tile.tile_plan(m, n, chunks, limits, sms)
+                candidates = {(plan.variant, plan.bmx, plan.rw, plan.split)}
+                for variant in variants:
+                    for bmx, rw in TILE_SHAPES:
+                        if bmx > max(64, 2 ** math.ceil(math.log2(m))):
+                            continue
+                        candidates |= {(variant, bmx, rw, sp)
+                                       for sp in splits_for(n, m, chunks, bmx, rw, sms)}
+                times = {}
+                for launch in sorted(candidates):
+                    calls = [lambda p=p, x=x, o=o, a=launch: p.tile(x, o, *a)
                              for p, x, o in zip(packs, xs, outs)] * reps
-                    variants[f"tile bmx={bmx} rw={rw} split={split}"] = graph_time_us(
-                        calls, replays)
-                plan_name = f"tile bmx={plan.bmx} rw={plan.rw} split={plan.split}"
-                tiles = {v: t for v, t in variants.items() if v.startswith("tile")}
-                best_tile = min(tiles, key=tiles.get)
-                # The best tile variant against decode + cuBLAS (the same decoded values, fp32
-                # sums): a race or a wrong index would show far above bf16 rounding.
-                bmx, rw, split = (int(f.split("=")[1]) for f in best_tile.split()[1:])
-                out = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)
-                packs[0].tile(xs[0], out, bmx, rw, split)
-                ref = torch.matmul(xs[0], packs[0].dequantize(torch.bfloat16)[:, :k].T).double()
-                check = float((out.double() - ref).norm() / ref.norm())
-                finite = bool(torch.isfinite(out).all())
-                if (bmx, rw) in ((64, 2), (128, 2), (256, 1)) and m <= 1024:
-                    # The same tile shape on pre-permuted activations (16-byte copies), with and
-                    # without the permutation pass; its output must equal the plain kernel's.
-                    kp = chunks * 64
-                    xps = [permuted_x(x, kp) for x in xs]
-                    calls = [lambda p=p, x=x, o=o, a=(bmx, rw, split): p.tile_permuted_x(x, o, *a)
-                             for p, x, o in zip(packs, xps, outs)] * reps
-                    variants["permuted-x " + best_tile] = graph_time_us(calls, replays)
-                    calls = [lambda p=p, x=x, o=o, a=(bmx, rw, split): p.tile_permuted_x(
-                        permuted_x(x, kp), o, *a) for p, x, o in zip(packs, xs, outs)] * reps
-                    variants["permute+permuted-x " + best_tile] = graph_time_us(calls, replays)
-                    out_xp = torch.full_like(out, float("nan"))
-                    packs[0].tile_permuted_x(xps[0], out_xp, bmx, rw, split)
-                    if not torch.equal(out_xp, out):
-                        log(f"MISMATCH permuted-x {fmt} {n}x{k} M={m}")
-                        finite = False
+                    times[launch] = graph_time_us(calls, replays)
+                variants_us = {variant_name(*launch): t for launch, t in times.items()}
+                # The best launch of each variant against decode + cuBLAS (the same decoded
+                # values, fp32 sums) and for NaN in a poisoned output: a race or a wrong index
+                # would show far above bf16 rounding.
+                decoded = torch.matmul(xs[0], packs[0].dequantize(torch.bfloat16)[:, :k].T)
+                ref = decoded.double()
+                per_variant = {}
+                for variant in sorted({launch[0] for launch in times}):
+                    mine = {launch: t for launch, t in times.items() if launch[0] == variant}
+                    best = min(mine, key=mine.get)
+                    out = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)
+                    packs[0].tile(xs[0], out, *best)
+                    torch.cuda.synchronize()
+                    per_variant[tile.TILE_VARIANTS[variant]] = {
+                        "launch": variant_name(*best), "us": round(mine[best], 2),
+                        "speedup": round(bf16_us / mine[best], 3),
+                        "vs_dequant_matmul_rel_error": float((out.double() - ref).norm()
+                                                             / ref.norm()),
+                        "finite": bool(torch.isfinite(out).all())}
+                if permuted:
+                    permuted_x_variants(packs, xs, outs, times, reps, replays, chunks,
+                                        variants_us)
                 if m >= 256:
                     calls = [lambda p=p, x=x: torch.matmul(x, p.dequantize(torch.bfloat16)[:, :k].T)
                              for p, x in zip(packs, xs)] * max(1, 4 // copies)
-                    variants["dequantize+matmul"] = graph_time_us(calls, replays)
-                best = min(variants, key=variants.get)
-                row = {"format": fmt, "N": n, "K": k, "M": m, "bf16_matmul_us": round(bf16_us, 2),
-                       "best": best, "best_us": round(variants[best], 2),
-                       "best_speedup": round(bf16_us / variants[best], 3),
-                       "best_tile": best_tile, "best_tile_us": round(tiles[best_tile], 2),
-                       "plan": plan_name, "plan_us": round(variants[plan_name], 2),
+                    variants_us["dequantize+matmul"] = graph_time_us(calls, replays)
+                best = min(variants_us, key=variants_us.get)
+                plan_launch = (plan.variant, plan.bmx, plan.rw, plan.split)
+                row = {"format": fmt, "N": n, "K": k, "M": m, "chunks": chunks,
+                       "bf16_matmul_us": round(bf16_us, 2), "best": best,
+                       "best_us": round(variants_us[best], 2),
+                       "best_speedup": round(bf16_us / variants_us[best], 3),
+                       "best_by_variant": per_variant,
+                       "plan": variant_name(*plan_launch), "plan_us": round(times[plan_launch], 2),
                        "plan_reason": plan.reason,
-                       "plan_speedup": round(bf16_us / variants[plan_name], 3),
-                       "best_tile_vs_dequant_matmul_rel_error": check, "best_tile_finite": finite,
-                       "variants_us": {v: round(t, 2) for v, t in variants.items()},
-                       "cluster_limits": {f"{b},{r},{sp}": c for (b, r, sp), c in limits.items()}}
+                       "plan_speedup": round(bf16_us / times[plan_launch], 3),
+                       "variants_us": {v: round(t, 2) for v, t in variants_us.items()},
+                       "cluster_limits": {",".join(map(str, key)): c
+                                          for key, c in limits.items()}}
                 rows.append(row)
                 save()
-                if "permuted-x " + best_tile in variants:
-                    print(f"    permuted-x {variants['permuted-x ' + best_tile]:7.1f}, with the "
-                          f"permutation {variants['permute+permuted-x ' + best_tile]:7.1f}",
-                          flush=True)
-                print(f"{fmt:12s} {n:5d}x{k:<5d} M={m:<5d} bf16 {bf16_us:7.1f} best {best_tile} "
-                      f"{tiles[best_tile]:7.1f} ({bf16_us / tiles[best_tile]:4.2f}x) plan "
-                      f"{plan.bmx}/{plan.rw}/{plan.split} {variants[plan_name]:7.1f} "
-                      f"({row['plan_speedup']:4.2f}x) err {check:.1e}"
-                      + ("" if finite else " NONFINITE")
-                      + (f" deq+mm {variants['dequantize+matmul']:7.1f}"
-                         if "dequantize+matmul" in variants else ""), flush=True)
+                summary = "  ".join(
+                    f"{name} {info['launch'].split(' ', 2)[2]} {info['us']:7.1f} "
+                    f"({info['speedup']:4.2f}x) err {info['vs_dequant_matmul_rel_error']:.1e}"
+                    + ("" if info["finite"] else " NONFINITE")
+                    for name, info in per_variant.items())
+                print(f"{fmt:12s} {n:5d}x{k:<5d} M={m:<5d} bf16 {bf16_us:7.1f}  {summary}  plan "
+                      f"{row['plan']} ({row['plan_speedup']:4.2f}x)"
+                      + (f" deq+mm {variants_us['dequantize+matmul']:7.1f}"
+                         if "dequantize+matmul" in variants_us else ""), flush=True)
             del packs, layer
             torch.cuda.empty_cache()
+
+
+def permuted_x_variants(packs, xs, outs, times, reps: int, replays: int, chunks: int,
+                        variants_us: dict) -> None:
+    """The best barrier launch on pre-permuted activations (16-byte copies; probe run 3: 2-7%
+    faster with the permutation pass), with and without that pass; its output must equal the
+    plain kernel's."""
+    barrier = {launch: t for launch, t in times.items() if launch[0] == 0}
+    if not barrier:
+        return
+    _, bmx, rw, split = min(barrier, key=barrier.get)
+    if (bmx, rw) not in ((64, 2), (128, 2), (256, 1)):
+        return
+    kp = chunks * 64
+    xps = [permuted_x(x, kp) for x in xs]
+    name = variant_name(0, bmx, rw, split)
+    calls = [lambda p=p, x=x, o=o, a=(bmx, rw, split): p.tile_permuted_x(x, o, *a)
+             for p, x, o in zip(packs, xps, outs)] * reps
+    variants_us["permuted-x " + name] = graph_time_us(calls, replays)
+    calls = [lambda p=p, x=x, o=o, a=(bmx, rw, split): p.tile_permuted_x(
+        permuted_x(x, kp), o, *a) for p, x, o in zip(packs, xs, outs)] * reps
+    variants_us["permute+permuted-x " + name] = graph_time_us(calls, replays)
+    out = torch.full_like(outs[0], float("nan"))
+    out_xp = torch.full_like(outs[0], float("nan"))
+    packs[0].tile(xs[0], out, 0, bmx, rw, split)
+    packs[0].tile_permuted_x(xps[0], out_xp, bmx, rw, split)
+    if not torch.equal(out_xp, out):
+        log(f"MISMATCH permuted-x {name}")
+
+
+def fit_chunk_times(rows: list[dict], sms: int) -> dict[str, float]:
+    """Per (variant, bmx, rw): the median over timed points of time / modelled chunk-units (waves
+    x chunks per block incl. the fixed overheads, tile._waves_and_cost at 1 us per chunk), i.e.
+    the planner's per-chunk time for that variant and tile shape on this device."""
+    ratios: dict[tuple[int, int, int], list[float]] = {}
+    names = {name: key for key, name in tile.TILE_VARIANTS.items()}
+    for row in rows:
+        limits = {tuple(map(int, key.split(","))): c for key, c in row["cluster_limits"].items()}
+        for launch, us in row["variants_us"].items():
+            parts = launch.split()
+            if parts[0] != "tile":
+                continue
+            variant = names[parts[1]]
+            bmx, rw, split = (int(f.split("=")[1]) for f in parts[2:])
+            shape = (variant, bmx, rw)
+            _, units = tile._waves_and_cost(row["M"], row["N"], row["chunks"], shape, split,
+                                            limits, sms, {shape: 1.0})
+            ratios.setdefault(shape, []).append(us / units)
+    return {",".join(map(str, shape)): round(statistics.median(r), 3)
+            for shape, r in sorted(ratios.items())}
 
 
 def main() -> None:
@@ -320,11 +380,16 @@ def main() -> None:
     parser.add_argument("--m", default="64,128,256;1024,4096",
                         help="M values; ';' separates passes over all formats and shapes")
     parser.add_argument("--formats", default="int4_g128,nvfp4_w4a16")
+    parser.add_argument("--variants", default=",".join(map(str, tile.TILE_VARIANTS)),
+                        help="launch variants to check and time (0 barrier, 1 specialized)")
+    parser.add_argument("--permuted-x", action="store_true",
+                        help="also time the barrier kernel on pre-permuted activations")
     parser.add_argument("--skip-checks", action="store_true")
     parser.add_argument("--ncu-target", action="store_true",
-                        help="only run 128/2/1 at M=128 and 64/2/1 at M=64 on 28672x8192 int4, "
-                             "three times each (for Nsight Compute)")
+                        help="only run 128/2/1 at M=128 and 64/2/1 at M=64 on 28672x8192 int4 in "
+                             "every variant, three times each (for Nsight Compute)")
     args = parser.parse_args()
+    variants = [int(v) for v in args.variants.split(",")]
     torch.manual_seed(0)
     if args.ncu_target:
         config, kernel_class = _config("int4_g128", 28672, 8192)
@@ -335,8 +400,9 @@ def main() -> None:
         for m, shape in ((128, (128, 2, 1)), (64, (64, 2, 1))):
             x = torch.randn(m, 8192, device="cuda", dtype=torch.bfloat16)
             out = torch.empty(m, 28672, device="cuda", dtype=torch.bfloat16)
-            for _ in range(3):
-                packed.tile(x, out, *shape)
+            for variant in variants:
+                for _ in range(3):
+                    packed.tile(x, out, variant, *shape)
         torch.cuda.synchronize()
         return
     start = time.time()
@@ -346,7 +412,7 @@ def main() -> None:
     result["git_revision"] = rev.read_text().strip() if rev.exists() else "unknown"
     result["copy_bandwidth_TBps"] = round(copy_bandwidth() / 1e12, 3)
     if not args.skip_checks:
-        checks = check_formats()
+        checks = check_formats(variants)
         result["checks"] = checks
         result["checks_failed"] = sum(not r["ok"] for r in checks)
         log(f"checks: {len(checks)} run, {result['checks_failed']} failed "
@@ -360,7 +426,13 @@ def main() -> None:
     result["timing"] = []
     for group in args.m.split(";"):
         m_values = tuple(int(v) for v in group.split(","))
-        time_formats(args.replays, m_values, args.formats.split(","), result["timing"], save)
+        time_formats(args.replays, m_values, args.formats.split(","), variants, args.permuted_x,
+                     result["timing"], save)
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    result["chunk_us_fit"] = fit_chunk_times(result["timing"], sms)
+    log(f"per-chunk times fitted to the planner's model (variant,bmx,rw: us): "
+        f"{result['chunk_us_fit']}")
+    save()
     log(f"done in {time.time() - start:.0f} s")
 
 

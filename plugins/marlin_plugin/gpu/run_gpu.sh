@@ -5,7 +5,9 @@
 # Usage (repo root): KCM_GIT_REV=$(git rev-parse HEAD) bash plugins/marlin_plugin/gpu/run_gpu.sh
 # Env: KCM_TESTS=0 skips the tests, KCM_TEST_SELECT narrows them (a pytest -k expression);
 # KCM_BENCH=0 skips the benchmark, KCM_BENCH_ARGS adds options to it (e.g. --quick);
-# KCM_PROBE=1 runs the stream pipelines' timing probe (gpu/probe_stream.py) before the benchmark.
+# KCM_PROBE=1 runs the stream pipelines' timing probe (gpu/probe_stream.py) before the benchmark;
+# KCM_TILE_PROBE=1 the tile kernel's probe (gpu/probe_tile.py, both launch variants, M from
+# KCM_TILE_PROBE_M), building gpu/build/libkcm_tile_probe.so first unless a carried one matches.
 set -o pipefail
 OUT=${OUT:-/tmp/kcm_out}
 mkdir -p "$OUT"
@@ -36,6 +38,17 @@ if [ "${KCM_PROBE:-0}" = "1" ]; then
   start=$(date +%s)
   timeout "${KCM_PROBE_TIMEOUT:-200}" python3 plugins/marlin_plugin/gpu/probe_stream.py --out "$OUT/probe_stream.json"
   echo "probe: $(( $(date +%s) - start )) s"
+fi
+if [ "${KCM_TILE_PROBE:-0}" = "1" ]; then
+  start=$(date +%s)
+  if [ "$(cat plugins/marlin_plugin/gpu/build/libkcm_tile_probe.sources 2>/dev/null)" != \
+       "$(python3 plugins/marlin_plugin/gpu/probe_sources.py)" ]; then
+    JOBS=8 bash plugins/marlin_plugin/gpu/build_tile_probe.sh
+  fi
+  PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}.:plugins/marlin_plugin:benchmarks \
+    timeout "${KCM_TILE_PROBE_TIMEOUT:-300}" python3 plugins/marlin_plugin/gpu/probe_tile.py \
+    --m "${KCM_TILE_PROBE_M:-64,128,256}" --out "$OUT/probe_tile.json"
+  echo "tile probe: $(( $(date +%s) - start )) s"
 fi
 if [ "${KCM_BENCH:-1}" = "1" ]; then
   start=$(date +%s)

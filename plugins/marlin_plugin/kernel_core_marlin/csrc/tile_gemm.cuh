@@ -608,6 +608,8 @@ __global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_ws_kernel(const G
         round ^= 1;
       }
     }
+    commit_async();  // no thread leaves with copies in flight
+    wait_async<0>();
     tile_epilogue_barriers(cluster, split);
   } else {  // consumer warpgroups
     setmaxnreg_inc<kTileWsConsumerRegs>();
