@@ -5,6 +5,8 @@ torch.compile(fullgraph=True)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -174,18 +176,7 @@ def test_specialized_split_k_graph_replay() -> None:
                               getattr(layer, "weight_channel_scale", None), None, kernel._fmt,
                               256, kernel._group_size, kernel._zconst, 64, 1, 4, 1)
 
-    run()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = run()
-    for _ in range(3):
-        x.copy_(torch.randn_like(x))
-        out.fill_(float("nan"))
-        graph.replay()
-        torch.cuda.synchronize()
-        assert bool(torch.isfinite(out).all())
-        assert _error(out, x.double() @ reference.T) < 1e-2
+    _assert_graph_replays(run, x, lambda: x.double() @ reference.T)
 
 
 def test_specialized_op_under_torch_compile() -> None:
@@ -216,23 +207,31 @@ def test_apply_weights_in_the_tile_range(name: str) -> None:
         assert _error(out, expected) < 1e-2
 
 
-def test_tile_cuda_graph_replay() -> None:
-    config = FORMATS["int4-g128-bf16"]
-    kernel, layer, reference = _processed(config)
-    x = torch.randn(128, config.in_features, device="cuda", dtype=config.act_dtype)
-    bias = torch.randn(config.out_features, device="cuda", dtype=config.act_dtype)
-    kernel.apply_weights(layer, x, bias)  # build and warm up outside the capture
+def _assert_graph_replays(run: Callable[[], torch.Tensor], x: torch.Tensor,
+                          expected: Callable[[], torch.Tensor]) -> None:
+    """Warms ``run`` up outside a capture, captures it in a CUDA graph and replays it three times
+    on fresh inputs written into ``x``, the output poisoned with NaN before each replay."""
+    run()
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        out = kernel.apply_weights(layer, x, bias)
+        out = run()
     for _ in range(3):
         x.copy_(torch.randn_like(x))
         out.fill_(float("nan"))
         graph.replay()
         torch.cuda.synchronize()
         assert bool(torch.isfinite(out).all())
-        assert _error(out, x.double() @ reference.T + bias.double()) < 1e-2
+        assert _error(out, expected()) < 1e-2
+
+
+def test_tile_cuda_graph_replay() -> None:
+    config = FORMATS["int4-g128-bf16"]
+    kernel, layer, reference = _processed(config)
+    x = torch.randn(128, config.in_features, device="cuda", dtype=config.act_dtype)
+    bias = torch.randn(config.out_features, device="cuda", dtype=config.act_dtype)
+    _assert_graph_replays(lambda: kernel.apply_weights(layer, x, bias), x,
+                          lambda: x.double() @ reference.T + bias.double())
 
 
 def test_tile_split_k_graph_replay() -> None:
@@ -241,16 +240,8 @@ def test_tile_split_k_graph_replay() -> None:
     kernel, layer, reference = _processed(config)
     assert kernel._tile.plan(64).split > 1
     x = torch.randn(64, 8192, device="cuda", dtype=config.act_dtype)
-    kernel.apply_weights(layer, x)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = kernel.apply_weights(layer, x)
-    for _ in range(3):
-        x.copy_(torch.randn_like(x))
-        graph.replay()
-        torch.cuda.synchronize()
-        assert _error(out, x.double() @ reference.T) < 1e-2
+    _assert_graph_replays(lambda: kernel.apply_weights(layer, x), x,
+                          lambda: x.double() @ reference.T)
 
 
 def test_tile_torch_compile_fullgraph() -> None:

@@ -359,16 +359,58 @@ __device__ __forceinline__ void mma_chunk_async(float (&acc)[RW][BMX / 2],
   for (int r = 0; r < RW; ++r) pin_registers(acc[r]);
 }
 
+// Zeroes the accumulators, runs compute(a) over the block's `count` chunks with the two A
+// register sets alternating statically (a chunk's decode overwrites the set whose wgmmas the
+// previous chunk's wgmma.wait_group 1 retired), then retires the last wgmmas.
+template <int RW, int kAcc, typename Compute>
+__device__ __forceinline__ void run_chunks(int count, float (&acc)[RW][kAcc], Compute&& compute) {
+#pragma unroll
+  for (int r = 0; r < RW; ++r) {
+#pragma unroll
+    for (int e = 0; e < kAcc; ++e) acc[r][e] = 0.0f;
+  }
+  uint32_t a0[RW][4][4];
+  uint32_t a1[RW][4][4];
+  int i = 0;
+  for (; i + 1 < count; i += 2) {
+    compute(a0);
+    compute(a1);
+  }
+  if (i < count) compute(a0);
+  wgmma_wait<0>();
+#pragma unroll
+  for (int r = 0; r < RW; ++r) pin_registers(acc[r]);
+}
+
+// Where a block sits: its cluster (split-K), its 128 RW weight rows (n_block), its BMX tokens
+// (from m0) and its share of the chunks [c_begin, c_begin + count).
+struct TileBlock {
+  cooperative_groups::cluster_group cluster;
+  int split, rank, n_block, m0, c_begin, count;
+
+  __device__ __forceinline__ TileBlock(const GemmParams& p, int bmx)
+      : cluster(cooperative_groups::this_cluster()) {
+    split = static_cast<int>(cluster.num_blocks());
+    rank = static_cast<int>(cluster.block_rank());
+    n_block = blockIdx.x / split;
+    m0 = blockIdx.y * bmx;
+    c_begin = rank * p.C / split;
+    count = (rank + 1) * p.C / split - c_begin;
+  }
+};
+
 // Writes chan[n] * acc + bias[n] of consumer thread `tid` (0..255), or with split-K first adds
 // the partial sums of the cluster: every block parks its sums in its own ring (thread-major,
 // conflict-free), then block `rank` adds the rank-th share of the elements over the whole
 // cluster. Threads that hold no sums (a producer warpgroup) call tile_epilogue_barriers instead.
 template <typename T, int FMT, int BMX, int RW>
 __device__ __forceinline__ void tile_epilogue(const GemmParams& p, float (&acc)[RW][BMX / 2],
-                                              unsigned char* smem,
-                                              const cooperative_groups::cluster_group& cluster,
-                                              int split, int rank, int n_block, int m0, int tid) {
+                                              unsigned char* smem, const TileBlock& blk, int tid) {
   using Layout = TileLayout<FMT, BMX, RW>;
+  const int split = blk.split;
+  const int rank = blk.rank;
+  const int n_block = blk.n_block;
+  const int m0 = blk.m0;
   constexpr int kAcc = BMX / 2;
   const int lane = tid & 31;
   const int warp = tid >> 5;
@@ -402,7 +444,7 @@ __device__ __forceinline__ void tile_epilogue(const GemmParams& p, float (&acc)[
 #pragma unroll
     for (int e = 0; e < kAcc; ++e) partial[(r * kAcc + e) * 256 + tid] = acc[r][e];
   }
-  cluster.sync();
+  blk.cluster.sync();
   constexpr int kTotal = RW * kAcc;
   const int lo = rank * kTotal / split;
   const int hi = (rank + 1) * kTotal / split;
@@ -411,7 +453,7 @@ __device__ __forceinline__ void tile_epilogue(const GemmParams& p, float (&acc)[
 #pragma unroll
     for (int u = 0; u < 8; ++u) sum[u] = 0.0f;
     for (int q = 0; q < split; ++q) {
-      const float* peer = cluster.map_shared_rank(partial, q);
+      const float* peer = blk.cluster.map_shared_rank(partial, q);
 #pragma unroll
       for (int u = 0; u < 8; ++u) {
         if (b + u < hi) sum[u] += peer[(b + u) * 256 + tid];
@@ -422,16 +464,15 @@ __device__ __forceinline__ void tile_epilogue(const GemmParams& p, float (&acc)[
       if (b + u < hi) store((b + u) / kAcc, (b + u) % kAcc, sum[u]);
     }
   }
-  cluster.sync();  // no block leaves while a peer may still read its partial sums
+  blk.cluster.sync();  // no block leaves while a peer may still read its partial sums
 }
 
 // tile_epilogue's block and cluster barriers, for the threads of a block that hold no sums.
-__device__ __forceinline__ void tile_epilogue_barriers(
-    const cooperative_groups::cluster_group& cluster, int split) {
-  if (split == 1) return;
+__device__ __forceinline__ void tile_epilogue_barriers(const TileBlock& blk) {
+  if (blk.split == 1) return;
   __syncthreads();
-  cluster.sync();
-  cluster.sync();
+  blk.cluster.sync();
+  blk.cluster.sync();
 }
 
 // The block's 64-byte-aligned dynamic shared memory, aligned to 1024 bytes by offsetting the
@@ -452,25 +493,20 @@ __global__ void __launch_bounds__(256, 1) tile_gemm_kernel(const GemmParams p) {
   extern __shared__ unsigned char tile_smem_raw[];
   unsigned char* smem = tile_smem(tile_smem_raw);
 
-  const cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
-  const int split = static_cast<int>(cluster.num_blocks());
-  const int rank = static_cast<int>(cluster.block_rank());
-  const int n_block = blockIdx.x / split;
-  const int m0 = blockIdx.y * BMX;
-  const int c_begin = rank * p.C / split;
-  const int count = (rank + 1) * p.C / split - c_begin;
+  const TileBlock blk(p, BMX);
 
   const int tid = threadIdx.x;
   const int lane = tid & 31;
   const int warp = tid >> 5;
   const uint32_t zconst_pair = floats_to_pair<T>(static_cast<float>(p.zconst),
                                                  static_cast<float>(p.zconst));
-  TileCopies<T, FMT, BMX, RW, XP, 8> copies(p, n_block, m0, c_begin, warp, lane, tid);
+  TileCopies<T, FMT, BMX, RW, XP, 8> copies(p, blk.n_block, blk.m0, blk.c_begin, warp, lane,
+                                            tid);
   int issued = 0;
   int issue_stage = 0;
 
   auto issue = [&]() {
-    if (issued < count) {  // past this block's chunks: an empty group keeps the wait counts even
+    if (issued < blk.count) {  // past the block's chunks: an empty group keeps the wait counts even
       copies.copy_chunk(smem + issue_stage * Layout::kStageBytes);
     }
     commit_async();
@@ -479,11 +515,6 @@ __global__ void __launch_bounds__(256, 1) tile_gemm_kernel(const GemmParams p) {
   };
 
   float acc[RW][kAcc];
-#pragma unroll
-  for (int r = 0; r < RW; ++r) {
-#pragma unroll
-    for (int e = 0; e < kAcc; ++e) acc[r][e] = 0.0f;
-  }
   const uint64_t desc0 = sw128_desc(smem + Layout::kX);
   int read_stage = 0;
 
@@ -505,19 +536,9 @@ __global__ void __launch_bounds__(256, 1) tile_gemm_kernel(const GemmParams p) {
 
 #pragma unroll
   for (int i = 0; i < kAhead; ++i) issue();
-  uint32_t a0[RW][4][4];
-  uint32_t a1[RW][4][4];
-  int i = 0;
-  for (; i + 1 < count; i += 2) {  // two chunks per trip: the A registers alternate statically
-    compute(a0);
-    compute(a1);
-  }
-  if (i < count) compute(a0);
-  wgmma_wait<0>();
-#pragma unroll
-  for (int r = 0; r < RW; ++r) pin_registers(acc[r]);
+  run_chunks(blk.count, acc, compute);
   wait_async<0>();
-  tile_epilogue<T, FMT, BMX, RW>(p, acc, smem, cluster, split, rank, n_block, m0, tid);
+  tile_epilogue<T, FMT, BMX, RW>(p, acc, smem, blk, tid);
 #else
   __trap();  // built for another architecture: the host dispatch sends only SM90 here
 #endif
@@ -575,13 +596,7 @@ __global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_ws_kernel(const G
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + Layout::kBarriers);
   uint64_t* empty = full + kStages;
 
-  const cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
-  const int split = static_cast<int>(cluster.num_blocks());
-  const int rank = static_cast<int>(cluster.block_rank());
-  const int n_block = blockIdx.x / split;
-  const int m0 = blockIdx.y * BMX;
-  const int c_begin = rank * p.C / split;
-  const int count = (rank + 1) * p.C / split - c_begin;
+  const TileBlock blk(p, BMX);
   const int tid = threadIdx.x;
   const int lane = tid & 31;
   const int warp = tid >> 5;
@@ -596,10 +611,11 @@ __global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_ws_kernel(const G
 
   if (warp >= 8) {  // producer warpgroup
     setmaxnreg_dec<kTileWsProducerRegs>();
-    TileCopies<T, FMT, BMX, RW, false, 4> copies(p, n_block, m0, c_begin, warp - 8, lane, tid);
+    TileCopies<T, FMT, BMX, RW, false, 4> copies(p, blk.n_block, blk.m0, blk.c_begin, warp - 8,
+                                                 lane, tid);
     int stage = 0;
     int round = 0;  // parity of the ring's pass: stage s's empty barrier completes once per pass
-    for (int i = 0; i < count; ++i) {
+    for (int i = 0; i < blk.count; ++i) {
       if (i >= kStages) mbarrier_wait(empty + stage, round ^ 1);
       copies.copy_chunk(smem + stage * Layout::kStageBytes);
       copy_async_arrive(full + stage);
@@ -610,17 +626,12 @@ __global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_ws_kernel(const G
     }
     commit_async();  // no thread leaves with copies in flight
     wait_async<0>();
-    tile_epilogue_barriers(cluster, split);
+    tile_epilogue_barriers(blk);
   } else {  // consumer warpgroups
     setmaxnreg_inc<kTileWsConsumerRegs>();
     float acc[RW][kAcc];
     const uint32_t zconst_pair = floats_to_pair<T>(static_cast<float>(p.zconst),
                                                    static_cast<float>(p.zconst));
-#pragma unroll
-    for (int r = 0; r < RW; ++r) {
-#pragma unroll
-      for (int e = 0; e < kAcc; ++e) acc[r][e] = 0.0f;
-    }
     const uint64_t desc0 = sw128_desc(smem + Layout::kX);
     int stage = 0;
     int round = 0;
@@ -641,18 +652,8 @@ __global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_ws_kernel(const G
         round ^= 1;
       }
     };
-    uint32_t a0[RW][4][4];
-    uint32_t a1[RW][4][4];
-    int i = 0;
-    for (; i + 1 < count; i += 2) {  // two chunks per trip: the A registers alternate statically
-      compute(a0);
-      compute(a1);
-    }
-    if (i < count) compute(a0);
-    wgmma_wait<0>();
-#pragma unroll
-    for (int r = 0; r < RW; ++r) pin_registers(acc[r]);
-    tile_epilogue<T, FMT, BMX, RW>(p, acc, smem, cluster, split, rank, n_block, m0, tid);
+    run_chunks(blk.count, acc, compute);
+    tile_epilogue<T, FMT, BMX, RW>(p, acc, smem, blk, tid);
   }
 #else
   __trap();  // built for another architecture: the host dispatch sends only SM90 here
