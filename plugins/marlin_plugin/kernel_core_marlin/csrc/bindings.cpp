@@ -140,6 +140,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gemm", &gemm, "weight-only GEMM on the repacked layout (writes out)");
   m.def("dequantize", &dequantize, "decode the repacked layout into a 16-bit [N, C*64] matrix");
   m.def("tile_gemm", &tile_gemm, "SM90 wgmma tile GEMM on the repacked layout (writes out)");
-  m.def("tile_clusters", &tile_clusters, "clusters of a tile shape, split and variant that fit at once "
-        "(negative: minus a cudaError_t value)");
+  m.def("tile_clusters", &tile_clusters, "clusters of a tile shape, split and variant that fit "
+        "at once (negative: minus a cudaError_t value)");
 }
