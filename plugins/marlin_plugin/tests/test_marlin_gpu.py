@@ -116,10 +116,11 @@ def test_every_launch_config_agrees(config, m: int) -> None:
 @needs_cuda
 @pytest.mark.parametrize("launch", [
     (37, (8, 2, 4, 2, 0)),
-    pytest.param((29, (4, 1, 1, 8, 2)), marks=pytest.mark.skipif(
+    *(pytest.param((m, cfg), marks=pytest.mark.skipif(
         not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9,
-        reason="the bulk pipeline needs compute capability 9.0 or newer")),
-], ids=["register", "bulk"])
+        reason="the bulk pipeline needs compute capability 9.0 or newer"))
+      for m, cfg in ((29, (4, 1, 1, 8, 2)), (29, (4, 1, 1, 8, 3)), (7, (1, 1, 1, 16, 3)))),
+], ids=["register", "bulk", "flat-w8", "flat-w16"])
 def test_poisoned_output_fully_written(launch) -> None:
     m, config = launch
     kernel, layer, reference = _processed(INT4)
@@ -208,16 +209,40 @@ BULK_FORMATS = {
 }
 
 
+#: Bulk-pipeline variants as (pipeline, consumer warps): the default consumer (pipeline 2) and
+#: the flat consumer (pipeline 3) with 8 and 16 warps (16: M <= 8 without act-order only).
+BULK_VARIANTS = {"bulk-w8": (2, 8), "flat-w8": (3, 8), "flat-w16": (3, 16)}
+
+
+def _variant_serves(variant: str, m: int, config) -> bool:
+    return BULK_VARIANTS[variant][1] <= 8 or (m <= 8 and not getattr(config, "has_g_idx", False))
+
+
+def _force_bulk_variant(monkeypatch: pytest.MonkeyPatch, variant: str) -> None:
+    """Make apply_weights launch ``variant`` wherever it would launch the bulk pipeline."""
+    pipeline, consumers = BULK_VARIANTS[variant]
+    default = ops.launch_config
+
+    def forced(m: int, fmt: int, bulk: bool = False) -> tuple[int, int, int, int, int]:
+        mt, rows, wn, wk, chosen = default(m, fmt, bulk)
+        assert chosen == 2, "bulk pipeline not chosen"
+        return mt, rows, wn, consumers, pipeline
+
+    monkeypatch.setattr(ops, "launch_config", forced)
+
+
 @needs_bulk
+@pytest.mark.parametrize("variant", list(BULK_VARIANTS))
 @pytest.mark.parametrize("name", list(BULK_FORMATS))
-def test_bulk_pipeline_every_format(name: str) -> None:
+def test_bulk_pipeline_every_format(name: str, variant: str,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
     config = BULK_FORMATS[name]
     kernel, layer, reference = _processed(config)
     bias = torch.randn(config.out_features, device="cuda", dtype=config.act_dtype)
+    _force_bulk_variant(monkeypatch, variant)
     for m in (1, 3, 8, 9, 16):
-        if m > ops.BULK_MAX_M[kernel._fmt]:
+        if m > ops.BULK_MAX_M[kernel._fmt] or not _variant_serves(variant, m, config):
             continue
-        assert ops.launch_config(m, kernel._fmt, kernel._bulk)[4] == 2, "bulk pipeline not chosen"
         x = torch.randn(m, config.in_features, device="cuda", dtype=config.act_dtype)
         out = kernel.apply_weights(layer, x, bias)
         expected = x.double() @ reference.T + bias.double()
@@ -227,8 +252,9 @@ def test_bulk_pipeline_every_format(name: str) -> None:
 
 
 @needs_bulk
+@pytest.mark.parametrize("pipeline", [2, 3], ids=["bulk", "flat"])
 @pytest.mark.parametrize("name", ["int4-g128", "nvfp4", "uint4-zp-g32-fp16", "fp8-channel"])
-def test_bulk_pipeline_up_to_m_32(name: str) -> None:
+def test_bulk_pipeline_up_to_m_32(name: str, pipeline: int) -> None:
     """M past BULK_MAX_M (up to four M tiles, passes of fewer row tiles) is not chosen by default
     but served."""
     config = BULK_FORMATS[name]
@@ -240,36 +266,77 @@ def test_bulk_pipeline_up_to_m_32(name: str) -> None:
         out = ops.gemm(x, layer.weight, layer.weight_scale,
                        getattr(layer, "weight_zero_point", None), None,
                        getattr(layer, "weight_channel_scale", None), None, kernel._fmt, n,
-                       kernel._group_size, kernel._zconst, mt, 1, 1, 8, 2)
+                       kernel._group_size, kernel._zconst, mt, 1, 1, 8, pipeline)
         assert bool(torch.isfinite(out).all()), (name, m)
         error = _relative_error(out, x.double() @ reference.T)
         assert error < 1e-2, (name, m, error)
 
 
 @needs_bulk
+@pytest.mark.parametrize("pipeline", [2, 3], ids=["bulk", "flat"])
 @pytest.mark.parametrize("config", [INT4, FP4], ids=["int4", "nvfp4"])
-def test_bulk_pipeline_consumer_counts(config) -> None:
+def test_bulk_pipeline_consumer_counts(config, pipeline: int) -> None:
     kernel, layer, reference = _processed(config)
     n = config.out_features
     for mt in (1, 2, 4):
         for m in (8 * mt - 5, 8 * mt):
             x = torch.randn(m, config.in_features, device="cuda", dtype=config.act_dtype)
             expected = x.double() @ reference.T
-            for wk in (2, 4, 8):
+            counts = (2, 4, 8, 16) if pipeline == 3 and mt == 1 else (2, 4, 8)
+            for wk in counts:
                 out = ops.gemm(x, layer.weight, layer.weight_scale, None, None,
                                getattr(layer, "weight_channel_scale", None), None, kernel._fmt,
-                               n, kernel._group_size, kernel._zconst, mt, 1, 1, wk, 2)
+                               n, kernel._group_size, kernel._zconst, mt, 1, 1, wk, pipeline)
                 error = _relative_error(out, expected)
-                assert error < 1e-2, (mt, m, wk, error)
+                assert error < 1e-2, (mt, m, wk, pipeline, error)
 
 
 @needs_bulk
-@pytest.mark.parametrize("mt,rows,wk,m", [(8, 1, 8, 40), (2, 2, 8, 16), (1, 1, 3, 4), (1, 1, 8, 9)],
-                         ids=["mt8", "two-rows", "three-warps", "m-over-tile"])
-def test_bulk_pipeline_refuses_unserved_configs(mt: int, rows: int, wk: int, m: int) -> None:
+@pytest.mark.parametrize("mt,rows,wk,m,pipeline", [
+    (8, 1, 8, 40, 2), (2, 2, 8, 16, 2), (1, 1, 3, 4, 2), (1, 1, 8, 9, 2), (8, 1, 8, 40, 3),
+    (2, 1, 16, 12, 3)],
+    ids=["mt8", "two-rows", "three-warps", "m-over-tile", "flat-mt8", "flat-w16-two-m-tiles"])
+def test_bulk_pipeline_refuses_unserved_configs(mt: int, rows: int, wk: int, m: int,
+                                                pipeline: int) -> None:
     kernel, layer, _ = _processed(INT4)
     x = torch.randn(m, INT4.in_features, device="cuda", dtype=torch.bfloat16)
     with pytest.raises(RuntimeError, match="invalid argument"):
         ops.gemm(x, layer.weight, layer.weight_scale, None, None, None, None, kernel._fmt,
-                 INT4.out_features, kernel._group_size, kernel._zconst, mt, rows, 1, wk, 2)
+                 INT4.out_features, kernel._group_size, kernel._zconst, mt, rows, 1, wk, pipeline)
+
+
+@needs_bulk
+def test_sixteen_consumer_warps_refused_off_the_flat_consumer() -> None:
+    """16 consumer warps: pipeline 2 is refused by the bindings, act-order by the launcher."""
+    kernel, layer, _ = _processed(INT4)
+    x = torch.randn(4, INT4.in_features, device="cuda", dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match="at most 8 warps"):
+        ops.gemm(x, layer.weight, layer.weight_scale, None, None, None, None, kernel._fmt,
+                 INT4.out_features, kernel._group_size, kernel._zconst, 1, 1, 1, 16, 2)
+    config = BULK_FORMATS["uint4-zp-act-order-fp16"]
+    kernel, layer, _ = _processed(config)
+    x = torch.randn(4, config.in_features, device="cuda", dtype=config.act_dtype)
+    with pytest.raises(RuntimeError, match="invalid argument"):
+        ops.gemm(x, layer.weight, layer.weight_scale, layer.weight_zero_point,
+                 layer.weight_group_table, None, None, kernel._fmt, config.out_features,
+                 kernel._group_size, kernel._zconst, 1, 1, 1, 16, 3)
+
+
+@needs_bulk
+@pytest.mark.parametrize("variant", ["flat-w8", "flat-w16"])
+def test_flat_consumer_cuda_graph_replay(variant: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    kernel, layer, reference = _processed(INT4)
+    _force_bulk_variant(monkeypatch, variant)
+    x = torch.randn(5, INT4.in_features, device="cuda", dtype=torch.bfloat16)
+    kernel.apply_weights(layer, x)  # warm up outside the capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = kernel.apply_weights(layer, x)
+    for _ in range(3):
+        x.copy_(torch.randn_like(x))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert bool(torch.isfinite(out).all())
+        assert _relative_error(out, x.double() @ reference.T) < 1e-2
 

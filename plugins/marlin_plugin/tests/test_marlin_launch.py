@@ -137,9 +137,46 @@ def test_bulk_plan_fits_and_covers(plan_harness: Path, case) -> None:
             assert hi - lo + 1 <= plan["group_cap"], (cb, lo, hi)
 
 
+#: The 16-consumer-warp plans (pipeline 3, M <= 8): the benchmark shapes for int4 g128 and
+#: NVFP4, zero points, a K tail and fewer row tiles than SMs.
+WIDE_PLAN_CASES = [
+    (Format.INT4, 1, 28672, 8192, 64, 128, False),
+    (Format.INT4, 4, 8192, 28672, 224, 128, False),
+    (Format.INT4, 8, 10240, 8192, 64, 128, False),
+    (Format.INT4, 1, 8192, 8192, 64, 128, False),
+    (Format.FP4, 1, 28672, 8192, 512, 16, False),
+    (Format.FP4, 8, 8192, 8192, 512, 16, False),
+    (Format.INT8, 1, 8192, 8192, 256, 32, True),
+    (Format.INT4, 3, 256, 1040, 65, 16, True),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", WIDE_PLAN_CASES, ids=lambda c: "-".join(map(str, c[:4])))
+def test_bulk_plan_sixteen_consumers(plan_harness: Path, case) -> None:
+    """16 consumer warps have 96 registers each: passes of at most one 4-tile group, stages of
+    16 or more chunks, and the tree-sum slices of 8 warps in shared memory."""
+    fmt, m, n, k, groups, group_size, zeros = case
+    plan = _plan(plan_harness, fmt, 1, m, n, k, groups, group_size, zeros=zeros, consumers=16)
+    assert plan["code"] == 0, plan
+    n16 = -(-n // 16)
+    span = -(-n16 // plan["blocks"])
+    tiles = plan["tiles_per_pass"]
+    assert plan["blocks"] == min(H100_SMS, n16)
+    assert 1 <= tiles <= 4 and tiles <= span
+    assert -(-span // tiles) == -(-span // 4)  # no more passes than the registers force
+    assert plan["chunks"] in (16, 32, 64)
+    assert plan["stages"] >= 3 or (tiles == 1 and plan["stages"] == 2)
+    assert plan["bar_off"] - plan["red_off"] >= 8 * tiles * 512
+    assert plan["bar_off"] + 2 * plan["stages"] * 8 <= H100_SMEM
+    assert plan["xstride"] == plan["chunks"] * 128 + 16
+    assert plan["x_off"] + m * plan["xstride"] <= plan["stage_bytes"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("change", ["m_over_tiles", "three_consumers", "chunks_past_k",
-                                    "no_shared_memory"])
+                                    "no_shared_memory", "sixteen_consumers_two_m_tiles",
+                                    "thirty_two_consumers"])
 def test_bulk_plan_refuses(plan_harness: Path, change: str) -> None:
     args = dict(fmt=Format.INT4, mt=1, m=8, n=4096, k=4096, groups=32, group_size=128)
     extra = {
@@ -147,6 +184,8 @@ def test_bulk_plan_refuses(plan_harness: Path, change: str) -> None:
         "three_consumers": dict(consumers=3),
         "chunks_past_k": dict(chunks=65),
         "no_shared_memory": dict(smem=16 * 1024),
+        "sixteen_consumers_two_m_tiles": dict(mt=2, m=12, consumers=16),
+        "thirty_two_consumers": dict(consumers=32),
     }[change]
     args.update(extra)
     exe_args = {key: args.pop(key) for key in ("consumers", "chunks", "smem") if key in args}

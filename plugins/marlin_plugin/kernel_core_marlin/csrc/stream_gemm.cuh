@@ -814,12 +814,143 @@ __device__ __forceinline__ void bulk_produce(const GemmParams& p, const BulkPlan
 #endif
 }
 
-template <typename T, int FMT, int MT>
-__global__ void __launch_bounds__(288, 1) stream_gemm_bulk_kernel(const GemmParams p,
-                                                                 const BulkPlan plan) {
+// Row tiles of one pass at most: the accumulators (MT x 4 floats per tile) stay in registers.
+// Registers are split per SM sub-partition (4 x 16K): with 8 consumer warps and the producer one
+// sub-partition holds 3 warps (168 registers each), with 16 consumers 5 (96 registers), so those
+// passes hold one 4-tile group and serve one M tile (two spilled 48 bytes in ptxas).
+template <int MT, int kWarps>
+__host__ __device__ constexpr int bulk_max_tiles() {
+  return kWarps > 8 ? (MT == 1 ? 4 : 0) : 16 / MT;
+}
+
+#ifdef KCM_BULK_COPY
+// Shared-memory loads of one tile group (tiles i0 .. i0 + 3 of the pass, clamped to the last
+// tile) of chunk coff for the flat consumer. kZeros is a template parameter: as a runtime
+// select NVVM turned it into a branch around the zero-point loads, splitting the chunk.
+template <int V, bool kZeros>
+__device__ __forceinline__ void load_tile_group(const BulkPlan& plan, const unsigned char* base,
+                                                int i0, int ntiles, int coff, int soff,
+                                                uint32_t zconst_pair, int lane,
+                                                uint4 (&wv)[kBulkTileGroup][V],
+                                                uint32_t (&sw)[kBulkTileGroup],
+                                                uint32_t (&zw)[kBulkTileGroup]) {
+#pragma unroll
+  for (int u = 0; u < kBulkTileGroup; ++u) {
+    const int i = min(i0 + u, ntiles - 1);
+    const uint4* wsrc = reinterpret_cast<const uint4*>(base + i * plan.wslot + coff * 512 * V) +
+                        lane;
+#pragma unroll
+    for (int v = 0; v < V; ++v) wv[u][v] = wsrc[v * 32];
+    sw[u] = *reinterpret_cast<const uint32_t*>(base + plan.scale_off + i * plan.sslot + soff);
+    if constexpr (kZeros) {
+      zw[u] = *reinterpret_cast<const uint32_t*>(base + plan.zero_off + i * plan.sslot + soff);
+    } else {
+      zw[u] = zconst_pair;
+    }
+  }
+}
+
+// The flat consumer of one pass of NG tile groups (pipeline 3; no act-order: every group of a
+// stage is staged, see stage_groups). The group count and the zero points are template
+// parameters and every other condition inside a chunk is a select, so a chunk's tile groups
+// form one basic block (in the PTX of int4 MT = 1, NG = 4: one block of 64 mma and 34 shared
+// loads): the loads of group q + 1 are issued before the decode and mma of group q, and the
+// scheduler may overlap the decode of one group with the mma chain of the one before (the
+// generic consumer puts a branch between groups, so each group's loads wait for the previous
+// group's last mma to issue).
+template <typename T, int FMT, int MT, int kGroups, int NG, bool kZeros>
+__device__ __forceinline__ void bulk_consume_flat(const GemmParams& p, const BulkPlan& plan,
+                                                  const unsigned char* smem, uint64_t* full,
+                                                  uint64_t* empty,
+                                                  float (&acc)[kGroups][MT][kBulkTileGroup][4],
+                                                  int ntiles, int& it, int w, int lane,
+                                                  uint32_t zconst_pair) {
+  static_assert(NG >= 1 && NG <= kGroups, "tile groups of a pass");
+  constexpr int V = VecCount<FMT>::value;
+  const int consumers = p.WK;
+  const int g = lane >> 2;
+  const int t = lane & 3;
+  const int chunks = plan.chunks;
+  const int kstages = (p.C + chunks - 1) / chunks;
+  for (int ks = 0; ks < kstages; ++ks, ++it) {
+    const int stage = it % plan.stages;
+    mbarrier_wait(full + stage, (it / plan.stages) & 1);
+    const unsigned char* base = smem + static_cast<size_t>(stage) * plan.stage_bytes;
+    const int cb = ks * chunks;
+    const int ce = min(cb + chunks, p.C);
+    const int g_lo = bulk_group(p, plan, cb * 64);
+    for (int c = cb + w; c < ce; c += consumers) {
+      const int kseg = c * 64 + 16 * t;
+      const int coff = c - cb;
+      const int soff = (bulk_group(p, plan, kseg) - g_lo) * 32 + g * 4;
+      uint4 xv[MT][2];
+#pragma unroll
+      for (int j = 0; j < MT; ++j) {
+        // Rows past M and channels past K hold stale bytes of an earlier stage: read a valid
+        // row and zero the fragment.
+        const int row = 8 * j + g;
+        const bool valid = row < p.M && kseg < p.K;
+        const uint4* src = reinterpret_cast<const uint4*>(
+            base + plan.x_off + min(row, p.M - 1) * plan.xstride + (coff * 64 + 16 * t) * 2);
+        const uint4 lo = src[0];
+        const uint4 hi = src[1];
+        xv[j][0] = valid ? lo : make_uint4(0, 0, 0, 0);
+        xv[j][1] = valid ? hi : make_uint4(0, 0, 0, 0);
+      }
+      // Two register buffers of group loads where the accumulators leave room (MT = 1, 4-bit
+      // codes; ptxas spilled with two for MT = 2 or 8-bit codes).
+      constexpr int kBuffers = MT == 1 && V == 1 ? 2 : 1;
+      uint4 wv[kBuffers][kBulkTileGroup][V];
+      uint32_t sw[kBuffers][kBulkTileGroup], zw[kBuffers][kBulkTileGroup];
+      load_tile_group<V, kZeros>(plan, base, 0, ntiles, coff, soff, zconst_pair, lane, wv[0],
+                                 sw[0], zw[0]);
+#pragma unroll
+      for (int q = 0; q < NG; ++q) {
+        const int cur = q % kBuffers;
+        const int next = (q + 1) % kBuffers;
+        if (kBuffers == 2 && q + 1 < NG) {
+          load_tile_group<V, kZeros>(plan, base, (q + 1) * kBulkTileGroup, ntiles, coff, soff,
+                                     zconst_pair, lane, wv[next], sw[next], zw[next]);
+        }
+        mma_chunk<T, FMT, MT, kBulkTileGroup>(acc[q], wv[cur], xv, sw[cur], zw[cur]);
+        if (kBuffers == 1 && q + 1 < NG) {
+          load_tile_group<V, kZeros>(plan, base, (q + 1) * kBulkTileGroup, ntiles, coff, soff,
+                                     zconst_pair, lane, wv[next], sw[next], zw[next]);
+        }
+      }
+    }
+    __syncwarp();
+    if (lane == 0) mbarrier_arrive(empty + stage);
+  }
+}
+
+// Runs bulk_consume_flat<..., ngroups, kZeros> for a runtime ngroups in [1, NG].
+template <typename T, int FMT, int MT, int kGroups, int NG, bool kZeros>
+__device__ __forceinline__ void bulk_consume_flat_groups(
+    int ngroups, const GemmParams& p, const BulkPlan& plan, const unsigned char* smem,
+    uint64_t* full, uint64_t* empty, float (&acc)[kGroups][MT][kBulkTileGroup][4], int ntiles,
+    int& it, int w, int lane, uint32_t zconst_pair) {
+  if constexpr (NG > 1) {
+    if (ngroups < NG) {
+      bulk_consume_flat_groups<T, FMT, MT, kGroups, NG - 1, kZeros>(
+          ngroups, p, plan, smem, full, empty, acc, ntiles, it, w, lane, zconst_pair);
+      return;
+    }
+  }
+  bulk_consume_flat<T, FMT, MT, kGroups, NG, kZeros>(p, plan, smem, full, empty, acc, ntiles, it,
+                                                     w, lane, zconst_pair);
+}
+#endif
+
+// kFlat: the flat consumer (pipeline 3) where the pass allows it (no act-order, decoding);
+// kWarps: the most consumer warps a launch may have (8 or 16; sets the launch bounds).
+template <typename T, int FMT, int MT, bool kFlat, int kWarps>
+__global__ void __launch_bounds__(32 * (kWarps + 1), 1) stream_gemm_bulk_kernel(
+    const GemmParams p, const BulkPlan plan) {
 #ifdef KCM_BULK_COPY
   constexpr int V = VecCount<FMT>::value;
-  constexpr int kMaxTiles = 16 / MT;
+  constexpr int kMaxTiles = bulk_max_tiles<MT, kWarps>();
+  static_assert(kMaxTiles >= kBulkTileGroup, "a pass holds at least one tile group");
   extern __shared__ __align__(128) unsigned char smem[];
   const int consumers = p.WK;
   const int warp = threadIdx.x >> 5;
@@ -869,72 +1000,87 @@ __global__ void __launch_bounds__(288, 1) stream_gemm_bulk_kernel(const GemmPara
 #pragma unroll
           for (int e = 0; e < 4; ++e) acc[q][j][u][e] = 0.0f;
 
-    for (int ks = 0; ks < kstages; ++ks, ++it) {
-      const int stage = it % plan.stages;
-      mbarrier_wait(full + stage, (it / plan.stages) & 1);
-      const unsigned char* base = smem + static_cast<size_t>(stage) * plan.stage_bytes;
-      const int cb = ks * chunks;
-      const int ce = min(cb + chunks, p.C);
-      int g_lo, ng;
-      stage_groups(p, plan, cb, ce, g_lo, ng);
-      for (int c = cb + w; plan.decode && c < ce; c += consumers) {
-        const int local = bulk_group(p, plan, c * 64 + 16 * t) - g_lo;
-        const bool staged = local >= 0 && local < ng;
-        const bool all_staged = __all_sync(0xffffffffu, staged);
-        const int soff = (staged ? local : 0) * 32 + g * 4;
-        const int kseg = c * 64 + 16 * t;
-        const int coff = c - cb;
-        uint4 xv[MT][2];
-#pragma unroll
-        for (int j = 0; j < MT; ++j) {
-          const int row = 8 * j + g;
-          if (row < p.M && kseg < p.K) {
-            const uint4* src = reinterpret_cast<const uint4*>(
-                base + plan.x_off + row * plan.xstride + (coff * 64 + 16 * t) * 2);
-            xv[j][0] = src[0];
-            xv[j][1] = src[1];
-          } else {
-            xv[j][0] = make_uint4(0, 0, 0, 0);
-            xv[j][1] = make_uint4(0, 0, 0, 0);
-          }
-        }
-#pragma unroll
-        for (int q = 0; q < kGroups; ++q) {
-          const int i0 = q * kBulkTileGroup;
-          if (i0 < ntiles) {
-            // Tiles past the pass's end decode the last tile again; their sums are never stored.
-            uint4 wv[kBulkTileGroup][V];
-            uint32_t sw[kBulkTileGroup], zw[kBulkTileGroup];
-#pragma unroll
-            for (int u = 0; u < kBulkTileGroup; ++u) {
-              const int i = min(i0 + u, ntiles - 1);
-              const uint4* wsrc = reinterpret_cast<const uint4*>(
-                  base + i * plan.wslot + coff * 512 * V) + lane;
-#pragma unroll
-              for (int v = 0; v < V; ++v) wv[u][v] = wsrc[v * 32];
-              sw[u] = *reinterpret_cast<const uint32_t*>(base + plan.scale_off + i * plan.sslot +
-                                                         soff);
-              zw[u] = has_zeros ? *reinterpret_cast<const uint32_t*>(
-                                      base + plan.zero_off + i * plan.sslot + soff)
-                                : zconst_pair;
+    bool flat = false;
+    if constexpr (kFlat) flat = p.gtab == nullptr && plan.decode;
+    if (kWarps > 8 || flat) {  // the host launches 16 consumer warps only where flat holds
+      const int ngroups = (ntiles + kBulkTileGroup - 1) / kBulkTileGroup;
+      if (has_zeros) {
+        bulk_consume_flat_groups<T, FMT, MT, kGroups, kGroups, true>(
+            ngroups, p, plan, smem, full, empty, acc, ntiles, it, w, lane, zconst_pair);
+      } else {
+        bulk_consume_flat_groups<T, FMT, MT, kGroups, kGroups, false>(
+            ngroups, p, plan, smem, full, empty, acc, ntiles, it, w, lane, zconst_pair);
+      }
+    } else if constexpr (kWarps <= 8) {
+      // The generic consumer (pipeline 2): each tile group behind its own branch; act-order
+      // groups outside the copied range are read from global memory.
+      for (int ks = 0; ks < kstages; ++ks, ++it) {
+        const int stage = it % plan.stages;
+        mbarrier_wait(full + stage, (it / plan.stages) & 1);
+        const unsigned char* base = smem + static_cast<size_t>(stage) * plan.stage_bytes;
+        const int cb = ks * chunks;
+        const int ce = min(cb + chunks, p.C);
+        int g_lo, ng;
+        stage_groups(p, plan, cb, ce, g_lo, ng);
+        for (int c = cb + w; plan.decode && c < ce; c += consumers) {
+          const int local = bulk_group(p, plan, c * 64 + 16 * t) - g_lo;
+          const bool staged = local >= 0 && local < ng;
+          const bool all_staged = __all_sync(0xffffffffu, staged);
+          const int soff = (staged ? local : 0) * 32 + g * 4;
+          const int kseg = c * 64 + 16 * t;
+          const int coff = c - cb;
+          uint4 xv[MT][2];
+  #pragma unroll
+          for (int j = 0; j < MT; ++j) {
+            const int row = 8 * j + g;
+            if (row < p.M && kseg < p.K) {
+              const uint4* src = reinterpret_cast<const uint4*>(
+                  base + plan.x_off + row * plan.xstride + (coff * 64 + 16 * t) * 2);
+              xv[j][0] = src[0];
+              xv[j][1] = src[1];
+            } else {
+              xv[j][0] = make_uint4(0, 0, 0, 0);
+              xv[j][1] = make_uint4(0, 0, 0, 0);
             }
-            if (!all_staged) {  // act-order groups outside the copied range
-#pragma unroll
+          }
+  #pragma unroll
+          for (int q = 0; q < kGroups; ++q) {
+            const int i0 = q * kBulkTileGroup;
+            if (i0 < ntiles) {
+              // Tiles past the pass's end decode the last tile again; their sums are never stored.
+              uint4 wv[kBulkTileGroup][V];
+              uint32_t sw[kBulkTileGroup], zw[kBulkTileGroup];
+  #pragma unroll
               for (int u = 0; u < kBulkTileGroup; ++u) {
-                const size_t gidx = (static_cast<size_t>(tile0 + min(i0 + u, ntiles - 1)) * p.G +
-                                     g_lo + local) * 8 + g;
-                if (!staged) {
-                  sw[u] = __ldg(p.gscale + gidx);
-                  if (has_zeros) zw[u] = __ldg(p.zeros + gidx);
+                const int i = min(i0 + u, ntiles - 1);
+                const uint4* wsrc = reinterpret_cast<const uint4*>(
+                    base + i * plan.wslot + coff * 512 * V) + lane;
+  #pragma unroll
+                for (int v = 0; v < V; ++v) wv[u][v] = wsrc[v * 32];
+                sw[u] = *reinterpret_cast<const uint32_t*>(base + plan.scale_off + i * plan.sslot +
+                                                           soff);
+                zw[u] = has_zeros ? *reinterpret_cast<const uint32_t*>(
+                                        base + plan.zero_off + i * plan.sslot + soff)
+                                  : zconst_pair;
+              }
+              if (!all_staged) {  // act-order groups outside the copied range
+  #pragma unroll
+                for (int u = 0; u < kBulkTileGroup; ++u) {
+                  const size_t gidx = (static_cast<size_t>(tile0 + min(i0 + u, ntiles - 1)) * p.G +
+                                       g_lo + local) * 8 + g;
+                  if (!staged) {
+                    sw[u] = __ldg(p.gscale + gidx);
+                    if (has_zeros) zw[u] = __ldg(p.zeros + gidx);
+                  }
                 }
               }
+              mma_chunk<T, FMT, MT, kBulkTileGroup>(acc[q], wv, xv, sw, zw);
             }
-            mma_chunk<T, FMT, MT, kBulkTileGroup>(acc[q], wv, xv, sw, zw);
           }
         }
+        __syncwarp();
+        if (lane == 0) mbarrier_arrive(empty + stage);
       }
-      __syncwarp();
-      if (lane == 0) mbarrier_arrive(empty + stage);
     }
 
     // Tree sum over the consumer warps: the upper half stores, the lower half adds.
@@ -986,7 +1132,9 @@ int plan_bulk(const GemmParams& p, int sms, int smem_limit, BulkPlan& plan, int&
                         reinterpret_cast<uintptr_t>(p.zeros) | reinterpret_cast<uintptr_t>(p.x)) %
                            16 ==
                        0;
-  if ((w != 2 && w != 4 && w != 8) || p.WN != 1 || p.M > 8 * MT || p.N16 < 1 || p.C < 1 ||
+  // 16 consumer warps: passes of at most 4 tiles (their register budget), MT = 1.
+  const bool wide = w == 16 && MT == 1;
+  if ((w != 2 && w != 4 && w != 8 && !wide) || p.WN != 1 || p.M > 8 * MT || p.N16 < 1 || p.C < 1 ||
       (p.C - 1) * 64 >= p.K || p.K % 16 != 0 || !aligned || tiles_cap < 1) {
     return static_cast<int>(cudaErrorInvalidValue);
   }
@@ -999,7 +1147,8 @@ int plan_bulk(const GemmParams& p, int sms, int smem_limit, BulkPlan& plan, int&
     while ((1 << plan.group_shift) < p.group_size) ++plan.group_shift;
   }
   const int tables = p.zeros != nullptr ? 2 : 1;
-  const int max_tiles = tiles_cap < 16 / MT ? tiles_cap : 16 / MT;
+  const int warp_tiles = wide ? bulk_max_tiles<MT, 16>() : bulk_max_tiles<MT, 8>();
+  const int max_tiles = tiles_cap < warp_tiles ? tiles_cap : warp_tiles;
   const int bars = 2 * kBulkMaxStages * 8;
   // Fewest passes first (each re-reads the activations); within a pass count the most chunks per
   // warp and stage up to the wanted number (about 8 tile-chunks of work per warp between
@@ -1047,9 +1196,10 @@ int plan_bulk(const GemmParams& p, int sms, int smem_limit, BulkPlan& plan, int&
   }
 }
 
+// flat: the flat consumer (pipeline 3; also the only one that serves 16 consumer warps).
 template <typename T, int FMT, int MT>
 int launch_gemm_bulk(const GemmParams& p, cudaStream_t stream, int tiles_cap = 16 / MT,
-                     bool decode = true) {
+                     bool decode = true, bool flat = false) {
   int device = 0, major = 0, sms = 0, smem_limit = 0;
   cudaError_t err = cudaGetDevice(&device);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
@@ -1059,17 +1209,30 @@ int launch_gemm_bulk(const GemmParams& p, cudaStream_t stream, int tiles_cap = 1
   }
   if (err != cudaSuccess) return static_cast<int>(err);
   if (major < 9) return static_cast<int>(cudaErrorNotSupported);  // bulk copies need SM90
+  // 16 consumer warps: the flat consumer only (no act-order, decoding).
+  if (p.WK > 8 && (!flat || p.gtab != nullptr || !decode)) {
+    return static_cast<int>(cudaErrorInvalidValue);
+  }
   BulkPlan plan;
   int blocks = 0;
   const int planned = plan_bulk<FMT, MT>(p, sms, smem_limit, plan, blocks, tiles_cap);
   plan.decode = decode ? 1 : 0;
   if (planned != 0) return planned;
   const size_t bytes = static_cast<size_t>(plan.bar_off) + 2 * plan.stages * sizeof(uint64_t);
-  err = cudaFuncSetAttribute(stream_gemm_bulk_kernel<T, FMT, MT>,
-                             cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-  if (err != cudaSuccess) return static_cast<int>(err);
-  stream_gemm_bulk_kernel<T, FMT, MT><<<blocks, 32 * (p.WK + 1), bytes, stream>>>(p, plan);
-  return static_cast<int>(cudaGetLastError());
+  const int threads = 32 * (p.WK + 1);
+  auto run = [&](auto kernel) {
+    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(bytes));
+    if (e != cudaSuccess) return static_cast<int>(e);
+    kernel<<<blocks, threads, bytes, stream>>>(p, plan);
+    return static_cast<int>(cudaGetLastError());
+  };
+  if (!flat) return run(stream_gemm_bulk_kernel<T, FMT, MT, false, 8>);
+  if (p.WK <= 8) return run(stream_gemm_bulk_kernel<T, FMT, MT, true, 8>);
+  if constexpr (bulk_max_tiles<MT, 16>() >= kBulkTileGroup) {
+    return run(stream_gemm_bulk_kernel<T, FMT, MT, true, 16>);
+  }
+  return static_cast<int>(cudaErrorInvalidValue);
 }
 
 // One thread per (row tile, chunk, lane): writes rows g and g + 8, channels 16 t .. 16 t + 15 of
