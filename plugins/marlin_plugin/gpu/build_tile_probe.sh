@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
 JOBS=${JOBS:-1}
 mkdir -p gpu/build
+digest=$(python3 gpu/probe_sources.py)  # before compiling: an edit during the build shows later
 FLAGS=(-D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__
        -D__CUDA_NO_BFLOAT16_CONVERSIONS__ -D__CUDA_NO_HALF2_OPERATORS__ --expt-relaxed-constexpr
        -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Xcompiler -fPIC)
@@ -26,5 +27,6 @@ done
 while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n; done
 "$NVCC" -shared -cudart static -gencode=arch=compute_90a,code=sm_90a "${objects[@]}" \
   -o gpu/build/libkcm_tile_probe.so
-python3 gpu/probe_sources.py > gpu/build/libkcm_tile_probe.sources
+rm -f "${objects[@]}"  # the library alone travels to the device (carry limit)
+echo "$digest" > gpu/build/libkcm_tile_probe.sources
 echo "built gpu/build/libkcm_tile_probe.so ($(cat gpu/build/libkcm_tile_probe.sources))" >&2

@@ -194,3 +194,27 @@ def test_tile_sources_compile(tmp_path: Path) -> None:
         assert "C7508" not in output, f"{name}: ptxas ignored setmaxnreg:\n{output[-3000:]}"
         spills = [int(v) for v in re.findall(r"(\d+) bytes spill stores", output)]
         assert not any(spills), f"{name}: register spills {spills}"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(NVCC).exists(), reason="nvcc is not installed")
+def test_specialized_kernel_hands_stages_over_by_mbarriers(tmp_path: Path) -> None:
+    """The specialized kernel's PTX: registers moved by setmaxnreg, copies signalled per stage
+    with cp.async.mbarrier.arrive, a proxy fence before the wgmmas, wait_group 1, and no
+    block-wide barrier left in the chunk loop (only the one after the mbarrier init and the
+    split-K epilogue's)."""
+    unit = tmp_path / "ws.cu"
+    unit.write_text('#include "tile_gemm.cuh"\nnamespace kcm {\ntemplate __global__ void '
+                    "tile_gemm_ws_kernel<__nv_bfloat16, kInt4, 128, 2>(const GemmParams p);\n}\n")
+    ptx = tmp_path / "ws.ptx"
+    run = subprocess.run([NVCC, *TORCH_CUDA_FLAGS, "-std=c++17", "-O3", f"-I{ops.CSRC}",
+                          "-gencode=arch=compute_90a,code=compute_90a", "-ptx", str(unit),
+                          "-o", str(ptx)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    text = ptx.read_text()
+    assert "setmaxnreg.dec.sync.aligned.u32 40" in text
+    assert "setmaxnreg.inc.sync.aligned.u32 232" in text
+    assert "cp.async.mbarrier.arrive.noinc.shared::cta.b64" in text
+    assert "fence.proxy.async.shared::cta" in text
+    assert "wgmma.wait_group.sync.aligned 1" in text
+    assert len(re.findall(r"\bbar(?:rier)?\.sync\b", text)) <= 3
