@@ -382,6 +382,7 @@ __device__ __forceinline__ void run_chunks(int count, float (&acc)[RW][kAcc], Co
   for (int r = 0; r < RW; ++r) pin_registers(acc[r]);
 }
 
+#ifdef KCM_TILE_SM90  // thread-block clusters: SM90 only (the sm_80 build keeps trap stubs)
 // Where a block sits: its cluster (split-K), its 128 RW weight rows (n_block), its BMX tokens
 // (from m0) and its share of the chunks [c_begin, c_begin + count).
 struct TileBlock {
@@ -474,6 +475,7 @@ __device__ __forceinline__ void tile_epilogue_barriers(const TileBlock& blk) {
   blk.cluster.sync();
   blk.cluster.sync();
 }
+#endif  // KCM_TILE_SM90
 
 // The block's 64-byte-aligned dynamic shared memory, aligned to 1024 bytes by offsetting the
 // shared array itself, so the compiler keeps shared-memory loads.
