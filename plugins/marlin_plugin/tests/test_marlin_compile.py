@@ -41,7 +41,7 @@ def test_sources_compile(tmp_path: Path) -> None:
                                       text=True) for name, cmd in jobs.items()}
     failures = []
     for name, proc in running.items():
-        output, _ = proc.communicate(timeout=300)
+        output, _ = proc.communicate(timeout=900)
         if proc.returncode != 0:
             failures.append(f"{name} failed:\n{output[-3000:]}")
         elif "warning" in output.lower():
