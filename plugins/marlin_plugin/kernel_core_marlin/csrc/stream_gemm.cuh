@@ -863,7 +863,7 @@ __device__ __forceinline__ void load_tile_group(const BulkPlan& plan, const unsi
 // The flat consumer of one pass of NG tile groups (pipeline 3; no act-order: every group of a
 // stage is staged, see stage_groups). The group count and the zero points are template
 // parameters and every other condition inside a chunk is a select, so a chunk's tile groups
-// form one basic block (in the PTX of int4 MT = 1, NG = 4: one block of 64 mma and 34 shared
+// form one basic block (in the PTX of int4 MT = 1, NG = 4: one block of 64 mma and 36 shared
 // loads): the loads of group q + 1 are issued before the decode and mma of group q, and the
 // scheduler may overlap the decode of one group with the mma chain of the one before (the
 // generic consumer puts a branch between groups, so each group's loads wait for the previous
