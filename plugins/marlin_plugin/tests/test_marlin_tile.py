@@ -1,12 +1,8 @@
-"""The tile kernel's host logic on the CPU: the plan's choices and reasons, the dispatch by M, and
-(slow) the tile sources compiling for sm_90a and sm_80."""
+"""The tile kernel's host logic on the CPU: the plan's choices and reasons and the dispatch by M
+(its sources' compile checks are in test_marlin_compile.py)."""
 
 from __future__ import annotations
 
-import re
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 import torch
@@ -163,58 +159,3 @@ def test_apply_weights_routes_by_m(monkeypatch: pytest.MonkeyPatch, m: int) -> N
         plan = kernel._tile.plan(m)
         assert with_tile == ("tile", plan.bmx, plan.rw, plan.split, plan.variant)
         assert without[0] in ("stream", "dequantize")
-
-
-NVCC = shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc"
-TORCH_CUDA_FLAGS = ["-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",
-                    "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__",
-                    "--expt-relaxed-constexpr"]
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not Path(NVCC).exists(), reason="nvcc is not installed")
-def test_tile_sources_compile(tmp_path: Path) -> None:
-    """wgmma kernels (both variants) for sm_90a without ptxas serialization warnings, with
-    setmaxnreg honoured and no spills; stubs for sm_80."""
-    jobs = {
-        "bf16 sm_90a": [NVCC, *TORCH_CUDA_FLAGS, "-std=c++17", "-O3", "-Xptxas", "-v",
-                        "-gencode=arch=compute_90a,code=sm_90a", "-c",
-                        str(ops.CSRC / "tile_bf16.cu"), "-o", str(tmp_path / "bf16.o")],
-        "fp16 sm_80": [NVCC, *TORCH_CUDA_FLAGS, "-std=c++17", "-O3",
-                       "-gencode=arch=compute_80,code=sm_80", "-c",
-                       str(ops.CSRC / "tile_fp16.cu"), "-o", str(tmp_path / "fp16.o")],
-    }
-    running = {name: subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True) for name, cmd in jobs.items()}
-    for name, proc in running.items():
-        output, _ = proc.communicate(timeout=900)
-        assert proc.returncode == 0, f"{name} failed:\n{output[-3000:]}"
-        assert "C7513" not in output and "C7510" not in output, (
-            f"{name}: ptxas serialized the wgmmas:\n{output[-3000:]}")
-        assert "C7508" not in output, f"{name}: ptxas ignored setmaxnreg:\n{output[-3000:]}"
-        spills = [int(v) for v in re.findall(r"(\d+) bytes spill stores", output)]
-        assert not any(spills), f"{name}: register spills {spills}"
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not Path(NVCC).exists(), reason="nvcc is not installed")
-def test_specialized_kernel_hands_stages_over_by_mbarriers(tmp_path: Path) -> None:
-    """The specialized kernel's PTX: registers moved by setmaxnreg, copies signalled per stage
-    with cp.async.mbarrier.arrive, a proxy fence before the wgmmas, wait_group 1, and no
-    block-wide barrier left in the chunk loop (only the one after the mbarrier init and the
-    split-K epilogue's)."""
-    unit = tmp_path / "ws.cu"
-    unit.write_text('#include "tile_gemm.cuh"\nnamespace kcm {\ntemplate __global__ void '
-                    "tile_gemm_ws_kernel<__nv_bfloat16, kInt4, 128, 2>(const GemmParams p);\n}\n")
-    ptx = tmp_path / "ws.ptx"
-    run = subprocess.run([NVCC, *TORCH_CUDA_FLAGS, "-std=c++17", "-O3", f"-I{ops.CSRC}",
-                          "-gencode=arch=compute_90a,code=compute_90a", "-ptx", str(unit),
-                          "-o", str(ptx)], capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout + run.stderr
-    text = ptx.read_text()
-    assert "setmaxnreg.dec.sync.aligned.u32 40" in text
-    assert "setmaxnreg.inc.sync.aligned.u32 232" in text
-    assert "cp.async.mbarrier.arrive.noinc.shared::cta.b64" in text
-    assert "fence.proxy.async.shared::cta" in text
-    assert "wgmma.wait_group.sync.aligned 1" in text
-    assert len(re.findall(r"\bbar(?:rier)?\.sync\b", text)) <= 3
