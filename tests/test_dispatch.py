@@ -19,6 +19,7 @@ from kernel_core.dispatch import (
 )
 from kernel_core.formats.layer import dequantize_weight, make_layer
 from kernel_core.params import replace_parameter
+from kernel_core.testing import relative_error
 from kernel_core_emulation.kernels import EmulationMPLinearKernel
 
 MP = MPLinearLayerConfig(weight_shape=(128, 256), group_size=64)
@@ -97,10 +98,6 @@ def reference(weight, x):
     return x.double() @ weight.T
 
 
-def rel_error(out, ref):
-    return float((out.double() - ref).norm() / ref.norm())
-
-
 def test_plan_switches_after_the_last_point_a_kernel_wins(table):
     table()
     routes = plan_by_m(MP, platform="cpu")
@@ -124,11 +121,11 @@ def test_dispatching_kernel_picks_by_m_and_every_path_gives_the_reference(table)
         x = torch.randn(m, 256, generator=generator).to(torch.bfloat16)
         out = kernel.apply_weights(layer, x)
         assert out.shape == (m, 128) and out.dtype == torch.bfloat16
-        assert rel_error(out, reference(weight, x)) < 1e-2, m
+        assert relative_error(out, reference(weight, x)) < 1e-2, m
     assert SmallM.calls == [1, 16] and LargeM.calls == [17, 64, 300]
     x3 = torch.randn(2, 8, 256, generator=generator).to(torch.bfloat16)  # M = 2 * 8 tokens
     out3 = kernel.apply_weights(layer, x3)
-    assert SmallM.calls[-1] == 16 and rel_error(out3, reference(weight, x3)) < 1e-2
+    assert SmallM.calls[-1] == 16 and relative_error(out3, reference(weight, x3)) < 1e-2
     copy_bytes = sum(p.numel() * p.element_size() for p in layer.dispatch_1.parameters())
     info = kernel.describe()
     assert info["weight_copies"] == 2 and info["extra_bytes"] == copy_bytes > 0
@@ -148,7 +145,7 @@ def test_kernels_with_the_same_layout_share_one_copy(table):
     assert kernel.memory_note() == "all kernels share one copy of the weights"
     for m in (1, 64):
         x = torch.randn(m, 256).to(torch.bfloat16)
-        assert rel_error(kernel.apply_weights(layer, x), reference(weight, x)) < 1e-2
+        assert relative_error(kernel.apply_weights(layer, x), reference(weight, x)) < 1e-2
 
 
 def test_one_best_kernel_or_no_table_gives_a_plain_kernel(table):
@@ -168,7 +165,7 @@ def test_pins_per_m_range_shape_the_routes(table):
     kernel.process_weights_after_loading(layer)
     for m in (1, 2, 40):
         x = torch.randn(m, 256).to(torch.bfloat16)
-        assert rel_error(kernel.apply_weights(layer, x), reference(weight, x)) < 1e-2
+        assert relative_error(kernel.apply_weights(layer, x), reference(weight, x)) < 1e-2
     assert LargeM.calls == [1, 40] and SmallM.calls == [2]
 
 
@@ -201,5 +198,5 @@ def test_the_branch_on_m_traces_into_one_graph_per_m(table):
         x = torch.randn(m, 256).to(torch.bfloat16)
         out = compiled(x)
         assert torch.equal(out, kernel.apply_weights(layer, x))
-        assert rel_error(out, reference(weight, x)) < 1e-2
+        assert relative_error(out, reference(weight, x)) < 1e-2
     assert set(SmallM.calls) == {4} and set(LargeM.calls) == {32}

@@ -26,6 +26,7 @@ from kernel_core.testing.checks import (
     check_rejects_bad_input,
     make_test_layer,
     reference_kernel,
+    relative_error,
     runnable_device,
 )
 from kernel_core.testing.grid import GRID_ENV, GridConfig, grid_configs, kernel_configs, m_values
@@ -47,6 +48,7 @@ __all__ = [
     "m_values",
     "make_test_layer",
     "reference_kernel",
+    "relative_error",
     "runnable_device",
     "tolerance_for",
 ]

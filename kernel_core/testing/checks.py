@@ -107,7 +107,9 @@ def _describe(kernel_class: type, config: LayerConfig) -> str:
     return f"{kernel_class.name} on {config.short()}"
 
 
-def _relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """``||out - ref|| / ||ref||`` in float64: how every correctness check here compares a kernel's
+    output with its reference (a zero reference counts as tiny, not as a division by zero)."""
     ref64 = ref.to(torch.float64)
     return float((out.to(torch.float64) - ref64).norm() / ref64.norm().clamp(min=1e-30))
 
@@ -202,7 +204,7 @@ class _Runner:
                 f"{self.what} [{label}]: {bad} non-finite output element(s) where the oracle's "
                 "are finite (an unwritten element reads NaN from the poisoned allocator)"
             )
-        error = _relative_error(out, ref)
+        error = relative_error(out, ref)
         self.report.errors[label] = error
         if not error <= self.report.tolerance:
             raise ConformanceError(
@@ -249,7 +251,7 @@ def check_conformance(
     x = runner.random(NON_CONTIGUOUS_M, k)
     without_bias = runner.compare("no bias", x, None).to(torch.float64)
     with_bias = runner.run(x, bias).to(torch.float64)
-    bias_error = _relative_error(with_bias - without_bias, bias.expand_as(with_bias))
+    bias_error = relative_error(with_bias - without_bias, bias.expand_as(with_bias))
     runner.report.errors["bias"] = bias_error
     if not bias_error <= 2 * runner.report.tolerance:
         raise ConformanceError(
@@ -306,7 +308,7 @@ def check_cuda_graph(
             graph.replay()
             ref = runner.oracle.apply_weights(runner.reference_layer, fresh, bias)
             label = f"graph M={m} replay {replay}"
-            error = _relative_error(static_out, ref)
+            error = relative_error(static_out, ref)
             runner.report.errors[label] = error
             if not error <= runner.report.tolerance:
                 raise ConformanceError(

@@ -13,6 +13,7 @@ from kernel_core.families.int8 import Int8ScaledMMLinearLayerConfig
 from kernel_core.formats.fp8 import quantize_fp8, quantize_fp8_per_token_group
 from kernel_core.formats.int8 import quantize_int8
 from kernel_core.formats.layer import dequantize_weight, make_layer
+from kernel_core.testing import relative_error
 from kernel_core_cutlass.tiles import BlockTileConfig, TileConfig
 
 pytestmark = pytest.mark.gpu
@@ -37,11 +38,6 @@ def _kernels():
     from kernel_core_cutlass import kernels
 
     return kernels
-
-
-def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    out = out.to(torch.float64)
-    return ((out - ref).norm() / ref.norm()).item()
 
 
 def poison_next_allocation(shape, dtype) -> None:
@@ -125,7 +121,7 @@ def _check(kernel, layer, x, bias, ref, tol):
     out = kernel.apply_weights(layer, x, bias)
     assert out.dtype == out_dtype and out.shape == ref.shape
     assert not out.isnan().any(), "unwritten (poisoned) output elements"
-    err = rel_err(out, ref)
+    err = relative_error(out, ref)
     assert err < tol, f"relative error {err:.2e} >= {tol}"
 
 
@@ -185,7 +181,7 @@ def test_every_tile_configuration_is_correct(tile, dtype):
         ref = ref - (zp_neg.double()[:, None] * colsum.double()[None, :]
                      * s_tok.double()[:, None] * s_ch.double()[None, :])
     assert not out.isnan().any()
-    assert rel_err(out, ref) < 1e-2
+    assert relative_error(out, ref) < 1e-2
 
 
 @pytest.mark.parametrize("tile", list(BlockTileConfig), ids=lambda t: t.name)
@@ -202,7 +198,7 @@ def test_every_block_tile_configuration_is_correct(tile, m):
     out = ops.block_scaled_mm(q, layer.weight, xs, layer.weight_scale, None, kernel.workspace,
                               torch.bfloat16, int(tile))
     assert not out[:m].isnan().any()
-    assert rel_err(out[:m], ref) < 1.5e-2
+    assert relative_error(out[:m], ref) < 1.5e-2
 
 
 @pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.int8])
@@ -264,7 +260,7 @@ def test_quantizers_match_the_reference_codes(k):
             assert (zp - rzp.reshape(-1)).abs().max() <= 1
         assert (q.int() - rq.int()).abs().max() <= 1
         decoded = (q.double() - (0 if symmetric else zp.double()[:, None])) * s.double()[:, None]
-        assert rel_err(decoded, x.double()) < 2e-2
+        assert relative_error(decoded, x.double()) < 2e-2
     q, s = quant.quantize_fp8_per_group(x, 128)
     rq, rs = quantize_fp8_per_token_group(x32, 128)
     torch.testing.assert_close(s[:, : x.shape[0]], rs.T, rtol=1e-6, atol=0)

@@ -18,6 +18,7 @@ from kernel_core.formats.fp8 import (
     quantize_fp8_per_token_group,
 )
 from kernel_core.platform import current_compute_capability
+from kernel_core.testing import relative_error
 from kernel_core_flashinfer.kernels import (
     FlashInferFp8BlockScaledMMLinearKernel as BlockKernel,
 )
@@ -40,10 +41,6 @@ def poison(shape: tuple[int, ...], dtype: torch.dtype) -> None:
     """Leave a NaN block of the output's size for the caching allocator to hand out next."""
     block = torch.full(shape, float("nan"), dtype=dtype, device="cuda")
     del block
-
-
-def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((out.double() - ref).norm() / ref.norm()).item()
 
 
 def bound(ref: torch.Tensor, dtype: torch.dtype) -> float:

@@ -22,6 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
 import bench_marlin as bench  # noqa: E402
 
+from kernel_core.testing import relative_error  # noqa: E402
 from kernel_core_marlin.layout import pair_rows, repack_codes  # noqa: E402
 
 #: KCM_BULK_LIB: another build of the shim (e.g. with a different kBulkTileGroup) to compare;
@@ -81,7 +82,7 @@ def main() -> None:
         for cap in (16, 4, 2):
             out = torch.full((m, 8192), float("nan"), device="cuda", dtype=torch.bfloat16)
             gemm(x, w, out, mt, cap, 1)
-            err = float((out.double() - ref).norm() / ref.norm())
+            err = relative_error(out, ref)
             result["checks"].append({"M": m, "tiles_cap": cap, "rel_error": err})
     del weight
     print(json.dumps(result["checks"]), file=sys.stderr, flush=True)

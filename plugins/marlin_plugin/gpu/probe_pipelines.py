@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from kernel_core.testing import relative_error
 from kernel_core_marlin.layout import pair_rows, repack_codes, round_up
 
 LIB = ctypes.CDLL(str(Path(__file__).with_name("libkcm_probe.so")))
@@ -113,7 +114,7 @@ def main() -> None:
             except RuntimeError as exc:
                 result["correctness"].append({"M": m, "config": cfg, "error": str(exc)})
                 continue
-            err = float((out.double() - ref).norm() / ref.norm())
+            err = relative_error(out, ref)
             result["correctness"].append({"M": m, "config": cfg, "rel_error": err,
                                           "finite": bool(torch.isfinite(out).all())})
             print(f"check M={m} {cfg}: relative error {err:.2e}", file=sys.stderr, flush=True)

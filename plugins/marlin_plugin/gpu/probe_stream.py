@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
 import bench_marlin as bench  # noqa: E402
 
 from kernel_core.formats.layer import dequantize_weight  # noqa: E402
+from kernel_core.testing import relative_error  # noqa: E402
 from kernel_core_marlin import ops  # noqa: E402
 
 SHAPES = ((28672, 8192), (8192, 28672), (10240, 8192), (8192, 8192))
@@ -81,7 +82,7 @@ def run_shape(fmt: str, n: int, k: int, replays: int, copy_bw: float, log) -> li
             [lambda lay=lay, x=x: kernel.apply_weights(lay, x) for lay, x in zip(layers, xs)]
             * reps, replays)}
         expected = xs[0].double() @ reference.T
-        errors = {"auto": _relative_error(kernel.apply_weights(layers[0], xs[0]), expected)}
+        errors = {"auto": relative_error(kernel.apply_weights(layers[0], xs[0]), expected)}
         for name, cfg in variants(m, kernel._fmt).items():
             def call(i: int, cfg=cfg) -> torch.Tensor:
                 lay = layers[i]
@@ -100,7 +101,7 @@ def run_shape(fmt: str, n: int, k: int, replays: int, copy_bw: float, log) -> li
             stale.fill_(float("nan"))
             del stale
             out = call(0)
-            errors[name] = _relative_error(out, expected)
+            errors[name] = relative_error(out, expected)
         failed = {name: e for name, e in errors.items() if not e <= MAX_RELATIVE_ERROR}
         if failed:
             log(f"FAILED {fmt} {n}x{k} M={m}: relative error vs float64 {failed}")
@@ -125,10 +126,6 @@ def run_shape(fmt: str, n: int, k: int, replays: int, copy_bw: float, log) -> li
     del layers, reference
     torch.cuda.empty_cache()
     return rows
-
-
-def _relative_error(out: torch.Tensor, expected: torch.Tensor) -> float:
-    return float((out.double() - expected).norm() / expected.norm())
 
 
 def summarize(rows: list[dict]) -> dict:

@@ -42,6 +42,7 @@ from kernel_core.families import (
 )
 from kernel_core.formats.layer import dequantize_weight, make_layer
 from kernel_core.scalar_types import scalar_types
+from kernel_core.testing import relative_error
 from kernel_core_marlin import tile
 from kernel_core_marlin.kernels import (
     MarlinFp8LinearKernel,
@@ -191,7 +192,7 @@ def check_formats(variants: list[int]) -> list[dict]:
                         packed.tile(x2, out, variant, bmx, rw, split, bias)
                         torch.cuda.synchronize()
                         finite = bool(torch.isfinite(out).all())
-                        error = float((out.double() - expected).norm() / expected.norm())
+                        error = relative_error(out, expected)
                         ok = finite and error < 1e-2
                         rows.append({"format": name, "M": m, "variant": variant, "bmx": bmx,
                                      "rw": rw, "split": split, "finite": finite,
@@ -285,8 +286,7 @@ def time_formats(replays: int, m_values: tuple[int, ...], fmts: list[str], varia
                     per_variant[tile.TILE_VARIANTS[variant]] = {
                         "launch": variant_name(*best), "us": round(mine[best], 2),
                         "speedup": round(bf16_us / mine[best], 3),
-                        "vs_dequant_matmul_rel_error": float((out.double() - ref).norm()
-                                                             / ref.norm()),
+                        "vs_dequant_matmul_rel_error": relative_error(out, ref),
                         "finite": bool(torch.isfinite(out).all())}
                 if permuted:
                     permuted_x_variants(packs, xs, outs, times, reps, replays, chunks,

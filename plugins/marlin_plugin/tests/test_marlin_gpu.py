@@ -15,7 +15,7 @@ from kernel_core.families import (
 )
 from kernel_core.formats.layer import dequantize_weight, make_layer
 from kernel_core.scalar_types import scalar_types
-from kernel_core.testing import conformance_tests
+from kernel_core.testing import conformance_tests, relative_error
 from kernel_core_marlin import ops
 from kernel_core_marlin.kernels import (
     MarlinFp8LinearKernel,
@@ -33,11 +33,6 @@ TestMarlinMxfp8 = conformance_tests(MarlinMxfp8LinearKernel)
 
 pytestmark = pytest.mark.gpu
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-def _relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
-    ref = ref.double()
-    return float((out.double() - ref).norm() / ref.norm())
 
 
 def _processed(config, seed: int = 0):
@@ -87,7 +82,7 @@ def test_every_format_through_apply(name: str, m: int) -> None:
     out = kernel.apply_weights(layer, x, bias)
     expected = x.double() @ reference.T + bias.double()
     assert bool(torch.isfinite(out).all())
-    assert _relative_error(out, expected) < 1e-2
+    assert relative_error(out, expected) < 1e-2
 
 
 @needs_cuda
@@ -109,7 +104,7 @@ def test_every_launch_config_agrees(config, m: int) -> None:
                 except RuntimeError as exc:  # a ring larger than shared memory is refused
                     assert pipeline == 1 and "invalid argument" in str(exc), exc
                     continue
-                error = _relative_error(out, expected)
+                error = relative_error(out, expected)
                 assert error < 1e-2, (mt, rows, wn, wk, pipeline, error)
 
 
@@ -131,7 +126,7 @@ def test_poisoned_output_fully_written(launch) -> None:
                          kernel._fmt, kernel._group_size, kernel._zconst, *config,
                          torch.cuda.current_stream().cuda_stream)
     assert bool(torch.isfinite(out).all())
-    assert _relative_error(out, x.double() @ reference.T) < 1e-2
+    assert relative_error(out, x.double() @ reference.T) < 1e-2
 
 
 @needs_cuda
@@ -151,7 +146,7 @@ def test_cuda_graph_replay(m: int) -> None:
         torch.cuda.synchronize()
         expected = x.double() @ reference.T + bias.double()
         assert bool(torch.isfinite(out).all())
-        assert _relative_error(out, expected) < 1e-2
+        assert relative_error(out, expected) < 1e-2
 
 
 @needs_cuda
@@ -166,7 +161,7 @@ def test_torch_compile_fullgraph(m: int) -> None:
 
     out = forward(x)
     expected = 2 * (x.double() @ reference.T)
-    assert _relative_error(out, expected) < 1e-2
+    assert relative_error(out, expected) < 1e-2
 
 
 @needs_cuda
@@ -180,7 +175,7 @@ def test_act_order_row_parallel() -> None:
     kernel.process_weights_after_loading(layer)
     for m in (1, 40, 300):
         x = torch.randn(m, 512, device="cuda", dtype=torch.float16)
-        assert _relative_error(kernel.apply_weights(layer, x), x.double() @ reference.T) < 1e-2
+        assert relative_error(kernel.apply_weights(layer, x), x.double() @ reference.T) < 1e-2
 
 
 needs_bulk = pytest.mark.skipif(
@@ -247,7 +242,7 @@ def test_bulk_pipeline_every_format(name: str, variant: str,
         out = kernel.apply_weights(layer, x, bias)
         expected = x.double() @ reference.T + bias.double()
         assert bool(torch.isfinite(out).all()), (name, m)
-        error = _relative_error(out, expected)
+        error = relative_error(out, expected)
         assert error < 1e-2, (name, m, error)
 
 
@@ -268,7 +263,7 @@ def test_bulk_pipeline_up_to_m_32(name: str, pipeline: int) -> None:
                        getattr(layer, "weight_channel_scale", None), None, kernel._fmt, n,
                        kernel._group_size, kernel._zconst, mt, 1, 1, 8, pipeline)
         assert bool(torch.isfinite(out).all()), (name, m)
-        error = _relative_error(out, x.double() @ reference.T)
+        error = relative_error(out, x.double() @ reference.T)
         assert error < 1e-2, (name, m, error)
 
 
@@ -287,7 +282,7 @@ def test_bulk_pipeline_consumer_counts(config, pipeline: int) -> None:
                 out = ops.gemm(x, layer.weight, layer.weight_scale, None, None,
                                getattr(layer, "weight_channel_scale", None), None, kernel._fmt,
                                n, kernel._group_size, kernel._zconst, mt, 1, 1, wk, pipeline)
-                error = _relative_error(out, expected)
+                error = relative_error(out, expected)
                 assert error < 1e-2, (mt, m, wk, pipeline, error)
 
 
@@ -338,5 +333,5 @@ def test_flat_consumer_cuda_graph_replay(variant: str, monkeypatch: pytest.Monke
         graph.replay()
         torch.cuda.synchronize()
         assert bool(torch.isfinite(out).all())
-        assert _relative_error(out, x.double() @ reference.T) < 1e-2
+        assert relative_error(out, x.double() @ reference.T) < 1e-2
 

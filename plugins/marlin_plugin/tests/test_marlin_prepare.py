@@ -19,6 +19,7 @@ from kernel_core.families import (
 )
 from kernel_core.formats.layer import dequantize_weight, make_layer
 from kernel_core.scalar_types import scalar_types
+from kernel_core.testing import relative_error
 from kernel_core_marlin.kernels import (
     MarlinFp8LinearKernel,
     MarlinMPLinearKernel,
@@ -121,7 +122,7 @@ def test_processed_layer_decodes_to_checkpoint(kernel_class, config) -> None:
     else:
         decoded = decoded[:, :k]
     reference = dequantize_weight(config, original, dtype=torch.float32).to(torch.float64)
-    error = float((decoded - reference).norm() / reference.norm())
+    error = relative_error(decoded, reference)
     exact_formats = (MarlinNvFp4LinearKernel, MarlinMxFp4LinearKernel, MarlinMxfp8LinearKernel,
                      MarlinFp8LinearKernel)
     bound = 1e-6 if kernel_class in exact_formats and config.act_dtype == torch.bfloat16 else 4e-3

@@ -19,6 +19,7 @@ from kernel_core.families import (
 )
 from kernel_core.formats.layer import dequantize_weight, make_layer
 from kernel_core.scalar_types import scalar_types
+from kernel_core.testing import relative_error
 from kernel_core_marlin import ops, tile
 from kernel_core_marlin.kernels import (
     MarlinFp8LinearKernel,
@@ -54,10 +55,6 @@ FORMATS = {
     "mxfp8-fp16": Mxfp8LinearLayerConfig(weight_shape=(256, 1024), activation_mode="w8a16",
                                          act_dtype=torch.float16),
 }
-
-
-def _error(out: torch.Tensor, ref: torch.Tensor) -> float:
-    return float((out.double() - ref).norm() / ref.norm())
 
 
 def _processed(config, seed: int = 0):
@@ -110,7 +107,7 @@ def test_planned_tile_against_float64(name: str, m: int, variant: int) -> None:
     _launch(kernel, layer, x2, bias, out, plan.bmx, plan.rw, plan.split, variant)
     expected = x.double() @ reference.T + bias.double()
     assert bool(torch.isfinite(out).all()), plan
-    assert _error(out, expected) < 1e-2, (plan, _error(out, expected))
+    assert relative_error(out, expected) < 1e-2, (plan, relative_error(out, expected))
 
 
 @pytest.mark.parametrize("variant", sorted(tile.TILE_VARIANTS))
@@ -129,7 +126,8 @@ def test_every_tile_shape_and_split(name: str, m: int, variant: int) -> None:
                              dtype=config.act_dtype)
             _launch(kernel, layer, x2, bias, out, bmx, rw, split, variant)
             assert bool(torch.isfinite(out).all()), (bmx, rw, split)
-            assert _error(out, expected) < 1e-2, (bmx, rw, split, _error(out, expected))
+            error = relative_error(out, expected)
+            assert error < 1e-2, (bmx, rw, split, error)
 
 
 @pytest.mark.parametrize("split", [1, 3])
@@ -144,7 +142,7 @@ def test_specialized_variant_over_many_ring_passes(split: int) -> None:
         out = torch.full((77, 200), float("nan"), device="cuda", dtype=config.act_dtype)
         _launch(kernel, layer, x2, bias, out, bmx, rw, split, 1)
         assert bool(torch.isfinite(out).all()), (bmx, rw)
-        assert _error(out, expected) < 1e-2, (bmx, rw, _error(out, expected))
+        assert relative_error(out, expected) < 1e-2, (bmx, rw, relative_error(out, expected))
 
 
 def test_variants_agree() -> None:
@@ -159,7 +157,7 @@ def test_variants_agree() -> None:
                          dtype=config.act_dtype)
         _launch(kernel, layer, x2, bias, out, 128, 2, 1, variant)
         outs.append(out.double())
-    assert _error(outs[1], outs[0]) < 1e-3
+    assert relative_error(outs[1], outs[0]) < 1e-3
 
 
 def test_specialized_split_k_graph_replay() -> None:
@@ -191,7 +189,7 @@ def test_specialized_op_under_torch_compile() -> None:
                               kernel._fmt, config.out_features, kernel._group_size,
                               kernel._zconst, 128, 1, 1, 1) * 2
 
-    assert _error(forward(x), 2 * (x.double() @ reference.T)) < 1e-2
+    assert relative_error(forward(x), 2 * (x.double() @ reference.T)) < 1e-2
 
 
 @pytest.mark.parametrize("name", list(FORMATS))
@@ -204,7 +202,7 @@ def test_apply_weights_in_the_tile_range(name: str) -> None:
         out = kernel.apply_weights(layer, x, bias)
         expected = x.double() @ reference.T + bias.double()
         assert out.shape == (*lead, config.out_features)
-        assert _error(out, expected) < 1e-2
+        assert relative_error(out, expected) < 1e-2
 
 
 def _assert_graph_replays(run: Callable[[], torch.Tensor], x: torch.Tensor,
@@ -222,7 +220,7 @@ def _assert_graph_replays(run: Callable[[], torch.Tensor], x: torch.Tensor,
         graph.replay()
         torch.cuda.synchronize()
         assert bool(torch.isfinite(out).all())
-        assert _error(out, expected()) < 1e-2
+        assert relative_error(out, expected()) < 1e-2
 
 
 def test_tile_cuda_graph_replay() -> None:
@@ -253,4 +251,4 @@ def test_tile_torch_compile_fullgraph() -> None:
     def forward(inp: torch.Tensor) -> torch.Tensor:
         return kernel.apply_weights(layer, inp) * 2
 
-    assert _error(forward(x), 2 * (x.double() @ reference.T)) < 1e-2
+    assert relative_error(forward(x), 2 * (x.double() @ reference.T)) < 1e-2
