@@ -12,6 +12,7 @@ block), so the choice is testable on the CPU.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -139,8 +140,12 @@ def tile_plan(m: int, n: int, chunks: int, limits: ClusterLimits, sms: int,
     return TilePlan(bmx, rw, split, variant, reason)
 
 
-def device_cluster_limits(device: torch.device, fmt: int) -> dict[tuple[int, int, int, int], int]:
-    """The device's answer (cudaOccupancyMaxActiveClusters) for every variant, shape and split."""
+@functools.cache
+def device_cluster_limits(device: torch.device, fmt: int) -> ClusterLimits:
+    """The device's answer (cudaOccupancyMaxActiveClusters) for every variant, shape and split.
+
+    Asked once per device and format (80 queries), not once per layer: the answer depends only on
+    the compiled kernels, and a model has hundreds of layers of one format."""
     module = ops.extension(device)
     limits = {}
     with torch.cuda.device(device):
