@@ -11,11 +11,11 @@ newer timestamps. The first build of a key is announced on stderr, since it can 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import sys
 import time
 from collections.abc import Sequence
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
