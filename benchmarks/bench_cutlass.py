@@ -35,12 +35,15 @@ JSON goes to ``--out`` after every shape; a plot beside it at the end.
 from __future__ import annotations
 
 import argparse
+import enum
 import json
+import math
 import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import astuple
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -48,7 +51,13 @@ from typing import Any
 import torch
 import triton
 
-from kernel_core.bench.timing import Budget, l2_cache_bytes, rotation_count, time_calls
+from kernel_core.bench.timing import (
+    Budget,
+    _capture,
+    l2_cache_bytes,
+    rotation_count,
+    time_calls,
+)
 from kernel_core.families.fp8 import FP8ScaledMMLinearLayerConfig
 from kernel_core.families.fp8_block import Fp8BlockLinearLayerConfig
 from kernel_core.families.int8 import Int8ScaledMMLinearLayerConfig
@@ -60,9 +69,13 @@ from kernel_core_cutlass.kernels import (
     CutlassInt8ScaledMMLinearKernel,
 )
 from kernel_core_cutlass.tiles import (
+    SWIZZLES,
     BlockTileConfig,
+    Raster,
     TileConfig,
+    block_scaled_mm_order,
     block_scaled_mm_tile,
+    scaled_mm_order,
     scaled_mm_tile,
 )
 
@@ -88,6 +101,29 @@ SWEEP = (
                TileConfig.COOPERATIVE_128x128_STREAM_K, TileConfig.COOPERATIVE_128x256,
                TileConfig.COOPERATIVE_256x128)),
 )
+
+#: --paired: head-to-head rounds (ours against the reference) and sweep rounds; each round times
+#: every candidate once as one CUDA-graph replay of at least REPLAY_MS (a batch of passes over the
+#: rotated copies: no host gaps), the candidates in a rotating order, reversed every other round.
+PAIR_ROUNDS = 21
+SWEEP_ROUNDS = 7
+REPLAY_MS = 1.0
+PAIRED_M = (128, 256, 1024, 4096)
+PAIRED_BLOCK_M = (256, 1024, 4096)
+#: The whole-apply comparison against bf16 (the decode bars: >= 1.7x at M <= 64).
+PAIRED_APPLY_M = (1, 16, 64)
+#: The tiles swept with every raster order x swizzle in the paired sweeps, by M (the heuristic's
+#: pick is always among them).
+ORDER_SWEEP = (
+    (256, (TileConfig.PINGPONG_64x128, TileConfig.PINGPONG_64x128_CLUSTER2,
+           TileConfig.PINGPONG_128x128_CLUSTER2, TileConfig.PINGPONG_64x256,
+           TileConfig.COOPERATIVE_128x128)),
+    (1 << 30, (TileConfig.PINGPONG_64x256, TileConfig.PINGPONG_128x128_CLUSTER2,
+               TileConfig.COOPERATIVE_128x128, TileConfig.COOPERATIVE_128x256,
+               TileConfig.COOPERATIVE_256x128)),
+)
+#: Split-K counts tried on the stream-K tiles (0 = stream-K itself).
+SPLITS = (0, 2, 3, 4, 6)
 
 Call = Callable[[], Any]
 
@@ -134,6 +170,123 @@ def time_rounds(
                       else next(t for t in v if isinstance(t, str)))
                for name, v in per_round.items()}
     return medians, per_round
+
+
+def _pass_ms(calls: list[Call]) -> float:
+    """Median milliseconds of one eager pass over ``calls`` (3 passes after a warm one)."""
+    for call in calls:
+        call()
+    samples = []
+    for _ in range(3):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for call in calls:
+            call()
+        end.record()
+        end.synchronize()
+        samples.append(start.elapsed_time(end))
+    return statistics.median(samples)
+
+
+def interleaved_rounds(candidates: dict[str, list[Call]], rounds: int, where: str) -> dict:
+    """Microseconds per call of every candidate in each of ``rounds`` rounds.
+
+    Each candidate's batch (whole passes over its rotated copies, at least ``REPLAY_MS``) is
+    captured into a CUDA graph; a round replays every graph once between a pair of CUDA events,
+    in an order rotated by one per round and reversed every other round, so clock and power
+    drift (10-16% between eager rounds at M=4096 on an H100) and the L2 state left by the
+    previous replay fall on every candidate alike. A candidate that fails is reported as its
+    error text; one that cannot be captured is timed as an eager batch (and noted).
+    """
+    runs: dict[str, tuple[Call, int]] = {}
+    result: dict[str, Any] = {}
+    for name, calls in candidates.items():
+        try:
+            batch = list(calls) * max(1, math.ceil(REPLAY_MS / max(_pass_ms(calls), 1e-3)))
+            try:
+                runs[name] = (_capture(batch), len(batch))
+            except Exception as exc:  # noqa: BLE001 - time it eagerly, say so
+                torch.cuda.synchronize()
+                NOTES.append(f"{where} {name}: capture failed ({type(exc).__name__}); eager batch")
+                runs[name] = (lambda batch=batch: [call() for call in batch], len(batch))
+        except Exception as exc:  # noqa: BLE001 - record it and go on with the other candidates
+            torch.cuda.synchronize()
+            result[name] = f"{type(exc).__name__}: {str(exc)[:300]}"
+    names = list(runs)
+    for name in names:
+        runs[name][0]()
+    events: dict[str, list] = {name: [] for name in names}
+    for r in range(rounds):
+        shift = r % max(1, len(names))
+        order = names[shift:] + names[:shift]
+        for name in reversed(order) if r % 2 else order:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            runs[name][0]()
+            end.record()
+            events[name].append((start, end))
+    torch.cuda.synchronize()
+    for name in names:
+        result[name] = [start.elapsed_time(end) * 1e3 / runs[name][1] for start, end in events[name]]
+    return result
+
+
+def paired(reference: list[float] | str, candidate: list[float] | str) -> dict | str:
+    """A candidate against the reference timed in the same rounds: the median of the per-round
+    ratios (reference / candidate, > 1 = candidate faster), their range, the median times."""
+    if isinstance(reference, str):
+        return f"reference failed: {reference}"
+    if isinstance(candidate, str):
+        return candidate
+    ratios = [a / b for a, b in zip(reference, candidate, strict=True)]
+    return {"ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+            "us": statistics.median(candidate), "reference_us": statistics.median(reference)}
+
+
+def spread(values: list[float] | str) -> float | None:
+    """(max - min) / median of one method's rounds: how much the machine drifted."""
+    if isinstance(values, str):
+        return None
+    return (max(values) - min(values)) / statistics.median(values)
+
+
+def order_name(tile: enum.IntEnum, raster: int, swizzle: int, splits: int) -> str:
+    name = f"{tile.name}/{Raster(raster).name}/{swizzle}"
+    return f"{name}/splitK{splits}" if splits else name
+
+
+def paired_row(kind: str, n: int, k: int, m: int, ours: str, head: dict, sweep: dict | None,
+               reference: str) -> dict:
+    """One point of the paired section: the head-to-head and, optionally, the sweep's ratios."""
+    row: dict[str, Any] = {"kind": kind, "N": n, "K": k, "M": m, "ours": ours,
+                           "reference": reference,
+                           "head_to_head": paired(head[reference], head["ours"]),
+                           "reference_spread": spread(head[reference])}
+    if sweep is not None:
+        row["sweep"] = {name: paired(sweep[reference], times)
+                        for name, times in sweep.items() if name != reference}
+        ranked = sorted((v["ratio"], name) for name, v in row["sweep"].items() if isinstance(v, dict))
+        row["best"] = ranked[-1][1] if ranked else None
+    return row
+
+
+def paired_line(row: dict) -> str:
+    """The row as one line of the compact table (ratios > 1: ours faster)."""
+    def cell(value: Any) -> str:
+        if not isinstance(value, dict):
+            return f"failed ({str(value)[:60]})"
+        return f"{value['ratio']:.3f} [{value['ratio_min']:.3f}-{value['ratio_max']:.3f}]"
+
+    head = row["head_to_head"]
+    ref_us = f"{head['reference_us']:8.1f}" if isinstance(head, dict) else "     n/a"
+    drift = f"{row['reference_spread'] * 100:4.1f}%" if row["reference_spread"] is not None else "  n/a"
+    line = (f"{row['kind']:9s} N={row['N']:5d} K={row['K']:5d} M={row['M']:4d} | ref {ref_us} us "
+            f"drift {drift} | ours {row['ours']:38s} {cell(head)}")
+    if row.get("best"):
+        line += f" | best {row['best']:38s} {cell(row['sweep'][row['best']])}"
+    elif row.get("sweep"):  # variants to compare (the apply rows), each against the reference
+        line += " | " + "  ".join(f"{name} {cell(value)}" for name, value in row["sweep"].items())
+    return line
 
 
 def host_us(calls: list[Call]) -> float:
@@ -239,6 +392,161 @@ def bench_scaled(n: int, k: int, rows: list[dict], m_values: list[int], sweep: b
         rows.append(row)
         log(summary(row))
         del xs, fq, iq, methods
+
+
+def rotated(layer: torch.nn.Module, copies: int) -> list[torch.nn.Module]:
+    """``layer`` and ``copies - 1`` clones of it (for rotation)."""
+    return [layer] + [clone_layer(layer) for _ in range(copies - 1)]
+
+
+def order_variants(tiles: tuple[enum.IntEnum, ...], stream_k: enum.IntEnum) -> list[tuple]:
+    """(tile, raster, swizzle, splits) of a sweep: every raster x swizzle of each tile, and the
+    split-K counts of the stream-K tile with CUTLASS's default order."""
+    variants = [(tile, int(raster), swizzle, 0) for tile in tiles for raster in Raster
+                for swizzle in SWIZZLES]
+    return variants + [(stream_k, int(Raster.HEURISTIC), 1, splits) for splits in SPLITS]
+
+
+def measure_point(rows: list[dict], kind: str, shape: tuple[int, int, int], chosen: str,
+                  reference_name: str, reference: list[Call], gemm: Callable[..., list[Call]],
+                  variants: list[tuple]) -> None:
+    """One point of the paired section: ``gemm()`` (the heuristic's choice, named ``chosen``)
+    head to head with the reference, then every variant ``gemm(tile, raster, swizzle, splits)``
+    with the reference in the same rounds; the row goes to ``rows`` and, as a line, to stderr."""
+    n, k, m = shape
+    where = f"paired {kind} N={n} K={k} M={m}"
+    head = interleaved_rounds({reference_name: reference, "ours": gemm()}, PAIR_ROUNDS, where)
+    swept = None
+    if variants:
+        candidates = {reference_name: reference}
+        for variant in variants:
+            candidates[order_name(*variant)] = gemm(*(int(v) for v in variant))
+        swept = interleaved_rounds(candidates, SWEEP_ROUNDS, where)
+    row = paired_row(kind, n, k, m, chosen, head, swept, reference_name)
+    rows.append(row)
+    log(paired_line(row))
+    torch.cuda.empty_cache()
+
+
+def paired_scaled(n: int, k: int, rows: list[dict], m_values: list[int], sweep: bool) -> None:
+    """fp8 GEMM alone against ``torch._scaled_mm`` (rowwise, fast accumulation), interleaved."""
+    gen = torch.Generator(device="cuda").manual_seed(n + k)
+    weight = torch.randn((n, k), generator=gen, device="cuda") * 0.05
+    config = FP8ScaledMMLinearLayerConfig(weight_shape=(n, k))
+    first = make_layer(config, weight=weight, device="cuda")
+    del weight, first.reference_weight
+    kernel = CutlassFP8ScaledMMLinearKernel(config)
+    kernel.process_weights_after_loading(first)
+    layers = rotated(first, rotation_count(n * k, l2_cache_bytes(torch.device("cuda"))))
+    sets = range(len(layers))
+    ws, bf16 = kernel.workspace, torch.bfloat16
+    for m in m_values:
+        xs = [torch.randn((m, k), generator=gen, device="cuda").to(bf16) for _ in sets]
+        fq = [quant.quantize_fp8_per_token(x) for x in xs]
+        del xs
+
+        def gemm(tile: int = -1, raster: int = -1, swizzle: int = -1, splits: int = -1) -> list[Call]:
+            return [lambda i=i: ops.scaled_mm(fq[i][0], layers[i].weight, fq[i][1],
+                                              layers[i].weight_scale, None, None, None, ws, bf16,
+                                              tile, False, raster, swizzle, splits) for i in sets]
+
+        reference = [lambda i=i: torch._scaled_mm(
+            fq[i][0], layers[i].weight.t(), scale_a=fq[i][1][:, None],
+            scale_b=layers[i].weight_scale[None, :], out_dtype=bf16, use_fast_accum=True)
+            for i in sets]
+        tile = scaled_mm_tile(m, n, k, sm_count())
+        order = scaled_mm_order(m, n, k, tile)
+        tiles = next(t for limit, t in ORDER_SWEEP if m <= limit)
+        variants = order_variants(tiles, TileConfig.COOPERATIVE_128x128_STREAM_K) if sweep else []
+        measure_point(rows, "fp8_gemm", (n, k, m), order_name(tile, *astuple(order)),
+                      "scaled_mm", reference, gemm, variants)
+        del fq
+
+
+def paired_apply(n: int, k: int, rows: list[dict], m_values: list[int]) -> None:
+    """Whole fp8 / int8 ``apply_weights`` (bf16 in and out, quantizer included) against the bf16
+    matmul, interleaved, with and without the quantizer's weight prefetch (M <= 64)."""
+    gen = torch.Generator(device="cuda").manual_seed(n + k)
+    weight = torch.randn((n, k), generator=gen, device="cuda") * 0.05
+    fp8_config = FP8ScaledMMLinearLayerConfig(weight_shape=(n, k))
+    int8_config = Int8ScaledMMLinearLayerConfig(weight_shape=(n, k))
+    fp8_first = make_layer(fp8_config, weight=weight, device="cuda")
+    int8_first = make_layer(int8_config, weight=weight, device="cuda")
+    copies = rotation_count(n * k, l2_cache_bytes(torch.device("cuda")))
+    bf16_weights = [weight.to(torch.bfloat16)] + [weight.to(torch.bfloat16) for _ in range(copies - 1)]
+    del weight, fp8_first.reference_weight, int8_first.reference_weight
+    fp8 = CutlassFP8ScaledMMLinearKernel(fp8_config)
+    int8 = CutlassInt8ScaledMMLinearKernel(int8_config)
+    fp8.process_weights_after_loading(fp8_first)
+    int8.process_weights_after_loading(int8_first)
+    f8, i8 = rotated(fp8_first, copies), rotated(int8_first, copies)
+    sets, ws, bf16 = range(copies), fp8.workspace, torch.bfloat16
+    for m in m_values:
+        xs = [torch.randn((m, k), generator=gen, device="cuda").to(bf16) for _ in sets]
+
+        def fp8_without_prefetch(i: int) -> torch.Tensor:
+            q, s = quant.quantize_fp8_per_token(xs[i])
+            return ops.scaled_mm(q, f8[i].weight, s, f8[i].weight_scale, None, None, None, ws, bf16)
+
+        def int8_without_prefetch(i: int) -> torch.Tensor:
+            q, s, _, _ = quant.quantize_int8_per_token(xs[i], True)
+            return ops.scaled_mm(q, i8[i].weight, s, i8[i].weight_scale, None, None, None, ws, bf16)
+
+        candidates = {
+            "bf16_matmul": [lambda i=i: torch.matmul(xs[i], bf16_weights[i].t()) for i in sets],
+            "ours": [lambda i=i: fp8.apply_weights(f8[i], xs[i]) for i in sets],
+            "fp8_apply_no_prefetch": [lambda i=i: fp8_without_prefetch(i) for i in sets],
+            "int8_apply": [lambda i=i: int8.apply_weights(i8[i], xs[i]) for i in sets],
+            "int8_apply_no_prefetch": [lambda i=i: int8_without_prefetch(i) for i in sets],
+        }
+        times = interleaved_rounds(candidates, PAIR_ROUNDS, f"paired apply N={n} K={k} M={m}")
+        head = {"bf16_matmul": times.pop("bf16_matmul"), "ours": times.pop("ours")}
+        swept = {"bf16_matmul": head["bf16_matmul"], **times}
+        row = paired_row("fp8_apply", n, k, m, "fp8 apply (prefetch at M<=64)", head, swept,
+                         "bf16_matmul")
+        row.pop("best", None)  # the other candidates are variants to compare, not tiles to pick
+        rows.append(row)
+        log(paired_line(row))
+        del xs, times, head, swept
+
+
+def paired_block(n: int, k: int, rows: list[dict], m_values: list[int], sweep: bool,
+                 runner: Any) -> None:
+    """fp8_block GEMM alone against FlashInfer's SM90 block-scale runner (FP8 input), interleaved."""
+    gen = torch.Generator(device="cuda").manual_seed(n + k + 1)
+    weight = torch.randn((n, k), generator=gen, device="cuda") * 0.05
+    config = Fp8BlockLinearLayerConfig(weight_shape=(n, k))
+    first = make_layer(config, weight=weight, device="cuda")
+    del weight, first.reference_weight
+    fi_scale = first.weight_scale.detach().clone()  # the checkpoint's [N/128, K/128] layout
+    kernel = CutlassFp8BlockScaledMMLinearKernel(config)
+    kernel.process_weights_after_loading(first)
+    copies = rotation_count(n * k, l2_cache_bytes(torch.device("cuda")))
+    layers = rotated(first, copies)
+    fi_scales = [fi_scale] + [fi_scale.clone() for _ in range(copies - 1)]
+    runner.configure_workspace(torch.empty(16, dtype=torch.uint8, device="cuda"))
+    sets = range(copies)
+    for m in m_values:
+        xs = [torch.randn((m, k), generator=gen, device="cuda").to(torch.bfloat16) for _ in sets]
+        qs = [quant.quantize_fp8_per_group(x, 128) for x in xs]
+        del xs
+        fi_outs = [torch.empty((m, n), dtype=torch.bfloat16, device="cuda") for _ in sets]
+
+        def gemm(tile: int = -1, raster: int = -1, swizzle: int = -1, splits: int = -1) -> list[Call]:
+            return [lambda i=i: ops.block_scaled_mm(qs[i][0], layers[i].weight, qs[i][1],
+                                                    layers[i].weight_scale, None, kernel.workspace,
+                                                    torch.bfloat16, tile, raster, swizzle, splits)
+                    for i in sets]
+
+        reference = [lambda i=i: runner.run_gemm(qs[i][0][:m], layers[i].weight, fi_outs[i],
+                                                 qs[i][1], fi_scales[i]) for i in sets]
+        tile = block_scaled_mm_tile(m, n, sm_count())
+        order = block_scaled_mm_order(m, n, tile)
+        variants = order_variants(tuple(BlockTileConfig),
+                                  BlockTileConfig.COOPERATIVE_128x128_STREAM_K) if sweep else []
+        measure_point(rows, "fp8_block", (n, k, m), order_name(tile, *astuple(order)),
+                      "flashinfer", reference, gemm, variants)
+        del qs, fi_outs
 
 
 def flashinfer_block() -> tuple[Any, Callable | None, str]:
@@ -366,6 +674,46 @@ def _version(dist: str) -> str | None:
         return None
 
 
+PAIRED_HEADER = ("kind      shape                | reference us, its drift over the rounds | "
+                 "ours (tile/raster/swizzle): ratio ref/ours median [min-max of rounds] | "
+                 "best swept variant, same")
+
+
+def run_paired(args: argparse.Namespace, result: dict, runner: Any, start: float) -> int:
+    """The --paired section: rows in result["paired"], the compact table in result["table"]."""
+    result["method"] = (
+        f"interleaved CUDA-graph rounds: each candidate a batch of >= {REPLAY_MS} ms over "
+        f"weights/activations rotated over copies exceeding 2x L2; head-to-head {PAIR_ROUNDS} "
+        f"rounds, sweeps {SWEEP_ROUNDS}; order rotated per round, reversed every other; ratio = "
+        "median over rounds of reference/candidate of the same round")
+    result["paired"] = []
+
+    def write() -> None:
+        result["notes"] = NOTES
+        result["table"] = [PAIRED_HEADER, *(paired_line(row) for row in result["paired"])]
+        args.out.write_text(json.dumps(result, indent=1))
+
+    if not args.skip_scaled:
+        for n, k in SCALED_SHAPES:
+            paired_apply(n, k, result["paired"], list(PAIRED_APPLY_M))
+            write()
+        for n, k in SCALED_SHAPES:
+            paired_scaled(n, k, result["paired"], args.m or list(PAIRED_M), not args.no_sweep)
+            write()
+            torch.cuda.empty_cache()
+    if not args.skip_block and runner is not None:
+        for n, k in BLOCK_SHAPES:
+            paired_block(n, k, result["paired"], args.m or list(PAIRED_BLOCK_M), not args.no_sweep,
+                         runner)
+            write()
+            torch.cuda.empty_cache()
+    result["wall_s"] = round(time.perf_counter() - start, 1)
+    write()
+    log("\n".join(result["table"]))
+    log(f"wrote {args.out} in {result['wall_s']} s")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
@@ -373,9 +721,13 @@ def main() -> int:
     parser.add_argument("--command", default="", help="the exact command line, for the record")
     parser.add_argument("--skip-scaled", action="store_true")
     parser.add_argument("--skip-block", action="store_true")
-    parser.add_argument("--m", type=int, nargs="+", default=list(M_VALUES),
-                        help="token counts to run (default: all)")
+    parser.add_argument("--m", type=int, nargs="+", default=None,
+                        help=f"token counts to run (default: {M_VALUES}; --paired: "
+                             f"{PAIRED_M} for fp8, {PAIRED_BLOCK_M} for fp8_block)")
     parser.add_argument("--no-sweep", action="store_true", help="skip the per-tile sweeps")
+    parser.add_argument("--paired", action="store_true",
+                        help="only the GEMMs against their references, interleaved in CUDA-graph "
+                             "rounds, with the tile x raster x swizzle sweeps")
     args = parser.parse_args()
 
     start = time.perf_counter()
@@ -402,6 +754,9 @@ def main() -> int:
         "scaled": [],
         "block": [],
     }
+    if args.paired:
+        return run_paired(args, result, runner, start)
+    args.m = args.m or list(M_VALUES)
     if not args.skip_scaled:
         for n, k in SCALED_SHAPES:
             bench_scaled(n, k, result["scaled"], args.m, not args.no_sweep)

@@ -6,7 +6,7 @@
 # Usage: bash plugins/cutlass_plugin/gpu/run_gpu.sh [git-revision]   (default: the carried
 # .git_revision, written by the caller: a .git on the device machine may be stale)
 # Time limits: KCC_TEST_TIMEOUT (GPU tests), KCC_BUDGET_S (the whole script; the benchmark gets
-# what is left). $OUT receives at most 8 files: the benchmark JSON and PNG, jit_cache.tgz,
+# what is left). KCC_BENCH_ARGS: extra arguments of bench_cutlass.py (e.g. --paired). $OUT receives at most 8 files: the benchmark JSON and PNG, jit_cache.tgz,
 # fi_cache.tar.gz and results.tgz (logs, test reports).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 MAX_JOBS=16
@@ -60,10 +60,12 @@ mv "$LOGS/flashinfer-setup/fi_cache.tar.gz" "$OUT/" 2>/dev/null
 
 DEVICE=$(python3 -c "import torch; print(torch.cuda.get_device_name().split()[1].lower())")
 JSON=$OUT/cutlass-$DEVICE.json
-CMD="bash plugins/cutlass_plugin/gpu/run_gpu.sh $REV (python3 benchmarks/bench_cutlass.py --out \$OUT/cutlass-$DEVICE.json --git-rev $REV)"
+BENCH_ARGS=${KCC_BENCH_ARGS:-}
+CMD="bash plugins/cutlass_plugin/gpu/run_gpu.sh $REV (python3 benchmarks/bench_cutlass.py --out \$OUT/cutlass-$DEVICE.json --git-rev $REV $BENCH_ARGS)"
 left=$(( ${KCC_BUDGET_S:-560} - SECONDS ))
 echo "== benchmark (time limit ${left} s)"
+# shellcheck disable=SC2086  # BENCH_ARGS is a list of words
 timeout "$(( left > 30 ? left : 30 ))" python3 benchmarks/bench_cutlass.py --out "$JSON" \
-    --git-rev "$REV" --command "$CMD"
+    --git-rev "$REV" --command "$CMD" $BENCH_ARGS
 echo "== benchmark exit $? after $((SECONDS - start)) s"
 pack

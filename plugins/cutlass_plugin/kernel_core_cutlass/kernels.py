@@ -128,7 +128,7 @@ class CutlassFP8ScaledMMLinearKernel(_CutlassSm90, FP8ScaledMMLinearKernel):
             scale = layer.input_scale
             q = ops.call(quant.quantize_fp8_static, x2, scale)
         elif self.config.input_scale_granularity == "token":
-            q, scale = ops.call(quant.quantize_fp8_per_token, x2)
+            q, scale = ops.call(quant.quantize_fp8_per_token, x2, layer.weight)
         else:
             q, scale = ops.call(quant.quantize_fp8_per_tensor, x2)
         out = ops.call(
@@ -176,7 +176,8 @@ class CutlassInt8ScaledMMLinearKernel(_CutlassSm90, Int8ScaledMMLinearKernel):
             scale = layer.input_scale
             zp_neg = None if symmetric else layer.input_zero_point_neg
         else:
-            q, scale, _, zp_neg = ops.call(quant.quantize_int8_per_token, x2, symmetric)
+            q, scale, _, zp_neg = ops.call(
+                quant.quantize_int8_per_token, x2, symmetric, layer.weight)
             if symmetric:
                 zp_neg = None
         colsum = None if symmetric else layer.weight_colsum

@@ -22,7 +22,15 @@ from typing import Any
 import torch
 
 from kernel_core.jit import load_extension
-from kernel_core_cutlass.tiles import block_scaled_mm_tile, scaled_mm_tile
+from kernel_core_cutlass.tiles import (
+    BlockTileConfig,
+    TileConfig,
+    TileOrder,
+    block_scaled_mm_order,
+    block_scaled_mm_tile,
+    scaled_mm_order,
+    scaled_mm_tile,
+)
 
 __all__ = [
     "CSRC",
@@ -166,6 +174,13 @@ def _stream(device_index: int) -> int:
     return torch._C._cuda_getCurrentRawStream(device_index)
 
 
+def _order_args(chosen: TileOrder, raster: int, swizzle: int, splits: int) -> tuple[int, int, int]:
+    """The binding's (raster, swizzle, splits): each argument below 0 takes the heuristic's value."""
+    return (int(chosen.raster) if raster < 0 else raster,
+            chosen.swizzle if swizzle < 0 else swizzle,
+            chosen.splits if splits < 0 else splits)
+
+
 def _scaled_mm(
     x: torch.Tensor,
     w: torch.Tensor,
@@ -178,6 +193,9 @@ def _scaled_mm(
     out_dtype: torch.dtype,
     tile: int = -1,
     pdl: bool = LAUNCH_WITH_PDL,
+    raster: int = -1,
+    swizzle: int = -1,
+    splits: int = -1,
 ) -> torch.Tensor:
     """``token_scale[m] * channel_scale[n] * (x_q @ w_q^T - zp[m] * colsum[n]) + bias[n]``.
 
@@ -185,6 +203,8 @@ def _scaled_mm(
     elements; ``token_zp_neg`` (-zero point, fp32, 1 or M elements) only for asymmetric int8.
     ``tile=-1`` lets :func:`~kernel_core_cutlass.tiles.scaled_mm_tile` choose; ``pdl`` launches
     the GEMM as a programmatic dependent of the kernel before it when M <= ``PDL_MAX_M``.
+    ``raster`` / ``swizzle`` / ``splits``: the tile scheduler's arguments (``tiles.TileOrder``);
+    -1 takes :func:`~kernel_core_cutlass.tiles.scaled_mm_order`'s value.
     """
     m, n = x.shape[0], w.shape[0]
     out = torch.empty((m, n), dtype=out_dtype, device=x.device)
@@ -194,9 +214,10 @@ def _scaled_mm(
     sm_count = _sm_count(index)
     if tile < 0:
         tile = int(scaled_mm_tile(m, n, x.shape[1], sm_count))
+    order = _order_args(scaled_mm_order(m, n, x.shape[1], TileConfig(tile)), raster, swizzle, splits)
     build().scaled_mm(
         out, x, w, token_scale, channel_scale, token_zp_neg, channel_colsum, bias, workspace,
-        tile, sm_count, _stream(index), pdl and m <= PDL_MAX_M,
+        tile, sm_count, _stream(index), pdl and m <= PDL_MAX_M, *order,
     )
     return out
 
@@ -206,7 +227,7 @@ scaled_mm = custom_op("kernel_core_cutlass::scaled_mm", _scaled_mm)
 
 @scaled_mm.register_fake
 def _(x, w, token_scale, channel_scale, token_zp_neg, channel_colsum, bias, workspace, out_dtype,
-      tile=-1, pdl=LAUNCH_WITH_PDL):
+      tile=-1, pdl=LAUNCH_WITH_PDL, raster=-1, swizzle=-1, splits=-1):
     return x.new_empty((x.shape[0], w.shape[0]), dtype=out_dtype)
 
 
@@ -219,9 +240,14 @@ def _block_scaled_mm(
     workspace: torch.Tensor,
     out_dtype: torch.dtype,
     tile: int = -1,
+    raster: int = -1,
+    swizzle: int = -1,
+    splits: int = -1,
 ) -> torch.Tensor:
     """``out[m, n] = sum_j x_scale[j, m] * w_scale[j, n // 128] * (x[m, blk j] . w[n, blk j])``
-    (+ bias). ``x_scale`` is [K/128, m_pad] and ``w_scale`` [K/128, ceil(N/128)], both MN-major."""
+    (+ bias). ``x_scale`` is [K/128, m_pad] and ``w_scale`` [K/128, ceil(N/128)], both MN-major.
+    ``raster`` / ``swizzle`` / ``splits`` as for :func:`_scaled_mm`
+    (:func:`~kernel_core_cutlass.tiles.block_scaled_mm_order`'s value for -1)."""
     m, n = x.shape[0], w.shape[0]
     out = torch.empty((m, n), dtype=out_dtype, device=x.device)
     if m == 0:
@@ -230,8 +256,9 @@ def _block_scaled_mm(
     sm_count = _sm_count(index)
     if tile < 0:
         tile = int(block_scaled_mm_tile(m, n, sm_count))
+    order = _order_args(block_scaled_mm_order(m, n, BlockTileConfig(tile)), raster, swizzle, splits)
     build().block_scaled_mm(
-        out, x, w, x_scale, w_scale, bias, workspace, tile, sm_count, _stream(index),
+        out, x, w, x_scale, w_scale, bias, workspace, tile, sm_count, _stream(index), *order,
     )
     return out
 
@@ -240,5 +267,5 @@ block_scaled_mm = custom_op("kernel_core_cutlass::block_scaled_mm", _block_scale
 
 
 @block_scaled_mm.register_fake
-def _(x, w, x_scale, w_scale, bias, workspace, out_dtype, tile=-1):
+def _(x, w, x_scale, w_scale, bias, workspace, out_dtype, tile=-1, raster=-1, swizzle=-1, splits=-1):
     return x.new_empty((x.shape[0], w.shape[0]), dtype=out_dtype)

@@ -9,6 +9,11 @@ A row of up to :data:`ONE_PASS_MAX_K` values is read once and kept in registers 
 read of ``x``). Each kernel the GEMM follows starts with ``gdc_launch_dependents``: the GEMM,
 launched as a programmatic dependent (``ops.LAUNCH_WITH_PDL``), is then scheduled while the
 quantizer runs and waits inside for its results (no effect when the GEMM is launched plainly).
+
+The per-token quantizers also take the weight the GEMM will read: up to :data:`PREFETCH_MAX_M`
+tokens (decode: the GEMM only streams the weight) extra programs of the same launch prefetch
+the first bytes of every weight row into L2 (``prefetch.global.L2``, no register or memory
+result), so HBM streams the weight while the quantizer runs and the GEMM waits for it.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ __all__ = [
     "quantize_fp8_per_group",
     "GROUP_SCALE_ROW_ALIGN",
     "ONE_PASS_MAX_K",
+    "PREFETCH_MAX_M",
+    "PREFETCH_BYTES",
 ]
 
 #: The per-group scales are stored ``[K/128, m_pad]`` with ``m_pad`` a multiple of this, so each
@@ -41,6 +48,29 @@ GROUP_SCALE_ROW_ALIGN = 4
 #: are read twice in chunks of :data:`_CHUNK` (range, then codes; the second read hits L2).
 ONE_PASS_MAX_K = 32768
 _CHUNK = 4096
+#: Weight prefetch by the per-token quantizers: up to this M, this many bytes in total, spread
+#: evenly over the weight's rows from their start (the K-steps every GEMM CTA loads first), in
+#: 128-byte lines, _PREFETCH_LINES per extra program. 8 MiB is about what HBM delivers in the
+#: 2-3 us between the quantizer's start and the GEMM's first load at M <= 64 (H100, NOTES.md v3).
+PREFETCH_MAX_M = 64
+PREFETCH_BYTES = 8 << 20
+_LINE = 128
+_PREFETCH_LINES = 512
+
+
+def _prefetch_plan(m: int, weight: torch.Tensor | None) -> tuple[int, int, int, int]:
+    """(programs, lines, lines per row, row bytes) of the weight prefetch; no programs when M is
+    above PREFETCH_MAX_M or there is no weight."""
+    if weight is None or m > PREFETCH_MAX_M:
+        return 0, 1, 1, 0
+    rows, row_bytes = weight.shape[0], weight.shape[1] * weight.element_size()
+    if not weight.is_contiguous() or row_bytes % _LINE:
+        raise ValueError(
+            f"prefetch weight must be contiguous with rows of a multiple of {_LINE} bytes, "
+            f"found strides {weight.stride()} and {row_bytes} bytes per row")
+    per_row = max(1, min(row_bytes // _LINE, PREFETCH_BYTES // (rows * _LINE)))
+    lines = rows * per_row
+    return -(-lines // _PREFETCH_LINES), lines, per_row, row_bytes
 
 
 def _row_launch(k: int) -> dict:
@@ -95,6 +125,16 @@ def _int8_codes(v, scale, zp):
 
 
 @triton.jit
+def _prefetch_weight_lines(w_ptr, part, lines, lines_per_row, row_bytes, LINES: tl.constexpr):
+    """Prefetch into L2 the ``part``-th run of LINES 128-byte lines of the first lines_per_row
+    lines of every weight row (the last line repeats past the end)."""
+    j = tl.minimum(part * LINES + tl.arange(0, LINES), lines - 1)
+    ptrs = w_ptr + (j // lines_per_row).to(tl.int64) * row_bytes + (j % lines_per_row) * 128
+    tl.inline_asm_elementwise("prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [ptrs],
+                              dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
 def _row_amax_kernel(x_ptr, amax_ptr, K, BLOCK: tl.constexpr):
     """Per row max |x| (the first pass of per-tensor dynamic scaling)."""
     row = tl.program_id(0)
@@ -104,14 +144,21 @@ def _row_amax_kernel(x_ptr, amax_ptr, K, BLOCK: tl.constexpr):
 
 @triton.jit
 def _fp8_rows_kernel(
-    x_ptr, q_ptr, scale_ptr, amax_ptr, K, min_scale,
-    BLOCK: tl.constexpr, MODE: tl.constexpr, ONE_PASS: tl.constexpr,
+    x_ptr, q_ptr, scale_ptr, amax_ptr, K, min_scale, M, w_ptr, w_lines, w_lines_per_row,
+    w_row_bytes, BLOCK: tl.constexpr, MODE: tl.constexpr, ONE_PASS: tl.constexpr,
+    PREFETCH_LINES: tl.constexpr,
 ):
     """One program per row, one launch. MODE 0: static, the scale is scale_ptr[0]; 1: dynamic
     per token, from the row's amax; 2: dynamic per tensor, amax_ptr[0] from _row_amax_kernel +
-    a reduction. ONE_PASS: BLOCK covers the row, which stays in registers."""
+    a reduction. ONE_PASS: BLOCK covers the row, which stays in registers. PREFETCH_LINES > 0:
+    programs from M on prefetch weight lines instead (see _prefetch_plan)."""
     gdc_launch_dependents()
     row = tl.program_id(0)
+    if PREFETCH_LINES > 0:  # noqa: SIM102 - a compile-time test around a runtime one
+        if row >= M:
+            _prefetch_weight_lines(w_ptr, row - M, w_lines, w_lines_per_row, w_row_bytes,
+                                   PREFETCH_LINES)
+            return
     base = row.to(tl.int64) * K
     cols = tl.arange(0, BLOCK)
     if ONE_PASS:
@@ -141,13 +188,20 @@ def _fp8_rows_kernel(
 
 @triton.jit
 def _int8_rows_kernel(
-    x_ptr, q_ptr, scale_ptr, zp_ptr, zp_neg_ptr, K, floor,
-    BLOCK: tl.constexpr, DYNAMIC: tl.constexpr, SYMMETRIC: tl.constexpr, ONE_PASS: tl.constexpr,
+    x_ptr, q_ptr, scale_ptr, zp_ptr, zp_neg_ptr, K, floor, M, w_ptr, w_lines, w_lines_per_row,
+    w_row_bytes, BLOCK: tl.constexpr, DYNAMIC: tl.constexpr, SYMMETRIC: tl.constexpr,
+    ONE_PASS: tl.constexpr, PREFETCH_LINES: tl.constexpr,
 ):
     """One program per row, one launch. Dynamic: the scale (and zero point) come from the row's
-    range and are stored, the negated zero point also as float for the GEMM epilogue."""
+    range and are stored, the negated zero point also as float for the GEMM epilogue.
+    PREFETCH_LINES > 0: programs from M on prefetch weight lines instead (see _prefetch_plan)."""
     gdc_launch_dependents()
     row = tl.program_id(0)
+    if PREFETCH_LINES > 0:  # noqa: SIM102 - a compile-time test around a runtime one
+        if row >= M:
+            _prefetch_weight_lines(w_ptr, row - M, w_lines, w_lines_per_row, w_row_bytes,
+                                   PREFETCH_LINES)
+            return
     base = row.to(tl.int64) * K
     cols = tl.arange(0, BLOCK)
     if ONE_PASS:
@@ -215,14 +269,27 @@ def _check_2d(x: torch.Tensor) -> tuple[int, int]:
 # --- FP8 -------------------------------------------------------------------------------------
 
 
-def _quantize_fp8_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dynamic per-token FP8: ``(q [M, K] e4m3, scale [M] fp32)``."""
+def _rows_launch(m: int, k: int, weight: torch.Tensor | None, x: torch.Tensor) -> tuple:
+    """Grid, trailing arguments and meta-parameters of a row kernel (with the weight prefetch
+    of _prefetch_plan when it applies)."""
+    programs, lines, per_row, row_bytes = _prefetch_plan(m, weight)
+    w = weight if programs else x
+    return ((m + programs,), (m, w, lines, per_row, row_bytes),
+            {**_row_launch(k), "PREFETCH_LINES": _PREFETCH_LINES if programs else 0})
+
+
+def _quantize_fp8_per_token(
+    x: torch.Tensor, prefetch_weight: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dynamic per-token FP8: ``(q [M, K] e4m3, scale [M] fp32)``; ``prefetch_weight``: the
+    GEMM's (N, K) weight, whose first bytes per row are prefetched into L2 at small M."""
     m, k = _check_2d(x)
     x = x.contiguous()
     q = torch.empty((m, k), dtype=torch.float8_e4m3fn, device=x.device)
     scale = torch.empty((m,), dtype=torch.float32, device=x.device)
     if m:
-        _fp8_rows_kernel[(m,)](x, q, scale, scale, k, FP8_MIN_SCALE, MODE=1, **_row_launch(k))
+        grid, tail, meta = _rows_launch(m, k, prefetch_weight, x)
+        _fp8_rows_kernel[grid](x, q, scale, scale, k, FP8_MIN_SCALE, *tail, MODE=1, **meta)
     return q, scale
 
 
@@ -236,7 +303,8 @@ def _quantize_fp8_per_tensor(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
         row_amax = torch.empty((m,), dtype=torch.float32, device=x.device)
         _row_amax_kernel[(m,)](x, row_amax, k, BLOCK=_CHUNK, num_warps=8)
         amax = row_amax.amax().reshape(1)
-        _fp8_rows_kernel[(m,)](x, q, scale, amax, k, FP8_MIN_SCALE, MODE=2, **_row_launch(k))
+        grid, tail, meta = _rows_launch(m, k, None, x)
+        _fp8_rows_kernel[grid](x, q, scale, amax, k, FP8_MIN_SCALE, *tail, MODE=2, **meta)
     return q, scale
 
 
@@ -246,7 +314,8 @@ def _quantize_fp8_static(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     x = x.contiguous()
     q = torch.empty((m, k), dtype=torch.float8_e4m3fn, device=x.device)
     if m:
-        _fp8_rows_kernel[(m,)](x, q, scale, scale, k, FP8_MIN_SCALE, MODE=0, **_row_launch(k))
+        grid, tail, meta = _rows_launch(m, k, None, x)
+        _fp8_rows_kernel[grid](x, q, scale, scale, k, FP8_MIN_SCALE, *tail, MODE=0, **meta)
     return q
 
 
@@ -287,10 +356,11 @@ quantize_fp8_per_group = custom_op(
 
 
 def _quantize_int8_per_token(
-    x: torch.Tensor, symmetric: bool
+    x: torch.Tensor, symmetric: bool, prefetch_weight: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Dynamic per-token int8: ``(q, scale [M], zero_point [M] int32, -zero_point [M] fp32)``;
-    symmetric: the zero-point tensors are empty (``[0]``)."""
+    symmetric: the zero-point tensors are empty (``[0]``). ``prefetch_weight`` as for
+    :func:`_quantize_fp8_per_token`."""
     m, k = _check_2d(x)
     x = x.contiguous()
     q = torch.empty((m, k), dtype=torch.int8, device=x.device)
@@ -299,9 +369,10 @@ def _quantize_int8_per_token(
     zp = torch.empty((zp_rows,), dtype=torch.int32, device=x.device)
     zp_neg = torch.empty((zp_rows,), dtype=torch.float32, device=x.device)
     if m:
-        _int8_rows_kernel[(m,)](
-            x, q, scale, zp, zp_neg, k, INT8_AMAX_FLOOR, DYNAMIC=True, SYMMETRIC=symmetric,
-            **_row_launch(k),
+        grid, tail, meta = _rows_launch(m, k, prefetch_weight, x)
+        _int8_rows_kernel[grid](
+            x, q, scale, zp, zp_neg, k, INT8_AMAX_FLOOR, *tail, DYNAMIC=True, SYMMETRIC=symmetric,
+            **meta,
         )
     return q, scale, zp, zp_neg
 
@@ -316,9 +387,10 @@ def _quantize_int8_static(
     if m:
         symmetric = zero_point is None
         zp = scale if symmetric else zero_point
-        _int8_rows_kernel[(m,)](
-            x, q, scale, zp, scale, k, INT8_AMAX_FLOOR, DYNAMIC=False, SYMMETRIC=symmetric,
-            **_row_launch(k),
+        grid, tail, meta = _rows_launch(m, k, None, x)
+        _int8_rows_kernel[grid](
+            x, q, scale, zp, scale, k, INT8_AMAX_FLOOR, *tail, DYNAMIC=False, SYMMETRIC=symmetric,
+            **meta,
         )
     return q
 
@@ -332,7 +404,7 @@ quantize_int8_static = custom_op("kernel_core_cutlass::quantize_int8_static", _q
 
 
 @quantize_fp8_per_token.register_fake
-def _(x):
+def _(x, prefetch_weight=None):
     return x.new_empty(x.shape, dtype=torch.float8_e4m3fn), x.new_empty(
         (x.shape[0],), dtype=torch.float32
     )
@@ -359,7 +431,7 @@ def _(x, group):
 
 
 @quantize_int8_per_token.register_fake
-def _(x, symmetric):
+def _(x, symmetric, prefetch_weight=None):
     m = x.shape[0]
     zp_rows = 0 if symmetric else m
     return (

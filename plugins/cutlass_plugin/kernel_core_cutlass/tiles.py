@@ -13,10 +13,16 @@ measures them against the chosen ones on every run.
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
 __all__ = [
     "TileConfig",
     "BlockTileConfig",
+    "Raster",
+    "TileOrder",
+    "SWIZZLES",
+    "scaled_mm_order",
+    "block_scaled_mm_order",
     "H100_SMS",
     "wave_efficiency",
     "scaled_mm_tile",
@@ -53,6 +59,30 @@ class BlockTileConfig(enum.IntEnum):
     COOPERATIVE_128x128 = 1
     COOPERATIVE_128x128_STREAM_K = 2  # stream-K: K-slices of the tiles spread over every SM
     COOPERATIVE_128x128_CLUSTER2 = 3  # cluster 2x1: two M tiles share the weight tile
+
+
+class Raster(enum.IntEnum):
+    """The order in which the persistent schedulers hand out output tiles (``RasterOrder`` of
+    ``csrc/scaled_mm_api.h``): consecutive tiles share a weight tile column (along M) or an
+    activation tile row (along N), which decides what the L2 keeps between them."""
+
+    HEURISTIC = 0  # CUTLASS's choice: along M when there are more tile columns than rows
+    ALONG_M = 1
+    ALONG_N = 2
+
+
+#: The swizzle widths CUTLASS's SM90 schedulers accept (tiles visited in groups this wide).
+SWIZZLES = (1, 2, 4, 8)
+
+
+@dataclass(frozen=True)
+class TileOrder:
+    """Runtime scheduler arguments of one compiled tile (no extra instantiation per choice)."""
+
+    raster: Raster = Raster.HEURISTIC
+    swizzle: int = 1
+    #: Stream-K tiles only: 0 runs stream-K, 2..32 split-K into that many K slices.
+    splits: int = 0
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -134,3 +164,21 @@ def block_scaled_mm_tile(m: int, n: int, sm_count: int = H100_SMS) -> BlockTileC
     # Otherwise stream-K spreads the K-steps of the last, partial wave over all SMs (N=2112 at
     # M=1024: 136 tiles, 1.03 waves).
     return BlockTileConfig.COOPERATIVE_128x128_STREAM_K
+
+
+def scaled_mm_order(m: int, n: int, k: int, tile: TileConfig) -> TileOrder:
+    """The scheduler arguments of a W8A8 GEMM run with ``tile``.
+
+    CUTLASS's defaults (heuristic raster, no swizzle, stream-K): every H100 measurement up to
+    NOTES.md v3 ran them. The v4 sweep times raster x swizzle per tile at M >= 128 against
+    ``torch._scaled_mm``; a range changes here only where it measured a winner.
+    """
+    del m, n, k, tile  # the same for every problem until a measurement says otherwise
+    return TileOrder()
+
+
+def block_scaled_mm_order(m: int, n: int, tile: BlockTileConfig) -> TileOrder:
+    """The scheduler arguments of a block-scaled FP8 GEMM run with ``tile`` (see
+    :func:`scaled_mm_order`; the v4 sweep adds split-K counts for the stream-K tile)."""
+    del m, n, tile
+    return TileOrder()

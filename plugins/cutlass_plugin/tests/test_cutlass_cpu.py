@@ -21,8 +21,12 @@ from kernel_core_cutlass.kernels import (
 )
 from kernel_core_cutlass.tiles import (
     BlockTileConfig,
+    Raster,
     TileConfig,
+    TileOrder,
+    block_scaled_mm_order,
     block_scaled_mm_tile,
+    scaled_mm_order,
     scaled_mm_tile,
     wave_efficiency,
 )
@@ -175,6 +179,39 @@ def test_tiles_follow_the_sm_count():
 ])
 def test_block_scaled_mm_tile(m, n, expected):
     assert block_scaled_mm_tile(m, n) == expected
+
+
+def test_tile_order_defaults_are_cutlass_defaults_until_measured():
+    # Every H100 number up to NOTES.md v3 ran CUTLASS's default scheduler arguments; the
+    # heuristic keeps them until the v4 sweep measures a winner.
+    assert scaled_mm_order(4096, 28672, 8192, TileConfig.COOPERATIVE_256x128) == TileOrder(
+        Raster.HEURISTIC, 1, 0)
+    assert block_scaled_mm_order(256, 2112, BlockTileConfig.PINGPONG_64x128) == TileOrder()
+
+
+def test_explicit_tile_order_arguments_override_the_heuristic():
+    chosen = TileOrder(Raster.ALONG_N, 4, 0)
+    assert ops._order_args(chosen, -1, -1, -1) == (2, 4, 0)
+    assert ops._order_args(chosen, 1, 8, 3) == (1, 8, 3)
+    assert ops._order_args(chosen, 0, -1, 2) == (0, 4, 2)
+
+
+def test_weight_prefetch_plan_spreads_the_bytes_over_the_rows():
+    from kernel_core_cutlass import quant
+
+    lines = quant.PREFETCH_BYTES // 128
+    w = torch.empty((8192, 8192), dtype=torch.float8_e4m3fn)
+    # 8 MiB over 8192 rows: the first 1 KiB (8 lines) of each, 512 lines per program.
+    assert quant._prefetch_plan(64, w) == (lines // 512, lines, 8, 8192)
+    # 28672 rows: 2 lines each; K=28672 rows are longer, not more.
+    assert quant._prefetch_plan(1, torch.empty((28672, 8192), dtype=torch.int8)) == (112, 57344, 2, 8192)
+    assert quant._prefetch_plan(1, torch.empty((8192, 28672), dtype=torch.int8))[2] == 8
+    # Short rows are prefetched whole; above PREFETCH_MAX_M or without a weight nothing is.
+    assert quant._prefetch_plan(16, torch.empty((1024, 256), dtype=torch.int8)) == (4, 2048, 2, 256)
+    assert quant._prefetch_plan(quant.PREFETCH_MAX_M + 1, w)[0] == 0
+    assert quant._prefetch_plan(1, None)[0] == 0
+    with pytest.raises(ValueError, match="contiguous"):
+        quant._prefetch_plan(1, w.t())
 
 
 def test_bad_input_is_a_value_error_naming_expected_and_found():

@@ -4,6 +4,8 @@ configuration, CUDA-graph capture and replay, and torch.compile(fullgraph=True).
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -199,6 +201,92 @@ def test_every_block_tile_configuration_is_correct(tile, m):
                               torch.bfloat16, int(tile))
     assert not out[:m].isnan().any()
     assert relative_error(out[:m], ref) < 1.5e-2
+
+
+#: Persistent tiles of each scheduler kind (data-parallel pingpong / cooperative with clusters,
+#: swap-AB, stream-K) under non-default scheduler arguments: raster x swizzle, split-K.
+ORDER_CASES = [
+    (tile, raster, swizzle, 0)
+    for tile in (TileConfig.SWAP_64x64, TileConfig.PINGPONG_64x128_CLUSTER2,
+                 TileConfig.PINGPONG_64x256, TileConfig.COOPERATIVE_256x128,
+                 TileConfig.COOPERATIVE_128x128_STREAM_K)
+    for raster, swizzle in ((1, 8), (2, 2), (2, 8), (0, 4))
+] + [(TileConfig.COOPERATIVE_128x128_STREAM_K, 0, 1, splits) for splits in (2, 3)]
+
+
+@pytest.mark.parametrize("tile, raster, swizzle, splits", ORDER_CASES,
+                         ids=lambda v: v.name if isinstance(v, TileConfig) else str(v))
+def test_tile_orders_cover_every_tile(tile, raster, swizzle, splits):
+    """Raster order and swizzle only reorder the tiles (and may round the tile grid up to the
+    swizzle width: those extra tiles must write nothing); split-K sums K in slices."""
+    from kernel_core_cutlass import ops
+
+    m, n, k = 333, 1160, 2048  # 6 x 10 tiles of 64x128 with ragged edges, 16 K-steps
+    g = torch.Generator(device="cuda").manual_seed(int(tile) * 100 + raster * 10 + swizzle)
+    x = (torch.randn(m, k, generator=g, device="cuda") * 50).to(torch.float8_e4m3fn)
+    w = (torch.randn(n, k, generator=g, device="cuda") * 50).to(torch.float8_e4m3fn)
+    s_tok = torch.rand(m, generator=g, device="cuda") + 0.5
+    s_ch = torch.rand(n, generator=g, device="cuda") + 0.5
+    ref = (x.double() @ w.double().T) * s_tok.double()[:, None] * s_ch.double()[None, :]
+    poison_next_allocation((m, n), torch.bfloat16)
+    out = ops.scaled_mm(x, w, s_tok, s_ch, None, None, None, ops.workspace_for(x.device),
+                        torch.bfloat16, int(tile), False, raster, swizzle, splits)
+    assert not out.isnan().any(), "unwritten (poisoned) output elements"
+    assert relative_error(out, ref) < 1e-2
+
+
+@pytest.mark.parametrize("tile, raster, swizzle, splits", [
+    *((tile, raster, swizzle, 0) for tile in BlockTileConfig
+      for raster, swizzle in ((1, 8), (2, 4))),
+    (BlockTileConfig.COOPERATIVE_128x128_STREAM_K, 0, 1, 2),
+    (BlockTileConfig.COOPERATIVE_128x128_STREAM_K, 2, 2, 4),
+], ids=lambda v: v.name if isinstance(v, BlockTileConfig) else str(v))
+def test_block_tile_orders(tile, raster, swizzle, splits):
+    config = Fp8BlockLinearLayerConfig(weight_shape=(640, 2048))
+    kernel, layer, x, _, ref = make_case(config, 300, seed=int(tile) + 40, with_bias=False)
+    from kernel_core_cutlass import ops, quant
+
+    q, xs = quant.quantize_fp8_per_group(x, 128)
+    poison_next_allocation((q.shape[0], 640), torch.bfloat16)
+    out = ops.block_scaled_mm(q, layer.weight, xs, layer.weight_scale, None, kernel.workspace,
+                              torch.bfloat16, int(tile), raster, swizzle, splits)
+    assert not out[:300].isnan().any()
+    assert relative_error(out[:300], ref) < 1.5e-2
+
+
+@pytest.mark.parametrize("raster, swizzle, splits, needle", [
+    (3, 1, 0, "raster must be 0 (heuristic), 1 (along M) or 2 (along N), found 3"),
+    (0, 3, 0, "swizzle must be 1, 2, 4 or 8, found 3"),
+    (0, 1, 1, "splits must be 0 (stream-K) or 2..32 (split-K), found 1"),
+])
+def test_bad_tile_orders_are_refused_naming_expected_and_found(raster, swizzle, splits, needle):
+    from kernel_core_cutlass import ops
+
+    x = torch.ones((64, 256), device="cuda").to(torch.float8_e4m3fn)
+    s = torch.ones(64, device="cuda")
+    with pytest.raises(RuntimeError, match=re.escape(needle)):
+        ops.scaled_mm(x, x, s, s, None, None, None, ops.workspace_for(x.device), torch.bfloat16,
+                      int(TileConfig.PINGPONG_64x128), False, raster, swizzle, splits)
+
+
+@pytest.mark.parametrize("m", [1, 33, 64])
+def test_weight_prefetch_leaves_the_quantizer_outputs_unchanged(m):
+    """The extra prefetch programs of the per-token quantizers only read the weight: codes and
+    scales bit-identical with and without it, for fp8 and int8 (symmetric and asymmetric)."""
+    from kernel_core_cutlass import quant
+
+    g = torch.Generator(device="cuda").manual_seed(m)
+    x = torch.randn((m, 4096), generator=g, device="cuda").to(torch.bfloat16)
+    w8 = torch.randint(-128, 128, (8192, 4096), generator=g, device="cuda", dtype=torch.int8)
+    assert quant._prefetch_plan(m, w8)[0] > 0
+    for with_weight, without in (
+        (quant.quantize_fp8_per_token(x, w8.view(torch.float8_e4m3fn)), quant.quantize_fp8_per_token(x)),
+        (quant.quantize_int8_per_token(x, True, w8), quant.quantize_int8_per_token(x, True)),
+        (quant.quantize_int8_per_token(x, False, w8), quant.quantize_int8_per_token(x, False)),
+    ):
+        for a, b in zip(with_weight, without, strict=True):
+            assert torch.equal(a.view(torch.uint8) if a.dtype == torch.float8_e4m3fn else a,
+                               b.view(torch.uint8) if b.dtype == torch.float8_e4m3fn else b)
 
 
 @pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.int8])

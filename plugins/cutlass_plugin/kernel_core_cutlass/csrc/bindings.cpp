@@ -21,6 +21,17 @@ const float* optional_float_ptr(const std::optional<torch::Tensor>& t, const cha
   return t->data_ptr<float>();
 }
 
+// The scheduler arguments, checked: CUTLASS would round a bad swizzle down silently.
+TileOrder tile_order(int64_t raster, int64_t swizzle, int64_t splits) {
+  TORCH_CHECK(raster == kRasterHeuristic || raster == kRasterAlongM || raster == kRasterAlongN,
+              "raster must be 0 (heuristic), 1 (along M) or 2 (along N), found ", raster);
+  TORCH_CHECK(swizzle == 1 || swizzle == 2 || swizzle == 4 || swizzle == 8,
+              "swizzle must be 1, 2, 4 or 8, found ", swizzle);
+  TORCH_CHECK(splits == 0 || (splits >= 2 && splits <= 32),
+              "splits must be 0 (stream-K) or 2..32 (split-K), found ", splits);
+  return TileOrder{static_cast<int>(raster), static_cast<int>(swizzle), static_cast<int>(splits)};
+}
+
 // [fp8 / int8][bf16 / f16][tile group]: the translation unit that runs a tile.
 constexpr ScaledMmEntry kScaledMmEntries[2][2][kNumTileGroups] = {
     {{scaled_mm_fp8_bf16_small_m, scaled_mm_fp8_bf16_mid_m, scaled_mm_fp8_bf16_large_m},
@@ -32,7 +43,8 @@ constexpr ScaledMmEntry kScaledMmEntries[2][2][kNumTileGroups] = {
 void scaled_mm(torch::Tensor out, torch::Tensor x, torch::Tensor w, torch::Tensor token_scale,
                torch::Tensor channel_scale, std::optional<torch::Tensor> token_zp_neg,
                std::optional<torch::Tensor> channel_colsum, std::optional<torch::Tensor> bias,
-               torch::Tensor workspace, int64_t config, int64_t sm_count, int64_t stream, bool pdl) {
+               torch::Tensor workspace, int64_t config, int64_t sm_count, int64_t stream, bool pdl,
+               int64_t raster, int64_t swizzle, int64_t splits) {
   for (auto [t, name] : {std::pair{&out, "out"}, {&x, "x"}, {&w, "w"}, {&token_scale, "token_scale"},
                          {&channel_scale, "channel_scale"}, {&workspace, "workspace"}}) {
     check_cuda_contiguous(*t, name);
@@ -77,6 +89,7 @@ void scaled_mm(torch::Tensor out, torch::Tensor x, torch::Tensor w, torch::Tenso
   args.workspace_bytes = static_cast<size_t>(workspace.nbytes());
   args.stream = stream;
   args.pdl = pdl;
+  args.order = tile_order(raster, swizzle, splits);
 
   const bool bf16 = out.scalar_type() == torch::kBFloat16;
   TORCH_CHECK(bf16 || out.scalar_type() == torch::kFloat16, "out must be bfloat16 or float16");
@@ -91,7 +104,8 @@ void scaled_mm(torch::Tensor out, torch::Tensor x, torch::Tensor w, torch::Tenso
 
 void block_scaled_mm(torch::Tensor out, torch::Tensor x, torch::Tensor w, torch::Tensor x_scale,
                      torch::Tensor w_scale, std::optional<torch::Tensor> bias, torch::Tensor workspace,
-                     int64_t config, int64_t sm_count, int64_t stream) {
+                     int64_t config, int64_t sm_count, int64_t stream, int64_t raster, int64_t swizzle,
+                     int64_t splits) {
   for (auto [t, name] : {std::pair{&out, "out"}, {&x, "x"}, {&w, "w"}, {&x_scale, "x_scale"},
                          {&w_scale, "w_scale"}, {&workspace, "workspace"}}) {
     check_cuda_contiguous(*t, name);
@@ -126,6 +140,7 @@ void block_scaled_mm(torch::Tensor out, torch::Tensor x, torch::Tensor w, torch:
   args.workspace = workspace.data_ptr();
   args.workspace_bytes = static_cast<size_t>(workspace.nbytes());
   args.stream = stream;
+  args.order = tile_order(raster, swizzle, splits);
   const bool bf16 = out.scalar_type() == torch::kBFloat16;
   TORCH_CHECK(bf16 || out.scalar_type() == torch::kFloat16, "out must be bfloat16 or float16");
   const char* error = bf16 ? fp8_block_scaled_mm_bf16(config, args) : fp8_block_scaled_mm_f16(config, args);

@@ -72,7 +72,7 @@ struct BlockScaledMmSm90 {
     };
     args.hw_info.device_id = a.device;
     args.hw_info.sm_count = a.sm_count;
-    force_stream_k<Scheduler>(args);
+    set_tile_order<Scheduler>(args, a.order, false);
     // A plain launch: this unit holds a stream-K kernel, so no grid-dependency waits.
     return launch<Gemm>(args, a.workspace, a.workspace_bytes, a.stream, false);
   }

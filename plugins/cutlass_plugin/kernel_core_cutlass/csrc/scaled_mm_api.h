@@ -34,6 +34,20 @@ inline constexpr TileGroup kTileGroup[kNumTileConfigs] = {
     kSmallM, kSmallM, kMidM, kLargeM, kLargeM, kLargeM, kMidM, kSmallM, kSmallM, kMidM, kMidM, kLargeM,
 };
 
+// The order in which the persistent schedulers hand out output tiles, and how stream-K tiles
+// split K: runtime arguments of CUTLASS's SM90 tile schedulers, so one compiled kernel serves
+// every choice. The one-tile-per-CTA kernels (kSwap*K256) ignore them.
+enum RasterOrder : int {
+  kRasterHeuristic = 0,  // CUTLASS's choice: along the problem's longer tile side
+  kRasterAlongM = 1,  // consecutive tiles walk down the tokens (M) and share a weight tile column
+  kRasterAlongN = 2,  // consecutive tiles walk across the channels (N) and share an activation row
+};
+struct TileOrder {
+  int raster = kRasterHeuristic;  // RasterOrder, in the caller's (M = tokens, N = channels) frame
+  int swizzle = 1;  // 1, 2, 4 or 8: tiles visited in groups this wide across the raster direction
+  int splits = 0;  // stream-K tiles only: 0 = stream-K, >= 2 = split-K into this many K slices
+};
+
 struct ScaledMmArgs {
   void const* x;  // (m, k) activations, K-major
   void const* w;  // (n, k) weight, K-major
@@ -54,6 +68,7 @@ struct ScaledMmArgs {
   // Launch with programmatic dependent launch: the GEMM's prologue overlaps the end of the kernel
   // before it (the activation quantizer); every global access still waits for that kernel.
   bool pdl;
+  TileOrder order;
 };
 
 // Block-scaled FP8: x_scale is [k/128, m_pad] (M-major, m_pad a multiple of 4 for TMA),
@@ -70,6 +85,7 @@ struct BlockScaledMmArgs {
   void* workspace;
   size_t workspace_bytes;
   int64_t stream;
+  TileOrder order;
 };
 
 enum BlockTileConfigId : int {

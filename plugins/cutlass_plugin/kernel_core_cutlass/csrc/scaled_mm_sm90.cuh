@@ -122,13 +122,28 @@ struct ScaledEpilogueTree {
   }
 };
 
-// Stream-K proper, never the scheduler's own split-K choice: split-K keeps a partial accumulator
-// tile for every output tile in the workspace (470 MB at M=4096, N=28672), stream-K for at most
-// two waves of tiles (264 x 64 KiB on 132 SMs), which fits the shared workspace.
+// The caller's tile order as the scheduler's arguments. `swap_ab`: the problem's M is the weight's
+// N, so "along M" (tokens) is the problem's along N. The stream-K scheduler runs stream-K proper
+// unless split-K is asked for explicitly, never its own split-K heuristic: split-K keeps a
+// partial accumulator tile per output tile and split in the workspace (470 MB at M=4096,
+// N=28672, two splits), stream-K for at most two waves of tiles (264 x 64 KiB on 132 SMs); the
+// shared workspace's size check in launch() refuses a split count that does not fit.
 template <class Scheduler, class Arguments>
-void force_stream_k(Arguments& args) {
+void set_tile_order(Arguments& args, TileOrder const& order, bool swap_ab) {
+  using Options = cutlass::gemm::kernel::detail::RasterOrderOptions;
+  Options raster = Options::Heuristic;
+  if (order.raster == kRasterAlongM) raster = swap_ab ? Options::AlongN : Options::AlongM;
+  if (order.raster == kRasterAlongN) raster = swap_ab ? Options::AlongM : Options::AlongN;
+  args.scheduler.raster_order = raster;
+  args.scheduler.max_swizzle_size = order.swizzle;
   if constexpr (std::is_same_v<Scheduler, cutlass::gemm::StreamKScheduler>) {
-    args.scheduler.decomposition_mode = cutlass::gemm::kernel::detail::DecompositionMode::StreamK;
+    using Mode = cutlass::gemm::kernel::detail::DecompositionMode;
+    if (order.splits >= 2) {
+      args.scheduler.decomposition_mode = Mode::SplitK;
+      args.scheduler.splits = order.splits;
+    } else {
+      args.scheduler.decomposition_mode = Mode::StreamK;
+    }
   }
 }
 
@@ -184,7 +199,7 @@ struct ScaledMmSm90 {
     };
     args.hw_info.device_id = a.device;
     args.hw_info.sm_count = a.sm_count;
-    force_stream_k<Scheduler>(args);
+    set_tile_order<Scheduler>(args, a.order, SwapAB);
     return launch<Gemm>(args, a.workspace, a.workspace_bytes, a.stream, a.pdl);
   }
 };
