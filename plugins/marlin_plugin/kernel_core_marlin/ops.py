@@ -63,8 +63,17 @@ _ROWS_PER_WARP = {
     (False, 2): 2, (False, 4): 1, (False, 8): 1,
 }
 #: Consumer warps of the bulk pipeline (each decodes one 64-channel chunk of every row tile of a
-#: stage; a power of two up to 8).
+#: stage; a power of two up to 8; 16 only with the flat consumer at M <= 8, which lost to 8 on
+#: 28672 x 8192 for int4 and on 8192 x 8192 for NVFP4, so no default takes it).
 _BULK_CONSUMERS = 8
+#: Code formats whose bulk launches take the flat consumer (pipeline 3 instead of 2). On an H100
+#: it beat the default consumer on all four benchmark shapes at every measured M it serves
+#: (int4 g128: 9-23% faster at M = 1 and 4, 2-9% at M = 16; NVFP4: 0.6-11% at M = 1 and 4),
+#: benchmarks/results/marlin-stream-v5-h100-2026-11-27.json. M = 5..8 and 9..15 take the plan of
+#: their M tile (measured at M = 4 and 16). 8-bit codes keep the default consumer: not measured,
+#: and ptxas reports more spills for their flat instances. Act-order layers run the default
+#: consumer inside the same launch either way.
+_FLAT_FORMATS = frozenset({Format.INT4, Format.FP4})
 #: Largest M the launch configuration sends to the bulk pipeline, per code format. The kernel
 #: serves up to 32 (four 8-column M tiles), but from 17 on its passes shrink to 4 row tiles and
 #: re-read the activations per pass: on an H100 it lost to the register pipeline at M = 32 on
@@ -86,10 +95,11 @@ def launch_config(m: int, fmt: int, bulk: bool = False) -> tuple[int, int, int, 
     rows; ``bulk``: the device runs the bulk pipeline (:func:`bulk_pipeline_available`).
 
     M <= BULK_MAX_M[fmt] with ``bulk``: the bulk pipeline (persistent blocks, one producer warp
-    streaming contiguous weight segments into a shared-memory ring, eight consumer warps);
-    measured on an H100 1.1-1.4x faster than the earlier choice on 28672 x 8192 and
-    10240 x 8192, about even (int4, 4-tile groups) to 10% slower (NVFP4) at M = 1 on the 3-4-tile
-    blocks of 8192 x 28672 and 8192 x 8192 (marlin-stream-h100-2026-11-27.json).
+    streaming contiguous weight segments into a shared-memory ring, eight consumer warps), with
+    the flat consumer (pipeline 3) for the 4-bit formats (:data:`_FLAT_FORMATS`). Measured on an
+    H100, int4 g128 M = 1: 50.4 / 48.9 / 29.3 / 20.2 us on the four benchmark shapes against
+    56.6 / 63.2 / 33.2 / 23.6 for the default consumer and 77.6 / 65.1 / 41.5 / 22.5 for the
+    choice before the bulk pipeline (marlin-stream-v5-h100-2026-11-27.json).
     Otherwise M <= 8: the cp.async ring (pipeline 1) with 4 warps per block, measured 1.2x faster
     than the register pipeline for int4 and NVFP4 on an H100
     (marlin-h100-2026-11-22-pipelines.json). Larger M: the register pipeline with all eight warps
@@ -98,7 +108,7 @@ def launch_config(m: int, fmt: int, bulk: bool = False) -> tuple[int, int, int, 
     """
     mt = 1 if m <= 8 else 2 if m <= 16 else 4 if m <= 32 else 8
     if bulk and m <= BULK_MAX_M[fmt]:
-        return mt, 1, 1, _BULK_CONSUMERS, 2
+        return mt, 1, 1, _BULK_CONSUMERS, 3 if fmt in _FLAT_FORMATS else 2
     eight_bit = Format.BITS[fmt] == 8
     if mt == 1:
         return 1, 1 if eight_bit else 2, 1, 4, 1

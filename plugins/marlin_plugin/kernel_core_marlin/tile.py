@@ -24,6 +24,7 @@ from kernel_core_marlin import ops
 __all__ = [
     "TILE_VARIANTS",
     "CHUNK_US",
+    "SPECIALIZED_CHUNK_US",
     "TILE_MIN_M",
     "TILE_MAX_M",
     "TILE_SHAPES",
@@ -45,16 +46,29 @@ TILE_MIN_M = 33
 #: 8192x8192 by 10-13% and loses on 10240x8192 by 25%; at M=1024 decode + cuBLAS wins on all four.
 TILE_MAX_M = 512
 #: Launch variants of the tile kernel (the op's ``variant`` argument): 0 every warp copies and a
-#: block-wide barrier per chunk (measured, the dispatch's); 1 warp-specialized (a producer
-#: warpgroup, mbarrier stage handoff; built, not yet measured on a GPU).
+#: block-wide barrier per chunk; 1 warp-specialized (a producer warpgroup, mbarrier stage
+#: handoff). Both measured on an H100 (marlin-tile-v5-h100-2026-11-27.json); the planner weighs
+#: both per shape.
 TILE_VARIANTS = {0: "barrier", 1: "specialized"}
 #: (bmx, rw) instances built, with the time one block of that shape takes per 64-channel chunk
 #: when it has its SM to itself (us, H100, probe runs 2-3, barrier variant: the same at 32 or 132
 #: blocks, so a per-SM cost, not a shared-bandwidth one).
 TILE_SHAPES = {(64, 1): 0.50, (64, 2): 0.75, (128, 1): 0.70, (128, 2): 1.09, (256, 1): 1.07}
+#: Per-chunk times of the warp-specialized variant (us, H100, v5 probe:
+#: marlin-tile-v5-h100-2026-11-27.json ``chunk_us_fit``, fitted over int4 g128 and NVFP4 at
+#: M = 64, 128, 256 on the four benchmark shapes). Against the barrier variant's refit from the
+#: same run (0.461 / 0.813 / 0.722 / 1.194 / 1.112) it is 0-16% slower per chunk except 128x64
+#: (2% faster); it also holds one block per SM where the barrier kernel's 64x128 holds two.
+SPECIALIZED_CHUNK_US = {(64, 1): 0.51, (64, 2): 0.945, (128, 1): 0.707, (128, 2): 1.325,
+                        (256, 1): 1.121}
 #: Measured per-chunk times by (variant, bmx, rw): the candidates the planner weighs. A variant
-#: joins when a GPU run has measured it (gpu/probe_tile.py writes these times).
-CHUNK_US = {(0, bmx, rw): us for (bmx, rw), us in TILE_SHAPES.items()}
+#: joins when a GPU run has measured it (gpu/probe_tile.py writes these times). The barrier
+#: variant keeps its run 2-3 times (the plans they give were measured); the v5 refit differs by
+#: at most 10%.
+CHUNK_US = {
+    **{(0, bmx, rw): us for (bmx, rw), us in TILE_SHAPES.items()},
+    **{(1, bmx, rw): us for (bmx, rw), us in SPECIALIZED_CHUNK_US.items()},
+}
 #: Most blocks of one cluster (the portable cluster size).
 MAX_SPLIT = 8
 #: Fixed cost of one block in chunks (ring fill, epilogue), and the extra cost of a cluster

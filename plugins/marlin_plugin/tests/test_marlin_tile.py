@@ -16,14 +16,16 @@ SMS = 132
 #: An H100's answers (cudaOccupancyMaxActiveClusters, probe run 2, barrier variant): a cluster
 #: must sit in one GPC, so clusters of 3+ blocks leave SMs idle; 64x128 blocks fit twice per SM.
 #: The specialized variant (384 threads x 168 registers) holds one block per SM in every shape;
-#: its limits here assume the same GPC sizes (not measured yet).
+#: its limits, measured in the v5 probe (marlin-tile-v5-h100-2026-11-27.json), are those of one
+#: block per SM.
 _ONE_PER_SM = (132, 66, 39, 30, 22, 17, 15, 15)
 H100_LIKE = {**{(v, b, r, s): c for v in tile.TILE_VARIANTS for (b, r) in tile.TILE_SHAPES
                 for s, c in zip(range(1, 9), _ONE_PER_SM)},
              **{(0, 64, 1, s): c for s, c in zip(range(1, 9), (264, 132, 79, 62, 47, 39, 32, 30))}}
 #: Plans of the barrier variant before the specialized one existed (rev b675cb9), by (m, n,
-#: chunks): (bmx, rw, split). The default dispatch must keep them until a GPU run measures
-#: the specialized variant.
+#: chunks): (bmx, rw, split). With the specialized variant's measured per-chunk times in
+#: CHUNK_US the planner still takes these: per chunk it is slower or even in every shape
+#: (marlin-tile-v5-h100-2026-11-27.json: best by > 2% only on 8192x28672 M=128, 156.8 vs 166.1 us).
 PLANS_B675CB9 = {
     (64, 28672, 128): (64, 2, 1), (64, 8192, 128): (64, 1, 2), (64, 10240, 128): (64, 2, 5),
     (64, 8192, 448): (64, 1, 2), (128, 28672, 128): (128, 2, 1), (128, 8192, 128): (128, 1, 2),
