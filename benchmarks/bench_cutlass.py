@@ -535,7 +535,8 @@ def paired_block(n: int, k: int, rows: list[dict], m_values: list[int], sweep: b
         def gemm(tile: int = -1, raster: int = -1, swizzle: int = -1, splits: int = -1) -> list[Call]:
             return [lambda i=i: ops.block_scaled_mm(qs[i][0], layers[i].weight, qs[i][1],
                                                     layers[i].weight_scale, None, kernel.workspace,
-                                                    torch.bfloat16, tile, raster, swizzle, splits)
+                                                    torch.bfloat16, tile, raster, swizzle, splits,
+                                                    layers[i].weight_scale_n64)
                     for i in sets]
 
         reference = [lambda i=i: runner.run_gemm(qs[i][0][:m], layers[i].weight, fi_outs[i],
@@ -595,7 +596,8 @@ def bench_block(
         def gemm(tile: int = -1) -> list[Call]:
             return [lambda i=i: ops.block_scaled_mm(qs[i][0], layers[i].weight, qs[i][1],
                                                     layers[i].weight_scale, None, kernel.workspace,
-                                                    torch.bfloat16, tile) for i in sets]
+                                                    torch.bfloat16, tile, -1, -1, -1,
+                                                    layers[i].weight_scale_n64) for i in sets]
 
         methods: dict[str, list[Call]] = {
             "block_gemm": gemm(),

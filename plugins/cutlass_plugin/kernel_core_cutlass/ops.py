@@ -243,11 +243,13 @@ def _block_scaled_mm(
     raster: int = -1,
     swizzle: int = -1,
     splits: int = -1,
+    w_scale_n64: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``out[m, n] = sum_j x_scale[j, m] * w_scale[j, n // 128] * (x[m, blk j] . w[n, blk j])``
     (+ bias). ``x_scale`` is [K/128, m_pad] and ``w_scale`` [K/128, ceil(N/128)], both MN-major.
     ``raster`` / ``swizzle`` / ``splits`` as for :func:`_scaled_mm`
-    (:func:`~kernel_core_cutlass.tiles.block_scaled_mm_order`'s value for -1)."""
+    (:func:`~kernel_core_cutlass.tiles.block_scaled_mm_order`'s value for -1). ``w_scale_n64``:
+    the same scales per 64 rows, [K/128, ceil(N/64)], read by the tiles 64 wide in N."""
     m, n = x.shape[0], w.shape[0]
     out = torch.empty((m, n), dtype=out_dtype, device=x.device)
     if m == 0:
@@ -256,7 +258,13 @@ def _block_scaled_mm(
     sm_count = _sm_count(index)
     if tile < 0:
         tile = int(block_scaled_mm_tile(m, n, sm_count))
-    order = _order_args(block_scaled_mm_order(m, n, BlockTileConfig(tile)), raster, swizzle, splits)
+    config = BlockTileConfig(tile)
+    order = _order_args(block_scaled_mm_order(m, n, config), raster, swizzle, splits)
+    if config.weight_scale_rows == 64:
+        if w_scale_n64 is None:
+            raise ValueError(f"block tile {config.name} reads the weight scales per 64 rows: "
+                             "expected w_scale_n64 [K/128, ceil(N/64)], found None")
+        w_scale = w_scale_n64
     build().block_scaled_mm(
         out, x, w, x_scale, w_scale, bias, workspace, tile, sm_count, _stream(index), *order,
     )
@@ -267,5 +275,6 @@ block_scaled_mm = custom_op("kernel_core_cutlass::block_scaled_mm", _block_scale
 
 
 @block_scaled_mm.register_fake
-def _(x, w, x_scale, w_scale, bias, workspace, out_dtype, tile=-1, raster=-1, swizzle=-1, splits=-1):
+def _(x, w, x_scale, w_scale, bias, workspace, out_dtype, tile=-1, raster=-1, swizzle=-1, splits=-1,
+      w_scale_n64=None):
     return x.new_empty((x.shape[0], w.shape[0]), dtype=out_dtype)

@@ -7,7 +7,8 @@ whether the SMs of an H100/H200 (132) are kept busy, in the DeepGEMM spirit. A c
 says why; NOTES.md has the measurements behind each choice. Compiled tiles no range picks
 (``COOPERATIVE_128x128_STREAM_K`` for W8A8, ``COOPERATIVE_128x128_CLUSTER2`` for fp8_block, the
 128-deep swap tiles) stay selectable through the ops' ``tile`` argument: the benchmark's sweep
-measures them against the chosen ones on every run.
+measures them against the chosen ones on every run (``PINGPONG_64x64`` for fp8_block too: two
+CTAs per 64x128 tile for narrow N at M ~ 256, unmeasured so far).
 """
 
 from __future__ import annotations
@@ -59,6 +60,14 @@ class BlockTileConfig(enum.IntEnum):
     COOPERATIVE_128x128 = 1
     COOPERATIVE_128x128_STREAM_K = 2  # stream-K: K-slices of the tiles spread over every SM
     COOPERATIVE_128x128_CLUSTER2 = 3  # cluster 2x1: two M tiles share the weight tile
+    PINGPONG_64x64 = 4  # 64 wide in N: reads the weight scales repeated per 64 rows
+
+    @property
+    def weight_scale_rows(self) -> int:
+        """Weight rows per scale value this tile reads (``kBlockWeightScaleRows``): CUTLASS's
+        blockwise mainloop needs whole scale blocks per tile, so a 64-wide tile reads the
+        128x128 block scales repeated per 64 rows (``weight_scale_n64`` of the layer)."""
+        return 64 if self is BlockTileConfig.PINGPONG_64x64 else 128
 
 
 class Raster(enum.IntEnum):

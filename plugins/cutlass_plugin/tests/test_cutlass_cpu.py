@@ -181,6 +181,22 @@ def test_block_scaled_mm_tile(m, n, expected):
     assert block_scaled_mm_tile(m, n) == expected
 
 
+def test_block_weight_scale_rows_match_the_cpp_table():
+    header = (ops.CSRC / "scaled_mm_api.h").read_text()
+    table = re.search(r"kBlockWeightScaleRows\[kNumBlockTileConfigs\] = \{(.*?)\};", header).group(1)
+    assert [int(v) for v in table.split(",")] == [t.weight_scale_rows for t in BlockTileConfig]
+
+
+def test_block_64_wide_tile_needs_the_scales_per_64_rows(monkeypatch):
+    monkeypatch.setattr(ops, "_sm_count", lambda index: 132)
+    x = torch.empty(8, 256, dtype=torch.float8_e4m3fn)
+    scale = torch.empty(2, 8)
+    with pytest.raises(ValueError, match="expected w_scale_n64"):
+        ops._block_scaled_mm(x, torch.empty(256, 256, dtype=torch.float8_e4m3fn), scale,
+                             torch.empty(2, 2), None, torch.empty(1), torch.bfloat16,
+                             int(BlockTileConfig.PINGPONG_64x64))
+
+
 def test_tile_order_defaults_are_cutlass_defaults_until_measured():
     # Every H100 number up to NOTES.md v3 ran CUTLASS's default scheduler arguments; the
     # heuristic keeps them until the v4 sweep measures a winner.
@@ -331,6 +347,19 @@ def test_fp8_block_transposes_the_block_scales_to_n_major():
     CutlassFp8BlockScaledMMLinearKernel(config).process_weights_after_loading(layer)
     assert layer.weight_scale.shape == (4, 3) and layer.weight_scale.is_contiguous()
     assert torch.equal(layer.weight_scale, scale.t())
+    # ... and per 64 rows for the 64-wide tile: each 128-row block's scale twice.
+    assert layer.weight_scale_n64.shape == (4, 6) and layer.weight_scale_n64.is_contiguous()
+    assert torch.equal(layer.weight_scale_n64[:, 0::2], scale.t())
+    assert torch.equal(layer.weight_scale_n64[:, 1::2], scale.t())
+
+
+def test_fp8_block_scales_per_64_rows_of_a_ragged_n():
+    config = Fp8BlockLinearLayerConfig(weight_shape=(320, 512))  # 2.5 blocks of 128 rows
+    layer = make_layer(config, seed=6)
+    scale = layer.weight_scale.detach().clone()
+    CutlassFp8BlockScaledMMLinearKernel(config).process_weights_after_loading(layer)
+    assert layer.weight_scale_n64.shape == (4, 5)
+    assert torch.equal(layer.weight_scale_n64[:, 4], scale.t()[:, 2])
 
 
 # --- fake implementations: shapes under the meta device -----------------------------------------

@@ -117,8 +117,12 @@ void block_scaled_mm(torch::Tensor out, torch::Tensor x, torch::Tensor w, torch:
   TORCH_CHECK(x_scale.dim() == 2 && x_scale.size(0) == k / 128 && x_scale.size(1) >= m &&
                   x_scale.size(1) % 4 == 0,
               "x_scale must be (k/128, m_pad) with m_pad >= m a multiple of 4");
-  TORCH_CHECK(w_scale.dim() == 2 && w_scale.size(0) == k / 128 && w_scale.size(1) == (n + 127) / 128,
-              "w_scale must be (k/128, ceil(n/128))");
+  TORCH_CHECK(config >= 0 && config < kNumBlockTileConfigs, "block tile configuration must be in [0, ",
+              static_cast<int>(kNumBlockTileConfigs), "), found ", config);
+  const int64_t scale_rows = kBlockWeightScaleRows[config];
+  TORCH_CHECK(w_scale.dim() == 2 && w_scale.size(0) == k / 128 &&
+                  w_scale.size(1) == (n + scale_rows - 1) / scale_rows,
+              "w_scale must be (k/128, ceil(n/", scale_rows, ")) for this tile, found ", w_scale.sizes());
   if (bias.has_value()) {
     check_cuda_contiguous(*bias, "bias");
     TORCH_CHECK(bias->numel() == n && bias->scalar_type() == out.scalar_type(),

@@ -3,7 +3,9 @@
 // The mainloop is CUTLASS's SM90 blockwise-scaling collective: it applies As[m, j] * Bs[n/128, j]
 // to each 128-deep partial sum in FP32 registers, so the scales never touch the FP8 operands. The
 // epilogue only adds the bias. Both operands are K-major; the scales are MN-major (the only
-// layout the SM90 collective reads): x_scale [k/128, m_pad], w_scale [k/128, n/128].
+// layout the SM90 collective reads): x_scale [k/128, m_pad], w_scale [k/128, n/128], or
+// [k/128, n/64] for the tiles 64 wide in N (CUTLASS wants whole scale blocks per tile: the load
+// repeats each 128-row scale twice, kBlockWeightScaleRows).
 // One translation unit per output dtype includes this header (fp8_block_scaled_mm_{bf16,f16}.cu).
 #pragma once
 
@@ -12,7 +14,7 @@
 namespace kernel_core_cutlass {
 
 template <class ElementD, class Tile, class Cluster, class MainloopSchedule, class EpilogueSchedule,
-          class Scheduler = cutlass::gemm::PersistentScheduler>
+          class Scheduler = cutlass::gemm::PersistentScheduler, int WeightScaleRows = 128>
 struct BlockScaledMmSm90 {
   using ElementAB = cutlass::float_e4m3_t;
   using LayoutA = cutlass::layout::RowMajor;
@@ -21,7 +23,7 @@ struct BlockScaledMmSm90 {
   static constexpr int kAlignAB = 16;
   static constexpr int kAlignD = 16 / sizeof(ElementD);
 
-  using ScaleConfig = cutlass::detail::Sm90BlockwiseScaleConfig<1, 128, 128>;
+  using ScaleConfig = cutlass::detail::Sm90BlockwiseScaleConfig<1, WeightScaleRows, 128>;
   using LayoutSFA = decltype(ScaleConfig::deduce_layoutSFA());
   using LayoutSFB = decltype(ScaleConfig::deduce_layoutSFB());
 
@@ -96,6 +98,9 @@ const char* dispatch_block_scaled_mm(int config, BlockScaledMmArgs const& a) {
     case kBlockCooperative128x128Cluster2:
       return BlockScaledMmSm90<ElementD, Shape<_128, _128, _128>, Shape<_2, _1, _1>, Cooperative,
                                CooperativeEpilogue>::run(a);
+    case kBlockPingpong64x64:
+      return BlockScaledMmSm90<ElementD, Shape<_64, _64, _128>, Cluster1, Pingpong, PingpongEpilogue,
+                               cutlass::gemm::PersistentScheduler, kBlockWeightScaleRows[kBlockPingpong64x64]>::run(a);
     default:
       return "unknown block tile configuration id";
   }

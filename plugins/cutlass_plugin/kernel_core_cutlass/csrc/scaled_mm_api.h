@@ -93,8 +93,11 @@ enum BlockTileConfigId : int {
   kBlockCooperative128x128 = 1,
   kBlockCooperative128x128StreamK = 2,  // stream-K tile scheduler
   kBlockCooperative128x128Cluster2 = 3,  // cluster 2x1: two M tiles share the weight tile
-  kNumBlockTileConfigs = 4,
+  kBlockPingpong64x64 = 4,  // pingpong, 64 x 64 x 128, weight scales per 64 rows
+  kNumBlockTileConfigs = 5,
 };
+// Weight rows per weight-scale value each block tile reads (w_scale is [k/128, ceil(n/rows)]).
+inline constexpr int kBlockWeightScaleRows[kNumBlockTileConfigs] = {128, 128, 128, 128, 64};
 
 // One entry per (operands, output, tile group); each runs the tiles of its group.
 using ScaledMmEntry = const char* (*)(int config, ScaledMmArgs const& args);
