@@ -6,6 +6,11 @@ garbage collector off. Items that launch GPU work (quantizer, GEMM) use M=16, K=
 the queue never fills. The point is to see what costs what where the benchmark runs (its host is
 slower than a developer's machine and has other library versions), e.g. whether Triton's launcher
 and tvm-ffi take an ``nn.Parameter`` argument as cheaply as a plain tensor.
+
+The ``ladder`` section then builds the plugin's eager call up from the benchmark's by-hand
+baseline one layer at a time (the op's inner function on plain tensors, plus the input check,
+then the whole ``apply_weights``), timed in interleaved rounds as ``benchmarks/bench_flashinfer.py``
+times its pairs, so the step that adds the host time shows which piece it is.
 """
 
 from __future__ import annotations
@@ -17,8 +22,12 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
+from bench_flashinfer import host_rounds  # the benchmark's interleaved rounds
 
 
 def per_call_us(fn: Callable[[], object], calls: int, reps: int) -> dict[str, float]:
@@ -39,6 +48,108 @@ def per_call_us(fn: Callable[[], object], calls: int, reps: int) -> dict[str, fl
     return {"median_us": statistics.median(samples), "min_us": min(samples)}
 
 
+def ladder(calls: int, reps: int) -> dict[str, dict[str, float]]:
+    """Host us per call of each rung (median over interleaved rounds) and its per-round difference
+    from the same kernel's by-hand baseline (median and quartiles), both kernels at M=16."""
+    from kernel_core_flashinfer import ops
+    from kernel_core_flashinfer.kernels import (
+        FlashInferFp8BlockScaledMMLinearKernel,
+        FlashInferFp8ScaledMMLinearKernel,
+    )
+    from kernel_core_flashinfer.triton_kernels import quantize_per_tensor, quantize_per_token_group
+
+    from kernel_core.families.fp8 import FP8ScaledMMLinearLayerConfig
+    from kernel_core.families.fp8_block import Fp8BlockLinearLayerConfig
+    from kernel_core.formats.fp8 import quantize_fp8, quantize_fp8_block
+
+    m = 16
+    rungs: dict[str, Callable[[int], object]] = {}
+    # fp8_block, N=2112, K=7168 (a DeepSeek shape; ~15 us of GPU time, far below the host's)
+    n, k = 2112, 7168
+    block = FlashInferFp8BlockScaledMMLinearKernel(Fp8BlockLinearLayerConfig(weight_shape=(n, k)))
+    wq, ws = quantize_fp8_block(torch.randn(n, k, device="cuda") * 0.02)
+    block_layer = torch.nn.Module()
+    block_layer.weight = torch.nn.Parameter(wq, requires_grad=False)
+    block_layer.weight_scale = torch.nn.Parameter(ws, requires_grad=False)
+    block.process_weights_after_loading(block_layer)
+    bw, bws = block_layer.weight.detach(), block_layer.weight_scale.detach()
+    bx = torch.randn(m, k, device="cuda").to(torch.bfloat16)
+    run_gemm = ops.blockscale_runner().run_gemm
+    padded = -(-m // 4) * 4
+
+    def block_direct(_: int) -> torch.Tensor:
+        out = torch.empty((m, n_block), dtype=torch.bfloat16, device=bx.device)
+        scales = torch.empty_strided((padded, k_block // 128), (1, padded), dtype=torch.float32,
+                                     device=bx.device)
+        q = quantize_per_token_group(bx, scales)
+        run_gemm(q, bw, out, scales, bws)
+        return out
+
+    def plan_lookup(layer: torch.nn.Module) -> bool:
+        params = layer._parameters
+        key = (params["weight"].data_ptr(), params["weight_scale"].data_ptr())
+        plan = layer.__dict__.get("_kernel_core_flashinfer_plan")
+        return plan is not None and plan[0] == key
+
+    n_block, k_block = n, k
+    rungs["block: direct"] = block_direct
+    rungs["block: direct + check_apply_inputs"] = lambda i: (
+        block.check_apply_inputs(bx, None), block_direct(i))
+    rungs["block: direct + is_compiling"] = lambda i: (
+        torch.compiler.is_compiling(), block_direct(i))
+    rungs["block: direct + plan lookup"] = lambda i: (plan_lookup(block_layer), block_direct(i))
+    rungs["block: ops.fp8_block_gemm"] = lambda _: ops.fp8_block_gemm(bx, m, n_block, k_block, bw,
+                                                                      bws, None)
+    rungs["block: apply_weights"] = lambda _: block.apply_weights(block_layer, bx)
+    # fp8 per tensor, static, N=K=8192
+    n = k = 8192
+    config = FP8ScaledMMLinearLayerConfig(
+        weight_shape=(n, k), weight_scale_granularity="tensor", input_scale="static",
+        input_scale_granularity="tensor")
+    fp8 = FlashInferFp8ScaledMMLinearKernel(config)
+    wq, ws = quantize_fp8(torch.randn(n, k, device="cuda") * 0.02, "tensor")
+    fp8_layer = torch.nn.Module()
+    fp8_layer.weight = torch.nn.Parameter(wq, requires_grad=False)
+    fp8_layer.weight_scale = torch.nn.Parameter(ws.clone(), requires_grad=False)
+    fp8_layer.input_scale = torch.nn.Parameter(torch.tensor([0.05], device="cuda"),
+                                               requires_grad=False)
+    fp8.process_weights_after_loading(fp8_layer)
+    weight_t = fp8_layer.weight.detach().t().unsqueeze(0)
+    wscale, ascale = fp8_layer.weight_scale.detach(), fp8_layer.input_scale.detach()
+    workspace = ops.cublas_workspace(wq.device)
+    bmm = ops.cublas_fp8_gemm()
+    fx = torch.randn(m, k, device="cuda").to(torch.bfloat16)
+
+    def fp8_direct(_: int) -> torch.Tensor:
+        q, s = quantize_per_tensor(fx, ascale)
+        out = torch.empty((1, m, n), dtype=torch.bfloat16, device=fx.device)
+        bmm(q, weight_t, out, s, wscale, workspace)
+        return out[0]
+
+    rungs["fp8: direct"] = fp8_direct
+    rungs["fp8: direct + check_apply_inputs"] = lambda i: (
+        fp8.check_apply_inputs(fx, None), fp8_direct(i))
+    rungs["fp8: ops.fp8_per_tensor_gemm"] = lambda _: ops.fp8_per_tensor_gemm(
+        fx, m, n, weight_t, wscale, ascale, None, torch.bfloat16, workspace)
+    rungs["fp8: apply_weights"] = lambda _: fp8.apply_weights(fp8_layer, fx)
+    for fn in rungs.values():  # Triton compiles, plans are made
+        fn(0)
+    torch.cuda.synchronize()
+    samples = host_rounds(rungs, 1, calls, reps)
+    result = {}
+    for name, values in samples.items():
+        # Paired with the same round's by-hand baseline: drift of the host cancels.
+        base = samples[name.split(":")[0] + ": direct"]
+        diffs = [host - base_host for (host, _), (base_host, _) in zip(values, base)]
+        q1, q2, q3 = statistics.quantiles(diffs, n=4, method="inclusive")
+        result[name] = {"median_us": statistics.median(host for host, _ in values),
+                        "minus_direct_median_us": q2, "minus_direct_p25_us": q1,
+                        "minus_direct_p75_us": q3}
+        print(f"ladder {name}: {result[name]['median_us']:.2f} us, minus direct {q2:+.2f} "
+              f"({q1:+.2f}..{q3:+.2f})", file=sys.stderr)
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
@@ -47,7 +158,6 @@ def main() -> int:
     args = parser.parse_args()
 
     import tvm_ffi
-
     from kernel_core_flashinfer import ops
     from kernel_core_flashinfer.triton_kernels import quantize_per_tensor
 
@@ -101,6 +211,7 @@ def main() -> int:
     for name, fn in items.items():
         report["items"][name] = per_call_us(fn, args.calls, args.reps)
         print(f"{name}: {report['items'][name]['median_us']:.2f} us", file=sys.stderr)
+    report["ladder"] = ladder(args.calls, 10 * args.reps)
     with open(args.out, "w") as fh:
         json.dump(report, fh, indent=1)
     return 0

@@ -34,12 +34,13 @@ def _as_scalar_scale(scale: torch.Tensor) -> torch.Tensor:
     return scale.detach().reshape(1).to(torch.float32).contiguous()
 
 
-#: Where the eager path keeps, per layer, what it hands FlashInfer and Triton: plain-tensor
-#: aliases of the layer's Parameters (no copy; on the H100 machine, Triton 3.6 and tvm-ffi took
-#: the static path's Parameter scales 2.6 us slower per call than plain tensors), for fp8 the
-#: weight's ``[1, K, N]`` view and the device's shared workspace. Keyed by the Parameters' data
-#: pointers, so a replaced Parameter or one whose ``.data`` was swapped is seen at the next call
-#: (the plan keeps the old storage alive, so a new tensor cannot reuse its address).
+#: Where the eager path keeps, per layer, what it hands FlashInfer and Triton: the data pointers of
+#: the layer's Parameters it was made from, then plain-tensor aliases of them (no copy; on the H100
+#: machine, Triton 3.6 and tvm-ffi took the static path's Parameter scales 2.6 us slower per call
+#: than plain tensors), for fp8 the weight's ``[1, K, N]`` view and the device's shared workspace.
+#: A call compares the pointers, so a replaced Parameter or one whose ``.data`` was swapped is seen
+#: at the next call (the plan keeps the old storage alive, so a new tensor cannot reuse its
+#: address).
 _PLAN = "_kernel_core_flashinfer_plan"
 
 
@@ -93,6 +94,9 @@ class FlashInferFp8ScaledMMLinearKernel(FP8ScaledMMLinearKernel):
     def __init__(self, config: FP8ScaledMMLinearLayerConfig) -> None:
         super().__init__(config)
         self._n, self._k = config.weight_shape
+        self._bias_shape = (self._n,)
+        self._act_dtype = config.act_dtype
+        self._bias_shape = (self._n,)
         self._out_dtype = config.out_dtype
         self._static = config.input_scale == "static"
 
@@ -108,20 +112,46 @@ class FlashInferFp8ScaledMMLinearKernel(FP8ScaledMMLinearKernel):
     def apply_weights(
         self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
+        # The serving case (eager, a contiguous [M, K] x, the layer's plan current) is checked in
+        # one expression and runs the op's implementation directly: every Python step here costs
+        # 0.4-1.4 us of host time on the GPU machine (the ladder in
+        # benchmarks/results/flashinfer-host-costs-h100-2026-11-27-ladder.json), and the plugin may
+        # add at most 3 us to calling FlashInfer by hand. Anything else takes _apply.
+        if not torch.compiler.is_compiling():
+            plan = layer.__dict__.get(_PLAN)
+            shape = x.shape
+            params = layer._parameters
+            if (
+                plan is not None
+                and x.dtype is self._act_dtype
+                and len(shape) == 2
+                and shape[1] == self._k
+                and (bias is None or (bias.shape == self._bias_shape and bias.is_floating_point()))
+                and x.is_contiguous()
+                and plan[0] == params["weight"].data_ptr()
+                and plan[1] == params["weight_scale"].data_ptr()
+                and (not self._static or plan[2] == params["input_scale"].data_ptr())
+            ):
+                return self._ops.fp8_per_tensor_gemm(
+                    x, shape[0], self._n, plan[3], plan[4], plan[5], bias, self._out_dtype,
+                    plan[6],
+                )
+        return self._apply(layer, x, bias)
+
+    def _apply(
+        self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Every other call: checks the inputs (naming what is wrong), flattens ``(..., K)``,
+        calls the op while torch.compile traces, else (re)makes the plan and runs eagerly."""
         self.check_apply_inputs(x, bias)
         shape = x.shape
-        # [M, K] rows; the common 2-D contiguous x costs no tensor call (each is ~1 us of host time)
-        contiguous_2d = len(shape) == 2 and x.is_contiguous()
-        rows = x if contiguous_2d else x.reshape(-1, self._k).contiguous()
+        rows = x if len(shape) == 2 and x.is_contiguous() else x.reshape(-1, self._k).contiguous()
         if torch.compiler.is_compiling():
             input_scale = layer.input_scale if self._static else None
             out = self._ops.fp8_per_tensor_mm(
                 rows, layer.weight, layer.weight_scale, input_scale, bias, self._out_dtype
             )
         else:
-            # Eager: the op's implementation without the dispatcher, on plain aliases of the
-            # parameters and the weight's [1, K, N] view (made once per layer), read from the
-            # module's table (no __getattr__).
             params = layer._parameters
             weight, weight_scale = params["weight"], params["weight_scale"]
             input_scale = params["input_scale"] if self._static else None
@@ -130,18 +160,17 @@ class FlashInferFp8ScaledMMLinearKernel(FP8ScaledMMLinearKernel):
                 input_scale.data_ptr() if self._static else 0,
             )
             plan = layer.__dict__.get(_PLAN)
-            if plan is None or plan[0] != key:
+            if plan is None or plan[:3] != key:
                 plan = _store_plan(layer, (
-                    key, weight.detach().t().unsqueeze(0), weight_scale.detach(),
+                    *key, weight.detach().t().unsqueeze(0), weight_scale.detach(),
                     input_scale.detach() if self._static else None,
                     self._ops.cublas_workspace(weight.device),
                 ))
-            _, weight_t, weight_scale, input_scale, workspace = plan
             out = self._ops.fp8_per_tensor_gemm(
-                rows, shape[0] if contiguous_2d else rows.shape[0], self._n, weight_t,
-                weight_scale, input_scale, bias, self._out_dtype, workspace,
+                rows, rows.shape[0], self._n, plan[3], plan[4], plan[5], bias, self._out_dtype,
+                plan[6],
             )
-        return out if contiguous_2d else out.reshape(*shape[:-1], self._n)
+        return out if rows is x else out.reshape(*shape[:-1], self._n)
 
 
 class FlashInferFp8BlockScaledMMLinearKernel(Fp8BlockScaledMMLinearKernel):
@@ -157,6 +186,7 @@ class FlashInferFp8BlockScaledMMLinearKernel(Fp8BlockScaledMMLinearKernel):
     def __init__(self, config: Fp8BlockLinearLayerConfig) -> None:
         super().__init__(config)
         self._n, self._k = config.weight_shape
+        self._bias_shape = (self._n,)
 
     @classmethod
     def is_supported(cls, compute_capability: int | None = None) -> tuple[bool, str | None]:
@@ -217,25 +247,44 @@ class FlashInferFp8BlockScaledMMLinearKernel(Fp8BlockScaledMMLinearKernel):
     def apply_weights(
         self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
+        # As FlashInferFp8ScaledMMLinearKernel.apply_weights: the serving case in one expression.
+        if not torch.compiler.is_compiling():
+            plan = layer.__dict__.get(_PLAN)
+            shape = x.shape
+            params = layer._parameters
+            if (
+                plan is not None
+                and x.dtype is torch.bfloat16
+                and len(shape) == 2
+                and shape[1] == self._k
+                and (bias is None or (bias.shape == self._bias_shape and bias.is_floating_point()))
+                and x.is_contiguous()
+                and plan[0] == params["weight"].data_ptr()
+                and plan[1] == params["weight_scale"].data_ptr()
+            ):
+                return self._ops.fp8_block_gemm(
+                    x, shape[0], self._n, self._k, plan[2], plan[3], bias
+                )
+        return self._apply(layer, x, bias)
+
+    def _apply(
+        self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Every other call: checks the inputs (naming what is wrong), flattens ``(..., K)``,
+        calls the op while torch.compile traces, else (re)makes the plan and runs eagerly."""
         self.check_apply_inputs(x, bias)
         shape = x.shape
-        # [M, K] rows; the common 2-D contiguous x costs no tensor call (each is ~1 us of host time)
-        contiguous_2d = len(shape) == 2 and x.is_contiguous()
-        rows = x if contiguous_2d else x.reshape(-1, self._k).contiguous()
+        rows = x if len(shape) == 2 and x.is_contiguous() else x.reshape(-1, self._k).contiguous()
         if torch.compiler.is_compiling():
             out = self._ops.fp8_block_mm(rows, layer.weight, layer.weight_scale, bias)
         else:
-            # Eager: the op's implementation without the dispatcher, on plain aliases of the
-            # parameters, read from the module's table (no __getattr__).
             params = layer._parameters
             weight, weight_scale = params["weight"], params["weight_scale"]
             key = (weight.data_ptr(), weight_scale.data_ptr())
             plan = layer.__dict__.get(_PLAN)
-            if plan is None or plan[0] != key:
-                plan = _store_plan(layer, (key, weight.detach(), weight_scale.detach()))
-            _, weight, weight_scale = plan
+            if plan is None or plan[:2] != key:
+                plan = _store_plan(layer, (*key, weight.detach(), weight_scale.detach()))
             out = self._ops.fp8_block_gemm(
-                rows, shape[0] if contiguous_2d else rows.shape[0], self._n, self._k, weight,
-                weight_scale, bias,
+                rows, rows.shape[0], self._n, self._k, plan[2], plan[3], bias
             )
-        return out if contiguous_2d else out.reshape(*shape[:-1], self._n)
+        return out if rows is x else out.reshape(*shape[:-1], self._n)

@@ -384,6 +384,39 @@ def test_block_eager_and_op_run_the_same_implementation(monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("which", ["fp8", "fp8_block"])
+def test_hot_path_and_full_path_hand_over_the_same_rows(which, monkeypatch) -> None:
+    """After the plan exists, a contiguous [M, K] x goes straight to the GEMM as is; a transposed
+    [M, K] view, a 3-D x and a bias take the full path and reach the GEMM as the same contiguous
+    rows (the output shaped like x), so the hot path changes no result."""
+    pytest.importorskip("triton")
+    from kernel_core_flashinfer import ops
+
+    if which == "fp8":
+        kernel, layer, _ = _processed_fp8_layer("static", monkeypatch)
+        n, k, name = 256, 512, "fp8_per_tensor_gemm"
+    else:
+        kernel = BlockKernel(block_config())
+        layer = _block_layer(576, 1024)
+        kernel.process_weights_after_loading(layer)
+        n, k, name = 576, 1024, "fp8_block_gemm"
+    spy = _Spy(n)
+    monkeypatch.setattr(ops, name, spy)
+    x = torch.randn(6, k).to(torch.bfloat16)
+    bias = torch.randn(n).to(torch.bfloat16)
+    kernel.apply_weights(layer, x)  # makes the plan
+    assert kernel.apply_weights(layer, x).shape == (6, n)
+    assert spy.calls[-1][0] is x
+    assert kernel.apply_weights(layer, x.t().contiguous().t()).shape == (6, n)
+    assert spy.calls[-1][0].is_contiguous() and torch.equal(spy.calls[-1][0], x)
+    assert kernel.apply_weights(layer, x.reshape(2, 3, k)).shape == (2, 3, n)
+    assert torch.equal(spy.calls[-1][0], x)
+    kernel.apply_weights(layer, x, bias)
+    assert spy.calls[-1][0] is x and any(arg is bias for arg in spy.calls[-1])
+    plans = {id(call[3 if which == "fp8" else 4]) for call in spy.calls}
+    assert len(plans) == 1  # one plan served every call
+
+
+@pytest.mark.parametrize("which", ["fp8", "fp8_block"])
 def test_compiling_goes_through_the_op(which, monkeypatch) -> None:
     """While torch.compile traces, apply_weights calls the registered op (whose fake
     implementation the compiler uses), with the layer's parameters."""
@@ -421,10 +454,12 @@ def test_compiling_goes_through_the_op(which, monkeypatch) -> None:
         ((4, 0), torch.bfloat16, (3,), "expected a floating-point bias of shape \\[N\\], found bfloat16 of shape \\[3\\]"),
     ],
 )
-def test_eager_path_checks_x_and_bias(which, x_shape, x_dtype, bias_shape, needle,
+@pytest.mark.parametrize("planned", [False, True], ids=["first-call", "after-a-good-call"])
+def test_eager_path_checks_x_and_bias(which, x_shape, x_dtype, bias_shape, needle, planned,
                                       monkeypatch) -> None:
     """The direct path keeps the checks: a wrong K, dtype, a 0-d x or a bias of the wrong shape
-    is a ValueError naming expected and found, before anything runs."""
+    is a ValueError naming expected and found, before anything runs; also once a good call made
+    the layer's plan (the hot path's inlined checks send anything else to the full check)."""
     pytest.importorskip("triton")
     from kernel_core_flashinfer import ops
 
@@ -436,6 +471,10 @@ def test_eager_path_checks_x_and_bias(which, x_shape, x_dtype, bias_shape, needl
         layer = _block_layer(576, 1024)
         kernel.process_weights_after_loading(layer)
         n, k = 576, 1024
+    if planned:
+        monkeypatch.setattr(ops, "fp8_per_tensor_gemm" if which == "fp8" else "fp8_block_gemm",
+                            _Spy(n))
+        kernel.apply_weights(layer, torch.randn(4, k).to(torch.bfloat16))
     for name in ("fp8_per_tensor_gemm", "fp8_block_gemm", "fp8_per_tensor_mm", "fp8_block_mm"):
         monkeypatch.setattr(ops, name, None)  # nothing may run
     shape = tuple(k if d == 0 else d for d in x_shape)
