@@ -8,7 +8,7 @@ slower than a developer's machine and has other library versions), e.g. whether 
 and tvm-ffi take an ``nn.Parameter`` argument as cheaply as a plain tensor.
 
 The ``ladder`` section then builds the plugin's eager call up from the benchmark's by-hand
-baseline one layer at a time (the op's inner function on plain tensors, plus the input check,
+baseline one piece at a time (the input check, the plan lookup, the layer's bound runner,
 then the whole ``apply_weights``), timed in interleaved rounds as ``benchmarks/bench_flashinfer.py``
 times its pairs, so the step that adds the host time shows which piece it is.
 """
@@ -98,8 +98,8 @@ def ladder(calls: int, reps: int) -> dict[str, dict[str, float]]:
     rungs["block: direct + is_compiling"] = lambda i: (
         torch.compiler.is_compiling(), block_direct(i))
     rungs["block: direct + plan lookup"] = lambda i: (plan_lookup(block_layer), block_direct(i))
-    rungs["block: ops.fp8_block_gemm"] = lambda _: ops.fp8_block_gemm(bx, m, n_block, k_block, bw,
-                                                                      bws, None)
+    block_run = ops.block_runner(n_block, k_block, bw, bws)
+    rungs["block: the layer's runner"] = lambda _: block_run(bx, m, None)
     rungs["block: apply_weights"] = lambda _: block.apply_weights(block_layer, bx)
     # fp8 per tensor, static, N=K=8192
     n = k = 8192
@@ -129,8 +129,8 @@ def ladder(calls: int, reps: int) -> dict[str, dict[str, float]]:
     rungs["fp8: direct"] = fp8_direct
     rungs["fp8: direct + check_apply_inputs"] = lambda i: (
         fp8.check_apply_inputs(fx, None), fp8_direct(i))
-    rungs["fp8: ops.fp8_per_tensor_gemm"] = lambda _: ops.fp8_per_tensor_gemm(
-        fx, m, n, weight_t, wscale, ascale, None, torch.bfloat16, workspace)
+    fp8_run = ops.per_tensor_runner(n, weight_t, wscale, ascale, torch.bfloat16, workspace)
+    rungs["fp8: the layer's runner"] = lambda _: fp8_run(fx, m, None)
     rungs["fp8: apply_weights"] = lambda _: fp8.apply_weights(fp8_layer, fx)
     for fn in rungs.values():  # Triton compiles, plans are made
         fn(0)

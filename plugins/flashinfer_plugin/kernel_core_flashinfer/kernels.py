@@ -34,10 +34,15 @@ def _as_scalar_scale(scale: torch.Tensor) -> torch.Tensor:
     return scale.detach().reshape(1).to(torch.float32).contiguous()
 
 
-#: Where the eager path keeps, per layer, what it hands FlashInfer and Triton: the data pointers of
-#: the layer's Parameters it was made from, then plain-tensor aliases of them (no copy; on the H100
-#: machine, Triton 3.6 and tvm-ffi took the static path's Parameter scales 2.6 us slower per call
-#: than plain tensors), for fp8 the weight's ``[1, K, N]`` view and the device's shared workspace.
+#: torch.compile's tracing test, bound once (torch.compiler.is_compiling itself, so torch.compile
+#: still folds it; the two attribute lookups cost host time on every eager call).
+_is_compiling = torch.compiler.is_compiling
+
+#: Where the eager path keeps, per layer, the data pointers of the layer's Parameters it was made
+#: from, then the GEMM with its operands bound (``ops.per_tensor_runner`` / ``ops.block_runner``):
+#: plain-tensor aliases of the Parameters (no copy; on the H100 machine, Triton 3.6 and tvm-ffi
+#: took the static path's Parameter scales 2.6 us slower per call than plain tensors), for fp8 the
+#: weight's ``[1, K, N]`` view and the device's shared workspace.
 #: A call compares the pointers, so a replaced Parameter or one whose ``.data`` was swapped is seen
 #: at the next call (the plan keeps the old storage alive, so a new tensor cannot reuse its
 #: address).
@@ -117,7 +122,7 @@ class FlashInferFp8ScaledMMLinearKernel(FP8ScaledMMLinearKernel):
         # 0.4-1.4 us of host time on the GPU machine (the ladder in
         # benchmarks/results/flashinfer-host-costs-h100-2026-11-27-ladder.json), and the plugin may
         # add at most 3 us to calling FlashInfer by hand. Anything else takes _apply.
-        if not torch.compiler.is_compiling():
+        if not _is_compiling():
             plan = layer.__dict__.get(_PLAN)
             shape = x.shape
             params = layer._parameters
@@ -132,10 +137,7 @@ class FlashInferFp8ScaledMMLinearKernel(FP8ScaledMMLinearKernel):
                 and plan[1] == params["weight_scale"].data_ptr()
                 and (not self._static or plan[2] == params["input_scale"].data_ptr())
             ):
-                return self._ops.fp8_per_tensor_gemm(
-                    x, shape[0], self._n, plan[3], plan[4], plan[5], bias, self._out_dtype,
-                    plan[6],
-                )
+                return plan[3](x, shape[0], bias)
         return self._apply(layer, x, bias)
 
     def _apply(
@@ -146,7 +148,7 @@ class FlashInferFp8ScaledMMLinearKernel(FP8ScaledMMLinearKernel):
         self.check_apply_inputs(x, bias)
         shape = x.shape
         rows = x if len(shape) == 2 and x.is_contiguous() else x.reshape(-1, self._k).contiguous()
-        if torch.compiler.is_compiling():
+        if _is_compiling():
             input_scale = layer.input_scale if self._static else None
             out = self._ops.fp8_per_tensor_mm(
                 rows, layer.weight, layer.weight_scale, input_scale, bias, self._out_dtype
@@ -161,15 +163,12 @@ class FlashInferFp8ScaledMMLinearKernel(FP8ScaledMMLinearKernel):
             )
             plan = layer.__dict__.get(_PLAN)
             if plan is None or plan[:3] != key:
-                plan = _store_plan(layer, (
-                    *key, weight.detach().t().unsqueeze(0), weight_scale.detach(),
-                    input_scale.detach() if self._static else None,
+                plan = _store_plan(layer, (*key, self._ops.per_tensor_runner(
+                    self._n, weight.detach().t().unsqueeze(0), weight_scale.detach(),
+                    input_scale.detach() if self._static else None, self._out_dtype,
                     self._ops.cublas_workspace(weight.device),
-                ))
-            out = self._ops.fp8_per_tensor_gemm(
-                rows, rows.shape[0], self._n, plan[3], plan[4], plan[5], bias, self._out_dtype,
-                plan[6],
-            )
+                )))
+            out = plan[3](rows, rows.shape[0], bias)
         return out if rows is x else out.reshape(*shape[:-1], self._n)
 
 
@@ -248,7 +247,7 @@ class FlashInferFp8BlockScaledMMLinearKernel(Fp8BlockScaledMMLinearKernel):
         self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
         # As FlashInferFp8ScaledMMLinearKernel.apply_weights: the serving case in one expression.
-        if not torch.compiler.is_compiling():
+        if not _is_compiling():
             plan = layer.__dict__.get(_PLAN)
             shape = x.shape
             params = layer._parameters
@@ -262,9 +261,7 @@ class FlashInferFp8BlockScaledMMLinearKernel(Fp8BlockScaledMMLinearKernel):
                 and plan[0] == params["weight"].data_ptr()
                 and plan[1] == params["weight_scale"].data_ptr()
             ):
-                return self._ops.fp8_block_gemm(
-                    x, shape[0], self._n, self._k, plan[2], plan[3], bias
-                )
+                return plan[2](x, shape[0], bias)
         return self._apply(layer, x, bias)
 
     def _apply(
@@ -275,7 +272,7 @@ class FlashInferFp8BlockScaledMMLinearKernel(Fp8BlockScaledMMLinearKernel):
         self.check_apply_inputs(x, bias)
         shape = x.shape
         rows = x if len(shape) == 2 and x.is_contiguous() else x.reshape(-1, self._k).contiguous()
-        if torch.compiler.is_compiling():
+        if _is_compiling():
             out = self._ops.fp8_block_mm(rows, layer.weight, layer.weight_scale, bias)
         else:
             params = layer._parameters
@@ -283,8 +280,8 @@ class FlashInferFp8BlockScaledMMLinearKernel(Fp8BlockScaledMMLinearKernel):
             key = (weight.data_ptr(), weight_scale.data_ptr())
             plan = layer.__dict__.get(_PLAN)
             if plan is None or plan[:2] != key:
-                plan = _store_plan(layer, (*key, weight.detach(), weight_scale.detach()))
-            out = self._ops.fp8_block_gemm(
-                rows, rows.shape[0], self._n, self._k, plan[2], plan[3], bias
-            )
+                plan = _store_plan(layer, (*key, self._ops.block_runner(
+                    self._n, self._k, weight.detach(), weight_scale.detach()
+                )))
+            out = plan[2](rows, rows.shape[0], bias)
         return out if rows is x else out.reshape(*shape[:-1], self._n)

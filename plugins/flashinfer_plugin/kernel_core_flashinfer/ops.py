@@ -28,6 +28,7 @@ This module imports flashinfer and triton: import it only once a kernel is being
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -41,6 +42,8 @@ __all__ = [
     "fp8_block_mm",
     "fp8_per_tensor_gemm",
     "fp8_block_gemm",
+    "per_tensor_runner",
+    "block_runner",
     "cublas_workspace",
     "cublas_fp8_gemm",
     "blockscale_runner",
@@ -84,6 +87,35 @@ def cublas_fp8_gemm() -> Any:
     return gen_gemm_module().build_and_load().bmm_fp8
 
 
+def per_tensor_runner(
+    n: int,
+    weight_t: torch.Tensor,
+    weight_scale: torch.Tensor,
+    input_scale: torch.Tensor | None,
+    out_dtype: torch.dtype,
+    workspace: torch.Tensor,
+) -> Callable[[torch.Tensor, int, torch.Tensor | None], torch.Tensor]:
+    """The per-tensor FP8 GEMM with its operands bound: ``run(x, m, bias)`` for a contiguous
+    ``x [M, K]``. ``weight_t``: the ``(N, K)`` weight as ``[1, K, N]`` (``weight.t()[None]``,
+    column-major as cuBLASLt reads it); ``input_scale`` None quantizes dynamically. The eager path
+    makes one per layer (every lookup done once: each costs host time per call); the op makes one
+    per call. A run allocates the output, the codes and (dynamic) the scale, and launches the
+    quantizer (dynamic: after an amax) and the GEMM."""
+    bmm = cublas_fp8_gemm()
+    device = weight_t.device
+
+    def run(x: torch.Tensor, m: int, bias: torch.Tensor | None) -> torch.Tensor:
+        out = torch.empty((1, m, n), dtype=out_dtype, device=device)
+        if m:
+            q, scale = quantize_per_tensor(x, input_scale)
+            bmm(q, weight_t, out, scale, weight_scale, workspace)
+            if bias is not None:
+                out.add_(bias)
+        return out[0]
+
+    return run
+
+
 def fp8_per_tensor_gemm(
     x: torch.Tensor,
     m: int,
@@ -95,18 +127,10 @@ def fp8_per_tensor_gemm(
     out_dtype: torch.dtype,
     workspace: torch.Tensor,
 ) -> torch.Tensor:
-    """The per-tensor FP8 GEMM both paths run. ``x``: contiguous ``[M, K]`` (``m``, ``n`` given:
-    reading them off tensors costs host time every call); ``weight_t``: the ``(N, K)`` weight as
-    ``[1, K, N]`` (``weight.t()[None]``, column-major as cuBLASLt reads it); ``input_scale`` None
-    quantizes dynamically. Per call: the output, the codes and (dynamic) the scale are allocated,
-    the quantizer (dynamic: after an amax) and the GEMM launched."""
-    out = torch.empty((1, m, n), dtype=out_dtype, device=x.device)
-    if m:
-        q, scale = quantize_per_tensor(x, input_scale)
-        cublas_fp8_gemm()(q, weight_t, out, scale, weight_scale, workspace)
-        if bias is not None:
-            out.add_(bias)
-    return out[0]
+    """One call of :func:`per_tensor_runner`'s GEMM (the op's implementation)."""
+    return per_tensor_runner(n, weight_t, weight_scale, input_scale, out_dtype, workspace)(
+        x, m, bias
+    )
 
 
 def _fp8_per_tensor_mm_cuda(
@@ -173,6 +197,30 @@ def block_input_scales(m: int, k: int, device: torch.device) -> torch.Tensor:
     )
 
 
+def block_runner(
+    n: int, k: int, weight: torch.Tensor, weight_scale: torch.Tensor
+) -> Callable[[torch.Tensor, int, torch.Tensor | None], torch.Tensor]:
+    """The block FP8 GEMM with its operands bound: ``run(x, m, bias)`` for a contiguous bf16
+    ``x [M, K]``, quantized per 1x128 group into the kernel's scale layout
+    (:func:`block_input_scales`), then the kernel's FP8-input mode. Made once per layer by the
+    eager path, per call by the op. A run allocates the output, the codes and the scales and
+    launches the quantizer and the GEMM."""
+    run_gemm = blockscale_run_gemm()
+    device = weight.device
+
+    def run(x: torch.Tensor, m: int, bias: torch.Tensor | None) -> torch.Tensor:
+        out = torch.empty((m, n), dtype=torch.bfloat16, device=device)
+        if m:
+            scales = block_input_scales(m, k, device)
+            q = quantize_per_token_group(x, scales)
+            run_gemm(q, weight, out, scales, weight_scale)
+            if bias is not None:
+                out.add_(bias)
+        return out
+
+    return run
+
+
 def fp8_block_gemm(
     x: torch.Tensor,
     m: int,
@@ -182,18 +230,8 @@ def fp8_block_gemm(
     weight_scale: torch.Tensor,
     bias: torch.Tensor | None,
 ) -> torch.Tensor:
-    """The block FP8 GEMM both paths run: ``x`` contiguous bf16 ``[M, K]`` (``m``, ``n``, ``k``
-    given: reading them off tensors costs host time every call), quantized per 1x128 group into
-    the kernel's scale layout, then the kernel's FP8-input mode. Per call: the output, the codes
-    and the scales are allocated, the quantizer and the GEMM launched."""
-    out = torch.empty((m, n), dtype=torch.bfloat16, device=x.device)
-    if m:
-        scales = block_input_scales(m, k, x.device)
-        q = quantize_per_token_group(x, scales)
-        blockscale_run_gemm()(q, weight, out, scales, weight_scale)
-        if bias is not None:
-            out.add_(bias)
-    return out
+    """One call of :func:`block_runner`'s GEMM (the op's implementation)."""
+    return block_runner(n, k, weight, weight_scale)(x, m, bias)
 
 
 def _fp8_block_mm_cuda(

@@ -18,6 +18,7 @@ import kernel_core
 from kernel_core import FP8ScaledMMLinearLayerConfig, Fp8BlockLinearLayerConfig, Priority
 from kernel_core.formats.fp8 import quantize_fp8, quantize_fp8_block
 from kernel_core_flashinfer import environment
+from kernel_core_flashinfer import kernels as kernels_module
 from kernel_core_flashinfer.kernels import (
     FlashInferFp8BlockScaledMMLinearKernel as BlockKernel,
 )
@@ -283,6 +284,27 @@ class _Spy:
         return torch.full((x.shape[0], self.n), 7.0)
 
 
+class _RunnerSpy:
+    """Stands in for a runner factory (``ops.per_tensor_runner`` / ``ops.block_runner``): records
+    the operands each runner is made with (``made``) and each run's ``(x, m, bias, runner
+    index)`` (``runs``); a run returns a marked output."""
+
+    def __init__(self, n: int) -> None:
+        self.made: list[tuple] = []
+        self.runs: list[tuple] = []
+        self.n = n
+
+    def __call__(self, *operands: object):
+        self.made.append(operands)
+        index = len(self.made) - 1
+
+        def run(x: torch.Tensor, m: int, bias: torch.Tensor | None) -> torch.Tensor:
+            self.runs.append((x, m, bias, index))
+            return torch.full((m, self.n), 7.0)
+
+        return run
+
+
 def _processed_fp8_layer(mode: str, monkeypatch) -> tuple[Fp8Kernel, torch.nn.Module, object]:
     """:func:`_processed_fp8` with a stand-in for the shared cuBLASLt workspace."""
     from kernel_core_flashinfer import ops
@@ -301,60 +323,64 @@ def _same_storage(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
 
 @pytest.mark.parametrize("mode", ["static", "dynamic"])
 def test_fp8_eager_and_op_run_the_same_implementation(mode, monkeypatch) -> None:
-    """Eager apply_weights skips the dispatcher but runs what the op's CUDA implementation runs,
-    with the same operands: the weight as a [1, K, N] view of the same storage, the layer's
-    scales, the shared workspace. The eager path hands over plain tensors (aliases), never the
-    Parameters themselves."""
+    """Eager apply_weights skips the dispatcher but runs what the op's CUDA implementation runs:
+    a runner made with the same operands (the weight as a [1, K, N] view of the same storage, the
+    layer's scales, the shared workspace). The eager path binds plain tensors (aliases), never the
+    Parameters themselves, and makes its runner once."""
     from kernel_core_flashinfer import ops
 
     kernel, layer, workspace = _processed_fp8_layer(mode, monkeypatch)
-    spy = _Spy(256)
-    monkeypatch.setattr(ops, "fp8_per_tensor_gemm", spy)
+    spy = _RunnerSpy(256)
+    monkeypatch.setattr(ops, "per_tensor_runner", spy)
     x = torch.randn(5, 512).to(torch.bfloat16)
     bias = torch.randn(256).to(torch.bfloat16)
     out = kernel.apply_weights(layer, x, bias)
     assert out.shape == (5, 256) and bool((out == 7).all())
+    kernel.apply_weights(layer, x, bias)
     input_scale = layer.input_scale if mode == "static" else None
     ops._fp8_per_tensor_mm_cuda(x, layer.weight, layer.weight_scale, input_scale, bias,
                                 torch.bfloat16)
-    (eager, by_op) = spy.calls
-    for args in (eager, by_op):
-        rows, m, n, weight_t, weight_scale, scale, b, out_dtype, ws = args
-        assert rows is x and (m, n) == (5, 256)
-        assert b is bias and out_dtype is torch.bfloat16 and ws is workspace
+    assert len(spy.made) == 2  # one for the layer's plan, one for the op's call
+    for n, weight_t, weight_scale, scale, out_dtype, ws in spy.made:
+        assert n == 256 and out_dtype is torch.bfloat16 and ws is workspace
         assert weight_t.shape == (1, 512, 256) and weight_t.data_ptr() == layer.weight.data_ptr()
         assert torch.equal(weight_t[0].float(), layer.weight.t().float())
         assert _same_storage(weight_scale, layer.weight_scale)
         assert _same_storage(scale, input_scale)
-    assert all(type(t) is torch.Tensor for t in eager[3:6] if t is not None)
+    assert all(type(t) is torch.Tensor for t in spy.made[0][1:4] if t is not None)
+    assert [(r[0] is x, r[1], r[2] is bias, r[3]) for r in spy.runs] == [
+        (True, 5, True, 0), (True, 5, True, 0), (True, 5, True, 1)]
 
 
 def test_fp8_eager_plan_follows_replaced_parameters(monkeypatch) -> None:
-    """The eager path's aliases and [1, K, N] view are made once per layer, and made again when a
-    Parameter is replaced or its ``.data`` swapped (never a stale operand)."""
+    """The eager path's runner (aliases, [1, K, N] view) is made once per layer, and made again
+    when a Parameter is replaced or its ``.data`` swapped (never a stale operand)."""
     from kernel_core_flashinfer import ops
 
     kernel, layer, _ = _processed_fp8_layer("static", monkeypatch)
-    spy = _Spy(256)
-    monkeypatch.setattr(ops, "fp8_per_tensor_gemm", spy)
+    spy = _RunnerSpy(256)
+    monkeypatch.setattr(ops, "per_tensor_runner", spy)
     x = torch.randn(3, 512).to(torch.bfloat16)
     kernel.apply_weights(layer, x)
     kernel.apply_weights(layer, x)
-    assert spy.calls[1][3] is spy.calls[0][3]  # reused, not remade
+    assert len(spy.made) == 1 and [r[3] for r in spy.runs] == [0, 0]  # reused, not remade
     new_codes = quantize_fp8(torch.randn(256, 512), "tensor")[0]
     layer.weight.data = new_codes
     kernel.apply_weights(layer, x)
-    assert spy.calls[2][3].data_ptr() == new_codes.data_ptr()
+    assert spy.made[1][1].data_ptr() == new_codes.data_ptr()
     replacement = torch.nn.Parameter(quantize_fp8(torch.randn(256, 512), "tensor")[0],
                                      requires_grad=False)
     layer.weight = replacement
     kernel.apply_weights(layer, x)
-    assert spy.calls[3][3].data_ptr() == replacement.data_ptr()
-    assert torch.equal(spy.calls[3][3][0].float(), replacement.t().float())
+    assert spy.made[2][1].data_ptr() == replacement.data_ptr()
+    assert torch.equal(spy.made[2][1][0].float(), replacement.t().float())
     layer.weight_scale.data = torch.tensor([0.5])
+    kernel.apply_weights(layer, x)
+    assert spy.made[3][2].item() == 0.5
     layer.input_scale = torch.nn.Parameter(torch.tensor([0.25]), requires_grad=False)
     kernel.apply_weights(layer, x)
-    assert spy.calls[4][4].item() == 0.5 and spy.calls[4][5].item() == 0.25
+    assert spy.made[4][3].item() == 0.25
+    assert [r[3] for r in spy.runs] == [0, 0, 1, 2, 3, 4]
 
 
 def test_block_eager_and_op_run_the_same_implementation(monkeypatch) -> None:
@@ -364,56 +390,55 @@ def test_block_eager_and_op_run_the_same_implementation(monkeypatch) -> None:
     kernel = BlockKernel(block_config())
     layer = _block_layer(576, 1024)
     kernel.process_weights_after_loading(layer)
-    spy = _Spy(576)
-    monkeypatch.setattr(ops, "fp8_block_gemm", spy)
+    spy = _RunnerSpy(576)
+    monkeypatch.setattr(ops, "block_runner", spy)
     x = torch.randn(2, 3, 1024).to(torch.bfloat16)
     out = kernel.apply_weights(layer, x)
     assert out.shape == (2, 3, 576)
     ops._fp8_block_mm_cuda(x.reshape(6, 1024), layer.weight, layer.weight_scale, None)
-    (eager, by_op) = spy.calls
-    for rows, m, n, k, weight, weight_scale, bias in (eager, by_op):
-        assert rows.shape == (6, 1024) and rows.is_contiguous() and torch.equal(rows, eager[0])
-        assert (m, n, k) == (6, 576, 1024)
+    for n, k, weight, weight_scale in spy.made:
+        assert (n, k) == (576, 1024)
         assert _same_storage(weight, layer.weight)
         assert _same_storage(weight_scale, layer.weight_scale)
-        assert bias is None
-    assert type(eager[4]) is torch.Tensor and type(eager[5]) is torch.Tensor
+    assert type(spy.made[0][2]) is torch.Tensor and type(spy.made[0][3]) is torch.Tensor
+    for rows, m, bias, _ in spy.runs:
+        assert rows.shape == (6, 1024) and rows.is_contiguous()
+        assert torch.equal(rows, x.reshape(6, 1024)) and m == 6 and bias is None
     layer.weight_scale = torch.nn.Parameter(layer.weight_scale * 2, requires_grad=False)
     kernel.apply_weights(layer, x)
-    assert _same_storage(spy.calls[2][5], layer.weight_scale)
+    assert _same_storage(spy.made[2][3], layer.weight_scale)
 
 
 @pytest.mark.parametrize("which", ["fp8", "fp8_block"])
 def test_hot_path_and_full_path_hand_over_the_same_rows(which, monkeypatch) -> None:
-    """After the plan exists, a contiguous [M, K] x goes straight to the GEMM as is; a transposed
-    [M, K] view, a 3-D x and a bias take the full path and reach the GEMM as the same contiguous
-    rows (the output shaped like x), so the hot path changes no result."""
+    """After the plan exists, a contiguous [M, K] x goes straight to the layer's runner as is; a
+    transposed [M, K] view and a 3-D x take the full path and reach the same runner as the same
+    contiguous rows (the output shaped like x); a bias is handed over as is."""
     pytest.importorskip("triton")
     from kernel_core_flashinfer import ops
 
     if which == "fp8":
         kernel, layer, _ = _processed_fp8_layer("static", monkeypatch)
-        n, k, name = 256, 512, "fp8_per_tensor_gemm"
+        n, k, name = 256, 512, "per_tensor_runner"
     else:
         kernel = BlockKernel(block_config())
         layer = _block_layer(576, 1024)
         kernel.process_weights_after_loading(layer)
-        n, k, name = 576, 1024, "fp8_block_gemm"
-    spy = _Spy(n)
+        n, k, name = 576, 1024, "block_runner"
+    spy = _RunnerSpy(n)
     monkeypatch.setattr(ops, name, spy)
     x = torch.randn(6, k).to(torch.bfloat16)
     bias = torch.randn(n).to(torch.bfloat16)
     kernel.apply_weights(layer, x)  # makes the plan
     assert kernel.apply_weights(layer, x).shape == (6, n)
-    assert spy.calls[-1][0] is x
+    assert spy.runs[-1][0] is x
     assert kernel.apply_weights(layer, x.t().contiguous().t()).shape == (6, n)
-    assert spy.calls[-1][0].is_contiguous() and torch.equal(spy.calls[-1][0], x)
+    assert spy.runs[-1][0].is_contiguous() and torch.equal(spy.runs[-1][0], x)
     assert kernel.apply_weights(layer, x.reshape(2, 3, k)).shape == (2, 3, n)
-    assert torch.equal(spy.calls[-1][0], x)
+    assert torch.equal(spy.runs[-1][0], x)
     kernel.apply_weights(layer, x, bias)
-    assert spy.calls[-1][0] is x and any(arg is bias for arg in spy.calls[-1])
-    plans = {id(call[3 if which == "fp8" else 4]) for call in spy.calls}
-    assert len(plans) == 1  # one plan served every call
+    assert spy.runs[-1][0] is x and spy.runs[-1][2] is bias
+    assert len(spy.made) == 1 and {r[3] for r in spy.runs} == {0}  # one runner served all
 
 
 @pytest.mark.parametrize("which", ["fp8", "fp8_block"])
@@ -433,9 +458,9 @@ def test_compiling_goes_through_the_op(which, monkeypatch) -> None:
         op_name, n, k = "fp8_block_mm", 576, 1024
     spy = _Spy(n)
     monkeypatch.setattr(ops, op_name, spy)
-    monkeypatch.setattr(ops, "fp8_per_tensor_gemm", None)  # any eager call would fail
-    monkeypatch.setattr(ops, "fp8_block_gemm", None)
-    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    for name in ("per_tensor_runner", "block_runner", "fp8_per_tensor_gemm", "fp8_block_gemm"):
+        monkeypatch.setattr(ops, name, None)  # any eager call would fail
+    monkeypatch.setattr(kernels_module, "_is_compiling", lambda: True)
     assert kernel.apply_weights(layer, torch.randn(4, k).to(torch.bfloat16)).shape == (4, n)
     (call,) = spy.calls
     assert call[1] is layer.weight and call[2] is layer.weight_scale
@@ -472,10 +497,10 @@ def test_eager_path_checks_x_and_bias(which, x_shape, x_dtype, bias_shape, needl
         kernel.process_weights_after_loading(layer)
         n, k = 576, 1024
     if planned:
-        monkeypatch.setattr(ops, "fp8_per_tensor_gemm" if which == "fp8" else "fp8_block_gemm",
-                            _Spy(n))
+        monkeypatch.setattr(ops, "per_tensor_runner" if which == "fp8" else "block_runner",
+                            _RunnerSpy(n))
         kernel.apply_weights(layer, torch.randn(4, k).to(torch.bfloat16))
-    for name in ("fp8_per_tensor_gemm", "fp8_block_gemm", "fp8_per_tensor_mm", "fp8_block_mm"):
+    for name in ("per_tensor_runner", "block_runner", "fp8_per_tensor_mm", "fp8_block_mm"):
         monkeypatch.setattr(ops, name, None)  # nothing may run
     shape = tuple(k if d == 0 else d for d in x_shape)
     x = torch.zeros(shape, dtype=x_dtype) if shape else torch.tensor(1.0, dtype=x_dtype)
