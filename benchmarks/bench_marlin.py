@@ -40,9 +40,10 @@ L2_BYTES = 50 * 2**20
 ROTATE_BYTES = 3 * L2_BYTES  # weights touched by one graph's calls before any repeats
 TARGETS = {1: 3.3, 16: 3.3, 64: 2.5, 128: 1.5, 256: 1.0, 4096: 0.85}
 #: (rows per warp, warps along N, warps along K, pipeline) of the stream kernel tried per M
-#: (pipeline 2, the bulk pipeline, serves M <= 32 on SM90 and refuses larger M).
+#: (pipelines 2 and 3, the bulk pipeline with the default and the flat consumer, serve M <= 32 on
+#: SM90 and refuse larger M).
 STREAM_VARIANTS = ((1, 1, 8, 0), (2, 1, 8, 0), (2, 2, 4, 0), (1, 1, 4, 1), (2, 1, 4, 1),
-                   (1, 1, 8, 1), (1, 1, 8, 2))
+                   (1, 1, 8, 1), (1, 1, 8, 2), (1, 1, 8, 3))
 
 
 def log(message: str) -> None:

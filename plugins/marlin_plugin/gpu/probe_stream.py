@@ -4,7 +4,8 @@
 For int4 g128 and NVFP4 W4A16 (bf16 activations), the issue's four (N, K) shapes and M in
 {1, 4, 16, 32}: the time of what ``apply_weights`` runs, of each bulk-pipeline variant (the
 default consumer with 8 warps, pipeline 2; the flat consumer with 8 warps and, at M <= 8, with 16,
-pipeline 3), of the launch the plugin took before the bulk pipeline (``launch_config`` without
+pipeline 3; at M <= 16 the flat consumer whose last tile group decodes only the pass's own tiles,
+pipeline 4), of the launch the plugin took before the bulk pipeline (``launch_config`` without
 it), of bf16 ``torch.matmul``, and the achieved weight bandwidth as a share of the copy bandwidth.
 Every time is a median of CUDA-graph replays over copies of weights and inputs totalling more
 than L2 (the benchmark's own helpers). Every variant's output (and the automatic choice's) is
@@ -33,6 +34,7 @@ import bench_marlin as bench  # noqa: E402
 from kernel_core.formats.layer import dequantize_weight  # noqa: E402
 from kernel_core.testing import relative_error  # noqa: E402
 from kernel_core_marlin import ops  # noqa: E402
+from kernel_core_marlin.prepare import Format  # noqa: E402
 
 SHAPES = ((28672, 8192), (8192, 28672), (10240, 8192), (8192, 8192))
 M_VALUES = (1, 4, 16, 32)
@@ -52,6 +54,8 @@ def variants(m: int, fmt: int) -> dict[str, tuple[int, ...]]:
     }
     if mt == 1:
         found["flat w16"] = (mt, 1, 1, 16, 3)
+    if mt <= 2 and Format.BITS[fmt] == 4:
+        found["flat tail w8"] = (mt, 1, 1, 8, 4)
     found["before (no bulk)"] = ops.launch_config(m, fmt, False)
     return found
 

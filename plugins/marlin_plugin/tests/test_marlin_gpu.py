@@ -24,6 +24,7 @@ from kernel_core_marlin.kernels import (
     MarlinMxFp4LinearKernel,
     MarlinNvFp4LinearKernel,
 )
+from kernel_core_marlin.prepare import Format
 
 TestMarlinMP = conformance_tests(MarlinMPLinearKernel)
 TestMarlinNvFp4 = conformance_tests(MarlinNvFp4LinearKernel)
@@ -204,13 +205,18 @@ BULK_FORMATS = {
 }
 
 
-#: Bulk-pipeline variants as (pipeline, consumer warps): the default consumer (pipeline 2) and
-#: the flat consumer (pipeline 3) with 8 and 16 warps (16: M <= 8 without act-order only).
-BULK_VARIANTS = {"bulk-w8": (2, 8), "flat-w8": (3, 8), "flat-w16": (3, 16)}
+#: Bulk-pipeline variants as (pipeline, consumer warps): the default consumer (pipeline 2), the
+#: flat consumer (pipeline 3) with 8 and 16 warps (16: M <= 8 without act-order only) and the
+#: flat consumer decoding only a pass's own tiles in its last group (pipeline 4: 4-bit codes,
+#: M <= 16).
+BULK_VARIANTS = {"bulk-w8": (2, 8), "flat-w8": (3, 8), "flat-w16": (3, 16), "flat-tail-w8": (4, 8)}
 
 
-def _variant_serves(variant: str, m: int, config) -> bool:
-    return BULK_VARIANTS[variant][1] <= 8 or (m <= 8 and not getattr(config, "has_g_idx", False))
+def _variant_serves(variant: str, m: int, config, fmt: int) -> bool:
+    pipeline, consumers = BULK_VARIANTS[variant]
+    if pipeline == 4:
+        return m <= 16 and Format.BITS[fmt] == 4
+    return consumers <= 8 or (m <= 8 and not getattr(config, "has_g_idx", False))
 
 
 def _force_bulk_variant(monkeypatch: pytest.MonkeyPatch, variant: str) -> None:
@@ -236,7 +242,7 @@ def test_bulk_pipeline_every_format(name: str, variant: str,
     bias = torch.randn(config.out_features, device="cuda", dtype=config.act_dtype)
     _force_bulk_variant(monkeypatch, variant)
     for m in (1, 3, 8, 9, 16):
-        if m > ops.BULK_MAX_M[kernel._fmt] or not _variant_serves(variant, m, config):
+        if m > ops.BULK_MAX_M[kernel._fmt] or not _variant_serves(variant, m, config, kernel._fmt):
             continue
         x = torch.randn(m, config.in_features, device="cuda", dtype=config.act_dtype)
         out = kernel.apply_weights(layer, x, bias)
@@ -286,11 +292,54 @@ def test_bulk_pipeline_consumer_counts(config, pipeline: int) -> None:
                 assert error < 1e-2, (mt, m, wk, pipeline, error)
 
 
+#: Row tiles per block that give every length (1..4) of a pass's last tile group at MT = 1
+#: (passes of up to 16 tiles) and MT = 2 (up to 8), times the device's SM count.
+EXACT_TAIL_TILES_PER_BLOCK = (5, 6, 7, 13, 14)
+
+
+@needs_bulk
+@pytest.mark.parametrize("tiles", EXACT_TAIL_TILES_PER_BLOCK)
+def test_exact_tail_consumer_every_tail_length(tiles: int) -> None:
+    """Pipeline 4 (the flat consumer decoding only a pass's own tiles in its last group) against
+    float64, through outputs poisoned with NaN, with int4 and NVFP4 codes."""
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    for config in (MPLinearLayerConfig(weight_shape=(16 * sms * tiles, 512), group_size=128),
+                   NvFp4LinearLayerConfig(weight_shape=(16 * sms * tiles, 512),
+                                          activation_mode="w4a16")):
+        kernel, layer, reference = _processed(config)
+        n = config.out_features
+        args = (layer.weight, layer.weight_scale, None, None,
+                getattr(layer, "weight_channel_scale", None), None, kernel._fmt, n,
+                kernel._group_size, kernel._zconst)
+        for m in (1, 5, 12, 16):
+            x = torch.randn(m, config.in_features, device="cuda", dtype=config.act_dtype)
+            launch = (1 if m <= 8 else 2, 1, 1, 8, 4)
+            stale = ops.gemm(x, *args, *launch)
+            stale.fill_(float("nan"))
+            del stale  # the allocator hands this NaN-filled block to the next call of its size
+            out = ops.gemm(x, *args, *launch)
+            assert bool(torch.isfinite(out).all()), (config.family, tiles, m)
+            error = relative_error(out, x.double() @ reference.T)
+            assert error < 1e-2, (config.family, tiles, m, error)
+
+
+@needs_bulk
+def test_exact_tail_consumer_refuses_eight_bit_codes() -> None:
+    config = BULK_FORMATS["fp8-channel"]
+    kernel, layer, _ = _processed(config)
+    x = torch.randn(4, config.in_features, device="cuda", dtype=config.act_dtype)
+    with pytest.raises(RuntimeError, match="invalid argument"):
+        ops.gemm(x, layer.weight, layer.weight_scale, None, None,
+                 getattr(layer, "weight_channel_scale", None), None, kernel._fmt,
+                 config.out_features, kernel._group_size, kernel._zconst, 1, 1, 1, 8, 4)
+
+
 @needs_bulk
 @pytest.mark.parametrize("mt,rows,wk,m,pipeline", [
     (8, 1, 8, 40, 2), (2, 2, 8, 16, 2), (1, 1, 3, 4, 2), (1, 1, 8, 9, 2), (8, 1, 8, 40, 3),
-    (2, 1, 16, 12, 3)],
-    ids=["mt8", "two-rows", "three-warps", "m-over-tile", "flat-mt8", "flat-w16-two-m-tiles"])
+    (2, 1, 16, 12, 3), (4, 1, 8, 20, 4)],
+    ids=["mt8", "two-rows", "three-warps", "m-over-tile", "flat-mt8", "flat-w16-two-m-tiles",
+         "flat-tail-mt4"])
 def test_bulk_pipeline_refuses_unserved_configs(mt: int, rows: int, wk: int, m: int,
                                                 pipeline: int) -> None:
     kernel, layer, _ = _processed(INT4)
@@ -318,7 +367,7 @@ def test_sixteen_consumer_warps_refused_off_the_flat_consumer() -> None:
 
 
 @needs_bulk
-@pytest.mark.parametrize("variant", ["flat-w8", "flat-w16"])
+@pytest.mark.parametrize("variant", ["flat-w8", "flat-w16", "flat-tail-w8"])
 def test_flat_consumer_cuda_graph_replay(variant: str, monkeypatch: pytest.MonkeyPatch) -> None:
     kernel, layer, reference = _processed(INT4)
     _force_bulk_variant(monkeypatch, variant)

@@ -24,7 +24,8 @@ struct GemmParams {
 
 // Each returns a cudaError_t value (0 = success). mt: 8-column tiles of M per block (1, 2, 4, 8);
 // r: 16-row tiles per warp (1, 2); pipeline: 0 register batches, 1 cp.async ring, 2 bulk
-// copies (SM90), 3 bulk copies with the flat consumer (SM90).
+// copies (SM90), 3 bulk copies with the flat consumer (SM90), 4 the flat consumer decoding only a
+// pass's own tiles in its last tile group (SM90; 4-bit codes, mt <= 2).
 int launch_gemm_half(const GemmParams& p, int fmt, int mt, int r, int pipeline, void* stream);
 int launch_gemm_bfloat16(const GemmParams& p, int fmt, int mt, int r, int pipeline, void* stream);
 int launch_dequantize_half(const GemmParams& p, int fmt, void* stream);

@@ -18,7 +18,8 @@ int set_shared_memory(Kernel kernel, size_t bytes) {
 // 2: bulk copies into a shared ring, persistent blocks (stream_gemm_bulk_kernel: SM90, MT <= 4,
 // r = 1, wn = 1; it plans its own grid); 3: the bulk pipeline with the flat consumer (a chunk's
 // tile groups in one basic block; 2, 4, 8 or 16 consumer warps, 16 only for MT = 1 without
-// act-order).
+// act-order); 4: the flat consumer decoding only the pass's tiles in its last tile group
+// (4-bit codes, MT <= 2, at most 8 consumer warps).
 template <typename T, int FMT, int MT, int R>
 int launch_gemm_instance(const GemmParams& p, int pipeline, cudaStream_t stream) {
   const int rows_per_block = 16 * R * p.WN;
@@ -37,9 +38,9 @@ int launch_gemm_instance(const GemmParams& p, int pipeline, cudaStream_t stream)
     const int err = set_shared_memory(stream_gemm_async_kernel<T, FMT, MT, R>, bytes);
     if (err != 0) return err;
     stream_gemm_async_kernel<T, FMT, MT, R><<<grid, threads, bytes, stream>>>(p);
-  } else if (pipeline == 2 || pipeline == 3) {
+  } else if (pipeline == 2 || pipeline == 3 || pipeline == 4) {
     if constexpr (MT <= 4 && R == 1) {
-      return launch_gemm_bulk<T, FMT, MT>(p, stream, 16 / MT, true, pipeline == 3);
+      return launch_gemm_bulk<T, FMT, MT>(p, stream, 16 / MT, true, pipeline >= 3, pipeline == 4);
     } else {
       return static_cast<int>(cudaErrorInvalidValue);
     }

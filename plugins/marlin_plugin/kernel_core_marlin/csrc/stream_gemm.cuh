@@ -262,21 +262,23 @@ __device__ __forceinline__ int group_of(const GemmParams& p, int chunk, int t) {
   return grp < p.G ? grp : p.G - 1;
 }
 
-// Decode one chunk (R row tiles) and multiply it with the activations of MT column tiles. The
-// mma steps go outermost and the row tiles innermost, so consecutive mma instructions write
-// different accumulators and the decode of one tile overlaps the mma of another.
-template <typename T, int FMT, int MT, int R>
+// Decode one chunk (the first kUsed of R row tiles) and multiply it with the activations of MT
+// column tiles. The mma steps go outermost and the row tiles innermost, so consecutive mma
+// instructions write different accumulators and the decode of one tile overlaps the mma of
+// another. Tiles from kUsed on are neither decoded nor touched.
+template <typename T, int FMT, int MT, int R, int kUsed = R>
 __device__ __forceinline__ void mma_chunk(float (&acc)[MT][R][4],
                                           const uint4 (&wv)[R][VecCount<FMT>::value],
                                           const uint4 (&xv)[MT][2], const uint32_t (&sw)[R],
                                           const uint32_t (&zw)[R]) {
+  static_assert(kUsed >= 1 && kUsed <= R, "tiles used of a chunk's R");
   RowPair rp[R];
 #pragma unroll
-  for (int r = 0; r < R; ++r) rp[r] = make_row_pair<T, FMT>(sw[r], zw[r]);
+  for (int r = 0; r < kUsed; ++r) rp[r] = make_row_pair<T, FMT>(sw[r], zw[r]);
 #pragma unroll
   for (int s = 0; s < 4; ++s) {
 #pragma unroll
-    for (int r = 0; r < R; ++r) {
+    for (int r = 0; r < kUsed; ++r) {
       uint32_t a[4];
       decode_step<T, FMT>(step_word<FMT>(wv[r], s, 0), step_word<FMT>(wv[r], s, 1), rp[r], a);
 #pragma unroll
@@ -868,7 +870,30 @@ __device__ __forceinline__ void load_tile_group(const BulkPlan& plan, const unsi
 // scheduler may overlap the decode of one group with the mma chain of the one before (the
 // generic consumer puts a branch between groups, so each group's loads wait for the previous
 // group's last mma to issue).
-template <typename T, int FMT, int MT, int kGroups, int NG, bool kZeros>
+// The last tile group of a pass with only `used` (1..4, warp-uniform) tiles in it: decodes
+// those alone (the exact-tail flat consumer, pipeline 4); one uniform branch per chunk, after
+// the loads and the other groups' mma steps have been issued.
+template <typename T, int FMT, int MT>
+__device__ __forceinline__ void mma_tail_group(int used, float (&acc)[MT][kBulkTileGroup][4],
+                                               const uint4 (&wv)[kBulkTileGroup][VecCount<FMT>::value],
+                                               const uint4 (&xv)[MT][2],
+                                               const uint32_t (&sw)[kBulkTileGroup],
+                                               const uint32_t (&zw)[kBulkTileGroup]) {
+  static_assert(kBulkTileGroup == 4, "one case per tail length");
+  if (used == 1) {
+    mma_chunk<T, FMT, MT, kBulkTileGroup, 1>(acc, wv, xv, sw, zw);
+  } else if (used == 2) {
+    mma_chunk<T, FMT, MT, kBulkTileGroup, 2>(acc, wv, xv, sw, zw);
+  } else if (used == 3) {
+    mma_chunk<T, FMT, MT, kBulkTileGroup, 3>(acc, wv, xv, sw, zw);
+  } else {
+    mma_chunk<T, FMT, MT, kBulkTileGroup>(acc, wv, xv, sw, zw);
+  }
+}
+
+// kExactTail: the last group decodes only the pass's remaining tiles (mma_tail_group) instead of
+// repeating the last tile up to a full group.
+template <typename T, int FMT, int MT, int kGroups, int NG, bool kZeros, bool kExactTail>
 __device__ __forceinline__ void bulk_consume_flat(const GemmParams& p, const BulkPlan& plan,
                                                   const unsigned char* smem, uint64_t* full,
                                                   uint64_t* empty,
@@ -921,7 +946,12 @@ __device__ __forceinline__ void bulk_consume_flat(const GemmParams& p, const Bul
           load_tile_group<V, kZeros>(plan, base, (q + 1) * kBulkTileGroup, ntiles, coff, soff,
                                      zconst_pair, lane, wv[next], sw[next], zw[next]);
         }
-        mma_chunk<T, FMT, MT, kBulkTileGroup>(acc[q], wv[cur], xv, sw[cur], zw[cur]);
+        if (kExactTail && q + 1 == NG) {
+          mma_tail_group<T, FMT, MT>(ntiles - q * kBulkTileGroup, acc[q], wv[cur], xv, sw[cur],
+                                     zw[cur]);
+        } else {
+          mma_chunk<T, FMT, MT, kBulkTileGroup>(acc[q], wv[cur], xv, sw[cur], zw[cur]);
+        }
         if (kBuffers == 1 && q + 1 < NG) {
           load_tile_group<V, kZeros>(plan, base, (q + 1) * kBulkTileGroup, ntiles, coff, soff,
                                      zconst_pair, lane, wv[next], sw[next], zw[next]);
@@ -933,27 +963,28 @@ __device__ __forceinline__ void bulk_consume_flat(const GemmParams& p, const Bul
   }
 }
 
-// Runs bulk_consume_flat<..., ngroups, kZeros> for a runtime ngroups in [1, NG].
-template <typename T, int FMT, int MT, int kGroups, int NG, bool kZeros>
+// Runs bulk_consume_flat<..., ngroups, kZeros, kExactTail> for a runtime ngroups in [1, NG].
+template <typename T, int FMT, int MT, int kGroups, int NG, bool kZeros, bool kExactTail>
 __device__ __forceinline__ void bulk_consume_flat_groups(
     int ngroups, const GemmParams& p, const BulkPlan& plan, const unsigned char* smem,
     uint64_t* full, uint64_t* empty, float (&acc)[kGroups][MT][kBulkTileGroup][4], int ntiles,
     int& it, int w, int lane, uint32_t zconst_pair) {
   if constexpr (NG > 1) {
     if (ngroups < NG) {
-      bulk_consume_flat_groups<T, FMT, MT, kGroups, NG - 1, kZeros>(
+      bulk_consume_flat_groups<T, FMT, MT, kGroups, NG - 1, kZeros, kExactTail>(
           ngroups, p, plan, smem, full, empty, acc, ntiles, it, w, lane, zconst_pair);
       return;
     }
   }
-  bulk_consume_flat<T, FMT, MT, kGroups, NG, kZeros>(p, plan, smem, full, empty, acc, ntiles, it,
-                                                     w, lane, zconst_pair);
+  bulk_consume_flat<T, FMT, MT, kGroups, NG, kZeros, kExactTail>(p, plan, smem, full, empty, acc,
+                                                                 ntiles, it, w, lane, zconst_pair);
 }
 #endif
 
 // kFlat: the flat consumer (pipeline 3) where the pass allows it (no act-order, decoding);
-// kWarps: the most consumer warps a launch may have (8 or 16; sets the launch bounds).
-template <typename T, int FMT, int MT, bool kFlat, int kWarps>
+// kWarps: the most consumer warps a launch may have (8 or 16; sets the launch bounds);
+// kExactTail: the flat consumer's last tile group decodes only the pass's tiles (pipeline 4).
+template <typename T, int FMT, int MT, bool kFlat, int kWarps, bool kExactTail = false>
 __global__ void __launch_bounds__(32 * (kWarps + 1), 1) stream_gemm_bulk_kernel(
     const GemmParams p, const BulkPlan plan) {
 #ifdef KCM_BULK_COPY
@@ -1014,10 +1045,10 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), 1) stream_gemm_bulk_kernel(
     if (kWarps > 8 || flat) {  // the host launches 16 consumer warps only where flat holds
       const int ngroups = (ntiles + kBulkTileGroup - 1) / kBulkTileGroup;
       if (has_zeros) {
-        bulk_consume_flat_groups<T, FMT, MT, kGroups, kGroups, true>(
+        bulk_consume_flat_groups<T, FMT, MT, kGroups, kGroups, true, kExactTail>(
             ngroups, p, plan, smem, full, empty, acc, ntiles, it, w, lane, zconst_pair);
       } else {
-        bulk_consume_flat_groups<T, FMT, MT, kGroups, kGroups, false>(
+        bulk_consume_flat_groups<T, FMT, MT, kGroups, kGroups, false, kExactTail>(
             ngroups, p, plan, smem, full, empty, acc, ntiles, it, w, lane, zconst_pair);
       }
     } else if constexpr (kWarps <= 8) {
@@ -1205,10 +1236,12 @@ int plan_bulk(const GemmParams& p, int sms, int smem_limit, BulkPlan& plan, int&
   }
 }
 
-// flat: the flat consumer (pipeline 3; also the only one that serves 16 consumer warps).
+// flat: the flat consumer (pipeline 3; also the only one that serves 16 consumer warps);
+// exact_tail: the flat consumer whose last tile group decodes only the pass's tiles (pipeline 4:
+// 4-bit codes, MT <= 2, at most 8 consumer warps; the instances exist only there).
 template <typename T, int FMT, int MT>
 int launch_gemm_bulk(const GemmParams& p, cudaStream_t stream, int tiles_cap = 16 / MT,
-                     bool decode = true, bool flat = false) {
+                     bool decode = true, bool flat = false, bool exact_tail = false) {
   int device = 0, major = 0, sms = 0, smem_limit = 0;
   cudaError_t err = cudaGetDevice(&device);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
@@ -1236,6 +1269,12 @@ int launch_gemm_bulk(const GemmParams& p, cudaStream_t stream, int tiles_cap = 1
     kernel<<<blocks, threads, bytes, stream>>>(p, plan);
     return static_cast<int>(cudaGetLastError());
   };
+  if (exact_tail) {
+    if constexpr (VecCount<FMT>::value == 1 && MT <= 2) {
+      if (flat && p.WK <= 8) return run(stream_gemm_bulk_kernel<T, FMT, MT, true, 8, true>);
+    }
+    return static_cast<int>(cudaErrorInvalidValue);
+  }
   if (!flat) return run(stream_gemm_bulk_kernel<T, FMT, MT, false, 8>);
   if (p.WK <= 8) return run(stream_gemm_bulk_kernel<T, FMT, MT, true, 8>);
   if constexpr (bulk_max_tiles<MT, 16>() >= kBulkTileGroup) {
