@@ -292,9 +292,9 @@ def test_bulk_pipeline_consumer_counts(config, pipeline: int) -> None:
                 assert error < 1e-2, (mt, m, wk, pipeline, error)
 
 
-#: Row tiles per block that give every length (1..4) of a pass's last tile group at MT = 1
-#: (passes of up to 16 tiles) and MT = 2 (up to 8), times the device's SM count.
-EXACT_TAIL_TILES_PER_BLOCK = (5, 6, 7, 13, 14)
+#: Row tiles per block (N = 16 x SMs x this) that give every length (1..4) of a pass's last tile
+#: group at MT = 1 (one pass of up to 16 tiles) and MT = 2 (passes of up to 8: 13 -> 6 + 7).
+EXACT_TAIL_TILES_PER_BLOCK = (5, 6, 7, 8, 13, 14)
 
 
 @needs_bulk
