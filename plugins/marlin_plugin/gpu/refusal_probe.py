@@ -100,7 +100,7 @@ def main() -> None:
             else:
                 gdb = [debugger, "-q", "-batch", "-ex", "set pagination off", "-ex", "run",
                        "-ex", "bt 40", "-ex", "info registers rip", "--args", *script]
-                code, output = _run(gdb, 2 * args.timeout)
+                code, output = _run(gdb, 3 * args.timeout)  # symbol loading is slow
                 lines += [f"== {name} under cuda-gdb: exit {code}", output.strip()[-6000:]]
                 debugger = None
         if args.out:  # after every case: an outer timeout keeps what was found
