@@ -6,6 +6,9 @@ architecture, so an edit or another GPU builds anew and an unchanged one loads i
 A built library is loaded straight from its keyed directory, without asking ninja, so a cache
 copied to another machine (same torch, same GPU) is used even though the copied sources carry
 newer timestamps. The first build of a key is announced on stderr, since it can take minutes.
+
+Every extension gets :data:`INCLUDE_DIR` on its include path: ``#include "kernel_core/check.h"``
+gives ``KC_CHECK``, a ``TORCH_CHECK`` whose message is built without iostreams (why: check.h).
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ import torch
 
 from kernel_core import envs
 
-__all__ = ["load_extension", "build_dir_for"]
+__all__ = ["INCLUDE_DIR", "load_extension", "build_dir_for"]
+
+#: Headers kernel_core ships for plugin extensions (``kernel_core/check.h``).
+INCLUDE_DIR = Path(__file__).parent / "include"
 
 logger = logging.getLogger(__name__)
 _LOADED: dict[str, ModuleType] = {}
@@ -33,8 +39,10 @@ _SOURCE_SUFFIXES = {".cu", ".cuh", ".cpp", ".cc", ".h", ".hpp", ".inl"}
 
 
 def _source_files(sources: Sequence[Path]) -> list[Path]:
-    """The sources and every C++/CUDA file beside them: an edited local header rebuilds too."""
+    """The sources, every C++/CUDA file beside them and kernel_core's shared headers: an edited
+    header rebuilds too."""
     folders = {path.resolve().parent for path in sources}
+    folders.add((INCLUDE_DIR / "kernel_core").resolve())
     found = {p.resolve() for folder in folders for p in folder.iterdir()
              if p.is_file() and p.suffix in _SOURCE_SUFFIXES}
     return sorted(found | {path.resolve() for path in sources})
@@ -100,7 +108,7 @@ def load_extension(
         sources=[str(p) for p in paths],
         extra_cuda_cflags=cuda_flags,
         extra_cflags=list(extra_cflags),
-        extra_include_paths=list(extra_include_paths),
+        extra_include_paths=[str(INCLUDE_DIR), *extra_include_paths],
         extra_ldflags=list(extra_ldflags),
         build_directory=str(build_dir),
         verbose=False,

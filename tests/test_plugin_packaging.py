@@ -35,3 +35,14 @@ def test_package_data_covers_every_source(plugin: Path) -> None:
             f"{plugin.name}/pyproject.toml: package-data for {package_dir.name} ({patterns}) "
             f"does not ship {missing}"
         )
+
+
+def test_core_ships_its_extension_headers() -> None:
+    """kernel_core.jit puts kernel_core/include on every extension's include path; a wheel that
+    lacked the headers would fail every plugin's first build."""
+    root = PLUGINS.parent
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["kernel_core"]
+    headers = [p.relative_to(root / "kernel_core").as_posix()
+               for p in (root / "kernel_core" / "include").rglob("*.h")]
+    assert headers and all(any(fnmatch(h, pattern) for pattern in patterns) for h in headers)

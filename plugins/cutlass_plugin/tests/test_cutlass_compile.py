@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from kernel_core.jit import INCLUDE_DIR
 from kernel_core_cutlass import ops
 
 pytestmark = pytest.mark.slow
@@ -34,7 +35,7 @@ def _compile(source: Path, out_dir: Path) -> tuple[Path, int, str]:
     ]
     if source.suffix == ".cpp":
         flags += [f"-I{p}" for p in include_paths()]
-        flags += [f"-I{sysconfig.get_paths()['include']}", "-DTORCH_EXTENSION_NAME=compile_test",
+        flags += [f"-I{INCLUDE_DIR}", f"-I{sysconfig.get_paths()['include']}", "-DTORCH_EXTENSION_NAME=compile_test",
                   "-DTORCH_API_INCLUDE_EXTENSION_H", "-Xcompiler", "-fPIC"]
     else:
         flags += list(COMMON_NVCC_FLAGS)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from kernel_core.jit import INCLUDE_DIR
 from kernel_core_marlin.ops import CSRC
 
 NVCC = shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc"
@@ -37,7 +38,7 @@ def test_sources_compile(tmp_path: Path) -> None:
                        "-gencode=arch=compute_80,code=sm_80", "-c",
                        str(CSRC / "gemm_fp16.cu"), "-o", str(tmp_path / "fp16.o")],
         "bindings": ["c++", "-std=c++17", "-fsyntax-only", "-DTORCH_EXTENSION_NAME=kcm_check",
-                     *(f"-I{p}" for p in include_paths()),
+                     *(f"-I{p}" for p in include_paths()), f"-I{INCLUDE_DIR}",
                      f"-I{sysconfig.get_paths()['include']}", str(CSRC / "bindings.cpp")],
     }
     running = {name: subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

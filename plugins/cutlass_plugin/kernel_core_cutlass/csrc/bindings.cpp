@@ -3,6 +3,7 @@
 // Only torch/extension.h is included (no ATen/cuda headers, which the CPU wheel lacks), so the
 // caller passes the CUDA stream as an integer: torch.cuda.current_stream().cuda_stream.
 #include <torch/extension.h>
+#include "kernel_core/check.h"
 
 #include "scaled_mm_api.h"
 
@@ -10,24 +11,24 @@ namespace kernel_core_cutlass {
 namespace {
 
 void check_cuda_contiguous(const torch::Tensor& t, const char* name) {
-  TORCH_CHECK(t.is_cuda(), name, " must be a CUDA tensor");
-  TORCH_CHECK(t.is_contiguous(), name, " must be contiguous");
+  KC_CHECK(t.is_cuda(), name, " must be a CUDA tensor");
+  KC_CHECK(t.is_contiguous(), name, " must be contiguous");
 }
 
 const float* optional_float_ptr(const std::optional<torch::Tensor>& t, const char* name) {
   if (!t.has_value()) return nullptr;
   check_cuda_contiguous(*t, name);
-  TORCH_CHECK(t->scalar_type() == torch::kFloat32, name, " must be float32");
+  KC_CHECK(t->scalar_type() == torch::kFloat32, name, " must be float32");
   return t->data_ptr<float>();
 }
 
 // The scheduler arguments, checked: CUTLASS would round a bad swizzle down silently.
 TileOrder tile_order(int64_t raster, int64_t swizzle, int64_t splits) {
-  TORCH_CHECK(raster == kRasterHeuristic || raster == kRasterAlongM || raster == kRasterAlongN,
+  KC_CHECK(raster == kRasterHeuristic || raster == kRasterAlongM || raster == kRasterAlongN,
               "raster must be 0 (heuristic), 1 (along M) or 2 (along N), found ", raster);
-  TORCH_CHECK(swizzle == 1 || swizzle == 2 || swizzle == 4 || swizzle == 8,
+  KC_CHECK(swizzle == 1 || swizzle == 2 || swizzle == 4 || swizzle == 8,
               "swizzle must be 1, 2, 4 or 8, found ", swizzle);
-  TORCH_CHECK(splits == 0 || (splits >= 2 && splits <= 32),
+  KC_CHECK(splits == 0 || (splits >= 2 && splits <= 32),
               "splits must be 0 (stream-K) or 2..32 (split-K), found ", splits);
   return TileOrder{static_cast<int>(raster), static_cast<int>(swizzle), static_cast<int>(splits)};
 }
@@ -49,23 +50,23 @@ void scaled_mm(torch::Tensor out, torch::Tensor x, torch::Tensor w, torch::Tenso
                          {&channel_scale, "channel_scale"}, {&workspace, "workspace"}}) {
     check_cuda_contiguous(*t, name);
   }
-  TORCH_CHECK(x.dim() == 2 && w.dim() == 2 && out.dim() == 2, "x, w and out must be 2-D");
+  KC_CHECK(x.dim() == 2 && w.dim() == 2 && out.dim() == 2, "x, w and out must be 2-D");
   const int64_t m = x.size(0), k = x.size(1), n = w.size(0);
-  TORCH_CHECK(w.size(1) == k, "w must be (n, k) with the k of x");
-  TORCH_CHECK(out.size(0) == m && out.size(1) == n, "out must be (m, n)");
-  TORCH_CHECK(x.scalar_type() == w.scalar_type(), "x and w must have one dtype");
-  TORCH_CHECK(token_scale.numel() == 1 || token_scale.numel() == m, "token_scale must have 1 or m elements");
-  TORCH_CHECK(channel_scale.numel() == 1 || channel_scale.numel() == n, "channel_scale must have 1 or n elements");
-  TORCH_CHECK(token_scale.scalar_type() == torch::kFloat32 && channel_scale.scalar_type() == torch::kFloat32,
+  KC_CHECK(w.size(1) == k, "w must be (n, k) with the k of x");
+  KC_CHECK(out.size(0) == m && out.size(1) == n, "out must be (m, n)");
+  KC_CHECK(x.scalar_type() == w.scalar_type(), "x and w must have one dtype");
+  KC_CHECK(token_scale.numel() == 1 || token_scale.numel() == m, "token_scale must have 1 or m elements");
+  KC_CHECK(channel_scale.numel() == 1 || channel_scale.numel() == n, "channel_scale must have 1 or n elements");
+  KC_CHECK(token_scale.scalar_type() == torch::kFloat32 && channel_scale.scalar_type() == torch::kFloat32,
               "scales must be float32");
   if (token_zp_neg.has_value()) {
-    TORCH_CHECK(channel_colsum.has_value() && channel_colsum->numel() == n,
+    KC_CHECK(channel_colsum.has_value() && channel_colsum->numel() == n,
                 "a zero point needs channel_colsum with n elements");
-    TORCH_CHECK(token_zp_neg->numel() == 1 || token_zp_neg->numel() == m, "token_zp_neg must have 1 or m elements");
+    KC_CHECK(token_zp_neg->numel() == 1 || token_zp_neg->numel() == m, "token_zp_neg must have 1 or m elements");
   }
   if (bias.has_value()) {
     check_cuda_contiguous(*bias, "bias");
-    TORCH_CHECK(bias->numel() == n && bias->scalar_type() == out.scalar_type(),
+    KC_CHECK(bias->numel() == n && bias->scalar_type() == out.scalar_type(),
                 "bias must have n elements of the output dtype");
   }
   ScaledMmArgs args{};
@@ -92,14 +93,14 @@ void scaled_mm(torch::Tensor out, torch::Tensor x, torch::Tensor w, torch::Tenso
   args.order = tile_order(raster, swizzle, splits);
 
   const bool bf16 = out.scalar_type() == torch::kBFloat16;
-  TORCH_CHECK(bf16 || out.scalar_type() == torch::kFloat16, "out must be bfloat16 or float16");
+  KC_CHECK(bf16 || out.scalar_type() == torch::kFloat16, "out must be bfloat16 or float16");
   const bool fp8 = x.scalar_type() == torch::kFloat8_e4m3fn;
-  TORCH_CHECK(fp8 || x.scalar_type() == torch::kInt8, "x must be float8_e4m3fn or int8");
-  TORCH_CHECK(config >= 0 && config < kNumTileConfigs, "tile configuration must be in [0, ",
+  KC_CHECK(fp8 || x.scalar_type() == torch::kInt8, "x must be float8_e4m3fn or int8");
+  KC_CHECK(config >= 0 && config < kNumTileConfigs, "tile configuration must be in [0, ",
               static_cast<int>(kNumTileConfigs), "), found ", config);
   const ScaledMmEntry entry = kScaledMmEntries[fp8 ? 0 : 1][bf16 ? 0 : 1][kTileGroup[config]];
   const char* error = entry(static_cast<int>(config), args);
-  TORCH_CHECK(error == nullptr, "kernel_core_cutlass scaled_mm: ", error);
+  KC_CHECK(error == nullptr, "kernel_core_cutlass scaled_mm: ", error);
 }
 
 void block_scaled_mm(torch::Tensor out, torch::Tensor x, torch::Tensor w, torch::Tensor x_scale,
@@ -111,21 +112,21 @@ void block_scaled_mm(torch::Tensor out, torch::Tensor x, torch::Tensor w, torch:
     check_cuda_contiguous(*t, name);
   }
   const int64_t m = x.size(0), k = x.size(1), n = w.size(0);
-  TORCH_CHECK(x.scalar_type() == torch::kFloat8_e4m3fn && w.scalar_type() == torch::kFloat8_e4m3fn,
+  KC_CHECK(x.scalar_type() == torch::kFloat8_e4m3fn && w.scalar_type() == torch::kFloat8_e4m3fn,
               "x and w must be float8_e4m3fn");
-  TORCH_CHECK(w.size(1) == k && k % 128 == 0, "w must be (n, k) with the k of x, k a multiple of 128");
-  TORCH_CHECK(x_scale.dim() == 2 && x_scale.size(0) == k / 128 && x_scale.size(1) >= m &&
+  KC_CHECK(w.size(1) == k && k % 128 == 0, "w must be (n, k) with the k of x, k a multiple of 128");
+  KC_CHECK(x_scale.dim() == 2 && x_scale.size(0) == k / 128 && x_scale.size(1) >= m &&
                   x_scale.size(1) % 4 == 0,
               "x_scale must be (k/128, m_pad) with m_pad >= m a multiple of 4");
-  TORCH_CHECK(config >= 0 && config < kNumBlockTileConfigs, "block tile configuration must be in [0, ",
+  KC_CHECK(config >= 0 && config < kNumBlockTileConfigs, "block tile configuration must be in [0, ",
               static_cast<int>(kNumBlockTileConfigs), "), found ", config);
   const int64_t scale_rows = kBlockWeightScaleRows[config];
-  TORCH_CHECK(w_scale.dim() == 2 && w_scale.size(0) == k / 128 &&
+  KC_CHECK(w_scale.dim() == 2 && w_scale.size(0) == k / 128 &&
                   w_scale.size(1) == (n + scale_rows - 1) / scale_rows,
               "w_scale must be (k/128, ceil(n/", scale_rows, ")) for this tile, found ", w_scale.sizes());
   if (bias.has_value()) {
     check_cuda_contiguous(*bias, "bias");
-    TORCH_CHECK(bias->numel() == n && bias->scalar_type() == out.scalar_type(),
+    KC_CHECK(bias->numel() == n && bias->scalar_type() == out.scalar_type(),
                 "bias must have n elements of the output dtype");
   }
   BlockScaledMmArgs args{};
@@ -146,9 +147,9 @@ void block_scaled_mm(torch::Tensor out, torch::Tensor x, torch::Tensor w, torch:
   args.stream = stream;
   args.order = tile_order(raster, swizzle, splits);
   const bool bf16 = out.scalar_type() == torch::kBFloat16;
-  TORCH_CHECK(bf16 || out.scalar_type() == torch::kFloat16, "out must be bfloat16 or float16");
+  KC_CHECK(bf16 || out.scalar_type() == torch::kFloat16, "out must be bfloat16 or float16");
   const char* error = bf16 ? fp8_block_scaled_mm_bf16(config, args) : fp8_block_scaled_mm_f16(config, args);
-  TORCH_CHECK(error == nullptr, "kernel_core_cutlass block_scaled_mm: ", error);
+  KC_CHECK(error == nullptr, "kernel_core_cutlass block_scaled_mm: ", error);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // Python bindings: tensor checks and raw pointers into the CUDA launchers. Only torch/extension.h
 // is included (no ATen/cuda headers), so the stream arrives as an integer from Python.
 #include <torch/extension.h>
+#include "kernel_core/check.h"
 
 #include "gemm_params.h"
 #include "tile_api.h"
@@ -11,7 +12,7 @@ const void* optional_ptr(const torch::Tensor& t) { return t.numel() > 0 ? t.data
 
 int dtype_code(const torch::Tensor& x) {
   if (x.scalar_type() == torch::kHalf) return kcm::kHalf;
-  TORCH_CHECK(x.scalar_type() == torch::kBFloat16, "kernel_core_marlin: activations must be float16 "
+  KC_CHECK(x.scalar_type() == torch::kBFloat16, "kernel_core_marlin: activations must be float16 "
               "or bfloat16, found ", x.scalar_type());
   return kcm::kBfloat16;
 }
@@ -20,9 +21,9 @@ kcm::GemmParams make_params(const torch::Tensor& qweight, const torch::Tensor& g
                             const torch::Tensor& zeros, const torch::Tensor& gtab,
                             const torch::Tensor& chan, int64_t n, int64_t group_size,
                             int64_t zconst) {
-  TORCH_CHECK(qweight.dim() == 5 && qweight.scalar_type() == torch::kInt32 && qweight.is_contiguous(),
+  KC_CHECK(qweight.dim() == 5 && qweight.scalar_type() == torch::kInt32 && qweight.is_contiguous(),
               "kernel_core_marlin: qweight must be a contiguous int32 [N16, C, V, 32, 4] tensor");
-  TORCH_CHECK(gscale.dim() == 4 && gscale.is_contiguous(), "kernel_core_marlin: gscale must be a "
+  KC_CHECK(gscale.dim() == 4 && gscale.is_contiguous(), "kernel_core_marlin: gscale must be a "
               "contiguous [N16, G, 8, 2] tensor");
   kcm::GemmParams p{};
   p.w = qweight.data_ptr();
@@ -36,12 +37,12 @@ kcm::GemmParams make_params(const torch::Tensor& qweight, const torch::Tensor& g
   p.G = static_cast<int>(gscale.size(1));
   p.group_size = static_cast<int>(group_size);
   p.zconst = static_cast<int>(zconst);
-  TORCH_CHECK(p.N <= p.N16 * 16, "kernel_core_marlin: n=", n, " exceeds the packed rows ", p.N16 * 16);
+  KC_CHECK(p.N <= p.N16 * 16, "kernel_core_marlin: n=", n, " exceeds the packed rows ", p.N16 * 16);
   return p;
 }
 
 void check_launch(int code) {
-  TORCH_CHECK(code == 0, "kernel_core_marlin: kernel launch failed: ", kcm::error_string(code));
+  KC_CHECK(code == 0, "kernel_core_marlin: kernel launch failed: ", kcm::error_string(code));
 }
 
 }  // namespace
@@ -51,14 +52,14 @@ void gemm(const torch::Tensor& x, const torch::Tensor& qweight, const torch::Ten
           const torch::Tensor& bias, torch::Tensor& out, int64_t fmt, int64_t group_size,
           int64_t zconst, int64_t mt, int64_t rows, int64_t wn, int64_t wk, int64_t pipeline,
           int64_t stream) {
-  TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "kernel_core_marlin: x must be contiguous 2-D");
-  TORCH_CHECK(x.size(1) % 16 == 0, "kernel_core_marlin: K must be a multiple of 16, found ", x.size(1));
-  TORCH_CHECK(reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0, "kernel_core_marlin: x must be "
+  KC_CHECK(x.dim() == 2 && x.is_contiguous(), "kernel_core_marlin: x must be contiguous 2-D");
+  KC_CHECK(x.size(1) % 16 == 0, "kernel_core_marlin: K must be a multiple of 16, found ", x.size(1));
+  KC_CHECK(reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0, "kernel_core_marlin: x must be "
               "16-byte aligned");
-  TORCH_CHECK(x.size(1) <= qweight.size(1) * 64, "kernel_core_marlin: K=", x.size(1),
+  KC_CHECK(x.size(1) <= qweight.size(1) * 64, "kernel_core_marlin: K=", x.size(1),
               " exceeds the packed K ", qweight.size(1) * 64);
   const bool wide_bulk = pipeline == 3 && wn == 1 && wk == 16;  // 16 consumer warps
-  TORCH_CHECK((wn * wk <= 8 || wide_bulk) && wn >= 1 && wk >= 1, "kernel_core_marlin: at most 8 "
+  KC_CHECK((wn * wk <= 8 || wide_bulk) && wn >= 1 && wk >= 1, "kernel_core_marlin: at most 8 "
               "warps per block (16 consumer warps with pipeline 3), found wn=", wn, " wk=", wk,
               " pipeline=", pipeline);
   kcm::GemmParams p = make_params(qweight, gscale, zeros, gtab, chan, out.size(1), group_size, zconst);
@@ -84,7 +85,7 @@ void dequantize(const torch::Tensor& qweight, const torch::Tensor& gscale,
                 const torch::Tensor& zeros, const torch::Tensor& gtab, const torch::Tensor& chan,
                 torch::Tensor& out, int64_t fmt, int64_t group_size, int64_t zconst,
                 int64_t stream) {
-  TORCH_CHECK(out.dim() == 2 && out.is_contiguous() && out.size(1) == qweight.size(1) * 64,
+  KC_CHECK(out.dim() == 2 && out.is_contiguous() && out.size(1) == qweight.size(1) * 64,
               "kernel_core_marlin: out must be contiguous [N, C * 64]");
   kcm::GemmParams p = make_params(qweight, gscale, zeros, gtab, chan, out.size(0), group_size, zconst);
   p.out = out.data_ptr();
@@ -100,16 +101,16 @@ void tile_gemm(const torch::Tensor& x, const torch::Tensor& qweight, const torch
                const torch::Tensor& bias, torch::Tensor& out, int64_t fmt, int64_t group_size,
                int64_t zconst, int64_t bmx, int64_t rw, int64_t split, int64_t variant,
                int64_t stream) {
-  TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "kernel_core_marlin: x must be contiguous 2-D");
-  TORCH_CHECK(x.size(1) % 16 == 0, "kernel_core_marlin: K must be a multiple of 16, found ", x.size(1));
-  TORCH_CHECK(x.size(1) <= qweight.size(1) * 64, "kernel_core_marlin: K=", x.size(1),
+  KC_CHECK(x.dim() == 2 && x.is_contiguous(), "kernel_core_marlin: x must be contiguous 2-D");
+  KC_CHECK(x.size(1) % 16 == 0, "kernel_core_marlin: K must be a multiple of 16, found ", x.size(1));
+  KC_CHECK(x.size(1) <= qweight.size(1) * 64, "kernel_core_marlin: K=", x.size(1),
               " exceeds the packed K ", qweight.size(1) * 64);
-  TORCH_CHECK(out.dim() == 2 && out.is_contiguous() && out.size(0) == x.size(0) &&
+  KC_CHECK(out.dim() == 2 && out.is_contiguous() && out.size(0) == x.size(0) &&
                   out.scalar_type() == x.scalar_type(),
               "kernel_core_marlin: out must be contiguous [M, N] in x's dtype");
-  TORCH_CHECK(split >= 1 && split <= 8 && split <= qweight.size(1), "kernel_core_marlin: split must "
+  KC_CHECK(split >= 1 && split <= 8 && split <= qweight.size(1), "kernel_core_marlin: split must "
               "lie in [1, min(8, chunks=", qweight.size(1), ")], found ", split);
-  TORCH_CHECK(variant == 0 || variant == 1, "kernel_core_marlin: tile variant must be 0 (barrier) "
+  KC_CHECK(variant == 0 || variant == 1, "kernel_core_marlin: tile variant must be 0 (barrier) "
               "or 1 (warp-specialized), found ", variant);
   kcm::GemmParams p = make_params(qweight, gscale, zeros, gtab, chan, out.size(1), group_size, zconst);
   p.x = x.data_ptr();
