@@ -105,12 +105,13 @@ def per_tensor_runner(
     device = weight_t.device
 
     def run(x: torch.Tensor, m: int, bias: torch.Tensor | None) -> torch.Tensor:
+        if not m:
+            return torch.empty((m, n), dtype=out_dtype, device=device)
+        q, scale = quantize_per_tensor(x, input_scale)
         out = torch.empty((1, m, n), dtype=out_dtype, device=device)
-        if m:
-            q, scale = quantize_per_tensor(x, input_scale)
-            bmm(q, weight_t, out, scale, weight_scale, workspace)
-            if bias is not None:
-                out.add_(bias)
+        bmm(q, weight_t, out, scale, weight_scale, workspace)
+        if bias is not None:
+            out.add_(bias)
         return out[0]
 
     return run
