@@ -5,8 +5,10 @@ path that ``apply_weights`` picks, of every launch variant tried (stream-kernel 
 the decode + cuBLAS path), of bf16 ``torch.matmul``, the speedup, and the achieved weight
 bandwidth as a share of the device-to-device copy bandwidth measured in the same run. Every time
 is a median of CUDA-graph replays; each graph calls the op on several copies of weights and
-inputs whose total exceeds L2, so no call finds its weights cached. Also reports, per layer, the
-bytes held after processing against the packed checkpoint's bytes.
+inputs whose total exceeds L2, so no call finds its weights cached. The graphs of one (shape, M)
+are replayed in turn, round after round, so a drift of clocks during the run falls on bf16, the
+plugin's choice and every variant alike. Also reports, per layer, the bytes held after
+processing against the packed checkpoint's bytes.
 
 Usage: python benchmarks/bench_marlin.py --out results.json [--plot results.png] [--quick]
 """
@@ -40,18 +42,21 @@ L2_BYTES = 50 * 2**20
 ROTATE_BYTES = 3 * L2_BYTES  # weights touched by one graph's calls before any repeats
 TARGETS = {1: 3.3, 16: 3.3, 64: 2.5, 128: 1.5, 256: 1.0, 4096: 0.85}
 #: (rows per warp, warps along N, warps along K, pipeline) of the stream kernel tried per M
-#: (pipelines 2 and 3, the bulk pipeline with the default and the flat consumer, serve M <= 32 on
-#: SM90 and refuse larger M).
+#: (pipelines 2-4, the bulk pipeline with the default consumer, the flat one and the flat one with
+#: an exact last tile group, run on SM90 only).
 STREAM_VARIANTS = ((1, 1, 8, 0), (2, 1, 8, 0), (2, 2, 4, 0), (1, 1, 4, 1), (2, 1, 4, 1),
-                   (1, 1, 8, 1), (1, 1, 8, 2), (1, 1, 8, 3))
+                   (1, 1, 8, 1), (1, 1, 8, 2), (1, 1, 8, 3), (1, 1, 8, 4))
+#: Most 8-column M tiles each bulk pipeline serves (M <= 32, and M <= 16 for pipeline 4); the
+#: launcher refuses more, so those variants are not tried.
+BULK_MAX_M_TILES = {2: 4, 3: 4, 4: 2}
 
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def graph_time_us(calls: list[Callable[[], Any]], replays: int) -> float:
-    """Median time per call of a CUDA graph that runs ``calls`` once each in order."""
+def _captured(calls: list[Callable[[], Any]]) -> torch.cuda.CUDAGraph:
+    """A CUDA graph that runs ``calls`` once each in order, warmed up and replayed once."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
@@ -65,16 +70,43 @@ def graph_time_us(calls: list[Callable[[], Any]], replays: int) -> float:
             call()
     graph.replay()
     torch.cuda.synchronize()
-    times = []
-    for _ in range(replays):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1000.0 / len(calls))
+    return graph
+
+
+def _replay_us(graph: torch.cuda.CUDAGraph, calls: int) -> float:
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    graph.replay()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) * 1000.0 / calls
+
+
+def graph_time_us(calls: list[Callable[[], Any]], replays: int) -> float:
+    """Median time per call of a CUDA graph that runs ``calls`` once each in order."""
+    graph = _captured(calls)
+    times = [_replay_us(graph, len(calls)) for _ in range(replays)]
     del graph
     return statistics.median(times)
+
+
+def interleaved_times_us(candidates: dict[str, list[Callable[[], Any]]],
+                         rounds: int) -> dict[str, float]:
+    """Median time per call of each candidate's CUDA graph, the graphs replayed in turn for
+    ``rounds`` rounds. A candidate whose calls raise (a launch the kernel refuses) is logged and
+    left out."""
+    graphs = {}
+    for name, calls in candidates.items():
+        try:
+            graphs[name] = (_captured(calls), len(calls))
+        except RuntimeError as exc:
+            log(f"{name}: {exc}")
+    times: dict[str, list[float]] = {name: [] for name in graphs}
+    for _ in range(rounds):
+        for name, (graph, count) in graphs.items():
+            times[name].append(_replay_us(graph, count))
+    del graphs
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def copy_bandwidth() -> float:
@@ -132,8 +164,8 @@ def _bytes(module: torch.nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in module.parameters())
 
 
-def bench_shape(fmt: str, n: int, k: int, m_values, replays: int, copy_bw: float,
-                bf16_cache: dict) -> tuple[list[dict], dict]:
+def bench_shape(fmt: str, n: int, k: int, m_values, replays: int,
+                copy_bw: float) -> tuple[list[dict], dict]:
     config, kernel_class = _config(fmt, n, k)
     checkpoint = _random_checkpoint(config, fmt)
     checkpoint_bytes = sum(t.numel() * t.element_size() for t in checkpoint.values())
@@ -156,39 +188,30 @@ def bench_shape(fmt: str, n: int, k: int, m_values, replays: int, copy_bw: float
     copies = max(1, math.ceil(ROTATE_BYTES / weight_bytes))
     layers = [layer] + [_layer({name: p.data.clone() for name, p in layer.named_parameters()})
                         for _ in range(copies - 1)]
+    bf16_copies = max(1, math.ceil(ROTATE_BYTES / (n * k * 2)))
+    bf16_weights = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
+                    for _ in range(bf16_copies)]
     rows = []
     for m in m_values:
         xs = [torch.randn(m, k, device="cuda", dtype=torch.bfloat16) for _ in range(copies)]
-        key = (n, k, m)
-        if key not in bf16_cache:
-            bf16_copies = max(1, math.ceil(ROTATE_BYTES / (n * k * 2)))
-            weights = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
-                       for _ in range(bf16_copies)]
-            calls = [lambda w=w, x=xs[i % copies]: torch.matmul(x, w.T)
-                     for i, w in enumerate(weights)] * max(1, 8 // bf16_copies)
-            bf16_cache[key] = graph_time_us(calls, replays)
-            del weights
-        bf16_us = bf16_cache[key]
-        variants: dict[str, float] = {}
-        auto_calls = [lambda lay=lay, x=x: kernel.apply_weights(lay, x)
-                      for lay, x in zip(layers, xs)] * max(1, 8 // copies)
-        auto_us = graph_time_us(auto_calls, replays)
-        variants["auto"] = auto_us
+        candidates = {
+            "bf16": [lambda w=w, x=xs[i % copies]: torch.matmul(x, w.T)
+                     for i, w in enumerate(bf16_weights)] * max(1, 8 // bf16_copies),
+            "auto": [lambda lay=lay, x=x: kernel.apply_weights(lay, x)
+                     for lay, x in zip(layers, xs)] * max(1, 8 // copies),
+        }
         if m <= 64:
             mt = ops.launch_config(m, kernel._fmt)[0]
             for r, wn, wk, pipe in STREAM_VARIANTS:
-                calls = [
-                    lambda lay=lay, x=x, r=r, wn=wn, wk=wk, pipe=pipe: ops.gemm(
+                if mt > BULK_MAX_M_TILES.get(pipe, mt):
+                    continue
+                candidates[f"stream mt={mt} r={r} wn={wn} wk={wk} pipeline={pipe}"] = [
+                    lambda lay=lay, x=x, mt=mt, r=r, wn=wn, wk=wk, pipe=pipe: ops.gemm(
                         x, lay.weight, lay.weight_scale, None, None,
                         getattr(lay, "weight_channel_scale", None), None, kernel._fmt, n,
                         kernel._group_size, kernel._zconst, mt, r, wn, wk, pipe)
                     for lay, x in zip(layers, xs)
                 ] * max(1, 8 // copies)
-                name = f"stream mt={mt} r={r} wn={wn} wk={wk} pipeline={pipe}"
-                try:
-                    variants[name] = graph_time_us(calls, replays)
-                except RuntimeError as exc:  # e.g. a ring larger than shared memory
-                    log(f"{name}: {exc}")
         if m >= 64:
             def dequant_mm(lay, x):
                 w = ops.dequantize(lay.weight, lay.weight_scale, None, None,
@@ -196,15 +219,19 @@ def bench_shape(fmt: str, n: int, k: int, m_values, replays: int, copy_bw: float
                                    kernel._group_size, kernel._zconst, torch.bfloat16)
                 return torch.matmul(x, w[:, :k].T)
 
-            calls = [lambda lay=lay, x=x: dequant_mm(lay, x) for lay, x in zip(layers, xs)]
-            variants["dequantize+matmul"] = graph_time_us(calls * max(1, 4 // copies), replays)
+            candidates["dequantize+matmul"] = [
+                lambda lay=lay, x=x: dequant_mm(lay, x) for lay, x in zip(layers, xs)
+            ] * max(1, 4 // copies)
         if 64 <= m <= 256:  # the stream kernel past the crossover, for the record
-            calls = [lambda lay=lay, x=x: ops.gemm(
+            stream_config = ops.launch_config(m, kernel._fmt)
+            candidates["stream (auto config)"] = [lambda lay=lay, x=x, cfg=stream_config: ops.gemm(
                 x, lay.weight, lay.weight_scale, None, None,
                 getattr(lay, "weight_channel_scale", None), None, kernel._fmt, n,
-                kernel._group_size, kernel._zconst, *ops.launch_config(m, kernel._fmt))
-                for lay, x in zip(layers, xs)]
-            variants["stream (auto config)"] = graph_time_us(calls * max(1, 4 // copies), replays)
+                kernel._group_size, kernel._zconst, *cfg)
+                for lay, x in zip(layers, xs)] * max(1, 4 // copies)
+        variants = interleaved_times_us(candidates, replays)
+        bf16_us = variants.pop("bf16")
+        auto_us = variants["auto"]
         best_name = min(variants, key=variants.get)
         row = {
             "format": fmt, "N": n, "K": k, "M": m,
@@ -223,7 +250,7 @@ def bench_shape(fmt: str, n: int, k: int, m_values, replays: int, copy_bw: float
             f"best {best_name} {variants[best_name]:.1f} us")
         rows.append(row)
         del xs
-    del layers
+    del layers, bf16_weights
     torch.cuda.empty_cache()
     return rows, memory
 
@@ -288,11 +315,10 @@ def main() -> None:
     log(f"{device}: copy bandwidth {copy_bw / 1e12:.2f} TB/s")
     shapes = SHAPES[::3] if args.quick else SHAPES
     m_values = (1, 16, 256) if args.quick else M_VALUES
-    rows, memory, bf16_cache = [], [], {}
+    rows, memory = [], []
     for fmt in args.formats.split(","):
         for n, k in shapes:
-            shape_rows, shape_memory = bench_shape(fmt, n, k, m_values, args.replays, copy_bw,
-                                                   bf16_cache)
+            shape_rows, shape_memory = bench_shape(fmt, n, k, m_values, args.replays, copy_bw)
             rows += shape_rows
             memory.append(shape_memory)
             write_result(args, device, copy_bw, rows, memory)  # partial results survive a timeout
@@ -314,7 +340,8 @@ def write_result(args, device: str, copy_bw: float, rows: list[dict], memory: li
         "git_revision": os.environ.get("KCM_GIT_REV", "unknown"),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "cuda": torch.version.cuda, "triton": triton.__version__},
-        "method": "CUDA-graph replay medians; weights and inputs rotated over copies totalling "
+        "method": "CUDA-graph replay medians, the graphs of one (shape, M) replayed in turn "
+                  f"for {args.replays} rounds; weights and inputs rotated over copies totalling "
                   f">= {ROTATE_BYTES >> 20} MiB; bf16 activations",
         "copy_bandwidth_TBps": round(copy_bw / 1e12, 3),
         "dequant_matmul_min_m": {str(k): v for k, v in DEQUANT_MATMUL_MIN_M.items()},

@@ -3,11 +3,8 @@
 # run the GPU tests, run the benchmark. Everything lands in $OUT (log, pytest report, JSON, PNG).
 # The conformance kit compares against the emulation plugin, so that is installed too.
 # Usage (repo root): KCM_GIT_REV=$(git rev-parse HEAD) bash plugins/marlin_plugin/gpu/run_gpu.sh
+# KCM_GIT_REV defaults to the carried .git_revision (the device copy's .git may be stale).
 # Env: KCM_TESTS=0 skips the tests, KCM_TEST_SELECT narrows them (a pytest -k expression);
-# KCM_TEST_LAST runs a second selection (-k expression) after everything else, in its own
-# process, into pytest_last.txt (for tests that may crash the interpreter);
-# KCM_REFUSAL_PROBE=1 runs gpu/refusal_probe.py (each refused launch in its own process, a
-# crashing one again under cuda-gdb) after everything else, into refusal_probe.txt;
 # KCM_BENCH=0 skips the benchmark, KCM_BENCH_ARGS adds options to it (e.g. --quick), KCM_BENCH_TIMEOUT
 # bounds it (its JSON is rewritten after every shape);
 # KCM_PROBE=1 runs the stream pipelines' timing probe (gpu/probe_stream.py) before the benchmark;
@@ -17,6 +14,7 @@ set -o pipefail
 OUT=${OUT:-/tmp/kcm_out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
+export KCM_GIT_REV=${KCM_GIT_REV:-$(cat .git_revision 2>/dev/null || echo unknown)}
 export KERNEL_CORE_CACHE_DIR=${KERNEL_CORE_CACHE_DIR:-$PWD/.cache/kernel-core}
 export MAX_JOBS=${MAX_JOBS:-16}
 exec > >(tee -a "$OUT/log.txt") 2>&1
@@ -60,18 +58,4 @@ if [ "${KCM_BENCH:-1}" = "1" ]; then
   timeout "${KCM_BENCH_TIMEOUT:-600}" python3 benchmarks/bench_marlin.py --out "$OUT/bench.json" \
     --plot "$OUT/bench.png" ${KCM_BENCH_ARGS:-}
   echo "bench: $(( $(date +%s) - start )) s"
-fi
-if [ "${KCM_REFUSAL_PROBE:-0}" = "1" ]; then
-  start=$(date +%s)
-  timeout "${KCM_REFUSAL_PROBE_TIMEOUT:-300}" python3 plugins/marlin_plugin/gpu/refusal_probe.py \
-    --out "$OUT/refusal_probe.txt"
-  echo "refusal probe: $(( $(date +%s) - start )) s"
-fi
-if [ -n "${KCM_TEST_LAST:-}" ]; then
-  start=$(date +%s)
-  timeout "${KCM_TEST_LAST_TIMEOUT:-120}" python3 -X faulthandler -m pytest -q -m gpu \
-    plugins/marlin_plugin/tests -p no:cacheprovider -o addopts="" -ra --tb=short \
-    -k "$KCM_TEST_LAST" > "$OUT/pytest_last.txt" 2>&1
-  echo "last tests: exit $?, $(( $(date +%s) - start )) s"
-  tail -n 15 "$OUT/pytest_last.txt"
 fi

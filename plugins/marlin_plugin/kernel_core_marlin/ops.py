@@ -56,23 +56,32 @@ def extension(device: torch.device | None = None) -> ModuleType:
 
 #: 16-row tiles per warp of the register pipeline for (integer codes?, 8-column M tiles): the
 #: fastest variant measured on an H100 (benchmarks/results/marlin-h100-2026-11-22.json), 4-bit
-#: formats. 8-bit formats (two 16-byte loads per lane and tile already) use one tile per warp
-#: (not measured).
+#: formats; FP codes at four M tiles (M = 17..32) take 2, which beat 1 on all four benchmark
+#: shapes for NVFP4 at M = 32 by 14-22% (marlin-h100-2026-11-27-v6.json: 99.4 / 91.1 / 47.2 /
+#: 30.7 us against 128.2 / 116.8 / 54.9 / 38.1). 8-bit formats (two 16-byte loads per lane and
+#: tile already) use one tile per warp (not measured).
 _ROWS_PER_WARP = {
     (True, 2): 1, (True, 4): 2, (True, 8): 2,
-    (False, 2): 2, (False, 4): 1, (False, 8): 1,
+    (False, 2): 2, (False, 4): 2, (False, 8): 1,
 }
 #: Consumer warps of the bulk pipeline (each decodes one 64-channel chunk of every row tile of a
 #: stage; a power of two up to 8; 16 only with the flat consumer at M <= 8, which lost to 8 on
 #: 28672 x 8192 for int4 and on 8192 x 8192 for NVFP4, so no default takes it).
 _BULK_CONSUMERS = 8
-#: Code formats whose bulk launches take the flat consumer (pipeline 3 instead of 2). On an H100
-#: it beat the default consumer on all four benchmark shapes at every measured M it serves
-#: (int4 g128: 9-23% faster at M = 1 and 4, 2-9% at M = 16; NVFP4: 0.6-11% at M = 1 and 4),
-#: benchmarks/results/marlin-stream-v5-h100-2026-11-27.json. M = 5..8 and 9..15 take the plan of
-#: their M tile (measured at M = 4 and 16). 8-bit codes keep the default consumer: not measured,
-#: and ptxas reports more spills for their flat instances. Act-order layers run the default
-#: consumer inside the same launch either way.
+#: Code formats whose bulk launches take the flat consumer with an exact last tile group
+#: (pipeline 4; the launcher runs its branch only where the plan's widest pass ends in a partial
+#: group, elsewhere pipeline 3's instance). On an H100 the flat consumer (pipeline 3) beat the
+#: default one (pipeline 2) on all four benchmark shapes at every measured M it serves (int4 g128:
+#: 9-23% faster at M = 1 and 4, 2-9% at M = 16; NVFP4: 0.6-11% at M = 1 and 4,
+#: marlin-stream-v5-h100-2026-11-27.json); the exact last group beat it on the shapes whose
+#: passes end in a partial group (int4 10240 x 8192: 22.9 against 29.5 us at M = 1, 35.1 against
+#: 39.5 at M = 16; the other partial-group points, int4 28672 x 8192 at M = 4 and 16 and NVFP4
+#: 10240 x 8192 and 28672 x 8192 at M = 1 and 4, 1-22% faster; int4 28672 x 8192 M = 1: 50.2
+#: against 50.0 us) and lost 2-11% where they hold whole groups
+#: (marlin-stream-v6-h100-2026-11-27.json). M = 5..8 and 9..15 take the plan of their M tile
+#: (measured at M = 4 and 16). 8-bit codes keep the default consumer: not measured, and ptxas
+#: reports more spills for their flat instances. Act-order layers run the default consumer inside
+#: the same launch either way.
 _FLAT_FORMATS = frozenset({Format.INT4, Format.FP4})
 #: Largest M the launch configuration sends to the bulk pipeline, per code format. The kernel
 #: serves up to 32 (four 8-column M tiles), but from 17 on its passes shrink to 4 row tiles and
@@ -96,10 +105,12 @@ def launch_config(m: int, fmt: int, bulk: bool = False) -> tuple[int, int, int, 
 
     M <= BULK_MAX_M[fmt] with ``bulk``: the bulk pipeline (persistent blocks, one producer warp
     streaming contiguous weight segments into a shared-memory ring, eight consumer warps), with
-    the flat consumer (pipeline 3) for the 4-bit formats (:data:`_FLAT_FORMATS`). Measured on an
-    H100, int4 g128 M = 1: 50.4 / 48.9 / 29.3 / 20.2 us on the four benchmark shapes against
-    56.6 / 63.2 / 33.2 / 23.6 for the default consumer and 77.6 / 65.1 / 41.5 / 22.5 for the
-    choice before the bulk pipeline (marlin-stream-v5-h100-2026-11-27.json).
+    the flat consumer and an exact last tile group (pipeline 4) for the 4-bit formats
+    (:data:`_FLAT_FORMATS`). Measured on an H100, int4 g128 M = 1, the four benchmark shapes:
+    pipeline 4 50.2 / 50.5 / 22.9 / 20.9 us, pipeline 3 50.0 / 48.2 / 29.5 / 19.9, the default
+    consumer 56.2 / 62.8 / 32.7 / 23.1, the choice before the bulk pipeline 78.6 / 63.9 / 41.2 /
+    22.2 (marlin-stream-v6-h100-2026-11-27.json); pipeline 4 runs pipeline 3's instance on the
+    second and fourth shapes (passes of 4 tiles), so 50.2 / 48.2 / 22.9 / 19.9 us are expected.
     Otherwise M <= 8: the cp.async ring (pipeline 1) with 4 warps per block, measured 1.2x faster
     than the register pipeline for int4 and NVFP4 on an H100
     (marlin-h100-2026-11-22-pipelines.json). Larger M: the register pipeline with all eight warps
@@ -108,7 +119,7 @@ def launch_config(m: int, fmt: int, bulk: bool = False) -> tuple[int, int, int, 
     """
     mt = 1 if m <= 8 else 2 if m <= 16 else 4 if m <= 32 else 8
     if bulk and m <= BULK_MAX_M[fmt]:
-        return mt, 1, 1, _BULK_CONSUMERS, 3 if fmt in _FLAT_FORMATS else 2
+        return mt, 1, 1, _BULK_CONSUMERS, 4 if fmt in _FLAT_FORMATS else 2
     eight_bit = Format.BITS[fmt] == 8
     if mt == 1:
         return 1, 1 if eight_bit else 2, 1, 4, 1

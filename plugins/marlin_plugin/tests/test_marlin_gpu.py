@@ -208,7 +208,8 @@ BULK_FORMATS = {
 #: Bulk-pipeline variants as (pipeline, consumer warps): the default consumer (pipeline 2), the
 #: flat consumer (pipeline 3) with 8 and 16 warps (16: M <= 8 without act-order only) and the
 #: flat consumer decoding only a pass's own tiles in its last group (pipeline 4: 4-bit codes,
-#: M <= 16).
+#: M <= 16; the default for 4-bit codes; it runs pipeline 3's instance where the widest pass
+#: holds whole tile groups).
 BULK_VARIANTS = {"bulk-w8": (2, 8), "flat-w8": (3, 8), "flat-w16": (3, 16), "flat-tail-w8": (4, 8)}
 
 
@@ -226,7 +227,7 @@ def _force_bulk_variant(monkeypatch: pytest.MonkeyPatch, variant: str) -> None:
 
     def forced(m: int, fmt: int, bulk: bool = False) -> tuple[int, int, int, int, int]:
         mt, rows, wn, wk, chosen = default(m, fmt, bulk)
-        assert chosen in (2, 3), "bulk pipeline not chosen"  # 3: the flat consumer (4-bit)
+        assert chosen in (2, 4), "bulk pipeline not chosen"  # 4: the flat consumer (4-bit)
         return mt, rows, wn, consumers, pipeline
 
     monkeypatch.setattr(ops, "launch_config", forced)
@@ -293,7 +294,8 @@ def test_bulk_pipeline_consumer_counts(config, pipeline: int) -> None:
 
 
 #: Row tiles per block (N = 16 x SMs x this) that give every length (1..4) of a pass's last tile
-#: group at MT = 1 (one pass of up to 16 tiles) and MT = 2 (passes of up to 8: 13 -> 6 + 7).
+#: group at MT = 1 (one pass of up to 16 tiles) and MT = 2 (passes of up to 8: 13 -> 6 + 7); 8
+#: (whole groups) runs pipeline 3's instance.
 EXACT_TAIL_TILES_PER_BLOCK = (5, 6, 7, 8, 13, 14)
 
 

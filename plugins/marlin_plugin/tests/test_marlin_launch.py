@@ -26,10 +26,14 @@ ONE_GROUP = 1 << 30
 def test_bulk_pipeline_serves_small_m(fmt: int) -> None:
     largest = 16 if fmt in (Format.INT4, Format.INT8) else 8
     assert ops.BULK_MAX_M[fmt] == largest
-    # The flat consumer (pipeline 3) for 4-bit codes: it beat the default one (pipeline 2) on all
-    # four benchmark shapes at M = 1, 4 and 16 on an H100 (marlin-stream-v5-h100-2026-11-27.json);
-    # 8-bit codes were not measured and keep the default one.
-    pipeline = 3 if Format.BITS[fmt] == 4 else 2
+    # The flat consumer with an exact last tile group (pipeline 4) for 4-bit codes: the flat
+    # consumer beat the default one (pipeline 2) on all four benchmark shapes at M = 1, 4 and 16
+    # on an H100 (marlin-stream-v5-h100-2026-11-27.json), and its exact last group beat it where
+    # a pass ends in a partial group (10240 x 8192 M = 1: 22.9 against 29.5 us); where passes
+    # hold whole groups the launcher runs the flat instance, which the tail's branch lost to by
+    # 2-11% (marlin-stream-v6-h100-2026-11-27.json). 8-bit codes were not measured and keep the
+    # default one.
+    pipeline = 4 if Format.BITS[fmt] == 4 else 2
     for m in range(1, largest + 1):
         assert ops.launch_config(m, fmt, True) == (1 if m <= 8 else 2, 1, 1, 8, pipeline), m
     for m in (largest + 1, 32, 33, 64, 255):
@@ -42,6 +46,15 @@ def test_without_bulk_pipeline_the_ring_and_register_pipelines_serve(fmt: int) -
         mt, rows, wn, wk, pipeline = ops.launch_config(m, fmt)
         assert pipeline == (1 if m <= 8 else 0), m
         assert 8 * mt >= m and wn * wk <= 8, m
+
+
+def test_register_pipeline_rows_at_four_m_tiles() -> None:
+    # M = 17..32 on the register pipeline: two row tiles per warp for 4-bit codes (NVFP4 at M = 32
+    # on an H100: 14-22% faster than one on all four benchmark shapes,
+    # marlin-h100-2026-11-27-v6.json), one for 8-bit codes (not measured).
+    for fmt in (Format.INT4, Format.FP4, Format.INT8, Format.FP8):
+        expected = 1 if Format.BITS[fmt] == 8 else 2
+        assert ops.launch_config(32, fmt) == (4, expected, 1, 8, 0), fmt
 
 
 def test_bulk_pipeline_unavailable_off_cuda() -> None:

@@ -19,7 +19,8 @@ int set_shared_memory(Kernel kernel, size_t bytes) {
 // r = 1, wn = 1; it plans its own grid); 3: the bulk pipeline with the flat consumer (a chunk's
 // tile groups in one basic block; 2, 4, 8 or 16 consumer warps, 16 only for MT = 1 without
 // act-order); 4: the flat consumer decoding only the pass's tiles in its last tile group
-// (4-bit codes, MT <= 2, at most 8 consumer warps).
+// (4-bit codes, MT <= 2, at most 8 consumer warps; where the plan's widest pass holds whole tile
+// groups it runs pipeline 3's instance, see launch_gemm_bulk).
 template <typename T, int FMT, int MT, int R>
 int launch_gemm_instance(const GemmParams& p, int pipeline, cudaStream_t stream) {
   const int rows_per_block = 16 * R * p.WN;

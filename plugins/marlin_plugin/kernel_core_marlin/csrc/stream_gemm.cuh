@@ -1238,7 +1238,12 @@ int plan_bulk(const GemmParams& p, int sms, int smem_limit, BulkPlan& plan, int&
 
 // flat: the flat consumer (pipeline 3; also the only one that serves 16 consumer warps);
 // exact_tail: the flat consumer whose last tile group decodes only the pass's tiles (pipeline 4:
-// 4-bit codes, MT <= 2, at most 8 consumer warps; the instances exist only there).
+// 4-bit codes, MT <= 2, at most 8 consumer warps; the instances exist only there). Its instance
+// runs only where the plan's widest pass ends in a partial tile group; where the widest pass
+// holds whole groups the flat instance decodes exactly the same tiles on the blocks that set the
+// time (narrower blocks decode up to 3 spare tiles and still finish first), and the tail's
+// per-chunk branch measured 2-11% slower there (8192 x 28672, 8192 x 8192 at M = 1, 4 and 16;
+// NOTES.md v6).
 template <typename T, int FMT, int MT>
 int launch_gemm_bulk(const GemmParams& p, cudaStream_t stream, int tiles_cap = 16 / MT,
                      bool decode = true, bool flat = false, bool exact_tail = false) {
@@ -1271,7 +1276,12 @@ int launch_gemm_bulk(const GemmParams& p, cudaStream_t stream, int tiles_cap = 1
   };
   if (exact_tail) {
     if constexpr (VecCount<FMT>::value == 1 && MT <= 2) {
-      if (flat && p.WK <= 8) return run(stream_gemm_bulk_kernel<T, FMT, MT, true, 8, true>);
+      if (flat && p.WK <= 8) {
+        if (plan.tiles_per_pass % kBulkTileGroup == 0) {
+          return run(stream_gemm_bulk_kernel<T, FMT, MT, true, 8>);
+        }
+        return run(stream_gemm_bulk_kernel<T, FMT, MT, true, 8, true>);
+      }
     }
     return static_cast<int>(cudaErrorInvalidValue);
   }
