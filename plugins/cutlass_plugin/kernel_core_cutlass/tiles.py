@@ -7,8 +7,13 @@ whether the SMs of an H100/H200 (132) are kept busy, in the DeepGEMM spirit. A c
 says why; NOTES.md has the measurements behind each choice. Compiled tiles no range picks
 (``COOPERATIVE_128x128_STREAM_K`` for W8A8, ``COOPERATIVE_128x128_CLUSTER2`` for fp8_block, the
 128-deep swap tiles) stay selectable through the ops' ``tile`` argument: the benchmark's sweep
-measures them against the chosen ones on every run (``PINGPONG_64x64`` for fp8_block too: two
-CTAs per 64x128 tile for narrow N at M ~ 256, unmeasured so far).
+measures them against the chosen ones on every run.
+
+The v4 choices cite ``benchmarks/results/cutlass-h100-2026-11-27-v4.json`` (H100, ``bench_cutlass.py
+--paired``: every tile x raster x swizzle of a point timed against the reference in the same
+interleaved CUDA-graph rounds; "ratio" = reference time / ours, median over the rounds, with the
+rounds' min-max). A choice changed only where the winner's median cleared the chosen variant's by
+more than the rounds' spread, or won by a consistent margin on every shape of its class.
 """
 
 from __future__ import annotations
@@ -125,14 +130,13 @@ def scaled_mm_tile(m: int, n: int, k: int, sm_count: int = H100_SMS) -> TileConf
         # 64-token tiles waste no rows at M=128; the 2x1 cluster multicasts each weight tile to
         # both M tiles, so the weight crosses L2 once (fastest or within 1.2% at M=128).
         return TileConfig.PINGPONG_64x128_CLUSTER2
-    if m <= 256:
-        # Four 64-row tiles per column: here the cluster costs more than its multicast saves
-        # (N=28672: 108 us without, 124 us with), and 64-row tiles fill the waves (N=8192: 256
-        # tiles, N=28672: 896). Fastest on two shapes at M=256, within 1.2% on the third.
-        return TileConfig.PINGPONG_64x128
     if m <= 512:
-        # 128x128 tiles read the least L2 per FLOP, but only while they fill the SMs' waves
-        # (N=8192, M=512: 256 tiles, 97% busy); otherwise the 64-row tiles, twice as many.
+        # 128x128 tiles (cluster 2x1: the weight tile multicast to both M tiles) read the least
+        # L2 per FLOP, but only while they fill the SMs' waves; otherwise the 64-row tiles, twice
+        # as many. v4 file, M=256: N=8192 (128 tiles, 97% of a wave) 0.952x / 0.974x
+        # `_scaled_mm` with 128x128 against 0.933x / 0.932x with 64x128 (K = 8192 / 28672; the
+        # rounds' ranges do not overlap on 8192x8192); N=28672 (448 tiles, 85% of 4 waves)
+        # 64x128 1.013x against 0.950x.
         if _fills(m, n, 128, 128, sm_count):
             return TileConfig.PINGPONG_128x128_CLUSTER2
         return TileConfig.PINGPONG_64x128
@@ -148,9 +152,15 @@ def scaled_mm_tile(m: int, n: int, k: int, sm_count: int = H100_SMS) -> TileConf
         # Long K (28672): epilogues are rare, the L2 working set of 132 CTAs is not; the
         # 128x256 cooperative tile led at M=1024.
         return TileConfig.COOPERATIVE_128x256
-    # Large prefill: 256x128 (two 128-row warpgroup halves, 1x2 cluster sharing the activation
-    # tile) was the fastest tile at M=4096 in 6 of 6 cases of the v1 sweep and on 8192x28672 in
-    # v3 (within 3% elsewhere).
+    if k <= 8192:
+        # Large prefill: the 128x128 pingpong tile with its 2x1 cluster, run along N with
+        # swizzle 4 (see scaled_mm_order). v4 file, M=4096 against `_scaled_mm`: 8192x8192
+        # 0.988x [0.958-1.025] against 0.944x [0.925-0.967] for 256x128, 28672x8192 0.989x
+        # [0.938-1.024] against 0.909x [0.897-0.929].
+        return TileConfig.PINGPONG_128x128_CLUSTER2
+    # Long K: 256x128 (two 128-row warpgroup halves, 1x2 cluster sharing the activation tile)
+    # was the fastest tile at M=4096 in the v1 sweep and on 8192x28672 in v3; in v4 every
+    # candidate there was within the rounds' spread of it (0.984x; best 0.993x [0.901-1.036]).
     return TileConfig.COOPERATIVE_256x128
 
 
@@ -161,33 +171,61 @@ def block_scaled_mm_tile(m: int, n: int, sm_count: int = H100_SMS) -> BlockTileC
     128 along N, so at small M the levers are 64-token tiles and, where the tiles cannot fill
     the SMs, stream-K.
     """
-    if m <= 128 or (m <= 512 and _cdiv(m, 64) * _cdiv(n, 128) <= sm_count):
-        # 64-token tiles: half the wasted rows at decode, twice the CTAs along M; while they fit
-        # in one wave each SM owns one tile (DeepSeek's N=2112 and 4096 at M=256: 68 and 128
-        # tiles, fastest there, H100 NOTES.md v3).
+    if m <= 128:
+        # 64-token tiles: half the wasted rows at decode, twice the CTAs along M.
         return BlockTileConfig.PINGPONG_64x128
-    if _fills(m, n, 128, 128, sm_count):
-        # Enough tiles for full waves (N=18432, M=1024: 1152 tiles, 97% busy): two warpgroups
-        # share each 128x128 tile; the weight scale is one value per tile column.
+    if m <= 512 and _cdiv(m, 64) * _cdiv(n, 64) <= sm_count:
+        # Narrow layers: 64x64 tiles (the weight scales read per 64 rows) still fit one wave
+        # and give each SM a tile. v4 file, N=2112 at M=256 (132 tiles): 1.007x FlashInfer
+        # against 0.705x for the 68 tiles of 64x128.
+        return BlockTileConfig.PINGPONG_64x64
+    if m <= 512 and _cdiv(m, 64) * _cdiv(n, 128) <= sm_count:
+        # One wave of 64x128 tiles (N=4096 at M=256: 128 tiles): fastest there in v3 and v4
+        # (0.894x; the 256 tiles of 64x64 0.775x, 128x128 0.775x).
+        return BlockTileConfig.PINGPONG_64x128
+    tiles = _cdiv(m, 128) * _cdiv(n, 128)
+    if tiles <= sm_count or _fills(m, n, 128, 128, sm_count):
+        # Data-parallel 128x128 tiles when they fit one wave or fill their waves: two warpgroups
+        # share each tile; the weight scale is one value per tile column. v4 file: N=7168 at
+        # M=256 (112 tiles, one wave) 1.05x FlashInfer against 0.94x with stream-K (whose K
+        # slices of a single wave only add fix-ups); N=18432 M=1024 (1152 tiles, 97% busy),
+        # every shape at M=4096 and N=4096 at M=1024 1.05-1.08x (along N, swizzle 4:
+        # block_scaled_mm_order).
         return BlockTileConfig.COOPERATIVE_128x128
-    # Otherwise stream-K spreads the K-steps of the last, partial wave over all SMs (N=2112 at
-    # M=1024: 136 tiles, 1.03 waves).
+    # Otherwise stream-K spreads the K-steps of the last, partial wave over all SMs. v4 file:
+    # N=18432 at M=256 (288 tiles, 73% of 3 waves) 0.976x against 0.875x data-parallel;
+    # N=7168 M=1024 (448 tiles, 85%) 1.21x against 1.09x; N=2112 M=1024 / 4096 (136 / 544
+    # tiles) 1.28x / 1.14x against 0.98x / 1.09x.
     return BlockTileConfig.COOPERATIVE_128x128_STREAM_K
 
 
 def scaled_mm_order(m: int, n: int, k: int, tile: TileConfig) -> TileOrder:
     """The scheduler arguments of a W8A8 GEMM run with ``tile``.
 
-    CUTLASS's defaults (heuristic raster, no swizzle, stream-K): every H100 measurement up to
-    NOTES.md v3 ran them. The v4 sweep times raster x swizzle per tile at M >= 128 against
-    ``torch._scaled_mm``; a range changes here only where it measured a winner.
+    CUTLASS's defaults (heuristic raster, no swizzle, stream-K) except where the v4 sweep
+    (raster x swizzle per tile at M = 128, 256, 1024, 4096 against ``torch._scaled_mm``) measured
+    a winner beyond the rounds' spread: only the large-prefill 128x128 tile. At M <= 1024 no
+    order moved the chosen tiles by more than the spread (1-2%).
     """
-    del m, n, k, tile  # the same for every problem until a measurement says otherwise
+    del n, k
+    if m > 2048 and tile is TileConfig.PINGPONG_128x128_CLUSTER2:
+        # Consecutive CTAs take consecutive N tiles, so the activation band they share stays in
+        # L2, in swizzle groups of 4. v4 file, M=4096: along N with swizzle 2 / 4 0.985x / 0.988x
+        # (8192x8192) and 0.990x / 0.989x (28672x8192) against 0.974x / 0.901x with CUTLASS's
+        # default order for the same tile (8192x28672: 0.963x against 0.718x).
+        return TileOrder(Raster.ALONG_N, 4)
     return TileOrder()
 
 
 def block_scaled_mm_order(m: int, n: int, tile: BlockTileConfig) -> TileOrder:
     """The scheduler arguments of a block-scaled FP8 GEMM run with ``tile`` (see
-    :func:`scaled_mm_order`; the v4 sweep adds split-K counts for the stream-K tile)."""
-    del m, n, tile
+    :func:`scaled_mm_order`). Split-K never beat stream-K or the data-parallel tile in the v4
+    sweep (and needs more workspace than the shared 32 MiB at M >= 1024)."""
+    del m, n
+    if tile is BlockTileConfig.COOPERATIVE_128x128:
+        # v4 file, geometric mean over N = 7168, 18432, 4096: M=1024 1.076x
+        # FlashInfer along N with swizzle 4 against 1.059x with CUTLASS's default order,
+        # M=4096 1.054x against 0.971x (18432x7168: 1.053x against 0.891x); no order mattered
+        # at M=256 (1.045-1.050x).
+        return TileOrder(Raster.ALONG_N, 4)
     return TileOrder()

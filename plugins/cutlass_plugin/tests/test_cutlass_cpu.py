@@ -122,11 +122,13 @@ def test_can_implement_refusals_name_the_constraint(config, needle):
     (1, TileConfig.SWAP_64x16_K256), (16, TileConfig.SWAP_64x16_K256),
     (17, TileConfig.SWAP_64x64_K256), (64, TileConfig.SWAP_64x64_K256),
     (65, TileConfig.PINGPONG_64x128_CLUSTER2), (128, TileConfig.PINGPONG_64x128_CLUSTER2),
-    (129, TileConfig.PINGPONG_64x128), (256, TileConfig.PINGPONG_64x128),
-    # N=8192: M=257 makes 192 tiles of 128x128 (73% of 2 waves), M=512 256 tiles (97%).
+    # N=8192: M=129..256 make 128 tiles of 128x128 (97% of a wave: 0.95x against 0.93x for
+    # 64x128 in the v4 file), M=257 192 (73% of 2 waves), M=512 256 (97%).
+    (129, TileConfig.PINGPONG_128x128_CLUSTER2), (256, TileConfig.PINGPONG_128x128_CLUSTER2),
     (257, TileConfig.PINGPONG_64x128), (512, TileConfig.PINGPONG_128x128_CLUSTER2),
     (513, TileConfig.PINGPONG_64x256), (2048, TileConfig.PINGPONG_64x256),
-    (2049, TileConfig.COOPERATIVE_256x128), (4096, TileConfig.COOPERATIVE_256x128),
+    # Large prefill with K <= 8192: the 128x128 cluster tile (v4: 0.99x against 0.94x).
+    (2049, TileConfig.PINGPONG_128x128_CLUSTER2), (4096, TileConfig.PINGPONG_128x128_CLUSTER2),
 ])
 def test_scaled_mm_tile_per_m_range(m, expected):
     assert scaled_mm_tile(m, 8192, 8192) == expected
@@ -137,6 +139,11 @@ def test_scaled_mm_tile_per_m_range(m, expected):
     (300, 8192, 8192, TileConfig.PINGPONG_64x128, "128x128 tiles leave the last wave empty"),
     (1024, 8192, 28672, TileConfig.COOPERATIVE_128x256, "long K: the 128x256 tile"),
     (1024, 28672, 8192, TileConfig.PINGPONG_64x256, "K <= 8192: the 64x256 pingpong tile"),
+    # N=28672 at M=256: 448 tiles of 128x128 take 4 waves at 85% (v4: 64x128 1.01x, 0.95x).
+    (256, 28672, 8192, TileConfig.PINGPONG_64x128, "128x128 tiles leave the last wave short"),
+    (256, 8192, 28672, TileConfig.PINGPONG_128x128_CLUSTER2, "128 tiles fill one wave"),
+    (4096, 28672, 8192, TileConfig.PINGPONG_128x128_CLUSTER2, "prefill, K <= 8192"),
+    (4096, 8192, 28672, TileConfig.COOPERATIVE_256x128, "prefill, long K: 256x128"),
 ])
 def test_scaled_mm_tile_counts_ctas_and_k(m, n, k, expected, why):
     assert scaled_mm_tile(m, n, k) == expected, why
@@ -158,21 +165,28 @@ def test_tiles_follow_the_sm_count():
     # On a 114-SM H100 PCIe, M=512 and N=8192 give 256 tiles of 128x128: 3 waves, 75% busy.
     assert scaled_mm_tile(512, 8192, 8192) == TileConfig.PINGPONG_128x128_CLUSTER2
     assert scaled_mm_tile(512, 8192, 8192, sm_count=114) == TileConfig.PINGPONG_64x128
-    # N=4096, M=256: 128 tiles of 64x128 fit one wave of 132 SMs, not of 114.
+    # N=4096, M=256: 128 tiles of 64x128 fit one wave of 132 SMs, not of 114; there the 64
+    # tiles of 128x128 do (one wave: data-parallel, not stream-K).
     assert block_scaled_mm_tile(256, 4096) == BlockTileConfig.PINGPONG_64x128
-    assert block_scaled_mm_tile(256, 4096, sm_count=114) == BlockTileConfig.COOPERATIVE_128x128_STREAM_K
+    assert block_scaled_mm_tile(256, 4096, sm_count=114) == BlockTileConfig.COOPERATIVE_128x128
+    # N=2112, M=256: 132 tiles of 64x64 fit one wave of 132 SMs, not of 114.
+    assert block_scaled_mm_tile(256, 2112) == BlockTileConfig.PINGPONG_64x64
+    assert block_scaled_mm_tile(256, 2112, sm_count=114) == BlockTileConfig.PINGPONG_64x128
 
 
 @pytest.mark.parametrize("m, n, expected", [
     (1, 7168, BlockTileConfig.PINGPONG_64x128), (128, 7168, BlockTileConfig.PINGPONG_64x128),
-    # DeepSeek-V3 shapes at M=256: N=2112 and 4096 fit one wave of 64x128 tiles (68, 128);
-    # N=7168 has 112 tiles of 128x128 (85% of a wave) and N=18432 288 (73% of 3 waves).
-    (256, 2112, BlockTileConfig.PINGPONG_64x128),
+    # DeepSeek-V3 shapes at M=256 (v4 file): N=2112 fits one wave of 64x64 tiles (132: 1.01x
+    # FlashInfer against 0.71x for 64x128), N=4096 one wave of 64x128 (128); N=7168 has 112
+    # tiles of 128x128, one wave: data-parallel (1.05x against 0.94x for stream-K); N=18432
+    # 288 (73% of 3 waves): stream-K (0.98x against 0.88x).
+    (256, 2112, BlockTileConfig.PINGPONG_64x64),
     (256, 4096, BlockTileConfig.PINGPONG_64x128),
-    (256, 7168, BlockTileConfig.COOPERATIVE_128x128_STREAM_K),
+    (256, 7168, BlockTileConfig.COOPERATIVE_128x128),
     (256, 18432, BlockTileConfig.COOPERATIVE_128x128_STREAM_K),
-    # M=1024: N=18432 has 1152 tiles (97% busy), N=2112 136 (52%).
+    # M=1024: N=18432 has 1152 tiles (97% busy), N=7168 448 (85%), N=2112 136 (52%).
     (1024, 18432, BlockTileConfig.COOPERATIVE_128x128),
+    (1024, 7168, BlockTileConfig.COOPERATIVE_128x128_STREAM_K),
     (1024, 2112, BlockTileConfig.COOPERATIVE_128x128_STREAM_K),
     (4096, 4096, BlockTileConfig.COOPERATIVE_128x128),
     (4096, 2112, BlockTileConfig.COOPERATIVE_128x128_STREAM_K),
@@ -197,12 +211,22 @@ def test_block_64_wide_tile_needs_the_scales_per_64_rows(monkeypatch):
                              int(BlockTileConfig.PINGPONG_64x64))
 
 
-def test_tile_order_defaults_are_cutlass_defaults_until_measured():
-    # Every H100 number up to NOTES.md v3 ran CUTLASS's default scheduler arguments; the
-    # heuristic keeps them until the v4 sweep measures a winner.
-    assert scaled_mm_order(4096, 28672, 8192, TileConfig.COOPERATIVE_256x128) == TileOrder(
+def test_tile_orders_leave_cutlass_defaults_only_where_v4_measured_a_winner():
+    # The v4 sweep (benchmarks/results/cutlass-h100-2026-11-27-v4.json): along N with swizzle 4
+    # for the W8A8 128x128 cluster tile at prefill M (0.99x `_scaled_mm` against 0.90-0.97x in
+    # CUTLASS's default order) and for the data-parallel 128x128 block tile (1.05-1.08x
+    # FlashInfer against 0.89-1.07x); CUTLASS's defaults everywhere else.
+    along_n_4 = TileOrder(Raster.ALONG_N, 4, 0)
+    assert scaled_mm_order(4096, 28672, 8192, TileConfig.PINGPONG_128x128_CLUSTER2) == along_n_4
+    assert scaled_mm_order(256, 8192, 8192, TileConfig.PINGPONG_128x128_CLUSTER2) == TileOrder()
+    assert scaled_mm_order(4096, 8192, 28672, TileConfig.COOPERATIVE_256x128) == TileOrder(
         Raster.HEURISTIC, 1, 0)
-    assert block_scaled_mm_order(256, 2112, BlockTileConfig.PINGPONG_64x128) == TileOrder()
+    assert scaled_mm_order(1024, 8192, 8192, TileConfig.PINGPONG_64x256) == TileOrder()
+    assert block_scaled_mm_order(4096, 7168, BlockTileConfig.COOPERATIVE_128x128) == along_n_4
+    assert block_scaled_mm_order(256, 7168, BlockTileConfig.COOPERATIVE_128x128) == along_n_4
+    for tile in (BlockTileConfig.PINGPONG_64x64, BlockTileConfig.PINGPONG_64x128,
+                 BlockTileConfig.COOPERATIVE_128x128_STREAM_K):
+        assert block_scaled_mm_order(1024, 2112, tile) == TileOrder()
 
 
 def test_explicit_tile_order_arguments_override_the_heuristic():
