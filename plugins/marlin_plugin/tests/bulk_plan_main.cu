@@ -1,6 +1,6 @@
 // Host harness for test_marlin_launch.py: prints the bulk pipeline's shared-memory plan
 // (kcm::plan_bulk) for the launch described on the command line, as one JSON object.
-// Usage: bulk_plan fmt mt M N16 C K G group_size zeros gtab consumers sms smem_limit
+// Usage: bulk_plan fmt mt M N16 C K G group_size zeros gtab consumers sms smem_limit [min_stages]
 #include <cstdio>
 #include <cstdlib>
 
@@ -9,11 +9,12 @@
 namespace {
 
 template <int FMT>
-int plan_for(int mt, const kcm::GemmParams& p, int sms, int smem, kcm::BulkPlan& plan, int& blocks) {
+int plan_for(int mt, const kcm::GemmParams& p, int sms, int smem, int min_stages,
+             kcm::BulkPlan& plan, int& blocks) {
   switch (mt) {
-    case 1: return kcm::plan_bulk<FMT, 1>(p, sms, smem, plan, blocks);
-    case 2: return kcm::plan_bulk<FMT, 2>(p, sms, smem, plan, blocks);
-    case 4: return kcm::plan_bulk<FMT, 4>(p, sms, smem, plan, blocks);
+    case 1: return kcm::plan_bulk<FMT, 1>(p, sms, smem, plan, blocks, 16, min_stages);
+    case 2: return kcm::plan_bulk<FMT, 2>(p, sms, smem, plan, blocks, 8, min_stages);
+    case 4: return kcm::plan_bulk<FMT, 4>(p, sms, smem, plan, blocks, 4, min_stages);
     default: return -1;
   }
 }
@@ -21,12 +22,13 @@ int plan_for(int mt, const kcm::GemmParams& p, int sms, int smem, kcm::BulkPlan&
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 14) {
-    std::fprintf(stderr, "expected 13 arguments, found %d\n", argc - 1);
+  if (argc != 14 && argc != 15) {
+    std::fprintf(stderr, "expected 13 or 14 arguments, found %d\n", argc - 1);
     return 2;
   }
-  int a[13];
+  int a[14];
   for (int i = 0; i < 13; ++i) a[i] = std::atoi(argv[i + 1]);
+  a[13] = argc == 15 ? std::atoi(argv[14]) : 3;
   static int table[16] __attribute__((aligned(16)));
   kcm::GemmParams p{};
   p.x = p.w = table;
@@ -46,10 +48,10 @@ int main(int argc, char** argv) {
   int blocks = 0;
   int code = -1;
   switch (a[0]) {
-    case kcm::kInt4: code = plan_for<kcm::kInt4>(a[1], p, a[11], a[12], plan, blocks); break;
-    case kcm::kInt8: code = plan_for<kcm::kInt8>(a[1], p, a[11], a[12], plan, blocks); break;
-    case kcm::kFp4: code = plan_for<kcm::kFp4>(a[1], p, a[11], a[12], plan, blocks); break;
-    case kcm::kFp8: code = plan_for<kcm::kFp8>(a[1], p, a[11], a[12], plan, blocks); break;
+    case kcm::kInt4: code = plan_for<kcm::kInt4>(a[1], p, a[11], a[12], a[13], plan, blocks); break;
+    case kcm::kInt8: code = plan_for<kcm::kInt8>(a[1], p, a[11], a[12], a[13], plan, blocks); break;
+    case kcm::kFp4: code = plan_for<kcm::kFp4>(a[1], p, a[11], a[12], a[13], plan, blocks); break;
+    case kcm::kFp8: code = plan_for<kcm::kFp8>(a[1], p, a[11], a[12], a[13], plan, blocks); break;
   }
   std::printf(
       "{\"code\": %d, \"blocks\": %d, \"tiles_per_pass\": %d, \"stages\": %d, \"chunks\": %d, "

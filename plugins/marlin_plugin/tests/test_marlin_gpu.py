@@ -209,13 +209,14 @@ BULK_FORMATS = {
 #: flat consumer (pipeline 3) with 8 and 16 warps (16: M <= 8 without act-order only) and the
 #: flat consumer decoding only a pass's own tiles in its last group (pipeline 4: 4-bit codes,
 #: M <= 16; the default for 4-bit codes; it runs pipeline 3's instance where the widest pass
-#: holds whole tile groups).
-BULK_VARIANTS = {"bulk-w8": (2, 8), "flat-w8": (3, 8), "flat-w16": (3, 16), "flat-tail-w8": (4, 8)}
+#: holds whole tile groups) and pipeline 4 planned with a 2-stage ring allowed (pipeline 5).
+BULK_VARIANTS = {"bulk-w8": (2, 8), "flat-w8": (3, 8), "flat-w16": (3, 16), "flat-tail-w8": (4, 8),
+                 "flat-tail-two-stage-w8": (5, 8)}
 
 
 def _variant_serves(variant: str, m: int, config, fmt: int) -> bool:
     pipeline, consumers = BULK_VARIANTS[variant]
-    if pipeline == 4:
+    if pipeline >= 4:
         return m <= 16 and Format.BITS[fmt] == 4
     return consumers <= 8 or (m <= 8 and not getattr(config, "has_g_idx", False))
 
@@ -300,10 +301,12 @@ EXACT_TAIL_TILES_PER_BLOCK = (5, 6, 7, 8, 13, 14)
 
 
 @needs_bulk
+@pytest.mark.parametrize("pipeline", [4, 5], ids=["three-stage", "two-stage"])
 @pytest.mark.parametrize("tiles", EXACT_TAIL_TILES_PER_BLOCK)
-def test_exact_tail_consumer_every_tail_length(tiles: int) -> None:
-    """Pipeline 4 (the flat consumer decoding only a pass's own tiles in its last group) against
-    float64, through outputs poisoned with NaN, with int4 and NVFP4 codes."""
+def test_exact_tail_consumer_every_tail_length(tiles: int, pipeline: int) -> None:
+    """Pipeline 4 (the flat consumer decoding only a pass's own tiles in its last group) and 5
+    (the same with 2 chunks per warp and stage on a 2-stage ring at M > 8) against float64,
+    through outputs poisoned with NaN, with int4 and NVFP4 codes."""
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     for config in (MPLinearLayerConfig(weight_shape=(16 * sms * tiles, 512), group_size=128),
                    NvFp4LinearLayerConfig(weight_shape=(16 * sms * tiles, 512),
@@ -315,7 +318,7 @@ def test_exact_tail_consumer_every_tail_length(tiles: int) -> None:
                 kernel._group_size, kernel._zconst)
         for m in (1, 5, 12, 16):
             x = torch.randn(m, config.in_features, device="cuda", dtype=config.act_dtype)
-            launch = (1 if m <= 8 else 2, 1, 1, 8, 4)
+            launch = (1 if m <= 8 else 2, 1, 1, 8, pipeline)
             stale = ops.gemm(x, *args, *launch)
             stale.fill_(float("nan"))
             del stale  # the allocator hands this NaN-filled block to the next call of its size
@@ -339,9 +342,9 @@ def test_exact_tail_consumer_refuses_eight_bit_codes() -> None:
 @needs_bulk
 @pytest.mark.parametrize("mt,rows,wk,m,pipeline", [
     (8, 1, 8, 40, 2), (2, 2, 8, 16, 2), (1, 1, 3, 4, 2), (1, 1, 8, 9, 2), (8, 1, 8, 40, 3),
-    (2, 1, 16, 12, 3), (4, 1, 8, 20, 4)],
+    (2, 1, 16, 12, 3), (4, 1, 8, 20, 4), (4, 1, 8, 20, 5)],
     ids=["mt8", "two-rows", "three-warps", "m-over-tile", "flat-mt8", "flat-w16-two-m-tiles",
-         "flat-tail-mt4"])
+         "flat-tail-mt4", "flat-tail-two-stage-mt4"])
 def test_bulk_pipeline_refuses_unserved_configs(mt: int, rows: int, wk: int, m: int,
                                                 pipeline: int) -> None:
     kernel, layer, _ = _processed(INT4)
@@ -369,7 +372,8 @@ def test_sixteen_consumer_warps_refused_off_the_flat_consumer() -> None:
 
 
 @needs_bulk
-@pytest.mark.parametrize("variant", ["flat-w8", "flat-w16", "flat-tail-w8"])
+@pytest.mark.parametrize("variant", ["flat-w8", "flat-w16", "flat-tail-w8",
+                                     "flat-tail-two-stage-w8"])
 def test_flat_consumer_cuda_graph_replay(variant: str, monkeypatch: pytest.MonkeyPatch) -> None:
     kernel, layer, reference = _processed(INT4)
     _force_bulk_variant(monkeypatch, variant)

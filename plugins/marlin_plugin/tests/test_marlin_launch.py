@@ -74,10 +74,11 @@ def plan_harness(tmp_path_factory) -> Path:
 
 def _plan(exe: Path, fmt: int, mt: int, m: int, n: int, k: int, groups: int, group_size: int, *,
           zeros: bool = False, act_order: bool = False, consumers: int = 8,
-          sms: int = H100_SMS, smem: int = H100_SMEM, chunks: int | None = None) -> dict:
+          sms: int = H100_SMS, smem: int = H100_SMEM, chunks: int | None = None,
+          min_stages: int = 3) -> dict:
     chunks = chunks if chunks is not None else -(-k // 64)
     args = [fmt, mt, m, -(-n // 16), chunks, k, groups, group_size, int(zeros), int(act_order),
-            consumers, sms, smem]
+            consumers, sms, smem, min_stages]
     result = subprocess.run([str(exe), *map(str, args)], check=True, capture_output=True,
                             text=True, timeout=60)
     return json.loads(result.stdout)
@@ -152,6 +153,33 @@ def test_bulk_plan_fits_and_covers(plan_harness: Path, case) -> None:
             lo = min(cb * 64 // group_size, groups - 1)
             hi = min((ce * 64 - 1) // group_size, groups - 1)
             assert hi - lo + 1 <= plan["group_cap"], (cb, lo, hi)
+
+
+#: Passes of 4-7 tiles at M = 16 whose 3-stage plan falls back to 1 chunk per warp and stage: the
+#: two large benchmark shapes with 5- and 7-tile passes (int4 g128) and a zero-point case. (NVFP4
+#: on 28672 x 8192 keeps 1 chunk: its 65 scale groups per tile and stage leave room for 1 stage of
+#: 2 chunks per warp.)
+TWO_STAGE_CASES = [
+    (Format.INT4, 28672, 8192, 64, 128, False),
+    (Format.INT4, 10240, 8192, 64, 128, False),
+    (Format.INT4, 9000, 1024, 8, 128, True),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", TWO_STAGE_CASES, ids=lambda c: "-".join(map(str, c[:3])))
+def test_bulk_plan_two_stage_ring(plan_harness: Path, case) -> None:
+    """A 2-stage ring allowed (pipeline 5): the same passes as the 3-stage plan, 2 chunks per
+    warp and stage where 3 stages of them do not fit."""
+    fmt, n, k, groups, group_size, zeros = case
+    three = _plan(plan_harness, fmt, 2, 16, n, k, groups, group_size, zeros=zeros)
+    two = _plan(plan_harness, fmt, 2, 16, n, k, groups, group_size, zeros=zeros, min_stages=2)
+    assert three["code"] == 0 and two["code"] == 0, (three, two)
+    assert two["tiles_per_pass"] == three["tiles_per_pass"] and 4 <= two["tiles_per_pass"] <= 7
+    assert three["chunks"] == 8 and three["stages"] >= 3, three
+    assert two["chunks"] == 16 and two["stages"] == 2, two
+    assert two["x_off"] + 16 * two["xstride"] <= two["stage_bytes"]
+    assert two["bar_off"] + 2 * two["stages"] * 8 <= H100_SMEM
 
 
 #: The 16-consumer-warp plans (pipeline 3, M <= 8): the benchmark shapes for int4 g128 and

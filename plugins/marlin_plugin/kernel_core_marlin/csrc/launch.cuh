@@ -20,7 +20,9 @@ int set_shared_memory(Kernel kernel, size_t bytes) {
 // tile groups in one basic block; 2, 4, 8 or 16 consumer warps, 16 only for MT = 1 without
 // act-order); 4: the flat consumer decoding only the pass's tiles in its last tile group
 // (4-bit codes, MT <= 2, at most 8 consumer warps; where the plan's widest pass holds whole tile
-// groups it runs pipeline 3's instance, see launch_gemm_bulk).
+// groups it runs pipeline 3's instance, see launch_gemm_bulk); 5: pipeline 4 with a plan that
+// accepts a ring of 2 stages, so passes of 4-7 tiles at M > 8 keep 2 chunks per warp and stage
+// (a candidate for M = 9..16, NOTES.md v7; not chosen by default).
 template <typename T, int FMT, int MT, int R>
 int launch_gemm_instance(const GemmParams& p, int pipeline, cudaStream_t stream) {
   const int rows_per_block = 16 * R * p.WN;
@@ -39,9 +41,10 @@ int launch_gemm_instance(const GemmParams& p, int pipeline, cudaStream_t stream)
     const int err = set_shared_memory(stream_gemm_async_kernel<T, FMT, MT, R>, bytes);
     if (err != 0) return err;
     stream_gemm_async_kernel<T, FMT, MT, R><<<grid, threads, bytes, stream>>>(p);
-  } else if (pipeline == 2 || pipeline == 3 || pipeline == 4) {
+  } else if (pipeline >= 2 && pipeline <= 5) {
     if constexpr (MT <= 4 && R == 1) {
-      return launch_gemm_bulk<T, FMT, MT>(p, stream, 16 / MT, true, pipeline >= 3, pipeline == 4);
+      return launch_gemm_bulk<T, FMT, MT>(p, stream, 16 / MT, true, pipeline >= 3, pipeline >= 4,
+                                          pipeline == 5 ? 2 : 3);
     } else {
       return static_cast<int>(cudaErrorInvalidValue);
     }

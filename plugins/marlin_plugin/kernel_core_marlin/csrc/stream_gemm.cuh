@@ -1161,9 +1161,11 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), 1) stream_gemm_bulk_kernel(
 
 // Shared-memory plan of a bulk launch for this device (sms multiprocessors, smem_limit bytes of
 // shared memory per block), or a cudaError_t value when the launch cannot be served.
+// min_stages: the fewest stages a plan with more than one tile or chunk per warp may have (3; 2
+// lets passes of 4-7 tiles with 16 activation rows keep 2 chunks per warp and stage).
 template <int FMT, int MT>
 int plan_bulk(const GemmParams& p, int sms, int smem_limit, BulkPlan& plan, int& blocks,
-              int tiles_cap = 16 / MT) {
+              int tiles_cap = 16 / MT, int min_stages = 3) {
   constexpr int V = VecCount<FMT>::value;
   const int w = p.WK;
   // Every stage copies at least one activation channel (K ends in the last chunk) and the bulk
@@ -1192,7 +1194,7 @@ int plan_bulk(const GemmParams& p, int sms, int smem_limit, BulkPlan& plan, int&
   const int bars = 2 * kBulkMaxStages * 8;
   // Fewest passes first (each re-reads the activations); within a pass count the most chunks per
   // warp and stage up to the wanted number (about 8 tile-chunks of work per warp between
-  // barriers); the first plan with at least 3 stages wins.
+  // barriers); the first plan with at least min_stages stages wins.
   for (int passes = (span_max + max_tiles - 1) / max_tiles;; ++passes) {
     const int tiles = (span_max + passes - 1) / passes;
     for (int per_warp = tiles >= 8 ? 1 : tiles >= 4 ? 2 : 4; per_warp >= 1; per_warp /= 2) {
@@ -1215,7 +1217,7 @@ int plan_bulk(const GemmParams& p, int sms, int smem_limit, BulkPlan& plan, int&
       int stages = (smem_limit - red - bars) / stage_bytes;
       stages = stages < kBulkMaxStages ? stages : kBulkMaxStages;
       const bool last_try = tiles == 1 && per_warp == 1;
-      if (stages >= 3 || (last_try && stages >= 2)) {
+      if (stages >= min_stages || (last_try && stages >= 2)) {
         plan.tiles_per_pass = tiles;
         plan.stages = stages;
         plan.chunks = chunks;
@@ -1243,10 +1245,11 @@ int plan_bulk(const GemmParams& p, int sms, int smem_limit, BulkPlan& plan, int&
 // holds whole groups the flat instance decodes exactly the same tiles on the blocks that set the
 // time (narrower blocks decode up to 3 spare tiles and still finish first), and the tail's
 // per-chunk branch measured 2-11% slower there (8192 x 28672, 8192 x 8192 at M = 1, 4 and 16;
-// NOTES.md v6).
+// NOTES.md v6). min_stages: plan_bulk's.
 template <typename T, int FMT, int MT>
 int launch_gemm_bulk(const GemmParams& p, cudaStream_t stream, int tiles_cap = 16 / MT,
-                     bool decode = true, bool flat = false, bool exact_tail = false) {
+                     bool decode = true, bool flat = false, bool exact_tail = false,
+                     int min_stages = 3) {
   int device = 0, major = 0, sms = 0, smem_limit = 0;
   cudaError_t err = cudaGetDevice(&device);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
@@ -1262,7 +1265,8 @@ int launch_gemm_bulk(const GemmParams& p, cudaStream_t stream, int tiles_cap = 1
   }
   BulkPlan plan;
   int blocks = 0;
-  const int planned = plan_bulk<FMT, MT>(p, sms, smem_limit, plan, blocks, tiles_cap);
+  const int planned = plan_bulk<FMT, MT>(p, sms, smem_limit, plan, blocks, tiles_cap,
+                                         min_stages);
   plan.decode = decode ? 1 : 0;
   if (planned != 0) return planned;
   const size_t bytes = static_cast<size_t>(plan.bar_off) + 2 * plan.stages * sizeof(uint64_t);
