@@ -30,6 +30,13 @@ fp8_block shapes (DeepSeek-V3) {(7168, 18432), (18432, 7168), (4096, 7168), (211
   public ``fp8_blockscale_gemm_sm90`` on bf16 input (its own quantizer; eager rows only, as it
   allocates a workspace per call), ``bf16_matmul``.
 JSON goes to ``--out`` after every shape; a plot beside it at the end.
+
+``--paired`` (the method of the v4 runs): per point, ours against the reference in interleaved
+CUDA-graph rounds (``interleaved_rounds``), then every tile x raster x swizzle of the M range with
+the reference in the same rounds; each row keeps every candidate's per-round times
+(``rounds_us``) and the CUDA kernels the reference and ours launch (``kernels``: cuBLAS's and
+FlashInfer's names carry their tile shapes). The apply rows add the quantizers' weight prefetch
+at ``PROBE_PREFETCH_BYTES`` as a probe beside the default.
 """
 
 from __future__ import annotations
@@ -257,11 +264,13 @@ def order_name(tile: enum.IntEnum, raster: int, swizzle: int, splits: int) -> st
 
 def paired_row(kind: str, n: int, k: int, m: int, ours: str, head: dict, sweep: dict | None,
                reference: str) -> dict:
-    """One point of the paired section: the head-to-head and, optionally, the sweep's ratios."""
+    """One point of the paired section: the head-to-head and, optionally, the sweep's ratios;
+    ``rounds_us`` keeps every candidate's time per round (variants compare round by round)."""
     row: dict[str, Any] = {"kind": kind, "N": n, "K": k, "M": m, "ours": ours,
                            "reference": reference,
                            "head_to_head": paired(head[reference], head["ours"]),
-                           "reference_spread": spread(head[reference])}
+                           "reference_spread": spread(head[reference]),
+                           "rounds_us": {"head_to_head": head, "sweep": sweep}}
     if sweep is not None:
         row["sweep"] = {name: paired(sweep[reference], times)
                         for name, times in sweep.items() if name != reference}
@@ -407,6 +416,25 @@ def order_variants(tiles: tuple[enum.IntEnum, ...], stream_k: enum.IntEnum) -> l
     return variants + [(stream_k, int(Raster.HEURISTIC), 1, splits) for splits in SPLITS]
 
 
+def kernel_names(calls: list[Call]) -> list[str] | str:
+    """The CUDA kernels one call launches, by name (torch.profiler): cuBLAS's and FlashInfer's
+    names carry their tile and cluster shapes, the next tiles to try where they lead."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    try:
+        calls[0]()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            calls[0]()
+            torch.cuda.synchronize()
+        return sorted({event.name for event in prof.events()
+                       if event.device_type == DeviceType.CUDA})
+    except Exception as exc:  # noqa: BLE001 - a diagnostic: record why and go on
+        torch.cuda.synchronize()
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
 def measure_point(rows: list[dict], kind: str, shape: tuple[int, int, int], chosen: str,
                   reference_name: str, reference: list[Call], gemm: Callable[..., list[Call]],
                   variants: list[tuple]) -> None:
@@ -423,6 +451,7 @@ def measure_point(rows: list[dict], kind: str, shape: tuple[int, int, int], chos
             candidates[order_name(*variant)] = gemm(*(int(v) for v in variant))
         swept = interleaved_rounds(candidates, SWEEP_ROUNDS, where)
     row = paired_row(kind, n, k, m, chosen, head, swept, reference_name)
+    row["kernels"] = {reference_name: kernel_names(reference), "ours": kernel_names(gemm())}
     rows.append(row)
     log(paired_line(row))
     torch.cuda.empty_cache()
@@ -463,9 +492,28 @@ def paired_scaled(n: int, k: int, rows: list[dict], m_values: list[int], sweep: 
         del fq
 
 
+#: The probe's alternative prefetch size (the quantizers' default is quant.PREFETCH_BYTES).
+PROBE_PREFETCH_BYTES = 16 << 20
+
+
+def with_prefetch_bytes(total: int, call: Call) -> Call:
+    """``call`` with the quantizers' weight prefetch set to ``total`` bytes: a probe of
+    ``quant.PREFETCH_BYTES``, read when the launch is planned, so a captured graph keeps it."""
+    def run() -> Any:
+        default = quant.PREFETCH_BYTES
+        quant.PREFETCH_BYTES = total
+        try:
+            return call()
+        finally:
+            quant.PREFETCH_BYTES = default
+
+    return run
+
+
 def paired_apply(n: int, k: int, rows: list[dict], m_values: list[int]) -> None:
     """Whole fp8 / int8 ``apply_weights`` (bf16 in and out, quantizer included) against the bf16
-    matmul, interleaved, with and without the quantizer's weight prefetch (M <= 64)."""
+    matmul, interleaved, with and without the quantizer's weight prefetch (M <= 64) and with
+    the prefetch at PROBE_PREFETCH_BYTES."""
     gen = torch.Generator(device="cuda").manual_seed(n + k)
     weight = torch.randn((n, k), generator=gen, device="cuda") * 0.05
     fp8_config = FP8ScaledMMLinearLayerConfig(weight_shape=(n, k))
@@ -499,6 +547,11 @@ def paired_apply(n: int, k: int, rows: list[dict], m_values: list[int]) -> None:
             "int8_apply": [lambda i=i: int8.apply_weights(i8[i], xs[i]) for i in sets],
             "int8_apply_no_prefetch": [lambda i=i: int8_without_prefetch(i) for i in sets],
         }
+        probe = f"prefetch_{PROBE_PREFETCH_BYTES >> 20}MiB"
+        for name, kernel, layers in (("fp8_apply", fp8, f8), ("int8_apply", int8, i8)):
+            candidates[f"{name}_{probe}"] = [with_prefetch_bytes(
+                PROBE_PREFETCH_BYTES, lambda i=i, kernel=kernel, layers=layers, xs=xs:
+                kernel.apply_weights(layers[i], xs[i])) for i in sets]
         times = interleaved_rounds(candidates, PAIR_ROUNDS, f"paired apply N={n} K={k} M={m}")
         head = {"bf16_matmul": times.pop("bf16_matmul"), "ours": times.pop("ours")}
         swept = {"bf16_matmul": head["bf16_matmul"], **times}
