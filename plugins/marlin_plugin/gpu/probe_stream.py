@@ -9,7 +9,8 @@ pipeline 4, which runs pipeline 3's instance where the plan's widest pass holds 
 at M = 9..16 pipeline 4 planned with a 2-stage ring allowed, pipeline 5), of the launch the plugin took before the bulk pipeline (``launch_config`` without
 it), of bf16 ``torch.matmul``, and the achieved weight bandwidth as a share of the copy bandwidth.
 Every time is a median of CUDA-graph replays over copies of weights and inputs totalling more
-than L2 (the benchmark's own helpers). Every variant's output (and the automatic choice's) is
+than L2, the graphs of one (shape, M) replayed in turn round after round (the benchmark's own
+helpers). Every variant's output (and the automatic choice's) is
 compared with the float64 product of the same activations and the weight the random checkpoint
 encodes (``dequantize_weight`` before packing); a relative error above 1e-2 is logged as FAILED.
 
@@ -76,38 +77,40 @@ def run_shape(fmt: str, n: int, k: int, replays: int, copy_bw: float, log) -> li
     reps = max(1, 8 // copies)
     chan = [getattr(lay, "weight_channel_scale", None) for lay in layers]
     rows = []
+    bf16_copies = max(1, math.ceil(bench.ROTATE_BYTES / (n * k * 2)))
+    bf16_weights = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
+                    for _ in range(bf16_copies)]
     for m in M_VALUES:
         xs = [torch.randn(m, k, device="cuda", dtype=torch.bfloat16) for _ in range(copies)]
-        bf16_copies = max(1, math.ceil(bench.ROTATE_BYTES / (n * k * 2)))
-        weights = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
-                   for _ in range(bf16_copies)]
-        bf16_us = bench.graph_time_us(
-            [lambda w=w, x=xs[i % copies]: torch.matmul(x, w.T) for i, w in enumerate(weights)]
-            * max(1, 8 // bf16_copies), replays)
-        del weights
-        times = {"auto": bench.graph_time_us(
-            [lambda lay=lay, x=x: kernel.apply_weights(lay, x) for lay, x in zip(layers, xs)]
-            * reps, replays)}
+
+        def call(i: int, cfg: tuple[int, ...]) -> torch.Tensor:
+            lay = layers[i]
+            return ops.gemm(xs[i], lay.weight, lay.weight_scale, None, None, chan[i], None,
+                            kernel._fmt, n, kernel._group_size, kernel._zconst, *cfg)
+
+        configs = variants(m, kernel._fmt)
+        candidates = {
+            "bf16": [lambda w=w, x=xs[i % copies]: torch.matmul(x, w.T)
+                     for i, w in enumerate(bf16_weights)] * max(1, 8 // bf16_copies),
+            "auto": [lambda lay=lay, x=x: kernel.apply_weights(lay, x)
+                     for lay, x in zip(layers, xs)] * reps,
+        }
+        for name, cfg in configs.items():
+            candidates[name] = [lambda i=i, cfg=cfg: call(i, cfg) for i in range(copies)] * reps
+        times = bench.interleaved_times_us(candidates, replays)
+        bf16_us = times.pop("bf16")
         expected = xs[0].double() @ reference.T
         errors = {"auto": relative_error(kernel.apply_weights(layers[0], xs[0]), expected)}
-        for name, cfg in variants(m, kernel._fmt).items():
-            def call(i: int, cfg=cfg) -> torch.Tensor:
-                lay = layers[i]
-                return ops.gemm(xs[i], lay.weight, lay.weight_scale, None, None, chan[i], None,
-                                kernel._fmt, n, kernel._group_size, kernel._zconst, *cfg)
-
-            try:
-                times[name] = bench.graph_time_us([lambda i=i: call(i) for i in range(copies)]
-                                                  * reps, replays)
-            except RuntimeError as exc:
-                log(f"{fmt} {n}x{k} M={m} {name} {cfg}: {exc}")
+        for name, cfg in configs.items():
+            if name not in times:
+                log(f"{fmt} {n}x{k} M={m} {name} {cfg}: refused")
                 continue
             # Poison: the freed block of a NaN-filled output is what the caching allocator hands
             # the next call of the same size, so an unwritten element shows as NaN.
-            stale = call(0)
+            stale = call(0, cfg)
             stale.fill_(float("nan"))
             del stale
-            out = call(0)
+            out = call(0, cfg)
             errors[name] = relative_error(out, expected)
         failed = {name: e for name, e in errors.items() if not e <= MAX_RELATIVE_ERROR}
         if failed:
@@ -130,7 +133,7 @@ def run_shape(fmt: str, n: int, k: int, replays: int, copy_bw: float, log) -> li
             + f"; errors {row['relative_error_vs_float64']}")
         rows.append(row)
         del xs
-    del layers, reference
+    del layers, reference, bf16_weights
     torch.cuda.empty_cache()
     return rows
 
@@ -175,7 +178,8 @@ def main() -> None:
                 "git_revision": os.environ.get("KCM_GIT_REV", "unknown"),
                 "versions": {"python": platform.python_version(), "torch": torch.__version__,
                              "cuda": torch.version.cuda},
-                "method": "CUDA-graph replay medians; weights and inputs rotated over copies "
+                "method": "CUDA-graph replay medians, the graphs of one (shape, M) replayed in "
+                          f"turn for {args.replays} rounds; weights and inputs rotated over copies "
                           f"totalling >= {bench.ROTATE_BYTES >> 20} MiB; bf16 activations",
                 "copy_bandwidth_TBps": round(copy_bw / 1e12, 3),
                 "summary": summarize(rows),
