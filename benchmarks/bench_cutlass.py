@@ -34,8 +34,8 @@ JSON goes to ``--out`` after every shape; a plot beside it at the end.
 ``--paired`` (the method of the v4 runs): per point, ours against the reference in interleaved
 CUDA-graph rounds (``interleaved_rounds``), then every tile x raster x swizzle of the M range with
 the reference in the same rounds; each row keeps every candidate's per-round times
-(``rounds_us``) and the CUDA kernels the reference and ours launch (``kernels``: cuBLAS's and
-FlashInfer's names carry their tile shapes). The apply rows add the quantizers' weight prefetch
+(``rounds_us``); after all timing, ``kernels`` lists the CUDA kernels the reference and ours
+launch at every point (cuBLAS's and FlashInfer's names carry their tile shapes). The apply rows add the quantizers' weight prefetch
 at ``PROBE_PREFETCH_BYTES`` as a probe beside the default.
 """
 
@@ -416,17 +416,18 @@ def order_variants(tiles: tuple[enum.IntEnum, ...], stream_k: enum.IntEnum) -> l
     return variants + [(stream_k, int(Raster.HEURISTIC), 1, splits) for splits in SPLITS]
 
 
-def kernel_names(calls: list[Call]) -> list[str] | str:
-    """The CUDA kernels one call launches, by name (torch.profiler): cuBLAS's and FlashInfer's
-    names carry their tile and cluster shapes, the next tiles to try where they lead."""
+def kernel_names(fn: Callable, *args: Any, **kwargs: Any) -> list[str] | str:
+    """The CUDA kernels ``fn(*args, **kwargs)`` launches, by name (torch.profiler): cuBLAS's and FlashInfer's
+    names carry their tile and cluster shapes, the next tiles to try where they lead. Run after
+    all timing (see paired_kernels), so the profiler touches no timed round."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     try:
-        calls[0]()
+        fn(*args, **kwargs)
         torch.cuda.synchronize()
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            calls[0]()
+            fn(*args, **kwargs)
             torch.cuda.synchronize()
         return sorted({event.name for event in prof.events()
                        if event.device_type == DeviceType.CUDA})
@@ -451,7 +452,6 @@ def measure_point(rows: list[dict], kind: str, shape: tuple[int, int, int], chos
             candidates[order_name(*variant)] = gemm(*(int(v) for v in variant))
         swept = interleaved_rounds(candidates, SWEEP_ROUNDS, where)
     row = paired_row(kind, n, k, m, chosen, head, swept, reference_name)
-    row["kernels"] = {reference_name: kernel_names(reference), "ours": kernel_names(gemm())}
     rows.append(row)
     log(paired_line(row))
     torch.cuda.empty_cache()
@@ -734,6 +734,53 @@ PAIRED_HEADER = ("kind      shape                | reference us, its drift over 
                  "best swept variant, same")
 
 
+def paired_kernels(args: argparse.Namespace, runner: Any) -> list[dict]:
+    """The kernels the reference and ours launch at every paired GEMM point (one operand set per
+    shape, built as in paired_scaled / paired_block)."""
+    found: list[dict] = []
+    bf16, device = torch.bfloat16, torch.device("cuda")
+    if not args.skip_scaled:
+        for n, k in SCALED_SHAPES:
+            config = FP8ScaledMMLinearLayerConfig(weight_shape=(n, k))
+            layer = make_layer(config, weight=torch.randn((n, k), device=device) * 0.05,
+                               device="cuda")
+            del layer.reference_weight
+            kernel = CutlassFP8ScaledMMLinearKernel(config)
+            kernel.process_weights_after_loading(layer)
+            for m in args.m or PAIRED_M:
+                q, s = quant.quantize_fp8_per_token(torch.randn((m, k), device=device).to(bf16))
+                found.append({
+                    "kind": "fp8_gemm", "N": n, "K": k, "M": m,
+                    "scaled_mm": kernel_names(
+                        torch._scaled_mm, q, layer.weight.t(), scale_a=s[:, None],
+                        scale_b=layer.weight_scale[None, :], out_dtype=bf16, use_fast_accum=True),
+                    "ours": kernel_names(ops.scaled_mm, q, layer.weight, s, layer.weight_scale,
+                                         None, None, None, kernel.workspace, bf16)})
+            del layer
+    if not args.skip_block and runner is not None:
+        runner.configure_workspace(torch.empty(16, dtype=torch.uint8, device=device))
+        for n, k in BLOCK_SHAPES:
+            config = Fp8BlockLinearLayerConfig(weight_shape=(n, k))
+            layer = make_layer(config, weight=torch.randn((n, k), device=device) * 0.05,
+                               device="cuda")
+            del layer.reference_weight
+            fi_scale = layer.weight_scale.detach().clone()
+            kernel = CutlassFp8BlockScaledMMLinearKernel(config)
+            kernel.process_weights_after_loading(layer)
+            for m in args.m or PAIRED_BLOCK_M:
+                q, xs = quant.quantize_fp8_per_group(torch.randn((m, k), device=device).to(bf16), 128)
+                out = torch.empty((m, n), dtype=bf16, device=device)
+                found.append({
+                    "kind": "fp8_block", "N": n, "K": k, "M": m,
+                    "flashinfer": kernel_names(runner.run_gemm, q[:m], layer.weight, out, xs,
+                                               fi_scale),
+                    "ours": kernel_names(ops.block_scaled_mm, q, layer.weight, xs,
+                                         layer.weight_scale, None, kernel.workspace, bf16, -1, -1,
+                                         -1, -1, layer.weight_scale_n64)})
+            del layer
+    return found
+
+
 def run_paired(args: argparse.Namespace, result: dict, runner: Any, start: float) -> int:
     """The --paired section: rows in result["paired"], the compact table in result["table"]."""
     result["method"] = (
@@ -766,6 +813,15 @@ def run_paired(args: argparse.Namespace, result: dict, runner: Any, start: float
     write()
     log("\n".join(result["table"]))
     log(f"wrote {args.out} in {result['wall_s']} s")
+    # After every timed round and the file's write: a profiler failure cannot cost a result.
+    try:
+        result["kernels"] = paired_kernels(args, runner)
+    except Exception as exc:  # noqa: BLE001 - a diagnostic: record why
+        result["kernels"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+    write()
+    found = result["kernels"]
+    log(f"kernel names of {len(found)} points in the JSON's `kernels`" if isinstance(found, list)
+        else f"kernel names: {found}")
     return 0
 
 
