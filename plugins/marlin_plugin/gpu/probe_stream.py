@@ -5,9 +5,10 @@ For int4 g128 and NVFP4 W4A16 (bf16 activations), the issue's four (N, K) shapes
 {1, 4, 16, 32}: the time of what ``apply_weights`` runs, of each bulk-pipeline variant (the
 default consumer with 8 warps, pipeline 2; the flat consumer with 8 warps and, at M <= 8, with 16,
 pipeline 3; at M <= 16 the flat consumer whose last tile group decodes only the pass's own tiles,
-pipeline 4, which runs pipeline 3's instance where the plan's widest pass holds whole tile groups;
-at M = 9..16 pipeline 4 planned with a 2-stage ring allowed, pipeline 5), of the launch the plugin took before the bulk pipeline (``launch_config`` without
-it), of bf16 ``torch.matmul``, and the achieved weight bandwidth as a share of the copy bandwidth.
+pipeline 4, which runs pipeline 3's instance where every pass of the widest block holds whole tile
+groups; at M = 9..16 pipeline 4 planned with a 2-stage ring allowed, pipeline 5), of the launch
+the plugin took before the bulk pipeline (``launch_config`` without it), of bf16
+``torch.matmul``, and the achieved weight bandwidth as a share of the copy bandwidth.
 Every time is a median of CUDA-graph replays over copies of weights and inputs totalling more
 than L2, the graphs of one (shape, M) replayed in turn round after round (the benchmark's own
 helpers). Every variant's output (and the automatic choice's) is

@@ -69,10 +69,10 @@ _ROWS_PER_WARP = {
 #: 28672 x 8192 for int4 and on 8192 x 8192 for NVFP4, so no default takes it).
 _BULK_CONSUMERS = 8
 #: Code formats whose bulk launches take the flat consumer with an exact last tile group
-#: (pipeline 4; the launcher runs its branch only where the plan's widest pass ends in a partial
-#: group, elsewhere pipeline 3's instance). On an H100 the flat consumer (pipeline 3) beat the
-#: default one (pipeline 2) on all four benchmark shapes at every measured M it serves (int4 g128:
-#: 9-23% faster at M = 1 and 4, 2-9% at M = 16; NVFP4: 0.6-11% at M = 1 and 4,
+#: (pipeline 4; the launcher runs its branch only where a pass of the widest block ends in a
+#: partial group, elsewhere pipeline 3's instance). On an H100 the flat consumer (pipeline 3)
+#: beat the default one (pipeline 2) on all four benchmark shapes at every measured M it serves
+#: (int4 g128: 9-23% faster at M = 1 and 4, 2-9% at M = 16; NVFP4: 0.6-11% at M = 1 and 4,
 #: marlin-stream-v5-h100-2026-11-27.json); the exact last group beat it on the shapes whose
 #: passes end in a partial group (int4 10240 x 8192: 22.9 against 29.5 us at M = 1, 35.1 against
 #: 39.5 at M = 16; the other partial-group points, int4 28672 x 8192 at M = 4 and 16 and NVFP4

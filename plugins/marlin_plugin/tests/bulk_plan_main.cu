@@ -57,9 +57,13 @@ int main(int argc, char** argv) {
       "{\"code\": %d, \"blocks\": %d, \"tiles_per_pass\": %d, \"stages\": %d, \"chunks\": %d, "
       "\"group_shift\": %d, \"group_cap\": %d, "
       "\"wslot\": %d, \"sslot\": %d, \"scale_off\": %d, \"zero_off\": %d, \"x_off\": %d, "
-      "\"xstride\": %d, \"stage_bytes\": %d, \"red_off\": %d, \"bar_off\": %d}\n",
+      "\"xstride\": %d, \"stage_bytes\": %d, \"red_off\": %d, \"bar_off\": %d, "
+      "\"widest_passes_whole\": %s}\n",
       code, blocks, plan.tiles_per_pass, plan.stages, plan.chunks, plan.group_shift, plan.group_cap, plan.wslot, plan.sslot,
       plan.scale_off, plan.zero_off, plan.x_off, plan.xstride, plan.stage_bytes, plan.red_off,
-      plan.bar_off);
+      plan.bar_off,
+      code == 0 && kcm::widest_passes_whole((p.N16 + blocks - 1) / blocks, plan.tiles_per_pass)
+          ? "true"
+          : "false");
   return 0;
 }

@@ -155,6 +155,31 @@ def test_bulk_plan_fits_and_covers(plan_harness: Path, case) -> None:
             assert hi - lo + 1 <= plan["group_cap"], (cb, lo, hi)
 
 
+#: (M tiles, M, N, K, whether every pass of the widest block holds whole tile groups): pipeline 4
+#: runs its exact-last-group instance only where not. The benchmark shapes (passes of 14, 7 + 7
+#: and 5 tiles: partial; 4: whole) and N = 16 x 132 x tiles with 8, 15 (at MT = 2 passes of 7 and
+#: 8: partial although the plan's pass holds 8) and 16 tiles per block.
+WHOLE_GROUP_CASES = [
+    (1, 1, 28672, 8192, False),
+    (2, 16, 28672, 8192, False),
+    (1, 1, 8192, 28672, True),
+    (2, 16, 8192, 8192, True),
+    (1, 4, 10240, 8192, False),
+    (1, 1, 16 * H100_SMS * 8, 1024, True),
+    (2, 16, 16 * H100_SMS * 15, 1024, False),
+    (2, 12, 16 * H100_SMS * 16, 1024, True),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", WHOLE_GROUP_CASES, ids=lambda c: "-".join(map(str, c[:4])))
+def test_exact_tail_instance_where_a_widest_pass_is_partial(plan_harness: Path, case) -> None:
+    mt, m, n, k, whole = case
+    plan = _plan(plan_harness, Format.INT4, mt, m, n, k, -(-k // 128), 128)
+    assert plan["code"] == 0, plan
+    assert plan["widest_passes_whole"] is whole, plan
+
+
 #: Passes of 4-7 tiles at M = 16 whose 3-stage plan falls back to 1 chunk per warp and stage: the
 #: two large benchmark shapes with 5- and 7-tile passes (int4 g128) and a zero-point case. (NVFP4
 #: on 28672 x 8192 keeps 1 chunk: its 65 scale groups per tile and stage leave room for 1 stage of

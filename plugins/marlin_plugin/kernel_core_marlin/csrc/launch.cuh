@@ -19,8 +19,8 @@ int set_shared_memory(Kernel kernel, size_t bytes) {
 // r = 1, wn = 1; it plans its own grid); 3: the bulk pipeline with the flat consumer (a chunk's
 // tile groups in one basic block; 2, 4, 8 or 16 consumer warps, 16 only for MT = 1 without
 // act-order); 4: the flat consumer decoding only the pass's tiles in its last tile group
-// (4-bit codes, MT <= 2, at most 8 consumer warps; where the plan's widest pass holds whole tile
-// groups it runs pipeline 3's instance, see launch_gemm_bulk); 5: pipeline 4 with a plan that
+// (4-bit codes, MT <= 2, at most 8 consumer warps; where every pass of the widest block holds
+// whole tile groups it runs pipeline 3's instance, see launch_gemm_bulk); 5: pipeline 4 with a plan that
 // accepts a ring of 2 stages, so passes of 4-7 tiles at M > 8 keep 2 chunks per warp and stage
 // (a candidate for M = 9..16, NOTES.md v7; not chosen by default).
 template <typename T, int FMT, int MT, int R>

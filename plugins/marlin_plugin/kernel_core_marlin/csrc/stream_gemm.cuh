@@ -747,6 +747,15 @@ __device__ __forceinline__ void pass_tiles(int t_begin, int span, int passes, in
   ntiles = t_begin + span * (pass + 1) / passes - tile0;
 }
 
+// Whether every pass of the widest block (span_max row tiles in passes of at most
+// tiles_per_pass, split as pass_tiles splits them: span / passes rounded down or up) holds whole
+// tile groups, so that no pass of the blocks that set the launch's time decodes a spare tile.
+__host__ __device__ constexpr bool widest_passes_whole(int span_max, int tiles_per_pass) {
+  const int passes = (span_max + tiles_per_pass - 1) / tiles_per_pass;
+  return (span_max / passes) % kBulkTileGroup == 0 &&
+         ((span_max + passes - 1) / passes) % kBulkTileGroup == 0;
+}
+
 // Calls f(q, u, j, slot) for tile q * kBulkTileGroup + u of a pass (the first ntiles) and each
 // M tile j, with slot = its (tile, M tile) index: the accumulator fragments of the tree sum.
 template <int kGroups, int MT, typename F>
@@ -1241,11 +1250,11 @@ int plan_bulk(const GemmParams& p, int sms, int smem_limit, BulkPlan& plan, int&
 // flat: the flat consumer (pipeline 3; also the only one that serves 16 consumer warps);
 // exact_tail: the flat consumer whose last tile group decodes only the pass's tiles (pipeline 4:
 // 4-bit codes, MT <= 2, at most 8 consumer warps; the instances exist only there). Its instance
-// runs only where the plan's widest pass ends in a partial tile group; where the widest pass
-// holds whole groups the flat instance decodes exactly the same tiles on the blocks that set the
-// time (narrower blocks decode up to 3 spare tiles and still finish first), and the tail's
-// per-chunk branch measured 2-11% slower there (8192 x 28672, 8192 x 8192 at M = 1, 4 and 16;
-// NOTES.md v6). min_stages: plan_bulk's.
+// runs only where a pass of the widest block ends in a partial tile group; where they all hold
+// whole groups (widest_passes_whole) the flat instance decodes exactly the same tiles on the
+// blocks that set the time (narrower blocks decode up to 3 spare tiles and still finish first),
+// and the tail's per-chunk branch measured 2-11% slower there (8192 x 28672, 8192 x 8192 at
+// M = 1, 4 and 16; NOTES.md v6). min_stages: plan_bulk's.
 template <typename T, int FMT, int MT>
 int launch_gemm_bulk(const GemmParams& p, cudaStream_t stream, int tiles_cap = 16 / MT,
                      bool decode = true, bool flat = false, bool exact_tail = false,
@@ -1281,7 +1290,7 @@ int launch_gemm_bulk(const GemmParams& p, cudaStream_t stream, int tiles_cap = 1
   if (exact_tail) {
     if constexpr (VecCount<FMT>::value == 1 && MT <= 2) {
       if (flat && p.WK <= 8) {
-        if (plan.tiles_per_pass % kBulkTileGroup == 0) {
+        if (widest_passes_whole((p.N16 + blocks - 1) / blocks, plan.tiles_per_pass)) {
           return run(stream_gemm_bulk_kernel<T, FMT, MT, true, 8>);
         }
         return run(stream_gemm_bulk_kernel<T, FMT, MT, true, 8, true>);
