@@ -34,9 +34,14 @@ def _as_scalar_scale(scale: torch.Tensor) -> torch.Tensor:
     return scale.detach().reshape(1).to(torch.float32).contiguous()
 
 
-#: torch.compile's tracing test, bound once (torch.compiler.is_compiling itself, so torch.compile
-#: still folds it; the two attribute lookups cost host time on every eager call).
+#: torch.compile's tracing tests, bound once (the functions themselves, so torch.compile still folds
+#: them; the attribute lookups cost host time on every eager call). The hot path asks the cheaper
+#: is_dynamo_compiling (one Python call, not two) and takes only plain tensors, so the other
+#: tracers (make_fx, non-strict torch.export), which run Python on tensor subclasses, reach _apply
+#: and its full is_compiling.
 _is_compiling = torch.compiler.is_compiling
+_is_dynamo_compiling = torch.compiler.is_dynamo_compiling
+_Tensor = torch.Tensor
 
 #: Where the eager path keeps, per layer, the data pointers of the layer's Parameters it was made
 #: from, then the GEMM with its operands bound (``ops.per_tensor_runner`` / ``ops.block_runner``):
@@ -122,7 +127,7 @@ class FlashInferFp8ScaledMMLinearKernel(FP8ScaledMMLinearKernel):
         # 0.4-1.4 us of host time on the GPU machine (the ladder in
         # benchmarks/results/flashinfer-host-costs-h100-2026-11-27-ladder.json), and the plugin may
         # add at most 3 us to calling FlashInfer by hand. Anything else takes _apply.
-        if not _is_compiling():
+        if type(x) is _Tensor and not _is_dynamo_compiling():
             try:
                 plan = layer.__dict__[_PLAN]  # a subscript: no method call
             except KeyError:  # the first call after processing makes the plan
@@ -249,7 +254,7 @@ class FlashInferFp8BlockScaledMMLinearKernel(Fp8BlockScaledMMLinearKernel):
         self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
         # As FlashInferFp8ScaledMMLinearKernel.apply_weights: the serving case in one expression.
-        if not _is_compiling():
+        if type(x) is _Tensor and not _is_dynamo_compiling():
             try:
                 plan = layer.__dict__[_PLAN]  # a subscript: no method call
             except KeyError:  # the first call after processing makes the plan

@@ -461,11 +461,43 @@ def test_compiling_goes_through_the_op(which, monkeypatch) -> None:
     for name in ("per_tensor_runner", "block_runner", "fp8_per_tensor_gemm", "fp8_block_gemm"):
         monkeypatch.setattr(ops, name, None)  # any eager call would fail
     monkeypatch.setattr(kernels_module, "_is_compiling", lambda: True)
+    monkeypatch.setattr(kernels_module, "_is_dynamo_compiling", lambda: True)
     assert kernel.apply_weights(layer, torch.randn(4, k).to(torch.bfloat16)).shape == (4, n)
     (call,) = spy.calls
     assert call[1] is layer.weight and call[2] is layer.weight_scale
     if which == "fp8":
         assert call[3] is layer.input_scale
+
+
+class _TracedTensor(torch.Tensor):
+    """Stands in for the tensor subclasses that make_fx / non-strict torch.export trace with."""
+
+
+@pytest.mark.parametrize("which", ["fp8", "fp8_block"])
+def test_other_tracers_reach_the_op_even_with_a_plan(which, monkeypatch) -> None:
+    """The hot path asks only is_dynamo_compiling; a tracer that runs Python on tensor subclasses
+    (torch.compiler.is_compiling() true, dynamo not tracing) must still reach the op, also when
+    eager calls already made the layer's plan (its data pointers are not read)."""
+    pytest.importorskip("triton")
+    from kernel_core_flashinfer import ops
+
+    if which == "fp8":
+        kernel, layer, _ = _processed_fp8_layer("static", monkeypatch)
+        n, k, runner, op_name = 256, 512, "per_tensor_runner", "fp8_per_tensor_mm"
+    else:
+        kernel = BlockKernel(block_config())
+        layer = _block_layer(576, 1024)
+        kernel.process_weights_after_loading(layer)
+        n, k, runner, op_name = 576, 1024, "block_runner", "fp8_block_mm"
+    runs = _RunnerSpy(n)
+    monkeypatch.setattr(ops, runner, runs)
+    x = torch.randn(4, k).to(torch.bfloat16)
+    kernel.apply_weights(layer, x)  # eager: makes the plan
+    op = _Spy(n)
+    monkeypatch.setattr(ops, op_name, op)
+    monkeypatch.setattr(kernels_module, "_is_compiling", lambda: True)
+    out = kernel.apply_weights(layer, x.as_subclass(_TracedTensor))
+    assert out.shape == (4, n) and len(op.calls) == 1 and len(runs.runs) == 1
 
 
 @pytest.mark.parametrize("which", ["fp8", "fp8_block"])
