@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import statistics
 import sys
 import time
@@ -201,6 +202,8 @@ def main() -> int:
     }
     report = {
         "script": "plugins/flashinfer_plugin/gpu/host_costs.py",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "git_revision": os.environ.get("KC_GIT_REVISION", "unknown"),
         "device": torch.cuda.get_device_name(),
         "torch": torch.__version__,
         "has_dlpack_c_exchange_api": hasattr(torch.Tensor, "__dlpack_c_exchange_api__"),
