@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Callable
 from types import ModuleType
 
 import torch
@@ -59,7 +60,78 @@ def _store_plan(layer: torch.nn.Module, plan: tuple) -> tuple:
     return plan
 
 
-class FlashInferFp8ScaledMMLinearKernel(FP8ScaledMMLinearKernel):
+class _PlannedEagerApply:
+    """``apply_weights`` of both kernels. The serving case (eager, a plain contiguous ``[M, K]``
+    x of the config's dtype, a ``[N]`` bias or none, the layer's plan current) is checked in one
+    expression and calls the layer's runner: every Python step here costs 0.2-1.5 us of host time
+    on the GPU machine, several times its cost alone in a loop (the ladder in
+    ``benchmarks/results/flashinfer-host-costs-h100-2026-11-27-final.json``), and the plugin may
+    add at most 3 us to calling FlashInfer by hand. Anything else takes :meth:`_apply`. A kernel
+    provides ``_n``, ``_k``, ``_act_dtype``, ``_bias_shape``, ``_static`` (an input_scale
+    Parameter to follow), ``_traced_op`` (the registered op, for torch.compile) and ``_runner``
+    (the GEMM with the layer's operands bound, for the plan)."""
+
+    _n: int
+    _k: int
+    _act_dtype: torch.dtype
+    _bias_shape: tuple[int]
+    _static: bool
+
+    def apply_weights(
+        self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if type(x) is _Tensor and not _is_dynamo_compiling():
+            try:
+                plan = layer.__dict__[_PLAN]  # a subscript: no method call
+            except KeyError:  # the first call after processing makes the plan
+                return self._apply(layer, x, bias)
+            shape = x.shape
+            params = layer._parameters
+            if (
+                x.dtype is self._act_dtype
+                and len(shape) == 2
+                and shape[1] == self._k
+                and (bias is None or (bias.shape == self._bias_shape and bias.is_floating_point()))
+                and x.is_contiguous()
+                and plan[0] == params["weight"].data_ptr()
+                and plan[1] == params["weight_scale"].data_ptr()
+                and (not self._static or plan[2] == params["input_scale"].data_ptr())
+            ):
+                return plan[3](x, shape[0], bias)
+        return self._apply(layer, x, bias)
+
+    def _apply(
+        self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Every other call: checks the inputs (naming what is wrong), flattens ``(..., K)``,
+        calls the op while torch.compile traces, else (re)makes the plan and runs eagerly."""
+        self.check_apply_inputs(x, bias)  # type: ignore[attr-defined]
+        shape = x.shape
+        rows = x if len(shape) == 2 and x.is_contiguous() else x.reshape(-1, self._k).contiguous()
+        if _is_compiling():
+            out = self._traced_op(layer, rows, bias)
+        else:
+            params = layer._parameters
+            key = (
+                params["weight"].data_ptr(), params["weight_scale"].data_ptr(),
+                params["input_scale"].data_ptr() if self._static else 0,
+            )
+            plan = layer.__dict__.get(_PLAN)
+            if plan is None or plan[:3] != key:
+                plan = _store_plan(layer, (*key, self._runner(params)))
+            out = plan[3](rows, rows.shape[0], bias)
+        return out if rows is x else out.reshape(*shape[:-1], self._n)
+
+    def _traced_op(
+        self, layer: torch.nn.Module, rows: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _runner(self, params: dict[str, torch.Tensor]) -> Callable:
+        raise NotImplementedError
+
+
+class FlashInferFp8ScaledMMLinearKernel(_PlannedEagerApply, FP8ScaledMMLinearKernel):
     """W8A8 FP8 with one weight scale and one activation scale (static or dynamic), through
     FlashInfer's ``bmm_fp8`` (cuBLASLt). SM89 and up."""
 
@@ -104,7 +176,6 @@ class FlashInferFp8ScaledMMLinearKernel(FP8ScaledMMLinearKernel):
     def __init__(self, config: FP8ScaledMMLinearLayerConfig) -> None:
         super().__init__(config)
         self._n, self._k = config.weight_shape
-        self._bias_shape = (self._n,)
         self._act_dtype = config.act_dtype
         self._bias_shape = (self._n,)
         self._out_dtype = config.out_dtype
@@ -119,67 +190,24 @@ class FlashInferFp8ScaledMMLinearKernel(FP8ScaledMMLinearKernel):
         layer.__dict__.pop(_PLAN, None)
         self._ops = _ops()
 
-    def apply_weights(
-        self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
+    def _traced_op(
+        self, layer: torch.nn.Module, rows: torch.Tensor, bias: torch.Tensor | None
     ) -> torch.Tensor:
-        # The serving case (eager, a contiguous [M, K] x, the layer's plan current) is checked in
-        # one expression and runs the op's implementation directly: every Python step here costs
-        # 0.4-1.4 us of host time on the GPU machine (the ladder in
-        # benchmarks/results/flashinfer-host-costs-h100-2026-11-27-ladder.json), and the plugin may
-        # add at most 3 us to calling FlashInfer by hand. Anything else takes _apply.
-        if type(x) is _Tensor and not _is_dynamo_compiling():
-            try:
-                plan = layer.__dict__[_PLAN]  # a subscript: no method call
-            except KeyError:  # the first call after processing makes the plan
-                return self._apply(layer, x, bias)
-            shape = x.shape
-            params = layer._parameters
-            if (
-                x.dtype is self._act_dtype
-                and len(shape) == 2
-                and shape[1] == self._k
-                and (bias is None or (bias.shape == self._bias_shape and bias.is_floating_point()))
-                and x.is_contiguous()
-                and plan[0] == params["weight"].data_ptr()
-                and plan[1] == params["weight_scale"].data_ptr()
-                and (not self._static or plan[2] == params["input_scale"].data_ptr())
-            ):
-                return plan[3](x, shape[0], bias)
-        return self._apply(layer, x, bias)
+        input_scale = layer.input_scale if self._static else None
+        return self._ops.fp8_per_tensor_mm(
+            rows, layer.weight, layer.weight_scale, input_scale, bias, self._out_dtype
+        )
 
-    def _apply(
-        self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None
-    ) -> torch.Tensor:
-        """Every other call: checks the inputs (naming what is wrong), flattens ``(..., K)``,
-        calls the op while torch.compile traces, else (re)makes the plan and runs eagerly."""
-        self.check_apply_inputs(x, bias)
-        shape = x.shape
-        rows = x if len(shape) == 2 and x.is_contiguous() else x.reshape(-1, self._k).contiguous()
-        if _is_compiling():
-            input_scale = layer.input_scale if self._static else None
-            out = self._ops.fp8_per_tensor_mm(
-                rows, layer.weight, layer.weight_scale, input_scale, bias, self._out_dtype
-            )
-        else:
-            params = layer._parameters
-            weight, weight_scale = params["weight"], params["weight_scale"]
-            input_scale = params["input_scale"] if self._static else None
-            key = (
-                weight.data_ptr(), weight_scale.data_ptr(),
-                input_scale.data_ptr() if self._static else 0,
-            )
-            plan = layer.__dict__.get(_PLAN)
-            if plan is None or plan[:3] != key:
-                plan = _store_plan(layer, (*key, self._ops.per_tensor_runner(
-                    self._n, weight.detach().t().unsqueeze(0), weight_scale.detach(),
-                    input_scale.detach() if self._static else None, self._out_dtype,
-                    self._ops.cublas_workspace(weight.device),
-                )))
-            out = plan[3](rows, rows.shape[0], bias)
-        return out if rows is x else out.reshape(*shape[:-1], self._n)
+    def _runner(self, params: dict[str, torch.Tensor]) -> Callable:
+        weight = params["weight"]
+        return self._ops.per_tensor_runner(
+            self._n, weight.detach().t().unsqueeze(0), params["weight_scale"].detach(),
+            params["input_scale"].detach() if self._static else None, self._out_dtype,
+            self._ops.cublas_workspace(weight.device),
+        )
 
 
-class FlashInferFp8BlockScaledMMLinearKernel(Fp8BlockScaledMMLinearKernel):
+class FlashInferFp8BlockScaledMMLinearKernel(_PlannedEagerApply, Fp8BlockScaledMMLinearKernel):
     """DeepSeek-style FP8 (128x128 weight blocks, 1x128 dynamic activation groups) through
     FlashInfer's ``fp8_blockscale_gemm_sm90``; SM90 only; bf16 in and out. The activations are
     quantized by this plugin as the emulation oracle does, then the kernel's FP8-input mode runs
@@ -192,7 +220,9 @@ class FlashInferFp8BlockScaledMMLinearKernel(Fp8BlockScaledMMLinearKernel):
     def __init__(self, config: Fp8BlockLinearLayerConfig) -> None:
         super().__init__(config)
         self._n, self._k = config.weight_shape
+        self._act_dtype = config.act_dtype
         self._bias_shape = (self._n,)
+        self._static = False  # activation scales are computed per call
 
     @classmethod
     def is_supported(cls, compute_capability: int | None = None) -> tuple[bool, str | None]:
@@ -250,47 +280,12 @@ class FlashInferFp8BlockScaledMMLinearKernel(Fp8BlockScaledMMLinearKernel):
         layer.__dict__.pop(_PLAN, None)
         self._ops = _ops()
 
-    def apply_weights(
-        self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
+    def _traced_op(
+        self, layer: torch.nn.Module, rows: torch.Tensor, bias: torch.Tensor | None
     ) -> torch.Tensor:
-        # As FlashInferFp8ScaledMMLinearKernel.apply_weights: the serving case in one expression.
-        if type(x) is _Tensor and not _is_dynamo_compiling():
-            try:
-                plan = layer.__dict__[_PLAN]  # a subscript: no method call
-            except KeyError:  # the first call after processing makes the plan
-                return self._apply(layer, x, bias)
-            shape = x.shape
-            params = layer._parameters
-            if (
-                x.dtype is torch.bfloat16
-                and len(shape) == 2
-                and shape[1] == self._k
-                and (bias is None or (bias.shape == self._bias_shape and bias.is_floating_point()))
-                and x.is_contiguous()
-                and plan[0] == params["weight"].data_ptr()
-                and plan[1] == params["weight_scale"].data_ptr()
-            ):
-                return plan[2](x, shape[0], bias)
-        return self._apply(layer, x, bias)
+        return self._ops.fp8_block_mm(rows, layer.weight, layer.weight_scale, bias)
 
-    def _apply(
-        self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None
-    ) -> torch.Tensor:
-        """Every other call: checks the inputs (naming what is wrong), flattens ``(..., K)``,
-        calls the op while torch.compile traces, else (re)makes the plan and runs eagerly."""
-        self.check_apply_inputs(x, bias)
-        shape = x.shape
-        rows = x if len(shape) == 2 and x.is_contiguous() else x.reshape(-1, self._k).contiguous()
-        if _is_compiling():
-            out = self._ops.fp8_block_mm(rows, layer.weight, layer.weight_scale, bias)
-        else:
-            params = layer._parameters
-            weight, weight_scale = params["weight"], params["weight_scale"]
-            key = (weight.data_ptr(), weight_scale.data_ptr())
-            plan = layer.__dict__.get(_PLAN)
-            if plan is None or plan[:2] != key:
-                plan = _store_plan(layer, (*key, self._ops.block_runner(
-                    self._n, self._k, weight.detach(), weight_scale.detach()
-                )))
-            out = plan[2](rows, rows.shape[0], bias)
-        return out if rows is x else out.reshape(*shape[:-1], self._n)
+    def _runner(self, params: dict[str, torch.Tensor]) -> Callable:
+        return self._ops.block_runner(
+            self._n, self._k, params["weight"].detach(), params["weight_scale"].detach()
+        )
