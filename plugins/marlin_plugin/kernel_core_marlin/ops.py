@@ -78,7 +78,13 @@ _BULK_CONSUMERS = 8
 #: 39.5 at M = 16; the other partial-group points, int4 28672 x 8192 at M = 4 and 16 and NVFP4
 #: 10240 x 8192 and 28672 x 8192 at M = 1 and 4, 1-22% faster; int4 28672 x 8192 M = 1: 50.2
 #: against 50.0 us) and lost 2-11% where they hold whole groups
-#: (marlin-stream-v6-h100-2026-11-27.json). M = 5..8 and 9..15 take the plan of their M tile
+#: (marlin-stream-v6-h100-2026-11-27.json). At two M tiles (M = 9..16) they take pipeline 4
+#: planned with a 2-stage ring allowed (pipeline 5): int4 g128 M = 16, 28672 x 8192 59.6 against
+#: 74.6 us and 10240 x 8192 27.3 against 35.3 (the two shapes whose plan it changes, to 2 chunks
+#: per warp and stage), the other two within 0.3% on the same plan; faster than the plugin's own
+#: choice on all four shapes in the probe and in the benchmark of the same call
+#: (marlin-stream-v7-h100-2026-11-27.json, marlin-h100-2026-11-27-final.json; its end-to-end time
+#: as the default is not measured). M = 5..8 and 9..15 take the plan of their M tile
 #: (measured at M = 4 and 16). 8-bit codes keep the default consumer: not measured, and ptxas
 #: reports more spills for their flat instances. Act-order layers run the default consumer inside
 #: the same launch either way.
@@ -111,6 +117,10 @@ def launch_config(m: int, fmt: int, bulk: bool = False) -> tuple[int, int, int, 
     consumer 56.2 / 62.8 / 32.7 / 23.1, the choice before the bulk pipeline 78.6 / 63.9 / 41.2 /
     22.2 (marlin-stream-v6-h100-2026-11-27.json); pipeline 4 runs pipeline 3's instance on the
     second and fourth shapes (passes of 4 tiles), so 50.2 / 48.2 / 22.9 / 19.9 us are expected.
+    M = 9..16 (two M tiles, only integer codes reach the bulk pipeline there): pipeline 4 planned
+    with a 2-stage ring allowed (pipeline 5), int4 g128 M = 16: 59.6 / 62.1 / 27.3 / 22.9 us
+    against pipeline 4's 74.6 / 62.0 / 35.3 / 22.8 (marlin-stream-v7-h100-2026-11-27.json; the
+    second and fourth shapes run the same plan under both).
     Otherwise M <= 8: the cp.async ring (pipeline 1) with 4 warps per block, measured 1.2x faster
     than the register pipeline for int4 and NVFP4 on an H100
     (marlin-h100-2026-11-22-pipelines.json). Larger M: the register pipeline with all eight warps
@@ -119,7 +129,9 @@ def launch_config(m: int, fmt: int, bulk: bool = False) -> tuple[int, int, int, 
     """
     mt = 1 if m <= 8 else 2 if m <= 16 else 4 if m <= 32 else 8
     if bulk and m <= BULK_MAX_M[fmt]:
-        return mt, 1, 1, _BULK_CONSUMERS, 4 if fmt in _FLAT_FORMATS else 2
+        if fmt not in _FLAT_FORMATS:
+            return mt, 1, 1, _BULK_CONSUMERS, 2
+        return mt, 1, 1, _BULK_CONSUMERS, 5 if mt == 2 else 4
     eight_bit = Format.BITS[fmt] == 8
     if mt == 1:
         return 1, 1 if eight_bit else 2, 1, 4, 1

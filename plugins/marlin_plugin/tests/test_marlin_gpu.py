@@ -208,9 +208,9 @@ BULK_FORMATS = {
 #: Bulk-pipeline variants as (pipeline, consumer warps): the default consumer (pipeline 2), the
 #: flat consumer (pipeline 3) with 8 and 16 warps (16: M <= 8 without act-order only) and the
 #: flat consumer decoding only a pass's own tiles in its last group (pipeline 4: 4-bit codes,
-#: M <= 16; the default for 4-bit codes; it runs pipeline 3's instance where every pass of the
-#: widest block holds whole tile groups) and pipeline 4 planned with a 2-stage ring allowed
-#: (pipeline 5).
+#: M <= 16; the default for 4-bit codes at M <= 8; it runs pipeline 3's instance where every pass
+#: of the widest block holds whole tile groups) and pipeline 4 planned with a 2-stage ring allowed
+#: (pipeline 5; the default for int4 at M = 9..16).
 BULK_VARIANTS = {"bulk-w8": (2, 8), "flat-w8": (3, 8), "flat-w16": (3, 16), "flat-tail-w8": (4, 8),
                  "flat-tail-two-stage-w8": (5, 8)}
 
@@ -229,7 +229,7 @@ def _force_bulk_variant(monkeypatch: pytest.MonkeyPatch, variant: str) -> None:
 
     def forced(m: int, fmt: int, bulk: bool = False) -> tuple[int, int, int, int, int]:
         mt, rows, wn, wk, chosen = default(m, fmt, bulk)
-        assert chosen in (2, 4), "bulk pipeline not chosen"  # 4: the flat consumer (4-bit)
+        assert chosen in (2, 4, 5), "bulk pipeline not chosen"  # 4, 5: flat consumer (4-bit)
         return mt, rows, wn, consumers, pipeline
 
     monkeypatch.setattr(ops, "launch_config", forced)
