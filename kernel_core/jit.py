@@ -55,7 +55,8 @@ def _fingerprint(
     for path in _source_files(sources):
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
-    for item in (*flags, *include_paths, arch, torch.__version__, str(torch.version.cuda)):
+    python = f"{sys.implementation.cache_tag}"  # the extension is built against this CPython's ABI
+    for item in (*flags, *include_paths, arch, torch.__version__, str(torch.version.cuda), python):
         digest.update(item.encode())
         digest.update(b"\0")
     return digest.hexdigest()[:16]
@@ -69,7 +70,7 @@ def load_extension(
     name: str,
     sources: Sequence[str | Path],
     *,
-    arch: str = "sm_90a",
+    arch: str | None = "sm_90a",
     extra_cuda_cflags: Sequence[str] = (),
     extra_cflags: Sequence[str] = (),
     extra_include_paths: Sequence[str] = (),
@@ -78,15 +79,19 @@ def load_extension(
     """Build (once per source and device) and import a torch C++/CUDA extension.
 
     ``arch`` is a real SM target such as ``sm_90a``; it becomes ``-gencode`` flags (the ``-arch``
-    shorthand also runs a plain sm_90 pass that rejects wgmma).
+    shorthand also runs a plain sm_90 pass that rejects wgmma). ``None`` builds host C++ only
+    (``.cpp`` sources, no CUDA), e.g. a compiled piece of a Python hot path.
     """
     from torch.utils.cpp_extension import load
 
     paths = [Path(s) for s in sources]
-    number = arch.removeprefix("sm_")
-    gencode = [f"-gencode=arch=compute_{number},code={arch}"]
-    cuda_flags = [*gencode, *extra_cuda_cflags]
-    key = _fingerprint(paths, [*cuda_flags, *extra_cflags], list(extra_include_paths), arch)
+    if arch is None:
+        cuda_flags = list(extra_cuda_cflags)
+    else:
+        number = arch.removeprefix("sm_")
+        cuda_flags = [f"-gencode=arch=compute_{number},code={arch}", *extra_cuda_cflags]
+    target = arch or "host"
+    key = _fingerprint(paths, [*cuda_flags, *extra_cflags], list(extra_include_paths), target)
     if key in _LOADED:
         return _LOADED[key]
     build_dir = build_dir_for(name, key)
@@ -98,7 +103,7 @@ def load_extension(
         return module
     build_dir.mkdir(parents=True, exist_ok=True)
     print(
-        f"kernel-core: building {name} for {arch} (first use; cached in {build_dir})",
+        f"kernel-core: building {name} for {target} (first use; cached in {build_dir})",
         file=sys.stderr,
         flush=True,
     )

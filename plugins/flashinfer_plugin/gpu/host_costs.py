@@ -8,7 +8,7 @@ slower than a developer's machine and has other library versions), e.g. whether 
 and tvm-ffi take an ``nn.Parameter`` argument as cheaply as a plain tensor.
 
 The ``ladder`` section then builds the plugin's eager call up from the benchmark's by-hand
-baseline one piece at a time (the input check, the plan lookup, the layer's bound runner,
+baseline one piece at a time (the input check, the compiled hot-path check, the layer's bound runner,
 then the whole ``apply_weights``), timed in interleaved rounds as ``benchmarks/bench_flashinfer.py``
 times its pairs, so the step that adds the host time shows which piece it is.
 """
@@ -88,12 +88,15 @@ def ladder(calls: int, reps: int) -> dict[str, dict[str, float]]:
         run_gemm(q, bw, out, scales, bws)
         return out
 
-    def plan_lookup(layer: torch.nn.Module) -> bool:
-        """The hot path's plan test (kernels._PlannedEagerApply.apply_weights), alone."""
-        plan = layer.__dict__[_PLAN]
-        params = layer._parameters
-        return plan[0] == params["weight"].data_ptr() and plan[1] == params[
-            "weight_scale"].data_ptr()
+    def check_only(layer: torch.nn.Module) -> torch.nn.Module:
+        """A module sharing the layer's parameters and plan but with a runner that does nothing:
+        the hot path's compiled check (eager.eager_call) alone."""
+        probe = torch.nn.Module()
+        probe.__dict__["_parameters"] = layer._parameters
+        probe.__dict__[_PLAN] = (*layer.__dict__[_PLAN][:6], lambda x, m, bias: None)
+        return probe
+
+    block_probe = check_only(block_layer)
 
     n_block, k_block = n, k
     rungs["block: direct"] = block_direct
@@ -101,7 +104,8 @@ def ladder(calls: int, reps: int) -> dict[str, dict[str, float]]:
         block.check_apply_inputs(bx, None), block_direct(i))
     rungs["block: direct + is_compiling"] = lambda i: (
         torch.compiler.is_compiling(), block_direct(i))
-    rungs["block: direct + plan lookup"] = lambda i: (plan_lookup(block_layer), block_direct(i))
+    rungs["block: direct + compiled check"] = lambda i: (
+        block._eager_call(block_probe, bx, None, _PLAN), block_direct(i))
     block_run = ops.block_runner(n_block, k_block, bw, bws)
     rungs["block: the layer's runner"] = lambda _: block_run(bx, m, None)
     rungs["block: apply_weights"] = lambda _: block.apply_weights(block_layer, bx)

@@ -15,6 +15,7 @@ from kernel_core.families.fp8 import FP8ScaledMMLinearKernel, FP8ScaledMMLinearL
 from kernel_core.families.fp8_block import Fp8BlockLinearLayerConfig, Fp8BlockScaledMMLinearKernel
 from kernel_core.kernel import Priority
 from kernel_core.params import replace_parameter
+from kernel_core_flashinfer.eager import checked_path_only, eager_call
 from kernel_core_flashinfer.environment import platform_problem
 
 __all__ = ["FlashInferFp8ScaledMMLinearKernel", "FlashInferFp8BlockScaledMMLinearKernel"]
@@ -37,67 +38,48 @@ def _as_scalar_scale(scale: torch.Tensor) -> torch.Tensor:
 
 #: torch.compile's tracing tests, bound once (the functions themselves, so torch.compile still folds
 #: them; the attribute lookups cost host time on every eager call). The hot path asks the cheaper
-#: is_dynamo_compiling (one Python call, not two) and takes only plain tensors, so the other
-#: tracers (make_fx, non-strict torch.export), which run Python on tensor subclasses, reach _apply
-#: and its full is_compiling.
+#: is_dynamo_compiling (one Python call, not two) and takes only plain tensors (the compiled
+#: check), so the other tracers (make_fx, non-strict torch.export), which run Python on tensor
+#: subclasses, reach _apply and its full is_compiling.
 _is_compiling = torch.compiler.is_compiling
 _is_dynamo_compiling = torch.compiler.is_dynamo_compiling
-_Tensor = torch.Tensor
 
-#: Where the eager path keeps, per layer, the data pointers of the layer's Parameters it was made
-#: from, then the GEMM with its operands bound (``ops.per_tensor_runner`` / ``ops.block_runner``):
-#: plain-tensor aliases of the Parameters (no copy; on the H100 machine, Triton 3.6 and tvm-ffi
-#: took the static path's Parameter scales 2.6 us slower per call than plain tensors), for fp8 the
-#: weight's ``[1, K, N]`` view and the device's shared workspace.
-#: A call compares the pointers, so a replaced Parameter or one whose ``.data`` was swapped is seen
-#: at the next call (the plan keeps the old storage alive, so a new tensor cannot reuse its
-#: address).
+#: Where the eager path keeps, per layer, its plan: ``(K, act_dtype, N, weight_ptr,
+#: weight_scale_ptr, input_scale_ptr or 0, runner)``, the layout ``csrc/eager_call.cpp`` reads.
+#: The pointers are those of the layer's Parameters the runner was made from; the runner is the
+#: GEMM with its operands bound (``ops.per_tensor_runner`` / ``ops.block_runner``): plain-tensor
+#: aliases of the Parameters (no copy; on the H100 machine, Triton 3.6 and tvm-ffi took the static
+#: path's Parameter scales 2.6 us slower per call than plain tensors), for fp8 the weight's
+#: ``[1, K, N]`` view and the device's shared workspace. A call compares the pointers, so a
+#: replaced Parameter or one whose ``.data`` was swapped is seen at the next call (the plan keeps
+#: the old storage alive, so a new tensor cannot reuse its address).
 _PLAN = "_kernel_core_flashinfer_plan"
-
-
-def _store_plan(layer: torch.nn.Module, plan: tuple) -> tuple:
-    layer.__dict__[_PLAN] = plan
-    return plan
 
 
 class _PlannedEagerApply:
     """``apply_weights`` of both kernels. The serving case (eager, a plain contiguous ``[M, K]``
-    x of the config's dtype, a ``[N]`` bias or none, the layer's plan current) is checked in one
-    expression and calls the layer's runner: every Python step here costs 0.2-1.5 us of host time
-    on the GPU machine, several times its cost alone in a loop (the ladder in
-    ``benchmarks/results/flashinfer-host-costs-h100-2026-11-27-final.json``), and the plugin may
-    add at most 3 us to calling FlashInfer by hand. Anything else takes :meth:`_apply`. A kernel
-    provides ``_n``, ``_k``, ``_act_dtype``, ``_bias_shape``, ``_static`` (an input_scale
-    Parameter to follow), ``_traced_op`` (the registered op, for torch.compile) and ``_runner``
-    (the GEMM with the layer's operands bound, for the plan)."""
+    x of the config's dtype, a ``[N]`` bias or none, the layer's plan current) is recognised by
+    one compiled function (:func:`kernel_core_flashinfer.eager.eager_call`) that calls the layer's
+    runner: the same checks in Python cost 1.3-1.4 us of host time per call, and the plugin may
+    add at most 3 us to calling FlashInfer by hand (README). Anything else takes :meth:`_apply`,
+    which checks again and names what is wrong. A kernel provides ``_n``, ``_k``, ``_act_dtype``,
+    ``_static`` (an input_scale Parameter to follow), ``_traced_op`` (the registered op, for
+    torch.compile) and ``_runner`` (the GEMM with the layer's operands bound, for the plan), and
+    sets ``_eager_call`` when it processes a layer."""
 
     _n: int
     _k: int
     _act_dtype: torch.dtype
-    _bias_shape: tuple[int]
     _static: bool
+    _eager_call: Callable = staticmethod(checked_path_only)
 
     def apply_weights(
         self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
-        if type(x) is _Tensor and not _is_dynamo_compiling():
-            try:
-                plan = layer.__dict__[_PLAN]  # a subscript: no method call
-            except KeyError:  # the first call after processing makes the plan
-                return self._apply(layer, x, bias)
-            shape = x.shape
-            params = layer._parameters
-            if (
-                x.dtype is self._act_dtype
-                and len(shape) == 2
-                and shape[1] == self._k
-                and (bias is None or (bias.shape == self._bias_shape and bias.is_floating_point()))
-                and x.is_contiguous()
-                and plan[0] == params["weight"].data_ptr()
-                and plan[1] == params["weight_scale"].data_ptr()
-                and (not self._static or plan[2] == params["input_scale"].data_ptr())
-            ):
-                return plan[3](x, shape[0], bias)
+        if not _is_dynamo_compiling():
+            out = self._eager_call(layer, x, bias, _PLAN)
+            if out is not None:
+                return out
         return self._apply(layer, x, bias)
 
     def _apply(
@@ -117,9 +99,10 @@ class _PlannedEagerApply:
                 params["input_scale"].data_ptr() if self._static else 0,
             )
             plan = layer.__dict__.get(_PLAN)
-            if plan is None or plan[:3] != key:
-                plan = _store_plan(layer, (*key, self._runner(params)))
-            out = plan[3](rows, rows.shape[0], bias)
+            if plan is None or plan[3:6] != key:
+                plan = (self._k, self._act_dtype, self._n, *key, self._runner(params))
+                layer.__dict__[_PLAN] = plan
+            out = plan[6](rows, rows.shape[0], bias)
         return out if rows is x else out.reshape(*shape[:-1], self._n)
 
     def _traced_op(
@@ -177,7 +160,6 @@ class FlashInferFp8ScaledMMLinearKernel(_PlannedEagerApply, FP8ScaledMMLinearKer
         super().__init__(config)
         self._n, self._k = config.weight_shape
         self._act_dtype = config.act_dtype
-        self._bias_shape = (self._n,)
         self._out_dtype = config.out_dtype
         self._static = config.input_scale == "static"
 
@@ -189,6 +171,7 @@ class FlashInferFp8ScaledMMLinearKernel(_PlannedEagerApply, FP8ScaledMMLinearKer
             replace_parameter(layer, "input_scale", _as_scalar_scale(params["input_scale"]))
         layer.__dict__.pop(_PLAN, None)
         self._ops = _ops()
+        self._eager_call = eager_call()
 
     def _traced_op(
         self, layer: torch.nn.Module, rows: torch.Tensor, bias: torch.Tensor | None
@@ -221,7 +204,6 @@ class FlashInferFp8BlockScaledMMLinearKernel(_PlannedEagerApply, Fp8BlockScaledM
         super().__init__(config)
         self._n, self._k = config.weight_shape
         self._act_dtype = config.act_dtype
-        self._bias_shape = (self._n,)
         self._static = False  # activation scales are computed per call
 
     @classmethod
@@ -279,6 +261,7 @@ class FlashInferFp8BlockScaledMMLinearKernel(_PlannedEagerApply, Fp8BlockScaledM
         replace_parameter(layer, "weight_scale", params["weight_scale"].detach().contiguous())
         layer.__dict__.pop(_PLAN, None)
         self._ops = _ops()
+        self._eager_call = eager_call()
 
     def _traced_op(
         self, layer: torch.nn.Module, rows: torch.Tensor, bias: torch.Tensor | None
