@@ -102,7 +102,7 @@ SWEEP = (
     (256, (TileConfig.SWAP_64x64, TileConfig.SWAP_64x64_K256, TileConfig.PINGPONG_64x128,
            TileConfig.PINGPONG_64x128_CLUSTER2, TileConfig.PINGPONG_64x256,
            TileConfig.PINGPONG_128x128_CLUSTER2, TileConfig.COOPERATIVE_128x128,
-           TileConfig.COOPERATIVE_128x128_STREAM_K)),
+           TileConfig.COOPERATIVE_128x128_STREAM_K, TileConfig.COOPERATIVE_128x128_CLUSTER1x2)),
     (1 << 30, (TileConfig.PINGPONG_64x128_CLUSTER2, TileConfig.PINGPONG_64x256,
                TileConfig.PINGPONG_128x128_CLUSTER2, TileConfig.COOPERATIVE_128x128,
                TileConfig.COOPERATIVE_128x128_STREAM_K, TileConfig.COOPERATIVE_128x256,
@@ -120,11 +120,11 @@ PAIRED_BLOCK_M = (256, 1024, 4096)
 #: The whole-apply comparison against bf16 (the decode bars: >= 1.7x at M <= 64).
 PAIRED_APPLY_M = (1, 16, 64)
 #: The tiles swept with every raster order x swizzle in the paired sweeps, by M (the heuristic's
-#: pick is always among them).
+#: pick is always among them). The fp8_block sweep takes every BlockTileConfig.
 ORDER_SWEEP = (
     (256, (TileConfig.PINGPONG_64x128, TileConfig.PINGPONG_64x128_CLUSTER2,
            TileConfig.PINGPONG_128x128_CLUSTER2, TileConfig.PINGPONG_64x256,
-           TileConfig.COOPERATIVE_128x128)),
+           TileConfig.COOPERATIVE_128x128, TileConfig.COOPERATIVE_128x128_CLUSTER1x2)),
     (1 << 30, (TileConfig.PINGPONG_64x256, TileConfig.PINGPONG_128x128_CLUSTER2,
                TileConfig.COOPERATIVE_128x128, TileConfig.COOPERATIVE_128x256,
                TileConfig.COOPERATIVE_256x128)),

@@ -5,8 +5,9 @@ names one compiled kernel. The choice is a small readable function of M (the tok
 dimension that changes between calls), N, K and the SM count: the number of output tiles decides
 whether the SMs of an H100/H200 (132) are kept busy, in the DeepGEMM spirit. A comment per range
 says why; NOTES.md has the measurements behind each choice. Compiled tiles no range picks
-(``COOPERATIVE_128x128_STREAM_K`` for W8A8, ``COOPERATIVE_128x128_CLUSTER2`` for fp8_block, the
-128-deep swap tiles) stay selectable through the ops' ``tile`` argument: the benchmark's sweep
+(``COOPERATIVE_128x128_STREAM_K`` and ``COOPERATIVE_128x128_CLUSTER1x2`` for W8A8,
+``COOPERATIVE_128x128_CLUSTER2`` and ``COOPERATIVE_128x64`` for fp8_block, the 128-deep swap
+tiles) stay selectable through the ops' ``tile`` argument: the benchmark's sweep
 measures them against the chosen ones on every run.
 
 The v4 choices cite ``benchmarks/results/cutlass-h100-2026-11-27-v4.json`` (H100, ``bench_cutlass.py
@@ -56,6 +57,7 @@ class TileConfig(enum.IntEnum):
     PINGPONG_64x128_CLUSTER2 = 9  # pingpong, 64 x 128 x 128, cluster 2x1 (weight tile multicast)
     PINGPONG_128x128_CLUSTER2 = 10  # pingpong, 128 x 128 x 128, cluster 2x1
     COOPERATIVE_128x128_STREAM_K = 11  # cooperative, 128 x 128 x 128, stream-K scheduler
+    COOPERATIVE_128x128_CLUSTER1x2 = 12  # cooperative, 128 x 128 x 128, cluster 1x2; swept only
 
 
 class BlockTileConfig(enum.IntEnum):
@@ -66,13 +68,15 @@ class BlockTileConfig(enum.IntEnum):
     COOPERATIVE_128x128_STREAM_K = 2  # stream-K: K-slices of the tiles spread over every SM
     COOPERATIVE_128x128_CLUSTER2 = 3  # cluster 2x1: two M tiles share the weight tile
     PINGPONG_64x64 = 4  # 64 wide in N: reads the weight scales repeated per 64 rows
+    COOPERATIVE_128x64 = 5  # DeepGEMM's N=4096 M=256 tile; scales per 64 rows; swept only
 
     @property
     def weight_scale_rows(self) -> int:
         """Weight rows per scale value this tile reads (``kBlockWeightScaleRows``): CUTLASS's
         blockwise mainloop needs whole scale blocks per tile, so a 64-wide tile reads the
         128x128 block scales repeated per 64 rows (``weight_scale_n64`` of the layer)."""
-        return 64 if self is BlockTileConfig.PINGPONG_64x64 else 128
+        narrow = (BlockTileConfig.PINGPONG_64x64, BlockTileConfig.COOPERATIVE_128x64)
+        return 64 if self in narrow else 128
 
 
 class Raster(enum.IntEnum):

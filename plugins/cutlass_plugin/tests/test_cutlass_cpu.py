@@ -201,14 +201,31 @@ def test_block_weight_scale_rows_match_the_cpp_table():
     assert [int(v) for v in table.split(",")] == [t.weight_scale_rows for t in BlockTileConfig]
 
 
-def test_block_64_wide_tile_needs_the_scales_per_64_rows(monkeypatch):
+def test_block_64_wide_tiles_read_the_scales_per_64_rows():
+    assert {t for t in BlockTileConfig if t.weight_scale_rows == 64} == {
+        BlockTileConfig.PINGPONG_64x64, BlockTileConfig.COOPERATIVE_128x64}
+
+
+@pytest.mark.parametrize("tile", [BlockTileConfig.PINGPONG_64x64,
+                                  BlockTileConfig.COOPERATIVE_128x64], ids=lambda t: t.name)
+def test_block_64_wide_tile_needs_the_scales_per_64_rows(monkeypatch, tile):
     monkeypatch.setattr(ops, "_sm_count", lambda index: 132)
     x = torch.empty(8, 256, dtype=torch.float8_e4m3fn)
     scale = torch.empty(2, 8)
-    with pytest.raises(ValueError, match="expected w_scale_n64"):
+    with pytest.raises(ValueError, match=f"block tile {tile.name} reads the weight scales per 64 "
+                       r"rows: expected w_scale_n64 \[K/128, ceil\(N/64\)\], found None"):
         ops._block_scaled_mm(x, torch.empty(256, 256, dtype=torch.float8_e4m3fn), scale,
-                             torch.empty(2, 2), None, torch.empty(1), torch.bfloat16,
-                             int(BlockTileConfig.PINGPONG_64x64))
+                             torch.empty(2, 2), None, torch.empty(1), torch.bfloat16, int(tile))
+
+
+def test_v5_candidate_tiles_are_swept_not_chosen():
+    # COOPERATIVE_128x128_CLUSTER1x2 (W8A8) and COOPERATIVE_128x64 (fp8_block) are measured by
+    # bench_cutlass.py --paired before any range of the heuristic takes them (NOTES.md, v5).
+    for m in (1, 16, 64, 128, 129, 256, 257, 512, 513, 1024, 2048, 4096, 16384):
+        for n in (2112, 4096, 7168, 8192, 18432, 28672):
+            for k in (7168, 8192, 28672):
+                assert scaled_mm_tile(m, n, k) != TileConfig.COOPERATIVE_128x128_CLUSTER1x2
+            assert block_scaled_mm_tile(m, n) != BlockTileConfig.COOPERATIVE_128x64
 
 
 def test_tile_orders_leave_cutlass_defaults_only_where_v4_measured_a_winner():

@@ -186,9 +186,11 @@ def test_every_tile_configuration_is_correct(tile, dtype):
     assert relative_error(out, ref) < 1e-2
 
 
+@pytest.mark.parametrize("tile", [BlockTileConfig.PINGPONG_64x64,
+                                  BlockTileConfig.COOPERATIVE_128x64], ids=lambda t: t.name)
 @pytest.mark.parametrize("m", [5, 256])
-def test_block_64_wide_tile_on_a_narrow_odd_n(m):
-    """The 64-wide tile on N = 2112-like widths (N/128 not whole: 16.5 blocks) reads the scales
+def test_block_64_wide_tile_on_a_narrow_odd_n(m, tile):
+    """The 64-wide tiles on N = 2112-like widths (N/128 not whole: 16.5 blocks) read the scales
     repeated per 64 rows; against the float64 reference of the 128x128 block scales."""
     config = Fp8BlockLinearLayerConfig(weight_shape=(1088, 1024))
     kernel, layer, x, _, ref = make_case(config, m, seed=m + 90, with_bias=False)
@@ -197,8 +199,7 @@ def test_block_64_wide_tile_on_a_narrow_odd_n(m):
     q, xs = quant.quantize_fp8_per_group(x, 128)
     poison_next_allocation((q.shape[0], 1088), torch.bfloat16)
     out = ops.block_scaled_mm(q, layer.weight, xs, layer.weight_scale, None, kernel.workspace,
-                              torch.bfloat16, int(BlockTileConfig.PINGPONG_64x64), -1, -1, -1,
-                              layer.weight_scale_n64)
+                              torch.bfloat16, int(tile), -1, -1, -1, layer.weight_scale_n64)
     assert not out[:m].isnan().any()
     assert relative_error(out[:m], ref) < 1.5e-2
 
@@ -226,7 +227,8 @@ ORDER_CASES = [
     (tile, raster, swizzle, 0)
     for tile in (TileConfig.SWAP_64x64, TileConfig.PINGPONG_64x128_CLUSTER2,
                  TileConfig.PINGPONG_64x256, TileConfig.PINGPONG_128x128_CLUSTER2,
-                 TileConfig.COOPERATIVE_256x128, TileConfig.COOPERATIVE_128x128_STREAM_K)
+                 TileConfig.COOPERATIVE_256x128, TileConfig.COOPERATIVE_128x128_STREAM_K,
+                 TileConfig.COOPERATIVE_128x128_CLUSTER1x2)
     for raster, swizzle in ((1, 8), (2, 2), (2, 4), (2, 8), (0, 4))
 ] + [(TileConfig.COOPERATIVE_128x128_STREAM_K, 0, 1, splits) for splits in (2, 3)]
 

@@ -4,8 +4,8 @@
 // to each 128-deep partial sum in FP32 registers, so the scales never touch the FP8 operands. The
 // epilogue only adds the bias. Both operands are K-major; the scales are MN-major (the only
 // layout the SM90 collective reads): x_scale [k/128, m_pad], w_scale [k/128, n/128], or
-// [k/128, n/64] for the tiles 64 wide in N (CUTLASS wants whole scale blocks per tile: the load
-// repeats each 128-row scale twice, kBlockWeightScaleRows).
+// [k/128, n/64] for the tiles 64 wide in N (64x64 pingpong, 128x64 cooperative; CUTLASS wants
+// whole scale blocks per tile: the load repeats each 128-row scale twice, kBlockWeightScaleRows).
 // One translation unit per output dtype includes this header (fp8_block_scaled_mm_{bf16,f16}.cu).
 #pragma once
 
@@ -101,6 +101,10 @@ const char* dispatch_block_scaled_mm(int config, BlockScaledMmArgs const& a) {
     case kBlockPingpong64x64:
       return BlockScaledMmSm90<ElementD, Shape<_64, _64, _128>, Cluster1, Pingpong, PingpongEpilogue,
                                cutlass::gemm::PersistentScheduler, kBlockWeightScaleRows[kBlockPingpong64x64]>::run(a);
+    case kBlockCooperative128x64:
+      return BlockScaledMmSm90<ElementD, Shape<_128, _64, _128>, Cluster1, Cooperative, CooperativeEpilogue,
+                               cutlass::gemm::PersistentScheduler,
+                               kBlockWeightScaleRows[kBlockCooperative128x64]>::run(a);
     default:
       return "unknown block tile configuration id";
   }

@@ -24,7 +24,8 @@ enum TileConfigId : int {
   kPingpong64x128Cluster2 = 9,  // pingpong, 64 x 128 x 128, cluster 2x1
   kPingpong128x128Cluster2 = 10,  // pingpong, 128 x 128 x 128, cluster 2x1
   kCooperative128x128StreamK = 11,  // cooperative, 128 x 128 x 128, stream-K tile scheduler
-  kNumTileConfigs = 12,
+  kCooperative128x128Cluster1x2 = 12,  // cooperative, 128 x 128 x 128, cluster 1x2 (activation multicast)
+  kNumTileConfigs = 13,
 };
 
 // The tiles are compiled in three translation units per (operand, output) type pair, so the
@@ -32,6 +33,7 @@ enum TileConfigId : int {
 enum TileGroup : int { kSmallM = 0, kMidM = 1, kLargeM = 2, kNumTileGroups = 3 };
 inline constexpr TileGroup kTileGroup[kNumTileConfigs] = {
     kSmallM, kSmallM, kMidM, kLargeM, kLargeM, kLargeM, kMidM, kSmallM, kSmallM, kMidM, kMidM, kLargeM,
+    kMidM,
 };
 
 // The order in which the persistent schedulers hand out output tiles, and how stream-K tiles
@@ -94,10 +96,11 @@ enum BlockTileConfigId : int {
   kBlockCooperative128x128StreamK = 2,  // stream-K tile scheduler
   kBlockCooperative128x128Cluster2 = 3,  // cluster 2x1: two M tiles share the weight tile
   kBlockPingpong64x64 = 4,  // pingpong, 64 x 64 x 128, weight scales per 64 rows
-  kNumBlockTileConfigs = 5,
+  kBlockCooperative128x64 = 5,  // cooperative, 128 x 64 x 128, weight scales per 64 rows
+  kNumBlockTileConfigs = 6,
 };
 // Weight rows per weight-scale value each block tile reads (w_scale is [k/128, ceil(n/rows)]).
-inline constexpr int kBlockWeightScaleRows[kNumBlockTileConfigs] = {128, 128, 128, 128, 64};
+inline constexpr int kBlockWeightScaleRows[kNumBlockTileConfigs] = {128, 128, 128, 128, 64, 64};
 
 // One entry per (operands, output, tile group); each runs the tiles of its group.
 using ScaledMmEntry = const char* (*)(int config, ScaledMmArgs const& args);
