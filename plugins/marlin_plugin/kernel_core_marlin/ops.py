@@ -68,35 +68,26 @@ _ROWS_PER_WARP = {
 #: stage; a power of two up to 8; 16 only with the flat consumer at M <= 8, which lost to 8 on
 #: 28672 x 8192 for int4 and on 8192 x 8192 for NVFP4, so no default takes it).
 _BULK_CONSUMERS = 8
-#: Code formats whose bulk launches take the flat consumer with an exact last tile group
-#: (pipeline 4; the launcher runs its branch only where a pass of the widest block ends in a
-#: partial group, elsewhere pipeline 3's instance). On an H100 the flat consumer (pipeline 3)
-#: beat the default one (pipeline 2) on all four benchmark shapes at every measured M it serves
-#: (int4 g128: 9-23% faster at M = 1 and 4, 2-9% at M = 16; NVFP4: 0.6-11% at M = 1 and 4,
-#: marlin-stream-v5-h100-2026-11-27.json); the exact last group beat it on the shapes whose
-#: passes end in a partial group (int4 10240 x 8192: 22.9 against 29.5 us at M = 1, 35.1 against
-#: 39.5 at M = 16; the other partial-group points, int4 28672 x 8192 at M = 4 and 16 and NVFP4
-#: 10240 x 8192 and 28672 x 8192 at M = 1 and 4, 1-22% faster; int4 28672 x 8192 M = 1: 50.2
-#: against 50.0 us) and lost 2-11% where they hold whole groups
-#: (marlin-stream-v6-h100-2026-11-27.json). At two M tiles (M = 9..16) they take pipeline 4
-#: planned with a 2-stage ring allowed (pipeline 5): int4 g128 M = 16, 28672 x 8192 59.6 against
-#: 74.6 us and 10240 x 8192 27.3 against 35.3 (the two shapes whose plan it changes, to 2 chunks
-#: per warp and stage), the other two within 0.3% on the same plan; faster than the plugin's own
-#: choice on all four shapes in the probe and in the benchmark of the same call
-#: (marlin-stream-v7-h100-2026-11-27.json, marlin-h100-2026-11-27-final.json; its end-to-end time
-#: as the default is not measured). M = 5..8 and 9..15 take the plan of their M tile
-#: (measured at M = 4 and 16). 8-bit codes keep the default consumer: not measured, and ptxas
-#: reports more spills for their flat instances. Act-order layers run the default consumer inside
-#: the same launch either way.
+#: Code formats whose bulk launches take pipeline 5: the flat consumer (no per-chunk branches for
+#: zero points or activations), an exact last tile group (its branch runs only where a pass of the
+#: widest block ends in a partial group) and a plan that may take a 2-stage ring with 2 chunks per
+#: warp and stage. Each step won on the H100 where it changes anything: the flat consumer 9-23%
+#: over the default one (int4 M = 1, 4), the exact last group up to 22% where passes end in a
+#: partial group, the 2-stage plan 20-28% at M = 9..16 on the shapes whose plan it changes, and
+#: pipeline 5 against pipeline 4 at M = 1 0-4% faster on 7 of 8 int4 and 6 of 8 NVFP4 points of
+#: two runs (within 0.4 us on the others). Numbers and files: NOTES.md v5-v8. 8-bit codes keep the
+#: default consumer (pipeline 2): not measured, and ptxas reports more spills for their flat
+#: instances. Act-order layers run the default consumer inside the same launch either way.
 _FLAT_FORMATS = frozenset({Format.INT4, Format.FP4})
 #: Largest M the launch configuration sends to the bulk pipeline, per code format. The kernel
 #: serves up to 32 (four 8-column M tiles), but from 17 on its passes shrink to 4 row tiles and
 #: re-read the activations per pass: on an H100 it lost to the register pipeline at M = 32 on
-#: every benchmark shape; for NVFP4 at M = 16 it lost on the 3-4-tile blocks of 8192 x 28672 and
-#: 8192 x 8192 by ~30% and won by ~10% on the others, for int4 at M = 16 it won on all four
-#: (benchmarks/results/marlin-stream-h100-2026-11-27.json). 8-bit codes follow their 4-bit kin
-#: (not measured).
-BULK_MAX_M = {Format.INT4: 16, Format.INT8: 16, Format.FP4: 8, Format.FP8: 8}
+#: every benchmark shape (benchmarks/results/marlin-stream-h100-2026-11-27.json). NVFP4 at
+#: M = 9..16 joined with pipeline 5: 82.8 / 73.6 / 30.4 / 27.6 us against the register
+#: pipeline's 89.4 / 79.2 / 42.1 / 26.7 (the four benchmark shapes; two runs agree within 1 us,
+#: marlin-h100-2026-11-27-final.json and marlin-h100-2026-11-27-v8.json): 7-28% faster on three
+#: shapes, 3% slower on 8192 x 8192. FP8 codes are not measured past 8; INT8 follows INT4.
+BULK_MAX_M = {Format.INT4: 16, Format.INT8: 16, Format.FP4: 16, Format.FP8: 8}
 
 
 def bulk_pipeline_available(device: torch.device) -> bool:
@@ -110,17 +101,10 @@ def launch_config(m: int, fmt: int, bulk: bool = False) -> tuple[int, int, int, 
     rows; ``bulk``: the device runs the bulk pipeline (:func:`bulk_pipeline_available`).
 
     M <= BULK_MAX_M[fmt] with ``bulk``: the bulk pipeline (persistent blocks, one producer warp
-    streaming contiguous weight segments into a shared-memory ring, eight consumer warps), with
-    the flat consumer and an exact last tile group (pipeline 4) for the 4-bit formats
-    (:data:`_FLAT_FORMATS`). Measured on an H100, int4 g128 M = 1, the four benchmark shapes:
-    pipeline 4 50.2 / 50.5 / 22.9 / 20.9 us, pipeline 3 50.0 / 48.2 / 29.5 / 19.9, the default
-    consumer 56.2 / 62.8 / 32.7 / 23.1, the choice before the bulk pipeline 78.6 / 63.9 / 41.2 /
-    22.2 (marlin-stream-v6-h100-2026-11-27.json); pipeline 4 runs pipeline 3's instance on the
-    second and fourth shapes (passes of 4 tiles), so 50.2 / 48.2 / 22.9 / 19.9 us are expected.
-    M = 9..16 (two M tiles, only integer codes reach the bulk pipeline there): pipeline 4 planned
-    with a 2-stage ring allowed (pipeline 5), int4 g128 M = 16: 59.6 / 62.1 / 27.3 / 22.9 us
-    against pipeline 4's 74.6 / 62.0 / 35.3 / 22.8 (marlin-stream-v7-h100-2026-11-27.json; the
-    second and fourth shapes run the same plan under both).
+    streaming contiguous weight segments into a shared-memory ring, eight consumer warps); the
+    4-bit formats (:data:`_FLAT_FORMATS`) with the flat consumer, an exact last tile group and a
+    2-stage ring allowed in the plan (pipeline 5). Why pipeline 5 at every such M, and the
+    history of the choice: :data:`_FLAT_FORMATS` and plugins/marlin_plugin/NOTES.md (v4-v8).
     Otherwise M <= 8: the cp.async ring (pipeline 1) with 4 warps per block, measured 1.2x faster
     than the register pipeline for int4 and NVFP4 on an H100
     (marlin-h100-2026-11-22-pipelines.json). Larger M: the register pipeline with all eight warps
@@ -131,7 +115,7 @@ def launch_config(m: int, fmt: int, bulk: bool = False) -> tuple[int, int, int, 
     if bulk and m <= BULK_MAX_M[fmt]:
         if fmt not in _FLAT_FORMATS:
             return mt, 1, 1, _BULK_CONSUMERS, 2
-        return mt, 1, 1, _BULK_CONSUMERS, 5 if mt == 2 else 4
+        return mt, 1, 1, _BULK_CONSUMERS, 5
     eight_bit = Format.BITS[fmt] == 8
     if mt == 1:
         return 1, 1 if eight_bit else 2, 1, 4, 1

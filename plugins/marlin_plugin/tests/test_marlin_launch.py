@@ -24,20 +24,14 @@ ONE_GROUP = 1 << 30
 
 @pytest.mark.parametrize("fmt", [Format.INT4, Format.INT8, Format.FP4, Format.FP8])
 def test_bulk_pipeline_serves_small_m(fmt: int) -> None:
-    largest = 16 if fmt in (Format.INT4, Format.INT8) else 8
+    largest = 8 if fmt == Format.FP8 else 16
     assert ops.BULK_MAX_M[fmt] == largest
-    # The flat consumer with an exact last tile group (pipeline 4) for 4-bit codes: the flat
-    # consumer beat the default one (pipeline 2) on all four benchmark shapes at M = 1, 4 and 16
-    # on an H100 (marlin-stream-v5-h100-2026-11-27.json), and its exact last group beat it where
-    # a pass ends in a partial group (10240 x 8192 M = 1: 22.9 against 29.5 us); where passes
-    # hold whole groups the launcher runs the flat instance, which the tail's branch lost to by
-    # 2-11% (marlin-stream-v6-h100-2026-11-27.json). At M = 9..16 (int4 only) pipeline 4 planned
-    # with a 2-stage ring allowed (pipeline 5): 20-23% faster on the two shapes whose plan it
-    # changes, the same plan on the others (marlin-stream-v7-h100-2026-11-27.json). 8-bit codes
-    # were not measured and keep the default one.
+    # Pipeline 5 for 4-bit codes at every M the bulk pipeline serves (ops._FLAT_FORMATS says why;
+    # NVFP4 up to 16 since marlin-h100-2026-11-27-v8.json); 8-bit codes keep pipeline 2 (not
+    # measured).
     for m in range(1, largest + 1):
         mt = 1 if m <= 8 else 2
-        pipeline = 2 if Format.BITS[fmt] == 8 else 4 if mt == 1 else 5
+        pipeline = 2 if Format.BITS[fmt] == 8 else 5
         assert ops.launch_config(m, fmt, True) == (mt, 1, 1, 8, pipeline), m
     for m in (largest + 1, 32, 33, 64, 255):
         assert ops.launch_config(m, fmt, True) == ops.launch_config(m, fmt), m
