@@ -20,6 +20,7 @@ import json
 import math
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -92,9 +93,11 @@ def graph_time_us(calls: list[Callable[[], Any]], replays: int) -> float:
 
 def interleaved_times_us(candidates: dict[str, list[Callable[[], Any]]],
                          rounds: int) -> dict[str, float]:
-    """Median time per call of each candidate's CUDA graph, the graphs replayed in turn for
-    ``rounds`` rounds. A candidate whose calls raise (a launch the kernel refuses) is logged and
-    left out."""
+    """Median time per call of each candidate's CUDA graph, the graphs replayed once per round
+    for ``rounds`` rounds, in a new random order each round (seeded): in a fixed order "auto"
+    always replayed right after the bf16 reference and read 0.5-1.2 us slower than the identical
+    forced launch (marlin-h100-2026-11-27-final.json, -v8.json). A candidate whose calls raise (a
+    launch the kernel refuses) is logged and left out."""
     graphs = {}
     for name, calls in candidates.items():
         try:
@@ -102,8 +105,12 @@ def interleaved_times_us(candidates: dict[str, list[Callable[[], Any]]],
         except RuntimeError as exc:
             log(f"{name}: {exc}")
     times: dict[str, list[float]] = {name: [] for name in graphs}
+    order = list(graphs)
+    shuffler = random.Random(0)
     for _ in range(rounds):
-        for name, (graph, count) in graphs.items():
+        shuffler.shuffle(order)
+        for name in order:
+            graph, count = graphs[name]
             times[name].append(_replay_us(graph, count))
     del graphs
     return {name: statistics.median(t) for name, t in times.items()}
@@ -340,8 +347,8 @@ def write_result(args, device: str, copy_bw: float, rows: list[dict], memory: li
         "git_revision": os.environ.get("KCM_GIT_REV", "unknown"),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "cuda": torch.version.cuda, "triton": triton.__version__},
-        "method": "CUDA-graph replay medians, the graphs of one (shape, M) replayed in turn "
-                  f"for {args.replays} rounds; weights and inputs rotated over copies totalling "
+        "method": "CUDA-graph replay medians, the graphs of one (shape, M) replayed once per "
+                  f"round in a new seeded random order for {args.replays} rounds; weights and inputs rotated over copies totalling "
                   f">= {ROTATE_BYTES >> 20} MiB; bf16 activations",
         "copy_bandwidth_TBps": round(copy_bw / 1e12, 3),
         "dequant_matmul_min_m": {str(k): v for k, v in DEQUANT_MATMUL_MIN_M.items()},
