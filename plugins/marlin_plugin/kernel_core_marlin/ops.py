@@ -68,16 +68,18 @@ _ROWS_PER_WARP = {
 #: stage; a power of two up to 8; 16 only with the flat consumer at M <= 8, which lost to 8 on
 #: 28672 x 8192 for int4 and on 8192 x 8192 for NVFP4, so no default takes it).
 _BULK_CONSUMERS = 8
-#: Code formats whose bulk launches take pipeline 5: the flat consumer (no per-chunk branches for
-#: zero points or activations), an exact last tile group (its branch runs only where a pass of the
-#: widest block ends in a partial group) and a plan that may take a 2-stage ring with 2 chunks per
-#: warp and stage. Each step won on the H100 where it changes anything: the flat consumer 9-23%
-#: over the default one (int4 M = 1, 4), the exact last group up to 22% where passes end in a
-#: partial group, the 2-stage plan 20-28% at M = 9..16 on the shapes whose plan it changes, and
-#: pipeline 5 against pipeline 4 at M = 1 0-4% faster on 7 of 8 int4 and 6 of 8 NVFP4 points of
-#: two runs (within 0.4 us on the others). Numbers and files: NOTES.md v5-v8. 8-bit codes keep the
-#: default consumer (pipeline 2): not measured, and ptxas reports more spills for their flat
-#: instances. Act-order layers run the default consumer inside the same launch either way.
+#: Code formats whose bulk launches take the flat consumer (no per-chunk branches for zero points
+#: or activations) with an exact last tile group (its branch runs only where a pass of the widest
+#: block ends in a partial group): pipeline 4 at one M tile (M <= 8), and at two (M = 9..16)
+#: pipeline 5, the same consumer on a plan that may take a 2-stage ring with 2 chunks per warp
+#: and stage. Each step won on the H100 where it changes anything: the flat consumer 9-23% over
+#: the default one (int4 M = 1, 4), the exact last group up to 22% where passes end in a partial
+#: group, the 2-stage plan 20-28% at M = 9..16 on the shapes whose plan it changes. At M = 1
+#: pipeline 5 lost to 4 by 0.1-0.8 us on every int4 shape once the benchmark replayed its
+#: candidates in random order (it had looked 0-4% faster in a fixed order that always ran it
+#: after pipeline 4). Numbers and files: NOTES.md v5-v9. 8-bit codes keep the default consumer
+#: (pipeline 2): not measured, and ptxas reports more spills for their flat instances. Act-order
+#: layers run the default consumer inside the same launch either way.
 _FLAT_FORMATS = frozenset({Format.INT4, Format.FP4})
 #: Largest M the launch configuration sends to the bulk pipeline, per code format. The kernel
 #: serves up to 32 (four 8-column M tiles), but from 17 on its passes shrink to 4 row tiles and
@@ -85,8 +87,9 @@ _FLAT_FORMATS = frozenset({Format.INT4, Format.FP4})
 #: every benchmark shape (benchmarks/results/marlin-stream-h100-2026-11-27.json). NVFP4 at
 #: M = 9..16 joined with pipeline 5: 82.8 / 73.6 / 30.4 / 27.6 us against the register
 #: pipeline's 89.4 / 79.2 / 42.1 / 26.7 (the four benchmark shapes; two runs agree within 1 us,
-#: marlin-h100-2026-11-27-final.json and marlin-h100-2026-11-27-v8.json): 7-28% faster on three
-#: shapes, 3% slower on 8192 x 8192. FP8 codes are not measured past 8; INT8 follows INT4.
+#: marlin-h100-2026-11-27-final.json and marlin-h100-2026-11-27-v8.json; as the default in
+#: -v9.json: 83.2 / 73.2 / 31.1 / 27.2 us): 7-28% faster on three shapes, 3% slower on
+#: 8192 x 8192. FP8 codes are not measured past 8; INT8 follows INT4.
 BULK_MAX_M = {Format.INT4: 16, Format.INT8: 16, Format.FP4: 16, Format.FP8: 8}
 
 
@@ -102,9 +105,9 @@ def launch_config(m: int, fmt: int, bulk: bool = False) -> tuple[int, int, int, 
 
     M <= BULK_MAX_M[fmt] with ``bulk``: the bulk pipeline (persistent blocks, one producer warp
     streaming contiguous weight segments into a shared-memory ring, eight consumer warps); the
-    4-bit formats (:data:`_FLAT_FORMATS`) with the flat consumer, an exact last tile group and a
-    2-stage ring allowed in the plan (pipeline 5). Why pipeline 5 at every such M, and the
-    history of the choice: :data:`_FLAT_FORMATS` and plugins/marlin_plugin/NOTES.md (v4-v8).
+    4-bit formats (:data:`_FLAT_FORMATS`) with the flat consumer and an exact last tile group
+    (pipeline 4; at M = 9..16 on a plan that may take a 2-stage ring, pipeline 5). Why, and the
+    history of the choice: :data:`_FLAT_FORMATS` and plugins/marlin_plugin/NOTES.md (v4-v9).
     Otherwise M <= 8: the cp.async ring (pipeline 1) with 4 warps per block, measured 1.2x faster
     than the register pipeline for int4 and NVFP4 on an H100
     (marlin-h100-2026-11-22-pipelines.json). Larger M: the register pipeline with all eight warps
@@ -115,7 +118,7 @@ def launch_config(m: int, fmt: int, bulk: bool = False) -> tuple[int, int, int, 
     if bulk and m <= BULK_MAX_M[fmt]:
         if fmt not in _FLAT_FORMATS:
             return mt, 1, 1, _BULK_CONSUMERS, 2
-        return mt, 1, 1, _BULK_CONSUMERS, 5
+        return mt, 1, 1, _BULK_CONSUMERS, 5 if mt == 2 else 4
     eight_bit = Format.BITS[fmt] == 8
     if mt == 1:
         return 1, 1 if eight_bit else 2, 1, 4, 1
