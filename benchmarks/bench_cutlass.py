@@ -102,7 +102,7 @@ SWEEP = (
     (256, (TileConfig.SWAP_64x64, TileConfig.SWAP_64x64_K256, TileConfig.PINGPONG_64x128,
            TileConfig.PINGPONG_64x128_CLUSTER2, TileConfig.PINGPONG_64x256,
            TileConfig.PINGPONG_128x128_CLUSTER2, TileConfig.COOPERATIVE_128x128,
-           TileConfig.COOPERATIVE_128x128_STREAM_K, TileConfig.COOPERATIVE_128x128_CLUSTER1x2)),
+           TileConfig.COOPERATIVE_128x128_STREAM_K)),
     (1 << 30, (TileConfig.PINGPONG_64x128_CLUSTER2, TileConfig.PINGPONG_64x256,
                TileConfig.PINGPONG_128x128_CLUSTER2, TileConfig.COOPERATIVE_128x128,
                TileConfig.COOPERATIVE_128x128_STREAM_K, TileConfig.COOPERATIVE_128x256,
@@ -124,7 +124,7 @@ PAIRED_APPLY_M = (1, 16, 64)
 ORDER_SWEEP = (
     (256, (TileConfig.PINGPONG_64x128, TileConfig.PINGPONG_64x128_CLUSTER2,
            TileConfig.PINGPONG_128x128_CLUSTER2, TileConfig.PINGPONG_64x256,
-           TileConfig.COOPERATIVE_128x128, TileConfig.COOPERATIVE_128x128_CLUSTER1x2)),
+           TileConfig.COOPERATIVE_128x128)),
     (1 << 30, (TileConfig.PINGPONG_64x256, TileConfig.PINGPONG_128x128_CLUSTER2,
                TileConfig.COOPERATIVE_128x128, TileConfig.COOPERATIVE_128x256,
                TileConfig.COOPERATIVE_256x128)),

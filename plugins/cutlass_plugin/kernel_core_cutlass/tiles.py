@@ -5,16 +5,17 @@ names one compiled kernel. The choice is a small readable function of M (the tok
 dimension that changes between calls), N, K and the SM count: the number of output tiles decides
 whether the SMs of an H100/H200 (132) are kept busy, in the DeepGEMM spirit. A comment per range
 says why; NOTES.md has the measurements behind each choice. Compiled tiles no range picks
-(``COOPERATIVE_128x128_STREAM_K`` and ``COOPERATIVE_128x128_CLUSTER1x2`` for W8A8,
-``COOPERATIVE_128x128_CLUSTER2`` and ``COOPERATIVE_128x64`` for fp8_block, the 128-deep swap
-tiles) stay selectable through the ops' ``tile`` argument: the benchmark's sweep
+(``COOPERATIVE_128x128_STREAM_K`` for W8A8, ``COOPERATIVE_128x128_CLUSTER2`` for fp8_block, the
+128-deep swap tiles) stay selectable through the ops' ``tile`` argument: the benchmark's sweep
 measures them against the chosen ones on every run.
 
 The v4 choices cite ``benchmarks/results/cutlass-h100-2026-11-27-v4.json`` (H100, ``bench_cutlass.py
 --paired``: every tile x raster x swizzle of a point timed against the reference in the same
 interleaved CUDA-graph rounds; "ratio" = reference time / ours, median over the rounds, with the
 rounds' min-max). A choice changed only where the winner's median cleared the chosen variant's by
-more than the rounds' spread, or won by a consistent margin on every shape of its class.
+more than the rounds' spread, or won by a consistent margin on every shape of its class. The v5
+choice cites ``benchmarks/results/cutlass-h100-2026-11-27-v5.json`` (same method; there "ours /
+candidate" pairs the two kernels' times of the same sweep round).
 """
 
 from __future__ import annotations
@@ -57,7 +58,6 @@ class TileConfig(enum.IntEnum):
     PINGPONG_64x128_CLUSTER2 = 9  # pingpong, 64 x 128 x 128, cluster 2x1 (weight tile multicast)
     PINGPONG_128x128_CLUSTER2 = 10  # pingpong, 128 x 128 x 128, cluster 2x1
     COOPERATIVE_128x128_STREAM_K = 11  # cooperative, 128 x 128 x 128, stream-K scheduler
-    COOPERATIVE_128x128_CLUSTER1x2 = 12  # cooperative, 128 x 128 x 128, cluster 1x2; swept only
 
 
 class BlockTileConfig(enum.IntEnum):
@@ -68,7 +68,7 @@ class BlockTileConfig(enum.IntEnum):
     COOPERATIVE_128x128_STREAM_K = 2  # stream-K: K-slices of the tiles spread over every SM
     COOPERATIVE_128x128_CLUSTER2 = 3  # cluster 2x1: two M tiles share the weight tile
     PINGPONG_64x64 = 4  # 64 wide in N: reads the weight scales repeated per 64 rows
-    COOPERATIVE_128x64 = 5  # DeepGEMM's N=4096 M=256 tile; scales per 64 rows; swept only
+    COOPERATIVE_128x64 = 5  # cooperative, 128 x 64 x 128 (DeepGEMM's M=256 N=4096 tile), as 64x64
 
     @property
     def weight_scale_rows(self) -> int:
@@ -184,8 +184,17 @@ def block_scaled_mm_tile(m: int, n: int, sm_count: int = H100_SMS) -> BlockTileC
         # against 0.705x for the 68 tiles of 64x128.
         return BlockTileConfig.PINGPONG_64x64
     if m <= 512 and _cdiv(m, 64) * _cdiv(n, 128) <= sm_count:
-        # One wave of 64x128 tiles (N=4096 at M=256: 128 tiles): fastest there in v3 and v4
-        # (0.894x; the 256 tiles of 64x64 0.775x, 128x128 0.775x).
+        # One wave of 64-row tiles (N=4096 at M=256: 128 tiles). With one tile per CTA a pingpong
+        # CTA computes with one of its two consumer warpgroups (pingpong alternates whole tiles
+        # between them); the cooperative 128x64 tile, as many tiles, splits each between both.
+        # v5 file, N=4096 M=256: 128x64 0.982x FlashInfer in CUTLASS's default order (0.976-0.989x
+        # over all 12 orders) against 0.902x for 64x128 in the same sweep (0.916x head to head);
+        # paired round by round 64x128 / 128x64 = 1.091x [1.058-1.140], faster in every round and
+        # every order. Also with half the SMs idle (N=2112 M=256, 68 / 66 tiles; 64x64 is chosen
+        # there): 1.109x [1.086-1.118]. The 64x128 tile stays where the 128x64 tiles would not
+        # fit one wave (M just above a multiple of 128: M=150, N=5632 makes 132 / 176 tiles).
+        if _cdiv(m, 128) * _cdiv(n, 64) <= sm_count:
+            return BlockTileConfig.COOPERATIVE_128x64
         return BlockTileConfig.PINGPONG_64x128
     tiles = _cdiv(m, 128) * _cdiv(n, 128)
     if tiles <= sm_count or _fills(m, n, 128, 128, sm_count):
@@ -216,7 +225,11 @@ def scaled_mm_order(m: int, n: int, k: int, tile: TileConfig) -> TileOrder:
         # Consecutive CTAs take consecutive N tiles, so the activation band they share stays in
         # L2, in swizzle groups of 4. v4 file, M=4096: along N with swizzle 2 / 4 0.985x / 0.988x
         # (8192x8192) and 0.990x / 0.989x (28672x8192) against 0.974x / 0.901x with CUTLASS's
-        # default order for the same tile (8192x28672: 0.963x against 0.718x).
+        # default order for the same tile (8192x28672: 0.963x against 0.718x). Swizzle 2 against
+        # 4, paired round by round (swizzle-4 time / swizzle-2 time) in v4-final and v5:
+        # 8192x8192 0.996x [0.985-1.011] and 1.025x [1.018-1.061], 28672x8192 1.054x
+        # [0.999-1.073] and 1.007x [0.996-1.125]: swizzle 2 was faster in every round only on
+        # 8192x8192 in v5 (v4-final: swizzle 4 by the median), so swizzle 4 stays.
         return TileOrder(Raster.ALONG_N, 4)
     return TileOrder()
 
@@ -232,4 +245,6 @@ def block_scaled_mm_order(m: int, n: int, tile: BlockTileConfig) -> TileOrder:
         # M=4096 1.054x against 0.971x (18432x7168: 1.053x against 0.891x); no order mattered
         # at M=256 (1.045-1.050x).
         return TileOrder(Raster.ALONG_N, 4)
+    # The 128x64 tile at N=4096 M=256 (v5 file, one run): every order within 0.7% of CUTLASS's
+    # default by the median of the paired rounds, so the default.
     return TileOrder()

@@ -165,23 +165,30 @@ def test_tiles_follow_the_sm_count():
     # On a 114-SM H100 PCIe, M=512 and N=8192 give 256 tiles of 128x128: 3 waves, 75% busy.
     assert scaled_mm_tile(512, 8192, 8192) == TileConfig.PINGPONG_128x128_CLUSTER2
     assert scaled_mm_tile(512, 8192, 8192, sm_count=114) == TileConfig.PINGPONG_64x128
-    # N=4096, M=256: 128 tiles of 64x128 fit one wave of 132 SMs, not of 114; there the 64
-    # tiles of 128x128 do (one wave: data-parallel, not stream-K).
-    assert block_scaled_mm_tile(256, 4096) == BlockTileConfig.PINGPONG_64x128
+    # N=4096, M=256: 128 tiles of 64x128 (or 128x64) fit one wave of 132 SMs, not of 114; there
+    # the 64 tiles of 128x128 do (one wave: data-parallel, not stream-K).
+    assert block_scaled_mm_tile(256, 4096) == BlockTileConfig.COOPERATIVE_128x64
     assert block_scaled_mm_tile(256, 4096, sm_count=114) == BlockTileConfig.COOPERATIVE_128x128
-    # N=2112, M=256: 132 tiles of 64x64 fit one wave of 132 SMs, not of 114.
+    # N=2112, M=256: 132 tiles of 64x64 fit one wave of 132 SMs, not of 114; there the 66 of
+    # 128x64 do (v5 file, 132 SMs: 128x64 faster than the 68 tiles of 64x128 in every round).
     assert block_scaled_mm_tile(256, 2112) == BlockTileConfig.PINGPONG_64x64
-    assert block_scaled_mm_tile(256, 2112, sm_count=114) == BlockTileConfig.PINGPONG_64x128
+    assert block_scaled_mm_tile(256, 2112, sm_count=114) == BlockTileConfig.COOPERATIVE_128x64
 
 
 @pytest.mark.parametrize("m, n, expected", [
     (1, 7168, BlockTileConfig.PINGPONG_64x128), (128, 7168, BlockTileConfig.PINGPONG_64x128),
     # DeepSeek-V3 shapes at M=256 (v4 file): N=2112 fits one wave of 64x64 tiles (132: 1.01x
-    # FlashInfer against 0.71x for 64x128), N=4096 one wave of 64x128 (128); N=7168 has 112
-    # tiles of 128x128, one wave: data-parallel (1.05x against 0.94x for stream-K); N=18432
+    # FlashInfer against 0.71x for 64x128, v5: 0.81x for 128x64); N=4096 one wave of 64-row
+    # tiles, there the cooperative 128x64 (v5 file: 0.98x against 0.90x for 64x128); N=7168 has
+    # 112 tiles of 128x128, one wave: data-parallel (1.05x against 0.94x for stream-K); N=18432
     # 288 (73% of 3 waves): stream-K (0.98x against 0.88x).
     (256, 2112, BlockTileConfig.PINGPONG_64x64),
-    (256, 4096, BlockTileConfig.PINGPONG_64x128),
+    (256, 4096, BlockTileConfig.COOPERATIVE_128x64),
+    # 129 and 300 rows round up to 256 / 384 for 128-row tiles: still one wave (128 / 99 tiles).
+    (129, 4096, BlockTileConfig.COOPERATIVE_128x64),
+    (300, 2112, BlockTileConfig.COOPERATIVE_128x64),
+    # 150 rows: 132 tiles of 64x128 fit one wave, the 176 of 128x64 would not.
+    (150, 5632, BlockTileConfig.PINGPONG_64x128),
     (256, 7168, BlockTileConfig.COOPERATIVE_128x128),
     (256, 18432, BlockTileConfig.COOPERATIVE_128x128_STREAM_K),
     # M=1024: N=18432 has 1152 tiles (97% busy), N=7168 448 (85%), N=2112 136 (52%).
@@ -218,14 +225,24 @@ def test_block_64_wide_tile_needs_the_scales_per_64_rows(monkeypatch, tile):
                              torch.empty(2, 2), None, torch.empty(1), torch.bfloat16, int(tile))
 
 
-def test_v5_candidate_tiles_are_swept_not_chosen():
-    # COOPERATIVE_128x128_CLUSTER1x2 (W8A8) and COOPERATIVE_128x64 (fp8_block) are measured by
-    # bench_cutlass.py --paired before any range of the heuristic takes them (NOTES.md, v5).
-    for m in (1, 16, 64, 128, 129, 256, 257, 512, 513, 1024, 2048, 4096, 16384):
-        for n in (2112, 4096, 7168, 8192, 18432, 28672):
-            for k in (7168, 8192, 28672):
-                assert scaled_mm_tile(m, n, k) != TileConfig.COOPERATIVE_128x128_CLUSTER1x2
-            assert block_scaled_mm_tile(m, n) != BlockTileConfig.COOPERATIVE_128x64
+def test_block_128x64_only_where_one_wave_of_64_row_tiles_was_measured():
+    # The v5 rule replaces the 64x128 tile in its one-wave range (M 129-512) and nowhere else:
+    # whenever the heuristic picks 128x64, the 64x64 tiles would not fit one wave, the 64x128
+    # tiles would, and so do the 128x64 ones.
+    def cdiv(a: int, b: int) -> int:
+        return -(-a // b)
+
+    picked = 0
+    for m in range(1, 1100, 7):
+        for n in range(128, 20000, 64):
+            if block_scaled_mm_tile(m, n) != BlockTileConfig.COOPERATIVE_128x64:
+                continue
+            picked += 1
+            assert 128 < m <= 512, (m, n)
+            assert cdiv(m, 64) * cdiv(n, 64) > 132, (m, n)
+            assert cdiv(m, 64) * cdiv(n, 128) <= 132, (m, n)
+            assert cdiv(m, 128) * cdiv(n, 64) <= 132, (m, n)
+    assert picked > 0
 
 
 def test_tile_orders_leave_cutlass_defaults_only_where_v4_measured_a_winner():
@@ -242,8 +259,9 @@ def test_tile_orders_leave_cutlass_defaults_only_where_v4_measured_a_winner():
     assert block_scaled_mm_order(4096, 7168, BlockTileConfig.COOPERATIVE_128x128) == along_n_4
     assert block_scaled_mm_order(256, 7168, BlockTileConfig.COOPERATIVE_128x128) == along_n_4
     for tile in (BlockTileConfig.PINGPONG_64x64, BlockTileConfig.PINGPONG_64x128,
-                 BlockTileConfig.COOPERATIVE_128x128_STREAM_K):
+                 BlockTileConfig.COOPERATIVE_128x64, BlockTileConfig.COOPERATIVE_128x128_STREAM_K):
         assert block_scaled_mm_order(1024, 2112, tile) == TileOrder()
+    assert block_scaled_mm_order(256, 4096, BlockTileConfig.COOPERATIVE_128x64) == TileOrder()
 
 
 def test_explicit_tile_order_arguments_override_the_heuristic():

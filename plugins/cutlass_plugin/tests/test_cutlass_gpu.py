@@ -227,8 +227,7 @@ ORDER_CASES = [
     (tile, raster, swizzle, 0)
     for tile in (TileConfig.SWAP_64x64, TileConfig.PINGPONG_64x128_CLUSTER2,
                  TileConfig.PINGPONG_64x256, TileConfig.PINGPONG_128x128_CLUSTER2,
-                 TileConfig.COOPERATIVE_256x128, TileConfig.COOPERATIVE_128x128_STREAM_K,
-                 TileConfig.COOPERATIVE_128x128_CLUSTER1x2)
+                 TileConfig.COOPERATIVE_256x128, TileConfig.COOPERATIVE_128x128_STREAM_K)
     for raster, swizzle in ((1, 8), (2, 2), (2, 4), (2, 8), (0, 4))
 ] + [(TileConfig.COOPERATIVE_128x128_STREAM_K, 0, 1, splits) for splits in (2, 3)]
 

@@ -24,8 +24,7 @@ enum TileConfigId : int {
   kPingpong64x128Cluster2 = 9,  // pingpong, 64 x 128 x 128, cluster 2x1
   kPingpong128x128Cluster2 = 10,  // pingpong, 128 x 128 x 128, cluster 2x1
   kCooperative128x128StreamK = 11,  // cooperative, 128 x 128 x 128, stream-K tile scheduler
-  kCooperative128x128Cluster1x2 = 12,  // cooperative, 128 x 128 x 128, cluster 1x2 (activation multicast)
-  kNumTileConfigs = 13,
+  kNumTileConfigs = 12,
 };
 
 // The tiles are compiled in three translation units per (operand, output) type pair, so the
@@ -33,7 +32,6 @@ enum TileConfigId : int {
 enum TileGroup : int { kSmallM = 0, kMidM = 1, kLargeM = 2, kNumTileGroups = 3 };
 inline constexpr TileGroup kTileGroup[kNumTileConfigs] = {
     kSmallM, kSmallM, kMidM, kLargeM, kLargeM, kLargeM, kMidM, kSmallM, kSmallM, kMidM, kMidM, kLargeM,
-    kMidM,
 };
 
 // The order in which the persistent schedulers hand out output tiles, and how stream-K tiles

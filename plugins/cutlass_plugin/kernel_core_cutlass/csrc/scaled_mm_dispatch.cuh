@@ -70,9 +70,6 @@ struct dispatch_scaled_mm {
         return run_if_in_group<Group, kCooperative128x128StreamK,
                                K<Shape<_128, _128, _128>, Cluster1, Cooperative, CooperativeEpilogue, false,
                                  cutlass::gemm::StreamKScheduler>>(a);
-      case kCooperative128x128Cluster1x2:
-        return run_if_in_group<Group, kCooperative128x128Cluster1x2,
-                               K<Shape<_128, _128, _128>, Shape<_1, _2, _1>, Cooperative, CooperativeEpilogue, false>>(a);
       default:
         return "unknown tile configuration id";
     }
