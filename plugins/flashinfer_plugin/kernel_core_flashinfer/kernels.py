@@ -153,8 +153,10 @@ class FlashInferFp8ScaledMMLinearKernel(_PlannedEagerApply, FP8ScaledMMLinearKer
 
     @classmethod
     def warmup(cls, compute_capability: int | None = None) -> None:
-        """Build (or load) FlashInfer's ``gemm`` JIT module, which holds ``bmm_fp8``."""
+        """Build (or load) FlashInfer's ``gemm`` JIT module, which holds ``bmm_fp8``, and the
+        plugin's compiled eager check."""
         _ops().cublas_fp8_gemm()
+        eager_call()
 
     def __init__(self, config: FP8ScaledMMLinearLayerConfig) -> None:
         super().__init__(config)
@@ -234,8 +236,10 @@ class FlashInferFp8BlockScaledMMLinearKernel(_PlannedEagerApply, Fp8BlockScaledM
     def warmup(cls, compute_capability: int | None = None) -> None:
         """Build (or load) FlashInfer's ``fp8_blockscale_gemm_90`` JIT module. The DeepGEMM
         kernels it compiles per (N, K, tile config) are built on the first call of each shape,
-        so run each batch size once eagerly before capturing CUDA graphs."""
+        so run each batch size once eagerly before capturing CUDA graphs. Also builds (or loads)
+        the plugin's compiled eager check."""
         _ops().blockscale_runner()
+        eager_call()
 
     def _check_not_per_row(self, layer: torch.nn.Module) -> None:
         """The trap: FlashInfer accepts ``[N, K/128]`` (1x128, per-row) weight scales, but its

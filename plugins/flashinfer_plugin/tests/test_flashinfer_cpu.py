@@ -571,6 +571,40 @@ def test_environment_keeps_user_values(monkeypatch, tmp_path) -> None:
     assert environ == user
 
 
+def test_arch_list_is_the_current_device_only(monkeypatch, tmp_path) -> None:
+    """The arch list names the current device's capability, so FlashInfer never queries every
+    GPU (a stand-in device of capability 9.0)."""
+    monkeypatch.setenv("KERNEL_CORE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(environment.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(environment.torch.cuda, "get_device_capability", lambda: (9, 0))
+    environ: dict[str, str] = {}
+    environment.configure_environment(environ)
+    assert environ["FLASHINFER_CUDA_ARCH_LIST"] == "9.0"
+
+
+def test_tested_range_is_the_distributions_pin() -> None:
+    """environment.TESTED_FLASHINFER (what the plugin checks at run time) and pyproject.toml's
+    dependency (what pip installs) name the same range."""
+    low_op, low, high_op, high = environment.TESTED_FLASHINFER
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert f'"flashinfer-python{low_op}{low},{high_op}{high}"' in pyproject
+
+
+def test_warmup_builds_the_compiled_eager_check(monkeypatch) -> None:
+    """``kernel-core warmup`` reaches each kernel's warmup, which builds FlashInfer's module and
+    the plugin's compiled eager check (stand-ins record the calls; the real build is tested in
+    test_flashinfer_eager_call.py)."""
+    from kernel_core_flashinfer import ops
+
+    built: list[str] = []
+    monkeypatch.setattr(ops, "cublas_fp8_gemm", lambda: built.append("gemm"))
+    monkeypatch.setattr(ops, "blockscale_runner", lambda: built.append("blockscale"))
+    monkeypatch.setattr(kernels_module, "eager_call", lambda: built.append("eager_call"))
+    Fp8Kernel.warmup()
+    BlockKernel.warmup()
+    assert built == ["gemm", "eager_call", "blockscale", "eager_call"]
+
+
 def test_cuda_path_counts_as_user_toolkit(monkeypatch) -> None:
     environ = {"CUDA_PATH": "/opt/other-cuda"}
     environment.configure_environment(environ)

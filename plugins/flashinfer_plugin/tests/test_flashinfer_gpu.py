@@ -193,10 +193,11 @@ def test_fp8_workspace_is_one_per_device() -> None:
 
 
 def _kernel_and_layer(which: str):
-    if which == "fp8":
+    if which in ("fp8", "fp8_static"):
         require(Fp8Kernel)
         config = FP8ScaledMMLinearLayerConfig(
-            weight_shape=FP8_SHAPE, weight_scale_granularity="tensor", input_scale="dynamic",
+            weight_shape=FP8_SHAPE, weight_scale_granularity="tensor",
+            input_scale="static" if which == "fp8_static" else "dynamic",
             input_scale_granularity="tensor",
         )
         layer, _ = fp8_layer(config, seed=5)
@@ -231,7 +232,7 @@ def test_cuda_graph_capture_and_replay(which, m) -> None:
         assert torch.equal(static_out, kernel.apply_weights(layer, fresh))
 
 
-@pytest.mark.parametrize("which", ["fp8", "fp8_block"])
+@pytest.mark.parametrize("which", ["fp8", "fp8_static", "fp8_block"])
 def test_torch_compile_fullgraph(which) -> None:
     kernel, layer = _kernel_and_layer(which)
     k = kernel.config.weight_shape[1]
