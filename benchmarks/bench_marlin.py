@@ -347,9 +347,10 @@ def write_result(args, device: str, copy_bw: float, rows: list[dict], memory: li
         "git_revision": os.environ.get("KCM_GIT_REV", "unknown"),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "cuda": torch.version.cuda, "triton": triton.__version__},
-        "method": "CUDA-graph replay medians, the graphs of one (shape, M) replayed once per "
-                  f"round in a new seeded random order for {args.replays} rounds; weights and inputs rotated over copies totalling "
-                  f">= {ROTATE_BYTES >> 20} MiB; bf16 activations",
+        "method": "CUDA-graph replay medians, the graphs of one (shape, M) replayed once "
+                  f"per round in a new seeded random order for {args.replays} rounds; weights and "
+                  f"inputs rotated over copies totalling >= {ROTATE_BYTES >> 20} MiB; bf16 "
+                  "activations",
         "copy_bandwidth_TBps": round(copy_bw / 1e12, 3),
         "dequant_matmul_min_m": {str(k): v for k, v in DEQUANT_MATMUL_MIN_M.items()},
         "summary": summarize(rows),

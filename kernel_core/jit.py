@@ -17,6 +17,7 @@ import hashlib
 import importlib.util
 import logging
 import sys
+import sysconfig
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,7 +56,7 @@ def _fingerprint(
     for path in _source_files(sources):
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
-    python = f"{sys.implementation.cache_tag}"  # the extension is built against this CPython's ABI
+    python = sysconfig.get_config_var("EXT_SUFFIX") or ""  # this interpreter's extension ABI
     for item in (*flags, *include_paths, arch, torch.__version__, str(torch.version.cuda), python):
         digest.update(item.encode())
         digest.update(b"\0")

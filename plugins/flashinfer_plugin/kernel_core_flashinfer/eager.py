@@ -44,7 +44,7 @@ def eager_call() -> Callable[[tuple, object, object, object], object]:
     except (OSError, RuntimeError, ImportError, subprocess.CalledProcessError) as error:
         logger.warning(
             "kernel-core-flashinfer: could not build the eager fast path (%s); every "
-            "apply_weights call takes the checked Python path (about 3 us more host time)", error
+            "apply_weights call takes the checked Python path (more host time per call)", error
         )
         return checked_path_only
     return module.eager_call

@@ -94,6 +94,11 @@ class _PlannedEagerApply:
             out = self._traced_op(layer, rows, bias)
         else:
             params = layer._parameters
+            if rows.device != params["weight"].device:
+                raise ValueError(
+                    f"{type(self).__name__}.apply_weights: expected x on the layer's device "
+                    f"{params['weight'].device}, found {rows.device}"
+                )
             key = (
                 params["weight"].data_ptr(), params["weight_scale"].data_ptr(),
                 params["input_scale"].data_ptr() if self._static else 0,

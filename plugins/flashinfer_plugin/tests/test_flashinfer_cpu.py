@@ -442,6 +442,28 @@ def test_hot_path_and_full_path_hand_over_the_same_rows(which, monkeypatch) -> N
 
 
 @pytest.mark.parametrize("which", ["fp8", "fp8_block"])
+def test_x_on_another_device_is_refused_naming_both(which, monkeypatch) -> None:
+    """x on a device other than the layer's is a ValueError naming both, before anything runs
+    (the compiled check sends it to the checked path)."""
+    pytest.importorskip("triton")
+    from kernel_core_flashinfer import ops
+
+    if which == "fp8":
+        kernel, layer, _ = _processed_fp8_layer("dynamic", monkeypatch)
+        k = 512
+    else:
+        kernel = BlockKernel(block_config())
+        layer = _block_layer(576, 1024)
+        kernel.process_weights_after_loading(layer)
+        k = 1024
+    for name in ("per_tensor_runner", "block_runner"):
+        monkeypatch.setattr(ops, name, None)  # nothing may run
+    x = torch.empty(4, k, dtype=torch.bfloat16, device="meta")
+    with pytest.raises(ValueError, match="expected x on the layer's device cpu, found meta"):
+        kernel.apply_weights(layer, x)
+
+
+@pytest.mark.parametrize("which", ["fp8", "fp8_block"])
 def test_compiling_goes_through_the_op(which, monkeypatch) -> None:
     """While torch.compile traces, apply_weights calls the registered op (whose fake
     implementation the compiler uses), with the layer's parameters."""

@@ -68,8 +68,9 @@ class _Subclass(torch.Tensor):
 @pytest.mark.parametrize(
     "case",
     ["float16 x", "float32 x", "3-D x", "1-D x", "wrong K", "transposed x", "sliced x",
-     "subclass x", "bias wrong length", "bias 2-D", "integer bias",
-     "bias not a tensor", "no plan", "no _parameters"],
+     "subclass x", "sparse x", "nested x", "meta x", "bias wrong length", "bias 2-D",
+     "integer bias", "bias not a tensor", "subclass bias", "meta bias", "sparse bias", "no plan",
+     "no _parameters"],
 )
 def test_anything_else_returns_none_without_running(call, case) -> None:
     layer, runner = _layer()
@@ -90,6 +91,12 @@ def test_anything_else_returns_none_without_running(call, case) -> None:
         x = torch.randn(5, 2 * K).to(torch.bfloat16)[:, :K]
     elif case == "subclass x":
         x = x.as_subclass(_Subclass)
+    elif case == "sparse x":
+        x = x.to_sparse()
+    elif case == "nested x":
+        x = torch.nested.nested_tensor([x[0], x[1]])
+    elif case == "meta x":  # not on the weights' device
+        x = torch.empty(5, K, dtype=torch.bfloat16, device="meta")
     elif case == "bias wrong length":
         bias = torch.randn(N + 1).to(torch.bfloat16)
     elif case == "bias 2-D":
@@ -98,6 +105,12 @@ def test_anything_else_returns_none_without_running(call, case) -> None:
         bias = torch.ones(N, dtype=torch.int32)
     elif case == "bias not a tensor":
         bias = [0.0] * N
+    elif case == "subclass bias":  # could run Python (dispatch) during the check
+        bias = torch.randn(N).to(torch.bfloat16).as_subclass(_Subclass)
+    elif case == "meta bias":
+        bias = torch.empty(N, dtype=torch.bfloat16, device="meta")
+    elif case == "sparse bias":
+        bias = torch.randn(N).to(torch.bfloat16).to_sparse()
     elif case == "no plan":
         del layer.__dict__[_PLAN]
     elif case == "no _parameters":
@@ -142,12 +155,16 @@ def test_the_dynamic_plan_ignores_input_scale(call) -> None:
     assert call(layer, _x(), None, _PLAN) is not None and len(runner.calls) == 1
 
 
-@pytest.mark.parametrize("plan", ["a list", "six items", "a string K"])
+@pytest.mark.parametrize(
+    "plan", ["a list", "six items", "a string K", "a string input_scale_ptr", "a float N"])
 def test_a_malformed_plan_raises_type_error(call, plan) -> None:
+    """Also where the bad field would be read last (no input_scale Parameter to look up)."""
     layer, _ = _layer()
     good = layer.__dict__[_PLAN]
     layer.__dict__[_PLAN] = {
         "a list": list(good), "six items": good[:6], "a string K": ("128", *good[1:]),
+        "a string input_scale_ptr": (*good[:5], "0", good[6]),
+        "a float N": (*good[:2], float(N), *good[3:]),
     }[plan]
     with pytest.raises(TypeError):
         call(layer, _x(), None, _PLAN)
