@@ -3,9 +3,9 @@
 ``eager_call(layer, x, bias, plan_attribute)`` returns the runner of the layer's plan
 (``layer.__dict__[plan_attribute]``, layout: ``kernels._PLAN``) applied to ``x`` when the call is
 the serving case the plan was made for, else None (the kernel then takes its checked Python path).
-It exists for speed alone: on the H100 machine the same checks in Python cost 1.3-1.4 us of host
-time per call (``benchmarks/results/flashinfer-h100-2026-11-27-final.json`` measured the plugin
-2.4-2.9 us above calling FlashInfer by hand with them).
+It exists for speed alone: the same checks in Python cost 1.3-1.4 us of host time per call on the
+CPU machine, and on the H100 the plugin measured 2.4-2.9 us above calling FlashInfer by hand with
+them (``benchmarks/results/flashinfer-h100-2026-11-27-final.json``).
 
 Building needs a host C++ compiler (FlashInfer's own JIT needs one too). Without it the plugin
 still works, every call through the checked Python path, and says so once in a warning.

@@ -60,12 +60,12 @@ class _PlannedEagerApply:
     """``apply_weights`` of both kernels. The serving case (eager, a plain contiguous ``[M, K]``
     x of the config's dtype, a ``[N]`` bias or none, the layer's plan current) is recognised by
     one compiled function (:func:`kernel_core_flashinfer.eager.eager_call`) that calls the layer's
-    runner: the same checks in Python cost 1.3-1.4 us of host time per call, and the plugin may
-    add at most 3 us to calling FlashInfer by hand (README). Anything else takes :meth:`_apply`,
-    which checks again and names what is wrong. A kernel provides ``_n``, ``_k``, ``_act_dtype``,
-    ``_static`` (an input_scale Parameter to follow), ``_traced_op`` (the registered op, for
-    torch.compile) and ``_runner`` (the GEMM with the layer's operands bound, for the plan), and
-    sets ``_eager_call`` when it processes a layer."""
+    runner: with the same checks in Python the plugin measured 2.4-2.9 us above calling FlashInfer
+    by hand on the H100, where it may add at most 3 us (README). Anything else takes
+    :meth:`_apply`, which checks again and names what is wrong. A kernel provides ``_n``, ``_k``,
+    ``_act_dtype``, ``_static`` (an input_scale Parameter to follow), ``_traced_op`` (the
+    registered op, for torch.compile) and ``_runner`` (the GEMM with the layer's operands bound,
+    for the plan), and calls :meth:`_ready_eager_path` when it processes a layer."""
 
     _n: int
     _k: int
@@ -94,13 +94,14 @@ class _PlannedEagerApply:
             out = self._traced_op(layer, rows, bias)
         else:
             params = layer._parameters
-            if rows.device != params["weight"].device:
+            weight = params["weight"]
+            if rows.device != weight.device:
                 raise ValueError(
                     f"{type(self).__name__}.apply_weights: expected x on the layer's device "
-                    f"{params['weight'].device}, found {rows.device}"
+                    f"{weight.device}, found {rows.device}"
                 )
             key = (
-                params["weight"].data_ptr(), params["weight_scale"].data_ptr(),
+                weight.data_ptr(), params["weight_scale"].data_ptr(),
                 params["input_scale"].data_ptr() if self._static else 0,
             )
             plan = layer.__dict__.get(_PLAN)
@@ -109,6 +110,13 @@ class _PlannedEagerApply:
                 layer.__dict__[_PLAN] = plan
             out = plan[6](rows, rows.shape[0], bias)
         return out if rows is x else out.reshape(*shape[:-1], self._n)
+
+    def _ready_eager_path(self, layer: torch.nn.Module) -> None:
+        """After processing a layer: drop its old plan (the next call makes one from the new
+        Parameters) and load the GEMM bindings and the compiled check."""
+        layer.__dict__.pop(_PLAN, None)
+        self._ops = _ops()
+        self._eager_call = eager_call()
 
     def _traced_op(
         self, layer: torch.nn.Module, rows: torch.Tensor, bias: torch.Tensor | None
@@ -176,9 +184,7 @@ class FlashInferFp8ScaledMMLinearKernel(_PlannedEagerApply, FP8ScaledMMLinearKer
         replace_parameter(layer, "weight_scale", _as_scalar_scale(params["weight_scale"]))
         if "input_scale" in params:
             replace_parameter(layer, "input_scale", _as_scalar_scale(params["input_scale"]))
-        layer.__dict__.pop(_PLAN, None)
-        self._ops = _ops()
-        self._eager_call = eager_call()
+        self._ready_eager_path(layer)
 
     def _traced_op(
         self, layer: torch.nn.Module, rows: torch.Tensor, bias: torch.Tensor | None
@@ -268,9 +274,7 @@ class FlashInferFp8BlockScaledMMLinearKernel(_PlannedEagerApply, Fp8BlockScaledM
         params = self.validate_layer(layer)
         replace_parameter(layer, "weight", params["weight"].detach().contiguous())
         replace_parameter(layer, "weight_scale", params["weight_scale"].detach().contiguous())
-        layer.__dict__.pop(_PLAN, None)
-        self._ops = _ops()
-        self._eager_call = eager_call()
+        self._ready_eager_path(layer)
 
     def _traced_op(
         self, layer: torch.nn.Module, rows: torch.Tensor, bias: torch.Tensor | None
