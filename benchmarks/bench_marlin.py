@@ -6,8 +6,9 @@ the decode + cuBLAS path), of bf16 ``torch.matmul``, the speedup, and the achiev
 bandwidth as a share of the device-to-device copy bandwidth measured in the same run. Every time
 is a median of CUDA-graph replays; each graph calls the op on several copies of weights and
 inputs whose total exceeds L2, so no call finds its weights cached. The graphs of one (shape, M)
-are replayed in turn, round after round, so a drift of clocks during the run falls on bf16, the
-plugin's choice and every variant alike. Also reports, per layer, the bytes held after
+are replayed once per round, in a new random order each round, so a drift of clocks during the
+run, and the kernel that ran just before, fall on bf16, the plugin's choice and every variant
+alike. Also reports, per layer, the bytes held after
 processing against the packed checkpoint's bytes.
 
 Usage: python benchmarks/bench_marlin.py --out results.json [--plot results.png] [--quick]
