@@ -86,7 +86,8 @@ class _PlannedEagerApply:
         self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None
     ) -> torch.Tensor:
         """Every other call: checks the inputs (naming what is wrong), flattens ``(..., K)``,
-        calls the op while torch.compile traces, else (re)makes the plan and runs eagerly."""
+        calls the op while torch.compile traces, else checks that x and bias are on the layer's
+        device, (re)makes the plan and runs eagerly."""
         self.check_apply_inputs(x, bias)  # type: ignore[attr-defined]
         shape = x.shape
         rows = x if len(shape) == 2 and x.is_contiguous() else x.reshape(-1, self._k).contiguous()
@@ -95,11 +96,7 @@ class _PlannedEagerApply:
         else:
             params = layer._parameters
             weight = params["weight"]
-            if rows.device != weight.device:
-                raise ValueError(
-                    f"{type(self).__name__}.apply_weights: expected x on the layer's device "
-                    f"{weight.device}, found {rows.device}"
-                )
+            self.check_apply_device(x, weight, bias)  # type: ignore[attr-defined]
             key = (
                 weight.data_ptr(), params["weight_scale"].data_ptr(),
                 params["input_scale"].data_ptr() if self._static else 0,

@@ -442,9 +442,9 @@ def test_hot_path_and_full_path_hand_over_the_same_rows(which, monkeypatch) -> N
 
 
 @pytest.mark.parametrize("which", ["fp8", "fp8_block"])
-def test_x_on_another_device_is_refused_naming_both(which, monkeypatch) -> None:
-    """x on a device other than the layer's is a ValueError naming both, before anything runs
-    (the compiled check sends it to the checked path)."""
+def test_x_or_bias_on_another_device_is_refused_naming_both(which, monkeypatch) -> None:
+    """x (or bias) on a device other than the layer's is a ValueError naming both, before
+    anything runs (the compiled check sends it to the checked path)."""
     pytest.importorskip("triton")
     from kernel_core_flashinfer import ops
 
@@ -461,6 +461,10 @@ def test_x_on_another_device_is_refused_naming_both(which, monkeypatch) -> None:
     x = torch.empty(4, k, dtype=torch.bfloat16, device="meta")
     with pytest.raises(ValueError, match="expected x on the layer's device cpu, found meta"):
         kernel.apply_weights(layer, x)
+    n = layer.weight.shape[0]
+    bias = torch.empty(n, dtype=torch.bfloat16, device="meta")
+    with pytest.raises(ValueError, match="expected bias on the layer's device cpu, found meta"):
+        kernel.apply_weights(layer, torch.randn(4, k).to(torch.bfloat16), bias)
 
 
 @pytest.mark.parametrize("which", ["fp8", "fp8_block"])

@@ -167,6 +167,8 @@ class _StreamKernel:
         config = self.config  # type: ignore[attr-defined]
         n, k = config.weight_shape
         self.check_apply_inputs(x, bias)  # type: ignore[attr-defined]
+        weight = layer.weight
+        self.check_apply_device(x, weight, bias)  # type: ignore[attr-defined]
         lead = x.shape[:-1]
         x2 = x.reshape(-1, k)
         perm = getattr(layer, "weight_perm", None)
@@ -182,18 +184,18 @@ class _StreamKernel:
         if self._tile is not None and self._tile.serves(m):
             plan = self._tile.plan(m)
             out = tile.tile_gemm(
-                x2, layer.weight, layer.weight_scale, zeros, gtab, chan, bias, self._fmt, n,
+                x2, weight, layer.weight_scale, zeros, gtab, chan, bias, self._fmt, n,
                 self._group_size, self._zconst, plan.bmx, plan.rw, plan.split, plan.variant,
             )
         elif m >= DEQUANT_MATMUL_MIN_M[self._fmt]:
-            weight = ops.dequantize(
-                layer.weight, layer.weight_scale, zeros, gtab, chan, self._fmt, n,
+            dense = ops.dequantize(
+                weight, layer.weight_scale, zeros, gtab, chan, self._fmt, n,
                 self._group_size, self._zconst, config.act_dtype,
             )
-            out = torch.nn.functional.linear(x2, weight[:, : x2.shape[1]], bias)
+            out = torch.nn.functional.linear(x2, dense[:, : x2.shape[1]], bias)
         else:
             out = ops.gemm(
-                x2, layer.weight, layer.weight_scale, zeros, gtab, chan, bias, self._fmt, n,
+                x2, weight, layer.weight_scale, zeros, gtab, chan, bias, self._fmt, n,
                 self._group_size, self._zconst, *ops.launch_config(m, self._fmt, self._bulk),
             )
         return out.to(config.out_dtype).reshape(*lead, n)

@@ -1,7 +1,8 @@
 """Processing a layer, checked on the CPU: decode the processed parameters the way the kernel does
 (the same bit constructions, in torch) and compare with the core's exact dequantization of the
-original checkpoint parameters. Also: the layer keeps only the packed tensors, and Parameter
-objects of the contract keep their identity."""
+original checkpoint parameters. Also: the layer keeps only the packed tensors, Parameter
+objects of the contract keep their identity, and apply_weights refuses a wrong input (shape,
+dtype, device) before any launch."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from kernel_core.families import (
 from kernel_core.formats.layer import dequantize_weight, make_layer
 from kernel_core.scalar_types import scalar_types
 from kernel_core.testing import relative_error
+from kernel_core_marlin import ops
 from kernel_core_marlin.kernels import (
     MarlinFp8LinearKernel,
     MarlinMPLinearKernel,
@@ -160,3 +162,53 @@ def test_bad_inputs_rejected_before_launch() -> None:
         kernel.apply_weights(layer, torch.randn(3, 144, dtype=torch.bfloat16))
     with pytest.raises(ValueError, match=r"dtype bfloat16 .*found \[3, 128\] float16"):
         kernel.apply_weights(layer, x.half())  # no silent conversion to the config's dtype
+
+
+#: One case of each kernel class (the act-order one for the MP kernel: it permutes x first).
+ONE_PER_CLASS = [
+    next(case for case in CASES if case[0] is cls and (cls is not MarlinMPLinearKernel
+                                                        or case[1].has_g_idx))
+    for cls in dict.fromkeys(cls for cls, _ in CASES)
+]
+
+
+def _launch_spy(monkeypatch) -> list[str]:
+    """Replace the stream-kernel and decode ops; return the names of those called."""
+    calls: list[str] = []
+
+    def gemm(x, *args):
+        calls.append("gemm")
+        return torch.zeros(x.shape[0], args[7], dtype=x.dtype)
+
+    def dequantize(*args):
+        calls.append("dequantize")
+        raise AssertionError("not reached at small M")
+
+    monkeypatch.setattr(ops, "gemm", gemm)
+    monkeypatch.setattr(ops, "dequantize", dequantize)
+    return calls
+
+
+@pytest.mark.parametrize("kernel_class,config", ONE_PER_CLASS,
+                         ids=[c.short() for _, c in ONE_PER_CLASS])
+def test_x_or_bias_on_another_device_refused_before_launch(kernel_class, config, monkeypatch):
+    """The layer on the CPU, x (or bias) on "meta" (standing for another device): a ValueError
+    naming both devices, and no launch."""
+    layer = make_layer(config, seed=3)
+    kernel = kernel_class(config)
+    kernel.process_weights_after_loading(layer)
+    calls = _launch_spy(monkeypatch)
+    n, k = config.weight_shape
+    dtype = config.act_dtype
+    name = kernel_class.__name__
+    with pytest.raises(ValueError, match=rf"^{name}\.apply_weights: expected x on the layer's "
+                                         r"device cpu, found meta$"):
+        kernel.apply_weights(layer, torch.empty(3, k, dtype=dtype, device="meta"))
+    with pytest.raises(ValueError, match=rf"^{name}\.apply_weights: expected bias on the layer's "
+                                         r"device cpu, found meta$"):
+        kernel.apply_weights(layer, torch.randn(3, k, dtype=dtype),
+                             torch.empty(n, dtype=dtype, device="meta"))
+    assert calls == []
+    # The same call with everything on the layer's device gets past the checks to the launch.
+    out = kernel.apply_weights(layer, torch.randn(2, 3, k, dtype=dtype), torch.randn(n, dtype=dtype))
+    assert calls == ["gemm"] and out.shape == (2, 3, n)
