@@ -60,7 +60,7 @@ import triton
 
 from kernel_core.bench.timing import (
     Budget,
-    _capture,
+    capture_graph,
     l2_cache_bytes,
     rotation_count,
     time_calls,
@@ -211,7 +211,7 @@ def interleaved_rounds(candidates: dict[str, list[Call]], rounds: int, where: st
         try:
             batch = list(calls) * max(1, math.ceil(REPLAY_MS / max(_pass_ms(calls), 1e-3)))
             try:
-                runs[name] = (_capture(batch), len(batch))
+                runs[name] = (capture_graph(batch).replay, len(batch))
             except Exception as exc:  # noqa: BLE001 - time it eagerly, say so
                 torch.cuda.synchronize()
                 NOTES.append(f"{where} {name}: capture failed ({type(exc).__name__}); eager batch")

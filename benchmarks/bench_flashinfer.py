@@ -57,6 +57,7 @@ from pathlib import Path
 
 import torch
 
+from kernel_core.bench.timing import capture_graph
 from kernel_core.families.fp8 import FP8ScaledMMLinearLayerConfig
 from kernel_core.families.fp8_block import Fp8BlockLinearLayerConfig
 from kernel_core.formats.fp8 import quantize_fp8, quantize_fp8_block
@@ -103,18 +104,7 @@ def time_eager(fn: Call, copies: int) -> float:
 
 def time_graph(fn: Call, copies: int) -> float:
     calls = copies * max(1, 24 // copies)
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for i in range(copies):
-            fn(i)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for j in range(calls):
-            fn(j % copies)
-    graph.replay()
-    torch.cuda.synchronize()
+    graph = capture_graph([lambda j=j: fn(j % copies) for j in range(calls)])
     times = []
     for _ in range(BATCHES):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

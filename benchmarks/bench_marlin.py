@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from kernel_core.bench.timing import capture_graph
 from kernel_core.families import MPLinearLayerConfig, NvFp4LinearLayerConfig
 from kernel_core_marlin import ops
 from kernel_core_marlin.kernels import (
@@ -57,24 +58,6 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _captured(calls: list[Callable[[], Any]]) -> torch.cuda.CUDAGraph:
-    """A CUDA graph that runs ``calls`` once each in order, warmed up and replayed once."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for call in calls:
-            call()
-    torch.cuda.current_stream().wait_stream(stream)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for call in calls:
-            call()
-    graph.replay()
-    torch.cuda.synchronize()
-    return graph
-
-
 def _replay_us(graph: torch.cuda.CUDAGraph, calls: int) -> float:
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
@@ -86,7 +69,7 @@ def _replay_us(graph: torch.cuda.CUDAGraph, calls: int) -> float:
 
 def graph_time_us(calls: list[Callable[[], Any]], replays: int) -> float:
     """Median time per call of a CUDA graph that runs ``calls`` once each in order."""
-    graph = _captured(calls)
+    graph = capture_graph(calls)
     times = [_replay_us(graph, len(calls)) for _ in range(replays)]
     del graph
     return statistics.median(times)
@@ -102,7 +85,7 @@ def interleaved_times_us(candidates: dict[str, list[Callable[[], Any]]],
     graphs = {}
     for name, calls in candidates.items():
         try:
-            graphs[name] = (_captured(calls), len(calls))
+            graphs[name] = (capture_graph(calls), len(calls))
         except RuntimeError as exc:
             log(f"{name}: {exc}")
     times: dict[str, list[float]] = {name: [] for name in graphs}

@@ -7,8 +7,9 @@ On CUDA a sample is timed with a pair of CUDA events; every event of the run is 
 synchronization at the end, so the host never stalls the stream between samples.
 
 * Graph mode (small M, where the CPU launch cost is comparable to the kernel): the pass is captured
-  once into a CUDA graph and a sample is one replay, the way engines run decode steps. A kernel that
-  cannot be captured is timed eagerly, and the result says so.
+  once into a CUDA graph (:func:`capture_graph`, also what the benchmark scripts capture with) and a
+  sample is one replay, the way engines run decode steps. A kernel that cannot be captured is timed
+  eagerly, and the result says so.
 * Eager mode (large M): the calls are launched back to back.
 * Rotation: with an L2 of size L, enough distinct sets are cycled that one pass touches more than
   ``ROTATION_FACTOR * L`` bytes, so no call finds its weights or inputs in the L2 left by the last.
@@ -34,6 +35,7 @@ __all__ = [
     "CPU_BUDGET",
     "ROTATION_FACTOR",
     "Timing",
+    "capture_graph",
     "l2_cache_bytes",
     "rotation_count",
     "time_calls",
@@ -106,8 +108,17 @@ def _cuda_samples(run: Callable[[], None], count: int) -> list[float]:
     return [s.elapsed_time(e) for s, e in zip(starts, ends, strict=True)]
 
 
-def _capture(calls: Sequence[Callable[[], object]]) -> Callable[[], None]:
-    """Warm up on a side stream (as capture requires), capture one pass, return its replay."""
+def capture_graph(calls: Sequence[Callable[[], object]]) -> torch.cuda.CUDAGraph:
+    """A CUDA graph of one pass over ``calls`` (each called once, in order), ready to time.
+
+    On the current device: one warm-up pass on a side stream (as capture requires: lazy
+    allocations, JIT builds and autotuning happen outside the graph), then the pass is captured
+    into a new ``torch.cuda.CUDAGraph`` with its own private memory pool (torch's default; nothing
+    is shared between graphs) and replayed once, so a timed replay is never the graph's first;
+    the device is synchronized after each step. An exception raised during the warm-up, the
+    capture or that replay propagates (:func:`time_calls` catches it and times the calls eagerly).
+    Run a replay with ``graph.replay()``; the graph keeps its memory until it is dropped.
+    """
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
@@ -118,7 +129,9 @@ def _capture(calls: Sequence[Callable[[], object]]) -> Callable[[], None]:
     with torch.cuda.graph(graph):
         _run_pass(calls)
     torch.cuda.synchronize()
-    return graph.replay
+    graph.replay()
+    torch.cuda.synchronize()
+    return graph
 
 
 def time_calls(
@@ -139,7 +152,7 @@ def time_calls(
         torch.cuda.synchronize()
         if use_graph:
             try:
-                run, mode = _capture(calls), "graph"
+                run, mode = capture_graph(calls).replay, "graph"
             except Exception as exc:  # a kernel that cannot be captured is still timed
                 note = f"CUDA graph capture failed ({type(exc).__name__}: {exc}); timed eagerly"
                 torch.cuda.synchronize()
