@@ -36,7 +36,7 @@ CUDA-graph rounds (``interleaved_rounds``), then every tile x raster x swizzle o
 the reference in the same rounds; each row keeps every candidate's per-round times
 (``rounds_us``); after all timing, ``kernels`` lists the CUDA kernels the reference and ours
 launch at every point (cuBLAS's and FlashInfer's names carry their tile shapes). The apply rows add the quantizers' weight prefetch
-at ``PROBE_PREFETCH_BYTES`` as a probe beside the default.
+at the other size (8 MiB where the default is 16 MiB, else 16 MiB) as a probe beside the default.
 """
 
 from __future__ import annotations
@@ -492,20 +492,23 @@ def paired_scaled(n: int, k: int, rows: list[dict], m_values: list[int], sweep: 
         del fq
 
 
-#: The probe's alternative prefetch size (the quantizers' default is quant.PREFETCH_BYTES).
-PROBE_PREFETCH_BYTES = 16 << 20
+def probe_prefetch_bytes(m: int) -> int:
+    """The probe's alternative to the quantizers' prefetch at ``m`` tokens
+    (``quant.prefetch_bytes``): 8 MiB where the default is 16 MiB, else 16 MiB."""
+    return 8 << 20 if quant.prefetch_bytes(m) == 16 << 20 else 16 << 20
 
 
 def with_prefetch_bytes(total: int, call: Call) -> Call:
-    """``call`` with the quantizers' weight prefetch set to ``total`` bytes: a probe of
-    ``quant.PREFETCH_BYTES``, read when the launch is planned, so a captured graph keeps it."""
+    """``call`` with the quantizers' weight prefetch set to ``total`` bytes at every M up to
+    ``quant.PREFETCH_MAX_M``: a probe of ``quant.PREFETCH_BYTES`` / ``PREFETCH_DECODE_BYTES``, read
+    when the launch is planned, so a captured graph keeps it."""
     def run() -> Any:
-        default = quant.PREFETCH_BYTES
-        quant.PREFETCH_BYTES = total
+        defaults = quant.PREFETCH_BYTES, quant.PREFETCH_DECODE_BYTES
+        quant.PREFETCH_BYTES = quant.PREFETCH_DECODE_BYTES = total
         try:
             return call()
         finally:
-            quant.PREFETCH_BYTES = default
+            quant.PREFETCH_BYTES, quant.PREFETCH_DECODE_BYTES = defaults
 
     return run
 
@@ -513,7 +516,7 @@ def with_prefetch_bytes(total: int, call: Call) -> Call:
 def paired_apply(n: int, k: int, rows: list[dict], m_values: list[int]) -> None:
     """Whole fp8 / int8 ``apply_weights`` (bf16 in and out, quantizer included) against the bf16
     matmul, interleaved, with and without the quantizer's weight prefetch (M <= 64) and with
-    the prefetch at PROBE_PREFETCH_BYTES."""
+    the prefetch at the other size (``probe_prefetch_bytes``)."""
     gen = torch.Generator(device="cuda").manual_seed(n + k)
     weight = torch.randn((n, k), generator=gen, device="cuda") * 0.05
     fp8_config = FP8ScaledMMLinearLayerConfig(weight_shape=(n, k))
@@ -547,15 +550,16 @@ def paired_apply(n: int, k: int, rows: list[dict], m_values: list[int]) -> None:
             "int8_apply": [lambda i=i: int8.apply_weights(i8[i], xs[i]) for i in sets],
             "int8_apply_no_prefetch": [lambda i=i: int8_without_prefetch(i) for i in sets],
         }
-        probe = f"prefetch_{PROBE_PREFETCH_BYTES >> 20}MiB"
+        probe_bytes = probe_prefetch_bytes(m)
+        probe = f"prefetch_{probe_bytes >> 20}MiB"
         for name, kernel, layers in (("fp8_apply", fp8, f8), ("int8_apply", int8, i8)):
             candidates[f"{name}_{probe}"] = [with_prefetch_bytes(
-                PROBE_PREFETCH_BYTES, lambda i=i, kernel=kernel, layers=layers, xs=xs:
+                probe_bytes, lambda i=i, kernel=kernel, layers=layers, xs=xs:
                 kernel.apply_weights(layers[i], xs[i])) for i in sets]
         times = interleaved_rounds(candidates, PAIR_ROUNDS, f"paired apply N={n} K={k} M={m}")
         head = {"bf16_matmul": times.pop("bf16_matmul"), "ours": times.pop("ours")}
         swept = {"bf16_matmul": head["bf16_matmul"], **times}
-        row = paired_row("fp8_apply", n, k, m, "fp8 apply (prefetch at M<=64)", head, swept,
+        row = paired_row("fp8_apply", n, k, m, "fp8 apply (prefetch 16 / 8 MiB at M <= 16 / 64)", head, swept,
                          "bf16_matmul")
         row.pop("best", None)  # the other candidates are variants to compare, not tiles to pick
         rows.append(row)
@@ -589,7 +593,8 @@ def paired_block(n: int, k: int, rows: list[dict], m_values: list[int], sweep: b
             return [lambda i=i: ops.block_scaled_mm(qs[i][0], layers[i].weight, qs[i][1],
                                                     layers[i].weight_scale, None, kernel.workspace,
                                                     torch.bfloat16, tile, raster, swizzle, splits,
-                                                    layers[i].weight_scale_n64)
+                                                    layers[i].weight_scale_n64,
+                                                    layers[i].weight_scale_n32)
                     for i in sets]
 
         reference = [lambda i=i: runner.run_gemm(qs[i][0][:m], layers[i].weight, fi_outs[i],
@@ -650,7 +655,8 @@ def bench_block(
             return [lambda i=i: ops.block_scaled_mm(qs[i][0], layers[i].weight, qs[i][1],
                                                     layers[i].weight_scale, None, kernel.workspace,
                                                     torch.bfloat16, tile, -1, -1, -1,
-                                                    layers[i].weight_scale_n64) for i in sets]
+                                                    layers[i].weight_scale_n64,
+                                                    layers[i].weight_scale_n32) for i in sets]
 
         methods: dict[str, list[Call]] = {
             "block_gemm": gemm(),
@@ -776,7 +782,7 @@ def paired_kernels(args: argparse.Namespace, runner: Any) -> list[dict]:
                                                fi_scale),
                     "ours": kernel_names(ops.block_scaled_mm, q, layer.weight, xs,
                                          layer.weight_scale, None, kernel.workspace, bf16, -1, -1,
-                                         -1, -1, layer.weight_scale_n64)})
+                                         -1, -1, layer.weight_scale_n64, layer.weight_scale_n32)})
             del layer
     return found
 

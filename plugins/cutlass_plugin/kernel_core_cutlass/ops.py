@@ -54,8 +54,11 @@ _SCALED_UNITS = tuple(
     for out in ("bf16", "f16")
     for group in ("small_m", "mid_m", "large_m")
 )
-_BLOCK_UNITS = (CSRC / "fp8_block_scaled_mm_bf16.cu", CSRC / "fp8_block_scaled_mm_f16.cu")
-#: The binding first, then 14 CUTLASS units of about four kernels each, so ninja builds them in
+#: The block-scaled units: (output, block tile group), see csrc/scaled_mm_api.h.
+_BLOCK_UNITS = tuple(
+    CSRC / f"fp8_block_scaled_mm_{out}_{group}.cu" for out in ("bf16", "f16") for group in ("wide", "narrow")
+)
+#: The binding first, then 16 CUTLASS units of about four kernels each, so ninja builds them in
 #: parallel (MAX_JOBS) on a machine with as many cores.
 SOURCES = (CSRC / "bindings.cpp", *_SCALED_UNITS, *_BLOCK_UNITS)
 #: What CI compiles (2 cores, a time budget): the binding, every tile template once (fp8 -> bf16)
@@ -65,7 +68,7 @@ CI_SOURCES = (
     CSRC / "bindings.cpp",
     *(unit for unit in _SCALED_UNITS if unit.name.startswith("scaled_mm_fp8_bf16_")),
     CSRC / "scaled_mm_int8_bf16_large_m.cu",
-    CSRC / "fp8_block_scaled_mm_bf16.cu",
+    *(unit for unit in _BLOCK_UNITS if unit.name.startswith("fp8_block_scaled_mm_bf16_")),
 )
 #: Flags of every CUTLASS translation unit besides torch's own (which pick the C++ standard).
 NVCC_FLAGS = ("-O3", "--expt-relaxed-constexpr", "-DNDEBUG")
@@ -244,12 +247,14 @@ def _block_scaled_mm(
     swizzle: int = -1,
     splits: int = -1,
     w_scale_n64: torch.Tensor | None = None,
+    w_scale_n32: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``out[m, n] = sum_j x_scale[j, m] * w_scale[j, n // 128] * (x[m, blk j] . w[n, blk j])``
     (+ bias). ``x_scale`` is [K/128, m_pad] and ``w_scale`` [K/128, ceil(N/128)], both MN-major.
     ``raster`` / ``swizzle`` / ``splits`` as for :func:`_scaled_mm`
-    (:func:`~kernel_core_cutlass.tiles.block_scaled_mm_order`'s value for -1). ``w_scale_n64``:
-    the same scales per 64 rows, [K/128, ceil(N/64)], read by the tiles 64 wide in N."""
+    (:func:`~kernel_core_cutlass.tiles.block_scaled_mm_order`'s value for -1). ``w_scale_n64`` /
+    ``w_scale_n32``: the same scales repeated per 64 / 32 rows, [K/128, ceil(N/64)] /
+    [K/128, ceil(N/32)], read by the tiles narrower than 128 in N."""
     m, n = x.shape[0], w.shape[0]
     out = torch.empty((m, n), dtype=out_dtype, device=x.device)
     if m == 0:
@@ -260,11 +265,12 @@ def _block_scaled_mm(
         tile = int(block_scaled_mm_tile(m, n, sm_count))
     config = BlockTileConfig(tile)
     order = _order_args(block_scaled_mm_order(m, n, config), raster, swizzle, splits)
-    if config.weight_scale_rows == 64:
-        if w_scale_n64 is None:
-            raise ValueError(f"block tile {config.name} reads the weight scales per 64 rows: "
-                             "expected w_scale_n64 [K/128, ceil(N/64)], found None")
-        w_scale = w_scale_n64
+    rows = config.weight_scale_rows
+    if rows != 128:
+        w_scale = {64: w_scale_n64, 32: w_scale_n32}[rows]
+        if w_scale is None:
+            raise ValueError(f"block tile {config.name} reads the weight scales per {rows} rows: "
+                             f"expected w_scale_n{rows} [K/128, ceil(N/{rows})], found None")
     build().block_scaled_mm(
         out, x, w, x_scale, w_scale, bias, workspace, tile, sm_count, _stream(index), *order,
     )
@@ -276,5 +282,5 @@ block_scaled_mm = custom_op("kernel_core_cutlass::block_scaled_mm", _block_scale
 
 @block_scaled_mm.register_fake
 def _(x, w, x_scale, w_scale, bias, workspace, out_dtype, tile=-1, raster=-1, swizzle=-1, splits=-1,
-      w_scale_n64=None):
+      w_scale_n64=None, w_scale_n32=None):
     return x.new_empty((x.shape[0], w.shape[0]), dtype=out_dtype)

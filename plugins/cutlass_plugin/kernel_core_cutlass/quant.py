@@ -39,6 +39,9 @@ __all__ = [
     "ONE_PASS_MAX_K",
     "PREFETCH_MAX_M",
     "PREFETCH_BYTES",
+    "PREFETCH_DECODE_MAX_M",
+    "PREFETCH_DECODE_BYTES",
+    "prefetch_bytes",
 ]
 
 #: The per-group scales are stored ``[K/128, m_pad]`` with ``m_pad`` a multiple of this, so each
@@ -54,8 +57,21 @@ _CHUNK = 4096
 #: 2-3 us between the quantizer's start and the GEMM's first load at M <= 64 (H100, NOTES.md v3).
 PREFETCH_MAX_M = 64
 PREFETCH_BYTES = 8 << 20
+#: ... and this many up to PREFETCH_DECODE_MAX_M tokens. 16 MiB against 8 MiB on 8192 x 8192
+#: (bf16 in, H100, NOTES.md v4-final and v6; ratios to the same bf16 matmul): fp8 +1.1% / +1.6% at
+#: M=1, +0.1% / +1.5% at M=16; int8 +0.5% / +0.7% at M=1, +3.2% at M=16 (v6); at M=64 int8 -1.8%
+#: in both runs, so M=64 keeps 8 MiB.
+PREFETCH_DECODE_MAX_M = 16
+PREFETCH_DECODE_BYTES = 16 << 20
 _LINE = 128
 _PREFETCH_LINES = 512
+
+
+def prefetch_bytes(m: int) -> int:
+    """Bytes of the weight the quantizer of ``m`` tokens prefetches (0 above PREFETCH_MAX_M)."""
+    if m > PREFETCH_MAX_M:
+        return 0
+    return PREFETCH_DECODE_BYTES if m <= PREFETCH_DECODE_MAX_M else PREFETCH_BYTES
 
 
 def _prefetch_plan(m: int, weight: torch.Tensor | None) -> tuple[int, int, int, int]:
@@ -68,7 +84,7 @@ def _prefetch_plan(m: int, weight: torch.Tensor | None) -> tuple[int, int, int, 
         raise ValueError(
             f"prefetch weight must be contiguous with rows of a multiple of {_LINE} bytes, "
             f"found strides {weight.stride()} and {row_bytes} bytes per row")
-    per_row = max(1, min(row_bytes // _LINE, PREFETCH_BYTES // (rows * _LINE)))
+    per_row = max(1, min(row_bytes // _LINE, prefetch_bytes(m) // (rows * _LINE)))
     lines = rows * per_row
     return -(-lines // _PREFETCH_LINES), lines, per_row, row_bytes
 

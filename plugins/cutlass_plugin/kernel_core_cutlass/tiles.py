@@ -69,14 +69,22 @@ class BlockTileConfig(enum.IntEnum):
     COOPERATIVE_128x128_CLUSTER2 = 3  # cluster 2x1: two M tiles share the weight tile
     PINGPONG_64x64 = 4  # 64 wide in N: reads the weight scales repeated per 64 rows
     COOPERATIVE_128x64 = 5  # cooperative, 128 x 64 x 128 (DeepGEMM's M=256 N=4096 tile), as 64x64
+    COOPERATIVE_128x32 = 6  # cooperative, 128 x 32 x 128, weight scales repeated per 32 rows
+
+    @property
+    def tile_shape(self) -> tuple[int, int]:
+        """(tokens, weight rows) of one output tile."""
+        rows, cols = self.name.split("_")[1].split("x")
+        return int(rows), int(cols)
 
     @property
     def weight_scale_rows(self) -> int:
         """Weight rows per scale value this tile reads (``kBlockWeightScaleRows``): CUTLASS's
-        blockwise mainloop needs whole scale blocks per tile, so a 64-wide tile reads the
-        128x128 block scales repeated per 64 rows (``weight_scale_n64`` of the layer)."""
-        narrow = (BlockTileConfig.PINGPONG_64x64, BlockTileConfig.COOPERATIVE_128x64)
-        return 64 if self in narrow else 128
+        blockwise mainloop needs whole scale blocks per tile, so a tile narrower than 128 in N
+        reads the 128x128 block scales repeated per 64 or 32 rows (the layer's
+        ``weight_scale_n64`` / ``weight_scale_n32``)."""
+        width = self.tile_shape[1]
+        return 128 if width % 128 == 0 else 64 if width % 64 == 0 else 32
 
 
 class Raster(enum.IntEnum):
@@ -168,20 +176,39 @@ def scaled_mm_tile(m: int, n: int, k: int, sm_count: int = H100_SMS) -> TileConf
     return TileConfig.COOPERATIVE_256x128
 
 
+#: The 128-token block tiles tried for one full wave at 128 < M <= 512, widest first.
+_ONE_WAVE_BLOCK_TILES = (
+    BlockTileConfig.COOPERATIVE_128x128,
+    BlockTileConfig.COOPERATIVE_128x64,
+    BlockTileConfig.COOPERATIVE_128x32,
+)
+
+
 def block_scaled_mm_tile(m: int, n: int, sm_count: int = H100_SMS) -> BlockTileConfig:
     """The tile for a 1x128 / 128x128 block-scaled FP8 GEMM.
 
-    The weight scale's 128-row granularity forbids both the operand swap and tiles narrower than
-    128 along N, so at small M the levers are 64-token tiles and, where the tiles cannot fill
-    the SMs, stream-K.
+    The weight scale's 128-row blocks forbid the operand swap (the activation scales are per
+    token), so at small M the levers are 64-token tiles, tiles narrower in N (reading the block
+    scales repeated per 64 or 32 rows), and, where no tile fills the SMs' waves, stream-K.
     """
     if m <= 128:
         # 64-token tiles: half the wasted rows at decode, twice the CTAs along M.
         return BlockTileConfig.PINGPONG_64x128
+    if m <= 512:
+        for tile in _ONE_WAVE_BLOCK_TILES:
+            tokens, rows = tile.tile_shape
+            tiles = _cdiv(m, tokens) * _cdiv(n, rows)
+            if tiles <= sm_count and wave_efficiency(tiles, sm_count) >= _FULL_WAVES:
+                # The widest 128-token tile that fills one wave: both warpgroups of every CTA
+                # share its only tile. v6 file, N=4096 M=256: 128x64 (128 tiles) 1.037x
+                # FlashInfer. N=2112 M=256 (132 tiles of 128x32; FlashInfer's tile there):
+                # replaces the 64x64 pingpong tile (as many tiles, 0.983x in v6), whose CTAs
+                # compute with one of their two warpgroups when they hold a single tile.
+                return tile
     if m <= 512 and _cdiv(m, 64) * _cdiv(n, 64) <= sm_count:
         # Narrow layers: 64x64 tiles (the weight scales read per 64 rows) still fit one wave
-        # and give each SM a tile. v4 file, N=2112 at M=256 (132 tiles): 1.007x FlashInfer
-        # against 0.705x for the 68 tiles of 64x128.
+        # and give each SM a tile (where 128x32 tiles, taken above, would not fill it). v4 file,
+        # N=2112 at M=256 (132 tiles): 1.007x FlashInfer against 0.705x for the 68 of 64x128.
         return BlockTileConfig.PINGPONG_64x64
     if m <= 512 and _cdiv(m, 64) * _cdiv(n, 128) <= sm_count:
         # One wave of 64-row tiles (N=4096 at M=256: 128 tiles). With one tile per CTA a pingpong

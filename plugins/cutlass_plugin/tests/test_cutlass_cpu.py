@@ -169,20 +169,22 @@ def test_tiles_follow_the_sm_count():
     # the 64 tiles of 128x128 do (one wave: data-parallel, not stream-K).
     assert block_scaled_mm_tile(256, 4096) == BlockTileConfig.COOPERATIVE_128x64
     assert block_scaled_mm_tile(256, 4096, sm_count=114) == BlockTileConfig.COOPERATIVE_128x128
-    # N=2112, M=256: 132 tiles of 64x64 fit one wave of 132 SMs, not of 114; there the 66 of
+    # N=2112, M=256: 132 tiles of 128x32 fill one wave of 132 SMs, not of 114; there the 66 of
     # 128x64 do (v5 file, 132 SMs: 128x64 faster than the 68 tiles of 64x128 in every round).
-    assert block_scaled_mm_tile(256, 2112) == BlockTileConfig.PINGPONG_64x64
+    assert block_scaled_mm_tile(256, 2112) == BlockTileConfig.COOPERATIVE_128x32
     assert block_scaled_mm_tile(256, 2112, sm_count=114) == BlockTileConfig.COOPERATIVE_128x64
 
 
 @pytest.mark.parametrize("m, n, expected", [
     (1, 7168, BlockTileConfig.PINGPONG_64x128), (128, 7168, BlockTileConfig.PINGPONG_64x128),
-    # DeepSeek-V3 shapes at M=256 (v4 file): N=2112 fits one wave of 64x64 tiles (132: 1.01x
-    # FlashInfer against 0.71x for 64x128, v5: 0.81x for 128x64); N=4096 one wave of 64-row
-    # tiles, there the cooperative 128x64 (v5 file: 0.98x against 0.90x for 64x128); N=7168 has
-    # 112 tiles of 128x128, one wave: data-parallel (1.05x against 0.94x for stream-K); N=18432
-    # 288 (73% of 3 waves): stream-K (0.98x against 0.88x).
-    (256, 2112, BlockTileConfig.PINGPONG_64x64),
+    # DeepSeek-V3 shapes at M=256 (v4 file): N=2112 fills one wave with 128x32 tiles (132, as
+    # many as 64x64: 1.01x FlashInfer in v4, 0.98x in v6, against 0.71x for 64x128); N=4096 one
+    # wave of 64-row tiles, there the cooperative 128x64 (v5 file: 0.98x against 0.90x for
+    # 64x128); N=7168 has 112 tiles of 128x128, one wave: data-parallel (1.05x against 0.94x for
+    # stream-K); N=18432 288 (73% of 3 waves): stream-K (0.98x against 0.88x).
+    (256, 2112, BlockTileConfig.COOPERATIVE_128x32),
+    # Narrow layers where 128x32 tiles do not fill one wave but 64x64 ones do.
+    (256, 1536, BlockTileConfig.PINGPONG_64x64),
     (256, 4096, BlockTileConfig.COOPERATIVE_128x64),
     # 129 and 300 rows round up to 256 / 384 for 128-row tiles: still one wave (128 / 99 tiles).
     (129, 4096, BlockTileConfig.COOPERATIVE_128x64),
@@ -208,41 +210,48 @@ def test_block_weight_scale_rows_match_the_cpp_table():
     assert [int(v) for v in table.split(",")] == [t.weight_scale_rows for t in BlockTileConfig]
 
 
-def test_block_64_wide_tiles_read_the_scales_per_64_rows():
+def test_block_narrow_tiles_read_the_scales_per_64_or_32_rows():
     assert {t for t in BlockTileConfig if t.weight_scale_rows == 64} == {
         BlockTileConfig.PINGPONG_64x64, BlockTileConfig.COOPERATIVE_128x64}
+    assert {t for t in BlockTileConfig if t.weight_scale_rows == 32} == {
+        BlockTileConfig.COOPERATIVE_128x32}
+    assert all(t.tile_shape[1] % t.weight_scale_rows == 0 for t in BlockTileConfig)
 
 
-@pytest.mark.parametrize("tile", [BlockTileConfig.PINGPONG_64x64,
-                                  BlockTileConfig.COOPERATIVE_128x64], ids=lambda t: t.name)
-def test_block_64_wide_tile_needs_the_scales_per_64_rows(monkeypatch, tile):
+@pytest.mark.parametrize("tile", [t for t in BlockTileConfig if t.weight_scale_rows < 128],
+                         ids=lambda t: t.name)
+def test_block_narrow_tile_needs_its_repeated_scales(monkeypatch, tile):
     monkeypatch.setattr(ops, "_sm_count", lambda index: 132)
     x = torch.empty(8, 256, dtype=torch.float8_e4m3fn)
     scale = torch.empty(2, 8)
-    with pytest.raises(ValueError, match=f"block tile {tile.name} reads the weight scales per 64 "
-                       r"rows: expected w_scale_n64 \[K/128, ceil\(N/64\)\], found None"):
+    rows = tile.weight_scale_rows
+    with pytest.raises(ValueError, match=f"block tile {tile.name} reads the weight scales per "
+                       f"{rows} rows: expected w_scale_n{rows} \\[K/128, ceil\\(N/{rows}\\)\\], "
+                       "found None"):
         ops._block_scaled_mm(x, torch.empty(256, 256, dtype=torch.float8_e4m3fn), scale,
                              torch.empty(2, 2), None, torch.empty(1), torch.bfloat16, int(tile))
 
 
-def test_block_128x64_only_where_one_wave_of_64_row_tiles_was_measured():
-    # The v5 rule replaces the 64x128 tile in its one-wave range (M 129-512) and nowhere else:
-    # whenever the heuristic picks 128x64, the 64x64 tiles would not fit one wave, the 64x128
-    # tiles would, and so do the 128x64 ones.
+def test_block_narrow_tiles_only_at_mid_m_in_one_wave():
+    # The 128x64 and 128x32 tiles (v5, v7 rules) are picked only at 128 < M <= 512 and only
+    # where their tiles fit one wave of the 132 SMs; 128x32 only where it fills that wave and
+    # 128x64 does not.
     def cdiv(a: int, b: int) -> int:
         return -(-a // b)
 
-    picked = 0
+    picked = {BlockTileConfig.COOPERATIVE_128x64: 0, BlockTileConfig.COOPERATIVE_128x32: 0}
     for m in range(1, 1100, 7):
         for n in range(128, 20000, 64):
-            if block_scaled_mm_tile(m, n) != BlockTileConfig.COOPERATIVE_128x64:
+            tile = block_scaled_mm_tile(m, n)
+            if tile not in picked:
                 continue
-            picked += 1
+            picked[tile] += 1
             assert 128 < m <= 512, (m, n)
-            assert cdiv(m, 64) * cdiv(n, 64) > 132, (m, n)
-            assert cdiv(m, 64) * cdiv(n, 128) <= 132, (m, n)
-            assert cdiv(m, 128) * cdiv(n, 64) <= 132, (m, n)
-    assert picked > 0
+            assert cdiv(m, 128) * cdiv(n, tile.tile_shape[1]) <= 132, (m, n)
+            if tile is BlockTileConfig.COOPERATIVE_128x32:
+                assert cdiv(m, 128) * cdiv(n, 32) >= 0.9 * 132, (m, n)
+                assert cdiv(m, 128) * cdiv(n, 64) < 0.9 * 132, (m, n)
+    assert all(picked.values()), picked
 
 
 def test_tile_orders_leave_cutlass_defaults_only_where_v4_measured_a_winner():
@@ -276,17 +285,26 @@ def test_weight_prefetch_plan_spreads_the_bytes_over_the_rows():
 
     lines = quant.PREFETCH_BYTES // 128
     w = torch.empty((8192, 8192), dtype=torch.float8_e4m3fn)
-    # 8 MiB over 8192 rows: the first 1 KiB (8 lines) of each, 512 lines per program.
+    # 8 MiB over 8192 rows at M=64: the first 1 KiB (8 lines) of each, 512 lines per program.
     assert quant._prefetch_plan(64, w) == (lines // 512, lines, 8, 8192)
-    # 28672 rows: 2 lines each; K=28672 rows are longer, not more.
-    assert quant._prefetch_plan(1, torch.empty((28672, 8192), dtype=torch.int8)) == (112, 57344, 2, 8192)
-    assert quant._prefetch_plan(1, torch.empty((8192, 28672), dtype=torch.int8))[2] == 8
+    # Decode sizes prefetch 16 MiB: 28672 rows, 4 lines each; K=28672 rows are longer, not more.
+    assert quant._prefetch_plan(1, torch.empty((28672, 8192), dtype=torch.int8)) == (224, 114688, 4, 8192)
+    assert quant._prefetch_plan(16, torch.empty((8192, 28672), dtype=torch.int8))[2] == 16
+    assert quant._prefetch_plan(17, torch.empty((8192, 28672), dtype=torch.int8))[2] == 8
     # Short rows are prefetched whole; above PREFETCH_MAX_M or without a weight nothing is.
     assert quant._prefetch_plan(16, torch.empty((1024, 256), dtype=torch.int8)) == (4, 2048, 2, 256)
     assert quant._prefetch_plan(quant.PREFETCH_MAX_M + 1, w)[0] == 0
     assert quant._prefetch_plan(1, None)[0] == 0
     with pytest.raises(ValueError, match="contiguous"):
         quant._prefetch_plan(1, w.t())
+
+
+def test_prefetch_bytes_by_token_count():
+    from kernel_core_cutlass import quant
+
+    assert quant.prefetch_bytes(1) == quant.prefetch_bytes(quant.PREFETCH_DECODE_MAX_M) == 16 << 20
+    assert quant.prefetch_bytes(quant.PREFETCH_DECODE_MAX_M + 1) == quant.prefetch_bytes(64) == 8 << 20
+    assert quant.prefetch_bytes(quant.PREFETCH_MAX_M + 1) == 0
 
 
 def test_bad_input_is_a_value_error_naming_expected_and_found():
@@ -303,6 +321,24 @@ def test_bad_input_is_a_value_error_naming_expected_and_found():
     with pytest.raises(ValueError, match=r"floating-point bias of shape \[256\], found "
                        r"float32 of shape \[257\]"):
         kernel.apply_weights(layer, x, torch.randn(257))
+
+
+@pytest.mark.parametrize("kernel_class, config", [
+    (CutlassFP8ScaledMMLinearKernel, fp8_config()),
+    (CutlassInt8ScaledMMLinearKernel, Int8ScaledMMLinearLayerConfig(weight_shape=(256, 512))),
+    (CutlassFp8BlockScaledMMLinearKernel, Fp8BlockLinearLayerConfig(weight_shape=(256, 512))),
+], ids=lambda v: getattr(v, "__name__", ""))
+def test_x_or_bias_on_another_device_is_refused_before_any_launch(kernel_class, config):
+    # The layer is processed on the CPU (its workspace there); x or bias on "meta" stands for
+    # another device: refused by name, before a quantizer or GEMM would read its pointer.
+    layer = make_layer(config, seed=8)
+    kernel = kernel_class(config)
+    kernel.process_weights_after_loading(layer)
+    x = torch.randn(2, 512).to(torch.bfloat16)
+    with pytest.raises(ValueError, match=r"expected x on the layer's device cpu, found meta"):
+        kernel.apply_weights(layer, x.to("meta"))
+    with pytest.raises(ValueError, match=r"expected bias on the layer's device cpu, found meta"):
+        kernel.apply_weights(layer, x, torch.randn(256, device="meta"))
 
 
 def _cpp_enum(header: str, enum: str) -> dict[str, int]:
@@ -339,7 +375,7 @@ def test_every_tile_has_a_translation_unit_group():
 
 def test_ci_compiles_every_tile_template_once():
     names = {path.name for path in ops.CI_SOURCES}
-    assert {"bindings.cpp", "fp8_block_scaled_mm_bf16.cu"} <= names
+    assert {"bindings.cpp", "fp8_block_scaled_mm_bf16_wide.cu", "fp8_block_scaled_mm_bf16_narrow.cu"} <= names
     assert {f"scaled_mm_fp8_bf16_{g}.cu" for g in ("small_m", "mid_m", "large_m")} <= names
     assert set(ops.CI_SOURCES) <= set(ops.SOURCES)
     assert all(path.is_file() for path in ops.SOURCES)
@@ -410,15 +446,22 @@ def test_fp8_block_transposes_the_block_scales_to_n_major():
     assert layer.weight_scale_n64.shape == (4, 6) and layer.weight_scale_n64.is_contiguous()
     assert torch.equal(layer.weight_scale_n64[:, 0::2], scale.t())
     assert torch.equal(layer.weight_scale_n64[:, 1::2], scale.t())
+    # ... and per 32 rows for the 32-wide tile: four times.
+    assert layer.weight_scale_n32.shape == (4, 12) and layer.weight_scale_n32.is_contiguous()
+    for j in range(4):
+        assert torch.equal(layer.weight_scale_n32[:, j::4], scale.t())
 
 
-def test_fp8_block_scales_per_64_rows_of_a_ragged_n():
+def test_fp8_block_scales_per_64_and_32_rows_of_a_ragged_n():
     config = Fp8BlockLinearLayerConfig(weight_shape=(320, 512))  # 2.5 blocks of 128 rows
     layer = make_layer(config, seed=6)
     scale = layer.weight_scale.detach().clone()
     CutlassFp8BlockScaledMMLinearKernel(config).process_weights_after_loading(layer)
     assert layer.weight_scale_n64.shape == (4, 5)
     assert torch.equal(layer.weight_scale_n64[:, 4], scale.t()[:, 2])
+    assert layer.weight_scale_n32.shape == (4, 10)
+    assert torch.equal(layer.weight_scale_n32[:, 8], scale.t()[:, 2])
+    assert torch.equal(layer.weight_scale_n32[:, 9], scale.t()[:, 2])
 
 
 # --- fake implementations: shapes under the meta device -----------------------------------------

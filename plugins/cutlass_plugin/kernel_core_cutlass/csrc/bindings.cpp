@@ -41,6 +41,12 @@ constexpr ScaledMmEntry kScaledMmEntries[2][2][kNumTileGroups] = {
      {scaled_mm_int8_f16_small_m, scaled_mm_int8_f16_mid_m, scaled_mm_int8_f16_large_m}},
 };
 
+// [bf16 / f16][block tile group]: the translation unit that runs a block tile.
+constexpr BlockScaledMmEntry kBlockScaledMmEntries[2][kNumBlockTileGroups] = {
+    {fp8_block_scaled_mm_bf16_wide, fp8_block_scaled_mm_bf16_narrow},
+    {fp8_block_scaled_mm_f16_wide, fp8_block_scaled_mm_f16_narrow},
+};
+
 void scaled_mm(torch::Tensor out, torch::Tensor x, torch::Tensor w, torch::Tensor token_scale,
                torch::Tensor channel_scale, std::optional<torch::Tensor> token_zp_neg,
                std::optional<torch::Tensor> channel_colsum, std::optional<torch::Tensor> bias,
@@ -148,7 +154,8 @@ void block_scaled_mm(torch::Tensor out, torch::Tensor x, torch::Tensor w, torch:
   args.order = tile_order(raster, swizzle, splits);
   const bool bf16 = out.scalar_type() == torch::kBFloat16;
   KC_CHECK(bf16 || out.scalar_type() == torch::kFloat16, "out must be bfloat16 or float16");
-  const char* error = bf16 ? fp8_block_scaled_mm_bf16(config, args) : fp8_block_scaled_mm_f16(config, args);
+  const BlockScaledMmEntry entry = kBlockScaledMmEntries[bf16 ? 0 : 1][kBlockTileGroup[config]];
+  const char* error = entry(static_cast<int>(config), args);
   KC_CHECK(error == nullptr, "kernel_core_cutlass block_scaled_mm: ", error);
 }
 

@@ -3,10 +3,12 @@
 // The mainloop is CUTLASS's SM90 blockwise-scaling collective: it applies As[m, j] * Bs[n/128, j]
 // to each 128-deep partial sum in FP32 registers, so the scales never touch the FP8 operands. The
 // epilogue only adds the bias. Both operands are K-major; the scales are MN-major (the only
-// layout the SM90 collective reads): x_scale [k/128, m_pad], w_scale [k/128, n/128], or
-// [k/128, n/64] for the tiles 64 wide in N (64x64 pingpong, 128x64 cooperative; CUTLASS wants
-// whole scale blocks per tile: the load repeats each 128-row scale twice, kBlockWeightScaleRows).
-// One translation unit per output dtype includes this header (fp8_block_scaled_mm_{bf16,f16}.cu).
+// layout the SM90 collective reads): x_scale [k/128, m_pad], w_scale [k/128, n/128], or the same
+// scales repeated per 64 or 32 rows, [k/128, ceil(n/64)] or [k/128, ceil(n/32)], for the tiles
+// narrower than 128 in N (CUTLASS wants whole scale blocks per tile: kBlockWeightScaleRows; a
+// tile reads one weight scale per k-block: CUTLASS 4.2's scaling with per-token activation scales
+// does not compile for 3 weight scales per tile, so there is no 128x96 tile). Two translation units per output dtype
+// include this header (fp8_block_scaled_mm_{bf16,f16}_{wide,narrow}.cu, by BlockTileGroup).
 #pragma once
 
 #include "scaled_mm_sm90.cuh"
@@ -80,34 +82,48 @@ struct BlockScaledMmSm90 {
   }
 };
 
-template <class ElementD>
-const char* dispatch_block_scaled_mm(int config, BlockScaledMmArgs const& a) {
+// dispatch_block_scaled_mm<ElementD, Group>::run(config, args) runs one block tile of the table;
+// a unit instantiates only the tiles of its BlockTileGroup.
+template <class ElementD, BlockTileGroup Group>
+struct dispatch_block_scaled_mm {
   using Cluster1 = Shape<_1, _1, _1>;
   using Pingpong = cutlass::gemm::KernelTmaWarpSpecializedPingpongFP8Blockwise;
   using Cooperative = cutlass::gemm::KernelTmaWarpSpecializedCooperativeFP8Blockwise;
   using PingpongEpilogue = cutlass::epilogue::TmaWarpSpecialized;
   using CooperativeEpilogue = cutlass::epilogue::TmaWarpSpecializedCooperative;
-  switch (config) {
-    case kBlockPingpong64x128:
-      return BlockScaledMmSm90<ElementD, Shape<_64, _128, _128>, Cluster1, Pingpong, PingpongEpilogue>::run(a);
-    case kBlockCooperative128x128:
-      return BlockScaledMmSm90<ElementD, Shape<_128, _128, _128>, Cluster1, Cooperative, CooperativeEpilogue>::run(a);
-    case kBlockCooperative128x128StreamK:
-      return BlockScaledMmSm90<ElementD, Shape<_128, _128, _128>, Cluster1, Cooperative, CooperativeEpilogue,
-                               cutlass::gemm::StreamKScheduler>::run(a);
-    case kBlockCooperative128x128Cluster2:
-      return BlockScaledMmSm90<ElementD, Shape<_128, _128, _128>, Shape<_2, _1, _1>, Cooperative,
-                               CooperativeEpilogue>::run(a);
-    case kBlockPingpong64x64:
-      return BlockScaledMmSm90<ElementD, Shape<_64, _64, _128>, Cluster1, Pingpong, PingpongEpilogue,
-                               cutlass::gemm::PersistentScheduler, kBlockWeightScaleRows[kBlockPingpong64x64]>::run(a);
-    case kBlockCooperative128x64:
-      return BlockScaledMmSm90<ElementD, Shape<_128, _64, _128>, Cluster1, Cooperative, CooperativeEpilogue,
-                               cutlass::gemm::PersistentScheduler,
-                               kBlockWeightScaleRows[kBlockCooperative128x64]>::run(a);
-    default:
-      return "unknown block tile configuration id";
+  using DataParallel = cutlass::gemm::PersistentScheduler;
+  template <int Tile, class TileShape, class Cluster, class Schedule, class Epi, class Scheduler = DataParallel>
+  using K = BlockScaledMmSm90<ElementD, TileShape, Cluster, Schedule, Epi, Scheduler, kBlockWeightScaleRows[Tile]>;
+
+  static const char* run(int config, BlockScaledMmArgs const& a) {
+    switch (config) {
+      case kBlockPingpong64x128:
+        return run_if_in_unit<kBlockTileGroup[kBlockPingpong64x128] == Group,
+                              K<kBlockPingpong64x128, Shape<_64, _128, _128>, Cluster1, Pingpong, PingpongEpilogue>>(a);
+      case kBlockCooperative128x128:
+        return run_if_in_unit<kBlockTileGroup[kBlockCooperative128x128] == Group,
+                              K<kBlockCooperative128x128, Shape<_128, _128, _128>, Cluster1, Cooperative, CooperativeEpilogue>>(a);
+      case kBlockCooperative128x128StreamK:
+        return run_if_in_unit<kBlockTileGroup[kBlockCooperative128x128StreamK] == Group,
+                              K<kBlockCooperative128x128StreamK, Shape<_128, _128, _128>, Cluster1, Cooperative,
+                                CooperativeEpilogue, cutlass::gemm::StreamKScheduler>>(a);
+      case kBlockCooperative128x128Cluster2:
+        return run_if_in_unit<kBlockTileGroup[kBlockCooperative128x128Cluster2] == Group,
+                              K<kBlockCooperative128x128Cluster2, Shape<_128, _128, _128>, Shape<_2, _1, _1>,
+                                Cooperative, CooperativeEpilogue>>(a);
+      case kBlockPingpong64x64:
+        return run_if_in_unit<kBlockTileGroup[kBlockPingpong64x64] == Group,
+                              K<kBlockPingpong64x64, Shape<_64, _64, _128>, Cluster1, Pingpong, PingpongEpilogue>>(a);
+      case kBlockCooperative128x64:
+        return run_if_in_unit<kBlockTileGroup[kBlockCooperative128x64] == Group,
+                              K<kBlockCooperative128x64, Shape<_128, _64, _128>, Cluster1, Cooperative, CooperativeEpilogue>>(a);
+      case kBlockCooperative128x32:
+        return run_if_in_unit<kBlockTileGroup[kBlockCooperative128x32] == Group,
+                              K<kBlockCooperative128x32, Shape<_128, _32, _128>, Cluster1, Cooperative, CooperativeEpilogue>>(a);
+      default:
+        return "unknown block tile configuration id";
+    }
   }
-}
+};
 
 }  // namespace kernel_core_cutlass

@@ -9,18 +9,6 @@
 
 namespace kernel_core_cutlass {
 
-inline constexpr const char* kTileNotInUnit =
-    "tile configuration not built in this translation unit (binding and kTileGroup disagree)";
-
-template <TileGroup Group, int Tile, class Kernel>
-const char* run_if_in_group(ScaledMmArgs const& a) {
-  if constexpr (kTileGroup[Tile] == Group) {
-    return Kernel::run(a);
-  } else {
-    return kTileNotInUnit;
-  }
-}
-
 // dispatch_scaled_mm<ElementAB, ElementD, Group>::run(config, args) runs one tile of the table.
 template <class ElementAB, class ElementD, TileGroup Group>
 struct dispatch_scaled_mm {
@@ -45,27 +33,27 @@ struct dispatch_scaled_mm {
   static const char* run(int config, ScaledMmArgs const& a) {
     switch (config) {
       case kSwap64x16:
-        return run_if_in_group<Group, kSwap64x16, K<Shape<_64, _16, _128>, Cluster1, Pingpong, PingpongEpilogue, true>>(a);
+        return run_if_in_unit<kTileGroup[kSwap64x16] == Group, K<Shape<_64, _16, _128>, Cluster1, Pingpong, PingpongEpilogue, true>>(a);
       case kSwap64x64:
-        return run_if_in_group<Group, kSwap64x64, K<Shape<_64, _64, _128>, Cluster1, Pingpong, PingpongEpilogue, true>>(a);
+        return run_if_in_unit<kTileGroup[kSwap64x64] == Group, K<Shape<_64, _64, _128>, Cluster1, Pingpong, PingpongEpilogue, true>>(a);
       case kPingpong64x128:
-        return run_if_in_group<Group, kPingpong64x128, K<Shape<_64, _128, _128>, Cluster1, Pingpong, PingpongEpilogue, false>>(a);
+        return run_if_in_unit<kTileGroup[kPingpong64x128] == Group, K<Shape<_64, _128, _128>, Cluster1, Pingpong, PingpongEpilogue, false>>(a);
       case kCooperative128x128:
-        return run_if_in_group<Group, kCooperative128x128, K<Shape<_128, _128, _128>, Cluster2, Cooperative, CooperativeEpilogue, false>>(a);
+        return run_if_in_unit<kTileGroup[kCooperative128x128] == Group, K<Shape<_128, _128, _128>, Cluster2, Cooperative, CooperativeEpilogue, false>>(a);
       case kCooperative128x256:
-        return run_if_in_group<Group, kCooperative128x256, K<Shape<_128, _256, _128>, Cluster2, Cooperative, CooperativeEpilogue, false>>(a);
+        return run_if_in_unit<kTileGroup[kCooperative128x256] == Group, K<Shape<_128, _256, _128>, Cluster2, Cooperative, CooperativeEpilogue, false>>(a);
       case kCooperative256x128:
-        return run_if_in_group<Group, kCooperative256x128, K<Shape<_256, _128, _128>, Shape<_1, _2, _1>, Cooperative, CooperativeEpilogue, false>>(a);
+        return run_if_in_unit<kTileGroup[kCooperative256x128] == Group, K<Shape<_256, _128, _128>, Shape<_1, _2, _1>, Cooperative, CooperativeEpilogue, false>>(a);
       case kPingpong64x256:
-        return run_if_in_group<Group, kPingpong64x256, K<Shape<_64, _256, _128>, Cluster1, Pingpong, PingpongEpilogue, false>>(a);
+        return run_if_in_unit<kTileGroup[kPingpong64x256] == Group, K<Shape<_64, _256, _128>, Cluster1, Pingpong, PingpongEpilogue, false>>(a);
       case kSwap64x16K256:
-        return run_if_in_group<Group, kSwap64x16K256, K<Shape<_64, _16, _256>, Cluster1, Single, PingpongEpilogue, true>>(a);
+        return run_if_in_unit<kTileGroup[kSwap64x16K256] == Group, K<Shape<_64, _16, _256>, Cluster1, Single, PingpongEpilogue, true>>(a);
       case kSwap64x64K256:
-        return run_if_in_group<Group, kSwap64x64K256, K<Shape<_64, _64, _256>, Cluster1, Single, PingpongEpilogue, true>>(a);
+        return run_if_in_unit<kTileGroup[kSwap64x64K256] == Group, K<Shape<_64, _64, _256>, Cluster1, Single, PingpongEpilogue, true>>(a);
       case kPingpong64x128Cluster2:
-        return run_if_in_group<Group, kPingpong64x128Cluster2, K<Shape<_64, _128, _128>, Cluster2, Pingpong, PingpongEpilogue, false>>(a);
+        return run_if_in_unit<kTileGroup[kPingpong64x128Cluster2] == Group, K<Shape<_64, _128, _128>, Cluster2, Pingpong, PingpongEpilogue, false>>(a);
       case kPingpong128x128Cluster2:
-        return run_if_in_group<Group, kPingpong128x128Cluster2, K<Shape<_128, _128, _128>, Cluster2, Pingpong, PingpongEpilogue, false>>(a);
+        return run_if_in_unit<kTileGroup[kPingpong128x128Cluster2] == Group, K<Shape<_128, _128, _128>, Cluster2, Pingpong, PingpongEpilogue, false>>(a);
       case kCooperative128x128StreamK:
         return run_if_in_group<Group, kCooperative128x128StreamK,
                                K<Shape<_128, _128, _128>, Cluster1, Cooperative, CooperativeEpilogue, false,

@@ -66,6 +66,18 @@ const char* launch(typename Gemm::Arguments& args, void* workspace, size_t works
   return nullptr;
 }
 
+// A translation unit builds only the tiles of its group (see scaled_mm_api.h); the tables that
+// dispatch a tile id are shared, so a tile of another group is a discarded `if constexpr` branch
+// here and reports the binding/unit mismatch instead of instantiating the kernel.
+template <bool InUnit, class Kernel, class Args>
+const char* run_if_in_unit(Args const& a) {
+  if constexpr (InUnit) {
+    return Kernel::run(a);
+  } else {
+    return "tile configuration not built in this translation unit (binding and tile group disagree)";
+  }
+}
+
 // Broadcasts in the (M, N) frame of the CUTLASS problem. `PerRow` varies with M, `PerCol` with N.
 template <class Tile, class Element>
 using PerRowVector = cutlass::epilogue::fusion::Sm90ColBroadcast<0, Tile, Element, float, Stride<bool, _0, _0>>;
