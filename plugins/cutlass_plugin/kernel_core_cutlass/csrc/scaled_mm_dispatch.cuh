@@ -55,9 +55,9 @@ struct dispatch_scaled_mm {
       case kPingpong128x128Cluster2:
         return run_if_in_unit<kTileGroup[kPingpong128x128Cluster2] == Group, K<Shape<_128, _128, _128>, Cluster2, Pingpong, PingpongEpilogue, false>>(a);
       case kCooperative128x128StreamK:
-        return run_if_in_group<Group, kCooperative128x128StreamK,
-                               K<Shape<_128, _128, _128>, Cluster1, Cooperative, CooperativeEpilogue, false,
-                                 cutlass::gemm::StreamKScheduler>>(a);
+        return run_if_in_unit<kTileGroup[kCooperative128x128StreamK] == Group,
+                              K<Shape<_128, _128, _128>, Cluster1, Cooperative, CooperativeEpilogue, false,
+                                cutlass::gemm::StreamKScheduler>>(a);
       default:
         return "unknown tile configuration id";
     }
