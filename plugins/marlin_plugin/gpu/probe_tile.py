@@ -387,7 +387,12 @@ def main() -> None:
     parser.add_argument("--skip-checks", action="store_true")
     parser.add_argument("--ncu-target", action="store_true",
                         help="only run 128/2/1 at M=128 and 64/2/1 at M=64 on 28672x8192 int4 in "
-                             "every variant, three times each (for Nsight Compute)")
+                             "every variant (for Nsight Compute): --ncu-warmup rounds over every "
+                             "(shape, variant), then one more, so that --launch-skip "
+                             "(warmup x launches per round) --launch-count (launches per round) "
+                             "profiles each once, warm")
+    parser.add_argument("--ncu-warmup", type=int, default=2,
+                        help="warm-up rounds before the profiled round of --ncu-target")
     args = parser.parse_args()
     variants = [int(v) for v in args.variants.split(",")]
     torch.manual_seed(0)
@@ -397,13 +402,16 @@ def main() -> None:
         kernel = kernel_class(config)
         kernel.process_weights_after_loading(layer)
         packed = Packed(kernel, layer, 28672)
-        for m, shape in ((128, (128, 2, 1)), (64, (64, 2, 1))):
-            x = torch.randn(m, 8192, device="cuda", dtype=torch.bfloat16)
-            out = torch.empty(m, 28672, device="cuda", dtype=torch.bfloat16)
-            for variant in variants:
-                for _ in range(3):
-                    packed.tile(x, out, variant, *shape)
-        torch.cuda.synchronize()
+        launches = [(torch.randn(m, 8192, device="cuda", dtype=torch.bfloat16),
+                     torch.empty(m, 28672, device="cuda", dtype=torch.bfloat16), variant, shape)
+                    for m, shape in ((128, (128, 2, 1)), (64, (64, 2, 1))) for variant in variants]
+        # Round-major, so that the last round holds one launch of each (shape, variant) and
+        # run_gpu.sh (KCM_TILE_NCU) can select it with --launch-skip / --launch-count.
+        for _ in range(args.ncu_warmup + 1):
+            for x, out, variant, shape in launches:
+                packed.tile(x, out, variant, *shape)
+            torch.cuda.synchronize()
+        log(f"ncu target: {args.ncu_warmup + 1} rounds of {len(launches)} tile launches")
         return
     start = time.time()
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,

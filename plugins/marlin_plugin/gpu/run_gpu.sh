@@ -10,6 +10,14 @@
 # KCM_PROBE=1 runs the stream pipelines' timing probe (gpu/probe_stream.py) before the benchmark;
 # KCM_TILE_PROBE=1 the tile kernel's probe (gpu/probe_tile.py, both launch variants, M from
 # KCM_TILE_PROBE_M), building gpu/build/libkcm_tile_probe.so first unless a carried one matches.
+# KCM_TILE_NCU=1 runs Nsight Compute on the tile kernel (same library): probe_tile.py --ncu-target
+# (128x256 blocks at M=128, 64x256 at M=64, 28672x8192 int4; each variant of KCM_TILE_NCU_VARIANTS,
+# default 0,1, profiled once after two warm-up rounds; --clock-control none as in probe run 3) with
+# the sections that sample warp stalls per SASS instruction (KCM_TILE_NCU_SET=full: the full set;
+# KCM_TILE_NCU_SAMPLING: --warp-sampling-interval), bounded by KCM_TILE_NCU_TIMEOUT (200 s); writes
+# tile_ncu_stalls.json / .txt (gpu/summarize_ncu_stalls.py) and tile_ncu.tar.gz (ncu log, details /
+# raw / source CSVs, details text, the .ncu-rep if under KCM_TILE_NCU_KEEP_MB, 12). Without ncu or
+# when it fails the step says why and the script goes on. KCM_NCU names the ncu binary.
 set -o pipefail
 OUT=${OUT:-/tmp/kcm_out}
 mkdir -p "$OUT"
@@ -42,16 +50,114 @@ if [ "${KCM_PROBE:-0}" = "1" ]; then
   timeout "${KCM_PROBE_TIMEOUT:-200}" python3 plugins/marlin_plugin/gpu/probe_stream.py --out "$OUT/probe_stream.json"
   echo "probe: $(( $(date +%s) - start )) s"
 fi
-if [ "${KCM_TILE_PROBE:-0}" = "1" ]; then
-  start=$(date +%s)
+# gpu/build/libkcm_tile_probe.so, built unless a carried one matches the sources.
+tile_probe_library() {
   if [ "$(cat plugins/marlin_plugin/gpu/build/libkcm_tile_probe.sources 2>/dev/null)" != \
        "$(python3 plugins/marlin_plugin/gpu/probe_sources.py)" ]; then
     JOBS=8 bash plugins/marlin_plugin/gpu/build_tile_probe.sh
   fi
+}
+if [ "${KCM_TILE_PROBE:-0}" = "1" ]; then
+  start=$(date +%s)
+  tile_probe_library
   PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}.:plugins/marlin_plugin:benchmarks \
     timeout "${KCM_TILE_PROBE_TIMEOUT:-300}" python3 plugins/marlin_plugin/gpu/probe_tile.py \
     --m "${KCM_TILE_PROBE_M:-64,128,256}" --out "$OUT/probe_tile.json"
   echo "tile probe: $(( $(date +%s) - start )) s"
+fi
+# The KCM_TILE_NCU step (see the header). Every failure is logged and returns 0.
+tile_ncu() {
+  local ncu=${KCM_NCU:-} candidate
+  if [ -z "$ncu" ]; then
+    for candidate in "$(command -v ncu)" /usr/local/cuda/bin/ncu \
+        /opt/nvidia/nsight-compute/*/ncu; do
+      if [ -n "$candidate" ] && [ -x "$candidate" ]; then ncu=$candidate; break; fi
+    done
+  fi
+  if [ -z "$ncu" ] || [ ! -x "$ncu" ]; then
+    echo "tile ncu: skipped, no ncu (PATH, /usr/local/cuda/bin, /opt/nvidia/nsight-compute)"
+    return 0
+  fi
+  echo "tile ncu: $ncu, $("$ncu" --version 2>&1 | tail -n 1)"
+  if ! tile_probe_library; then
+    echo "tile ncu: skipped, gpu/build/libkcm_tile_probe.so did not build"
+    return 0
+  fi
+  local dir=$OUT/tile_ncu variants=${KCM_TILE_NCU_VARIANTS:-0,1} warmup=2 sections=() section
+  local rep=$OUT/tile_ncu/tile_ncu known rc i
+  # probe_tile.py --ncu-target launches round after round one of each (shape, variant): skip the
+  # warm-up rounds, profile one round (the kernel-name filter counts only the tile kernels).
+  local per_round=$(( 2 * $(tr ',' '\n' <<< "$variants" | grep -c .) ))
+  mkdir -p "$dir"
+  if [ -n "${KCM_TILE_NCU_SET:-}" ]; then
+    sections=(--set "$KCM_TILE_NCU_SET")
+  else
+    known=$("$ncu" --list-sections 2>/dev/null)
+    for section in SpeedOfLight LaunchStats Occupancy ComputeWorkloadAnalysis \
+        MemoryWorkloadAnalysis SchedulerStats WarpStateStats InstructionStats SourceCounters; do
+      if [ -z "$known" ] || grep -qw "$section" <<< "$known"; then
+        sections+=(--section "$section")
+      else
+        echo "tile ncu: this ncu lists no section $section, left out"
+      fi
+    done
+  fi
+  PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}.:plugins/marlin_plugin:benchmarks \
+    timeout -k 10 "${KCM_TILE_NCU_TIMEOUT:-200}" "$ncu" --kernel-name regex:tile_gemm \
+    --launch-skip $(( warmup * per_round )) --launch-count "$per_round" --clock-control none \
+    "${sections[@]}" ${KCM_TILE_NCU_SAMPLING:+--warp-sampling-interval "$KCM_TILE_NCU_SAMPLING"} \
+    -f -o "$rep" python3 plugins/marlin_plugin/gpu/probe_tile.py --ncu-target \
+    --variants "$variants" --ncu-warmup "$warmup" > "$dir/profile.log" 2>&1
+  rc=$?
+  tail -n 20 "$dir/profile.log"
+  if [ ! -s "$rep.ncu-rep" ]; then
+    echo "tile ncu: no report (ncu exit $rc; 124: the timeout), its log is tile_ncu/profile.log"
+  else
+    [ "$rc" -eq 0 ] || echo "tile ncu: ncu exit $rc (124: the timeout), exporting what it wrote"
+    # Imports take seconds; the bounds only keep a hung one from eating the device call.
+    timeout 30 "$ncu" --import "$rep.ncu-rep" --page details > "$dir/details.txt" 2>&1
+    timeout 30 "$ncu" --import "$rep.ncu-rep" --page details --csv > "$dir/details.csv" \
+      2>> "$dir/export.err"
+    timeout 30 "$ncu" --import "$rep.ncu-rep" --page raw --csv > "$dir/raw.csv" \
+      2>> "$dir/export.err"
+    timeout 60 "$ncu" --import "$rep.ncu-rep" --page source --csv --print-source sass \
+      > "$dir/source.csv" 2>> "$dir/export.err"
+    local sources=("$dir/source.csv")
+    if [ -s "$dir/source.csv" ] && \
+       [ "$(grep -c '^"Kernel Name"' "$dir/source.csv")" -lt "$per_round" ]; then
+      echo "tile ncu: the source page holds fewer than $per_round kernels, one export per result"
+      for (( i = 0; i < per_round; i++ )); do
+        timeout 30 "$ncu" --import "$rep.ncu-rep" --launch-skip "$i" --launch-count 1 \
+          --page source --csv --print-source sass > "$dir/source_$i.csv" 2>> "$dir/export.err"
+        sources+=("$dir/source_$i.csv")
+      done
+    fi
+    tail -n 5 "$dir/export.err" 2>/dev/null
+    if python3 plugins/marlin_plugin/gpu/summarize_ncu_stalls.py --source "${sources[@]}" \
+        --details "$dir/details.csv" --raw "$dir/raw.csv" --json "$OUT/tile_ncu_stalls.json" \
+        --txt "$OUT/tile_ncu_stalls.txt"; then
+      cat "$OUT/tile_ncu_stalls.txt"
+    else
+      echo "tile ncu: no per-instruction samples read (the exports are in tile_ncu.tar.gz)"
+    fi
+    if [ "$(stat -c %s "$rep.ncu-rep")" -ge $(( ${KCM_TILE_NCU_KEEP_MB:-12} << 20 )) ]; then
+      echo "tile ncu: $(( $(stat -c %s "$rep.ncu-rep") >> 20 )) MB report not kept (exports are)"
+      rm -f "$rep.ncu-rep"
+    fi
+  fi
+  # One archive: the device tool brings back at most 8 files of at most 16 MiB each.
+  tar -czf "$OUT/tile_ncu.tar.gz" -C "$OUT" tile_ncu
+  if [ "$(stat -c %s "$OUT/tile_ncu.tar.gz" 2>/dev/null || echo 0)" -ge $(( 16 << 20 )) ]; then
+    echo "tile ncu: tile_ncu.tar.gz over 16 MiB, archived again without the report"
+    tar -czf "$OUT/tile_ncu.tar.gz" -C "$OUT" --exclude '*.ncu-rep' tile_ncu
+  fi
+  rm -rf "$dir"
+  return 0
+}
+if [ "${KCM_TILE_NCU:-0}" = "1" ]; then
+  start=$(date +%s)
+  tile_ncu
+  echo "tile ncu: $(( $(date +%s) - start )) s"
 fi
 if [ "${KCM_BENCH:-1}" = "1" ]; then
   start=$(date +%s)
