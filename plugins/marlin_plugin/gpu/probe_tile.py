@@ -375,7 +375,7 @@ def fit_chunk_times(rows: list[dict], sms: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out", help="the JSON results (required unless --ncu-target)")
     parser.add_argument("--replays", type=int, default=10)
     parser.add_argument("--m", default="64,128,256;1024,4096",
                         help="M values; ';' separates passes over all formats and shapes")
@@ -394,6 +394,8 @@ def main() -> None:
     parser.add_argument("--ncu-warmup", type=int, default=2,
                         help="warm-up rounds before the profiled round of --ncu-target")
     args = parser.parse_args()
+    if args.out is None and not args.ncu_target:
+        parser.error("--out is required (only --ncu-target writes no results)")
     variants = [int(v) for v in args.variants.split(",")]
     torch.manual_seed(0)
     if args.ncu_target:
