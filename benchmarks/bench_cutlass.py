@@ -593,8 +593,7 @@ def paired_block(n: int, k: int, rows: list[dict], m_values: list[int], sweep: b
             return [lambda i=i: ops.block_scaled_mm(qs[i][0], layers[i].weight, qs[i][1],
                                                     layers[i].weight_scale, None, kernel.workspace,
                                                     torch.bfloat16, tile, raster, swizzle, splits,
-                                                    layers[i].weight_scale_n64,
-                                                    layers[i].weight_scale_n32)
+                                                    layers[i].weight_scale_n64)
                     for i in sets]
 
         reference = [lambda i=i: runner.run_gemm(qs[i][0][:m], layers[i].weight, fi_outs[i],
@@ -655,8 +654,7 @@ def bench_block(
             return [lambda i=i: ops.block_scaled_mm(qs[i][0], layers[i].weight, qs[i][1],
                                                     layers[i].weight_scale, None, kernel.workspace,
                                                     torch.bfloat16, tile, -1, -1, -1,
-                                                    layers[i].weight_scale_n64,
-                                                    layers[i].weight_scale_n32) for i in sets]
+                                                    layers[i].weight_scale_n64) for i in sets]
 
         methods: dict[str, list[Call]] = {
             "block_gemm": gemm(),
@@ -782,7 +780,7 @@ def paired_kernels(args: argparse.Namespace, runner: Any) -> list[dict]:
                                                fi_scale),
                     "ours": kernel_names(ops.block_scaled_mm, q, layer.weight, xs,
                                          layer.weight_scale, None, kernel.workspace, bf16, -1, -1,
-                                         -1, -1, layer.weight_scale_n64, layer.weight_scale_n32)})
+                                         -1, -1, layer.weight_scale_n64)})
             del layer
     return found
 

@@ -206,12 +206,10 @@ class CutlassFp8BlockScaledMMLinearKernel(_CutlassSm90, Fp8BlockScaledMMLinearKe
         self._contiguous_weight(layer)
         # [N/128, K/128] -> [K/128, N/128]: the SM90 collective reads the scales N-major.
         replace_parameter(layer, "weight_scale", layer.weight_scale.t().contiguous())
-        # The same per 64 and per 32 rows, [K/128, ceil(N/64)] and [K/128, ceil(N/32)], for the
-        # tiles narrower than 128 in N (KiBs: a 128x128 block has one scale, the weight 16 KiB).
-        n = self.config.weight_shape[0]
-        for rows in (64, 32):
-            repeated = layer.weight_scale.repeat_interleave(128 // rows, dim=1)[:, : -(-n // rows)]
-            replace_parameter(layer, f"weight_scale_n{rows}", repeated.contiguous())
+        # The same per 64 rows, [K/128, ceil(N/64)], for the tiles 64 wide in N (a few KiB).
+        n64 = -(-self.config.weight_shape[0] // 64)
+        replace_parameter(layer, "weight_scale_n64",
+                          layer.weight_scale.repeat_interleave(2, dim=1)[:, :n64].contiguous())
         self.workspace = ops.workspace_for(layer.weight.device)
 
     def apply_weights(
@@ -226,6 +224,6 @@ class CutlassFp8BlockScaledMMLinearKernel(_CutlassSm90, Fp8BlockScaledMMLinearKe
             ops.block_scaled_mm,
             q, layer.weight, x_scale, layer.weight_scale,
             self._bias(bias, self.config.out_dtype), self.workspace, self.config.out_dtype,
-            -1, -1, -1, -1, layer.weight_scale_n64, layer.weight_scale_n32,
+            -1, -1, -1, -1, layer.weight_scale_n64,
         )
         return out[: x2.shape[0]].reshape(*x.shape[:-1], n)

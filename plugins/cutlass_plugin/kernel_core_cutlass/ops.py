@@ -247,14 +247,12 @@ def _block_scaled_mm(
     swizzle: int = -1,
     splits: int = -1,
     w_scale_n64: torch.Tensor | None = None,
-    w_scale_n32: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``out[m, n] = sum_j x_scale[j, m] * w_scale[j, n // 128] * (x[m, blk j] . w[n, blk j])``
     (+ bias). ``x_scale`` is [K/128, m_pad] and ``w_scale`` [K/128, ceil(N/128)], both MN-major.
     ``raster`` / ``swizzle`` / ``splits`` as for :func:`_scaled_mm`
-    (:func:`~kernel_core_cutlass.tiles.block_scaled_mm_order`'s value for -1). ``w_scale_n64`` /
-    ``w_scale_n32``: the same scales repeated per 64 / 32 rows, [K/128, ceil(N/64)] /
-    [K/128, ceil(N/32)], read by the tiles narrower than 128 in N."""
+    (:func:`~kernel_core_cutlass.tiles.block_scaled_mm_order`'s value for -1). ``w_scale_n64``:
+    the same scales per 64 rows, [K/128, ceil(N/64)], read by the tiles 64 wide in N."""
     m, n = x.shape[0], w.shape[0]
     out = torch.empty((m, n), dtype=out_dtype, device=x.device)
     if m == 0:
@@ -265,12 +263,11 @@ def _block_scaled_mm(
         tile = int(block_scaled_mm_tile(m, n, sm_count))
     config = BlockTileConfig(tile)
     order = _order_args(block_scaled_mm_order(m, n, config), raster, swizzle, splits)
-    rows = config.weight_scale_rows
-    if rows != 128:
-        w_scale = {64: w_scale_n64, 32: w_scale_n32}[rows]
-        if w_scale is None:
-            raise ValueError(f"block tile {config.name} reads the weight scales per {rows} rows: "
-                             f"expected w_scale_n{rows} [K/128, ceil(N/{rows})], found None")
+    if config.weight_scale_rows == 64:
+        if w_scale_n64 is None:
+            raise ValueError(f"block tile {config.name} reads the weight scales per 64 rows: "
+                             "expected w_scale_n64 [K/128, ceil(N/64)], found None")
+        w_scale = w_scale_n64
     build().block_scaled_mm(
         out, x, w, x_scale, w_scale, bias, workspace, tile, sm_count, _stream(index), *order,
     )
@@ -282,5 +279,5 @@ block_scaled_mm = custom_op("kernel_core_cutlass::block_scaled_mm", _block_scale
 
 @block_scaled_mm.register_fake
 def _(x, w, x_scale, w_scale, bias, workspace, out_dtype, tile=-1, raster=-1, swizzle=-1, splits=-1,
-      w_scale_n64=None, w_scale_n32=None):
+      w_scale_n64=None):
     return x.new_empty((x.shape[0], w.shape[0]), dtype=out_dtype)

@@ -69,7 +69,6 @@ class BlockTileConfig(enum.IntEnum):
     COOPERATIVE_128x128_CLUSTER2 = 3  # cluster 2x1: two M tiles share the weight tile
     PINGPONG_64x64 = 4  # 64 wide in N: reads the weight scales repeated per 64 rows
     COOPERATIVE_128x64 = 5  # cooperative, 128 x 64 x 128 (DeepGEMM's M=256 N=4096 tile), as 64x64
-    COOPERATIVE_128x32 = 6  # cooperative, 128 x 32 x 128, weight scales repeated per 32 rows
 
     @property
     def tile_shape(self) -> tuple[int, int]:
@@ -80,11 +79,9 @@ class BlockTileConfig(enum.IntEnum):
     @property
     def weight_scale_rows(self) -> int:
         """Weight rows per scale value this tile reads (``kBlockWeightScaleRows``): CUTLASS's
-        blockwise mainloop needs whole scale blocks per tile, so a tile narrower than 128 in N
-        reads the 128x128 block scales repeated per 64 or 32 rows (the layer's
-        ``weight_scale_n64`` / ``weight_scale_n32``)."""
-        width = self.tile_shape[1]
-        return 128 if width % 128 == 0 else 64 if width % 64 == 0 else 32
+        blockwise mainloop needs whole scale blocks per tile, so a 64-wide tile reads the
+        128x128 block scales repeated per 64 rows (``weight_scale_n64`` of the layer)."""
+        return 128 if self.tile_shape[1] % 128 == 0 else 64
 
 
 class Raster(enum.IntEnum):
@@ -180,7 +177,6 @@ def scaled_mm_tile(m: int, n: int, k: int, sm_count: int = H100_SMS) -> TileConf
 _ONE_WAVE_BLOCK_TILES = (
     BlockTileConfig.COOPERATIVE_128x128,
     BlockTileConfig.COOPERATIVE_128x64,
-    BlockTileConfig.COOPERATIVE_128x32,
 )
 
 
@@ -188,8 +184,8 @@ def block_scaled_mm_tile(m: int, n: int, sm_count: int = H100_SMS) -> BlockTileC
     """The tile for a 1x128 / 128x128 block-scaled FP8 GEMM.
 
     The weight scale's 128-row blocks forbid the operand swap (the activation scales are per
-    token), so at small M the levers are 64-token tiles, tiles narrower in N (reading the block
-    scales repeated per 64 or 32 rows), and, where no tile fills the SMs' waves, stream-K.
+    token), so at small M the levers are 64-token tiles, tiles 64 wide in N (reading the block
+    scales repeated per 64 rows), and, where no tile fills the SMs' waves, stream-K.
     """
     if m <= 128:
         # 64-token tiles: half the wasted rows at decode, twice the CTAs along M.
@@ -201,14 +197,14 @@ def block_scaled_mm_tile(m: int, n: int, sm_count: int = H100_SMS) -> BlockTileC
             if tiles <= sm_count and wave_efficiency(tiles, sm_count) >= _FULL_WAVES:
                 # The widest 128-token tile that fills one wave: both warpgroups of every CTA
                 # share its only tile. v6 file, N=4096 M=256: 128x64 (128 tiles) 1.037x
-                # FlashInfer. N=2112 M=256 (132 tiles of 128x32; FlashInfer's tile there):
-                # replaces the 64x64 pingpong tile (as many tiles, 0.983x in v6), whose CTAs
-                # compute with one of their two warpgroups when they hold a single tile.
+                # FlashInfer. (A 128x32 tile for N=2112, FlashInfer's there, 132 tiles, lost to
+                # 64x64 pingpong in v7: 0.942x head to head, 1.008x against 1.019x in the sweep;
+                # removed.)
                 return tile
     if m <= 512 and _cdiv(m, 64) * _cdiv(n, 64) <= sm_count:
         # Narrow layers: 64x64 tiles (the weight scales read per 64 rows) still fit one wave
-        # and give each SM a tile (where 128x32 tiles, taken above, would not fill it). v4 file,
-        # N=2112 at M=256 (132 tiles): 1.007x FlashInfer against 0.705x for the 68 of 64x128.
+        # and give each SM a tile. v4 file, N=2112 at M=256 (132 tiles): 1.007x FlashInfer
+        # against 0.705x for the 68 tiles of 64x128.
         return BlockTileConfig.PINGPONG_64x64
     if m <= 512 and _cdiv(m, 64) * _cdiv(n, 128) <= sm_count:
         # One wave of 64-row tiles (N=4096 at M=256: 128 tiles). With one tile per CTA a pingpong

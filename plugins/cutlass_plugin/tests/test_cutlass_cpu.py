@@ -169,21 +169,20 @@ def test_tiles_follow_the_sm_count():
     # the 64 tiles of 128x128 do (one wave: data-parallel, not stream-K).
     assert block_scaled_mm_tile(256, 4096) == BlockTileConfig.COOPERATIVE_128x64
     assert block_scaled_mm_tile(256, 4096, sm_count=114) == BlockTileConfig.COOPERATIVE_128x128
-    # N=2112, M=256: 132 tiles of 128x32 fill one wave of 132 SMs, not of 114; there the 66 of
+    # N=2112, M=256: 132 tiles of 64x64 fit one wave of 132 SMs, not of 114; there the 66 of
     # 128x64 do (v5 file, 132 SMs: 128x64 faster than the 68 tiles of 64x128 in every round).
-    assert block_scaled_mm_tile(256, 2112) == BlockTileConfig.COOPERATIVE_128x32
+    assert block_scaled_mm_tile(256, 2112) == BlockTileConfig.PINGPONG_64x64
     assert block_scaled_mm_tile(256, 2112, sm_count=114) == BlockTileConfig.COOPERATIVE_128x64
 
 
 @pytest.mark.parametrize("m, n, expected", [
     (1, 7168, BlockTileConfig.PINGPONG_64x128), (128, 7168, BlockTileConfig.PINGPONG_64x128),
-    # DeepSeek-V3 shapes at M=256 (v4 file): N=2112 fills one wave with 128x32 tiles (132, as
-    # many as 64x64: 1.01x FlashInfer in v4, 0.98x in v6, against 0.71x for 64x128); N=4096 one
-    # wave of 64-row tiles, there the cooperative 128x64 (v5 file: 0.98x against 0.90x for
-    # 64x128); N=7168 has 112 tiles of 128x128, one wave: data-parallel (1.05x against 0.94x for
-    # stream-K); N=18432 288 (73% of 3 waves): stream-K (0.98x against 0.88x).
-    (256, 2112, BlockTileConfig.COOPERATIVE_128x32),
-    # Narrow layers where 128x32 tiles do not fill one wave but 64x64 ones do.
+    # DeepSeek-V3 shapes at M=256 (v4 file): N=2112 fits one wave of 64x64 tiles (132: 1.01x
+    # FlashInfer against 0.71x for 64x128, v5: 0.81x for 128x64); N=4096 one wave of 64-row
+    # tiles, there the cooperative 128x64 (v5 file: 0.98x against 0.90x for 64x128); N=7168 has
+    # 112 tiles of 128x128, one wave: data-parallel (1.05x against 0.94x for stream-K); N=18432
+    # 288 (73% of 3 waves): stream-K (0.98x against 0.88x).
+    (256, 2112, BlockTileConfig.PINGPONG_64x64),
     (256, 1536, BlockTileConfig.PINGPONG_64x64),
     (256, 4096, BlockTileConfig.COOPERATIVE_128x64),
     # 129 and 300 rows round up to 256 / 384 for 128-row tiles: still one wave (128 / 99 tiles).
@@ -210,11 +209,9 @@ def test_block_weight_scale_rows_match_the_cpp_table():
     assert [int(v) for v in table.split(",")] == [t.weight_scale_rows for t in BlockTileConfig]
 
 
-def test_block_narrow_tiles_read_the_scales_per_64_or_32_rows():
+def test_block_narrow_tiles_read_the_scales_per_64_rows():
     assert {t for t in BlockTileConfig if t.weight_scale_rows == 64} == {
         BlockTileConfig.PINGPONG_64x64, BlockTileConfig.COOPERATIVE_128x64}
-    assert {t for t in BlockTileConfig if t.weight_scale_rows == 32} == {
-        BlockTileConfig.COOPERATIVE_128x32}
     assert all(t.tile_shape[1] % t.weight_scale_rows == 0 for t in BlockTileConfig)
 
 
@@ -233,13 +230,12 @@ def test_block_narrow_tile_needs_its_repeated_scales(monkeypatch, tile):
 
 
 def test_block_narrow_tiles_only_at_mid_m_in_one_wave():
-    # The 128x64 and 128x32 tiles (v5, v7 rules) are picked only at 128 < M <= 512 and only
-    # where their tiles fit one wave of the 132 SMs; 128x32 only where it fills that wave and
-    # 128x64 does not.
+    # The 128x64 tile (v5 rule, v7's one-wave loop) is picked only at 128 < M <= 512 and only
+    # where its tiles fit one wave of the 132 SMs.
     def cdiv(a: int, b: int) -> int:
         return -(-a // b)
 
-    picked = {BlockTileConfig.COOPERATIVE_128x64: 0, BlockTileConfig.COOPERATIVE_128x32: 0}
+    picked = {BlockTileConfig.COOPERATIVE_128x64: 0}
     for m in range(1, 1100, 7):
         for n in range(128, 20000, 64):
             tile = block_scaled_mm_tile(m, n)
@@ -248,9 +244,6 @@ def test_block_narrow_tiles_only_at_mid_m_in_one_wave():
             picked[tile] += 1
             assert 128 < m <= 512, (m, n)
             assert cdiv(m, 128) * cdiv(n, tile.tile_shape[1]) <= 132, (m, n)
-            if tile is BlockTileConfig.COOPERATIVE_128x32:
-                assert cdiv(m, 128) * cdiv(n, 32) >= 0.9 * 132, (m, n)
-                assert cdiv(m, 128) * cdiv(n, 64) < 0.9 * 132, (m, n)
     assert all(picked.values()), picked
 
 
@@ -446,22 +439,16 @@ def test_fp8_block_transposes_the_block_scales_to_n_major():
     assert layer.weight_scale_n64.shape == (4, 6) and layer.weight_scale_n64.is_contiguous()
     assert torch.equal(layer.weight_scale_n64[:, 0::2], scale.t())
     assert torch.equal(layer.weight_scale_n64[:, 1::2], scale.t())
-    # ... and per 32 rows for the 32-wide tile: four times.
-    assert layer.weight_scale_n32.shape == (4, 12) and layer.weight_scale_n32.is_contiguous()
-    for j in range(4):
-        assert torch.equal(layer.weight_scale_n32[:, j::4], scale.t())
 
 
-def test_fp8_block_scales_per_64_and_32_rows_of_a_ragged_n():
+def test_fp8_block_scales_per_64_rows_of_a_ragged_n():
     config = Fp8BlockLinearLayerConfig(weight_shape=(320, 512))  # 2.5 blocks of 128 rows
     layer = make_layer(config, seed=6)
     scale = layer.weight_scale.detach().clone()
     CutlassFp8BlockScaledMMLinearKernel(config).process_weights_after_loading(layer)
     assert layer.weight_scale_n64.shape == (4, 5)
     assert torch.equal(layer.weight_scale_n64[:, 4], scale.t()[:, 2])
-    assert layer.weight_scale_n32.shape == (4, 10)
-    assert torch.equal(layer.weight_scale_n32[:, 8], scale.t()[:, 2])
-    assert torch.equal(layer.weight_scale_n32[:, 9], scale.t()[:, 2])
+
 
 
 # --- fake implementations: shapes under the meta device -----------------------------------------

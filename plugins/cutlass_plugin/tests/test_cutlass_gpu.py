@@ -190,9 +190,8 @@ def test_every_tile_configuration_is_correct(tile, dtype):
                          ids=lambda t: t.name)
 @pytest.mark.parametrize("m", [5, 256])
 def test_block_narrow_tile_on_a_narrow_odd_n(m, tile):
-    """The tiles narrower than 128 in N on N = 2112-like widths (N/128 not whole: 8.5 blocks; N/96
-    not whole either) read the scales repeated per 64 or 32 rows; against the float64 reference
-    of the 128x128 block scales."""
+    """The 64-wide tiles on N = 2112-like widths (N/128 not whole: 8.5 blocks) read the scales
+    repeated per 64 rows; against the float64 reference of the 128x128 block scales."""
     config = Fp8BlockLinearLayerConfig(weight_shape=(1088, 1024))
     kernel, layer, x, _, ref = make_case(config, m, seed=m + 90, with_bias=False)
     from kernel_core_cutlass import ops, quant
@@ -200,8 +199,7 @@ def test_block_narrow_tile_on_a_narrow_odd_n(m, tile):
     q, xs = quant.quantize_fp8_per_group(x, 128)
     poison_next_allocation((q.shape[0], 1088), torch.bfloat16)
     out = ops.block_scaled_mm(q, layer.weight, xs, layer.weight_scale, None, kernel.workspace,
-                              torch.bfloat16, int(tile), -1, -1, -1, layer.weight_scale_n64,
-                              layer.weight_scale_n32)
+                              torch.bfloat16, int(tile), -1, -1, -1, layer.weight_scale_n64)
     assert not out[:m].isnan().any()
     assert relative_error(out[:m], ref) < 1.5e-2
 
@@ -218,8 +216,7 @@ def test_every_block_tile_configuration_is_correct(tile, m):
     assert q.shape[0] == -(-m // 4) * 4, "tokens are padded to a multiple of 4"
     poison_next_allocation((q.shape[0], 384), torch.bfloat16)
     out = ops.block_scaled_mm(q, layer.weight, xs, layer.weight_scale, None, kernel.workspace,
-                              torch.bfloat16, int(tile), -1, -1, -1, layer.weight_scale_n64,
-                              layer.weight_scale_n32)
+                              torch.bfloat16, int(tile), -1, -1, -1, layer.weight_scale_n64)
     assert not out[:m].isnan().any()
     assert relative_error(out[:m], ref) < 1.5e-2
 
@@ -271,7 +268,7 @@ def test_block_tile_orders(tile, raster, swizzle, splits):
     poison_next_allocation((q.shape[0], 640), torch.bfloat16)
     out = ops.block_scaled_mm(q, layer.weight, xs, layer.weight_scale, None, kernel.workspace,
                               torch.bfloat16, int(tile), raster, swizzle, splits,
-                              layer.weight_scale_n64, layer.weight_scale_n32)
+                              layer.weight_scale_n64)
     assert not out[:300].isnan().any()
     assert relative_error(out[:300], ref) < 1.5e-2
 

@@ -4,10 +4,8 @@
 // to each 128-deep partial sum in FP32 registers, so the scales never touch the FP8 operands. The
 // epilogue only adds the bias. Both operands are K-major; the scales are MN-major (the only
 // layout the SM90 collective reads): x_scale [k/128, m_pad], w_scale [k/128, n/128], or the same
-// scales repeated per 64 or 32 rows, [k/128, ceil(n/64)] or [k/128, ceil(n/32)], for the tiles
-// narrower than 128 in N (CUTLASS wants whole scale blocks per tile: kBlockWeightScaleRows; a
-// tile reads one weight scale per k-block: CUTLASS 4.2's scaling with per-token activation scales
-// does not compile for 3 weight scales per tile, so there is no 128x96 tile). Two translation units per output dtype
+// scales repeated per 64 rows, [k/128, ceil(n/64)], for the tiles 64 wide in N (CUTLASS wants
+// whole scale blocks per tile: kBlockWeightScaleRows). Two translation units per output dtype
 // include this header (fp8_block_scaled_mm_{bf16,f16}_{wide,narrow}.cu, by BlockTileGroup).
 #pragma once
 
@@ -117,9 +115,6 @@ struct dispatch_block_scaled_mm {
       case kBlockCooperative128x64:
         return run_if_in_unit<kBlockTileGroup[kBlockCooperative128x64] == Group,
                               K<kBlockCooperative128x64, Shape<_128, _64, _128>, Cluster1, Cooperative, CooperativeEpilogue>>(a);
-      case kBlockCooperative128x32:
-        return run_if_in_unit<kBlockTileGroup[kBlockCooperative128x32] == Group,
-                              K<kBlockCooperative128x32, Shape<_128, _32, _128>, Cluster1, Cooperative, CooperativeEpilogue>>(a);
       default:
         return "unknown block tile configuration id";
     }

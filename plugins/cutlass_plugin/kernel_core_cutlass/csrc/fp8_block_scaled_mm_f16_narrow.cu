@@ -1,5 +1,5 @@
-// Block-scaled FP8 -> f16, the tiles narrower than 128 in N (weight scales
-// repeated per 64 or 32 rows): one unit per (output dtype, BlockTileGroup), so the four build in
+// Block-scaled FP8 -> f16, the tiles 64 wide in N (weight scales repeated
+// per 64 rows): one unit per (output dtype, BlockTileGroup), so the four build in
 // parallel (see block_scaled_mm_sm90.cuh).
 #include "block_scaled_mm_sm90.cuh"
 

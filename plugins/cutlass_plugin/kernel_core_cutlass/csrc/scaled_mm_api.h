@@ -95,16 +95,15 @@ enum BlockTileConfigId : int {
   kBlockCooperative128x128Cluster2 = 3,  // cluster 2x1: two M tiles share the weight tile
   kBlockPingpong64x64 = 4,  // pingpong, 64 x 64 x 128, weight scales per 64 rows
   kBlockCooperative128x64 = 5,  // cooperative, 128 x 64 x 128, weight scales per 64 rows
-  kBlockCooperative128x32 = 6,  // cooperative, 128 x 32 x 128, weight scales per 32 rows
-  kNumBlockTileConfigs = 7,
+  kNumBlockTileConfigs = 6,
 };
 // Weight rows per weight-scale value each block tile reads (w_scale is [k/128, ceil(n/rows)]).
-inline constexpr int kBlockWeightScaleRows[kNumBlockTileConfigs] = {128, 128, 128, 128, 64, 64, 32};
+inline constexpr int kBlockWeightScaleRows[kNumBlockTileConfigs] = {128, 128, 128, 128, 64, 64};
 // The block tiles are compiled in two translation units per output dtype (those reading the
 // checkpoint's 128-row weight scales, and the narrower ones), built in parallel like the W8A8 ones.
 enum BlockTileGroup : int { kBlockWide = 0, kBlockNarrow = 1, kNumBlockTileGroups = 2 };
 inline constexpr BlockTileGroup kBlockTileGroup[kNumBlockTileConfigs] = {
-    kBlockWide, kBlockWide, kBlockWide, kBlockWide, kBlockNarrow, kBlockNarrow, kBlockNarrow,
+    kBlockWide, kBlockWide, kBlockWide, kBlockWide, kBlockNarrow, kBlockNarrow,
 };
 
 // One entry per (operands, output, tile group); each runs the tiles of its group.
