@@ -6,7 +6,7 @@ through ctypes:
 
 1. correctness: every format the plugin packs (processed by the plugin's own kernel classes),
    both activation dtypes, M in {64, 65, 128, 200, 256, 1000}, every tile shape, three splits and
-   every launch variant (barrier, warp-specialized), outputs poisoned with NaN, against a
+   every launch variant (barrier, warp-specialized, bulk producer), outputs poisoned with NaN, against a
    float64 reference with bias;
 2. timing: int4 g128 and NVFP4 on the benchmark shapes, every variant, tile shape and a range of
    splits per M, against bf16 ``torch.matmul`` (and decode + cuBLAS from M=256), CUDA-graph replay
@@ -44,6 +44,7 @@ from kernel_core.formats.layer import dequantize_weight, make_layer
 from kernel_core.scalar_types import scalar_types
 from kernel_core.testing import relative_error
 from kernel_core_marlin import tile
+from kernel_core_marlin.x_image import activation_image
 from kernel_core_marlin.kernels import (
     MarlinFp8LinearKernel,
     MarlinMPLinearKernel,
@@ -122,11 +123,16 @@ class Packed:
         self.perm = getattr(layer, "weight_perm", None)
 
     def tile(self, x: torch.Tensor, out: torch.Tensor, variant: int, bmx: int, rw: int,
-             split: int, bias: torch.Tensor | None = None) -> None:
+             split: int, bias: torch.Tensor | None = None,
+             x_img: torch.Tensor | None = None) -> None:
+        """Variant 2 reads the activation image instead of x: built here from x (as the op does,
+        so its times include the image pass) unless ``x_img`` is given."""
         w = self.layer.weight
+        if variant == 2 and x_img is None:
+            x_img = activation_image(x, w.shape[1])
         code = LIB.kcm_probe_tile(
             int(x.dtype == torch.bfloat16), self.kernel._fmt, bmx, rw, split, variant,
-            x.data_ptr(),
+            x_img.data_ptr() if variant == 2 else x.data_ptr(),
             w.data_ptr(), self.layer.weight_scale.data_ptr(), _ptr(self.zeros), _ptr(self.gtab),
             _ptr(self.chan), _ptr(bias), out.data_ptr(), x.shape[0], self.n, x.shape[1],
             w.shape[1], w.shape[0], self.layer.weight_scale.shape[1], self.kernel._group_size,
@@ -288,6 +294,8 @@ def time_formats(replays: int, m_values: tuple[int, ...], fmts: list[str], varia
                         "speedup": round(bf16_us / mine[best], 3),
                         "vs_dequant_matmul_rel_error": relative_error(out, ref),
                         "finite": bool(torch.isfinite(out).all())}
+                if 2 in per_variant_launches(times):
+                    prebuilt_image_time(packs, xs, outs, times, reps, replays, variants_us)
                 if permuted:
                     permuted_x_variants(packs, xs, outs, times, reps, replays, chunks,
                                         variants_us)
@@ -321,6 +329,22 @@ def time_formats(replays: int, m_values: tuple[int, ...], fmts: list[str], varia
                          if "dequantize+matmul" in variants_us else ""), flush=True)
             del packs, layer
             torch.cuda.empty_cache()
+
+
+def per_variant_launches(times: dict) -> set[int]:
+    return {launch[0] for launch in times}
+
+
+def prebuilt_image_time(packs, xs, outs, times, reps: int, replays: int,
+                        variants_us: dict) -> None:
+    """The best bulk-producer (variant 2) launch on activation images built before the replay:
+    the kernel alone, without the image pass the op (and the "tile bulk" rows) include."""
+    mine = {launch: t for launch, t in times.items() if launch[0] == 2}
+    best = min(mine, key=mine.get)
+    images = [activation_image(x, p.layer.weight.shape[1]) for p, x in zip(packs, xs)]
+    calls = [lambda p=p, x=x, o=o, i=i, a=best: p.tile(x, o, *a, x_img=i)
+             for p, x, o, i in zip(packs, xs, outs, images)] * reps
+    variants_us["prebuilt-image " + variant_name(*best)] = graph_time_us(calls, replays)
 
 
 def permuted_x_variants(packs, xs, outs, times, reps: int, replays: int, chunks: int,
@@ -381,7 +405,8 @@ def main() -> None:
                         help="M values; ';' separates passes over all formats and shapes")
     parser.add_argument("--formats", default="int4_g128,nvfp4_w4a16")
     parser.add_argument("--variants", default=",".join(map(str, tile.TILE_VARIANTS)),
-                        help="launch variants to check and time (0 barrier, 1 specialized)")
+                        help="launch variants to check and time (0 barrier, 1 specialized, "
+                             "2 bulk producer)")
     parser.add_argument("--permuted-x", action="store_true",
                         help="also time the barrier kernel on pre-permuted activations")
     parser.add_argument("--skip-checks", action="store_true")

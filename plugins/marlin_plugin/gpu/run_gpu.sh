@@ -8,7 +8,7 @@
 # KCM_BENCH=0 skips the benchmark, KCM_BENCH_ARGS adds options to it (e.g. --quick), KCM_BENCH_TIMEOUT
 # bounds it (its JSON is rewritten after every shape);
 # KCM_PROBE=1 runs the stream pipelines' timing probe (gpu/probe_stream.py) before the benchmark;
-# KCM_TILE_PROBE=1 the tile kernel's probe (gpu/probe_tile.py, both launch variants, M from
+# KCM_TILE_PROBE=1 the tile kernel's probe (gpu/probe_tile.py, every launch variant 0,1,2, M from
 # KCM_TILE_PROBE_M), building gpu/build/libkcm_tile_probe.so first unless a carried one matches.
 # KCM_TILE_NCU=1 runs Nsight Compute on the tile kernel (same library): probe_tile.py --ncu-target
 # (128x256 blocks at M=128, 64x256 at M=64, 28672x8192 int4; each variant of KCM_TILE_NCU_VARIANTS,

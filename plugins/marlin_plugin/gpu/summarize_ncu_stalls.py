@@ -104,7 +104,7 @@ OTHER_CLASS = "other"
 
 _PREDICATE = re.compile(r"^@!?U?P[T0-9]+\s+")
 _THOUSANDS = re.compile(r"^-?\d{1,3}(,\d{3})+(\.\d+)?$")
-_TILE_NAME = re.compile(r"tile_gemm(_ws)?_kernel\s*<\s*[^,<>]+,\s*(?:\(int\))?(\d+),\s*"
+_TILE_NAME = re.compile(r"tile_gemm(_ws|_bulk)?_kernel\s*<\s*[^,<>]+,\s*(?:\(int\))?(\d+),\s*"
                         r"(?:\(int\))?(\d+),\s*(?:\(int\))?(\d+)")
 
 
@@ -171,8 +171,7 @@ def label_of(name: str) -> dict:
     if not match:
         return {"label": name[:80]}
     ws, fmt, bmx, rw = match.group(1), int(match.group(2)), int(match.group(3)), int(match.group(4))
-    variant = 1 if ws else 0
-    kind = "specialized" if ws else "barrier"
+    variant, kind = {None: (0, "barrier"), "_ws": (1, "specialized"), "_bulk": (2, "bulk")}[ws]
     return {"variant": variant, "fmt": fmt, "bmx": bmx, "rw": rw,
             "label": f"v{variant} {kind} {bmx}x{128 * rw} (BMX={bmx}, RW={rw}, M={bmx})"}
 

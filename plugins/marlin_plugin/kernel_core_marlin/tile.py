@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from kernel_core_marlin import ops
+from kernel_core_marlin.x_image import activation_image
 
 __all__ = [
     "TILE_VARIANTS",
@@ -47,9 +48,11 @@ TILE_MIN_M = 33
 TILE_MAX_M = 512
 #: Launch variants of the tile kernel (the op's ``variant`` argument): 0 every warp copies and a
 #: block-wide barrier per chunk; 1 warp-specialized (a producer warpgroup, mbarrier stage
-#: handoff). Both measured on an H100 (marlin-tile-v5-h100-2026-11-27.json); the planner weighs
-#: both per shape.
-TILE_VARIANTS = {0: "barrier", 1: "specialized"}
+#: handoff); 2 bulk producer (variant 1's consumers, one producer warp moving each chunk with bulk
+#: copies from the activation image of :mod:`kernel_core_marlin.x_image`, which the op builds).
+#: Variants 0 and 1 measured on an H100 (marlin-tile-v5-h100-2026-11-27.json); the planner weighs
+#: only variants with entries in :data:`CHUNK_US` (variant 2 has none until a GPU run measures it).
+TILE_VARIANTS = {0: "barrier", 1: "specialized", 2: "bulk"}
 #: (bmx, rw) instances built, with the time one block of that shape takes per 64-channel chunk
 #: when it has its SM to itself (us, H100, probe runs 2-3, barrier variant: the same at 32 or 132
 #: blocks, so a per-SM cost, not a shared-bandwidth one).
@@ -158,7 +161,7 @@ def tile_plan(m: int, n: int, chunks: int, limits: ClusterLimits, sms: int,
 def device_cluster_limits(device: torch.device, fmt: int) -> ClusterLimits:
     """The device's answer (cudaOccupancyMaxActiveClusters) for every variant, shape and split.
 
-    Asked once per device and format (80 queries), not once per layer: the answer depends only on
+    Asked once per device and format (120 queries), not once per layer: the answer depends only on
     the compiled kernels, and a model has hundreds of layers of one format."""
     module = ops.extension(device)
     limits = {}
@@ -218,14 +221,17 @@ def tile_gemm(
     split: int,
     variant: int,
 ) -> torch.Tensor:
-    """``x [M, K]`` (16-bit, contiguous, SM90) times the packed weight: ``[M, n]`` in x's dtype."""
+    """``x [M, K]`` (16-bit, contiguous, SM90) times the packed weight: ``[M, n]`` in x's dtype.
+    Variant 2 reads the activation image (:func:`~kernel_core_marlin.x_image.activation_image`),
+    built here from x."""
     if x.data_ptr() % 4:  # the kernel copies activations a 4-byte channel pair at a time
         x = x.clone()
     out = torch.empty((x.shape[0], n), dtype=x.dtype, device=x.device)
     empty = x.new_empty(0)
+    x_img = activation_image(x, qweight.shape[1]) if variant == 2 else empty
     with torch.cuda.device(x.device):
         ops.extension(x.device).tile_gemm(
-            x, qweight, gscale, zeros if zeros is not None else empty,
+            x, x_img, qweight, gscale, zeros if zeros is not None else empty,
             gtab if gtab is not None else empty, chan if chan is not None else empty,
             bias if bias is not None else empty, out, fmt, group_size, zconst, bmx, rw, split,
             variant, torch.cuda.current_stream(x.device).cuda_stream,

@@ -100,3 +100,29 @@ def test_specialized_kernel_hands_stages_over_by_mbarriers(tmp_path: Path) -> No
     assert "fence.proxy.async.shared::cta" in text
     assert "wgmma.wait_group.sync.aligned 1" in text
     assert len(re.findall(r"\bbar(?:rier)?\.sync\b", text)) <= 3
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(NVCC).exists(), reason="nvcc is not installed")
+def test_bulk_producer_kernel_moves_chunks_with_bulk_copies(tmp_path: Path) -> None:
+    """Launch variant 2's PTX: the producer warp sets expect_tx and moves activations and codes
+    with 1-D bulk copies completing on the stage's mbarrier, the scale words stay cp.async
+    signalled with arrive.noinc, the consumers are variant 1's (setmaxnreg, wait_group 1), and no
+    block-wide barrier sits in the chunk loop."""
+    unit = tmp_path / "bulk.cu"
+    unit.write_text('#include "tile_gemm.cuh"\nnamespace kcm {\ntemplate __global__ void '
+                    "tile_gemm_bulk_kernel<__nv_bfloat16, kInt4, 128, 2>(const GemmParams p);\n}\n")
+    ptx = tmp_path / "bulk.ptx"
+    run = subprocess.run([NVCC, *TORCH_CUDA_FLAGS, "-std=c++17", "-O3", f"-I{CSRC}",
+                          "-gencode=arch=compute_90a,code=compute_90a", "-ptx", str(unit),
+                          "-o", str(ptx)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    text = ptx.read_text()
+    assert "mbarrier.arrive.expect_tx.shared::cta.b64" in text
+    bulk = re.findall(r"cp\.async\.bulk\.shared::cluster\.global\.mbarrier::complete_tx::bytes", text)
+    assert len(bulk) >= 2, "activation and weight bulk copies"
+    assert "cp.async.mbarrier.arrive.noinc.shared::cta.b64" in text
+    assert "setmaxnreg.dec.sync.aligned.u32 40" in text
+    assert "setmaxnreg.inc.sync.aligned.u32 232" in text
+    assert "wgmma.wait_group.sync.aligned 1" in text
+    assert len(re.findall(r"\bbar(?:rier)?\.sync\b", text)) <= 3

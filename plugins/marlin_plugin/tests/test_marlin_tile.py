@@ -108,7 +108,16 @@ def test_plan_counts_the_second_block_per_sm_only_where_it_fits() -> None:
 
 def test_plan_rejects_unknown_variants() -> None:
     with pytest.raises(ValueError, match="variants must be among"):
-        tile.tile_plan(64, 8192, 128, H100_LIKE, SMS, {(2, 64, 1): 0.5})
+        tile.tile_plan(64, 8192, 128, H100_LIKE, SMS, {(3, 64, 1): 0.5})
+
+
+def test_bulk_variant_is_not_planned_until_measured() -> None:
+    """Variant 2 (bulk producer) is built and wired but has no measured per-chunk time, so the
+    default planner never weighs it."""
+    assert 2 in tile.TILE_VARIANTS
+    assert not any(shape[0] == 2 for shape in tile.CHUNK_US)
+    for m in (33, 64, 128, 256, 511):
+        assert tile.TileDispatch(H100_LIKE, SMS, 28672, 128).plan(m).variant != 2
 
 
 def test_dispatch_serves_its_range_and_caches_plans() -> None:

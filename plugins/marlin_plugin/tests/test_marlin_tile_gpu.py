@@ -1,5 +1,5 @@
-"""On an SM90 GPU: the tile kernel (wgmma, M >= 33), both launch variants (barrier and
-warp-specialized), against float64 for every format, M with and without tails, every tile shape
+"""On an SM90 GPU: the tile kernel (wgmma, M >= 33), every launch variant (barrier,
+warp-specialized, bulk producer), against float64 for every format, M with and without tails, every tile shape
 and split with NaN-poisoned outputs, bias, and apply_weights through CUDA-graph replay and
 torch.compile(fullgraph=True)."""
 
@@ -21,6 +21,7 @@ from kernel_core.formats.layer import dequantize_weight, make_layer
 from kernel_core.scalar_types import scalar_types
 from kernel_core.testing import relative_error
 from kernel_core_marlin import ops, tile
+from kernel_core_marlin.x_image import activation_image
 from kernel_core_marlin.kernels import (
     MarlinFp8LinearKernel,
     MarlinMPLinearKernel,
@@ -85,8 +86,10 @@ def _launch(kernel, layer, x2, bias, out, bmx: int, rw: int, split: int, variant
         value = getattr(layer, name, None)
         return value if value is not None else empty
 
+    # Variant 2 reads the activation image instead of x (the op builds it the same way).
+    x_img = activation_image(x2, layer.weight.shape[1]) if variant == 2 else empty
     ops.extension().tile_gemm(
-        x2, layer.weight, layer.weight_scale, given("weight_zero_point"),
+        x2, x_img, layer.weight, layer.weight_scale, given("weight_zero_point"),
         given("weight_group_table"), given("weight_channel_scale"), bias, out, kernel._fmt,
         kernel._group_size, kernel._zconst, bmx, rw, split, variant,
         torch.cuda.current_stream().cuda_stream)
@@ -130,8 +133,9 @@ def test_every_tile_shape_and_split(name: str, m: int, variant: int) -> None:
             assert error < 1e-2, (bmx, rw, split, error)
 
 
+@pytest.mark.parametrize("variant", [1, 2])
 @pytest.mark.parametrize("split", [1, 3])
-def test_specialized_variant_over_many_ring_passes(split: int) -> None:
+def test_specialized_variant_over_many_ring_passes(split: int, variant: int) -> None:
     """A long K (448 chunks: dozens of passes over every stage, so the full/empty phases wrap
     many times) with a partial last row block and a partial token block."""
     config = MPLinearLayerConfig(weight_shape=(200, 28672), group_size=128)
@@ -140,14 +144,15 @@ def test_specialized_variant_over_many_ring_passes(split: int) -> None:
     expected = x.double() @ reference.T + bias.double()
     for bmx, rw in tile.TILE_SHAPES:
         out = torch.full((77, 200), float("nan"), device="cuda", dtype=config.act_dtype)
-        _launch(kernel, layer, x2, bias, out, bmx, rw, split, 1)
+        _launch(kernel, layer, x2, bias, out, bmx, rw, split, variant)
         assert bool(torch.isfinite(out).all()), (bmx, rw)
         assert relative_error(out, expected) < 1e-2, (bmx, rw, relative_error(out, expected))
 
 
 def test_variants_agree() -> None:
-    """Same decode, same wgmmas, same order of the K sums within a block: the two variants'
-    outputs match to a few bf16 rounding steps."""
+    """Same decode, same wgmmas, same order of the K sums within a block: the variants'
+    outputs match to a few bf16 rounding steps (variant 2 reads the same activations through the
+    image, so it must equal variant 1 exactly)."""
     config = FORMATS["int4-g128-bf16"]
     kernel, layer, _ = _processed(config)
     _, x2, bias = _inputs(config, layer, 128)
@@ -158,11 +163,14 @@ def test_variants_agree() -> None:
         _launch(kernel, layer, x2, bias, out, 128, 2, 1, variant)
         outs.append(out.double())
     assert relative_error(outs[1], outs[0]) < 1e-3
+    assert torch.equal(outs[2], outs[1])
 
 
-def test_specialized_split_k_graph_replay() -> None:
-    """The specialized variant with a cluster split through the custom op under graph replay:
-    partial sums must not leak between replays, the mbarriers are re-initialized per launch."""
+@pytest.mark.parametrize("variant", [1, 2])
+def test_specialized_split_k_graph_replay(variant: int) -> None:
+    """The specialized variants with a cluster split through the custom op under graph replay:
+    partial sums must not leak between replays, the mbarriers are re-initialized per launch (and
+    variant 2's activation image is rebuilt from x inside the captured op)."""
     config = MPLinearLayerConfig(weight_shape=(256, 8192), group_size=128)
     kernel, layer, reference = _processed(config)
     x = torch.randn(64, 8192, device="cuda", dtype=config.act_dtype)
@@ -172,12 +180,13 @@ def test_specialized_split_k_graph_replay() -> None:
                               getattr(layer, "weight_zero_point", None),
                               getattr(layer, "weight_group_table", None),
                               getattr(layer, "weight_channel_scale", None), None, kernel._fmt,
-                              256, kernel._group_size, kernel._zconst, 64, 1, 4, 1)
+                              256, kernel._group_size, kernel._zconst, 64, 1, 4, variant)
 
     _assert_graph_replays(run, x, lambda: x.double() @ reference.T)
 
 
-def test_specialized_op_under_torch_compile() -> None:
+@pytest.mark.parametrize("variant", [1, 2])
+def test_specialized_op_under_torch_compile(variant: int) -> None:
     config = FORMATS["nvfp4-fp16"]
     kernel, layer, reference = _processed(config)
     x = torch.randn(96, config.in_features, device="cuda", dtype=config.act_dtype)
@@ -187,7 +196,7 @@ def test_specialized_op_under_torch_compile() -> None:
     def forward(inp: torch.Tensor) -> torch.Tensor:
         return tile.tile_gemm(inp, layer.weight, layer.weight_scale, None, None, chan, None,
                               kernel._fmt, config.out_features, kernel._group_size,
-                              kernel._zconst, 128, 1, 1, 1) * 2
+                              kernel._zconst, 128, 1, 1, variant) * 2
 
     assert relative_error(forward(x), 2 * (x.double() @ reference.T)) < 1e-2
 

@@ -96,8 +96,8 @@ void dequantize(const torch::Tensor& qweight, const torch::Tensor& gscale,
   check_launch(code);
 }
 
-void tile_gemm(const torch::Tensor& x, const torch::Tensor& qweight, const torch::Tensor& gscale,
-               const torch::Tensor& zeros, const torch::Tensor& gtab, const torch::Tensor& chan,
+void tile_gemm(const torch::Tensor& x, const torch::Tensor& x_img, const torch::Tensor& qweight,
+               const torch::Tensor& gscale, const torch::Tensor& zeros, const torch::Tensor& gtab, const torch::Tensor& chan,
                const torch::Tensor& bias, torch::Tensor& out, int64_t fmt, int64_t group_size,
                int64_t zconst, int64_t bmx, int64_t rw, int64_t split, int64_t variant,
                int64_t stream) {
@@ -110,10 +110,20 @@ void tile_gemm(const torch::Tensor& x, const torch::Tensor& qweight, const torch
               "kernel_core_marlin: out must be contiguous [M, N] in x's dtype");
   KC_CHECK(split >= 1 && split <= 8 && split <= qweight.size(1), "kernel_core_marlin: split must "
               "lie in [1, min(8, chunks=", qweight.size(1), ")], found ", split);
-  KC_CHECK(variant == 0 || variant == 1, "kernel_core_marlin: tile variant must be 0 (barrier) "
-              "or 1 (warp-specialized), found ", variant);
+  KC_CHECK(variant >= 0 && variant <= 2, "kernel_core_marlin: tile variant must be 0 (barrier), "
+              "1 (warp-specialized) or 2 (bulk producer), found ", variant);
+  // Variant 2 reads the activation image (x_image.py) instead of x: [C, M rounded up to 8, 64].
+  if (variant == 2) {
+    KC_CHECK(x_img.dim() == 3 && x_img.is_contiguous() && x_img.scalar_type() == x.scalar_type() &&
+                 x_img.size(0) == qweight.size(1) && x_img.size(1) == (x.size(0) + 7) / 8 * 8 &&
+                 x_img.size(2) == 64,
+             "kernel_core_marlin: tile variant 2 needs the activation image [C=", qweight.size(1),
+             ", ", (x.size(0) + 7) / 8 * 8, ", 64] in x's dtype, contiguous");
+    KC_CHECK(reinterpret_cast<uintptr_t>(x_img.data_ptr()) % 16 == 0,
+             "kernel_core_marlin: the activation image must be 16-byte aligned (bulk copies)");
+  }
   kcm::GemmParams p = make_params(qweight, gscale, zeros, gtab, chan, out.size(1), group_size, zconst);
-  p.x = x.data_ptr();
+  p.x = variant == 2 ? x_img.data_ptr() : x.data_ptr();
   p.bias = optional_ptr(bias);
   p.out = out.data_ptr();
   p.M = static_cast<int>(x.size(0));

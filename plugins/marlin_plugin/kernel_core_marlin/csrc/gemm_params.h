@@ -11,7 +11,8 @@ enum Dtype : int { kHalf = 0, kBfloat16 = 1 };
 inline constexpr int vectors_per_lane(int fmt) { return (fmt == kInt8 || fmt == kFp8) ? 2 : 1; }
 
 struct GemmParams {
-  const void* x;             // [M, K] activations, row stride K (already permuted for act-order)
+  const void* x;             // [M, K] activations, row stride K (already permuted for act-order);
+                             // tile variant 2: the activation image [C, M rounded up to 8, 64]
   const void* w;             // [N16, C, V, 32, 4] int32 words (see layout.py)
   const uint32_t* gscale;    // [N16, G, 8] pairs (row g, row g + 8) of T: multiplier per group
   const uint32_t* zeros;     // [N16, G, 8] pairs of T zero-point codes, or null (use zconst)

@@ -24,10 +24,12 @@
 // are added through distributed shared memory. No global workspace, nothing to zero between
 // CUDA-graph replays.
 //
-// Two launch variants share the layout, the copies, the decode, the wgmmas and the epilogue:
-// tile_gemm_kernel (every warp copies for itself, one block-wide barrier per chunk; measured,
-// the dispatch's) and tile_gemm_ws_kernel (a producer warpgroup copies, per-stage full/empty
-// mbarriers hand stages over, so the consumer warpgroups run decoupled; see its comment).
+// Three launch variants share the layout, the decode, the wgmmas and the epilogue:
+// tile_gemm_kernel (0: every warp copies for itself, one block-wide barrier per chunk; measured,
+// the dispatch's), tile_gemm_ws_kernel (1: a producer warpgroup copies, per-stage full/empty
+// mbarriers hand stages over, so the consumer warpgroups run decoupled; see its comment) and
+// tile_gemm_bulk_kernel (2: variant 1's consumers, one producer warp moving each chunk with bulk
+// copies from a host-built activation image; see TileBulkCopies).
 #pragma once
 
 #include <cooperative_groups.h>
@@ -578,6 +580,48 @@ constexpr int kTileWsThreads = 384;
 constexpr int kTileWsConsumerRegs = 232;
 constexpr int kTileWsProducerRegs = 40;
 
+#ifdef KCM_TILE_SM90
+// The consumer warpgroups of the warp-specialized variants (1 and 2; threads 0..255): wait on
+// full[s], decode, issue the chunk's wgmmas, retire the previous chunk's (wgmma.wait_group 1) and
+// release its stage on empty[s'] (one arrival per warp), then the epilogue.
+template <typename T, int FMT, int BMX, int RW>
+__device__ __forceinline__ void tile_ws_consume(const GemmParams& p, unsigned char* smem,
+                                                uint64_t* full, uint64_t* empty,
+                                                const TileBlock& blk, int tid) {
+  using Layout = TileLayout<FMT, BMX, RW>;
+  constexpr int kAcc = BMX / 2;
+  constexpr int kStages = Layout::kStages;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  setmaxnreg_inc<kTileWsConsumerRegs>();
+  float acc[RW][kAcc];
+  const uint32_t zconst_pair = floats_to_pair<T>(static_cast<float>(p.zconst),
+                                                 static_cast<float>(p.zconst));
+  const uint64_t desc0 = sw128_desc(smem + Layout::kX);
+  int stage = 0;
+  int round = 0;
+  int last_stage = 0;  // the stage of the previous chunk, released once its wgmmas retire
+  int done = 0;
+  auto compute = [&](uint32_t (&a)[RW][4][4]) {
+    mbarrier_wait(full + stage, round);
+    fence_proxy_async_shared();
+    decode_chunk<T, FMT, BMX, RW>(p, smem + stage * Layout::kStageBytes, warp, lane,
+                                  zconst_pair, a);
+    mma_chunk_async<T, BMX, RW>(acc, a, desc0, stage * Layout::kStageBytes);
+    wgmma_wait<1>();
+    if (done > 0 && lane == 0) mbarrier_arrive(empty + last_stage);
+    ++done;
+    last_stage = stage;
+    if (++stage == kStages) {
+      stage = 0;
+      round ^= 1;
+    }
+  };
+  run_chunks(blk.count, acc, compute);
+  tile_epilogue<T, FMT, BMX, RW>(p, acc, smem, blk, tid);
+}
+#endif
+
 // Warp-specialized variant (launch variant 1): warps 0-7 are the same two consumer warpgroups
 // (same tiles, same decode and wgmmas), warps 8-11 a producer warpgroup that issues every copy
 // of the ring. Stages are handed over by mbarriers instead of a block-wide barrier per chunk:
@@ -591,7 +635,6 @@ template <typename T, int FMT, int BMX, int RW>
 __global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_ws_kernel(const GemmParams p) {
 #ifdef KCM_TILE_SM90
   using Layout = TileLayout<FMT, BMX, RW>;
-  constexpr int kAcc = BMX / 2;
   constexpr int kStages = Layout::kStages;
   extern __shared__ unsigned char tile_smem_raw[];
   unsigned char* smem = tile_smem(tile_smem_raw);
@@ -630,32 +673,160 @@ __global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_ws_kernel(const G
     wait_async<0>();
     tile_epilogue_barriers(blk);
   } else {  // consumer warpgroups
-    setmaxnreg_inc<kTileWsConsumerRegs>();
-    float acc[RW][kAcc];
-    const uint32_t zconst_pair = floats_to_pair<T>(static_cast<float>(p.zconst),
-                                                   static_cast<float>(p.zconst));
-    const uint64_t desc0 = sw128_desc(smem + Layout::kX);
-    int stage = 0;
-    int round = 0;
-    int last_stage = 0;  // the stage of the previous chunk, released once its wgmmas retire
-    int done = 0;
-    auto compute = [&](uint32_t (&a)[RW][4][4]) {
-      mbarrier_wait(full + stage, round);
-      fence_proxy_async_shared();
-      decode_chunk<T, FMT, BMX, RW>(p, smem + stage * Layout::kStageBytes, warp, lane,
-                                    zconst_pair, a);
-      mma_chunk_async<T, BMX, RW>(acc, a, desc0, stage * Layout::kStageBytes);
-      wgmma_wait<1>();
-      if (done > 0 && lane == 0) mbarrier_arrive(empty + last_stage);
-      ++done;
-      last_stage = stage;
-      if (++stage == kStages) {
-        stage = 0;
-        round ^= 1;
+    tile_ws_consume<T, FMT, BMX, RW>(p, smem, full, empty, blk, tid);
+  }
+#else
+  __trap();  // built for another architecture: the host dispatch sends only SM90 here
+#endif
+}
+
+#ifdef KCM_TILE_SM90
+// Launch variant 2's producer: ONE warp moves a chunk with a handful of bulk copies instead of
+// thousands of cp.async. p.x is then the activation image (x_image.py): chunk c's rows m of the
+// block are bytes ((c M8 + m) 128 ..) of a [C][M8 = M rounded up to 8][128 bytes] array, already
+// in the permuted, 128-byte-swizzled order the wgmma B operand reads (rows of a block start at
+// multiples of 8, so the swizzle of a row is its global row & 7), channels past K zero. Per chunk:
+// lane 0 sets expect_tx and copies the block's min(BMX, M - m0) rows in one bulk copy (rows past M
+// are neither copied nor stored); lane j < present tiles copies tile j's V x 512 code bytes in one
+// (evict-first: read once). The scale and zero-point words stay 4-byte cp.async from the 32 lanes
+// (a lane's word of a 16 x 64 tile is the group of its own 16 channels, i.e. words of up to four
+// groups interleaved lane-major, not a contiguous run a bulk copy could place), signalled with
+// cp.async.mbarrier.arrive.noinc: full[s] expects 1 + 32 arrivals and the stage's bulk bytes.
+// Tiles past N16 are not copied at all (their rows are never stored).
+template <typename T, int FMT, int BMX, int RW>
+struct TileBulkCopies {
+  using Layout = TileLayout<FMT, BMX, RW>;
+  static constexpr int V = VecCount<FMT>::value;
+  static constexpr int kTiles = Layout::kTiles;  // 16 or 32: at most one code copy per lane
+  static_assert(kTiles <= 32, "one weight tile per producer lane");
+
+  const GemmParams& p;
+  const int lane;
+  int present;           // tiles of the block below N16
+  int x_bytes;           // min(BMX, M - m0) rows x 128 bytes
+  size_t x_chunk_step;   // M8 x 128 bytes
+  const unsigned char* x_next;
+  const unsigned char* w_next;  // this lane's tile, chunk by chunk (lane < present)
+  const uint32_t* s_tile0;      // scale word g of the block's tile 0, group 0
+  const uint32_t* z_tile0;
+  size_t s_tile_step;           // G x 8 words
+  int group_shift;
+  int group_k;
+
+  __device__ __forceinline__ TileBulkCopies(const GemmParams& params, int n_block, int m0,
+                                            int c_begin, int lane_)
+      : p(params), lane(lane_) {
+    const int tile0 = n_block * kTiles;
+    present = min(kTiles, p.N16 - tile0);
+    x_bytes = min(BMX, p.M - m0) * 128;
+    const size_t m8 = static_cast<size_t>((p.M + 7) & ~7);
+    x_chunk_step = m8 * 128;
+    x_next = static_cast<const unsigned char*>(p.x) + (c_begin * m8 + m0) * 128;
+    const int my_tile = tile0 + (lane < present ? lane : 0);
+    w_next = static_cast<const unsigned char*>(p.w) +
+             (static_cast<size_t>(my_tile) * p.C + c_begin) * V * 512;
+    const size_t s0 = static_cast<size_t>(tile0) * p.G * 8 + (lane >> 2);
+    s_tile0 = p.gscale + s0;
+    z_tile0 = p.zeros != nullptr ? p.zeros + s0 : nullptr;
+    s_tile_step = static_cast<size_t>(p.G) * 8;
+    group_shift = (p.group_size & (p.group_size - 1)) == 0 ? __ffs(p.group_size) - 1 : -1;
+    group_k = c_begin * 64 + 16 * (lane & 3);
+  }
+
+  // Bytes the stage's bulk copies bring (the expect_tx count).
+  __device__ __forceinline__ int stage_bytes() const { return x_bytes + present * V * 512; }
+
+  // Issues the copies of the next chunk into `stage`, completing on `full`, and advances.
+  __device__ __forceinline__ void copy_chunk(unsigned char* stage, uint64_t* full,
+                                             uint64_t policy) {
+    if (lane == 0) {
+      mbarrier_arrive_expect(full, stage_bytes());
+      bulk_copy(stage + Layout::kX, x_next, x_bytes, full);
+    }
+    __syncwarp();
+    if (lane < present) {
+      bulk_copy_streamed(stage + Layout::kW + lane * V * 512, w_next, V * 512, full, policy);
+    }
+    int grp = p.gtab != nullptr ? __ldg(p.gtab + (group_k >> 4))
+              : group_shift >= 0 ? group_k >> group_shift
+                                 : group_k / p.group_size;
+    grp = min(grp, p.G - 1);
+    const uint32_t* src = s_tile0 + static_cast<size_t>(grp) * 8;
+#pragma unroll
+    for (int i = 0; i < kTiles; ++i) {
+      if (i < present) {
+        copy_async4(stage + Layout::kScales + i * 128 + lane * 4, src, true);
       }
-    };
-    run_chunks(blk.count, acc, compute);
-    tile_epilogue<T, FMT, BMX, RW>(p, acc, smem, blk, tid);
+      src = step_pointer(src, s_tile_step);
+    }
+    if (z_tile0 != nullptr) {
+      const uint32_t* zsrc = z_tile0 + static_cast<size_t>(grp) * 8;
+#pragma unroll
+      for (int i = 0; i < kTiles; ++i) {
+        if (i < present) {
+          copy_async4(stage + Layout::kZeros + i * 128 + lane * 4, zsrc, true);
+        }
+        zsrc = step_pointer(zsrc, s_tile_step);
+      }
+    }
+    copy_async_arrive(full);
+    x_next += x_chunk_step;
+    w_next += V * 512;
+    group_k += 64;
+  }
+};
+#endif  // KCM_TILE_SM90
+
+// Bulk-producer variant (launch variant 2): the consumers of variant 1 unchanged
+// (tile_ws_consume), and a producer warpgroup of which warp 8 alone issues every copy
+// (TileBulkCopies: per chunk one activation bulk copy, one per weight tile, 4-byte cp.async for
+// the scale and zero-point words); warps 9-11 only give up their registers (setmaxnreg, which
+// acts on whole warpgroups: a 288-thread block of 256 consumers + 1 warp would cap every thread
+// at 224 registers, fewer than the 232 variant 1's consumers get) and join the epilogue barriers.
+template <typename T, int FMT, int BMX, int RW>
+__global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_bulk_kernel(const GemmParams p) {
+#ifdef KCM_TILE_SM90
+  using Layout = TileLayout<FMT, BMX, RW>;
+  constexpr int kStages = Layout::kStages;
+  extern __shared__ unsigned char tile_smem_raw[];
+  unsigned char* smem = tile_smem(tile_smem_raw);
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + Layout::kBarriers);
+  uint64_t* empty = full + kStages;
+
+  const TileBlock blk(p, BMX);
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  if (tid == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      mbarrier_init(full + s, 1 + 32);  // lane 0's expect_tx arrival + 32 cp.async arrivals
+      mbarrier_init(empty + s, 8);
+    }
+    mbarrier_init_fence();
+  }
+  __syncthreads();
+
+  if (warp >= 8) {  // producer warpgroup: warp 8 copies, warps 9-11 idle
+    setmaxnreg_dec<kTileWsProducerRegs>();
+    if (warp == 8) {
+      TileBulkCopies<T, FMT, BMX, RW> copies(p, blk.n_block, blk.m0, blk.c_begin, lane);
+      const uint64_t policy = evict_first_policy();
+      int stage = 0;
+      int round = 0;
+      for (int i = 0; i < blk.count; ++i) {
+        if (i >= kStages) mbarrier_wait(empty + stage, round ^ 1);
+        copies.copy_chunk(smem + stage * Layout::kStageBytes, full + stage, policy);
+        if (++stage == kStages) {
+          stage = 0;
+          round ^= 1;
+        }
+      }
+      commit_async();  // no thread leaves with cp.async copies in flight
+      wait_async<0>();
+    }
+    tile_epilogue_barriers(blk);
+  } else {  // consumer warpgroups
+    tile_ws_consume<T, FMT, BMX, RW>(p, smem, full, empty, blk, tid);
   }
 #else
   __trap();  // built for another architecture: the host dispatch sends only SM90 here

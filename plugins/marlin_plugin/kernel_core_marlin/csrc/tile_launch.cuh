@@ -9,20 +9,22 @@
 namespace kcm {
 
 // Launch variants: 0 tile_gemm_kernel (every warp copies, a block-wide barrier per chunk),
-// 1 tile_gemm_ws_kernel (a producer warpgroup, mbarrier handoff per stage).
-enum TileVariant : int { kTileBarrier = 0, kTileSpecialized = 1 };
+// 1 tile_gemm_ws_kernel (a producer warpgroup, mbarrier handoff per stage), 2 tile_gemm_bulk_kernel
+// (variant 1's consumers, one producer warp of bulk copies; p.x is the activation image).
+enum TileVariant : int { kTileBarrier = 0, kTileSpecialized = 1, kTileBulk = 2 };
 
 // The kernel of a variant, its threads and its dynamic shared memory.
 template <typename T, int FMT, int BMX, int RW, bool XP, int VARIANT>
 struct TileKernel {
   using Layout = TileLayout<FMT, BMX, RW>;
   static_assert(VARIANT == kTileBarrier || !XP, "pre-permuted activations: barrier variant only");
-  static constexpr auto kernel = VARIANT == kTileSpecialized
+  static constexpr auto kernel = VARIANT == kTileBulk ? tile_gemm_bulk_kernel<T, FMT, BMX, RW>
+                                 : VARIANT == kTileSpecialized
                                      ? tile_gemm_ws_kernel<T, FMT, BMX, RW>
                                      : tile_gemm_kernel<T, FMT, BMX, RW, XP>;
-  static constexpr int kThreads = VARIANT == kTileSpecialized ? kTileWsThreads : 256;
+  static constexpr int kThreads = VARIANT == kTileBarrier ? 256 : kTileWsThreads;
   static constexpr size_t kSmemBytes =
-      VARIANT == kTileSpecialized ? Layout::kSmemBytesWs : Layout::kSmemBytes;
+      VARIANT == kTileBarrier ? Layout::kSmemBytes : Layout::kSmemBytesWs;
 };
 
 template <typename T, int FMT, int BMX, int RW, bool XP = false, int VARIANT = kTileBarrier>
@@ -100,6 +102,7 @@ int launch_tile_shape(const GemmParams& p, int bmx, int rw, int split, int varia
   if (variant == kTileSpecialized) {
     return launch_tile_variant<T, FMT, kTileSpecialized>(p, bmx, rw, split, stream);
   }
+  if (variant == kTileBulk) return launch_tile_variant<T, FMT, kTileBulk>(p, bmx, rw, split, stream);
   return static_cast<int>(cudaErrorInvalidValue);
 }
 
@@ -128,6 +131,7 @@ int tile_clusters_typed(int fmt, int bmx, int rw, int split, int variant) {
   if (variant == kTileSpecialized) {
     return tile_clusters_variant<T, kTileSpecialized>(fmt, bmx, rw, split);
   }
+  if (variant == kTileBulk) return tile_clusters_variant<T, kTileBulk>(fmt, bmx, rw, split);
   return -static_cast<int>(cudaErrorInvalidValue);
 }
 
