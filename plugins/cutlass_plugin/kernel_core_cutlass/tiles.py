@@ -71,17 +71,12 @@ class BlockTileConfig(enum.IntEnum):
     COOPERATIVE_128x64 = 5  # cooperative, 128 x 64 x 128 (DeepGEMM's M=256 N=4096 tile), as 64x64
 
     @property
-    def tile_shape(self) -> tuple[int, int]:
-        """(tokens, weight rows) of one output tile."""
-        rows, cols = self.name.split("_")[1].split("x")
-        return int(rows), int(cols)
-
-    @property
     def weight_scale_rows(self) -> int:
         """Weight rows per scale value this tile reads (``kBlockWeightScaleRows``): CUTLASS's
         blockwise mainloop needs whole scale blocks per tile, so a 64-wide tile reads the
         128x128 block scales repeated per 64 rows (``weight_scale_n64`` of the layer)."""
-        return 128 if self.tile_shape[1] % 128 == 0 else 64
+        narrow = (BlockTileConfig.PINGPONG_64x64, BlockTileConfig.COOPERATIVE_128x64)
+        return 64 if self in narrow else 128
 
 
 class Raster(enum.IntEnum):
@@ -173,13 +168,6 @@ def scaled_mm_tile(m: int, n: int, k: int, sm_count: int = H100_SMS) -> TileConf
     return TileConfig.COOPERATIVE_256x128
 
 
-#: The 128-token block tiles tried for one full wave at 128 < M <= 512, widest first.
-_ONE_WAVE_BLOCK_TILES = (
-    BlockTileConfig.COOPERATIVE_128x128,
-    BlockTileConfig.COOPERATIVE_128x64,
-)
-
-
 def block_scaled_mm_tile(m: int, n: int, sm_count: int = H100_SMS) -> BlockTileConfig:
     """The tile for a 1x128 / 128x128 block-scaled FP8 GEMM.
 
@@ -190,21 +178,12 @@ def block_scaled_mm_tile(m: int, n: int, sm_count: int = H100_SMS) -> BlockTileC
     if m <= 128:
         # 64-token tiles: half the wasted rows at decode, twice the CTAs along M.
         return BlockTileConfig.PINGPONG_64x128
-    if m <= 512:
-        for tile in _ONE_WAVE_BLOCK_TILES:
-            tokens, rows = tile.tile_shape
-            tiles = _cdiv(m, tokens) * _cdiv(n, rows)
-            if tiles <= sm_count and wave_efficiency(tiles, sm_count) >= _FULL_WAVES:
-                # The widest 128-token tile that fills one wave: both warpgroups of every CTA
-                # share its only tile. v6 file, N=4096 M=256: 128x64 (128 tiles) 1.037x
-                # FlashInfer. (A 128x32 tile for N=2112, FlashInfer's there, 132 tiles, lost to
-                # 64x64 pingpong in v7: 0.942x head to head, 1.008x against 1.019x in the sweep;
-                # removed.)
-                return tile
     if m <= 512 and _cdiv(m, 64) * _cdiv(n, 64) <= sm_count:
         # Narrow layers: 64x64 tiles (the weight scales read per 64 rows) still fit one wave
         # and give each SM a tile. v4 file, N=2112 at M=256 (132 tiles): 1.007x FlashInfer
-        # against 0.705x for the 68 tiles of 64x128.
+        # against 0.705x for the 68 tiles of 64x128. (A cooperative 128x32 tile, as many tiles and
+        # FlashInfer's there, lost to it in v7: 0.942x head to head, 1.008x against 1.019x in the
+        # sweep; removed.)
         return BlockTileConfig.PINGPONG_64x64
     if m <= 512 and _cdiv(m, 64) * _cdiv(n, 128) <= sm_count:
         # One wave of 64-row tiles (N=4096 at M=256: 128 tiles). With one tile per CTA a pingpong
