@@ -32,11 +32,9 @@ def image_source_channel(row: int, pos: int) -> int:
 @functools.cache
 def _flat_index(kp: int, device: torch.device) -> torch.Tensor:
     """Index into an ``[8 * kp]`` block of 8 rows: element ``pos`` of chunk ``c`` of row ``r``
-    (``r`` < 8) of the image comes from ``r * kp + 64 c + image_source_channels(r, pos)``."""
-    pos = torch.arange(64)
-    unit, word, elem = pos // 8, (pos % 8) // 2, pos % 2
+    (``r`` < 8) of the image comes from ``r * kp + 64 c + image_source_channel(r, pos)``."""
+    src = torch.tensor([[image_source_channel(r, pos) for pos in range(64)] for r in range(8)])
     rows = torch.arange(8)[:, None]
-    src = 16 * word + 2 * (unit[None, :] ^ rows) + elem  # [8, 64]
     chunks = torch.arange(kp // 64)[None, :, None] * 64  # [1, C, 1]
     flat = rows[:, :, None] * kp + chunks + src[:, None, :]  # [8, C, 64]
     return flat.reshape(-1).to(device)
