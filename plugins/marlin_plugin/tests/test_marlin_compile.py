@@ -78,6 +78,20 @@ def test_tile_sources_compile(tmp_path: Path) -> None:
         assert not any(spills), f"{name}: register spills {spills}"
 
 
+def _int4_128x256_ptx(tmp_path: Path, kernel: str) -> str:
+    """The sm_90a PTX of ``kernel``'s bf16 int4 instance with 128 tokens x 2 row sets (the
+    128 x 256 block), compiled alone."""
+    unit = tmp_path / f"{kernel}.cu"
+    unit.write_text('#include "tile_gemm.cuh"\nnamespace kcm {\ntemplate __global__ void '
+                    f"{kernel}<__nv_bfloat16, kInt4, 128, 2>(const GemmParams p);\n}}\n")
+    ptx = tmp_path / f"{kernel}.ptx"
+    run = subprocess.run([NVCC, *TORCH_CUDA_FLAGS, "-std=c++17", "-O3", f"-I{CSRC}",
+                          "-gencode=arch=compute_90a,code=compute_90a", "-ptx", str(unit),
+                          "-o", str(ptx)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return ptx.read_text()
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not Path(NVCC).exists(), reason="nvcc is not installed")
 def test_specialized_kernel_hands_stages_over_by_mbarriers(tmp_path: Path) -> None:
@@ -85,15 +99,7 @@ def test_specialized_kernel_hands_stages_over_by_mbarriers(tmp_path: Path) -> No
     with cp.async.mbarrier.arrive, a proxy fence before the wgmmas, wait_group 1, and no
     block-wide barrier left in the chunk loop (only the one after the mbarrier init and the
     split-K epilogue's)."""
-    unit = tmp_path / "ws.cu"
-    unit.write_text('#include "tile_gemm.cuh"\nnamespace kcm {\ntemplate __global__ void '
-                    "tile_gemm_ws_kernel<__nv_bfloat16, kInt4, 128, 2>(const GemmParams p);\n}\n")
-    ptx = tmp_path / "ws.ptx"
-    run = subprocess.run([NVCC, *TORCH_CUDA_FLAGS, "-std=c++17", "-O3", f"-I{CSRC}",
-                          "-gencode=arch=compute_90a,code=compute_90a", "-ptx", str(unit),
-                          "-o", str(ptx)], capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout + run.stderr
-    text = ptx.read_text()
+    text = _int4_128x256_ptx(tmp_path, "tile_gemm_ws_kernel")
     assert "setmaxnreg.dec.sync.aligned.u32 40" in text
     assert "setmaxnreg.inc.sync.aligned.u32 232" in text
     assert "cp.async.mbarrier.arrive.noinc.shared::cta.b64" in text
@@ -109,15 +115,7 @@ def test_bulk_producer_kernel_moves_chunks_with_bulk_copies(tmp_path: Path) -> N
     with 1-D bulk copies completing on the stage's mbarrier, the scale words stay cp.async
     signalled with arrive.noinc, the consumers are variant 1's (setmaxnreg, wait_group 1), and no
     block-wide barrier sits in the chunk loop."""
-    unit = tmp_path / "bulk.cu"
-    unit.write_text('#include "tile_gemm.cuh"\nnamespace kcm {\ntemplate __global__ void '
-                    "tile_gemm_bulk_kernel<__nv_bfloat16, kInt4, 128, 2>(const GemmParams p);\n}\n")
-    ptx = tmp_path / "bulk.ptx"
-    run = subprocess.run([NVCC, *TORCH_CUDA_FLAGS, "-std=c++17", "-O3", f"-I{CSRC}",
-                          "-gencode=arch=compute_90a,code=compute_90a", "-ptx", str(unit),
-                          "-o", str(ptx)], capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout + run.stderr
-    text = ptx.read_text()
+    text = _int4_128x256_ptx(tmp_path, "tile_gemm_bulk_kernel")
     assert "mbarrier.arrive.expect_tx.shared::cta.b64" in text
     bulk = re.findall(r"cp\.async\.bulk\.shared::cluster\.global\.mbarrier::complete_tx::bytes", text)
     assert len(bulk) >= 2, "activation and weight bulk copies"
