@@ -495,7 +495,8 @@ def paired_scaled(n: int, k: int, rows: list[dict], m_values: list[int], sweep: 
 def probe_prefetch_bytes(m: int) -> int:
     """The probe's alternative to the quantizers' prefetch at ``m`` tokens
     (``quant.prefetch_bytes``): 8 MiB where the default is 16 MiB, else 16 MiB."""
-    return 8 << 20 if quant.prefetch_bytes(m) == 16 << 20 else 16 << 20
+    decode, above = quant.PREFETCH_DECODE_BYTES, quant.PREFETCH_BYTES
+    return above if quant.prefetch_bytes(m) == decode else decode
 
 
 def with_prefetch_bytes(total: int, call: Call) -> Call:
