@@ -8,8 +8,10 @@ is a median of CUDA-graph replays; each graph calls the op on several copies of 
 inputs whose total exceeds L2, so no call finds its weights cached. The graphs of one (shape, M)
 are replayed once per round, in a new random order each round, so a drift of clocks during the
 run, and the kernel that ran just before, fall on bf16, the plugin's choice and every variant
-alike. Also reports, per layer, the bytes held after
-processing against the packed checkpoint's bytes.
+alike. The bulk pipelines go out as programmatic dependents (PDL) of the call before them; at
+M <= 64 where the plugin's path does, the same launch without PDL and every call preceded by an
+RMS norm (bf16, the plugin, the plain launch) show how much of the time that overlap takes off.
+Also reports, per layer, the bytes held after processing against the packed checkpoint's bytes.
 
 Usage: python benchmarks/bench_marlin.py --out results.json [--plot results.png] [--quick]
 """
@@ -49,6 +51,12 @@ TARGETS = {1: 3.3, 16: 3.3, 64: 2.5, 128: 1.5, 256: 1.0, 4096: 0.85}
 #: an exact last tile group and that one on a plan with a 2-stage ring allowed; SM90 only).
 STREAM_VARIANTS = ((1, 1, 8, 0), (2, 1, 8, 0), (2, 2, 4, 0), (1, 1, 4, 1), (2, 1, 4, 1),
                    (1, 1, 8, 1), (1, 1, 8, 2), (1, 1, 8, 3), (1, 1, 8, 4), (1, 1, 8, 5))
+#: The candidate that runs the plugin's own launch configuration without PDL (where it uses PDL).
+PLAIN_LAUNCH = "stream (auto config), plain launch"
+#: Candidates that first compute x = rms_norm(x) (a kernel that does not trigger its dependents
+#: early), then the GEMM: bf16, the plugin's path, and its launch configuration without PDL.
+AFTER_NORM = {"bf16": "rms_norm + bf16", "auto": "rms_norm + auto",
+              "plain": "rms_norm + stream (auto config), plain launch"}
 #: Most 8-column M tiles each bulk pipeline serves (M <= 32, and M <= 16 for pipelines 4 and 5);
 #: the launcher refuses more, so those variants are not tried.
 BULK_MAX_M_TILES = {2: 4, 3: 4, 4: 2, 5: 2}
@@ -191,18 +199,43 @@ def bench_shape(fmt: str, n: int, k: int, m_values, replays: int,
             "auto": [lambda lay=lay, x=x: kernel.apply_weights(lay, x)
                      for lay, x in zip(layers, xs)] * max(1, 8 // copies),
         }
+        def stream(lay, x, mt, r, wn, wk, pipe, pdl):
+            return ops.gemm(x, lay.weight, lay.weight_scale, None, None,
+                            getattr(lay, "weight_channel_scale", None), None, kernel._fmt, n,
+                            kernel._group_size, kernel._zconst, mt, r, wn, wk, pipe, pdl=pdl)
+
         if m <= 64:
             mt = ops.launch_config(m, kernel._fmt)[0]
             for r, wn, wk, pipe in STREAM_VARIANTS:
                 if mt > BULK_MAX_M_TILES.get(pipe, mt):
                     continue
                 candidates[f"stream mt={mt} r={r} wn={wn} wk={wk} pipeline={pipe}"] = [
-                    lambda lay=lay, x=x, mt=mt, r=r, wn=wn, wk=wk, pipe=pipe: ops.gemm(
-                        x, lay.weight, lay.weight_scale, None, None,
-                        getattr(lay, "weight_channel_scale", None), None, kernel._fmt, n,
-                        kernel._group_size, kernel._zconst, mt, r, wn, wk, pipe)
+                    lambda lay=lay, x=x, cfg=(mt, r, wn, wk, pipe): stream(
+                        lay, x, *cfg, ops.launch_with_pdl(cfg[4]))
                     for lay, x in zip(layers, xs)
                 ] * max(1, 8 // copies)
+        auto_config = ops.launch_config(m, kernel._fmt, kernel._bulk)
+        if m <= 64 and ops.launch_with_pdl(auto_config[4]):
+            # PDL's share: the same launch, plain; and both after a kernel that does not trigger
+            # its dependents early (an RMS norm producing x, as before a projection in a model),
+            # against bf16 after the same norm.
+            norm_weight = torch.ones(k, device="cuda", dtype=torch.bfloat16)
+
+            def normed(x):
+                return torch.nn.functional.rms_norm(x, (k,), norm_weight)
+
+            candidates[PLAIN_LAUNCH] = [
+                lambda lay=lay, x=x: stream(lay, x, *auto_config, False)
+                for lay, x in zip(layers, xs)] * max(1, 8 // copies)
+            candidates[AFTER_NORM["bf16"]] = [
+                lambda w=w, x=xs[i % copies]: torch.matmul(normed(x), w.T)
+                for i, w in enumerate(bf16_weights)] * max(1, 8 // bf16_copies)
+            candidates[AFTER_NORM["auto"]] = [
+                lambda lay=lay, x=x: kernel.apply_weights(lay, normed(x))
+                for lay, x in zip(layers, xs)] * max(1, 8 // copies)
+            candidates[AFTER_NORM["plain"]] = [
+                lambda lay=lay, x=x: stream(lay, normed(x), *auto_config, False)
+                for lay, x in zip(layers, xs)] * max(1, 8 // copies)
         if m >= 64:
             def dequant_mm(lay, x):
                 w = ops.dequantize(lay.weight, lay.weight_scale, None, None,
@@ -222,6 +255,8 @@ def bench_shape(fmt: str, n: int, k: int, m_values, replays: int,
                 for lay, x in zip(layers, xs)] * max(1, 4 // copies)
         variants = interleaved_times_us(candidates, replays)
         bf16_us = variants.pop("bf16")
+        after_norm = {key: variants.pop(name) for key, name in AFTER_NORM.items()
+                      if name in variants}
         auto_us = variants["auto"]
         best_name = min(variants, key=variants.get)
         row = {
@@ -236,6 +271,11 @@ def bench_shape(fmt: str, n: int, k: int, m_values, replays: int,
             "variants_us": {name: round(t, 2) for name, t in variants.items()},
             "target_speedup": TARGETS.get(m),
         }
+        if PLAIN_LAUNCH in variants:
+            row["pdl_saves_us"] = round(variants[PLAIN_LAUNCH] - auto_us, 2)
+        if after_norm:
+            row["after_rms_norm_us"] = {key: round(t, 2) for key, t in after_norm.items()}
+            row["after_rms_norm_speedup"] = round(after_norm["bf16"] / after_norm["auto"], 3)
         log(f"{fmt} N={n} K={k} M={m}: bf16 {bf16_us:.1f} us, kernel {auto_us:.1f} us "
             f"({row['speedup']:.2f}x, {row['weight_bandwidth_share_of_copy']:.0%} of copy bw), "
             f"best {best_name} {variants[best_name]:.1f} us")
@@ -334,7 +374,10 @@ def write_result(args, device: str, copy_bw: float, rows: list[dict], memory: li
         "method": "CUDA-graph replay medians, the graphs of one (shape, M) replayed once "
                   f"per round in a new seeded random order for {args.replays} rounds; weights and "
                   f"inputs rotated over copies totalling >= {ROTATE_BYTES >> 20} MiB; bf16 "
-                  "activations",
+                  "activations. Each graph runs its calls back to back, so a GEMM launched with "
+                  "PDL (the bulk pipelines) overlaps the previous call's end; pdl_saves_us is "
+                  "the same launch without PDL minus auto, after_rms_norm_us each call preceded "
+                  "by an RMS norm producing x (a kernel that does not trigger its dependents).",
         "copy_bandwidth_TBps": round(copy_bw / 1e12, 3),
         "dequant_matmul_min_m": {str(k): v for k, v in DEQUANT_MATMUL_MIN_M.items()},
         "summary": summarize(rows),

@@ -156,6 +156,11 @@ class _StreamKernel:
         self._group_size = packed.group_size
         self._zconst = packed.zconst
         self._bulk = ops.bulk_pipeline_available(packed.qweight.device)
+        if packed.qweight.device.type == "cuda":
+            # A GEMM launched as a programmatic dependent reads the layer's codes and scales
+            # before the kernel ahead of it completes (ops.launch_with_pdl): the kernels that just
+            # wrote them must be done.
+            torch.cuda.current_stream(packed.qweight.device).synchronize()
         n = self.config.weight_shape[0]  # type: ignore[attr-defined]
         self._tile = tile.TileDispatch.for_device(
             packed.qweight.device, packed.fmt, n, packed.qweight.shape[1]
@@ -194,9 +199,10 @@ class _StreamKernel:
             )
             out = torch.nn.functional.linear(x2, dense[:, : x2.shape[1]], bias)
         else:
+            launch = ops.launch_config(m, self._fmt, self._bulk)
             out = ops.gemm(
                 x2, weight, layer.weight_scale, zeros, gtab, chan, bias, self._fmt, n,
-                self._group_size, self._zconst, *ops.launch_config(m, self._fmt, self._bulk),
+                self._group_size, self._zconst, *launch, pdl=ops.launch_with_pdl(launch[4]),
             )
         return out.to(config.out_dtype).reshape(*lead, n)
 

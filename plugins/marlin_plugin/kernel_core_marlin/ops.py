@@ -22,7 +22,10 @@ __all__ = [
     "dequantize",
     "launch_config",
     "bulk_pipeline_available",
+    "launch_with_pdl",
     "BULK_MAX_M",
+    "LAUNCH_WITH_PDL",
+    "PDL_PIPELINES",
     "CSRC",
     "SOURCES",
 ]
@@ -93,6 +96,23 @@ _FLAT_FORMATS = frozenset({Format.INT4, Format.FP4})
 BULK_MAX_M = {Format.INT4: 16, Format.INT8: 16, Format.FP4: 16, Format.FP8: 8}
 
 
+#: The pipelines whose kernels can be launched as programmatic dependents (``gemm(pdl=True)``):
+#: the bulk ones, whose producer warp requests the first ring's worth of the layer's codes and
+#: scales before it waits for the kernel before it, and the activations after (csrc/
+#: stream_gemm.cuh, ``bulk_produce``).
+PDL_PIPELINES = frozenset({2, 3, 4, 5})
+#: Whether :meth:`apply_weights` launches the bulk pipelines as programmatic dependents.
+LAUNCH_WITH_PDL = True
+
+
+def launch_with_pdl(pipeline: int) -> bool:
+    """Whether a launch of ``pipeline`` goes out as a programmatic dependent: the bulk pipelines
+    when :data:`LAUNCH_WITH_PDL` is on. Such a launch overlaps the start of the GEMM (its block
+    scheduling and its first weight requests) with the end of the kernel before it; it still
+    reads the activations and writes the output only after that kernel has completed."""
+    return LAUNCH_WITH_PDL and pipeline in PDL_PIPELINES
+
+
 def bulk_pipeline_available(device: torch.device) -> bool:
     """Whether ``device`` runs the bulk pipeline (pipeline 2): bulk copies and mbarrier waits with
     transaction counts need compute capability 9.0 or newer."""
@@ -153,15 +173,20 @@ def gemm(
     wn: int,
     wk: int,
     pipeline: int,
+    pdl: bool = False,
 ) -> torch.Tensor:
-    """``x [M, K]`` (16-bit, contiguous) times the packed weight: ``[M, n]`` in x's dtype."""
+    """``x [M, K]`` (16-bit, contiguous) times the packed weight: ``[M, n]`` in x's dtype.
+
+    ``pdl``: launch as a programmatic dependent of the kernel before it on the stream (bulk
+    pipelines only, see :func:`launch_with_pdl`); the launch is refused with any other pipeline.
+    """
     if x.data_ptr() % 16:  # a view at an odd offset: the kernel loads 16 bytes at a time
         x = x.clone()
     out = torch.empty((x.shape[0], n), dtype=x.dtype, device=x.device)
     with torch.cuda.device(x.device):
         extension(x.device).gemm(
             x, qweight, gscale, _or_empty(zeros, x), _or_empty(gtab, x), _or_empty(chan, x),
-            _or_empty(bias, x), out, fmt, group_size, zconst, mt, rows, wn, wk, pipeline,
+            _or_empty(bias, x), out, fmt, group_size, zconst, mt, rows, wn, wk, pipeline, pdl,
             _stream(x.device),
         )
     return out
@@ -169,7 +194,7 @@ def gemm(
 
 @gemm.register_fake
 def _gemm_fake(x, qweight, gscale, zeros, gtab, chan, bias, fmt, n, group_size, zconst, mt,
-               rows, wn, wk, pipeline):
+               rows, wn, wk, pipeline, pdl=False):
     return x.new_empty((x.shape[0], n))
 
 

@@ -124,7 +124,7 @@ def test_poisoned_output_fully_written(launch) -> None:
     out = torch.full((m, INT4.out_features), float("nan"), device="cuda", dtype=torch.bfloat16)
     empty = x.new_empty(0)
     ops.extension().gemm(x, layer.weight, layer.weight_scale, empty, empty, empty, empty, out,
-                         kernel._fmt, kernel._group_size, kernel._zconst, *config,
+                         kernel._fmt, kernel._group_size, kernel._zconst, *config, False,
                          torch.cuda.current_stream().cuda_stream)
     assert bool(torch.isfinite(out).all())
     assert relative_error(out, x.double() @ reference.T) < 1e-2
@@ -391,3 +391,59 @@ def test_flat_consumer_cuda_graph_replay(variant: str, monkeypatch: pytest.Monke
         assert bool(torch.isfinite(out).all())
         assert relative_error(out, x.double() @ reference.T) < 1e-2
 
+
+
+#: A square int4 layer (N = K), so each GEMM of a chain reads the output of the one before it;
+#: wide enough that a block of the next GEMM starts while blocks of the previous one still write.
+CHAIN = MPLinearLayerConfig(weight_shape=(4096, 4096), group_size=128)
+
+
+@needs_bulk
+@pytest.mark.parametrize("m", [1, 16])
+@pytest.mark.parametrize("pipeline", sorted(ops.PDL_PIPELINES))
+def test_pdl_chain_reads_what_the_gemm_before_it_wrote(pipeline: int, m: int) -> None:
+    """Four GEMMs, each reading the one before's output, launched as programmatic dependents:
+    bit-identical to the same chain of plain launches, eagerly (every output block handed out
+    NaN-poisoned by the allocator, so a read or a write before the grid dependency wait would
+    show) and replayed from a CUDA graph; the first link against float64."""
+    kernel, layer, reference = _processed(CHAIN)
+    args = (layer.weight, layer.weight_scale, None, None, None, None, kernel._fmt,
+            CHAIN.out_features, kernel._group_size, kernel._zconst, 1 if m <= 8 else 2, 1, 1, 8,
+            pipeline)
+
+    def chain(x: torch.Tensor, pdl: bool) -> list[torch.Tensor]:
+        outs = [x]
+        for _ in range(4):
+            outs.append(ops.gemm(outs[-1], *args, pdl=pdl))
+        return outs[1:]
+
+    x = torch.randn(m, CHAIN.in_features, device="cuda", dtype=torch.bfloat16)
+    plain = chain(x, False)
+    assert relative_error(plain[0], x.double() @ reference.T) < 1e-2
+    assert all(bool(torch.isfinite(y).all()) for y in plain)
+    poison = [torch.full_like(y, float("nan")) for y in plain]
+    del poison  # the next four outputs of this size reuse these blocks
+    for a, b in zip(chain(x, True), plain):
+        assert torch.equal(a, b)
+
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = chain(x, True)
+    for _ in range(2):
+        x.copy_(torch.randn_like(x))
+        for y in captured:
+            y.fill_(float("nan"))
+        graph.replay()
+        for a, b in zip(captured, chain(x, False)):
+            assert torch.equal(a, b)
+
+
+@needs_cuda
+@pytest.mark.parametrize("pipeline", [0, 1])
+def test_pdl_refused_off_the_bulk_pipelines(pipeline: int) -> None:
+    kernel, layer, _ = _processed(INT4)
+    x = torch.randn(4, INT4.in_features, device="cuda", dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match="needs a bulk pipeline"):
+        ops.gemm(x, layer.weight, layer.weight_scale, None, None, None, None, kernel._fmt,
+                 INT4.out_features, kernel._group_size, kernel._zconst, 1, 1, 1, 4, pipeline,
+                 pdl=True)

@@ -53,6 +53,17 @@ def test_register_pipeline_rows_at_four_m_tiles() -> None:
         assert ops.launch_config(32, fmt) == (4, expected, 1, 8, 0), fmt
 
 
+def test_only_the_bulk_pipelines_launch_with_pdl(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ops.PDL_PIPELINES == {2, 3, 4, 5}
+    assert [ops.launch_with_pdl(p) for p in range(6)] == [False, False, True, True, True, True]
+    # every bulk launch the plugin chooses goes out with PDL
+    for fmt in (Format.INT4, Format.INT8, Format.FP4, Format.FP8):
+        for m in range(1, ops.BULK_MAX_M[fmt] + 1):
+            assert ops.launch_with_pdl(ops.launch_config(m, fmt, True)[4]), (fmt, m)
+    monkeypatch.setattr(ops, "LAUNCH_WITH_PDL", False)
+    assert not any(ops.launch_with_pdl(p) for p in range(6))
+
+
 def test_bulk_pipeline_unavailable_off_cuda() -> None:
     assert not ops.bulk_pipeline_available(torch.device("cpu"))
 

@@ -51,7 +51,7 @@ void gemm(const torch::Tensor& x, const torch::Tensor& qweight, const torch::Ten
           const torch::Tensor& zeros, const torch::Tensor& gtab, const torch::Tensor& chan,
           const torch::Tensor& bias, torch::Tensor& out, int64_t fmt, int64_t group_size,
           int64_t zconst, int64_t mt, int64_t rows, int64_t wn, int64_t wk, int64_t pipeline,
-          int64_t stream) {
+          bool pdl, int64_t stream) {
   KC_CHECK(x.dim() == 2 && x.is_contiguous(), "kernel_core_marlin: x must be contiguous 2-D");
   KC_CHECK(x.size(1) % 16 == 0, "kernel_core_marlin: K must be a multiple of 16, found ", x.size(1));
   KC_CHECK(reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0, "kernel_core_marlin: x must be "
@@ -62,6 +62,8 @@ void gemm(const torch::Tensor& x, const torch::Tensor& qweight, const torch::Ten
   KC_CHECK((wn * wk <= 8 || wide_bulk) && wn >= 1 && wk >= 1, "kernel_core_marlin: at most 8 "
               "warps per block (16 consumer warps with pipeline 3), found wn=", wn, " wk=", wk,
               " pipeline=", pipeline);
+  KC_CHECK(!pdl || (pipeline >= 2 && pipeline <= 5), "kernel_core_marlin: a programmatic "
+              "dependent launch (pdl) needs a bulk pipeline (2-5), found pipeline=", pipeline);
   kcm::GemmParams p = make_params(qweight, gscale, zeros, gtab, chan, out.size(1), group_size, zconst);
   p.x = x.data_ptr();
   p.bias = optional_ptr(bias);
@@ -70,6 +72,7 @@ void gemm(const torch::Tensor& x, const torch::Tensor& qweight, const torch::Ten
   p.K = static_cast<int>(x.size(1));
   p.WN = static_cast<int>(wn);
   p.WK = static_cast<int>(wk);
+  p.pdl = pdl ? 1 : 0;
   if (p.M == 0) return;
   void* s = reinterpret_cast<void*>(stream);
   const int code = dtype_code(x) == kcm::kHalf

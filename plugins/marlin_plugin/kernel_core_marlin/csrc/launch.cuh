@@ -29,6 +29,8 @@ int launch_gemm_instance(const GemmParams& p, int pipeline, cudaStream_t stream)
   const dim3 grid((p.N16 * 16 + rows_per_block - 1) / rows_per_block, (p.M + 8 * MT - 1) / (8 * MT));
   const int threads = 32 * p.WN * p.WK;
   const size_t reduce_bytes = static_cast<size_t>(p.WN) * (p.WK - 1) * MT * R * 4 * 32 * sizeof(float);
+  // Only the bulk kernels wait on the grid dependency (stream_gemm.cuh, grid_dependency_wait).
+  if (p.pdl && (pipeline < 2 || pipeline > 5)) return static_cast<int>(cudaErrorInvalidValue);
   if (pipeline == 0) {
     const int err = set_shared_memory(stream_gemm_kernel<T, FMT, MT, R>, reduce_bytes);
     if (err != 0) return err;

@@ -738,6 +738,23 @@ __device__ __forceinline__ void bulk_copy(void* dst, const void* src, int bytes,
 __device__ __forceinline__ void consumer_sync(int threads) {
   asm volatile("bar.sync 1, %0;" ::"r"(threads) : "memory");
 }
+
+// Programmatic dependent launch (GemmParams::pdl). A kernel launched as a programmatic dependent
+// may start while the kernel before it on the stream still runs; this returns once that kernel
+// has completed and its writes are visible to this grid (at once after a plain launch). Every
+// thread that reads the activations or writes the output calls it first; the layer's own tensors
+// (codes, scales, zero points, group table, bias) are not written by the kernel before a GEMM
+// (process_weights_after_loading synchronizes its stream), so they may be read before it.
+__device__ __forceinline__ void grid_dependency_wait() {
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+}
+
+// Lets a programmatic dependent launched after this kernel start before this grid completes (it
+// still waits in grid_dependency_wait before touching anything this grid writes). One thread per
+// block is enough: later calls in the block change nothing.
+__device__ __forceinline__ void allow_dependent_launch() {
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+}
 #endif
 
 // The tile range of pass `pass` of a block: [tile0, tile0 + ntiles).
@@ -778,50 +795,67 @@ __device__ __forceinline__ void bulk_produce(const GemmParams& p, const BulkPlan
 #ifdef KCM_BULK_COPY
   const int chunks = plan.chunks;
   const int kstages = (p.C + chunks - 1) / chunks;
+  const int fills = passes * kstages;
   const uint64_t policy = evict_first_policy();
   const unsigned char* weights = static_cast<const unsigned char*>(p.w);
   const unsigned char* scales = reinterpret_cast<const unsigned char*>(p.gscale);
   const unsigned char* zeros = reinterpret_cast<const unsigned char*>(p.zeros);
   const unsigned char* x = static_cast<const unsigned char*>(p.x);
   const int tables = p.zeros != nullptr ? 2 : 1;
-  int it = 0;
-  for (int pass = 0; pass < passes; ++pass) {
+  // Fill `it` of the ring (pass it / kstages, K stage it % kstages) in two parts: the layer's
+  // bytes (codes, scale groups, zero-point groups; this part also arms the stage's mbarrier with
+  // the whole fill's byte count) and the activation rows.
+  auto fill = [&](int it, bool layer_part, bool activation_part) {
     int tile0, ntiles;
-    pass_tiles(t_begin, span, passes, pass, tile0, ntiles);
-    for (int ks = 0; ks < kstages; ++ks, ++it) {
-      const int stage = it % plan.stages;
-      if (it >= plan.stages) mbarrier_wait(empty + stage, (it / plan.stages - 1) & 1);
-      const int cb = ks * chunks;
-      const int ce = min(cb + chunks, p.C);
-      int g_lo, ng;
-      stage_groups(p, plan, cb, ce, g_lo, ng);
-      const int wbytes = (ce - cb) * 512 * V;
-      const int sbytes = ng * 32;
-      const int xbytes = (min(ce * 64, p.K) - cb * 64) * 2;
-      unsigned char* base = smem + static_cast<size_t>(stage) * plan.stage_bytes;
+    pass_tiles(t_begin, span, passes, it / kstages, tile0, ntiles);
+    const int stage = it % plan.stages;
+    const int cb = (it % kstages) * chunks;
+    const int ce = min(cb + chunks, p.C);
+    int g_lo, ng;
+    stage_groups(p, plan, cb, ce, g_lo, ng);
+    const int wbytes = (ce - cb) * 512 * V;
+    const int sbytes = ng * 32;
+    const int xbytes = (min(ce * 64, p.K) - cb * 64) * 2;
+    unsigned char* base = smem + static_cast<size_t>(stage) * plan.stage_bytes;
+    if (layer_part) {
       if (lane == 0) {
         mbarrier_arrive_expect(full + stage, ntiles * (wbytes + tables * sbytes) + p.M * xbytes);
       }
       __syncwarp();
-      const int copies = ntiles * (1 + tables) + p.M;
-      for (int j = lane; j < copies; j += 32) {
+      for (int j = lane; j < ntiles * (1 + tables); j += 32) {
         if (j < ntiles) {
           const size_t src = (static_cast<size_t>(tile0 + j) * p.C + cb) * 512 * V;
           bulk_copy_streamed(base + j * plan.wslot, weights + src, wbytes, full + stage, policy);
-        } else if (j < ntiles * (1 + tables)) {
+        } else {
           const int table = j / ntiles - 1;  // 0: scales, 1: zero points
           const int i = j % ntiles;
           const size_t src = (static_cast<size_t>(tile0 + i) * p.G + g_lo) * 32;
           bulk_copy_streamed(base + (table ? plan.zero_off : plan.scale_off) + i * plan.sslot,
                              (table ? zeros : scales) + src, sbytes, full + stage, policy);
-        } else {
-          const int m = j - ntiles * (1 + tables);
-          const size_t src = (static_cast<size_t>(m) * p.K + cb * 64) * 2;
-          bulk_copy(base + plan.x_off + m * plan.xstride, x + src, xbytes, full + stage);
         }
       }
     }
+    if (activation_part) {
+      for (int m = lane; m < p.M; m += 32) {
+        const size_t src = (static_cast<size_t>(m) * p.K + cb * 64) * 2;
+        bulk_copy(base + plan.x_off + m * plan.xstride, x + src, xbytes, full + stage);
+      }
+    }
+  };
+  // The first ring's worth of the layer's bytes is requested before the grid dependency wait: as
+  // a programmatic dependent this block streams weights while the kernel before it finishes; the
+  // activations (which that kernel may write) only after it.
+  const int head = min(plan.stages, fills);
+  for (int it = 0; it < head; ++it) fill(it, true, false);
+  grid_dependency_wait();
+  for (int it = 0; it < head; ++it) fill(it, false, true);
+  for (int it = head; it < fills; ++it) {
+    const int stage = it % plan.stages;
+    mbarrier_wait(empty + stage, (it / plan.stages - 1) & 1);
+    fill(it, true, true);
   }
+  // Every copy is requested: what is left is draining the ring, so the next GEMM may launch.
+  if (lane == 0) allow_dependent_launch();
 #endif
 }
 
@@ -1023,6 +1057,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), 1) stream_gemm_bulk_kernel(
     bulk_produce<V>(p, plan, smem, full, empty, t_begin, span, passes, lane);
     return;
   }
+  grid_dependency_wait();  // the consumers write the output
 
   const int w = warp;
   const int g = lane >> 2;
@@ -1284,8 +1319,18 @@ int launch_gemm_bulk(const GemmParams& p, cudaStream_t stream, int tiles_cap = 1
     cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(bytes));
     if (e != cudaSuccess) return static_cast<int>(e);
-    kernel<<<blocks, threads, bytes, stream>>>(p, plan);
-    return static_cast<int>(cudaGetLastError());
+    cudaLaunchConfig_t config = {};
+    config.gridDim = dim3(blocks);
+    config.blockDim = dim3(threads);
+    config.dynamicSmemBytes = bytes;
+    config.stream = stream;
+    cudaLaunchAttribute dependent;
+    dependent.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    dependent.val.programmaticStreamSerializationAllowed = 1;
+    config.attrs = &dependent;
+    config.numAttrs = p.pdl ? 1 : 0;
+    e = cudaLaunchKernelEx(&config, kernel, p, plan);
+    return static_cast<int>(e != cudaSuccess ? e : cudaGetLastError());
   };
   if (exact_tail) {
     if constexpr (VecCount<FMT>::value == 1 && MT <= 2) {
