@@ -176,7 +176,7 @@ def _launch_spy(monkeypatch) -> list[str]:
     """Replace the stream-kernel and decode ops; return the names of those called."""
     calls: list[str] = []
 
-    def gemm(x, *args):
+    def gemm(x, *args, pdl=False):
         calls.append("gemm")
         return torch.zeros(x.shape[0], args[7], dtype=x.dtype)
 

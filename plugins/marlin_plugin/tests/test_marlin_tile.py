@@ -146,8 +146,8 @@ def test_apply_weights_routes_by_m(monkeypatch: pytest.MonkeyPatch, m: int) -> N
         calls.append(("tile", *args[-4:]))
         return x.new_zeros(x.shape[0], 256)
 
-    def fake_gemm(x, *args):
-        calls.append(("stream",))
+    def fake_gemm(x, *args, pdl=False):
+        calls.append(("stream", args[-1], pdl))  # the pipeline, and whether launched with PDL
         return x.new_zeros(x.shape[0], 256)
 
     def fake_dequantize(qweight, *args):
@@ -165,7 +165,10 @@ def test_apply_weights_routes_by_m(monkeypatch: pytest.MonkeyPatch, m: int) -> N
     kernel.apply_weights(layer, x)
     with_tile = calls.pop()
     if m < tile.TILE_MIN_M:
-        assert without == with_tile == ("stream",)
+        assert without == with_tile == ("stream", ops.launch_config(m, kernel._fmt)[4], False)
+        kernel._bulk = True  # as on SM90: the bulk pipeline, launched as a programmatic dependent
+        kernel.apply_weights(layer, x)
+        assert calls.pop() == ("stream", ops.launch_config(m, kernel._fmt, True)[4], True)
     else:
         plan = kernel._tile.plan(m)
         assert with_tile == ("tile", plan.bmx, plan.rw, plan.split, plan.variant)
