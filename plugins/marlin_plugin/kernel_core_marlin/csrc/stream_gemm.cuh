@@ -726,6 +726,11 @@ __device__ __forceinline__ void bulk_copy_streamed(void* dst, const void* src, i
       : "memory");
 }
 
+// Requests `bytes` at `src` into L2 (no destination, no completion to wait for).
+__device__ __forceinline__ void bulk_prefetch_l2(const void* src, int bytes) {
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(src), "r"(bytes) : "memory");
+}
+
 __device__ __forceinline__ void bulk_copy(void* dst, const void* src, int bytes, uint64_t* bar) {
   asm volatile(
       "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::
@@ -744,7 +749,7 @@ __device__ __forceinline__ void consumer_sync(int threads) {
 // has completed and its writes are visible to this grid (at once after a plain launch). Every
 // thread that reads the activations or writes the output calls it first; the layer's own tensors
 // (codes, scales, zero points, group table, bias) are not written by the kernel before a GEMM
-// (process_weights_after_loading synchronizes its stream), so they may be read before it.
+// (process_weights_after_loading synchronizes its stream), so they may be requested before it.
 __device__ __forceinline__ void grid_dependency_wait() {
   asm volatile("griddepcontrol.wait;" ::: "memory");
 }
@@ -802,10 +807,12 @@ __device__ __forceinline__ void bulk_produce(const GemmParams& p, const BulkPlan
   const unsigned char* zeros = reinterpret_cast<const unsigned char*>(p.zeros);
   const unsigned char* x = static_cast<const unsigned char*>(p.x);
   const int tables = p.zeros != nullptr ? 2 : 1;
-  // Fill `it` of the ring (pass it / kstages, K stage it % kstages) in two parts: the layer's
-  // bytes (codes, scale groups, zero-point groups; this part also arms the stage's mbarrier with
-  // the whole fill's byte count) and the activation rows.
-  auto fill = [&](int it, bool layer_part, bool activation_part) {
+  // Fill `it` of the ring (pass it / kstages, K stage it % kstages): per tile one copy of its
+  // codes and one of its scale (and zero-point) groups, and one copy per activation row, all
+  // completing on the stage's mbarrier, which lane 0 arms with their byte count first. With
+  // `prefetch_only` the layer's bytes of the fill are only requested into L2 (no activations,
+  // no barrier).
+  auto fill = [&](int it, bool prefetch_only) {
     int tile0, ntiles;
     pass_tiles(t_begin, span, passes, it / kstages, tile0, ntiles);
     const int stage = it % plan.stages;
@@ -817,42 +824,51 @@ __device__ __forceinline__ void bulk_produce(const GemmParams& p, const BulkPlan
     const int sbytes = ng * 32;
     const int xbytes = (min(ce * 64, p.K) - cb * 64) * 2;
     unsigned char* base = smem + static_cast<size_t>(stage) * plan.stage_bytes;
-    if (layer_part) {
-      if (lane == 0) {
-        mbarrier_arrive_expect(full + stage, ntiles * (wbytes + tables * sbytes) + p.M * xbytes);
-      }
-      __syncwarp();
-      for (int j = lane; j < ntiles * (1 + tables); j += 32) {
-        if (j < ntiles) {
-          const size_t src = (static_cast<size_t>(tile0 + j) * p.C + cb) * 512 * V;
-          bulk_copy_streamed(base + j * plan.wslot, weights + src, wbytes, full + stage, policy);
-        } else {
-          const int table = j / ntiles - 1;  // 0: scales, 1: zero points
-          const int i = j % ntiles;
-          const size_t src = (static_cast<size_t>(tile0 + i) * p.G + g_lo) * 32;
-          bulk_copy_streamed(base + (table ? plan.zero_off : plan.scale_off) + i * plan.sslot,
-                             (table ? zeros : scales) + src, sbytes, full + stage, policy);
-        }
-      }
+    if (lane == 0 && !prefetch_only) {
+      mbarrier_arrive_expect(full + stage, ntiles * (wbytes + tables * sbytes) + p.M * xbytes);
     }
-    if (activation_part) {
-      for (int m = lane; m < p.M; m += 32) {
+    __syncwarp();
+    const int copies = ntiles * (1 + tables) + (prefetch_only ? 0 : p.M);
+    for (int j = lane; j < copies; j += 32) {
+      if (j < ntiles) {
+        const unsigned char* src = weights + (static_cast<size_t>(tile0 + j) * p.C + cb) * 512 * V;
+        if (prefetch_only) {
+          bulk_prefetch_l2(src, wbytes);
+        } else {
+          bulk_copy_streamed(base + j * plan.wslot, src, wbytes, full + stage, policy);
+        }
+      } else if (j < ntiles * (1 + tables)) {
+        const int table = j / ntiles - 1;  // 0: scales, 1: zero points
+        const int i = j % ntiles;
+        const unsigned char* src =
+            (table ? zeros : scales) + (static_cast<size_t>(tile0 + i) * p.G + g_lo) * 32;
+        if (prefetch_only) {
+          bulk_prefetch_l2(src, sbytes);
+        } else {
+          bulk_copy_streamed(base + (table ? plan.zero_off : plan.scale_off) + i * plan.sslot,
+                             src, sbytes, full + stage, policy);
+        }
+      } else {
+        const int m = j - ntiles * (1 + tables);
         const size_t src = (static_cast<size_t>(m) * p.K + cb * 64) * 2;
         bulk_copy(base + plan.x_off + m * plan.xstride, x + src, xbytes, full + stage);
       }
     }
   };
-  // The first ring's worth of the layer's bytes is requested before the grid dependency wait: as
-  // a programmatic dependent this block streams weights while the kernel before it finishes; the
-  // activations (which that kernel may write) only after it.
-  const int head = min(plan.stages, fills);
-  for (int it = 0; it < head; ++it) fill(it, true, false);
+  // Launched as a programmatic dependent, the block may run while the kernel before it finishes:
+  // it requests the first ring's worth of the layer's bytes into L2 at once and copies anything
+  // into the ring only after the grid dependency wait, since each stage also holds activations
+  // (which that kernel may write). Prefetching instead of copying keeps every stage's activation
+  // copy right behind its own weights: copying the whole first ring's weights ahead of the first
+  // activations delayed the first stage by up to ~4 us (NOTES.md v13, run 1).
+  if (p.pdl) {
+    for (int it = 0; it < min(plan.stages, fills); ++it) fill(it, true);
+  }
   grid_dependency_wait();
-  for (int it = 0; it < head; ++it) fill(it, false, true);
-  for (int it = head; it < fills; ++it) {
+  for (int it = 0; it < fills; ++it) {
     const int stage = it % plan.stages;
-    mbarrier_wait(empty + stage, (it / plan.stages - 1) & 1);
-    fill(it, true, true);
+    if (it >= plan.stages) mbarrier_wait(empty + stage, (it / plan.stages - 1) & 1);
+    fill(it, false);
   }
   // Every copy is requested: what is left is draining the ring, so the next GEMM may launch.
   if (lane == 0) allow_dependent_launch();
