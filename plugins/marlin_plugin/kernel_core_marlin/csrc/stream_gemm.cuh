@@ -726,11 +726,6 @@ __device__ __forceinline__ void bulk_copy_streamed(void* dst, const void* src, i
       : "memory");
 }
 
-// Requests `bytes` at `src` into L2 (no destination, no completion to wait for).
-__device__ __forceinline__ void bulk_prefetch_l2(const void* src, int bytes) {
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(src), "r"(bytes) : "memory");
-}
-
 __device__ __forceinline__ void bulk_copy(void* dst, const void* src, int bytes, uint64_t* bar) {
   asm volatile(
       "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::
@@ -808,11 +803,10 @@ __device__ __forceinline__ void bulk_produce(const GemmParams& p, const BulkPlan
   const unsigned char* x = static_cast<const unsigned char*>(p.x);
   const int tables = p.zeros != nullptr ? 2 : 1;
   // Fill `it` of the ring (pass it / kstages, K stage it % kstages): per tile one copy of its
-  // codes and one of its scale (and zero-point) groups, and one copy per activation row, all
-  // completing on the stage's mbarrier, which lane 0 arms with their byte count first. With
-  // `prefetch_only` the layer's bytes of the fill are only requested into L2 (no activations,
-  // no barrier).
-  auto fill = [&](int it, bool prefetch_only) {
+  // codes and one of its scale (and zero-point) groups (`layer_part`; lane 0 first arms the
+  // stage's mbarrier with the whole fill's byte count) and one copy per activation row
+  // (`activation_part`), all completing on the stage's mbarrier.
+  auto fill = [&](int it, bool layer_part, bool activation_part) {
     int tile0, ntiles;
     pass_tiles(t_begin, span, passes, it / kstages, tile0, ntiles);
     const int stage = it % plan.stages;
@@ -824,51 +818,43 @@ __device__ __forceinline__ void bulk_produce(const GemmParams& p, const BulkPlan
     const int sbytes = ng * 32;
     const int xbytes = (min(ce * 64, p.K) - cb * 64) * 2;
     unsigned char* base = smem + static_cast<size_t>(stage) * plan.stage_bytes;
-    if (lane == 0 && !prefetch_only) {
-      mbarrier_arrive_expect(full + stage, ntiles * (wbytes + tables * sbytes) + p.M * xbytes);
-    }
-    __syncwarp();
-    const int copies = ntiles * (1 + tables) + (prefetch_only ? 0 : p.M);
-    for (int j = lane; j < copies; j += 32) {
-      if (j < ntiles) {
-        const unsigned char* src = weights + (static_cast<size_t>(tile0 + j) * p.C + cb) * 512 * V;
-        if (prefetch_only) {
-          bulk_prefetch_l2(src, wbytes);
+    if (layer_part) {
+      if (lane == 0) {
+        mbarrier_arrive_expect(full + stage, ntiles * (wbytes + tables * sbytes) + p.M * xbytes);
+      }
+      __syncwarp();
+      for (int j = lane; j < ntiles * (1 + tables); j += 32) {
+        if (j < ntiles) {
+          const size_t src = (static_cast<size_t>(tile0 + j) * p.C + cb) * 512 * V;
+          bulk_copy_streamed(base + j * plan.wslot, weights + src, wbytes, full + stage, policy);
         } else {
-          bulk_copy_streamed(base + j * plan.wslot, src, wbytes, full + stage, policy);
-        }
-      } else if (j < ntiles * (1 + tables)) {
-        const int table = j / ntiles - 1;  // 0: scales, 1: zero points
-        const int i = j % ntiles;
-        const unsigned char* src =
-            (table ? zeros : scales) + (static_cast<size_t>(tile0 + i) * p.G + g_lo) * 32;
-        if (prefetch_only) {
-          bulk_prefetch_l2(src, sbytes);
-        } else {
+          const int table = j / ntiles - 1;  // 0: scales, 1: zero points
+          const int i = j % ntiles;
+          const size_t src = (static_cast<size_t>(tile0 + i) * p.G + g_lo) * 32;
           bulk_copy_streamed(base + (table ? plan.zero_off : plan.scale_off) + i * plan.sslot,
-                             src, sbytes, full + stage, policy);
+                             (table ? zeros : scales) + src, sbytes, full + stage, policy);
         }
-      } else {
-        const int m = j - ntiles * (1 + tables);
+      }
+    }
+    if (activation_part) {
+      for (int m = lane; m < p.M; m += 32) {
         const size_t src = (static_cast<size_t>(m) * p.K + cb * 64) * 2;
         bulk_copy(base + plan.x_off + m * plan.xstride, x + src, xbytes, full + stage);
       }
     }
   };
   // Launched as a programmatic dependent, the block may run while the kernel before it finishes:
-  // it requests the first ring's worth of the layer's bytes into L2 at once and copies anything
-  // into the ring only after the grid dependency wait, since each stage also holds activations
-  // (which that kernel may write). Prefetching instead of copying keeps every stage's activation
-  // copy right behind its own weights: copying the whole first ring's weights ahead of the first
-  // activations delayed the first stage by up to ~4 us (NOTES.md v13, run 1).
-  if (p.pdl) {
-    for (int it = 0; it < min(plan.stages, fills); ++it) fill(it, true);
-  }
+  // the first fill's codes and scales are requested before the grid dependency wait, its
+  // activations (which that kernel may write) after it, then every other fill as usual. Only the
+  // first fill: requesting the whole first ring ahead of the first activations, into the ring
+  // (v13 run 1) or into L2 (run 2), delayed the first stage by 1-4 us (NOTES.md v13).
+  fill(0, true, false);
   grid_dependency_wait();
-  for (int it = 0; it < fills; ++it) {
+  fill(0, false, true);
+  for (int it = 1; it < fills; ++it) {
     const int stage = it % plan.stages;
     if (it >= plan.stages) mbarrier_wait(empty + stage, (it / plan.stages - 1) & 1);
-    fill(it, false);
+    fill(it, true, true);
   }
   // Every copy is requested: what is left is draining the ring, so the next GEMM may launch.
   if (lane == 0) allow_dependent_launch();
