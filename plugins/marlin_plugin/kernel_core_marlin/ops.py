@@ -73,16 +73,17 @@ _ROWS_PER_WARP = {
 _BULK_CONSUMERS = 8
 #: Code formats whose bulk launches take the flat consumer (no per-chunk branches for zero points
 #: or activations) with an exact last tile group (its branch runs only where a pass of the widest
-#: block ends in a partial group): pipeline 4 at one M tile (M <= 8), and at two (M = 9..16)
-#: pipeline 5, the same consumer on a plan that may take a 2-stage ring with 2 chunks per warp
-#: and stage. Each step won on the H100 where it changes anything: the flat consumer 9-23% over
-#: the default one (int4 M = 1, 4), the exact last group up to 22% where passes end in a partial
-#: group, the 2-stage plan 20-28% at M = 9..16 on the shapes whose plan it changes. At M = 1
-#: pipeline 5 lost to 4 by 0.1-0.8 us on every int4 shape once the benchmark replayed its
-#: candidates in random order (it had looked 0-4% faster in a fixed order that always ran it
-#: after pipeline 4). Numbers and files: NOTES.md v5-v9. 8-bit codes keep the default consumer
-#: (pipeline 2): not measured, and ptxas reports more spills for their flat instances. Act-order
-#: layers run the default consumer inside the same launch either way.
+#: block ends in a partial group) on a plan that may take a 2-stage ring with 2 chunks per warp
+#: and stage: pipeline 5 at every bulk M. Each step won on the H100 where it changes anything:
+#: the flat consumer 9-23% over the default one (int4 M = 1, 4), the exact last group up to 22%
+#: where passes end in a partial group, the 2-stage plan 20-28% at M = 9..16 on the shapes whose
+#: plan it changes. At M = 1 pipeline 5 lost to 4 (the same without the 2-stage plan) by 0.0-1.2
+#: us on the int4 shapes with plain launches (marlin-h100-2026-11-27-v10.json), and beat it in
+#: 22 of 24 comparisons once the bulk launches went out with PDL (int4 by 0.2-1.1 us on every
+#: shape in three runs, NVFP4 28672 x 8192 by 5-8 us; -v13-run1..3.json). Numbers and files:
+#: NOTES.md v5-v13. 8-bit codes keep the default consumer (pipeline 2): not measured, and ptxas
+#: reports more spills for their flat instances. Act-order layers run the default consumer inside
+#: the same launch either way.
 _FLAT_FORMATS = frozenset({Format.INT4, Format.FP4})
 #: Largest M the launch configuration sends to the bulk pipeline, per code format. The kernel
 #: serves up to 32 (four 8-column M tiles), but from 17 on its passes shrink to 4 row tiles and
@@ -125,9 +126,9 @@ def launch_config(m: int, fmt: int, bulk: bool = False) -> tuple[int, int, int, 
 
     M <= BULK_MAX_M[fmt] with ``bulk``: the bulk pipeline (persistent blocks, one producer warp
     streaming contiguous weight segments into a shared-memory ring, eight consumer warps); the
-    4-bit formats (:data:`_FLAT_FORMATS`) with the flat consumer and an exact last tile group
-    (pipeline 4; at M = 9..16 on a plan that may take a 2-stage ring, pipeline 5). Why, and the
-    history of the choice: :data:`_FLAT_FORMATS` and plugins/marlin_plugin/NOTES.md (v4-v9).
+    4-bit formats (:data:`_FLAT_FORMATS`) with the flat consumer and an exact last tile group on
+    a plan that may take a 2-stage ring (pipeline 5). Why, and the history of the choice:
+    :data:`_FLAT_FORMATS` and plugins/marlin_plugin/NOTES.md (v4-v13).
     Otherwise M <= 8: the cp.async ring (pipeline 1) with 4 warps per block, measured 1.2x faster
     than the register pipeline for int4 and NVFP4 on an H100
     (marlin-h100-2026-11-22-pipelines.json). Larger M: the register pipeline with all eight warps
@@ -138,7 +139,7 @@ def launch_config(m: int, fmt: int, bulk: bool = False) -> tuple[int, int, int, 
     if bulk and m <= BULK_MAX_M[fmt]:
         if fmt not in _FLAT_FORMATS:
             return mt, 1, 1, _BULK_CONSUMERS, 2
-        return mt, 1, 1, _BULK_CONSUMERS, 5 if mt == 2 else 4
+        return mt, 1, 1, _BULK_CONSUMERS, 5
     eight_bit = Format.BITS[fmt] == 8
     if mt == 1:
         return 1, 1 if eight_bit else 2, 1, 4, 1

@@ -26,11 +26,11 @@ ONE_GROUP = 1 << 30
 def test_bulk_pipeline_serves_small_m(fmt: int) -> None:
     largest = 8 if fmt == Format.FP8 else 16
     assert ops.BULK_MAX_M[fmt] == largest
-    # 4-bit codes: pipeline 4 at one M tile, 5 at two (ops._FLAT_FORMATS says why; NVFP4 up to
-    # M = 16 since marlin-h100-2026-11-27-v9.json); 8-bit codes keep pipeline 2 (not measured).
+    # 4-bit codes: pipeline 5 (ops._FLAT_FORMATS says why; NVFP4 up to M = 16 since
+    # marlin-h100-2026-11-27-v9.json); 8-bit codes keep pipeline 2 (not measured).
     for m in range(1, largest + 1):
         mt = 1 if m <= 8 else 2
-        pipeline = 2 if Format.BITS[fmt] == 8 else 4 if mt == 1 else 5
+        pipeline = 2 if Format.BITS[fmt] == 8 else 5
         assert ops.launch_config(m, fmt, True) == (mt, 1, 1, 8, pipeline), m
     for m in (largest + 1, 32, 33, 64, 255):
         assert ops.launch_config(m, fmt, True) == ops.launch_config(m, fmt), m
