@@ -11,6 +11,7 @@ global scale) goes to the fp32 per-row multiplier instead.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,9 +28,12 @@ __all__ = [
     "fp_bias_compensation",
 ]
 
-#: Codes repacked at a time: bounds the temporaries of processing one layer (a few int64 copies
-#: of a slab, ~25 MB) well below the packed weight that is the one extra copy a layer may need.
+#: Codes repacked at a time: at most this many, and at most 1 / _SLAB_SHARE of the layer's. The
+#: temporaries of a slab (a few int64 copies of its codes: 15-18 MB for 2^20 codes on an H100,
+#: marlin-h100-2026-11-27-v13.json) then stay under ~1/4 of a 4-bit layer's packed bytes, on
+#: small layers too.
 _SLAB_CODES = 1 << 20
+_SLAB_SHARE = 128
 
 
 class Format:
@@ -67,15 +71,25 @@ def nibbles_of(packed: torch.Tensor) -> torch.Tensor:
 
 def pack_codes(
     codes_of_rows: Callable[[int, int], torch.Tensor], n: int, kp: int, bits: int,
-    device: torch.device,
+    device: torch.device, checkpoint: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Repack ``n`` rows of codes, a slab at a time, into the kernel layout padded to
-    ``(round_up(n, 16), kp)``. ``codes_of_rows(r0, r1)`` returns uint8 ``[r1 - r0, kp]``."""
+    ``(round_up(n, 16), kp)``. ``codes_of_rows(r0, r1)`` returns uint8 ``[r1 - r0, kp]``.
+
+    ``checkpoint``: the checkpoint's code tensor (rows = output channels, row-major), which
+    ``codes_of_rows`` reads. When it is contiguous, on ``device`` and exactly as large as the layout
+    (N a multiple of 16, ``kp`` = K: no padding), the layout is written over it, so processing a
+    layer holds no second copy of its weight: the 16 rows of a layout tile occupy the same bytes
+    as the same 16 rows of the checkpoint, and each slab's codes are read out (into temporaries)
+    before its bytes are overwritten. Otherwise the layout gets its own tensor.
+    """
     np_ = round_up(n, TILE_N)
-    out = torch.empty(
-        (np_ // TILE_N, kp // CHUNK_K, bits // 4, 32, 4), dtype=torch.int32, device=device
-    )
-    slab_rows = max(TILE_N, _SLAB_CODES // kp // TILE_N * TILE_N)
+    shape = (np_ // TILE_N, kp // CHUNK_K, bits // 4, 32, 4)
+    out = _in_place_layout(checkpoint, shape, device)
+    if out is None:
+        out = torch.empty(shape, dtype=torch.int32, device=device)
+    slab_codes = min(_SLAB_CODES, np_ * kp // _SLAB_SHARE)
+    slab_rows = max(TILE_N, slab_codes // kp // TILE_N * TILE_N)
     for r0 in range(0, np_, slab_rows):
         r1 = min(r0 + slab_rows, np_)
         codes = codes_of_rows(r0, min(r1, n))
@@ -84,6 +98,21 @@ def pack_codes(
             codes = torch.cat((codes, pad))
         out[r0 // TILE_N : r1 // TILE_N] = repack_codes(codes, bits)
     return out
+
+
+def _in_place_layout(
+    checkpoint: torch.Tensor | None, shape: tuple[int, ...], device: torch.device
+) -> torch.Tensor | None:
+    """``checkpoint``'s storage viewed as the int32 layout of ``shape``, or None where it cannot
+    hold it (see :func:`pack_codes`)."""
+    if (
+        checkpoint is None
+        or checkpoint.device != device
+        or not checkpoint.is_contiguous()
+        or checkpoint.numel() * checkpoint.element_size() != 4 * math.prod(shape)
+    ):
+        return None
+    return checkpoint.reshape(-1).view(torch.uint8).view(torch.int32).view(shape)
 
 
 def pad_columns(codes: torch.Tensor, kp: int) -> torch.Tensor:

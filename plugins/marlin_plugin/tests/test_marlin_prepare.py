@@ -131,6 +131,43 @@ def test_processed_layer_decodes_to_checkpoint(kernel_class, config) -> None:
     assert error < bound, f"relative error {error:.3g}"
 
 
+@pytest.mark.parametrize("kernel_class,config", [
+    (MarlinMPLinearKernel, _mp(scalar_types.uint4b8, 128, False, torch.bfloat16, (64, 512))),
+    (MarlinMPLinearKernel, _mp(scalar_types.uint8, 64, False, torch.float16, (32, 256))),
+    (MarlinNvFp4LinearKernel, NvFp4LinearLayerConfig(weight_shape=(48, 256),
+                                                     activation_mode="w4a16")),
+    (MarlinFp8LinearKernel, FP8ScaledMMLinearLayerConfig(weight_shape=(32, 192),
+                                                         activation_mode="w8a16")),
+], ids=["int4", "uint8-zp", "nvfp4", "fp8"])
+def test_aligned_checkpoint_codes_are_repacked_in_place(kernel_class, config) -> None:
+    """N a multiple of 16 and K of 64: the layout is written over the checkpoint's codes (no second
+    copy of the weight while processing), and decodes to the checkpoint."""
+    layer = make_layer(config, seed=3)
+    original = copy.deepcopy(layer)
+    storage = layer.weight.data.untyped_storage().data_ptr()
+    kernel = kernel_class(config)
+    kernel.process_weights_after_loading(layer)
+    assert layer.weight.data.untyped_storage().data_ptr() == storage
+    decoded = emulate_decode(kernel, layer, config.weight_shape[0])
+    reference = dequantize_weight(config, original, dtype=torch.float32).to(torch.float64)
+    assert relative_error(decoded, reference) < 4e-3
+
+
+def test_unaligned_checkpoint_codes_get_their_own_layout() -> None:
+    """N not a multiple of 16 (the layout is padded, so larger): a new tensor, the checkpoint's
+    codes left as they were."""
+    config = _mp(scalar_types.uint4b8, 128, False, torch.bfloat16, (40, 512))
+    layer = make_layer(config, seed=4)
+    checkpoint = layer.weight.data
+    before = checkpoint.clone()
+    kernel = MarlinMPLinearKernel(config)
+    kernel.process_weights_after_loading(layer)
+    assert layer.weight.data.untyped_storage().data_ptr() != checkpoint.untyped_storage().data_ptr()
+    assert torch.equal(checkpoint, before)
+    reference = dequantize_weight(config, make_layer(config, seed=4), dtype=torch.float32)
+    assert relative_error(emulate_decode(kernel, layer, 40), reference.to(torch.float64)) < 4e-3
+
+
 def test_layer_holds_only_packed_tensors() -> None:
     config = NvFp4LinearLayerConfig(weight_shape=(64, 128), activation_mode="w4a16")
     layer = make_layer(config, seed=1)
