@@ -53,11 +53,6 @@ STREAM_VARIANTS = ((1, 1, 8, 0), (2, 1, 8, 0), (2, 2, 4, 0), (1, 1, 4, 1), (2, 1
                    (1, 1, 8, 1), (1, 1, 8, 2), (1, 1, 8, 3), (1, 1, 8, 4), (1, 1, 8, 5))
 #: The candidate that runs the plugin's own launch configuration without PDL (where it uses PDL).
 PLAIN_LAUNCH = "stream (auto config), plain launch"
-#: The plugin's path again, its graph captured after every other candidate's: "auto" (captured
-#: second, after bf16) read 0.3-0.6 us slower than the same launch forced through the op in v14,
-#: 1-1.5 us on 8192 x 8192 in v8-v10, although it captures the same kernel (apply_weights adds two
-#: views, no kernel); this row tells a capture-order effect from a path effect.
-AUTO_CAPTURED_LAST = "auto, captured last"
 #: Candidates that first compute x = rms_norm(x) (a kernel that does not trigger its dependents
 #: early), then the GEMM: bf16, the plugin's path, and its launch configuration without PDL.
 AFTER_NORM = {"bf16": "rms_norm + bf16", "auto": "rms_norm + auto",
@@ -93,12 +88,16 @@ def interleaved_times_us(candidates: dict[str, list[Callable[[], Any]]],
     """Median time per call of each candidate's CUDA graph, the graphs replayed once per round
     for ``rounds`` rounds, in a new random order each round (seeded): in a fixed order "auto"
     always replayed right after the bf16 reference and read 0.5-1.2 us slower than the identical
-    forced launch (marlin-h100-2026-11-27-final.json, -v8.json). A candidate whose calls raise (a
-    launch the kernel refuses) is logged and left out."""
+    forced launch (marlin-h100-2026-11-27-final.json, -v8.json). The graphs are also captured in a
+    seeded random order: graphs captured later read ~0.2-0.3 us faster on 20-90 us kernels
+    (marlin-h100-2026-11-27-v14-capture-order.json), which favoured the variants, captured after
+    "auto". A candidate whose calls raise (a launch the kernel refuses) is logged and left out."""
     graphs = {}
-    for name, calls in candidates.items():
+    capture_order = list(candidates)
+    random.Random(1).shuffle(capture_order)
+    for name in capture_order:
         try:
-            graphs[name] = (capture_graph(calls), len(calls))
+            graphs[name] = (capture_graph(candidates[name]), len(candidates[name]))
         except RuntimeError as exc:
             log(f"{name}: {exc}")
     times: dict[str, list[float]] = {name: [] for name in graphs}
@@ -260,10 +259,8 @@ def bench_shape(fmt: str, n: int, k: int, m_values, replays: int,
                 getattr(lay, "weight_channel_scale", None), None, kernel._fmt, n,
                 kernel._group_size, kernel._zconst, *cfg)
                 for lay, x in zip(layers, xs)] * max(1, 4 // copies)
-        candidates[AUTO_CAPTURED_LAST] = list(candidates["auto"])
         variants = interleaved_times_us(candidates, replays)
         bf16_us = variants.pop("bf16")
-        auto_captured_last_us = variants.pop(AUTO_CAPTURED_LAST)
         after_norm = {key: variants.pop(name) for key, name in AFTER_NORM.items()
                       if name in variants}
         auto_us = variants["auto"]
@@ -280,7 +277,6 @@ def bench_shape(fmt: str, n: int, k: int, m_values, replays: int,
             "variants_us": {name: round(t, 2) for name, t in variants.items()},
             "target_speedup": TARGETS.get(m),
         }
-        row["auto_captured_last_us"] = round(auto_captured_last_us, 2)
         if PLAIN_LAUNCH in variants:
             row["pdl_saves_us"] = round(variants[PLAIN_LAUNCH] - auto_us, 2)
         if after_norm:
@@ -387,8 +383,8 @@ def write_result(args, device: str, copy_bw: float, rows: list[dict], memory: li
                   "activations. Each graph runs its calls back to back, so a GEMM launched with "
                   "PDL (the bulk pipelines) overlaps the previous call's end; pdl_saves_us is "
                   "the same launch without PDL minus auto, after_rms_norm_us each call preceded "
-                  "by an RMS norm producing x (a kernel that does not trigger its dependents); "
-                  "auto_captured_last_us the plugin's path again, its graph captured last.",
+                  "by an RMS norm producing x (a kernel that does not trigger its dependents). "
+                  "Graphs captured in a seeded random order.",
         "copy_bandwidth_TBps": round(copy_bw / 1e12, 3),
         "dequant_matmul_min_m": {str(k): v for k, v in DEQUANT_MATMUL_MIN_M.items()},
         "summary": summarize(rows),
