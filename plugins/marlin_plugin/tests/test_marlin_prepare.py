@@ -249,3 +249,42 @@ def test_x_or_bias_on_another_device_refused_before_launch(kernel_class, config,
     # The same call with everything on the layer's device gets past the checks to the launch.
     out = kernel.apply_weights(layer, torch.randn(2, 3, k, dtype=dtype), torch.randn(n, dtype=dtype))
     assert calls == ["gemm"] and out.shape == (2, 3, n)
+
+
+@torch.library.custom_op("kernel_core_marlin_test::gemm_stub", mutates_args=())
+def _gemm_stub(x: torch.Tensor, qweight: torch.Tensor, gscale: torch.Tensor,
+               zeros: torch.Tensor | None, gtab: torch.Tensor | None, chan: torch.Tensor | None,
+               bias: torch.Tensor | None, fmt: int, n: int, group_size: int, zconst: int, mt: int,
+               rows: int, wn: int, wk: int, pipeline: int, pdl: bool = False) -> torch.Tensor:
+    """A CPU stand-in for ``kernel_core_marlin::gemm`` with its schema: the launch arguments as
+    the first row of an otherwise zero output."""
+    out = x.new_zeros((x.shape[0], n))
+    out[0, :5] = torch.tensor([mt, rows, wn, wk, pipeline], dtype=x.dtype)
+    out[0, 5] = float(pdl)
+    return out
+
+
+@_gemm_stub.register_fake
+def _(x, qweight, gscale, zeros, gtab, chan, bias, fmt, n, group_size, zconst, mt, rows, wn, wk,
+      pipeline, pdl=False):
+    return x.new_empty((x.shape[0], n))
+
+
+@pytest.mark.parametrize("bulk", [False, True], ids=["ring", "bulk-with-pdl"])
+def test_apply_weights_traces_under_torch_compile_fullgraph(bulk: bool, monkeypatch) -> None:
+    """apply_weights (parameters read from the layer's dict, launch choice, PDL flag) traces
+    without a graph break and passes the same launch as in eager mode."""
+    config = MPLinearLayerConfig(weight_shape=(256, 512), group_size=128)
+    layer = make_layer(config, seed=0)
+    kernel = MarlinMPLinearKernel(config)
+    kernel.process_weights_after_loading(layer)
+    kernel._bulk = bulk  # as on SM90 (the CPU layer has no GPU to ask)
+    monkeypatch.setattr(ops, "gemm", _gemm_stub)
+    x = torch.randn(2, 3, 512, dtype=torch.bfloat16)
+    compiled = torch.compile(lambda inp: kernel.apply_weights(layer, inp) * 2, fullgraph=True,
+                             backend="eager")
+    out = compiled(x)
+    assert torch.equal(out, kernel.apply_weights(layer, x) * 2)
+    launch = ops.launch_config(6, kernel._fmt, bulk)
+    expected = [*launch, float(ops.launch_with_pdl(launch[4]))]
+    assert out.reshape(6, 256)[0, :6].tolist() == [2 * v for v in expected]
