@@ -281,7 +281,8 @@ def bench_shape(fmt: str, n: int, k: int, m_values, replays: int,
             row["pdl_saves_us"] = round(variants[PLAIN_LAUNCH] - auto_us, 2)
         if after_norm:
             row["after_rms_norm_us"] = {key: round(t, 2) for key, t in after_norm.items()}
-            row["after_rms_norm_speedup"] = round(after_norm["bf16"] / after_norm["auto"], 3)
+            if "bf16" in after_norm and "auto" in after_norm:
+                row["after_rms_norm_speedup"] = round(after_norm["bf16"] / after_norm["auto"], 3)
         log(f"{fmt} N={n} K={k} M={m}: bf16 {bf16_us:.1f} us, kernel {auto_us:.1f} us "
             f"({row['speedup']:.2f}x, {row['weight_bandwidth_share_of_copy']:.0%} of copy bw), "
             f"best {best_name} {variants[best_name]:.1f} us")

@@ -104,11 +104,13 @@ def _in_place_layout(
     checkpoint: torch.Tensor | None, shape: tuple[int, ...], device: torch.device
 ) -> torch.Tensor | None:
     """``checkpoint``'s storage viewed as the int32 layout of ``shape``, or None where it cannot
-    hold it (see :func:`pack_codes`)."""
+    hold it (see :func:`pack_codes`): also where it does not start on a 16-byte boundary (a view
+    into a larger load buffer), since the kernels read the layout in 16-byte copies."""
     if (
         checkpoint is None
         or checkpoint.device != device
         or not checkpoint.is_contiguous()
+        or checkpoint.data_ptr() % 16
         or checkpoint.numel() * checkpoint.element_size() != 4 * math.prod(shape)
     ):
         return None

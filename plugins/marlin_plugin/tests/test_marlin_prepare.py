@@ -168,6 +168,23 @@ def test_unaligned_checkpoint_codes_get_their_own_layout() -> None:
     assert relative_error(emulate_decode(kernel, layer, 40), reference.to(torch.float64)) < 4e-3
 
 
+def test_checkpoint_off_a_16_byte_boundary_gets_its_own_layout() -> None:
+    """Codes handed over as a view 4 bytes into a larger buffer: the layout (read by 16-byte
+    copies) is a new, aligned tensor and the buffer is left as it was."""
+    config = _mp(scalar_types.uint4b8, 128, False, torch.bfloat16, (64, 512))
+    layer = make_layer(config, seed=5)
+    reference = dequantize_weight(config, layer, dtype=torch.float32).to(torch.float64)
+    buffer = torch.zeros(layer.weight.numel() + 1, dtype=torch.int32)
+    buffer[1:] = layer.weight.data.reshape(-1)
+    before = buffer.clone()
+    layer.weight.data = buffer[1:].view(layer.weight.shape)
+    kernel = MarlinMPLinearKernel(config)
+    kernel.process_weights_after_loading(layer)
+    assert layer.weight.data_ptr() % 16 == 0
+    assert torch.equal(buffer, before)
+    assert relative_error(emulate_decode(kernel, layer, 64), reference) < 4e-3
+
+
 def test_layer_holds_only_packed_tensors() -> None:
     config = NvFp4LinearLayerConfig(weight_shape=(64, 128), activation_mode="w4a16")
     layer = make_layer(config, seed=1)
