@@ -46,6 +46,7 @@ import enum
 import json
 import math
 import platform
+import random
 import statistics
 import sys
 import time
@@ -202,12 +203,18 @@ def interleaved_rounds(candidates: dict[str, list[Call]], rounds: int, where: st
     captured into a CUDA graph; a round replays every graph once between a pair of CUDA events,
     in an order rotated by one per round and reversed every other round, so clock and power
     drift (10-16% between eager rounds at M=4096 on an H100) and the L2 state left by the
-    previous replay fall on every candidate alike. A candidate that fails is reported as its
-    error text; one that cannot be captured is timed as an eager batch (and noted).
+    previous replay fall on every candidate alike. The graphs are captured in a seeded random
+    order: in the Marlin benchmark graphs captured later read ~0.2-0.3 us faster on 20-90 us
+    kernels (marlin-h100-2026-11-27-v14-capture-order.json), and here the reference used to be
+    captured first in every call (before "ours" and before every swept variant). A candidate that fails is reported as its error text; one that
+    cannot be captured is timed as an eager batch (and noted).
     """
     runs: dict[str, tuple[Call, int]] = {}
     result: dict[str, Any] = {}
-    for name, calls in candidates.items():
+    capture_order = list(candidates)
+    random.Random(1).shuffle(capture_order)
+    for name in capture_order:
+        calls = candidates[name]
         try:
             batch = list(calls) * max(1, math.ceil(REPLAY_MS / max(_pass_ms(calls), 1e-3)))
             try:
