@@ -254,10 +254,8 @@ def bench_shape(fmt: str, n: int, k: int, m_values, replays: int,
             ] * max(1, 4 // copies)
         if 64 <= m <= 256:  # the stream kernel past the crossover, for the record
             stream_config = ops.launch_config(m, kernel._fmt)
-            candidates["stream (auto config)"] = [lambda lay=lay, x=x, cfg=stream_config: ops.gemm(
-                x, lay.weight, lay.weight_scale, None, None,
-                getattr(lay, "weight_channel_scale", None), None, kernel._fmt, n,
-                kernel._group_size, kernel._zconst, *cfg)
+            candidates["stream (auto config)"] = [
+                lambda lay=lay, x=x: stream(lay, x, *stream_config, False)
                 for lay, x in zip(layers, xs)] * max(1, 4 // copies)
         variants = interleaved_times_us(candidates, replays)
         bf16_us = variants.pop("bf16")

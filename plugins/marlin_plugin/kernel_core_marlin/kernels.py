@@ -246,8 +246,7 @@ def _pack_mx(
     np_, kp = round_up(n, TILE_N), round_up(k, CHUNK_K)
     weight = tensors["weight"]
     qweight = pack_codes(
-        lambda r0, r1: pad_columns(codes_of(weight[r0:r1]), kp), n, kp, bits, weight.device,
-        weight,
+        lambda r0, r1: pad_columns(codes_of(weight[r0:r1]), kp), n, kp, bits, weight
     )
     gscale, chan = _fp_tables(fmt, config.act_dtype, tensors["weight_scale"], np_)
     return PackedWeights(
@@ -312,7 +311,7 @@ class MarlinMPLinearKernel(_StreamKernel, MPLinearKernel):
             def codes_of(r0: int, r1: int) -> torch.Tensor:
                 return pad_columns(raw_codes(r0, r1), kp)
 
-        qweight = pack_codes(codes_of, n, kp, bits, device, weight)
+        qweight = pack_codes(codes_of, n, kp, bits, weight)
         scale = tensors["weight_scale"]
         if config.group_size == -1 and not config.has_g_idx:
             chan = scale[:, 0].to(torch.float32).contiguous()
@@ -357,8 +356,7 @@ class MarlinNvFp4LinearKernel(_StreamKernel, NvFp4LinearKernel):
         np_, kp = round_up(n, TILE_N), round_up(k, CHUNK_K)
         weight = tensors["weight"]
         qweight = pack_codes(
-            lambda r0, r1: pad_columns(nibbles_of(weight[r0:r1]), kp), n, kp, 4, weight.device,
-            weight,
+            lambda r0, r1: pad_columns(nibbles_of(weight[r0:r1]), kp), n, kp, 4, weight
         )
         # E2M1 x E4M3 is exact in bf16 and fp16; keep the product in the normal range and move
         # the rest of the power of two (and the global scale) to the fp32 row multiplier.
@@ -413,8 +411,7 @@ class MarlinFp8LinearKernel(_StreamKernel, FP8ScaledMMLinearKernel):
         np_, kp = round_up(n, TILE_N), round_up(k, CHUNK_K)
         weight = tensors["weight"]
         qweight = pack_codes(
-            lambda r0, r1: pad_columns(_e4m3_bytes(weight[r0:r1]), kp), n, kp, 8, weight.device,
-            weight,
+            lambda r0, r1: pad_columns(_e4m3_bytes(weight[r0:r1]), kp), n, kp, 8, weight,
         )
         comp = fp_bias_compensation(Format.FP8, config.act_dtype)
         gscale = torch.full((n, 1), 2.0**comp, device=weight.device)

@@ -98,9 +98,9 @@ BULK_MAX_M = {Format.INT4: 16, Format.INT8: 16, Format.FP4: 16, Format.FP8: 8}
 
 
 #: The pipelines whose kernels can be launched as programmatic dependents (``gemm(pdl=True)``):
-#: the bulk ones, whose producer warp requests the first ring's worth of the layer's codes and
-#: scales before it waits for the kernel before it, and the activations after (csrc/
-#: stream_gemm.cuh, ``bulk_produce``).
+#: the bulk ones, whose producer warp requests the first ring fill's codes and scales before it
+#: waits for the kernel before it, and the activations after (csrc/stream_gemm.cuh,
+#: ``bulk_produce``).
 PDL_PIPELINES = frozenset({2, 3, 4, 5})
 #: Whether :meth:`apply_weights` launches the bulk pipelines as programmatic dependents.
 LAUNCH_WITH_PDL = True

@@ -71,23 +71,24 @@ def nibbles_of(packed: torch.Tensor) -> torch.Tensor:
 
 def pack_codes(
     codes_of_rows: Callable[[int, int], torch.Tensor], n: int, kp: int, bits: int,
-    device: torch.device, checkpoint: torch.Tensor | None = None,
+    checkpoint: torch.Tensor,
 ) -> torch.Tensor:
     """Repack ``n`` rows of codes, a slab at a time, into the kernel layout padded to
     ``(round_up(n, 16), kp)``. ``codes_of_rows(r0, r1)`` returns uint8 ``[r1 - r0, kp]``.
 
     ``checkpoint``: the checkpoint's code tensor (rows = output channels, row-major), which
-    ``codes_of_rows`` reads. When it is contiguous, on ``device`` and exactly as large as the layout
-    (N a multiple of 16, ``kp`` = K: no padding), the layout is written over it, so processing a
-    layer holds no second copy of its weight: the 16 rows of a layout tile occupy the same bytes
-    as the same 16 rows of the checkpoint, and each slab's codes are read out (into temporaries)
-    before its bytes are overwritten. Otherwise the layout gets its own tensor.
+    ``codes_of_rows`` reads; the layout goes to its device. When it is contiguous and exactly as
+    large as the layout (N a multiple of 16, ``kp`` = K: no padding), the layout is written over
+    it, so processing a layer holds no second copy of its weight: the 16 rows of a layout tile
+    occupy the same bytes as the same 16 rows of the checkpoint, and each slab's codes are read
+    out (into temporaries) before its bytes are overwritten. Otherwise the layout gets its own
+    tensor.
     """
     np_ = round_up(n, TILE_N)
     shape = (np_ // TILE_N, kp // CHUNK_K, bits // 4, 32, 4)
-    out = _in_place_layout(checkpoint, shape, device)
+    out = _in_place_layout(checkpoint, shape)
     if out is None:
-        out = torch.empty(shape, dtype=torch.int32, device=device)
+        out = torch.empty(shape, dtype=torch.int32, device=checkpoint.device)
     slab_codes = min(_SLAB_CODES, np_ * kp // _SLAB_SHARE)
     slab_rows = max(TILE_N, slab_codes // kp // TILE_N * TILE_N)
     for r0 in range(0, np_, slab_rows):
@@ -100,16 +101,12 @@ def pack_codes(
     return out
 
 
-def _in_place_layout(
-    checkpoint: torch.Tensor | None, shape: tuple[int, ...], device: torch.device
-) -> torch.Tensor | None:
+def _in_place_layout(checkpoint: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor | None:
     """``checkpoint``'s storage viewed as the int32 layout of ``shape``, or None where it cannot
     hold it (see :func:`pack_codes`): also where it does not start on a 16-byte boundary (a view
     into a larger load buffer), since the kernels read the layout in 16-byte copies."""
     if (
-        checkpoint is None
-        or checkpoint.device != device
-        or not checkpoint.is_contiguous()
+        not checkpoint.is_contiguous()
         or checkpoint.data_ptr() % 16
         or checkpoint.numel() * checkpoint.element_size() != 4 * math.prod(shape)
     ):
