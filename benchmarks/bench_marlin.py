@@ -47,19 +47,21 @@ L2_BYTES = 50 * 2**20
 ROTATE_BYTES = 3 * L2_BYTES  # weights touched by one graph's calls before any repeats
 TARGETS = {1: 3.3, 16: 3.3, 64: 2.5, 128: 1.5, 256: 1.0, 4096: 0.85}
 #: (rows per warp, warps along N, warps along K, pipeline) of the stream kernel tried per M
-#: (pipelines 2-5, the bulk pipeline with the default consumer, the flat one, the flat one with
-#: an exact last tile group and that one on a plan with a 2-stage ring allowed; SM90 only).
+#: (pipelines 2-6, the bulk pipeline with the default consumer, the flat one, the flat one with
+#: an exact last tile group, that one on a plan with a 2-stage ring allowed, and that one with the
+#: scales applied after each chunk's mma (int4 layers whose groups hold whole chunks); SM90 only).
 STREAM_VARIANTS = ((1, 1, 8, 0), (2, 1, 8, 0), (2, 2, 4, 0), (1, 1, 4, 1), (2, 1, 4, 1),
-                   (1, 1, 8, 1), (1, 1, 8, 2), (1, 1, 8, 3), (1, 1, 8, 4), (1, 1, 8, 5))
+                   (1, 1, 8, 1), (1, 1, 8, 2), (1, 1, 8, 3), (1, 1, 8, 4), (1, 1, 8, 5),
+                   (1, 1, 8, 6))
 #: The candidate that runs the plugin's own launch configuration without PDL (where it uses PDL).
 PLAIN_LAUNCH = "stream (auto config), plain launch"
 #: Candidates that first compute x = rms_norm(x) (a kernel that does not trigger its dependents
 #: early), then the GEMM: bf16, the plugin's path, and its launch configuration without PDL.
 AFTER_NORM = {"bf16": "rms_norm + bf16", "auto": "rms_norm + auto",
               "plain": "rms_norm + stream (auto config), plain launch"}
-#: Most 8-column M tiles each bulk pipeline serves (M <= 32, and M <= 16 for pipelines 4 and 5);
+#: Most 8-column M tiles each bulk pipeline serves (M <= 32, and M <= 16 for pipelines 4-6);
 #: the launcher refuses more, so those variants are not tried.
-BULK_MAX_M_TILES = {2: 4, 3: 4, 4: 2, 5: 2}
+BULK_MAX_M_TILES = {2: 4, 3: 4, 4: 2, 5: 2, 6: 2}
 
 
 def log(message: str) -> None:
@@ -213,14 +215,14 @@ def bench_shape(fmt: str, n: int, k: int, m_values, replays: int,
         if m <= 64:
             mt = ops.launch_config(m, kernel._fmt)[0]
             for r, wn, wk, pipe in STREAM_VARIANTS:
-                if mt > BULK_MAX_M_TILES.get(pipe, mt):
+                if mt > BULK_MAX_M_TILES.get(pipe, mt) or (pipe == 6 and not kernel._chunk_scales):
                     continue
                 candidates[f"stream mt={mt} r={r} wn={wn} wk={wk} pipeline={pipe}"] = [
                     lambda lay=lay, x=x, cfg=(mt, r, wn, wk, pipe): stream(
                         lay, x, *cfg, ops.launch_with_pdl(cfg[4]))
                     for lay, x in zip(layers, xs)
                 ] * max(1, 8 // copies)
-        auto_config = ops.launch_config(m, kernel._fmt, kernel._bulk)
+        auto_config = ops.launch_config(m, kernel._fmt, kernel._bulk, kernel._chunk_scales)
         if m <= 64 and ops.launch_with_pdl(auto_config[4]):
             # PDL's share: the same launch, plain; and both after a kernel that does not trigger
             # its dependents early (an RMS norm producing x, as before a projection in a model),

@@ -156,6 +156,8 @@ class _StreamKernel:
         self._group_size = packed.group_size
         self._zconst = packed.zconst
         self._bulk = ops.bulk_pipeline_available(packed.qweight.device)
+        self._chunk_scales = ops.scales_per_chunk(packed.fmt, packed.group_size,
+                                                  packed.gtab is not None)
         if packed.qweight.device.type == "cuda":
             # A GEMM launched as a programmatic dependent reads the layer's codes and scales
             # before the kernel ahead of it completes (ops.launch_with_pdl): the kernels that just
@@ -205,7 +207,7 @@ class _StreamKernel:
             )
             out = torch.nn.functional.linear(x2, dense[:, : x2.shape[1]], bias)
         else:
-            launch = ops.launch_config(m, self._fmt, self._bulk)
+            launch = ops.launch_config(m, self._fmt, self._bulk, self._chunk_scales)
             out = ops.gemm(
                 x2, weight, scale, zeros, gtab, chan, bias, self._fmt, n,
                 self._group_size, self._zconst, *launch, pdl=ops.launch_with_pdl(launch[4]),

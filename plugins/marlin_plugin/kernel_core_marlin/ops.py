@@ -101,7 +101,7 @@ BULK_MAX_M = {Format.INT4: 16, Format.INT8: 16, Format.FP4: 16, Format.FP8: 8}
 #: the bulk ones, whose producer warp requests the first ring fill's codes and scales before it
 #: waits for the kernel before it, and the activations after (csrc/stream_gemm.cuh,
 #: ``bulk_produce``).
-PDL_PIPELINES = frozenset({2, 3, 4, 5})
+PDL_PIPELINES = frozenset({2, 3, 4, 5, 6})
 #: Whether :meth:`apply_weights` launches the bulk pipelines as programmatic dependents.
 LAUNCH_WITH_PDL = True
 
@@ -120,15 +120,27 @@ def bulk_pipeline_available(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
 
 
-def launch_config(m: int, fmt: int, bulk: bool = False) -> tuple[int, int, int, int, int]:
+def scales_per_chunk(fmt: int, group_size: int, act_order: bool) -> bool:
+    """Whether every 64-channel chunk of a layer lies in one scale group of each row, so that
+    pipeline 6 may multiply the scale into the chunk's mma sums: 4-bit integer codes without
+    act-order, one group per row or groups a multiple of 64 channels."""
+    return fmt == Format.INT4 and not act_order and group_size > 0 and group_size % 64 == 0
+
+
+def launch_config(
+    m: int, fmt: int, bulk: bool = False, chunk_scales: bool = False
+) -> tuple[int, int, int, int, int]:
     """(8-column M tiles, 16-row tiles per warp, warps along N, warps along K, pipeline) for M
-    rows; ``bulk``: the device runs the bulk pipeline (:func:`bulk_pipeline_available`).
+    rows; ``bulk``: the device runs the bulk pipeline (:func:`bulk_pipeline_available`);
+    ``chunk_scales``: the layer's scale groups hold whole chunks (:func:`scales_per_chunk`).
 
     M <= BULK_MAX_M[fmt] with ``bulk``: the bulk pipeline (persistent blocks, one producer warp
     streaming contiguous weight segments into a shared-memory ring, eight consumer warps); the
     4-bit formats (:data:`_FLAT_FORMATS`) with the flat consumer and an exact last tile group on
-    a plan that may take a 2-stage ring (pipeline 5). Why, and the history of the choice:
-    :data:`_FLAT_FORMATS` and plugins/marlin_plugin/NOTES.md (v4-v13).
+    a plan that may take a 2-stage ring (pipeline 5), and where ``chunk_scales`` holds the same
+    with the scales applied after each chunk's mma (pipeline 6: 16 fewer ALU instructions per
+    tile and chunk for the consumers, which set the pace at M <= 16). Why, and the history of
+    the choice: :data:`_FLAT_FORMATS` and plugins/marlin_plugin/NOTES.md (v4-v15).
     Otherwise M <= 8: the cp.async ring (pipeline 1) with 4 warps per block, measured 1.2x faster
     than the register pipeline for int4 and NVFP4 on an H100
     (marlin-h100-2026-11-22-pipelines.json). Larger M: the register pipeline with all eight warps
@@ -139,7 +151,7 @@ def launch_config(m: int, fmt: int, bulk: bool = False) -> tuple[int, int, int, 
     if bulk and m <= BULK_MAX_M[fmt]:
         if fmt not in _FLAT_FORMATS:
             return mt, 1, 1, _BULK_CONSUMERS, 2
-        return mt, 1, 1, _BULK_CONSUMERS, 5
+        return mt, 1, 1, _BULK_CONSUMERS, 6 if chunk_scales and fmt == Format.INT4 else 5
     eight_bit = Format.BITS[fmt] == 8
     if mt == 1:
         return 1, 1 if eight_bit else 2, 1, 4, 1

@@ -208,17 +208,20 @@ BULK_FORMATS = {
 #: Bulk-pipeline variants as (pipeline, consumer warps): the default consumer (pipeline 2), the
 #: flat consumer (pipeline 3) with 8 and 16 warps (16: M <= 8 without act-order only) and the
 #: flat consumer decoding only a pass's own tiles in its last group (pipeline 4: 4-bit codes,
-#: M <= 16; the default for 4-bit codes at M <= 8; it runs pipeline 3's instance where every pass
-#: of the widest block holds whole tile groups) and pipeline 4 planned with a 2-stage ring allowed
-#: (pipeline 5; the default for int4 at M = 9..16).
+#: M <= 16; it runs pipeline 3's instance where every pass of the widest block holds whole tile
+#: groups), pipeline 4 planned with a 2-stage ring allowed (pipeline 5; the 4-bit default) and
+#: pipeline 5 with the scales applied after each chunk's mma (pipeline 6; int4 layers whose scale
+#: groups hold whole chunks, the default for those).
 BULK_VARIANTS = {"bulk-w8": (2, 8), "flat-w8": (3, 8), "flat-w16": (3, 16), "flat-tail-w8": (4, 8),
-                 "flat-tail-two-stage-w8": (5, 8)}
+                 "flat-tail-two-stage-w8": (5, 8), "scale-after-mma-w8": (6, 8)}
 
 
-def _variant_serves(variant: str, m: int, config, fmt: int) -> bool:
+def _variant_serves(variant: str, m: int, config, kernel) -> bool:
     pipeline, consumers = BULK_VARIANTS[variant]
+    if pipeline == 6:
+        return m <= 16 and kernel._chunk_scales
     if pipeline >= 4:
-        return m <= 16 and Format.BITS[fmt] == 4
+        return m <= 16 and Format.BITS[kernel._fmt] == 4
     return consumers <= 8 or (m <= 8 and not getattr(config, "has_g_idx", False))
 
 
@@ -227,9 +230,10 @@ def _force_bulk_variant(monkeypatch: pytest.MonkeyPatch, variant: str) -> None:
     pipeline, consumers = BULK_VARIANTS[variant]
     default = ops.launch_config
 
-    def forced(m: int, fmt: int, bulk: bool = False) -> tuple[int, int, int, int, int]:
-        mt, rows, wn, wk, chosen = default(m, fmt, bulk)
-        assert chosen in (2, 4, 5), "bulk pipeline not chosen"  # 4, 5: flat consumer (4-bit)
+    def forced(m: int, fmt: int, bulk: bool = False,
+               chunk_scales: bool = False) -> tuple[int, int, int, int, int]:
+        mt, rows, wn, wk, chosen = default(m, fmt, bulk, chunk_scales)
+        assert chosen in (2, 5, 6), "bulk pipeline not chosen"  # 5, 6: flat consumer (4-bit)
         return mt, rows, wn, consumers, pipeline
 
     monkeypatch.setattr(ops, "launch_config", forced)
@@ -245,7 +249,7 @@ def test_bulk_pipeline_every_format(name: str, variant: str,
     bias = torch.randn(config.out_features, device="cuda", dtype=config.act_dtype)
     _force_bulk_variant(monkeypatch, variant)
     for m in (1, 3, 8, 9, 16):
-        if m > ops.BULK_MAX_M[kernel._fmt] or not _variant_serves(variant, m, config, kernel._fmt):
+        if m > ops.BULK_MAX_M[kernel._fmt] or not _variant_serves(variant, m, config, kernel):
             continue
         x = torch.randn(m, config.in_features, device="cuda", dtype=config.act_dtype)
         out = kernel.apply_weights(layer, x, bias)
@@ -301,20 +305,31 @@ def test_bulk_pipeline_consumer_counts(config, pipeline: int) -> None:
 EXACT_TAIL_TILES_PER_BLOCK = (5, 6, 7, 8, 13, 14)
 
 
+def _exact_tail_configs(tiles: int, pipeline: int) -> list:
+    """Layers of 16 x SMs x ``tiles`` rows for the exact-tail pipelines: int4 g128 and NVFP4 for
+    4 and 5; for 6 (int4 whose groups hold whole chunks) int4 g128, zero points g64 with fp16
+    activations and channelwise."""
+    n = 16 * torch.cuda.get_device_properties(0).multi_processor_count * tiles
+    if pipeline == 6:
+        return [MPLinearLayerConfig(weight_shape=(n, 512), group_size=128),
+                MPLinearLayerConfig(weight_shape=(n, 512), weight_type=scalar_types.uint4,
+                                    zero_points=True, group_size=64, act_dtype=torch.float16),
+                MPLinearLayerConfig(weight_shape=(n, 512), group_size=-1)]
+    return [MPLinearLayerConfig(weight_shape=(n, 512), group_size=128),
+            NvFp4LinearLayerConfig(weight_shape=(n, 512), activation_mode="w4a16")]
+
+
 @needs_bulk
-@pytest.mark.parametrize("pipeline", [4, 5], ids=["three-stage", "two-stage"])
+@pytest.mark.parametrize("pipeline", [4, 5, 6], ids=["three-stage", "two-stage", "scale-after"])
 @pytest.mark.parametrize("tiles", EXACT_TAIL_TILES_PER_BLOCK)
 def test_exact_tail_consumer_every_tail_length(tiles: int, pipeline: int) -> None:
-    """Pipeline 4 (the flat consumer decoding only a pass's own tiles in its last group) and 5
-    (the same with 2 chunks per warp and stage on a 2-stage ring at M > 8) against float64,
-    through outputs poisoned with NaN, with int4 and NVFP4 codes."""
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
-    for config in (MPLinearLayerConfig(weight_shape=(16 * sms * tiles, 512), group_size=128),
-                   NvFp4LinearLayerConfig(weight_shape=(16 * sms * tiles, 512),
-                                          activation_mode="w4a16")):
+    """Pipeline 4 (the flat consumer decoding only a pass's own tiles in its last group), 5
+    (the same with 2 chunks per warp and stage on a 2-stage ring at M > 8) and 6 (5 with the
+    scales applied after each chunk's mma) against float64, through outputs poisoned with NaN."""
+    for config in _exact_tail_configs(tiles, pipeline):
         kernel, layer, reference = _processed(config)
         n = config.out_features
-        args = (layer.weight, layer.weight_scale, None, None,
+        args = (layer.weight, layer.weight_scale, getattr(layer, "weight_zero_point", None), None,
                 getattr(layer, "weight_channel_scale", None), None, kernel._fmt, n,
                 kernel._group_size, kernel._zconst)
         for m in (1, 5, 12, 16):
@@ -338,6 +353,22 @@ def test_exact_tail_consumer_refuses_eight_bit_codes() -> None:
         ops.gemm(x, layer.weight, layer.weight_scale, None, None,
                  getattr(layer, "weight_channel_scale", None), None, kernel._fmt,
                  config.out_features, kernel._group_size, kernel._zconst, 1, 1, 1, 8, 4)
+
+
+@needs_bulk
+@pytest.mark.parametrize("name", ["nvfp4", "uint4-zp-g32-fp16", "uint4-zp-act-order-fp16"])
+def test_scale_after_mma_refuses_groups_inside_a_chunk(name: str) -> None:
+    """Pipeline 6 applies one scale per row to a whole chunk's sum: FP4 codes, groups of 32
+    channels and act-order are refused with the reason, not computed with the wrong scales."""
+    config = BULK_FORMATS[name]
+    kernel, layer, _ = _processed(config)
+    assert not kernel._chunk_scales
+    x = torch.randn(4, config.in_features, device="cuda", dtype=config.act_dtype)
+    with pytest.raises(RuntimeError, match="pipeline 6 needs 4-bit integer codes"):
+        ops.gemm(x, layer.weight, layer.weight_scale, getattr(layer, "weight_zero_point", None),
+                 getattr(layer, "weight_group_table", None),
+                 getattr(layer, "weight_channel_scale", None), None, kernel._fmt,
+                 config.out_features, kernel._group_size, kernel._zconst, 1, 1, 1, 8, 6)
 
 
 @needs_bulk

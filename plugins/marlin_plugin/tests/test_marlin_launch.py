@@ -36,6 +36,23 @@ def test_bulk_pipeline_serves_small_m(fmt: int) -> None:
         assert ops.launch_config(m, fmt, True) == ops.launch_config(m, fmt), m
 
 
+def test_int4_layers_with_chunk_scale_groups_take_pipeline_6() -> None:
+    """Pipeline 6 (scales after each chunk's mma) serves int4 layers whose scale groups hold whole
+    64-channel chunks; everything else keeps its pipeline."""
+    for group_size in (64, 128, 256, 192, ONE_GROUP):
+        assert ops.scales_per_chunk(Format.INT4, group_size, act_order=False), group_size
+    for group_size in (16, 32, 96):
+        assert not ops.scales_per_chunk(Format.INT4, group_size, act_order=False), group_size
+    assert not ops.scales_per_chunk(Format.INT4, 0, act_order=True)
+    for fmt in (Format.INT8, Format.FP4, Format.FP8):
+        assert not ops.scales_per_chunk(fmt, 128, act_order=False), fmt
+    for m in range(1, 17):
+        assert ops.launch_config(m, Format.INT4, True, True) == (1 if m <= 8 else 2, 1, 1, 8, 6)
+        assert ops.launch_config(m, Format.INT4, False, True) == ops.launch_config(m, Format.INT4)
+    for m in (17, 32, 64):
+        assert ops.launch_config(m, Format.INT4, True, True) == ops.launch_config(m, Format.INT4)
+
+
 @pytest.mark.parametrize("fmt", [Format.INT4, Format.INT8, Format.FP4, Format.FP8])
 def test_without_bulk_pipeline_the_ring_and_register_pipelines_serve(fmt: int) -> None:
     for m in range(1, 65):
@@ -54,14 +71,16 @@ def test_register_pipeline_rows_at_four_m_tiles() -> None:
 
 
 def test_only_the_bulk_pipelines_launch_with_pdl(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert ops.PDL_PIPELINES == {2, 3, 4, 5}
-    assert [ops.launch_with_pdl(p) for p in range(6)] == [False, False, True, True, True, True]
+    assert ops.PDL_PIPELINES == {2, 3, 4, 5, 6}
+    assert [ops.launch_with_pdl(p) for p in range(7)] == [False, False] + [True] * 5
     # every bulk launch the plugin chooses goes out with PDL
     for fmt in (Format.INT4, Format.INT8, Format.FP4, Format.FP8):
         for m in range(1, ops.BULK_MAX_M[fmt] + 1):
-            assert ops.launch_with_pdl(ops.launch_config(m, fmt, True)[4]), (fmt, m)
+            for chunk_scales in (False, True):
+                launch = ops.launch_config(m, fmt, True, chunk_scales)
+                assert ops.launch_with_pdl(launch[4]), (fmt, m)
     monkeypatch.setattr(ops, "LAUNCH_WITH_PDL", False)
-    assert not any(ops.launch_with_pdl(p) for p in range(6))
+    assert not any(ops.launch_with_pdl(p) for p in range(7))
 
 
 def test_bulk_pipeline_unavailable_off_cuda() -> None:

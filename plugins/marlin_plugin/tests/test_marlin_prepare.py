@@ -302,6 +302,6 @@ def test_apply_weights_traces_under_torch_compile_fullgraph(bulk: bool, monkeypa
                              backend="eager")
     out = compiled(x)
     assert torch.equal(out, kernel.apply_weights(layer, x) * 2)
-    launch = ops.launch_config(6, kernel._fmt, bulk)
+    launch = ops.launch_config(6, kernel._fmt, bulk, kernel._chunk_scales)
     expected = [*launch, float(ops.launch_with_pdl(launch[4]))]
     assert out.reshape(6, 256)[0, :6].tolist() == [2 * v for v in expected]

@@ -168,7 +168,8 @@ def test_apply_weights_routes_by_m(monkeypatch: pytest.MonkeyPatch, m: int) -> N
         assert without == with_tile == ("stream", ops.launch_config(m, kernel._fmt)[4], False)
         kernel._bulk = True  # as on SM90: the bulk pipeline, launched as a programmatic dependent
         kernel.apply_weights(layer, x)
-        assert calls.pop() == ("stream", ops.launch_config(m, kernel._fmt, True)[4], True)
+        expected = ops.launch_config(m, kernel._fmt, True, kernel._chunk_scales)[4]
+        assert calls.pop() == ("stream", expected, True)
     else:
         plan = kernel._tile.plan(m)
         assert with_tile == ("tile", plan.bmx, plan.rw, plan.split, plan.variant)

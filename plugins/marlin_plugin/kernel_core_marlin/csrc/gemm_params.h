@@ -22,14 +22,15 @@ struct GemmParams {
   void* out;                 // [M, N] T (gemm) or [N, C * 64] T (dequantize)
   int M, N, K, C, N16, G, group_size, zconst, WN, WK;
   int pdl;                   // 1: launch as a programmatic dependent of the kernel before it on
-                             // the stream (bulk pipelines 2-5 only; the launcher refuses others)
+                             // the stream (bulk pipelines 2-6 only; the launcher refuses others)
 };
 
 // Each returns a cudaError_t value (0 = success). mt: 8-column tiles of M per block (1, 2, 4, 8);
 // r: 16-row tiles per warp (1, 2); pipeline: 0 register batches, 1 cp.async ring, 2 bulk
 // copies (SM90), 3 bulk copies with the flat consumer (SM90), 4 the flat consumer decoding only a
 // pass's own tiles in its last tile group (SM90; 4-bit codes, mt <= 2), 5 pipeline 4 on a plan
-// that may take a 2-stage ring. p.pdl with pipelines 2-5 only.
+// that may take a 2-stage ring, 6 pipeline 5 with the group scales multiplied into each chunk's
+// mma sums (4-bit integer codes, scale groups of whole 64-channel chunks). p.pdl with 2-6 only.
 int launch_gemm_half(const GemmParams& p, int fmt, int mt, int r, int pipeline, void* stream);
 int launch_gemm_bfloat16(const GemmParams& p, int fmt, int mt, int r, int pipeline, void* stream);
 int launch_dequantize_half(const GemmParams& p, int fmt, void* stream);

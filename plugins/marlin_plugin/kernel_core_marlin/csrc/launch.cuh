@@ -22,7 +22,9 @@ int set_shared_memory(Kernel kernel, size_t bytes) {
 // (4-bit codes, MT <= 2, at most 8 consumer warps; where every pass of the widest block holds
 // whole tile groups it runs pipeline 3's instance, see launch_gemm_bulk); 5: pipeline 4 with a plan that
 // accepts a ring of 2 stages, so passes of 4-7 tiles at M > 8 keep 2 chunks per warp and stage
-// (a candidate for M = 9..16, NOTES.md v7; not chosen by default).
+// (the 4-bit default at every bulk M, NOTES.md v7-v13); 6: pipeline 5 with the group scales
+// multiplied into each chunk's mma sums (4-bit integer codes without act-order whose scale groups
+// hold whole 64-channel chunks; refused otherwise).
 template <typename T, int FMT, int MT, int R>
 int launch_gemm_instance(const GemmParams& p, int pipeline, cudaStream_t stream) {
   const int rows_per_block = 16 * R * p.WN;
@@ -30,7 +32,7 @@ int launch_gemm_instance(const GemmParams& p, int pipeline, cudaStream_t stream)
   const int threads = 32 * p.WN * p.WK;
   const size_t reduce_bytes = static_cast<size_t>(p.WN) * (p.WK - 1) * MT * R * 4 * 32 * sizeof(float);
   // Only the bulk kernels wait on the grid dependency (stream_gemm.cuh, grid_dependency_wait).
-  if (p.pdl && (pipeline < 2 || pipeline > 5)) return static_cast<int>(cudaErrorInvalidValue);
+  if (p.pdl && (pipeline < 2 || pipeline > 6)) return static_cast<int>(cudaErrorInvalidValue);
   if (pipeline == 0) {
     const int err = set_shared_memory(stream_gemm_kernel<T, FMT, MT, R>, reduce_bytes);
     if (err != 0) return err;
@@ -43,10 +45,10 @@ int launch_gemm_instance(const GemmParams& p, int pipeline, cudaStream_t stream)
     const int err = set_shared_memory(stream_gemm_async_kernel<T, FMT, MT, R>, bytes);
     if (err != 0) return err;
     stream_gemm_async_kernel<T, FMT, MT, R><<<grid, threads, bytes, stream>>>(p);
-  } else if (pipeline >= 2 && pipeline <= 5) {
+  } else if (pipeline >= 2 && pipeline <= 6) {
     if constexpr (MT <= 4 && R == 1) {
       return launch_gemm_bulk<T, FMT, MT>(p, stream, 16 / MT, true, pipeline >= 3, pipeline >= 4,
-                                          pipeline == 5 ? 2 : 3);
+                                          pipeline >= 5 ? 2 : 3, pipeline == 6);
     } else {
       return static_cast<int>(cudaErrorInvalidValue);
     }

@@ -189,16 +189,19 @@ __device__ __forceinline__ RowPair make_row_pair(uint32_t scale_word, uint32_t z
 // Decode one mma step (16 rows x 16 channels) of a lane into the A fragment.
 // 4-bit: word q holds pair i (register a[i]) in nibbles i (first channel) and i + 4 (second).
 // 8-bit: q0 holds a[0] (bytes 0, 1) and a[1] (bytes 2, 3); q1 holds a[2] and a[3].
-template <typename T, int FMT>
+// kScale = false (4-bit integer codes only): the fragment holds code - zero, exact small integers,
+// and the caller multiplies the group scale into the mma's sums instead (mma_chunk).
+template <typename T, int FMT, bool kScale = true>
 __device__ __forceinline__ void decode_step(uint32_t q0, uint32_t q1, const RowPair& rp,
                                             uint32_t a[4]) {
   using Tr = Half2Traits<T>;
+  static_assert(kScale || FMT == kInt4, "unscaled fragments for 4-bit integer codes only");
   if constexpr (FMT == kInt4) {
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const uint32_t v = lop_and_or(q0 >> (4 * i), 0x000F000Fu, Tr::kMagic);
-      a[i] = mul2<T>(sub2<T>(v, (i & 1) ? rp.off_hi : rp.off_lo), (i & 1) ? rp.scale_hi
-                                                                           : rp.scale_lo);
+      const uint32_t centered = sub2<T>(v, (i & 1) ? rp.off_hi : rp.off_lo);
+      a[i] = kScale ? mul2<T>(centered, (i & 1) ? rp.scale_hi : rp.scale_lo) : centered;
     }
   } else if constexpr (FMT == kFp4) {
 #pragma unroll
@@ -266,7 +269,12 @@ __device__ __forceinline__ int group_of(const GemmParams& p, int chunk, int t) {
 // column tiles. The mma steps go outermost and the row tiles innermost, so consecutive mma
 // instructions write different accumulators and the decode of one tile overlaps the mma of
 // another. Tiles from kUsed on are neither decoded nor touched.
-template <typename T, int FMT, int MT, int R, int kUsed = R>
+// kScaleAfter (4-bit integer codes whose scale groups hold whole 64-channel chunks, so one scale
+// per row covers every lane's channels of the chunk): the fragments are decoded without the scale
+// and the chunk's four mma steps sum into a fresh accumulator, which is then added to acc times
+// the row's scale in fp32: 4 FFMA per tile and M tile instead of 16 HMUL2 per tile, and one
+// instruction less on each pair's decode chain. It also skips rounding code * scale to 16 bits.
+template <typename T, int FMT, int MT, int R, int kUsed = R, bool kScaleAfter = false>
 __device__ __forceinline__ void mma_chunk(float (&acc)[MT][R][4],
                                           const uint4 (&wv)[R][VecCount<FMT>::value],
                                           const uint4 (&xv)[MT][2], const uint32_t (&sw)[R],
@@ -275,18 +283,39 @@ __device__ __forceinline__ void mma_chunk(float (&acc)[MT][R][4],
   RowPair rp[R];
 #pragma unroll
   for (int r = 0; r < kUsed; ++r) rp[r] = make_row_pair<T, FMT>(sw[r], zw[r]);
+  float part[kScaleAfter ? MT : 1][kScaleAfter ? R : 1][4] = {};
 #pragma unroll
   for (int s = 0; s < 4; ++s) {
 #pragma unroll
     for (int r = 0; r < kUsed; ++r) {
       uint32_t a[4];
-      decode_step<T, FMT>(step_word<FMT>(wv[r], s, 0), step_word<FMT>(wv[r], s, 1), rp[r], a);
+      decode_step<T, FMT, !kScaleAfter>(step_word<FMT>(wv[r], s, 0), step_word<FMT>(wv[r], s, 1),
+                                        rp[r], a);
 #pragma unroll
       for (int j = 0; j < MT; ++j) {
         const uint4& lo = xv[j][s >> 1];
         const uint32_t b0 = (s & 1) ? lo.z : lo.x;
         const uint32_t b1 = (s & 1) ? lo.w : lo.y;
-        mma_16816<T>(acc[j][r], a, b0, b1);
+        if constexpr (kScaleAfter) {
+          mma_16816<T>(part[j][r], a, b0, b1);
+        } else {
+          mma_16816<T>(acc[j][r], a, b0, b1);
+        }
+      }
+    }
+  }
+  if constexpr (kScaleAfter) {
+#pragma unroll
+    for (int r = 0; r < kUsed; ++r) {
+      // The accumulator fragment: elements 0, 1 are row g (the word's low half), 2, 3 row g + 8.
+      const float scale_lo = low_to_float<T>(sw[r]);
+      const float scale_hi = low_to_float<T>(sw[r] >> 16);
+#pragma unroll
+      for (int j = 0; j < MT; ++j) {
+        acc[j][r][0] = fmaf(part[j][r][0], scale_lo, acc[j][r][0]);
+        acc[j][r][1] = fmaf(part[j][r][1], scale_lo, acc[j][r][1]);
+        acc[j][r][2] = fmaf(part[j][r][2], scale_hi, acc[j][r][2]);
+        acc[j][r][3] = fmaf(part[j][r][3], scale_hi, acc[j][r][3]);
       }
     }
   }
@@ -918,7 +947,7 @@ __device__ __forceinline__ void load_tile_group(const BulkPlan& plan, const unsi
 // The last tile group of a pass with only `used` (1..4, warp-uniform) tiles in it: decodes
 // those alone (the exact-tail flat consumer, pipeline 4); one uniform branch per chunk, after
 // the loads and the other groups' mma steps have been issued.
-template <typename T, int FMT, int MT>
+template <typename T, int FMT, int MT, bool kScaleAfter>
 __device__ __forceinline__ void mma_tail_group(int used, float (&acc)[MT][kBulkTileGroup][4],
                                                const uint4 (&wv)[kBulkTileGroup][VecCount<FMT>::value],
                                                const uint4 (&xv)[MT][2],
@@ -926,19 +955,21 @@ __device__ __forceinline__ void mma_tail_group(int used, float (&acc)[MT][kBulkT
                                                const uint32_t (&zw)[kBulkTileGroup]) {
   static_assert(kBulkTileGroup == 4, "one case per tail length");
   if (used == 1) {
-    mma_chunk<T, FMT, MT, kBulkTileGroup, 1>(acc, wv, xv, sw, zw);
+    mma_chunk<T, FMT, MT, kBulkTileGroup, 1, kScaleAfter>(acc, wv, xv, sw, zw);
   } else if (used == 2) {
-    mma_chunk<T, FMT, MT, kBulkTileGroup, 2>(acc, wv, xv, sw, zw);
+    mma_chunk<T, FMT, MT, kBulkTileGroup, 2, kScaleAfter>(acc, wv, xv, sw, zw);
   } else if (used == 3) {
-    mma_chunk<T, FMT, MT, kBulkTileGroup, 3>(acc, wv, xv, sw, zw);
+    mma_chunk<T, FMT, MT, kBulkTileGroup, 3, kScaleAfter>(acc, wv, xv, sw, zw);
   } else {
-    mma_chunk<T, FMT, MT, kBulkTileGroup>(acc, wv, xv, sw, zw);
+    mma_chunk<T, FMT, MT, kBulkTileGroup, kBulkTileGroup, kScaleAfter>(acc, wv, xv, sw, zw);
   }
 }
 
 // kExactTail: the last group decodes only the pass's remaining tiles (mma_tail_group) instead of
-// repeating the last tile up to a full group.
-template <typename T, int FMT, int MT, int kGroups, int NG, bool kZeros, bool kExactTail>
+// repeating the last tile up to a full group. kScaleAfter: mma_chunk's (the launcher checks that
+// every chunk lies in one scale group).
+template <typename T, int FMT, int MT, int kGroups, int NG, bool kZeros, bool kExactTail,
+          bool kScaleAfter>
 __device__ __forceinline__ void bulk_consume_flat(const GemmParams& p, const BulkPlan& plan,
                                                   const unsigned char* smem, uint64_t* full,
                                                   uint64_t* empty,
@@ -992,10 +1023,11 @@ __device__ __forceinline__ void bulk_consume_flat(const GemmParams& p, const Bul
                                      zconst_pair, lane, wv[next], sw[next], zw[next]);
         }
         if (kExactTail && q + 1 == NG) {
-          mma_tail_group<T, FMT, MT>(ntiles - q * kBulkTileGroup, acc[q], wv[cur], xv, sw[cur],
-                                     zw[cur]);
+          mma_tail_group<T, FMT, MT, kScaleAfter>(ntiles - q * kBulkTileGroup, acc[q], wv[cur],
+                                                  xv, sw[cur], zw[cur]);
         } else {
-          mma_chunk<T, FMT, MT, kBulkTileGroup>(acc[q], wv[cur], xv, sw[cur], zw[cur]);
+          mma_chunk<T, FMT, MT, kBulkTileGroup, kBulkTileGroup, kScaleAfter>(acc[q], wv[cur], xv,
+                                                                             sw[cur], zw[cur]);
         }
         if (kBuffers == 1 && q + 1 < NG) {
           load_tile_group<V, kZeros>(plan, base, (q + 1) * kBulkTileGroup, ntiles, coff, soff,
@@ -1008,28 +1040,32 @@ __device__ __forceinline__ void bulk_consume_flat(const GemmParams& p, const Bul
   }
 }
 
-// Runs bulk_consume_flat<..., ngroups, kZeros, kExactTail> for a runtime ngroups in [1, NG].
-template <typename T, int FMT, int MT, int kGroups, int NG, bool kZeros, bool kExactTail>
+// Runs bulk_consume_flat<..., ngroups, kZeros, kExactTail, kScaleAfter> for a runtime ngroups
+// in [1, NG].
+template <typename T, int FMT, int MT, int kGroups, int NG, bool kZeros, bool kExactTail,
+          bool kScaleAfter>
 __device__ __forceinline__ void bulk_consume_flat_groups(
     int ngroups, const GemmParams& p, const BulkPlan& plan, const unsigned char* smem,
     uint64_t* full, uint64_t* empty, float (&acc)[kGroups][MT][kBulkTileGroup][4], int ntiles,
     int& it, int w, int lane, uint32_t zconst_pair) {
   if constexpr (NG > 1) {
     if (ngroups < NG) {
-      bulk_consume_flat_groups<T, FMT, MT, kGroups, NG - 1, kZeros, kExactTail>(
+      bulk_consume_flat_groups<T, FMT, MT, kGroups, NG - 1, kZeros, kExactTail, kScaleAfter>(
           ngroups, p, plan, smem, full, empty, acc, ntiles, it, w, lane, zconst_pair);
       return;
     }
   }
-  bulk_consume_flat<T, FMT, MT, kGroups, NG, kZeros, kExactTail>(p, plan, smem, full, empty, acc,
-                                                                 ntiles, it, w, lane, zconst_pair);
+  bulk_consume_flat<T, FMT, MT, kGroups, NG, kZeros, kExactTail, kScaleAfter>(
+      p, plan, smem, full, empty, acc, ntiles, it, w, lane, zconst_pair);
 }
 #endif
 
 // kFlat: the flat consumer (pipeline 3) where the pass allows it (no act-order, decoding);
 // kWarps: the most consumer warps a launch may have (8 or 16; sets the launch bounds);
-// kExactTail: the flat consumer's last tile group decodes only the pass's tiles (pipeline 4).
-template <typename T, int FMT, int MT, bool kFlat, int kWarps, bool kExactTail = false>
+// kExactTail: the flat consumer's last tile group decodes only the pass's tiles (pipeline 4);
+// kScaleAfter: its chunks take the group scale after the mma (mma_chunk; pipeline 6).
+template <typename T, int FMT, int MT, bool kFlat, int kWarps, bool kExactTail = false,
+          bool kScaleAfter = false>
 __global__ void __launch_bounds__(32 * (kWarps + 1), 1) stream_gemm_bulk_kernel(
     const GemmParams p, const BulkPlan plan) {
 #ifdef KCM_BULK_COPY
@@ -1091,10 +1127,10 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), 1) stream_gemm_bulk_kernel(
     if (kWarps > 8 || flat) {  // the host launches 16 consumer warps only where flat holds
       const int ngroups = (ntiles + kBulkTileGroup - 1) / kBulkTileGroup;
       if (has_zeros) {
-        bulk_consume_flat_groups<T, FMT, MT, kGroups, kGroups, true, kExactTail>(
+        bulk_consume_flat_groups<T, FMT, MT, kGroups, kGroups, true, kExactTail, kScaleAfter>(
             ngroups, p, plan, smem, full, empty, acc, ntiles, it, w, lane, zconst_pair);
       } else {
-        bulk_consume_flat_groups<T, FMT, MT, kGroups, kGroups, false, kExactTail>(
+        bulk_consume_flat_groups<T, FMT, MT, kGroups, kGroups, false, kExactTail, kScaleAfter>(
             ngroups, p, plan, smem, full, empty, acc, ntiles, it, w, lane, zconst_pair);
       }
     } else if constexpr (kWarps <= 8) {
@@ -1291,11 +1327,13 @@ int plan_bulk(const GemmParams& p, int sms, int smem_limit, BulkPlan& plan, int&
 // whole groups (widest_passes_whole) the flat instance decodes exactly the same tiles on the
 // blocks that set the time (narrower blocks decode up to 3 spare tiles and still finish first),
 // and the tail's per-chunk branch measured 2-11% slower there (8192 x 28672, 8192 x 8192 at
-// M = 1, 4 and 16; NOTES.md v6). min_stages: plan_bulk's.
+// M = 1, 4 and 16; NOTES.md v6). min_stages: plan_bulk's. scale_after: the exact-tail consumer
+// multiplies the group scales into the mma sums (pipeline 6; 4-bit integer codes without
+// act-order whose scale groups hold whole 64-channel chunks: one group, or a multiple of 64).
 template <typename T, int FMT, int MT>
 int launch_gemm_bulk(const GemmParams& p, cudaStream_t stream, int tiles_cap = 16 / MT,
                      bool decode = true, bool flat = false, bool exact_tail = false,
-                     int min_stages = 3) {
+                     int min_stages = 3, bool scale_after = false) {
   int device = 0, major = 0, sms = 0, smem_limit = 0;
   cudaError_t err = cudaGetDevice(&device);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
@@ -1337,10 +1375,17 @@ int launch_gemm_bulk(const GemmParams& p, cudaStream_t stream, int tiles_cap = 1
   if (exact_tail) {
     if constexpr (VecCount<FMT>::value == 1 && MT <= 2) {
       if (flat && p.WK <= 8) {
-        if (widest_passes_whole((p.N16 + blocks - 1) / blocks, plan.tiles_per_pass)) {
-          return run(stream_gemm_bulk_kernel<T, FMT, MT, true, 8>);
+        const bool whole = widest_passes_whole((p.N16 + blocks - 1) / blocks, plan.tiles_per_pass);
+        if (!scale_after) {
+          if (whole) return run(stream_gemm_bulk_kernel<T, FMT, MT, true, 8>);
+          return run(stream_gemm_bulk_kernel<T, FMT, MT, true, 8, true>);
         }
-        return run(stream_gemm_bulk_kernel<T, FMT, MT, true, 8, true>);
+        if constexpr (FMT == kInt4) {
+          if (p.gtab == nullptr && (p.G == 1 || p.group_size % 64 == 0)) {
+            if (whole) return run(stream_gemm_bulk_kernel<T, FMT, MT, true, 8, false, true>);
+            return run(stream_gemm_bulk_kernel<T, FMT, MT, true, 8, true, true>);
+          }
+        }
       }
     }
     return static_cast<int>(cudaErrorInvalidValue);
