@@ -274,9 +274,6 @@ __device__ __forceinline__ int group_of(const GemmParams& p, int chunk, int t) {
 // and the chunk's four mma steps sum into a fresh accumulator, which is then added to acc times
 // the row's scale in fp32: 4 FFMA per tile and M tile instead of 16 HMUL2 per tile, and one
 // instruction less on each pair's decode chain. It also skips rounding code * scale to 16 bits.
-// A chunk of fewer than R tiles (a pass's last tile group) spreads each tile's mma steps over the
-// spare accumulators (step s of tile r into slot r + kUsed * (s % (R / kUsed))), so a lone tile's
-// four steps are four independent mma instead of one chain, and sums them before the scale.
 template <typename T, int FMT, int MT, int R, int kUsed = R, bool kScaleAfter = false>
 __device__ __forceinline__ void mma_chunk(float (&acc)[MT][R][4],
                                           const uint4 (&wv)[R][VecCount<FMT>::value],
@@ -287,7 +284,6 @@ __device__ __forceinline__ void mma_chunk(float (&acc)[MT][R][4],
 #pragma unroll
   for (int r = 0; r < kUsed; ++r) rp[r] = make_row_pair<T, FMT>(sw[r], zw[r]);
   float part[kScaleAfter ? MT : 1][kScaleAfter ? R : 1][4] = {};
-  constexpr int kCopies = R / kUsed;  // accumulators per used tile in part
 #pragma unroll
   for (int s = 0; s < 4; ++s) {
 #pragma unroll
@@ -301,7 +297,7 @@ __device__ __forceinline__ void mma_chunk(float (&acc)[MT][R][4],
         const uint32_t b0 = (s & 1) ? lo.z : lo.x;
         const uint32_t b1 = (s & 1) ? lo.w : lo.y;
         if constexpr (kScaleAfter) {
-          mma_16816<T>(part[j][r + kUsed * (s % kCopies)], a, b0, b1);
+          mma_16816<T>(part[j][r], a, b0, b1);
         } else {
           mma_16816<T>(acc[j][r], a, b0, b1);
         }
@@ -316,17 +312,10 @@ __device__ __forceinline__ void mma_chunk(float (&acc)[MT][R][4],
       const float scale_hi = low_to_float<T>(sw[r] >> 16);
 #pragma unroll
       for (int j = 0; j < MT; ++j) {
-        float sum[4];
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          sum[e] = part[j][r][e];
-#pragma unroll
-          for (int c = 1; c < kCopies; ++c) sum[e] += part[j][r + kUsed * c][e];
-        }
-        acc[j][r][0] = fmaf(sum[0], scale_lo, acc[j][r][0]);
-        acc[j][r][1] = fmaf(sum[1], scale_lo, acc[j][r][1]);
-        acc[j][r][2] = fmaf(sum[2], scale_hi, acc[j][r][2]);
-        acc[j][r][3] = fmaf(sum[3], scale_hi, acc[j][r][3]);
+        acc[j][r][0] = fmaf(part[j][r][0], scale_lo, acc[j][r][0]);
+        acc[j][r][1] = fmaf(part[j][r][1], scale_lo, acc[j][r][1]);
+        acc[j][r][2] = fmaf(part[j][r][2], scale_hi, acc[j][r][2]);
+        acc[j][r][3] = fmaf(part[j][r][3], scale_hi, acc[j][r][3]);
       }
     }
   }
