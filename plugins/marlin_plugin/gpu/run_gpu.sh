@@ -13,11 +13,14 @@
 # KCM_TILE_NCU=1 runs Nsight Compute on the tile kernel (same library): probe_tile.py --ncu-target
 # (128x256 blocks at M=128, 64x256 at M=64, 28672x8192 int4; each variant of KCM_TILE_NCU_VARIANTS,
 # default 0,1, profiled once after two warm-up rounds; --clock-control none as in probe run 3) with
-# the sections that sample warp stalls per SASS instruction (KCM_TILE_NCU_SET=full: the full set;
-# KCM_TILE_NCU_SAMPLING: --warp-sampling-interval), bounded by KCM_TILE_NCU_TIMEOUT (200 s); writes
+# the sections that sample warp stalls per SASS instruction (KCM_NCU_SET=full: the full set;
+# KCM_NCU_SAMPLING: --warp-sampling-interval), bounded by KCM_NCU_TIMEOUT (200 s); writes
 # tile_ncu_stalls.json / .txt (gpu/summarize_ncu_stalls.py) and tile_ncu.tar.gz (ncu log, details /
-# raw / source CSVs, details text, the .ncu-rep if under KCM_TILE_NCU_KEEP_MB, 12). Without ncu or
+# raw / source CSVs, details text, the .ncu-rep if under KCM_NCU_KEEP_MB, 12). Without ncu or
 # when it fails the step says why and the script goes on. KCM_NCU names the ncu binary.
+# KCM_STREAM_NCU=1 does the same for the stream kernel's bulk pipeline (gpu/profile_stream.py:
+# five int4 g128 points at M = 1 and 16, pipelines 5 and 6): stream_ncu_stalls.json / .txt and
+# stream_ncu.tar.gz. The knobs of both: KCM_NCU_SET, KCM_NCU_SAMPLING, KCM_NCU_TIMEOUT.
 set -o pipefail
 OUT=${OUT:-/tmp/kcm_out}
 mkdir -p "$OUT"
@@ -65,8 +68,16 @@ if [ "${KCM_TILE_PROBE:-0}" = "1" ]; then
     --m "${KCM_TILE_PROBE_M:-64,128,256}" --out "$OUT/probe_tile.json"
   echo "tile probe: $(( $(date +%s) - start )) s"
 fi
-# The KCM_TILE_NCU step (see the header). Every failure is logged and returns 0.
-tile_ncu() {
+# Nsight Compute over a target script: ncu_profile TAG KERNEL_REGEX PER_ROUND WARMUP CMD...
+# runs CMD (python3 with its arguments, which launches WARMUP rounds of PER_ROUND kernels matching
+# KERNEL_REGEX and then one more) under ncu, profiles the last round with the sections that sample
+# warp stalls per SASS instruction (KCM_NCU_SET=full: the full set; KCM_NCU_SAMPLING:
+# --warp-sampling-interval; KCM_NCU_TIMEOUT, 200 s), and writes $OUT/TAG_ncu_stalls.json / .txt
+# (gpu/summarize_ncu_stalls.py) and $OUT/TAG_ncu.tar.gz (ncu log, details / raw / source CSVs,
+# details text, the .ncu-rep if under KCM_NCU_KEEP_MB, 12). Every failure is logged and returns 0.
+ncu_profile() {
+  local tag=$1 regex=$2 per_round=$3 warmup=$4
+  shift 4
   local ncu=${KCM_NCU:-} candidate
   if [ -z "$ncu" ]; then
     for candidate in "$(command -v ncu)" /usr/local/cuda/bin/ncu \
@@ -75,22 +86,15 @@ tile_ncu() {
     done
   fi
   if [ -z "$ncu" ] || [ ! -x "$ncu" ]; then
-    echo "tile ncu: skipped, no ncu (PATH, /usr/local/cuda/bin, /opt/nvidia/nsight-compute)"
+    echo "$tag ncu: skipped, no ncu (PATH, /usr/local/cuda/bin, /opt/nvidia/nsight-compute)"
     return 0
   fi
-  echo "tile ncu: $ncu, $("$ncu" --version 2>&1 | tail -n 1)"
-  if ! tile_probe_library; then
-    echo "tile ncu: skipped, gpu/build/libkcm_tile_probe.so did not build"
-    return 0
-  fi
-  local dir=$OUT/tile_ncu variants=${KCM_TILE_NCU_VARIANTS:-0,1} warmup=2 sections=() section
-  local rep=$OUT/tile_ncu/tile_ncu known rc i
-  # probe_tile.py --ncu-target launches round after round one of each (shape, variant): skip the
-  # warm-up rounds, profile one round (the kernel-name filter counts only the tile kernels).
-  local per_round=$(( 2 * $(tr ',' '\n' <<< "$variants" | grep -c .) ))
+  echo "$tag ncu: $ncu, $("$ncu" --version 2>&1 | tail -n 1)"
+  local dir=$OUT/${tag}_ncu sections=() section known rc i
+  local rep=$dir/${tag}_ncu
   mkdir -p "$dir"
-  if [ -n "${KCM_TILE_NCU_SET:-}" ]; then
-    sections=(--set "$KCM_TILE_NCU_SET")
+  if [ -n "${KCM_NCU_SET:-}" ]; then
+    sections=(--set "$KCM_NCU_SET")
   else
     known=$("$ncu" --list-sections 2>/dev/null)
     for section in SpeedOfLight LaunchStats Occupancy ComputeWorkloadAnalysis \
@@ -98,22 +102,21 @@ tile_ncu() {
       if [ -z "$known" ] || grep -qw "$section" <<< "$known"; then
         sections+=(--section "$section")
       else
-        echo "tile ncu: this ncu lists no section $section, left out"
+        echo "$tag ncu: this ncu lists no section $section, left out"
       fi
     done
   fi
   PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}.:plugins/marlin_plugin:benchmarks \
-    timeout -k 10 "${KCM_TILE_NCU_TIMEOUT:-200}" "$ncu" --kernel-name regex:tile_gemm \
+    timeout -k 10 "${KCM_NCU_TIMEOUT:-200}" "$ncu" --kernel-name "regex:$regex" \
     --launch-skip $(( warmup * per_round )) --launch-count "$per_round" --clock-control none \
-    "${sections[@]}" ${KCM_TILE_NCU_SAMPLING:+--warp-sampling-interval "$KCM_TILE_NCU_SAMPLING"} \
-    -f -o "$rep" python3 plugins/marlin_plugin/gpu/probe_tile.py --ncu-target \
-    --variants "$variants" --ncu-warmup "$warmup" > "$dir/profile.log" 2>&1
+    "${sections[@]}" ${KCM_NCU_SAMPLING:+--warp-sampling-interval "$KCM_NCU_SAMPLING"} \
+    -f -o "$rep" "$@" > "$dir/profile.log" 2>&1
   rc=$?
   tail -n 20 "$dir/profile.log"
   if [ ! -s "$rep.ncu-rep" ]; then
-    echo "tile ncu: no report (ncu exit $rc; 124: the timeout), its log is tile_ncu/profile.log"
+    echo "$tag ncu: no report (ncu exit $rc; 124: the timeout), its log is ${tag}_ncu/profile.log"
   else
-    [ "$rc" -eq 0 ] || echo "tile ncu: ncu exit $rc (124: the timeout), exporting what it wrote"
+    [ "$rc" -eq 0 ] || echo "$tag ncu: ncu exit $rc (124: the timeout), exporting what it wrote"
     # Imports take seconds; the bounds only keep a hung one from eating the device call.
     timeout 30 "$ncu" --import "$rep.ncu-rep" --page details > "$dir/details.txt" 2>&1
     timeout 30 "$ncu" --import "$rep.ncu-rep" --page details --csv > "$dir/details.csv" \
@@ -125,7 +128,7 @@ tile_ncu() {
     local sources=("$dir/source.csv")
     if [ -s "$dir/source.csv" ] && \
        [ "$(grep -c '^"Kernel Name"' "$dir/source.csv")" -lt "$per_round" ]; then
-      echo "tile ncu: the source page holds fewer than $per_round kernels, one export per result"
+      echo "$tag ncu: the source page holds fewer than $per_round kernels, one export per result"
       for (( i = 0; i < per_round; i++ )); do
         timeout 30 "$ncu" --import "$rep.ncu-rep" --launch-skip "$i" --launch-count 1 \
           --page source --csv --print-source sass > "$dir/source_$i.csv" 2>> "$dir/export.err"
@@ -134,30 +137,48 @@ tile_ncu() {
     fi
     tail -n 5 "$dir/export.err" 2>/dev/null
     if python3 plugins/marlin_plugin/gpu/summarize_ncu_stalls.py --source "${sources[@]}" \
-        --details "$dir/details.csv" --raw "$dir/raw.csv" --json "$OUT/tile_ncu_stalls.json" \
-        --txt "$OUT/tile_ncu_stalls.txt"; then
-      cat "$OUT/tile_ncu_stalls.txt"
+        --details "$dir/details.csv" --raw "$dir/raw.csv" --json "$OUT/${tag}_ncu_stalls.json" \
+        --txt "$OUT/${tag}_ncu_stalls.txt"; then
+      cat "$OUT/${tag}_ncu_stalls.txt"
     else
-      echo "tile ncu: no per-instruction samples read (the exports are in tile_ncu.tar.gz)"
+      echo "$tag ncu: no per-instruction samples read (the exports are in ${tag}_ncu.tar.gz)"
     fi
-    if [ "$(stat -c %s "$rep.ncu-rep")" -ge $(( ${KCM_TILE_NCU_KEEP_MB:-12} << 20 )) ]; then
-      echo "tile ncu: $(( $(stat -c %s "$rep.ncu-rep") >> 20 )) MB report not kept (exports are)"
+    if [ "$(stat -c %s "$rep.ncu-rep")" -ge $(( ${KCM_NCU_KEEP_MB:-12} << 20 )) ]; then
+      echo "$tag ncu: $(( $(stat -c %s "$rep.ncu-rep") >> 20 )) MB report not kept (exports are)"
       rm -f "$rep.ncu-rep"
     fi
   fi
   # One archive: the device tool brings back at most 8 files of at most 16 MiB each.
-  tar -czf "$OUT/tile_ncu.tar.gz" -C "$OUT" tile_ncu
-  if [ "$(stat -c %s "$OUT/tile_ncu.tar.gz" 2>/dev/null || echo 0)" -ge $(( 16 << 20 )) ]; then
-    echo "tile ncu: tile_ncu.tar.gz over 16 MiB, archived again without the report"
-    tar -czf "$OUT/tile_ncu.tar.gz" -C "$OUT" --exclude '*.ncu-rep' tile_ncu
+  tar -czf "$OUT/${tag}_ncu.tar.gz" -C "$OUT" "${tag}_ncu"
+  if [ "$(stat -c %s "$OUT/${tag}_ncu.tar.gz" 2>/dev/null || echo 0)" -ge $(( 16 << 20 )) ]; then
+    echo "$tag ncu: ${tag}_ncu.tar.gz over 16 MiB, archived again without the report"
+    tar -czf "$OUT/${tag}_ncu.tar.gz" -C "$OUT" --exclude '*.ncu-rep' "${tag}_ncu"
   fi
   rm -rf "$dir"
   return 0
+}
+# The KCM_TILE_NCU step (see the header): probe_tile.py --ncu-target launches round after round one
+# of each (shape, variant); the kernel-name filter counts only the tile kernels.
+tile_ncu() {
+  if ! tile_probe_library; then
+    echo "tile ncu: skipped, gpu/build/libkcm_tile_probe.so did not build"
+    return 0
+  fi
+  local variants=${KCM_TILE_NCU_VARIANTS:-0,1}
+  local per_round=$(( 2 * $(tr ',' '\n' <<< "$variants" | grep -c .) ))
+  ncu_profile tile tile_gemm "$per_round" 2 python3 plugins/marlin_plugin/gpu/probe_tile.py \
+    --ncu-target --variants "$variants" --ncu-warmup 2
 }
 if [ "${KCM_TILE_NCU:-0}" = "1" ]; then
   start=$(date +%s)
   tile_ncu
   echo "tile ncu: $(( $(date +%s) - start )) s"
+fi
+if [ "${KCM_STREAM_NCU:-0}" = "1" ]; then
+  start=$(date +%s)
+  ncu_profile stream stream_gemm_bulk 5 2 python3 plugins/marlin_plugin/gpu/profile_stream.py \
+    --warmup 2
+  echo "stream ncu: $(( $(date +%s) - start )) s"
 fi
 if [ "${KCM_BENCH:-1}" = "1" ]; then
   start=$(date +%s)

@@ -1,6 +1,6 @@
-"""Summarize an Nsight Compute report of the tile kernel: where its warps stall, per instruction.
+"""Summarize an Nsight Compute report of a Marlin kernel: where its warps stall, per instruction.
 
-Reads the text exports of one report (``run_gpu.sh`` step ``KCM_TILE_NCU``):
+Reads the text exports of one report (``run_gpu.sh`` steps ``KCM_TILE_NCU``, ``KCM_STREAM_NCU``):
 
 - ``--source``: ``ncu --import R --page source --csv --print-source sass`` (one block per profiled
   kernel: a ``"Kernel Name",...`` row, a header row with ``Address`` and ``Source``, one row per
@@ -76,6 +76,7 @@ REASON_NOTES = {
 #: Opcode classes, first match wins (the base opcode before the first '.').
 OPCODE_CLASSES = (
     ("wgmma (HGMMA, WARPGROUP.*)", {"HGMMA", "IGMMA", "QGMMA", "BGMMA", "WARPGROUP"}),
+    ("mma.sync (HMMA)", {"HMMA"}),
     ("shared load (LDS, LDSM)", {"LDS", "LDSM"}),
     ("shared store (STS, STSM)", {"STS", "STSM"}),
     ("async copy (LDGSTS, LDGDEPBAR, DEPBAR, TMA)",
