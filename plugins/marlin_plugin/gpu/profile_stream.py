@@ -17,7 +17,6 @@ import sys
 
 import torch
 from bench_marlin import _config, _layer, _random_checkpoint
-
 from kernel_core_marlin import ops
 
 #: (N, K, M, pipeline): 5 vs 6 on the shape whose blocks hold a group of 4 tiles and a tail of 1
