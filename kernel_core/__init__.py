@@ -32,7 +32,7 @@ from kernel_core.families import (
 )
 from kernel_core.hookspecs import hookimpl, hookspec
 from kernel_core.kernel import KernelConfigError, LinearKernel, Priority
-from kernel_core.params import ParamSpec, replace_parameter, validate_layer_params
+from kernel_core.params import ParamSpec, processed_tensors, replace_parameter, validate_layer_params
 from kernel_core.platform import current_compute_capability, current_platform
 from kernel_core.registry import DuplicateKernelError, PluginRecord, registry
 from kernel_core.scalar_types import ScalarType, scalar_types
@@ -99,6 +99,7 @@ __all__ = [
     "init_mxfp4_linear_kernel",
     "init_mxfp8_linear_kernel",
     "init_nvfp4_linear_kernel",
+    "processed_tensors",
     "register_kernel",
     "register_linear_kernel",
     "register_plugin",

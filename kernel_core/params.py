@@ -8,7 +8,7 @@ parameter, what was expected and what was found. Nothing is reinterpreted silent
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +18,7 @@ __all__ = [
     "ParamSpec",
     "validate_layer_params",
     "replace_parameter",
+    "processed_tensors",
     "SCALAR_SHAPES",
     "per_channel_shapes",
 ]
@@ -119,6 +120,19 @@ def replace_parameter(layer: torch.nn.Module, name: str, value: torch.Tensor | N
     elif old is not None and name not in layer._parameters:
         delattr(layer, name)
     layer.register_parameter(name, torch.nn.Parameter(value, requires_grad=False))
+
+
+def processed_tensors(layer: torch.nn.Module) -> Mapping[str, torch.Tensor | None]:
+    """The mapping an apply path reads a processed layer's tensors from, by name (``.get`` gives
+    None for an absent optional one).
+
+    Normally ``layer._parameters`` itself: a dict lookup, where ``getattr`` goes through
+    ``Module.__getattr__`` (~1 us a name on a CPU, more for an absent name, which raises and is
+    caught). A replica made by ``torch.nn.DataParallel`` holds its parameters as plain attributes
+    and none in ``_parameters``, so for a replica it is the instance dict.
+    """
+    attributes = layer.__dict__
+    return attributes if attributes.get("_is_replica", False) else layer._parameters
 
 
 #: Shapes a per-tensor scale may take: a 0-d tensor or one element.

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kernel_core import FAMILIES, MPLinearLayerConfig, scalar_types
-from kernel_core.params import replace_parameter, validate_layer_params
+from kernel_core.params import processed_tensors, replace_parameter, validate_layer_params
 
 
 def _layer(**tensors: torch.Tensor) -> torch.nn.Module:
@@ -82,6 +82,27 @@ def test_replace_parameter_rebinds_data_on_shape_change_and_removes_on_none():
     assert isinstance(layer.extra, torch.nn.Parameter) and not layer.extra.requires_grad
     replace_parameter(layer, "w", None)
     assert not hasattr(layer, "w") and "w" not in dict(layer.named_parameters())
+
+
+def dataparallel_replica(layer: torch.nn.Module) -> torch.nn.Module:
+    """A replica as ``torch.nn.parallel.replicate`` makes one (it needs CUDA devices; these are its
+    two steps for parameters): an empty parameter dict, each parameter a plain attribute."""
+    replica = layer._replicate_for_data_parallel()
+    for name, param in layer._parameters.items():
+        setattr(replica, name, param.detach().clone())
+    return replica
+
+
+def test_processed_tensors_reads_parameters_and_dataparallel_replicas():
+    layer = _layer(weight=torch.randn(4, 8), weight_scale=torch.rand(4))
+    assert processed_tensors(layer) is layer._parameters
+    replica = dataparallel_replica(layer)
+    assert "weight" not in replica._parameters  # where a plain _parameters read would fail
+    tensors = processed_tensors(replica)
+    assert torch.equal(tensors["weight"], layer.weight)
+    assert torch.equal(tensors["weight_scale"], layer.weight_scale)
+    assert tensors["weight"] is not layer.weight  # the replica's own copy
+    assert tensors.get("weight_zero_point") is None
 
 
 def test_docs_table_matches_the_code():

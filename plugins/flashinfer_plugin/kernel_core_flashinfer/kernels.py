@@ -14,7 +14,7 @@ import torch
 from kernel_core.families.fp8 import FP8ScaledMMLinearKernel, FP8ScaledMMLinearLayerConfig
 from kernel_core.families.fp8_block import Fp8BlockLinearLayerConfig, Fp8BlockScaledMMLinearKernel
 from kernel_core.kernel import Priority
-from kernel_core.params import replace_parameter
+from kernel_core.params import processed_tensors, replace_parameter
 from kernel_core_flashinfer.eager import checked_path_only, eager_call
 from kernel_core_flashinfer.environment import platform_problem
 
@@ -94,7 +94,7 @@ class _PlannedEagerApply:
         if _is_compiling():
             out = self._traced_op(layer, rows, bias)
         else:
-            params = layer._parameters
+            params = processed_tensors(layer)
             weight = params["weight"]
             self.check_apply_device(x, weight, bias)  # type: ignore[attr-defined]
             key = (

@@ -36,7 +36,7 @@ from kernel_core.families import (
 )
 from kernel_core.families.mxfp4 import MX_GROUP
 from kernel_core.kernel import Priority
-from kernel_core.params import replace_parameter
+from kernel_core.params import processed_tensors, replace_parameter
 from kernel_core_marlin import ops, tile
 from kernel_core_marlin.layout import CHUNK_K, TILE_N, round_up
 from kernel_core_marlin.prepare import (
@@ -178,7 +178,7 @@ class _StreamKernel:
         # registers them all as parameters): Module.__getattr__ takes ~1 us a name on the CPU
         # machine and more for each absent optional one (it raises AttributeError); with the GEMM
         # stubbed a call took 17-21 us that way and 8-9 us this way there.
-        params = layer._parameters
+        params = processed_tensors(layer)
         weight = params["weight"]
         scale = params["weight_scale"]
         self.check_apply_device(x, weight, bias)  # type: ignore[attr-defined]

@@ -305,3 +305,32 @@ def test_apply_weights_traces_under_torch_compile_fullgraph(bulk: bool, monkeypa
     launch = ops.launch_config(6, kernel._fmt, bulk, kernel._chunk_scales)
     expected = [*launch, float(ops.launch_with_pdl(launch[4]))]
     assert out.reshape(6, 256)[0, :6].tolist() == [2 * v for v in expected]
+
+
+def test_apply_weights_serves_a_dataparallel_replica(monkeypatch) -> None:
+    """A replica made by torch.nn.DataParallel holds the processed tensors as plain attributes:
+    apply_weights passes the GEMM the same tensors (act-order permutation and group table
+    included) as for the original layer."""
+    config = MPLinearLayerConfig(weight_shape=(256, 512), weight_type=scalar_types.uint4,
+                                 zero_points=True, group_size=128, has_g_idx=True)
+    layer = make_layer(config, seed=0)
+    kernel = MarlinMPLinearKernel(config)
+    kernel.process_weights_after_loading(layer)
+    replica = layer._replicate_for_data_parallel()  # what torch.nn.parallel.replicate does
+    for name, param in layer._parameters.items():
+        setattr(replica, name, param.detach().clone())
+    calls = []
+
+    def record(x, *tensors_and_launch, pdl=False):
+        calls.append((x, tensors_and_launch[:5]))
+        return x.new_zeros((x.shape[0], 256))
+
+    monkeypatch.setattr(ops, "gemm", record)
+    x = torch.randn(3, 512, dtype=torch.bfloat16)
+    kernel.apply_weights(layer, x)
+    kernel.apply_weights(replica, x)
+    (x_layer, from_layer), (x_replica, from_replica) = calls
+    assert torch.equal(x_layer, x_replica) and not torch.equal(x_layer, x)  # permuted alike
+    assert from_layer[3] is not None  # the act-order group table reached the GEMM
+    for a, b in zip(from_layer, from_replica, strict=True):
+        assert (a is None and b is None) or torch.equal(a, b)
