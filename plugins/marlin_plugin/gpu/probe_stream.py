@@ -49,7 +49,7 @@ BARS = {"large_shapes_geomean": 3.3, "8192x8192": 2.3}
 MAX_RELATIVE_ERROR = 1e-2
 
 
-def variants(m: int, fmt: int) -> dict[str, tuple[int, ...]]:
+def variants(m: int, fmt: int, chunk_scales: bool) -> dict[str, tuple[int, ...]]:
     mt = ops.launch_config(m, fmt, True)[0]
     found = {
         "bulk w8": (mt, 1, 1, 8, 2),
@@ -61,6 +61,8 @@ def variants(m: int, fmt: int) -> dict[str, tuple[int, ...]]:
         found["flat tail w8"] = (mt, 1, 1, 8, 4)
     if mt == 2 and Format.BITS[fmt] == 4:
         found["flat tail 2-stage w8"] = (mt, 1, 1, 8, 5)
+    if mt <= 2 and chunk_scales:
+        found["scale after mma w8"] = (mt, 1, 1, 8, 6)
     found["before (no bulk)"] = ops.launch_config(m, fmt, False)
     return found
 
@@ -89,7 +91,7 @@ def run_shape(fmt: str, n: int, k: int, replays: int, copy_bw: float, log) -> li
             return ops.gemm(xs[i], lay.weight, lay.weight_scale, None, None, chan[i], None,
                             kernel._fmt, n, kernel._group_size, kernel._zconst, *cfg)
 
-        configs = variants(m, kernel._fmt)
+        configs = variants(m, kernel._fmt, kernel._chunk_scales)
         candidates = {
             "bf16": [lambda w=w, x=xs[i % copies]: torch.matmul(x, w.T)
                      for i, w in enumerate(bf16_weights)] * max(1, 8 // bf16_copies),
@@ -121,7 +123,8 @@ def run_shape(fmt: str, n: int, k: int, replays: int, copy_bw: float, log) -> li
             "format": fmt, "N": n, "K": k, "M": m, "bf16_matmul_us": round(bf16_us, 2),
             "kernel_us": round(auto_us, 2), "speedup": round(bf16_us / auto_us, 3),
             "weight_bandwidth_share_of_copy": round(weight_bytes / (auto_us * 1e-6) / copy_bw, 3),
-            "auto_config": list(ops.launch_config(m, kernel._fmt, kernel._bulk)),
+            "auto_config": list(ops.launch_config(m, kernel._fmt, kernel._bulk,
+                                                  kernel._chunk_scales)),
             "variants_us": {name: round(t, 2) for name, t in times.items()},
             "variant_speedups": {name: round(bf16_us / t, 3) for name, t in times.items()},
             "relative_error_vs_float64": {name: float(f"{v:.3g}") for name, v in errors.items()},

@@ -7,7 +7,7 @@ one warm launch of each, in the order printed on stderr. The question it answers
 consumer warps of the M <= 16 kernels wait (NOTES.md v15: they set the pace, and a sixth fewer
 ALU instructions took only 3-4% off).
 
-Usage: python3 plugins/marlin_plugin/gpu/profile_stream.py [--warmup 2]
+Usage: python3 plugins/marlin_plugin/gpu/profile_stream.py [--warmup 2] | --count
 """
 
 from __future__ import annotations
@@ -29,7 +29,12 @@ TARGETS = ((10240, 8192, 1, 5), (10240, 8192, 1, 6), (28672, 8192, 1, 6), (28672
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--warmup", type=int, default=2, help="rounds before the profiled one")
+    parser.add_argument("--count", action="store_true",
+                        help="print the number of targets (launches per round) and exit")
     args = parser.parse_args()
+    if args.count:
+        print(len(TARGETS))
+        return 0
     torch.manual_seed(0)
     launches = []
     layers = {}

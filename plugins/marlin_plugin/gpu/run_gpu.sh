@@ -75,18 +75,21 @@ fi
 # --warp-sampling-interval; KCM_NCU_TIMEOUT, 200 s), and writes $OUT/TAG_ncu_stalls.json / .txt
 # (gpu/summarize_ncu_stalls.py) and $OUT/TAG_ncu.tar.gz (ncu log, details / raw / source CSVs,
 # details text, the .ncu-rep if under KCM_NCU_KEEP_MB, 12). Every failure is logged and returns 0.
+# The ncu binary (KCM_NCU, else PATH, /usr/local/cuda/bin, /opt/nvidia/nsight-compute), or nothing.
+ncu_binary() {
+  local candidate
+  for candidate in "${KCM_NCU:-}" "$(command -v ncu)" /usr/local/cuda/bin/ncu \
+      /opt/nvidia/nsight-compute/*/ncu; do
+    if [ -n "$candidate" ] && [ -x "$candidate" ]; then echo "$candidate"; return 0; fi
+  done
+}
 ncu_profile() {
   local tag=$1 regex=$2 per_round=$3 warmup=$4
   shift 4
-  local ncu=${KCM_NCU:-} candidate
+  local ncu
+  ncu=$(ncu_binary)
   if [ -z "$ncu" ]; then
-    for candidate in "$(command -v ncu)" /usr/local/cuda/bin/ncu \
-        /opt/nvidia/nsight-compute/*/ncu; do
-      if [ -n "$candidate" ] && [ -x "$candidate" ]; then ncu=$candidate; break; fi
-    done
-  fi
-  if [ -z "$ncu" ] || [ ! -x "$ncu" ]; then
-    echo "$tag ncu: skipped, no ncu (PATH, /usr/local/cuda/bin, /opt/nvidia/nsight-compute)"
+    echo "$tag ncu: skipped, no ncu (KCM_NCU, PATH, /usr/local/cuda/bin, /opt/nvidia/nsight-compute)"
     return 0
   fi
   echo "$tag ncu: $ncu, $("$ncu" --version 2>&1 | tail -n 1)"
@@ -160,6 +163,10 @@ ncu_profile() {
 # The KCM_TILE_NCU step (see the header): probe_tile.py --ncu-target launches round after round one
 # of each (shape, variant); the kernel-name filter counts only the tile kernels.
 tile_ncu() {
+  if [ -z "$(ncu_binary)" ]; then
+    echo "tile ncu: skipped, no ncu (KCM_NCU, PATH, /usr/local/cuda/bin, /opt/nvidia/nsight-compute)"
+    return 0
+  fi
   if ! tile_probe_library; then
     echo "tile ncu: skipped, gpu/build/libkcm_tile_probe.so did not build"
     return 0
@@ -176,7 +183,9 @@ if [ "${KCM_TILE_NCU:-0}" = "1" ]; then
 fi
 if [ "${KCM_STREAM_NCU:-0}" = "1" ]; then
   start=$(date +%s)
-  ncu_profile stream stream_gemm_bulk 5 2 python3 plugins/marlin_plugin/gpu/profile_stream.py \
+  targets=$(PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}.:plugins/marlin_plugin:benchmarks \
+    python3 plugins/marlin_plugin/gpu/profile_stream.py --count)
+  ncu_profile stream stream_gemm_bulk "$targets" 2 python3 plugins/marlin_plugin/gpu/profile_stream.py \
     --warmup 2
   echo "stream ncu: $(( $(date +%s) - start )) s"
 fi

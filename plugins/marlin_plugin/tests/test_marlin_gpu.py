@@ -310,13 +310,16 @@ EXACT_TAIL_TILES_PER_BLOCK = (5, 6, 7, 8, 13, 14)
 def _exact_tail_configs(tiles: int, pipeline: int) -> list:
     """Layers of 16 x SMs x ``tiles`` rows for the exact-tail pipelines: int4 g128 and NVFP4 for
     4 and 5; for 6 (int4 whose groups hold whole chunks) int4 g128, zero points g64 with fp16
-    activations and channelwise."""
+    activations, channelwise, groups of 192 (not a power of two) and channelwise with K = 208 (a
+    last chunk only partly filled; groups divide K, so only one group can leave a partial chunk)."""
     n = 16 * torch.cuda.get_device_properties(0).multi_processor_count * tiles
     if pipeline == 6:
         return [MPLinearLayerConfig(weight_shape=(n, 512), group_size=128),
                 MPLinearLayerConfig(weight_shape=(n, 512), weight_type=scalar_types.uint4,
                                     zero_points=True, group_size=64, act_dtype=torch.float16),
-                MPLinearLayerConfig(weight_shape=(n, 512), group_size=-1)]
+                MPLinearLayerConfig(weight_shape=(n, 512), group_size=-1),
+                MPLinearLayerConfig(weight_shape=(n, 576), group_size=192),
+                MPLinearLayerConfig(weight_shape=(n, 208), group_size=-1)]
     return [MPLinearLayerConfig(weight_shape=(n, 512), group_size=128),
             NvFp4LinearLayerConfig(weight_shape=(n, 512), activation_mode="w4a16")]
 

@@ -185,6 +185,23 @@ def test_checkpoint_off_a_16_byte_boundary_gets_its_own_layout() -> None:
     assert relative_error(emulate_decode(kernel, layer, 64), reference) < 4e-3
 
 
+def test_int4_layers_with_chunk_aligned_groups_are_marked_for_pipeline_6() -> None:
+    """What processing marks for pipeline 6 (the scale after each chunk's mma): int4 with groups
+    of a multiple of 64 channels or channelwise, with or without zero points; not groups of 32,
+    act-order, 8-bit or FP codes (the binding would refuse those)."""
+    expected = {}
+    for kernel_class, config in CASES:
+        integer4 = kernel_class is MarlinMPLinearKernel and config.weight_type.size_bits == 4
+        expected[config] = integer4 and (
+            config.group_size == -1 or config.group_size % 64 == 0) and not config.has_g_idx
+    assert any(expected.values()) and not all(expected.values())
+    for kernel_class, config in CASES:
+        layer = make_layer(config, seed=0)
+        kernel = kernel_class(config)
+        kernel.process_weights_after_loading(layer)
+        assert kernel._chunk_scales is expected[config], config.short()
+
+
 def test_layer_holds_only_packed_tensors() -> None:
     config = NvFp4LinearLayerConfig(weight_shape=(64, 128), activation_mode="w4a16")
     layer = make_layer(config, seed=1)
