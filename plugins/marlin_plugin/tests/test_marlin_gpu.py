@@ -360,6 +360,16 @@ def test_exact_tail_consumer_refuses_eight_bit_codes() -> None:
                  config.out_features, kernel._group_size, kernel._zconst, 1, 1, 1, 8, 4)
 
 
+@needs_cuda
+def test_group_size_zero_without_act_order_table_refused() -> None:
+    """Without a group table the kernels divide by group_size: zero is refused at the binding."""
+    kernel, layer, _ = _processed(INT4)
+    x = torch.randn(4, INT4.in_features, device="cuda", dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match="group_size must be positive without an act-order"):
+        ops.gemm(x, layer.weight, layer.weight_scale, None, None, None, None, kernel._fmt,
+                 INT4.out_features, 0, kernel._zconst, 1, 1, 1, 4, 1)
+
+
 @needs_bulk
 @pytest.mark.parametrize("name", ["nvfp4", "uint4-zp-g32-fp16", "uint4-zp-act-order-fp16"])
 def test_scale_after_mma_refuses_groups_inside_a_chunk(name: str) -> None:

@@ -38,6 +38,9 @@ kcm::GemmParams make_params(const torch::Tensor& qweight, const torch::Tensor& g
   p.group_size = static_cast<int>(group_size);
   p.zconst = static_cast<int>(zconst);
   KC_CHECK(p.N <= p.N16 * 16, "kernel_core_marlin: n=", n, " exceeds the packed rows ", p.N16 * 16);
+  // Without an act-order table the kernels compute a channel's group as k / group_size.
+  KC_CHECK(p.gtab != nullptr || group_size > 0, "kernel_core_marlin: group_size must be positive "
+           "without an act-order group table, found ", group_size);
   return p;
 }
 
