@@ -206,8 +206,9 @@ def interleaved_rounds(candidates: dict[str, list[Call]], rounds: int, where: st
     previous replay fall on every candidate alike. The graphs are captured in a seeded random
     order: in the Marlin benchmark graphs captured later read ~0.2-0.3 us faster on 20-90 us
     kernels (marlin-h100-2026-11-27-v14-capture-order.json), and here the reference used to be
-    captured first in every call (before "ours" and before every swept variant). A candidate that fails is reported as its error text; one that
-    cannot be captured is timed as an eager batch (and noted).
+    captured first in every call (before "ours" and before every swept variant). A candidate
+    that fails is reported as its error text; one that cannot be captured is timed as an eager
+    batch (and noted).
     """
     runs: dict[str, tuple[Call, int]] = {}
     result: dict[str, Any] = {}

@@ -67,14 +67,12 @@ void gemm(const torch::Tensor& x, const torch::Tensor& qweight, const torch::Ten
               " pipeline=", pipeline);
   KC_CHECK(!pdl || (pipeline >= 2 && pipeline <= 6), "kernel_core_marlin: a programmatic "
               "dependent launch (pdl) needs a bulk pipeline (2-6), found pipeline=", pipeline);
-  // Pipeline 6 applies one scale per row to a whole 64-channel chunk's sum.
-  KC_CHECK(pipeline != 6 || (fmt == kcm::kInt4 && gtab.numel() == 0 &&
-                             (gscale.size(1) == 1 || group_size % 64 == 0)),
+  kcm::GemmParams p = make_params(qweight, gscale, zeros, gtab, chan, out.size(1), group_size, zconst);
+  KC_CHECK(pipeline != 6 || (fmt == kcm::kInt4 && kcm::scale_groups_hold_chunks(p)),
            "kernel_core_marlin: pipeline 6 needs 4-bit integer codes without act-order whose "
            "scale groups hold whole 64-channel chunks (one group or a multiple of 64), found "
-           "fmt=", fmt, " group_size=", group_size, " groups=", gscale.size(1),
-           " act-order=", gtab.numel() != 0 ? "yes" : "no");
-  kcm::GemmParams p = make_params(qweight, gscale, zeros, gtab, chan, out.size(1), group_size, zconst);
+           "fmt=", fmt, " group_size=", group_size, " groups=", p.G,
+           " act-order=", p.gtab != nullptr ? "yes" : "no");
   p.x = x.data_ptr();
   p.bias = optional_ptr(bias);
   p.out = out.data_ptr();

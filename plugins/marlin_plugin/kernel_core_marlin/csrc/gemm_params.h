@@ -25,6 +25,13 @@ struct GemmParams {
                              // the stream (bulk pipelines 2-6 only; the launcher refuses others)
 };
 
+// Whether every 64-channel chunk of every row lies in one scale group (no act-order table; one
+// group, or groups of a multiple of 64 channels): what pipeline 6, which applies one scale per row
+// to a whole chunk's mma sum, needs besides 4-bit integer codes.
+inline bool scale_groups_hold_chunks(const GemmParams& p) {
+  return p.gtab == nullptr && (p.G == 1 || p.group_size % 64 == 0);
+}
+
 // Each returns a cudaError_t value (0 = success). mt: 8-column tiles of M per block (1, 2, 4, 8);
 // r: 16-row tiles per warp (1, 2); pipeline: 0 register batches, 1 cp.async ring, 2 bulk
 // copies (SM90), 3 bulk copies with the flat consumer (SM90), 4 the flat consumer decoding only a

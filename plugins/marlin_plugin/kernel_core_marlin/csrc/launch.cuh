@@ -23,9 +23,8 @@ int set_shared_memory(Kernel kernel, size_t bytes) {
 // whole tile groups it runs pipeline 3's instance, see launch_gemm_bulk); 5: pipeline 4 with a plan that
 // accepts a ring of 2 stages, so passes of 4-7 tiles at M > 8 keep 2 chunks per warp and stage
 // (the 4-bit default at every bulk M where pipeline 6 does not serve, NOTES.md v7-v13); 6:
-// pipeline 5 with the group scales
-// multiplied into each chunk's mma sums (4-bit integer codes without act-order whose scale groups
-// hold whole 64-channel chunks; refused otherwise).
+// pipeline 5 with the group scales multiplied into each chunk's mma sums (4-bit integer codes
+// where scale_groups_hold_chunks, gemm_params.h; refused otherwise).
 template <typename T, int FMT, int MT, int R>
 int launch_gemm_instance(const GemmParams& p, int pipeline, cudaStream_t stream) {
   const int rows_per_block = 16 * R * p.WN;

@@ -1328,8 +1328,8 @@ int plan_bulk(const GemmParams& p, int sms, int smem_limit, BulkPlan& plan, int&
 // blocks that set the time (narrower blocks decode up to 3 spare tiles and still finish first),
 // and the tail's per-chunk branch measured 2-11% slower there (8192 x 28672, 8192 x 8192 at
 // M = 1, 4 and 16; NOTES.md v6). min_stages: plan_bulk's. scale_after: the exact-tail consumer
-// multiplies the group scales into the mma sums (pipeline 6; 4-bit integer codes without
-// act-order whose scale groups hold whole 64-channel chunks: one group, or a multiple of 64).
+// multiplies the group scales into the mma sums (pipeline 6; 4-bit integer codes where
+// scale_groups_hold_chunks).
 template <typename T, int FMT, int MT>
 int launch_gemm_bulk(const GemmParams& p, cudaStream_t stream, int tiles_cap = 16 / MT,
                      bool decode = true, bool flat = false, bool exact_tail = false,
@@ -1381,7 +1381,7 @@ int launch_gemm_bulk(const GemmParams& p, cudaStream_t stream, int tiles_cap = 1
           return run(stream_gemm_bulk_kernel<T, FMT, MT, true, 8, true>);
         }
         if constexpr (FMT == kInt4) {
-          if (p.gtab == nullptr && (p.G == 1 || p.group_size % 64 == 0)) {
+          if (scale_groups_hold_chunks(p)) {
             if (whole) return run(stream_gemm_bulk_kernel<T, FMT, MT, true, 8, false, true>);
             return run(stream_gemm_bulk_kernel<T, FMT, MT, true, 8, true, true>);
           }
