@@ -111,7 +111,7 @@ def test_specialized_kernel_hands_stages_over_by_mbarriers(tmp_path: Path) -> No
 @pytest.mark.slow
 @pytest.mark.skipif(not Path(NVCC).exists(), reason="nvcc is not installed")
 def test_bulk_producer_kernel_moves_chunks_with_bulk_copies(tmp_path: Path) -> None:
-    """Launch variant 2's PTX: the producer warp sets expect_tx and moves activations and codes
+    """Launch variant 2's PTX: the producer warps set expect_tx and move activations and codes
     with 1-D bulk copies completing on the stage's mbarrier, the scale words stay cp.async
     signalled with arrive.noinc, the consumers are variant 1's (setmaxnreg, wait_group 1), and no
     block-wide barrier sits in the chunk loop."""

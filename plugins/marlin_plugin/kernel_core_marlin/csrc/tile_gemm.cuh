@@ -28,8 +28,9 @@
 // tile_gemm_kernel (0: every warp copies for itself, one block-wide barrier per chunk; measured,
 // the dispatch's), tile_gemm_ws_kernel (1: a producer warpgroup copies, per-stage full/empty
 // mbarriers hand stages over, so the consumer warpgroups run decoupled; see its comment) and
-// tile_gemm_bulk_kernel (2: variant 1's consumers, one producer warp moving each chunk with bulk
-// copies from a host-built activation image; see TileBulkCopies).
+// tile_gemm_bulk_kernel (2: variant 1's consumers, a producer warpgroup moving each chunk with
+// bulk copies from a host-built activation image, its copies split over four warps; see
+// TileBulkCopies).
 #pragma once
 
 #include <cooperative_groups.h>
@@ -681,32 +682,52 @@ __global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_ws_kernel(const G
 }
 
 #ifdef KCM_TILE_SM90
-// Launch variant 2's producer: ONE warp moves a chunk with a handful of bulk copies instead of
+// Launch variant 2's producer warpgroup moves a chunk with a handful of bulk copies instead of
 // thousands of cp.async. p.x is then the activation image (x_image.py): chunk c's rows m of the
 // block are bytes ((c M8 + m) 128 ..) of a [C][M8 = M rounded up to 8][128 bytes] array, already
 // in the permuted, 128-byte-swizzled order the wgmma B operand reads (rows of a block start at
-// multiples of 8, so the swizzle of a row is its global row & 7), channels past K zero. Per chunk:
-// lane 0 sets expect_tx and copies the block's min(BMX, M - m0) rows in one bulk copy (rows past M
-// are neither copied nor stored); lane j < present tiles copies tile j's V x 512 code bytes in one
-// (evict-first: read once). The scale and zero-point words stay 4-byte cp.async from the 32 lanes
-// (a lane's word of a 16 x 64 tile is the group of its own 16 channels, i.e. words of up to four
-// groups interleaved lane-major, not a contiguous run a bulk copy could place), signalled with
-// cp.async.mbarrier.arrive.noinc: full[s] expects 1 + 32 arrivals and the stage's bulk bytes.
-// Tiles past N16 are not copied at all (their rows are never stored).
+// multiples of 8, so the swizzle of a row is its global row & 7), channels past K zero.
+// The chunk's copies are split over the warpgroup's four warps, each waiting on empty[s] for
+// itself: one warp issuing all of them set the pace (v12/v18 Nsight Compute: the consumers spent
+// 62-67% of their samples waiting on full[s] while that warp issued without a pause; per-lane
+// bulk copies with per-lane addresses are issued one lane at a time, ~16 dependent instructions
+// each). Roles, by warp of the producer warpgroup:
+// - kCopyActivations: lane 0 arms full[s] with the stage's bulk bytes (expect_tx, one of the
+//   barrier's arrivals) and copies the block's min(BMX, M - m0) rows in one bulk copy (rows past
+//   M are neither copied nor stored);
+// - kCopyWeightsLow / High: lane j copies tile j of its half of the block's tiles, V x 512 code
+//   bytes in one bulk copy (evict-first: read once); tiles past N16 are not copied (their rows
+//   are never stored). A copy may complete before the stage is armed: full[s] cannot complete its
+//   phase before the arming arrival;
+// - kCopyScales: the scale and zero-point words, 4-byte cp.async from the 32 lanes (a lane's word
+//   of a 16 x 64 tile is the group of its own 16 channels, i.e. words of up to four groups
+//   interleaved lane-major, not a contiguous run a bulk copy could place), signalled with
+//   cp.async.mbarrier.arrive.noinc: full[s] expects 1 + 32 arrivals and the stage's bulk bytes.
+enum TileBulkRole : int {
+  kCopyActivations = 0,
+  kCopyWeightsLow = 1,
+  kCopyWeightsHigh = 2,
+  kCopyScales = 3,
+};
+
 template <typename T, int FMT, int BMX, int RW>
 struct TileBulkCopies {
   using Layout = TileLayout<FMT, BMX, RW>;
   static constexpr int V = VecCount<FMT>::value;
-  static constexpr int kTiles = Layout::kTiles;  // 16 or 32: at most one code copy per lane
-  static_assert(kTiles <= 32, "one weight tile per producer lane");
+  static constexpr int kTiles = Layout::kTiles;  // 8 or 16: a half is at most one copy per lane
+  static constexpr int kHalf = kTiles / 2;
+  static_assert(kHalf <= 32, "one weight tile per producer lane");
 
   const GemmParams& p;
+  const int role;
   const int lane;
   int present;           // tiles of the block below N16
   int x_bytes;           // min(BMX, M - m0) rows x 128 bytes
   size_t x_chunk_step;   // M8 x 128 bytes
   const unsigned char* x_next;
-  const unsigned char* w_next;  // this lane's tile, chunk by chunk (lane < present)
+  int w_tile;                   // the block-local tile this lane copies (weight roles)
+  bool w_copies;                // whether it copies one
+  const unsigned char* w_next;  // that tile's codes, chunk by chunk
   const uint32_t* s_tile0;      // scale word g of the block's tile 0, group 0
   const uint32_t* z_tile0;
   size_t s_tile_step;           // G x 8 words
@@ -714,17 +735,19 @@ struct TileBulkCopies {
   int group_k;
 
   __device__ __forceinline__ TileBulkCopies(const GemmParams& params, int n_block, int m0,
-                                            int c_begin, int lane_)
-      : p(params), lane(lane_) {
+                                            int c_begin, int role_, int lane_)
+      : p(params), role(role_), lane(lane_) {
     const int tile0 = n_block * kTiles;
     present = min(kTiles, p.N16 - tile0);
     x_bytes = min(BMX, p.M - m0) * 128;
     const size_t m8 = static_cast<size_t>((p.M + 7) & ~7);
     x_chunk_step = m8 * 128;
     x_next = static_cast<const unsigned char*>(p.x) + (c_begin * m8 + m0) * 128;
-    const int my_tile = tile0 + (lane < present ? lane : 0);
+    w_tile = (role == kCopyWeightsHigh ? kHalf : 0) + lane;
+    w_copies = (role == kCopyWeightsLow || role == kCopyWeightsHigh) && lane < kHalf &&
+               w_tile < present;
     w_next = static_cast<const unsigned char*>(p.w) +
-             (static_cast<size_t>(my_tile) * p.C + c_begin) * V * 512;
+             (static_cast<size_t>(tile0 + (w_copies ? w_tile : 0)) * p.C + c_begin) * V * 512;
     const size_t s0 = static_cast<size_t>(tile0) * p.G * 8 + (lane >> 2);
     s_tile0 = p.gscale + s0;
     z_tile0 = p.zeros != nullptr ? p.zeros + s0 : nullptr;
@@ -736,17 +759,30 @@ struct TileBulkCopies {
   // Bytes the stage's bulk copies bring (the expect_tx count).
   __device__ __forceinline__ int stage_bytes() const { return x_bytes + present * V * 512; }
 
-  // Issues the copies of the next chunk into `stage`, completing on `full`, and advances.
+  // Issues this warp's share of the next chunk's copies into `stage`, completing on `full`, and
+  // advances.
   __device__ __forceinline__ void copy_chunk(unsigned char* stage, uint64_t* full,
                                              uint64_t policy) {
-    if (lane == 0) {
-      mbarrier_arrive_expect(full, stage_bytes());
-      bulk_copy(stage + Layout::kX, x_next, x_bytes, full);
+    if (role == kCopyActivations) {
+      if (lane == 0) {
+        mbarrier_arrive_expect(full, stage_bytes());
+        bulk_copy(stage + Layout::kX, x_next, x_bytes, full);
+      }
+      x_next += x_chunk_step;
+    } else if (role == kCopyScales) {
+      copy_scale_words(stage);
+      copy_async_arrive(full);
+      group_k += 64;
+    } else {
+      if (w_copies) {
+        bulk_copy_streamed(stage + Layout::kW + w_tile * V * 512, w_next, V * 512, full, policy);
+      }
+      w_next += V * 512;
     }
-    __syncwarp();
-    if (lane < present) {
-      bulk_copy_streamed(stage + Layout::kW + lane * V * 512, w_next, V * 512, full, policy);
-    }
+  }
+
+  // The scale (and zero-point) word of every present tile for this lane's group of the chunk.
+  __device__ __forceinline__ void copy_scale_words(unsigned char* stage) {
     int grp = p.gtab != nullptr ? __ldg(p.gtab + (group_k >> 4))
               : group_shift >= 0 ? group_k >> group_shift
                                  : group_k / p.group_size;
@@ -769,20 +805,14 @@ struct TileBulkCopies {
         zsrc = step_pointer(zsrc, s_tile_step);
       }
     }
-    copy_async_arrive(full);
-    x_next += x_chunk_step;
-    w_next += V * 512;
-    group_k += 64;
   }
 };
 #endif  // KCM_TILE_SM90
 
 // Bulk-producer variant (launch variant 2): the consumers of variant 1 unchanged
-// (tile_ws_consume), and a producer warpgroup of which warp 8 alone issues every copy
-// (TileBulkCopies: per chunk one activation bulk copy, one per weight tile, 4-byte cp.async for
-// the scale and zero-point words); warps 9-11 only give up their registers (setmaxnreg, which
-// acts on whole warpgroups: a 288-thread block of 256 consumers + 1 warp would cap every thread
-// at 224 registers, fewer than the 232 variant 1's consumers get) and join the epilogue barriers.
+// (tile_ws_consume), and a producer warpgroup whose four warps split every chunk's copies
+// (TileBulkCopies: one activation bulk copy, one per weight tile, 4-byte cp.async for the scale
+// and zero-point words).
 template <typename T, int FMT, int BMX, int RW>
 __global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_bulk_kernel(const GemmParams p) {
 #ifdef KCM_TILE_SM90
@@ -799,31 +829,29 @@ __global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_bulk_kernel(const
   const int warp = tid >> 5;
   if (tid == 0) {
     for (int s = 0; s < kStages; ++s) {
-      mbarrier_init(full + s, 1 + 32);  // lane 0's expect_tx arrival + 32 cp.async arrivals
+      mbarrier_init(full + s, 1 + 32);  // the arming arrival (expect_tx) + 32 cp.async arrivals
       mbarrier_init(empty + s, 8);
     }
     mbarrier_init_fence();
   }
   __syncthreads();
 
-  if (warp >= 8) {  // producer warpgroup: warp 8 copies, warps 9-11 idle
+  if (warp >= 8) {  // producer warpgroup: one copy role per warp
     setmaxnreg_dec<kTileWsProducerRegs>();
-    if (warp == 8) {
-      TileBulkCopies<T, FMT, BMX, RW> copies(p, blk.n_block, blk.m0, blk.c_begin, lane);
-      const uint64_t policy = evict_first_policy();
-      int stage = 0;
-      int round = 0;
-      for (int i = 0; i < blk.count; ++i) {
-        if (i >= kStages) mbarrier_wait(empty + stage, round ^ 1);
-        copies.copy_chunk(smem + stage * Layout::kStageBytes, full + stage, policy);
-        if (++stage == kStages) {
-          stage = 0;
-          round ^= 1;
-        }
+    TileBulkCopies<T, FMT, BMX, RW> copies(p, blk.n_block, blk.m0, blk.c_begin, warp - 8, lane);
+    const uint64_t policy = evict_first_policy();
+    int stage = 0;
+    int round = 0;
+    for (int i = 0; i < blk.count; ++i) {
+      if (i >= kStages) mbarrier_wait(empty + stage, round ^ 1);
+      copies.copy_chunk(smem + stage * Layout::kStageBytes, full + stage, policy);
+      if (++stage == kStages) {
+        stage = 0;
+        round ^= 1;
       }
-      commit_async();  // no thread leaves with cp.async copies in flight
-      wait_async<0>();
     }
+    commit_async();  // no thread leaves with cp.async copies in flight
+    wait_async<0>();
     tile_epilogue_barriers(blk);
   } else {  // consumer warpgroups
     tile_ws_consume<T, FMT, BMX, RW>(p, smem, full, empty, blk, tid);
