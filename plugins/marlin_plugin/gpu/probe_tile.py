@@ -68,6 +68,9 @@ LIB.kcm_probe_tile_clusters.argtypes = [ctypes.c_int] * 6
 LIB.kcm_probe_tile_permuted_x.restype = ctypes.c_int
 LIB.kcm_probe_tile_permuted_x.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 5 + [
     ctypes.c_int] * 8 + [ctypes.c_void_p]
+LIB.kcm_probe_activation_image.restype = ctypes.c_int
+LIB.kcm_probe_activation_image.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 2 + [
+    ctypes.c_int] * 3 + [ctypes.c_void_p]
 LIB.kcm_probe_dequantize.restype = ctypes.c_int
 LIB.kcm_probe_dequantize.argtypes = [ctypes.c_int] * 2 + [ctypes.c_void_p] * 6 + [
     ctypes.c_int] * 6 + [ctypes.c_void_p]
@@ -112,6 +115,17 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return t.data_ptr() if t is not None and t.numel() else None
 
 
+def image_kernel(x: torch.Tensor, chunks: int) -> torch.Tensor:
+    """The activation image by the library's kernel (csrc/x_image.cuh), as the op builds it."""
+    image = torch.empty((chunks, (x.shape[0] + 7) // 8 * 8, 64), dtype=x.dtype, device=x.device)
+    code = LIB.kcm_probe_activation_image(int(x.dtype == torch.bfloat16), x.data_ptr(),
+                                          image.data_ptr(), x.shape[0], x.shape[1], chunks,
+                                          torch.cuda.current_stream().cuda_stream)
+    if code:
+        raise RuntimeError(f"activation image: cudaError {code}")
+    return image
+
+
 class Packed:
     """A processed layer's tensors and the plain ints the kernel takes."""
 
@@ -125,11 +139,11 @@ class Packed:
     def tile(self, x: torch.Tensor, out: torch.Tensor, variant: int, bmx: int, rw: int,
              split: int, bias: torch.Tensor | None = None,
              x_img: torch.Tensor | None = None) -> None:
-        """Variant 2 reads the activation image instead of x: built here from x (as the op does,
-        so its times include the image pass) unless ``x_img`` is given."""
+        """Variant 2 reads the activation image instead of x: built here from x by the image
+        kernel (as the op does, so its times include the image pass) unless ``x_img`` is given."""
         w = self.layer.weight
         if variant == 2 and x_img is None:
-            x_img = activation_image(x, w.shape[1])
+            x_img = image_kernel(x, w.shape[1])
         code = LIB.kcm_probe_tile(
             int(x.dtype == torch.bfloat16), self.kernel._fmt, bmx, rw, split, variant,
             x_img.data_ptr() if variant == 2 else x.data_ptr(),
@@ -341,7 +355,7 @@ def prebuilt_image_time(packs, xs, outs, times, reps: int, replays: int,
     the kernel alone, without the image pass the op (and the "tile bulk" rows) include."""
     mine = {launch: t for launch, t in times.items() if launch[0] == 2}
     best = min(mine, key=mine.get)
-    images = [activation_image(x, p.layer.weight.shape[1]) for p, x in zip(packs, xs)]
+    images = [image_kernel(x, p.layer.weight.shape[1]) for p, x in zip(packs, xs)]
     calls = [lambda p=p, x=x, o=o, i=i, a=best: p.tile(x, o, *a, x_img=i)
              for p, x, o, i in zip(packs, xs, outs, images)] * reps
     variants_us["prebuilt-image " + variant_name(*best)] = graph_time_us(calls, replays)

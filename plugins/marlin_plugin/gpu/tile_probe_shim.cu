@@ -33,6 +33,13 @@ extern "C" int kcm_probe_tile(int dtype, int fmt, int bmx, int rw, int split, in
                              : kcm::launch_tile_bfloat16(p, fmt, bmx, rw, split, variant, stream);
 }
 
+extern "C" int kcm_probe_activation_image(int dtype, const void* x, void* image, int m, int k,
+                                          int chunks, void* stream) {
+  return dtype == kcm::kHalf
+             ? kcm::launch_activation_image_half(x, image, m, k, chunks, stream)
+             : kcm::launch_activation_image_bfloat16(x, image, m, k, chunks, stream);
+}
+
 extern "C" int kcm_probe_dequantize(int dtype, int fmt, const void* w, const void* gscale,
                                     const void* zeros, const void* gtab, const void* chan,
                                     void* out, int n, int chunks, int n16, int groups,

@@ -2,10 +2,12 @@
 
 The tile kernel (``csrc/tile_gemm.cuh``) runs the packed weights through wgmma on SM90 for
 M >= :data:`TILE_MIN_M`: a block computes ``128 * rw`` weight rows x ``bmx`` tokens, and ``split``
-blocks of a thread-block cluster share K when the block count alone would leave SMs idle. Two
+blocks of a thread-block cluster share K when the block count alone would leave SMs idle. Three
 launch variants exist (:data:`TILE_VARIANTS`): the barrier kernel (every warp copies, one
-block-wide barrier per chunk) and the warp-specialized one (a producer warpgroup, stages handed
-over by mbarriers). :func:`tile_plan` chooses among the variants and shapes that have a measured
+block-wide barrier per chunk), the warp-specialized one (a producer warpgroup of cp.async, stages
+handed over by mbarriers) and the bulk producer (the same consumers; the producer warpgroup moves
+each chunk with bulk copies from an activation image the op builds first). :func:`tile_plan`
+chooses among the variants and shapes that have a measured
 per-chunk time (:data:`CHUNK_US`) by a small cost model (waves of blocks times the work of one
 block), so the choice is testable on the CPU.
 """
@@ -20,12 +22,12 @@ from dataclasses import dataclass
 import torch
 
 from kernel_core_marlin import ops
-from kernel_core_marlin.x_image import activation_image
 
 __all__ = [
     "TILE_VARIANTS",
     "CHUNK_US",
     "SPECIALIZED_CHUNK_US",
+    "BULK_CHUNK_US",
     "TILE_MIN_M",
     "TILE_MAX_M",
     "TILE_SHAPES",
@@ -48,10 +50,10 @@ TILE_MIN_M = 33
 TILE_MAX_M = 512
 #: Launch variants of the tile kernel (the op's ``variant`` argument): 0 every warp copies and a
 #: block-wide barrier per chunk; 1 warp-specialized (a producer warpgroup, mbarrier stage
-#: handoff); 2 bulk producer (variant 1's consumers, one producer warp moving each chunk with bulk
-#: copies from the activation image of :mod:`kernel_core_marlin.x_image`, which the op builds).
-#: Variants 0 and 1 measured on an H100 (marlin-tile-v5-h100-2026-11-27.json); the planner weighs
-#: only variants with entries in :data:`CHUNK_US` (variant 2 has none until a GPU run measures it).
+#: handoff); 2 bulk producer (variant 1's consumers, a producer warpgroup moving each chunk with
+#: bulk copies from the activation image of :mod:`kernel_core_marlin.x_image`, which the op
+#: builds). All three measured on an H100; the planner weighs the variants with entries in
+#: :data:`CHUNK_US`.
 TILE_VARIANTS = {0: "barrier", 1: "specialized", 2: "bulk"}
 #: (bmx, rw) instances built, with the time one block of that shape takes per 64-channel chunk
 #: when it has its SM to itself (us, H100, probe runs 2-3, barrier variant: the same at 32 or 132
@@ -64,6 +66,13 @@ TILE_SHAPES = {(64, 1): 0.50, (64, 2): 0.75, (128, 1): 0.70, (128, 2): 1.09, (25
 #: (2% faster); it also holds one block per SM where the barrier kernel's 64x128 holds two.
 SPECIALIZED_CHUNK_US = {(64, 1): 0.51, (64, 2): 0.945, (128, 1): 0.707, (128, 2): 1.325,
                         (256, 1): 1.121}
+#: Per-chunk times of the bulk-producer variant with its copies split over the producer
+#: warpgroup (us, H100, marlin-tile-v18-h100-2026-11-28.json ``chunk_us_fit``, same fit; the
+#: image pass of that run, torch's gather, is folded in). Against the barrier variant's refit
+#: from the same run (0.461 / 0.809 / 0.723 / 1.193 / 1.119): 9% and 20% faster per chunk on the
+#: 128-token blocks, 20% on 256x128, even on the 64-token ones.
+BULK_CHUNK_US = {(64, 1): 0.436, (64, 2): 0.816, (128, 1): 0.584, (128, 2): 1.086,
+                 (256, 1): 0.895}
 #: Measured per-chunk times by (variant, bmx, rw): the candidates the planner weighs. A variant
 #: joins when a GPU run has measured it (gpu/probe_tile.py writes these times). The barrier
 #: variant keeps its run 2-3 times (the plans they give were measured); the v5 refit differs by
@@ -71,6 +80,7 @@ SPECIALIZED_CHUNK_US = {(64, 1): 0.51, (64, 2): 0.945, (128, 1): 0.707, (128, 2)
 CHUNK_US = {
     **{(0, bmx, rw): us for (bmx, rw), us in TILE_SHAPES.items()},
     **{(1, bmx, rw): us for (bmx, rw), us in SPECIALIZED_CHUNK_US.items()},
+    **{(2, bmx, rw): us for (bmx, rw), us in BULK_CHUNK_US.items()},
 }
 #: Most blocks of one cluster (the portable cluster size).
 MAX_SPLIT = 8
@@ -222,19 +232,24 @@ def tile_gemm(
     variant: int,
 ) -> torch.Tensor:
     """``x [M, K]`` (16-bit, contiguous, SM90) times the packed weight: ``[M, n]`` in x's dtype.
-    Variant 2 reads the activation image (:func:`~kernel_core_marlin.x_image.activation_image`),
-    built here from x."""
+    Variant 2 reads the activation image (layout: :mod:`kernel_core_marlin.x_image`), built here
+    from x by the extension's image kernel."""
     if x.data_ptr() % 4:  # the kernel copies activations a 4-byte channel pair at a time
         x = x.clone()
     out = torch.empty((x.shape[0], n), dtype=x.dtype, device=x.device)
     empty = x.new_empty(0)
-    x_img = activation_image(x, qweight.shape[1]) if variant == 2 else empty
+    x_img = empty
     with torch.cuda.device(x.device):
+        stream = torch.cuda.current_stream(x.device).cuda_stream
+        if variant == 2:
+            x_img = torch.empty((qweight.shape[1], (x.shape[0] + 7) // 8 * 8, 64), dtype=x.dtype,
+                                device=x.device)
+            ops.extension(x.device).activation_image(x, x_img, stream)
         ops.extension(x.device).tile_gemm(
             x, x_img, qweight, gscale, zeros if zeros is not None else empty,
             gtab if gtab is not None else empty, chan if chan is not None else empty,
             bias if bias is not None else empty, out, fmt, group_size, zconst, bmx, rw, split,
-            variant, torch.cuda.current_stream(x.device).cuda_stream,
+            variant, stream,
         )
     return out
 

@@ -9,6 +9,10 @@ image is ``[C, M8, 64]`` in x's dtype (``M8`` = M rounded up to 8): chunk ``c``'
 contiguous run of ``M8 * 128`` bytes, row ``m`` of it already permuted and swizzled by ``m & 7``
 (a block's rows start at multiples of 8, so the global row decides the swizzle). Channels at or
 past K and rows at or past M are zero.
+
+The tile op builds the image with the extension's kernel (``csrc/x_image.cuh``: one pass, one
+thread per 16-byte unit); :func:`activation_image` here is the reference it is tested against
+(byte for byte, GPU tests) and what the CPU tests check the layout with.
 """
 
 from __future__ import annotations
@@ -42,8 +46,9 @@ def _flat_index(kp: int, device: torch.device) -> torch.Tensor:
 
 def activation_image(x: torch.Tensor, chunks: int) -> torch.Tensor:
     """``x [M, K]`` (K <= 64 * chunks) as the ``[chunks, M8, 64]`` activation image (contiguous,
-    x's dtype and device): one gather with a cached index over the ``[M8 / 8, 8 * Kp]`` view of
-    the zero-padded activations (``Kp = 64 * chunks``), then one transpose-copy."""
+    x's dtype and device), in torch: one gather with a cached index over the ``[M8 / 8, 8 * Kp]``
+    view of the zero-padded activations (``Kp = 64 * chunks``), then one transpose-copy. The
+    reference of the extension's image kernel (several times slower on a GPU)."""
     if x.dim() != 2:
         raise ValueError(f"activation_image: x must be 2-D, found {tuple(x.shape)}")
     m, k = x.shape

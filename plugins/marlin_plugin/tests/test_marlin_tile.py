@@ -22,16 +22,20 @@ _ONE_PER_SM = (132, 66, 39, 30, 22, 17, 15, 15)
 H100_LIKE = {**{(v, b, r, s): c for v in tile.TILE_VARIANTS for (b, r) in tile.TILE_SHAPES
                 for s, c in zip(range(1, 9), _ONE_PER_SM)},
              **{(0, 64, 1, s): c for s, c in zip(range(1, 9), (264, 132, 79, 62, 47, 39, 32, 30))}}
-#: Plans of the barrier variant before the specialized one existed (rev b675cb9), by (m, n,
-#: chunks): (bmx, rw, split). With the specialized variant's measured per-chunk times in
-#: CHUNK_US the planner still takes these: per chunk it is slower or even in every shape
-#: (marlin-tile-v5-h100-2026-11-27.json: best by > 2% only on 8192x28672 M=128, 156.8 vs 166.1 us).
-PLANS_B675CB9 = {
-    (64, 28672, 128): (64, 2, 1), (64, 8192, 128): (64, 1, 2), (64, 10240, 128): (64, 2, 5),
-    (64, 8192, 448): (64, 1, 2), (128, 28672, 128): (128, 2, 1), (128, 8192, 128): (128, 1, 2),
-    (128, 10240, 128): (128, 2, 5), (128, 8192, 448): (128, 1, 2), (256, 28672, 128): (256, 1, 1),
-    (256, 8192, 128): (256, 1, 2), (256, 10240, 128): (256, 1, 4), (256, 8192, 448): (256, 1, 2),
-    (48, 28672, 128): (64, 2, 1), (300, 1000, 16): (64, 1, 3), (511, 256, 4): (64, 1, 4),
+#: Default plans by (m, n, chunks): (variant, bmx, rw, split). The shapes are those of the
+#: barrier variant's measured plans (rev b675cb9) except 10240 rows at M=128 and the two small
+#: layers; the bulk-producer variant (2) takes them where its v18 per-chunk times
+#: (marlin-tile-v18-h100-2026-11-28.json) are lower, the barrier variant keeps the 64-token
+#: blocks of 256 rows (0.809 against 0.816 us per chunk; at 28672 rows its 64x256 launch measured
+#: 104.0 us against the bulk one's 91.8 us, which the median fit does not see).
+DEFAULT_PLANS = {
+    (64, 28672, 128): (0, 64, 2, 1), (64, 8192, 128): (2, 64, 1, 2),
+    (64, 10240, 128): (0, 64, 2, 5), (64, 8192, 448): (2, 64, 1, 2),
+    (128, 28672, 128): (2, 128, 2, 1), (128, 8192, 128): (2, 128, 1, 2),
+    (128, 10240, 128): (2, 128, 1, 4), (128, 8192, 448): (2, 128, 1, 2),
+    (256, 28672, 128): (2, 256, 1, 1), (256, 8192, 128): (2, 256, 1, 2),
+    (256, 10240, 128): (2, 256, 1, 4), (256, 8192, 448): (2, 256, 1, 2),
+    (48, 28672, 128): (0, 64, 2, 1), (300, 1000, 16): (2, 128, 1, 4), (511, 256, 4): (2, 64, 1, 4),
 }
 
 
@@ -72,16 +76,18 @@ def test_plan_rejects_empty_problems() -> None:
         tile.tile_plan(0, 28672, 128, H100_LIKE, SMS)
 
 
-def test_default_plans_are_the_measured_barrier_ones() -> None:
-    for (m, n, chunks), shape in PLANS_B675CB9.items():
+def test_default_plans() -> None:
+    for (m, n, chunks), expected in DEFAULT_PLANS.items():
         plan = tile.tile_plan(m, n, chunks, H100_LIKE, SMS)
-        assert (plan.bmx, plan.rw, plan.split, plan.variant) == (*shape, 0), (m, n, chunks, plan)
-        assert "barrier kernel" in plan.reason
+        assert (plan.variant, plan.bmx, plan.rw, plan.split) == expected, (m, n, chunks, plan)
+        assert f"{tile.TILE_VARIANTS[plan.variant]} kernel" in plan.reason
 
 
 def _with_specialized(factor: float) -> dict[tuple[int, int, int], float]:
-    """The measured table plus the specialized variant at ``factor`` times the barrier's time."""
-    return {**tile.CHUNK_US, **{(1, b, r): us * factor for (_, b, r), us in tile.CHUNK_US.items()}}
+    """The barrier variant's measured times plus the specialized variant at ``factor`` times
+    them (the bulk variant left out)."""
+    barrier = {shape: us for shape, us in tile.CHUNK_US.items() if shape[0] == 0}
+    return {**barrier, **{(1, b, r): us * factor for (_, b, r), us in barrier.items()}}
 
 
 def test_plan_takes_the_specialized_variant_once_measured_faster() -> None:
@@ -111,13 +117,14 @@ def test_plan_rejects_unknown_variants() -> None:
         tile.tile_plan(64, 8192, 128, H100_LIKE, SMS, {(3, 64, 1): 0.5})
 
 
-def test_bulk_variant_is_not_planned_until_measured() -> None:
-    """Variant 2 (bulk producer) is built and wired but has no measured per-chunk time, so the
-    default planner never weighs it."""
-    assert 2 in tile.TILE_VARIANTS
-    assert not any(shape[0] == 2 for shape in tile.CHUNK_US)
-    for m in (33, 64, 128, 256, 511):
-        assert tile.TileDispatch(H100_LIKE, SMS, 28672, 128).plan(m).variant != 2
+def test_bulk_variant_is_planned_where_measured_faster() -> None:
+    """The bulk producer's measured per-chunk times make it the default at M = 128 and 256 on the
+    28672-row layer; without its entries the planner falls back to the barrier kernel there."""
+    dispatch = tile.TileDispatch(H100_LIKE, SMS, 28672, 128)
+    assert dispatch.plan(128).variant == 2 and "bulk kernel" in dispatch.plan(128).reason
+    assert dispatch.plan(256).variant == 2
+    without = {shape: us for shape, us in tile.CHUNK_US.items() if shape[0] != 2}
+    assert tile.tile_plan(128, 28672, 128, H100_LIKE, SMS, without).variant == 0
 
 
 def test_dispatch_serves_its_range_and_caches_plans() -> None:

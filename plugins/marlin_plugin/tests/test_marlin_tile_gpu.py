@@ -166,6 +166,31 @@ def test_variants_agree() -> None:
     assert torch.equal(outs[2], outs[1])
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("m,k,chunks", [(1, 64, 1), (7, 208, 4), (8, 2048, 32), (65, 528, 9),
+                                        (200, 8192, 128), (33, 1024, 20)])
+def test_image_kernel_matches_the_reference_image(m: int, k: int, chunks: int,
+                                                  dtype: torch.dtype) -> None:
+    """The extension's image kernel (what the op runs for variant 2) writes the reference image
+    of x_image.py byte for byte: permuted and swizzled rows, zeros past K (a partly filled last
+    chunk, and whole chunks past K) and past M (rows up to M rounded to 8); the image starts
+    NaN-poisoned, so an unwritten unit shows."""
+    x = torch.randn(m, k, device="cuda", dtype=dtype)
+    image = torch.full((chunks, (m + 7) // 8 * 8, 64), float("nan"), device="cuda", dtype=dtype)
+    ops.extension(x.device).activation_image(x, image, torch.cuda.current_stream().cuda_stream)
+    torch.cuda.synchronize()
+    expected = activation_image(x, chunks)
+    assert torch.equal(image.view(torch.int16), expected.view(torch.int16))
+
+
+def test_image_kernel_refuses_a_wrong_image() -> None:
+    x = torch.randn(10, 128, device="cuda", dtype=torch.bfloat16)
+    wrong = torch.empty((2, 10, 64), device="cuda", dtype=torch.bfloat16)  # rows not rounded to 8
+    stream = torch.cuda.current_stream().cuda_stream
+    with pytest.raises(RuntimeError, match=r"image must be a contiguous \[C >= K / 64, 16, 64\]"):
+        ops.extension(x.device).activation_image(x, wrong, stream)
+
+
 @pytest.mark.parametrize("variant", [1, 2])
 def test_specialized_split_k_graph_replay(variant: int) -> None:
     """The specialized variants with a cluster split through the custom op under graph replay:

@@ -151,6 +151,30 @@ void tile_gemm(const torch::Tensor& x, const torch::Tensor& x_img, const torch::
   check_launch(code);
 }
 
+void activation_image(const torch::Tensor& x, torch::Tensor& image, int64_t stream) {
+  KC_CHECK(x.dim() == 2 && x.is_contiguous(), "kernel_core_marlin: x must be contiguous 2-D");
+  KC_CHECK(x.size(1) % 16 == 0, "kernel_core_marlin: K must be a multiple of 16, found ", x.size(1));
+  KC_CHECK(reinterpret_cast<uintptr_t>(x.data_ptr()) % 4 == 0,
+           "kernel_core_marlin: x must be 4-byte aligned (the image is built a channel pair at a time)");
+  const int64_t m8 = (x.size(0) + 7) / 8 * 8;
+  KC_CHECK(image.dim() == 3 && image.is_contiguous() && image.scalar_type() == x.scalar_type() &&
+               image.size(1) == m8 && image.size(2) == 64 && image.size(0) * 64 >= x.size(1),
+           "kernel_core_marlin: the activation image must be a contiguous [C >= K / 64, ", m8,
+           ", 64] tensor in x's dtype");
+  KC_CHECK(reinterpret_cast<uintptr_t>(image.data_ptr()) % 16 == 0,
+           "kernel_core_marlin: the activation image must be 16-byte aligned");
+  void* s = reinterpret_cast<void*>(stream);
+  const int m = static_cast<int>(x.size(0));
+  const int k = static_cast<int>(x.size(1));
+  const int chunks = static_cast<int>(image.size(0));
+  const int code = dtype_code(x) == kcm::kHalf
+                       ? kcm::launch_activation_image_half(x.data_ptr(), image.data_ptr(), m, k,
+                                                           chunks, s)
+                       : kcm::launch_activation_image_bfloat16(x.data_ptr(), image.data_ptr(), m,
+                                                               k, chunks, s);
+  check_launch(code);
+}
+
 int64_t tile_clusters(int64_t fmt, int64_t bmx, int64_t rw, int64_t split, int64_t variant) {
   // Shared memory, not the activation type, decides the occupancy: the bfloat16 instances answer.
   return kcm::tile_clusters_bfloat16(static_cast<int>(fmt), static_cast<int>(bmx),
@@ -162,6 +186,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gemm", &gemm, "weight-only GEMM on the repacked layout (writes out)");
   m.def("dequantize", &dequantize, "decode the repacked layout into a 16-bit [N, C*64] matrix");
   m.def("tile_gemm", &tile_gemm, "SM90 wgmma tile GEMM on the repacked layout (writes out)");
+  m.def("activation_image", &activation_image, "tile variant 2's activation image of x "
+        "(x_image.py's layout; writes image)");
   m.def("tile_clusters", &tile_clusters, "clusters of a tile shape, split and variant that fit "
         "at once (negative: minus a cudaError_t value)");
 }

@@ -9,12 +9,18 @@ namespace kcm {
 // weight blocks per warpgroup (1, 2; a block covers 128 rw weight rows); split: blocks of a
 // cluster that share K (1..8, at most the number of 64-channel chunks); variant: 0 every warp
 // copies and a block-wide barrier per chunk, 1 warp-specialized (a producer warpgroup, mbarrier
-// handoff; tile_gemm.cuh), 2 bulk producer (variant 1's consumers, one producer warp of bulk
-// copies; p.x is then the activation image of x_image.py). SM90 only.
+// handoff; tile_gemm.cuh), 2 bulk producer (variant 1's consumers, a producer warpgroup of bulk
+// copies; p.x is then the activation image, launch_activation_image). SM90 only.
 int launch_tile_half(const GemmParams& p, int fmt, int bmx, int rw, int split, int variant,
                      void* stream);
 int launch_tile_bfloat16(const GemmParams& p, int fmt, int bmx, int rw, int split, int variant,
                          void* stream);
+// The activation image variant 2 reads (x_image.cuh): x [m, k] (k even) into image
+// [chunks, m rounded up to 8, 64], both contiguous in the same 16-bit type.
+int launch_activation_image_half(const void* x, void* image, int m, int k, int chunks,
+                                 void* stream);
+int launch_activation_image_bfloat16(const void* x, void* image, int m, int k, int chunks,
+                                     void* stream);
 // Clusters of `split` blocks of that shape and variant that fit on the current device at once
 // (negative: minus a cudaError_t value).
 int tile_clusters_half(int fmt, int bmx, int rw, int split, int variant);

@@ -1,5 +1,6 @@
 // Tile kernel instances for bfloat16 activations (one translation unit per type: parallel builds).
 #include "tile_launch.cuh"
+#include "x_image.cuh"
 
 namespace kcm {
 
@@ -10,6 +11,11 @@ int launch_tile_bfloat16(const GemmParams& p, int fmt, int bmx, int rw, int spli
 
 int tile_clusters_bfloat16(int fmt, int bmx, int rw, int split, int variant) {
   return tile_clusters_typed<__nv_bfloat16>(fmt, bmx, rw, split, variant);
+}
+
+int launch_activation_image_bfloat16(const void* x, void* image, int m, int k, int chunks,
+                                     void* stream) {
+  return launch_activation_image_typed<__nv_bfloat16>(x, image, m, k, chunks, stream);
 }
 
 }  // namespace kcm
