@@ -67,12 +67,12 @@ TILE_SHAPES = {(64, 1): 0.50, (64, 2): 0.75, (128, 1): 0.70, (128, 2): 1.09, (25
 SPECIALIZED_CHUNK_US = {(64, 1): 0.51, (64, 2): 0.945, (128, 1): 0.707, (128, 2): 1.325,
                         (256, 1): 1.121}
 #: Per-chunk times of the bulk-producer variant with its copies split over the producer
-#: warpgroup (us, H100, marlin-tile-v18-h100-2026-11-28.json ``chunk_us_fit``, same fit; the
-#: image pass of that run, torch's gather, is folded in). Against the barrier variant's refit
-#: from the same run (0.461 / 0.809 / 0.723 / 1.193 / 1.119): 9% and 20% faster per chunk on the
-#: 128-token blocks, 20% on 256x128, even on the 64-token ones.
-BULK_CHUNK_US = {(64, 1): 0.436, (64, 2): 0.816, (128, 1): 0.584, (128, 2): 1.086,
-                 (256, 1): 0.895}
+#: warpgroup and its image built by the extension's kernel (us, H100,
+#: marlin-tile-v18-run3-h100-2026-11-28.json ``chunk_us_fit``, same fit, with the variant's own
+#: split overhead below). Against the barrier variant's refit from the same run (0.460 / 0.805 /
+#: 0.719 / 1.196 / 1.116) 15-34% less per chunk.
+BULK_CHUNK_US = {(64, 1): 0.383, (64, 2): 0.687, (128, 1): 0.500, (128, 2): 0.891,
+                 (256, 1): 0.739}
 #: Measured per-chunk times by (variant, bmx, rw): the candidates the planner weighs. A variant
 #: joins when a GPU run has measured it (gpu/probe_tile.py writes these times). The barrier
 #: variant keeps its run 2-3 times (the plans they give were measured); the v5 refit differs by
@@ -85,10 +85,13 @@ CHUNK_US = {
 #: Most blocks of one cluster (the portable cluster size).
 MAX_SPLIT = 8
 #: Fixed cost of one block in chunks (ring fill, epilogue), and the extra cost of a cluster
-#: reduction; and how much slower a block runs when a second one shares its SM (64x128 blocks
-#: fit twice: 0.62 us per chunk each instead of 0.50).
+#: reduction by variant; and how much slower a block runs when a second one shares its SM (64x128
+#: blocks fit twice: 0.62 us per chunk each instead of 0.50). The bulk producer's blocks pay more
+#: for a split (fitted on the run-3 probe: a mean error of the modelled times of 4.0% with 8 chunks
+#: against 6.4% with the others' 2; its image pass, one per call, also weighs more on the shorter
+#: blocks of a split).
 _BLOCK_OVERHEAD_CHUNKS = 4
-_SPLIT_OVERHEAD_CHUNKS = 2
+_SPLIT_OVERHEAD_CHUNKS = {0: 2, 1: 2, 2: 8}
 _SHARED_SM_SLOWDOWN = 1.8
 
 
@@ -131,7 +134,7 @@ def _waves_and_cost(m: int, n: int, chunks: int, shape: tuple[int, int, int], sp
     waves = math.ceil(clusters / fit)
     per_block = math.ceil(chunks / split) + _BLOCK_OVERHEAD_CHUNKS
     if split > 1:
-        per_block += _SPLIT_OVERHEAD_CHUNKS
+        per_block += _SPLIT_OVERHEAD_CHUNKS[variant]
     us = chunk_us[shape]
     if min(clusters, fit) * split > sms:  # some SMs hold two blocks
         us *= _SHARED_SM_SLOWDOWN

@@ -22,20 +22,18 @@ _ONE_PER_SM = (132, 66, 39, 30, 22, 17, 15, 15)
 H100_LIKE = {**{(v, b, r, s): c for v in tile.TILE_VARIANTS for (b, r) in tile.TILE_SHAPES
                 for s, c in zip(range(1, 9), _ONE_PER_SM)},
              **{(0, 64, 1, s): c for s, c in zip(range(1, 9), (264, 132, 79, 62, 47, 39, 32, 30))}}
-#: Default plans by (m, n, chunks): (variant, bmx, rw, split). The shapes are those of the
-#: barrier variant's measured plans (rev b675cb9) except 10240 rows at M=128 and the two small
-#: layers; the bulk-producer variant (2) takes them where its v18 per-chunk times
-#: (marlin-tile-v18-h100-2026-11-28.json) are lower, the barrier variant keeps the 64-token
-#: blocks of 256 rows (0.809 against 0.816 us per chunk; at 28672 rows its 64x256 launch measured
-#: 104.0 us against the bulk one's 91.8 us, which the median fit does not see).
+#: Default plans by (m, n, chunks): (variant, bmx, rw, split). On the benchmark layers each is
+#: the fastest launch the run-3 probe measured (marlin-tile-v18-run3-h100-2026-11-28.json) or
+#: within 0.5 us of it, except 10240 rows at M=64: the barrier kernel's 64x256 blocks in clusters
+#: of 5 (54.0 us) where the bulk variant's measured 49.6 us.
 DEFAULT_PLANS = {
-    (64, 28672, 128): (0, 64, 2, 1), (64, 8192, 128): (2, 64, 1, 2),
+    (64, 28672, 128): (2, 64, 2, 1), (64, 8192, 128): (2, 64, 1, 2),
     (64, 10240, 128): (0, 64, 2, 5), (64, 8192, 448): (2, 64, 1, 2),
     (128, 28672, 128): (2, 128, 2, 1), (128, 8192, 128): (2, 128, 1, 2),
-    (128, 10240, 128): (2, 128, 1, 4), (128, 8192, 448): (2, 128, 1, 2),
+    (128, 10240, 128): (2, 128, 1, 1), (128, 8192, 448): (2, 128, 1, 2),
     (256, 28672, 128): (2, 256, 1, 1), (256, 8192, 128): (2, 256, 1, 2),
-    (256, 10240, 128): (2, 256, 1, 4), (256, 8192, 448): (2, 256, 1, 2),
-    (48, 28672, 128): (0, 64, 2, 1), (300, 1000, 16): (2, 128, 1, 4), (511, 256, 4): (2, 64, 1, 4),
+    (256, 10240, 128): (2, 256, 1, 1), (256, 8192, 448): (2, 256, 1, 2),
+    (48, 28672, 128): (2, 64, 2, 1), (300, 1000, 16): (0, 64, 1, 3), (511, 256, 4): (2, 64, 1, 1),
 }
 
 
