@@ -303,61 +303,34 @@ struct TileCopies {
   }
 };
 
-// What consumer warp `warp` (0..7) reads of one stage for its RW tiles: codes, scale and
-// zero-point words (loaded a chunk ahead by the specialized consumers, see tile_ws_consume).
-template <int FMT, int RW>
-struct ChunkWords {
-  uint4 wv[RW][VecCount<FMT>::value];
-  uint32_t sw[RW];
-  uint32_t zw[RW];
-};
-
-template <typename T, int FMT, int BMX, int RW>
-__device__ __forceinline__ void load_chunk(const GemmParams& p, const unsigned char* stage,
-                                           int warp, int lane, uint32_t zconst_pair,
-                                           ChunkWords<FMT, RW>& words) {
-  using Layout = TileLayout<FMT, BMX, RW>;
-  constexpr int V = VecCount<FMT>::value;
-#pragma unroll
-  for (int r = 0; r < RW; ++r) {
-    const int local = ((warp >> 2) * RW + r) * 4 + (warp & 3);
-#pragma unroll
-    for (int v = 0; v < V; ++v) {
-      words.wv[r][v] = *reinterpret_cast<const uint4*>(stage + Layout::kW +
-                                                       (local * V + v) * 512 + lane * 16);
-    }
-    words.sw[r] =
-        *reinterpret_cast<const uint32_t*>(stage + Layout::kScales + local * 128 + lane * 4);
-    words.zw[r] =
-        p.zeros != nullptr
-            ? *reinterpret_cast<const uint32_t*>(stage + Layout::kZeros + local * 128 + lane * 4)
-            : zconst_pair;
-  }
-}
-
-// The loaded words of a chunk decoded into A fragments.
-template <typename T, int FMT, int RW>
-__device__ __forceinline__ void decode_words(const ChunkWords<FMT, RW>& words,
-                                             uint32_t (&a)[RW][4][4]) {
-#pragma unroll
-  for (int r = 0; r < RW; ++r) {
-    const RowPair rp = make_row_pair<T, FMT>(words.sw[r], words.zw[r]);
-#pragma unroll
-    for (int s = 0; s < 4; ++s) {
-      decode_step<T, FMT>(step_word<FMT>(words.wv[r], s, 0), step_word<FMT>(words.wv[r], s, 1),
-                          rp, a[r][s]);
-    }
-  }
-}
-
 // Consumer warp `warp` (0..7) of a block decodes its RW tiles of one stage into A fragments.
 template <typename T, int FMT, int BMX, int RW>
 __device__ __forceinline__ void decode_chunk(const GemmParams& p, const unsigned char* stage,
                                              int warp, int lane, uint32_t zconst_pair,
                                              uint32_t (&a)[RW][4][4]) {
-  ChunkWords<FMT, RW> words;
-  load_chunk<T, FMT, BMX, RW>(p, stage, warp, lane, zconst_pair, words);
-  decode_words<T, FMT, RW>(words, a);
+  using Layout = TileLayout<FMT, BMX, RW>;
+  constexpr int V = VecCount<FMT>::value;
+#pragma unroll
+  for (int r = 0; r < RW; ++r) {
+    const int local = ((warp >> 2) * RW + r) * 4 + (warp & 3);
+    uint4 wv[V];
+#pragma unroll
+    for (int v = 0; v < V; ++v) {
+      wv[v] = *reinterpret_cast<const uint4*>(stage + Layout::kW + (local * V + v) * 512 +
+                                              lane * 16);
+    }
+    const uint32_t sw =
+        *reinterpret_cast<const uint32_t*>(stage + Layout::kScales + local * 128 + lane * 4);
+    const uint32_t zw =
+        p.zeros != nullptr
+            ? *reinterpret_cast<const uint32_t*>(stage + Layout::kZeros + local * 128 + lane * 4)
+            : zconst_pair;
+    const RowPair rp = make_row_pair<T, FMT>(sw, zw);
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+      decode_step<T, FMT>(step_word<FMT>(wv, s, 0), step_word<FMT>(wv, s, 1), rp, a[r][s]);
+    }
+  }
 }
 
 // Issues and commits the wgmmas of one chunk: the decoded A fragments times the activations of
@@ -609,15 +582,10 @@ constexpr int kTileWsConsumerRegs = 232;
 constexpr int kTileWsProducerRegs = 40;
 
 #ifdef KCM_TILE_SM90
-// The consumer warpgroups of the warp-specialized variants (1 and 2; threads 0..255). Per chunk:
-// decode the words loaded for it, issue its wgmmas, then, while they run, wait on full[s] of the
-// next chunk and load its words (so neither that wait nor the shared-load latency sits between
-// one chunk's wgmmas and the next's), retire the previous chunk's wgmmas (wgmma.wait_group 1:
-// their A registers are the set the next decode overwrites) and release its stage on empty[s']
-// (one arrival per warp); then the epilogue. kProxyFence: the stage's wgmma operand arrived by
-// cp.async (variant 1, the generic proxy), so each full[s] wait is followed by a proxy fence;
-// bulk copies (variant 2) write through the async proxy the wgmmas read with, and need none.
-template <typename T, int FMT, int BMX, int RW, bool kProxyFence>
+// The consumer warpgroups of the warp-specialized variants (1 and 2; threads 0..255): wait on
+// full[s], decode, issue the chunk's wgmmas, retire the previous chunk's (wgmma.wait_group 1) and
+// release its stage on empty[s'] (one arrival per warp), then the epilogue.
+template <typename T, int FMT, int BMX, int RW>
 __device__ __forceinline__ void tile_ws_consume(const GemmParams& p, unsigned char* smem,
                                                 uint64_t* full, uint64_t* empty,
                                                 const TileBlock& blk, int tid) {
@@ -631,30 +599,24 @@ __device__ __forceinline__ void tile_ws_consume(const GemmParams& p, unsigned ch
   const uint32_t zconst_pair = floats_to_pair<T>(static_cast<float>(p.zconst),
                                                  static_cast<float>(p.zconst));
   const uint64_t desc0 = sw128_desc(smem + Layout::kX);
-  ChunkWords<FMT, RW> words;  // the words of chunk `done`, loaded one chunk ahead
-  auto acquire = [&](int s, int parity) {
-    mbarrier_wait(full + s, parity);
-    if constexpr (kProxyFence) fence_proxy_async_shared();
-    load_chunk<T, FMT, BMX, RW>(p, smem + s * Layout::kStageBytes, warp, lane, zconst_pair,
-                                words);
-  };
   int stage = 0;
   int round = 0;
   int last_stage = 0;  // the stage of the previous chunk, released once its wgmmas retire
   int done = 0;
-  if (blk.count > 0) acquire(0, 0);
   auto compute = [&](uint32_t (&a)[RW][4][4]) {
-    decode_words<T, FMT, RW>(words, a);
+    mbarrier_wait(full + stage, round);
+    fence_proxy_async_shared();
+    decode_chunk<T, FMT, BMX, RW>(p, smem + stage * Layout::kStageBytes, warp, lane,
+                                  zconst_pair, a);
     mma_chunk_async<T, BMX, RW>(acc, a, desc0, stage * Layout::kStageBytes);
-    const int next = stage + 1 == kStages ? 0 : stage + 1;
-    const int next_round = stage + 1 == kStages ? round ^ 1 : round;
-    if (done + 1 < blk.count) acquire(next, next_round);
     wgmma_wait<1>();
     if (done > 0 && lane == 0) mbarrier_arrive(empty + last_stage);
     ++done;
     last_stage = stage;
-    stage = next;
-    round = next_round;
+    if (++stage == kStages) {
+      stage = 0;
+      round ^= 1;
+    }
   };
   run_chunks(blk.count, acc, compute);
   tile_epilogue<T, FMT, BMX, RW>(p, acc, smem, blk, tid);
@@ -712,7 +674,7 @@ __global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_ws_kernel(const G
     wait_async<0>();
     tile_epilogue_barriers(blk);
   } else {  // consumer warpgroups
-    tile_ws_consume<T, FMT, BMX, RW, true>(p, smem, full, empty, blk, tid);
+    tile_ws_consume<T, FMT, BMX, RW>(p, smem, full, empty, blk, tid);
   }
 #else
   __trap();  // built for another architecture: the host dispatch sends only SM90 here
@@ -847,7 +809,7 @@ struct TileBulkCopies {
 };
 #endif  // KCM_TILE_SM90
 
-// Bulk-producer variant (launch variant 2): the consumers of variant 1 without the proxy fence
+// Bulk-producer variant (launch variant 2): the consumers of variant 1 unchanged
 // (tile_ws_consume), and a producer warpgroup whose four warps split every chunk's copies
 // (TileBulkCopies: one activation bulk copy, one per weight tile, 4-byte cp.async for the scale
 // and zero-point words).
@@ -892,7 +854,7 @@ __global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_bulk_kernel(const
     wait_async<0>();
     tile_epilogue_barriers(blk);
   } else {  // consumer warpgroups
-    tile_ws_consume<T, FMT, BMX, RW, false>(p, smem, full, empty, blk, tid);
+    tile_ws_consume<T, FMT, BMX, RW>(p, smem, full, empty, blk, tid);
   }
 #else
   __trap();  // built for another architecture: the host dispatch sends only SM90 here
