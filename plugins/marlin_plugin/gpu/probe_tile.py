@@ -44,7 +44,6 @@ from kernel_core.formats.layer import dequantize_weight, make_layer
 from kernel_core.scalar_types import scalar_types
 from kernel_core.testing import relative_error
 from kernel_core_marlin import tile
-from kernel_core_marlin.x_image import activation_image
 from kernel_core_marlin.kernels import (
     MarlinFp8LinearKernel,
     MarlinMPLinearKernel,
