@@ -86,7 +86,8 @@ def _launch(kernel, layer, x2, bias, out, bmx: int, rw: int, split: int, variant
         value = getattr(layer, name, None)
         return value if value is not None else empty
 
-    # Variant 2 reads the activation image instead of x (the op builds it the same way).
+    # Variant 2 reads the activation image instead of x: here the torch reference builds it (the
+    # op runs the extension's image kernel, tested against it below and through the op tests).
     x_img = activation_image(x2, layer.weight.shape[1]) if variant == 2 else empty
     ops.extension().tile_gemm(
         x2, x_img, layer.weight, layer.weight_scale, given("weight_zero_point"),
@@ -187,8 +188,12 @@ def test_image_kernel_refuses_a_wrong_image() -> None:
     x = torch.randn(10, 128, device="cuda", dtype=torch.bfloat16)
     wrong = torch.empty((2, 10, 64), device="cuda", dtype=torch.bfloat16)  # rows not rounded to 8
     stream = torch.cuda.current_stream().cuda_stream
-    with pytest.raises(RuntimeError, match=r"image must be a contiguous \[C >= K / 64, 16, 64\]"):
+    with pytest.raises(RuntimeError, match=r"image must be a contiguous \[C >= 2, 16, 64\] "
+                                           r"BFloat16 tensor, found \[2, 10, 64\]"):
         ops.extension(x.device).activation_image(x, wrong, stream)
+    half = torch.empty((2, 16, 64), device="cuda", dtype=torch.float16)
+    with pytest.raises(RuntimeError, match=r"found \[2, 16, 64\] Half"):
+        ops.extension(x.device).activation_image(x, half, stream)
 
 
 @pytest.mark.parametrize("variant", [1, 2])

@@ -156,18 +156,20 @@ void activation_image(const torch::Tensor& x, torch::Tensor& image, int64_t stre
   KC_CHECK(x.size(1) % 16 == 0, "kernel_core_marlin: K must be a multiple of 16, found ", x.size(1));
   KC_CHECK(reinterpret_cast<uintptr_t>(x.data_ptr()) % 4 == 0,
            "kernel_core_marlin: x must be 4-byte aligned (the image is built a channel pair at a time)");
+  const int dtype = dtype_code(x);
   const int64_t m8 = (x.size(0) + 7) / 8 * 8;
   KC_CHECK(image.dim() == 3 && image.is_contiguous() && image.scalar_type() == x.scalar_type() &&
                image.size(1) == m8 && image.size(2) == 64 && image.size(0) * 64 >= x.size(1),
-           "kernel_core_marlin: the activation image must be a contiguous [C >= K / 64, ", m8,
-           ", 64] tensor in x's dtype");
+           "kernel_core_marlin: the activation image must be a contiguous [C >= ",
+           (x.size(1) + 63) / 64, ", ", m8, ", 64] ", x.scalar_type(), " tensor, found ",
+           image.sizes(), " ", image.scalar_type(), image.is_contiguous() ? "" : " (not contiguous)");
   KC_CHECK(reinterpret_cast<uintptr_t>(image.data_ptr()) % 16 == 0,
            "kernel_core_marlin: the activation image must be 16-byte aligned");
   void* s = reinterpret_cast<void*>(stream);
   const int m = static_cast<int>(x.size(0));
   const int k = static_cast<int>(x.size(1));
   const int chunks = static_cast<int>(image.size(0));
-  const int code = dtype_code(x) == kcm::kHalf
+  const int code = dtype == kcm::kHalf
                        ? kcm::launch_activation_image_half(x.data_ptr(), image.data_ptr(), m, k,
                                                            chunks, s)
                        : kcm::launch_activation_image_bfloat16(x.data_ptr(), image.data_ptr(), m,

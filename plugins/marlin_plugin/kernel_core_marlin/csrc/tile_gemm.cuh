@@ -715,8 +715,7 @@ struct TileBulkCopies {
   using Layout = TileLayout<FMT, BMX, RW>;
   static constexpr int V = VecCount<FMT>::value;
   static constexpr int kTiles = Layout::kTiles;  // 8 or 16: a half is at most one copy per lane
-  static constexpr int kHalf = kTiles / 2;
-  static_assert(kHalf <= 32, "one weight tile per producer lane");
+  static constexpr int kHalf = kTiles / 2;  // at most 8: one weight tile per producer lane
 
   const GemmParams& p;
   const int role;
@@ -754,6 +753,15 @@ struct TileBulkCopies {
     s_tile_step = static_cast<size_t>(p.G) * 8;
     group_shift = (p.group_size & (p.group_size - 1)) == 0 ? __ffs(p.group_size) - 1 : -1;
     group_k = c_begin * 64 + 16 * (lane & 3);
+  }
+
+  // Whether any lane of this warp copies anything: a weight warp of a block whose present tiles
+  // all fall in the other half has none, and skips the chunk loop rather than follow the ring
+  // through parity waits alone (a waiter that never signals could fall a whole ring pass behind
+  // and misread a phase's parity).
+  __device__ __forceinline__ bool warp_copies() const {
+    return __any_sync(0xffffffffu,
+                      role == kCopyActivations || role == kCopyScales || w_copies) != 0;
   }
 
   // Bytes the stage's bulk copies bring (the expect_tx count).
@@ -840,9 +848,10 @@ __global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_bulk_kernel(const
     setmaxnreg_dec<kTileWsProducerRegs>();
     TileBulkCopies<T, FMT, BMX, RW> copies(p, blk.n_block, blk.m0, blk.c_begin, warp - 8, lane);
     const uint64_t policy = evict_first_policy();
+    const int count = copies.warp_copies() ? blk.count : 0;
     int stage = 0;
     int round = 0;
-    for (int i = 0; i < blk.count; ++i) {
+    for (int i = 0; i < count; ++i) {
       if (i >= kStages) mbarrier_wait(empty + stage, round ^ 1);
       copies.copy_chunk(smem + stage * Layout::kStageBytes, full + stage, policy);
       if (++stage == kStages) {
