@@ -34,7 +34,7 @@ import torch
 
 from kernel_core.bench.timing import capture_graph
 from kernel_core.families import MPLinearLayerConfig, NvFp4LinearLayerConfig
-from kernel_core_marlin import ops
+from kernel_core_marlin import ops, tile
 from kernel_core_marlin.kernels import (
     DEQUANT_MATMUL_MIN_M,
     MarlinMPLinearKernel,
@@ -198,6 +198,7 @@ def bench_shape(fmt: str, n: int, k: int, m_values, replays: int,
     bf16_copies = max(1, math.ceil(ROTATE_BYTES / (n * k * 2)))
     bf16_weights = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
                     for _ in range(bf16_copies)]
+    chunks = layer.weight.shape[1]
     rows = []
     for m in m_values:
         xs = [torch.randn(m, k, device="cuda", dtype=torch.bfloat16) for _ in range(copies)]
@@ -259,6 +260,19 @@ def bench_shape(fmt: str, n: int, k: int, m_values, replays: int,
             candidates["stream (auto config)"] = [
                 lambda lay=lay, x=x: stream(lay, x, *stream_config, False)
                 for lay, x in zip(layers, xs)] * max(1, 4 // copies)
+        tile_serves = kernel._tile is not None and kernel._tile.serves(m)
+        if tile_serves:  # side by side: the best plan with whole tiles per block (no stream-K)
+            whole = tile.tile_plan(m, n, chunks, kernel._tile.limits, kernel._tile.sms,
+                                   {shape: us for shape, us in tile.CHUNK_US.items()
+                                    if shape[0] != tile.STREAM_K})
+            launch = (whole.bmx, whole.rw, whole.split, whole.variant)
+            candidates[f"tile {tile.TILE_VARIANTS[whole.variant]} bmx={whole.bmx} rw={whole.rw} "
+                       f"split={whole.split}"] = [
+                lambda lay=lay, x=x, launch=launch: tile.tile_gemm(
+                    x, lay.weight, lay.weight_scale, None, None,
+                    getattr(lay, "weight_channel_scale", None), None, kernel._fmt, n,
+                    kernel._group_size, kernel._zconst, *launch)
+                for lay, x in zip(layers, xs)] * max(1, 8 // copies)
         variants = interleaved_times_us(candidates, replays)
         bf16_us = variants.pop("bf16")
         after_norm = {key: variants.pop(name) for key, name in AFTER_NORM.items()
@@ -277,6 +291,8 @@ def bench_shape(fmt: str, n: int, k: int, m_values, replays: int,
             "variants_us": {name: round(t, 2) for name, t in variants.items()},
             "target_speedup": TARGETS.get(m),
         }
+        if tile_serves:
+            row["tile_plan"] = kernel._tile.plan(m).reason
         if PLAIN_LAUNCH in variants:
             row["pdl_saves_us"] = round(variants[PLAIN_LAUNCH] - auto_us, 2)
         if after_norm:

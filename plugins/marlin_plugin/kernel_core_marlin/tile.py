@@ -5,11 +5,12 @@ M >= :data:`TILE_MIN_M`: a block computes ``128 * rw`` weight rows x ``bmx`` tok
 blocks of a thread-block cluster share K when the block count alone would leave SMs idle. Three
 launch variants exist (:data:`TILE_VARIANTS`): the barrier kernel (every warp copies, one
 block-wide barrier per chunk), the warp-specialized one (a producer warpgroup of cp.async, stages
-handed over by mbarriers) and the bulk producer (the same consumers; the producer warpgroup moves
-each chunk with bulk copies from an activation image the op builds first). :func:`tile_plan`
-chooses among the variants and shapes that have a measured
-per-chunk time (:data:`CHUNK_US`) by a small cost model (waves of blocks times the work of one
-block), so the choice is testable on the CPU.
+handed over by mbarriers), the bulk producer (the same consumers; the producer warpgroup moves
+each chunk with bulk copies from an activation image the op builds first) and stream-K (the bulk
+producer's warps on an even division of all the chunks over one block per SM, the tiles that
+blocks share summed through a workspace, :func:`stream_workspace`). :func:`tile_plan` chooses
+among the variants and shapes that have a per-chunk time (:data:`CHUNK_US`) by a small cost model
+(waves of blocks times the work of one block), so the choice is testable on the CPU.
 """
 
 from __future__ import annotations
@@ -31,7 +32,11 @@ __all__ = [
     "TILE_MIN_M",
     "TILE_MAX_M",
     "TILE_SHAPES",
+    "STREAM_K",
+    "STREAM_CHUNK_US",
+    "STREAM_SHAPES",
     "TileDispatch",
+    "stream_workspace",
     "TilePlan",
     "tile_plan",
     "ideal_cluster_limits",
@@ -52,9 +57,12 @@ TILE_MAX_M = 512
 #: block-wide barrier per chunk; 1 warp-specialized (a producer warpgroup, mbarrier stage
 #: handoff); 2 bulk producer (variant 1's consumers, a producer warpgroup moving each chunk with
 #: bulk copies from the activation image of :mod:`kernel_core_marlin.x_image`, which the op
-#: builds). All three measured on an H100; the planner weighs the variants with entries in
+#: builds); 3 stream-K (variant 2's warps, one block per SM, each taking an equal share of all
+#: the tiles' chunks; no clusters, split 1). The planner weighs the variants with entries in
 #: :data:`CHUNK_US`.
-TILE_VARIANTS = {0: "barrier", 1: "specialized", 2: "bulk"}
+TILE_VARIANTS = {0: "barrier", 1: "specialized", 2: "bulk", 3: "stream-K"}
+#: The stream-K variant's number.
+STREAM_K = 3
 #: (bmx, rw) instances built, with the time one block of that shape takes per 64-channel chunk
 #: when it has its SM to itself (us, H100, probe runs 2-3, barrier variant: the same at 32 or 132
 #: blocks, so a per-SM cost, not a shared-bandwidth one).
@@ -73,6 +81,13 @@ SPECIALIZED_CHUNK_US = {(64, 1): 0.51, (64, 2): 0.945, (128, 1): 0.707, (128, 2)
 #: 0.719 / 1.196 / 1.116) 15-34% less per chunk.
 BULK_CHUNK_US = {(64, 1): 0.383, (64, 2): 0.687, (128, 1): 0.500, (128, 2): 0.891,
                  (256, 1): 0.739}
+#: The (bmx, rw) instances of the stream-K variant: all but 128 tokens x 256 rows, where ptxas
+#: serializes the wgmmas for want of registers (csrc/tile_launch.cuh, tile_instance_exists).
+STREAM_SHAPES = [shape for shape in TILE_SHAPES if shape != (128, 2)]
+#: Per-chunk times of the stream-K variant: its consumers and copies are the bulk variant's (plus
+#: one mbarrier arrival per weight warp and chunk), so the bulk variant's times stand for them
+#: until a run measures its own.
+STREAM_CHUNK_US = {shape: BULK_CHUNK_US[shape] for shape in STREAM_SHAPES}
 #: Measured per-chunk times by (variant, bmx, rw): the candidates the planner weighs. A variant
 #: joins when a GPU run has measured it (gpu/probe_tile.py writes these times). The barrier
 #: variant keeps its run 2-3 times (the plans they give were measured); the v5 refit differs by
@@ -81,6 +96,7 @@ CHUNK_US = {
     **{(0, bmx, rw): us for (bmx, rw), us in TILE_SHAPES.items()},
     **{(1, bmx, rw): us for (bmx, rw), us in SPECIALIZED_CHUNK_US.items()},
     **{(2, bmx, rw): us for (bmx, rw), us in BULK_CHUNK_US.items()},
+    **{(STREAM_K, bmx, rw): us for (bmx, rw), us in STREAM_CHUNK_US.items()},
 }
 #: Most blocks of one cluster (the portable cluster size).
 MAX_SPLIT = 8
@@ -93,6 +109,9 @@ MAX_SPLIT = 8
 _BLOCK_OVERHEAD_CHUNKS = 4
 _SPLIT_OVERHEAD_CHUNKS = {0: 2, 1: 2, 2: 8}
 _SHARED_SM_SLOWDOWN = 1.8
+#: Fixed cost of a stream-K block in chunks: the ring fill and epilogue of any block, and the
+#: store and read-back of the pieces of the (at most two) tiles it shares with other blocks.
+_STREAM_OVERHEAD_CHUNKS = 8
 
 
 @dataclass(frozen=True)
@@ -129,6 +148,11 @@ def _waves_and_cost(m: int, n: int, chunks: int, shape: tuple[int, int, int], sp
                     limits: ClusterLimits, sms: int, chunk_us: ChunkTimes) -> tuple[int, float]:
     """Waves of clusters and the modelled time in us of ``shape = (variant, bmx, rw)``."""
     variant, bmx, rw = shape
+    if variant == STREAM_K:
+        units = math.ceil(n / (128 * rw)) * math.ceil(m / bmx) * chunks
+        blocks = min(sms, units)
+        waves = math.ceil(blocks / max(1, limits[(variant, bmx, rw, 1)]))
+        return waves, waves * (math.ceil(units / blocks) + _STREAM_OVERHEAD_CHUNKS) * chunk_us[shape]
     clusters = math.ceil(n / (128 * rw)) * math.ceil(m / bmx)
     fit = max(1, limits[(variant, bmx, rw, split)])
     waves = math.ceil(clusters / fit)
@@ -156,18 +180,56 @@ def tile_plan(m: int, n: int, chunks: int, limits: ClusterLimits, sms: int,
         _, bmx, rw = shape
         if bmx > 64 and bmx // 2 >= m:  # a block twice as wide as M wastes half its wgmma
             continue
-        for split in range(1, min(MAX_SPLIT, chunks) + 1):
+        splits = 1 if shape[0] == STREAM_K else min(MAX_SPLIT, chunks)  # stream-K: no clusters
+        for split in range(1, splits + 1):
             waves, cost = _waves_and_cost(m, n, chunks, shape, split, limits, sms, chunk_us)
             if best is None or cost < best[0]:
                 best = (cost, shape, split, waves)
     if best is None:
         raise ValueError(f"no tile shape among {sorted(chunk_us)} serves m={m}")
     cost, (variant, bmx, rw), split, waves = best
-    blocks = math.ceil(n / (128 * rw)) * math.ceil(m / bmx) * split
+    tiles = math.ceil(n / (128 * rw)) * math.ceil(m / bmx)
+    if variant == STREAM_K:
+        blocks = min(sms, tiles * chunks)
+        reason = (f"{blocks} blocks sharing {tiles} tiles of {128 * rw} rows x {bmx} tokens x "
+                  f"{chunks} chunks evenly ({math.ceil(tiles * chunks / blocks)} chunks each), "
+                  f"stream-K kernel, {waves} wave(s): lowest modelled time ({cost:.0f} us)")
+        return TilePlan(bmx, rw, split, variant, reason)
+    blocks = tiles * split
     reason = (f"{blocks} blocks of {128 * rw} rows x {bmx} tokens x {math.ceil(chunks / split)} "
               f"chunks in clusters of {split}, {TILE_VARIANTS[variant]} kernel, {waves} wave(s): "
               f"lowest modelled time ({cost:.0f} us)")
     return TilePlan(bmx, rw, split, variant, reason)
+
+
+#: fp32 partial sums in one stream-K workspace slot: the largest block output, 128 rw x bmx.
+_STREAM_SLOT_FLOATS = max(128 * rw * bmx for (bmx, rw) in TILE_SHAPES)
+_STREAM_WORKSPACES: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def stream_workspace(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stream-K variant's workspace on ``device``: fp32 partial sums, two slots per SM
+    (a block's first and last segment can each hold part of a tile), and one int32 arrival
+    counter per SM, zero between launches (the block completing a tile resets it).
+
+    Allocated once per device, at the first layer's processing, and shared by every layer
+    (2 x SMs x 32768 floats: 34.6 MB on an H100): stream-K launches on one device must therefore
+    not run concurrently on two streams."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    found = _STREAM_WORKSPACES.get(index)
+    if found is None:
+        if torch.cuda.is_current_stream_capturing():
+            raise RuntimeError(
+                f"kernel_core_marlin: the stream-K workspace of cuda:{index} must be allocated "
+                "before a CUDA graph capture (process a layer, or call tile.stream_workspace, "
+                "outside the capture)")
+        sms = torch.cuda.get_device_properties(index).multi_processor_count
+        found = _STREAM_WORKSPACES[index] = (
+            torch.empty(2 * sms * _STREAM_SLOT_FLOATS, dtype=torch.float32,
+                        device=f"cuda:{index}"),
+            torch.zeros(sms, dtype=torch.int32, device=f"cuda:{index}"),
+        )
+    return found
 
 
 @functools.cache
@@ -203,6 +265,7 @@ class TileDispatch:
         if not tile_supported(device):
             return None
         sms = torch.cuda.get_device_properties(device).multi_processor_count
+        stream_workspace(device)  # at load: never inside a graph capture
         return cls(device_cluster_limits(device, fmt), sms, n, chunks)
 
     def serves(self, m: int) -> bool:
@@ -235,24 +298,26 @@ def tile_gemm(
     variant: int,
 ) -> torch.Tensor:
     """``x [M, K]`` (16-bit, contiguous, SM90) times the packed weight: ``[M, n]`` in x's dtype.
-    Variant 2 reads the activation image (layout: :mod:`kernel_core_marlin.x_image`), built here
-    from x by the extension's image kernel."""
+    Variants 2 and 3 read the activation image (layout: :mod:`kernel_core_marlin.x_image`), built
+    here from x by the extension's image kernel; variant 3 also the device's
+    :func:`stream_workspace` (left as it found it, so not a mutated argument)."""
     if x.data_ptr() % 4:  # the kernel copies activations a 4-byte channel pair at a time
         x = x.clone()
     out = torch.empty((x.shape[0], n), dtype=x.dtype, device=x.device)
     empty = x.new_empty(0)
     x_img = empty
+    partials, arrivals = stream_workspace(x.device) if variant == STREAM_K else (empty, empty)
     with torch.cuda.device(x.device):
         stream = torch.cuda.current_stream(x.device).cuda_stream
-        if variant == 2:
+        if variant >= 2:
             x_img = torch.empty((qweight.shape[1], (x.shape[0] + 7) // 8 * 8, 64), dtype=x.dtype,
                                 device=x.device)
             ops.extension(x.device).activation_image(x, x_img, stream)
         ops.extension(x.device).tile_gemm(
             x, x_img, qweight, gscale, zeros if zeros is not None else empty,
             gtab if gtab is not None else empty, chan if chan is not None else empty,
-            bias if bias is not None else empty, out, fmt, group_size, zconst, bmx, rw, split,
-            variant, stream,
+            bias if bias is not None else empty, out, partials, arrivals, fmt, group_size, zconst,
+            bmx, rw, split, variant, stream,
         )
     return out
 

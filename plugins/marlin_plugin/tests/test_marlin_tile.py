@@ -22,37 +22,60 @@ _ONE_PER_SM = (132, 66, 39, 30, 22, 17, 15, 15)
 H100_LIKE = {**{(v, b, r, s): c for v in tile.TILE_VARIANTS for (b, r) in tile.TILE_SHAPES
                 for s, c in zip(range(1, 9), _ONE_PER_SM)},
              **{(0, 64, 1, s): c for s, c in zip(range(1, 9), (264, 132, 79, 62, 47, 39, 32, 30))}}
-#: Default plans by (m, n, chunks): (variant, bmx, rw, split). On the benchmark layers each is
-#: the fastest launch the run-3 probe measured (marlin-tile-v18-run3-h100-2026-11-28.json) or
-#: within 0.5 us of it, except 10240 rows at M=64: the barrier kernel's 64x256 blocks in clusters
-#: of 5 (54.0 us) where the bulk variant's measured 49.6 us.
+#: Default plans by (m, n, chunks): (variant, bmx, rw, split), from the model with the stream-K
+#: variant's per-chunk times standing in as the bulk variant's (tile.STREAM_CHUNK_US).
 DEFAULT_PLANS = {
-    (64, 28672, 128): (2, 64, 2, 1), (64, 8192, 128): (2, 64, 1, 2),
-    (64, 10240, 128): (0, 64, 2, 5), (64, 8192, 448): (2, 64, 1, 2),
-    (128, 28672, 128): (2, 128, 2, 1), (128, 8192, 128): (2, 128, 1, 2),
-    (128, 10240, 128): (2, 128, 1, 1), (128, 8192, 448): (2, 128, 1, 2),
-    (256, 28672, 128): (2, 256, 1, 1), (256, 8192, 128): (2, 256, 1, 2),
-    (256, 10240, 128): (2, 256, 1, 1), (256, 8192, 448): (2, 256, 1, 2),
-    (48, 28672, 128): (2, 64, 2, 1), (300, 1000, 16): (0, 64, 1, 3), (511, 256, 4): (2, 64, 1, 1),
+    (64, 28672, 128): (3, 64, 2, 1), (64, 8192, 128): (3, 64, 1, 1),
+    (64, 10240, 128): (3, 64, 2, 1), (64, 8192, 448): (3, 64, 2, 1),
+    (128, 28672, 128): (3, 128, 1, 1), (128, 8192, 128): (3, 128, 1, 1),
+    (128, 10240, 128): (3, 128, 1, 1), (128, 8192, 448): (3, 128, 1, 1),
+    (256, 28672, 128): (3, 256, 1, 1), (256, 8192, 128): (3, 256, 1, 1),
+    (256, 10240, 128): (3, 256, 1, 1), (256, 8192, 448): (3, 256, 1, 1),
+    (48, 28672, 128): (3, 64, 2, 1), (300, 1000, 16): (3, 64, 1, 1), (511, 256, 4): (2, 64, 1, 1),
 }
+#: The measured per-chunk times of the variants with whole tiles per block (no stream-K).
+WHOLE_TILES = {shape: us for shape, us in tile.CHUNK_US.items() if shape[0] != tile.STREAM_K}
 
 
 def test_plan_fills_the_device_for_a_wide_layer() -> None:
-    plan = tile.tile_plan(64, 28672, 128, tile.ideal_cluster_limits(SMS), SMS)
+    plan = tile.tile_plan(64, 28672, 128, tile.ideal_cluster_limits(SMS), SMS, WHOLE_TILES)
     assert (plan.bmx, plan.split) == (64, 1)
     assert "1 wave" in plan.reason and "blocks of" in plan.reason
 
 
+def test_stream_k_evens_out_tiles_that_leave_sms_idle() -> None:
+    """10240 rows at M=128: 80 tiles of 128 rows on 132 SMs leave SMs idle with whole tiles per
+    block; stream-K gives each of the 132 blocks 78 of the 80 x 128 chunks."""
+    plan = tile.tile_plan(128, 10240, 128, H100_LIKE, SMS)
+    assert (plan.variant, plan.split) == (tile.STREAM_K, 1), plan
+    assert "132 blocks sharing 80 tiles" in plan.reason and "(78 chunks each)" in plan.reason
+    assert "stream-K kernel" in plan.reason
+    assert tile.tile_plan(128, 10240, 128, H100_LIKE, SMS, WHOLE_TILES).variant != tile.STREAM_K
+
+
+def test_stream_k_plans_only_its_instances() -> None:
+    for m in (64, 100, 128, 200, 256, 511):
+        plan = tile.tile_plan(m, 28672, 128, H100_LIKE, SMS)
+        if plan.variant == tile.STREAM_K:
+            assert (plan.bmx, plan.rw) in tile.STREAM_SHAPES, (m, plan)
+    assert (128, 2) not in tile.STREAM_SHAPES
+
+
+def test_stream_k_launches_no_more_blocks_than_chunks() -> None:
+    plan = tile.tile_plan(64, 256, 4, H100_LIKE, SMS, {(tile.STREAM_K, 64, 1): 0.4})
+    assert "8 blocks sharing 2 tiles" in plan.reason and "(1 chunks each)" in plan.reason
+
+
 def test_plan_splits_k_for_a_narrow_layer() -> None:
-    plan = tile.tile_plan(64, 8192, 128, tile.ideal_cluster_limits(SMS), SMS)
+    plan = tile.tile_plan(64, 8192, 128, tile.ideal_cluster_limits(SMS), SMS, WHOLE_TILES)
     assert plan.split > 1, plan
     blocks = 8192 // (128 * plan.rw) * plan.split
     assert blocks <= SMS, plan
 
 
 def test_plan_avoids_clusters_the_device_cannot_hold() -> None:
-    ideal = tile.tile_plan(64, 8192, 128, tile.ideal_cluster_limits(SMS), SMS)
-    measured = tile.tile_plan(64, 8192, 128, H100_LIKE, SMS)
+    ideal = tile.tile_plan(64, 8192, 128, tile.ideal_cluster_limits(SMS), SMS, WHOLE_TILES)
+    measured = tile.tile_plan(64, 8192, 128, H100_LIKE, SMS, WHOLE_TILES)
     assert ideal.split == 4
     assert measured.split != 4 and "1 wave" in measured.reason, measured
 
@@ -112,16 +135,16 @@ def test_plan_counts_the_second_block_per_sm_only_where_it_fits() -> None:
 
 def test_plan_rejects_unknown_variants() -> None:
     with pytest.raises(ValueError, match="variants must be among"):
-        tile.tile_plan(64, 8192, 128, H100_LIKE, SMS, {(3, 64, 1): 0.5})
+        tile.tile_plan(64, 8192, 128, H100_LIKE, SMS, {(4, 64, 1): 0.5})
 
 
 def test_bulk_variant_is_planned_where_measured_faster() -> None:
     """The bulk producer's measured per-chunk times make it the default at M = 128 and 256 on the
     28672-row layer; without its entries the planner falls back to the barrier kernel there."""
-    dispatch = tile.TileDispatch(H100_LIKE, SMS, 28672, 128)
+    dispatch = tile.TileDispatch(H100_LIKE, SMS, 28672, 128, WHOLE_TILES)
     assert dispatch.plan(128).variant == 2 and "bulk kernel" in dispatch.plan(128).reason
     assert dispatch.plan(256).variant == 2
-    without = {shape: us for shape, us in tile.CHUNK_US.items() if shape[0] != 2}
+    without = {shape: us for shape, us in WHOLE_TILES.items() if shape[0] != 2}
     assert tile.tile_plan(128, 28672, 128, H100_LIKE, SMS, without).variant == 0
 
 

@@ -1,5 +1,5 @@
 """On an SM90 GPU: the tile kernel (wgmma, M >= 33), every launch variant (barrier,
-warp-specialized, bulk producer), against float64 for every format, M with and without tails, every tile shape
+warp-specialized, bulk producer, stream-K), against float64 for every format, M with and without tails, every tile shape
 and split with NaN-poisoned outputs, bias, and apply_weights through CUDA-graph replay and
 torch.compile(fullgraph=True)."""
 
@@ -86,26 +86,46 @@ def _launch(kernel, layer, x2, bias, out, bmx: int, rw: int, split: int, variant
         value = getattr(layer, name, None)
         return value if value is not None else empty
 
-    # Variant 2 reads the activation image instead of x: here the torch reference builds it (the
-    # op runs the extension's image kernel, tested against it below and through the op tests).
-    x_img = activation_image(x2, layer.weight.shape[1]) if variant == 2 else empty
+    # Variants 2 and 3 read the activation image instead of x: here the torch reference builds
+    # it (the op runs the extension's image kernel, tested against it below and through the op
+    # tests).
+    x_img = activation_image(x2, layer.weight.shape[1]) if variant >= 2 else empty
+    partials, arrivals = (tile.stream_workspace(x2.device) if variant == tile.STREAM_K
+                          else (empty, empty))
     ops.extension().tile_gemm(
         x2, x_img, layer.weight, layer.weight_scale, given("weight_zero_point"),
-        given("weight_group_table"), given("weight_channel_scale"), bias, out, kernel._fmt,
-        kernel._group_size, kernel._zconst, bmx, rw, split, variant,
+        given("weight_group_table"), given("weight_channel_scale"), bias, out, partials,
+        arrivals, kernel._fmt, kernel._group_size, kernel._zconst, bmx, rw, split, variant,
         torch.cuda.current_stream().cuda_stream)
+
+
+def _shapes(variant: int) -> list[tuple[int, int]]:
+    """The (bmx, rw) instances of a variant."""
+    return tile.STREAM_SHAPES if variant == tile.STREAM_K else list(tile.TILE_SHAPES)
+
+
+def _splits(variant: int, chunks: int) -> list[int]:
+    """Cluster splits to try: stream-K takes none (split 1)."""
+    if variant == tile.STREAM_K:
+        return [1]
+    return sorted({1, 2, min(3, chunks), min(tile.MAX_SPLIT, chunks)})
 
 
 @pytest.mark.parametrize("variant", sorted(tile.TILE_VARIANTS))
 @pytest.mark.parametrize("name", list(FORMATS))
 @pytest.mark.parametrize("m", [64, 65, 128, 200, 256, 1000, 4096])
 def test_planned_tile_against_float64(name: str, m: int, variant: int) -> None:
-    """The plan's shape and split for every M in either variant (apply_weights sends M >=
-    TILE_MAX_M to decode + cuBLAS, the op serves any M), output poisoned with NaN first."""
+    """The plan's shape and split for every M in every variant (apply_weights sends M >=
+    TILE_MAX_M to decode + cuBLAS, the op serves any M; stream-K gets the plan among its own
+    shapes), output poisoned with NaN first."""
     config = FORMATS[name]
     kernel, layer, reference = _processed(config)
     x, x2, bias = _inputs(config, layer, m)
-    plan = kernel._tile.plan(m)
+    dispatch = kernel._tile
+    plan = dispatch.plan(m)
+    if variant == tile.STREAM_K:
+        own = {key: us for key, us in tile.CHUNK_US.items() if key[0] == tile.STREAM_K}
+        plan = tile.tile_plan(m, dispatch.n, dispatch.chunks, dispatch.limits, dispatch.sms, own)
     out = torch.full((m, config.out_features), float("nan"), device="cuda",
                      dtype=config.act_dtype)
     _launch(kernel, layer, x2, bias, out, plan.bmx, plan.rw, plan.split, variant)
@@ -124,8 +144,8 @@ def test_every_tile_shape_and_split(name: str, m: int, variant: int) -> None:
     x, x2, bias = _inputs(config, layer, m)
     expected = x.double() @ reference.T + bias.double()
     chunks = layer.weight.shape[1]
-    for bmx, rw in tile.TILE_SHAPES:
-        for split in sorted({1, 2, min(3, chunks), min(tile.MAX_SPLIT, chunks)}):
+    for bmx, rw in _shapes(variant):
+        for split in _splits(variant, chunks):
             out = torch.full((m, config.out_features), float("nan"), device="cuda",
                              dtype=config.act_dtype)
             _launch(kernel, layer, x2, bias, out, bmx, rw, split, variant)
@@ -134,16 +154,16 @@ def test_every_tile_shape_and_split(name: str, m: int, variant: int) -> None:
             assert error < 1e-2, (bmx, rw, split, error)
 
 
-@pytest.mark.parametrize("variant", [1, 2])
-@pytest.mark.parametrize("split", [1, 3])
+@pytest.mark.parametrize("variant,split", [(1, 1), (1, 3), (2, 1), (2, 3), (3, 1)])
 def test_specialized_variant_over_many_ring_passes(split: int, variant: int) -> None:
     """A long K (448 chunks: dozens of passes over every stage, so the full/empty phases wrap
-    many times) with a partial last row block and a partial token block."""
+    many times) with a partial last row block and a partial token block; under stream-K each
+    tile's 448 chunks are shared by ~66-132 blocks."""
     config = MPLinearLayerConfig(weight_shape=(200, 28672), group_size=128)
     kernel, layer, reference = _processed(config)
     x, x2, bias = _inputs(config, layer, 77)
     expected = x.double() @ reference.T + bias.double()
-    for bmx, rw in tile.TILE_SHAPES:
+    for bmx, rw in _shapes(variant):
         out = torch.full((77, 200), float("nan"), device="cuda", dtype=config.act_dtype)
         _launch(kernel, layer, x2, bias, out, bmx, rw, split, variant)
         assert bool(torch.isfinite(out).all()), (bmx, rw)
@@ -161,10 +181,52 @@ def test_variants_agree() -> None:
     for variant in sorted(tile.TILE_VARIANTS):
         out = torch.full((128, config.out_features), float("nan"), device="cuda",
                          dtype=config.act_dtype)
-        _launch(kernel, layer, x2, bias, out, 128, 2, 1, variant)
+        _launch(kernel, layer, x2, bias, out, 128, 1, 1, variant)
         outs.append(out.double())
     assert relative_error(outs[1], outs[0]) < 1e-3
     assert torch.equal(outs[2], outs[1])
+    # Stream-K sums the same chunks in other groupings (a tile's pieces added in block order):
+    # close to the others, and the same bits on every launch.
+    assert relative_error(outs[3], outs[2]) < 1e-3
+    again = torch.full_like(out, float("nan"))
+    _launch(kernel, layer, x2, bias, again, 128, 1, 1, tile.STREAM_K)
+    assert torch.equal(again.double(), outs[3])
+
+
+@pytest.mark.parametrize("m", [1000, 77])
+def test_stream_k_blocks_over_many_tiles(m: int) -> None:
+    """A short K (8 chunks) and many tiles (32 row blocks x 16 token blocks at M=1000): each block
+    walks several whole tiles between a shared first and last one; at M=77 a tile spans a few
+    blocks. The arrival counters are all back at zero afterwards (the next launch relies on it)."""
+    config = MPLinearLayerConfig(weight_shape=(4096, 512), group_size=64)
+    kernel, layer, reference = _processed(config)
+    x, x2, bias = _inputs(config, layer, m)
+    expected = x.double() @ reference.T + bias.double()
+    for bmx, rw in tile.STREAM_SHAPES:
+        out = torch.full((m, 4096), float("nan"), device="cuda", dtype=config.act_dtype)
+        _launch(kernel, layer, x2, bias, out, bmx, rw, 1, tile.STREAM_K)
+        assert bool(torch.isfinite(out).all()), (bmx, rw)
+        assert relative_error(out, expected) < 1e-2, (bmx, rw, relative_error(out, expected))
+        assert int(tile.stream_workspace(x.device)[1].abs().sum()) == 0, (bmx, rw)
+
+
+def test_stream_k_refusals() -> None:
+    config = FORMATS["int4-g128-bf16"]
+    kernel, layer, _ = _processed(config)
+    _, x2, bias = _inputs(config, layer, 64)
+    out = torch.empty((64, config.out_features), device="cuda", dtype=config.act_dtype)
+    with pytest.raises(RuntimeError, match="variant 3 \\(stream-K\\) takes split 1, found 2"):
+        _launch(kernel, layer, x2, bias, out, 64, 1, 2, tile.STREAM_K)
+    with pytest.raises(RuntimeError, match="no instance of bmx=128, rw=2"):
+        _launch(kernel, layer, x2, bias, out, 128, 2, 1, tile.STREAM_K)
+    partials, arrivals = tile.stream_workspace(x2.device)
+    small = partials[: 2 * arrivals.numel() * 128 * 64 - 1]
+    with pytest.raises(RuntimeError, match="float32 partials of at least 2 x"):
+        ops.extension().tile_gemm(
+            x2, activation_image(x2, layer.weight.shape[1]), layer.weight, layer.weight_scale,
+            x2.new_empty(0), x2.new_empty(0), x2.new_empty(0), bias, out, small, arrivals,
+            kernel._fmt, kernel._group_size, kernel._zconst, 64, 1, 1, tile.STREAM_K,
+            torch.cuda.current_stream().cuda_stream)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -196,11 +258,13 @@ def test_image_kernel_refuses_a_wrong_image() -> None:
         ops.extension(x.device).activation_image(x, half, stream)
 
 
-@pytest.mark.parametrize("variant", [1, 2])
+@pytest.mark.parametrize("variant", [1, 2, 3])
 def test_specialized_split_k_graph_replay(variant: int) -> None:
-    """The specialized variants with a cluster split through the custom op under graph replay:
-    partial sums must not leak between replays, the mbarriers are re-initialized per launch (and
-    variant 2's activation image is rebuilt from x inside the captured op)."""
+    """The specialized variants with a cluster split (stream-K: tiles shared by blocks) through
+    the custom op under graph replay: partial sums must not leak between replays, the mbarriers
+    are re-initialized per launch, variant 2 and 3's activation image is rebuilt from x inside
+    the captured op, and stream-K's arrival counters are back at zero for each replay."""
+    split = 1 if variant == tile.STREAM_K else 4
     config = MPLinearLayerConfig(weight_shape=(256, 8192), group_size=128)
     kernel, layer, reference = _processed(config)
     x = torch.randn(64, 8192, device="cuda", dtype=config.act_dtype)
@@ -210,12 +274,12 @@ def test_specialized_split_k_graph_replay(variant: int) -> None:
                               getattr(layer, "weight_zero_point", None),
                               getattr(layer, "weight_group_table", None),
                               getattr(layer, "weight_channel_scale", None), None, kernel._fmt,
-                              256, kernel._group_size, kernel._zconst, 64, 1, 4, variant)
+                              256, kernel._group_size, kernel._zconst, 64, 1, split, variant)
 
     _assert_graph_replays(run, x, lambda: x.double() @ reference.T)
 
 
-@pytest.mark.parametrize("variant", [1, 2])
+@pytest.mark.parametrize("variant", [1, 2, 3])
 def test_specialized_op_under_torch_compile(variant: int) -> None:
     config = FORMATS["nvfp4-fp16"]
     kernel, layer, reference = _processed(config)
@@ -272,10 +336,12 @@ def test_tile_cuda_graph_replay() -> None:
 
 
 def test_tile_split_k_graph_replay() -> None:
-    """A narrow layer plans a cluster split; its partial sums must not leak between replays."""
+    """A narrow layer plans tiles shared between blocks (a cluster split, or stream-K); their
+    partial sums must not leak between replays."""
     config = MPLinearLayerConfig(weight_shape=(256, 8192), group_size=128)
     kernel, layer, reference = _processed(config)
-    assert kernel._tile.plan(64).split > 1
+    plan = kernel._tile.plan(64)
+    assert plan.split > 1 or plan.variant == tile.STREAM_K, plan
     x = torch.randn(64, 8192, device="cuda", dtype=config.act_dtype)
     _assert_graph_replays(lambda: kernel.apply_weights(layer, x), x,
                           lambda: x.double() @ reference.T)

@@ -109,9 +109,9 @@ void dequantize(const torch::Tensor& qweight, const torch::Tensor& gscale,
 
 void tile_gemm(const torch::Tensor& x, const torch::Tensor& x_img, const torch::Tensor& qweight,
                const torch::Tensor& gscale, const torch::Tensor& zeros, const torch::Tensor& gtab, const torch::Tensor& chan,
-               const torch::Tensor& bias, torch::Tensor& out, int64_t fmt, int64_t group_size,
-               int64_t zconst, int64_t bmx, int64_t rw, int64_t split, int64_t variant,
-               int64_t stream) {
+               const torch::Tensor& bias, torch::Tensor& out, torch::Tensor& partials,
+               torch::Tensor& arrivals, int64_t fmt, int64_t group_size, int64_t zconst,
+               int64_t bmx, int64_t rw, int64_t split, int64_t variant, int64_t stream) {
   KC_CHECK(x.dim() == 2 && x.is_contiguous(), "kernel_core_marlin: x must be contiguous 2-D");
   KC_CHECK(x.size(1) % 16 == 0, "kernel_core_marlin: K must be a multiple of 16, found ", x.size(1));
   KC_CHECK(x.size(1) <= qweight.size(1) * 64, "kernel_core_marlin: K=", x.size(1),
@@ -121,20 +121,45 @@ void tile_gemm(const torch::Tensor& x, const torch::Tensor& x_img, const torch::
               "kernel_core_marlin: out must be contiguous [M, N] in x's dtype");
   KC_CHECK(split >= 1 && split <= 8 && split <= qweight.size(1), "kernel_core_marlin: split must "
               "lie in [1, min(8, chunks=", qweight.size(1), ")], found ", split);
-  KC_CHECK(variant >= 0 && variant <= 2, "kernel_core_marlin: tile variant must be 0 (barrier), "
-              "1 (warp-specialized) or 2 (bulk producer), found ", variant);
-  // Variant 2 reads the activation image (x_image.py) instead of x: [C, M rounded up to 8, 64].
-  if (variant == 2) {
+  KC_CHECK(variant >= 0 && variant <= 3, "kernel_core_marlin: tile variant must be 0 (barrier), "
+              "1 (warp-specialized), 2 (bulk producer) or 3 (stream-K), found ", variant);
+  // Variants 2 and 3 read the activation image (x_image.py) instead of x: [C, M rounded up to 8,
+  // 64].
+  const bool image = variant >= 2;
+  if (image) {
     KC_CHECK(x_img.dim() == 3 && x_img.is_contiguous() && x_img.scalar_type() == x.scalar_type() &&
                  x_img.size(0) == qweight.size(1) && x_img.size(1) == (x.size(0) + 7) / 8 * 8 &&
                  x_img.size(2) == 64,
-             "kernel_core_marlin: tile variant 2 needs the activation image [C=", qweight.size(1),
+             "kernel_core_marlin: tile variant ", variant, " needs the activation image [C=", qweight.size(1),
              ", ", (x.size(0) + 7) / 8 * 8, ", 64] in x's dtype, contiguous");
     KC_CHECK(reinterpret_cast<uintptr_t>(x_img.data_ptr()) % 16 == 0,
              "kernel_core_marlin: the activation image must be 16-byte aligned (bulk copies)");
   }
+  // Variant 3's workspace (tile.stream_workspace): per block two slots of 128 rw x bmx fp32
+  // partial sums, and one int32 arrival counter, all zero.
+  if (variant == 3) {
+    KC_CHECK(split == 1, "kernel_core_marlin: tile variant 3 (stream-K) takes split 1, found ",
+             split);
+    KC_CHECK(!(bmx == 128 && rw == 2), "kernel_core_marlin: tile variant 3 (stream-K) has no "
+             "instance of bmx=128, rw=2 (tile.STREAM_SHAPES)");
+    KC_CHECK(arrivals.dim() == 1 && arrivals.numel() >= 1 &&
+                 arrivals.scalar_type() == torch::kInt32 && arrivals.is_contiguous(),
+             "kernel_core_marlin: tile variant 3 needs int32 arrival counters [blocks], found ",
+             arrivals.sizes(), " ", arrivals.scalar_type());
+    const int64_t slot = 128 * rw * bmx;
+    KC_CHECK(partials.scalar_type() == torch::kFloat32 && partials.is_contiguous() &&
+                 partials.numel() >= 2 * arrivals.numel() * slot,
+             "kernel_core_marlin: tile variant 3 needs float32 partials of at least 2 x ",
+             arrivals.numel(), " blocks x ", slot, " elements, found ", partials.numel(), " ",
+             partials.scalar_type());
+  }
   kcm::GemmParams p = make_params(qweight, gscale, zeros, gtab, chan, out.size(1), group_size, zconst);
-  p.x = variant == 2 ? x_img.data_ptr() : x.data_ptr();
+  p.x = image ? x_img.data_ptr() : x.data_ptr();
+  if (variant == 3) {
+    p.partials = partials.data_ptr<float>();
+    p.arrivals = arrivals.data_ptr<int>();
+    p.stream_blocks = static_cast<int>(arrivals.numel());
+  }
   p.bias = optional_ptr(bias);
   p.out = out.data_ptr();
   p.M = static_cast<int>(x.size(0));

@@ -23,6 +23,13 @@ struct GemmParams {
   int M, N, K, C, N16, G, group_size, zconst, WN, WK;
   int pdl;                   // 1: launch as a programmatic dependent of the kernel before it on
                              // the stream (bulk pipelines 2-6 only; the launcher refuses others)
+  // Tile variant 3 (stream-K) only: the partial sums of tiles shared by several blocks, two
+  // slots of 128 RW x BMX floats per block, and one arrival counter per block (zero between
+  // launches: the block that completes a tile resets its counter). stream_blocks: the blocks the
+  // workspace serves, at most that many are launched.
+  float* partials;
+  int* arrivals;
+  int stream_blocks;
 };
 
 // Whether every 64-channel chunk of every row lies in one scale group (no act-order table; one

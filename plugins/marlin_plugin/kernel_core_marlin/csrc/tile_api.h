@@ -10,7 +10,9 @@ namespace kcm {
 // cluster that share K (1..8, at most the number of 64-channel chunks); variant: 0 every warp
 // copies and a block-wide barrier per chunk, 1 warp-specialized (a producer warpgroup, mbarrier
 // handoff; tile_gemm.cuh), 2 bulk producer (variant 1's consumers, a producer warpgroup of bulk
-// copies; p.x is then the activation image, launch_activation_image). SM90 only.
+// copies; p.x is then the activation image, launch_activation_image), 3 stream-K (variant 2's
+// warps on an even division of the chunks over min(p.stream_blocks, chunks) blocks; p.x the image,
+// split 1, p.partials / p.arrivals its workspace). SM90 only.
 int launch_tile_half(const GemmParams& p, int fmt, int bmx, int rw, int split, int variant,
                      void* stream);
 int launch_tile_bfloat16(const GemmParams& p, int fmt, int bmx, int rw, int split, int variant,

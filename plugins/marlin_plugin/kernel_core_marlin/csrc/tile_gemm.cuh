@@ -385,6 +385,64 @@ __device__ __forceinline__ void run_chunks(int count, float (&acc)[RW][kAcc], Co
   for (int r = 0; r < RW; ++r) pin_registers(acc[r]);
 }
 
+// Writes chan[n] * value + bias[n] as T for element (r, e) of consumer thread `tid`'s
+// accumulators in the block of 128 RW weight rows n_block and tokens from m0. Element e of a
+// warp's m64 accumulators: feature row g + 8 ((e >> 1) & 1) of its tile, token
+// 8 (e >> 2) + 2 t + (e & 1) of the block.
+template <typename T, int FMT, int BMX, int RW>
+__device__ __forceinline__ void store_output(const GemmParams& p, int n_block, int m0, int tid,
+                                             int r, int e, float value) {
+  using Layout = TileLayout<FMT, BMX, RW>;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  const int n = (n_block * Layout::kTiles + ((warp >> 2) * RW + r) * 4 + (warp & 3)) * 16 +
+                (lane >> 2) + 8 * ((e >> 1) & 1);
+  const int m = m0 + 8 * (e >> 2) + 2 * (lane & 3) + (e & 1);
+  if (n >= p.N || m >= p.M) return;
+  const T* bias = static_cast<const T*>(p.bias);
+  const float cs = p.chan != nullptr ? p.chan[n] : 1.0f;
+  const float bs = bias != nullptr ? to_float(bias[n]) : 0.0f;
+  static_cast<T*>(p.out)[static_cast<size_t>(m) * p.N + n] = from_float<T>(value * cs + bs);
+}
+
+// Writes a block's outputs from per-thread values laid out as the wgmma accumulators (element e
+// of vals[r]: weight row g + 8 ((e >> 1) & 1) of the warp's tile r, token 8 (e >> 2) + 2 t +
+// (e & 1)), reading each of the thread's weight rows' chan and bias once. Tile R, then the next
+// by recursion: a compile-time r, which `#pragma unroll` did not guarantee inside the stream
+// kernel's segment loop (vals went to local memory there).
+template <typename T, int FMT, int BMX, int RW, int R = 0>
+__device__ __forceinline__ void store_block(const GemmParams& p, int n_block, int m0, int tid,
+                                            const float (&vals)[RW][BMX / 2]) {
+  if constexpr (R < RW) {
+    using Layout = TileLayout<FMT, BMX, RW>;
+    const int lane = tid & 31;
+    const int warp = tid >> 5;
+    const int t = lane & 3;
+    const T* bias = static_cast<const T*>(p.bias);
+    T* out = static_cast<T*>(p.out);
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int n = (n_block * Layout::kTiles + ((warp >> 2) * RW + R) * 4 + (warp & 3)) * 16 +
+                    (lane >> 2) + 8 * half;
+      const bool row_ok = n < p.N;
+      const float cs = p.chan != nullptr && row_ok ? p.chan[n] : 1.0f;
+      const float bs = bias != nullptr && row_ok ? to_float(bias[n]) : 0.0f;
+#pragma unroll
+      for (int q = 0; q < BMX / 8; ++q) {
+#pragma unroll
+        for (int lo = 0; lo < 2; ++lo) {
+          const int m = m0 + 8 * q + 2 * t + lo;
+          if (row_ok && m < p.M) {
+            out[static_cast<size_t>(m) * p.N + n] =
+                from_float<T>(vals[R][4 * q + 2 * half + lo] * cs + bs);
+          }
+        }
+      }
+    }
+    store_block<T, FMT, BMX, RW, R + 1>(p, n_block, m0, tid, vals);
+  }
+}
+
 #ifdef KCM_TILE_SM90  // thread-block clusters: SM90 only (the sm_80 build keeps trap stubs)
 // Where a block sits: its cluster (split-K), its 128 RW weight rows (n_block), its BMX tokens
 // (from m0) and its share of the chunks [c_begin, c_begin + count).
@@ -410,35 +468,16 @@ struct TileBlock {
 template <typename T, int FMT, int BMX, int RW>
 __device__ __forceinline__ void tile_epilogue(const GemmParams& p, float (&acc)[RW][BMX / 2],
                                               unsigned char* smem, const TileBlock& blk, int tid) {
-  using Layout = TileLayout<FMT, BMX, RW>;
   const int split = blk.split;
   const int rank = blk.rank;
   const int n_block = blk.n_block;
   const int m0 = blk.m0;
   constexpr int kAcc = BMX / 2;
-  const int lane = tid & 31;
-  const int warp = tid >> 5;
-  const int g = lane >> 2;
-  const int t = lane & 3;
-  T* out = static_cast<T*>(p.out);
-  const T* bias = static_cast<const T*>(p.bias);
-  // Element e of a warp's m64 accumulators: feature row g + 8 ((e >> 1) & 1) of its tile, token
-  // 8 (e >> 2) + 2 t + (e & 1) of the block.
   auto store = [&](int r, int e, float value) {
-    const int n = (n_block * Layout::kTiles + ((warp >> 2) * RW + r) * 4 + (warp & 3)) * 16 + g +
-                  8 * ((e >> 1) & 1);
-    const int m = m0 + 8 * (e >> 2) + 2 * t + (e & 1);
-    if (n >= p.N || m >= p.M) return;
-    const float cs = p.chan != nullptr ? p.chan[n] : 1.0f;
-    const float bs = bias != nullptr ? to_float(bias[n]) : 0.0f;
-    out[static_cast<size_t>(m) * p.N + n] = from_float<T>(value * cs + bs);
+    store_output<T, FMT, BMX, RW>(p, n_block, m0, tid, r, e, value);
   };
   if (split == 1) {
-#pragma unroll
-    for (int r = 0; r < RW; ++r) {
-#pragma unroll
-      for (int e = 0; e < kAcc; ++e) store(r, e, acc[r][e]);
-    }
+    store_block<T, FMT, BMX, RW>(p, n_block, m0, tid, acc);
     return;
   }
   __syncthreads();
@@ -582,43 +621,56 @@ constexpr int kTileWsConsumerRegs = 232;
 constexpr int kTileWsProducerRegs = 40;
 
 #ifdef KCM_TILE_SM90
-// The consumer warpgroups of the warp-specialized variants (1 and 2; threads 0..255): wait on
-// full[s], decode, issue the chunk's wgmmas, retire the previous chunk's (wgmma.wait_group 1) and
-// release its stage on empty[s'] (one arrival per warp), then the epilogue.
+// A consumer warp's place in the ring of the warp-specialized variants (1-3; threads 0..255).
+// chunk(): wait on full[s], decode, issue the chunk's wgmmas, retire the previous chunk's
+// (wgmma.wait_group 1) and release its stage on empty[s'] (one arrival per warp). The stage of a
+// run's last chunk is released by the next run's first chunk (variant 3: the next segment), a
+// block's very last one never (nothing waits for it).
 template <typename T, int FMT, int BMX, int RW>
-__device__ __forceinline__ void tile_ws_consume(const GemmParams& p, unsigned char* smem,
-                                                uint64_t* full, uint64_t* empty,
-                                                const TileBlock& blk, int tid) {
+struct TileRing {
   using Layout = TileLayout<FMT, BMX, RW>;
-  constexpr int kAcc = BMX / 2;
-  constexpr int kStages = Layout::kStages;
-  const int lane = tid & 31;
-  const int warp = tid >> 5;
-  setmaxnreg_inc<kTileWsConsumerRegs>();
-  float acc[RW][kAcc];
-  const uint32_t zconst_pair = floats_to_pair<T>(static_cast<float>(p.zconst),
-                                                 static_cast<float>(p.zconst));
-  const uint64_t desc0 = sw128_desc(smem + Layout::kX);
-  int stage = 0;
-  int round = 0;
-  int last_stage = 0;  // the stage of the previous chunk, released once its wgmmas retire
-  int done = 0;
-  auto compute = [&](uint32_t (&a)[RW][4][4]) {
-    mbarrier_wait(full + stage, round);
+  unsigned char* smem;
+  uint64_t* full;
+  uint64_t* empty;
+  uint64_t desc0;
+  uint32_t zconst_pair;
+  int warp, lane;
+  int chunks = 0;  // consumed so far: the next one's stage and phase parity derive from it (one
+                   // register: the stream-K instances of 128 x 128 tokens have none to spare)
+
+  __device__ __forceinline__ TileRing(const GemmParams& p, unsigned char* smem_, uint64_t* full_,
+                                      uint64_t* empty_, int tid)
+      : smem(smem_), full(full_), empty(empty_), warp(tid >> 5), lane(tid & 31) {
+    desc0 = sw128_desc(smem + Layout::kX);
+    zconst_pair = floats_to_pair<T>(static_cast<float>(p.zconst), static_cast<float>(p.zconst));
+  }
+
+  __device__ __forceinline__ void chunk(const GemmParams& p, float (&acc)[RW][BMX / 2],
+                                        uint32_t (&a)[RW][4][4]) {
+    const int stage = chunks % Layout::kStages;
+    mbarrier_wait(full + stage, (chunks / Layout::kStages) & 1);
     fence_proxy_async_shared();
     decode_chunk<T, FMT, BMX, RW>(p, smem + stage * Layout::kStageBytes, warp, lane,
                                   zconst_pair, a);
     mma_chunk_async<T, BMX, RW>(acc, a, desc0, stage * Layout::kStageBytes);
     wgmma_wait<1>();
-    if (done > 0 && lane == 0) mbarrier_arrive(empty + last_stage);
-    ++done;
-    last_stage = stage;
-    if (++stage == kStages) {
-      stage = 0;
-      round ^= 1;
+    if (chunks > 0 && lane == 0) {
+      mbarrier_arrive(empty + (stage == 0 ? Layout::kStages - 1 : stage - 1));
     }
-  };
-  run_chunks(blk.count, acc, compute);
+    ++chunks;
+  }
+};
+
+// The consumer warpgroups of variants 1 and 2: the block's chunks through the ring, then the
+// epilogue.
+template <typename T, int FMT, int BMX, int RW>
+__device__ __forceinline__ void tile_ws_consume(const GemmParams& p, unsigned char* smem,
+                                                uint64_t* full, uint64_t* empty,
+                                                const TileBlock& blk, int tid) {
+  setmaxnreg_inc<kTileWsConsumerRegs>();
+  float acc[RW][BMX / 2];
+  TileRing<T, FMT, BMX, RW> ring(p, smem, full, empty, tid);
+  run_chunks(blk.count, acc, [&](uint32_t (&a)[RW][4][4]) { ring.chunk(p, acc, a); });
   tile_epilogue<T, FMT, BMX, RW>(p, acc, smem, blk, tid);
 }
 #endif
@@ -864,6 +916,245 @@ __global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_bulk_kernel(const
     tile_epilogue_barriers(blk);
   } else {  // consumer warpgroups
     tile_ws_consume<T, FMT, BMX, RW>(p, smem, full, empty, blk, tid);
+  }
+#else
+  __trap();  // built for another architecture: the host dispatch sends only SM90 here
+#endif
+}
+
+// Launch variant 3 (stream-K) divides the work, not the tiles, among the SMs. A tile is one
+// block's output (128 RW weight rows x BMX tokens) and a unit one 64-channel chunk of a tile:
+// T = tiles x C units in tile-major order (tile t = n_block x m_blocks + m_block; unit t C + c),
+// and block b of the G launched takes units [b T / G, (b + 1) T / G). Every SM then gets the same
+// number of chunks whatever the tile count, where whole tiles per block leave SMs idle in the last
+// wave (10240 x 8192 at 128 tokens: 80 tiles of 128 rows on 132 SMs; split-K clusters cannot
+// even it out, clusters of 3 fit 39 at once). A block walks its range as segments, one per tile
+// it touches; the ring and its producer run on across segments. A segment that holds a whole
+// tile stores it; the pieces of a tile shared by several blocks meet in a global workspace:
+// every piece is stored to its block's slot, the piece that completes the tile's chunk count
+// (an atomic counter per tile, reset by that block) adds the pieces in block order, so the
+// result does not depend on which block finishes last, and stores the tile. No block waits for
+// another, so nothing needs all blocks resident.
+// The division, recomputed from the launch parameters wherever it is needed rather than kept
+// in registers (the consumers' hold the wgmma accumulators; ptxas serialized the 128 x 128-token
+// instances' wgmmas when a copy of it lived through the chunk loop). T fits an int (the launcher
+// checks); products with the block count are 64-bit.
+template <int BMX, int RW>
+struct TileStream {
+  static constexpr int kRows = 128 * RW;
+
+  // v, recomputed where it is used: an empty volatile asm cannot be hoisted out of the segment
+  // loop, so neither can what is derived from it (the compiler kept T and the range's end in
+  // registers through the chunk loop, and the 128 x 128-token instances' wgmmas were serialized).
+  __device__ __forceinline__ static int fresh(int v) {
+    asm volatile("" : "+r"(v));
+    return v;
+  }
+
+  __device__ __forceinline__ static int m_blocks(const GemmParams& p) {
+    return (fresh(p.M) + BMX - 1) / BMX;
+  }
+
+  __device__ __forceinline__ static int units(const GemmParams& p) {
+    return (fresh(p.N16) * 16 + kRows - 1) / kRows * m_blocks(p) * p.C;
+  }
+
+  // The first unit of block b's range, b T / G.
+  __device__ __forceinline__ static int first_unit(const GemmParams& p, int b) {
+    return static_cast<int>(static_cast<long long>(b) * units(p) / gridDim.x);
+  }
+
+  // The block whose range holds unit u: the largest b with b T / G <= u.
+  __device__ __forceinline__ static int holder(const GemmParams& p, int u) {
+    return static_cast<int>((static_cast<long long>(u + 1) * gridDim.x - 1) / units(p));
+  }
+
+  // Block b's piece of the tile whose first unit is `start`: its first segment (slot 2 b) when
+  // its range begins at or after the tile's start, else its last one (slot 2 b + 1). Only a
+  // block's first and last segments can hold part of a tile.
+  __device__ __forceinline__ static int piece_slot(const GemmParams& p, int b, int start) {
+    return 2 * b + (first_unit(p, b) >= start ? 0 : 1);
+  }
+};
+
+// A block's current segment: `count` chunks of one tile from unit `unit` (count 0 before the
+// first).
+struct TileSegment {
+  int unit = 0;
+  int count = 0;
+
+  // Moves to the block's next segment; false past the end of its range.
+  template <int BMX, int RW>
+  __device__ __forceinline__ bool advance(const GemmParams& p) {
+    using Stream = TileStream<BMX, RW>;
+    const int block = Stream::fresh(blockIdx.x);
+    const int next = count == 0 ? Stream::first_unit(p, block) : unit + count;
+    const int end = Stream::first_unit(p, block + 1);
+    if (next >= end) return false;
+    const int left_in_tile = p.C - next % p.C;
+    unit = next;
+    count = end - next < left_in_tile ? end - next : left_in_tile;
+    return true;
+  }
+
+  __device__ __forceinline__ int tile(const GemmParams& p) const { return unit / p.C; }
+};
+
+#ifdef KCM_TILE_SM90
+// Barrier over the 256 consumer threads only (named barrier 1; the producer warps never join).
+__device__ __forceinline__ void consumers_sync() {
+  asm volatile("bar.sync 1, 256;" ::: "memory");
+}
+
+// consumers_sync that also tells every consumer thread whether any passed a nonzero `value`.
+__device__ __forceinline__ int consumers_any(int value) {
+  int result;
+  asm volatile(
+      "{\n .reg .pred p, q;\n setp.ne.s32 p, %1, 0;\n bar.red.or.pred q, 1, 256, p;\n"
+      " selp.s32 %0, 1, 0, q;\n}"
+      : "=r"(result)
+      : "r"(value)
+      : "memory");
+  return result;
+}
+
+// A segment's epilogue: a whole tile is stored; a piece goes to its slot (thread-major: each
+// thread reads back exactly what it wrote, coalesced), and the block that completes the tile's
+// chunks sums the pieces in block order and stores the tile.
+template <typename T, int FMT, int BMX, int RW>
+__device__ __forceinline__ void tile_stream_epilogue(const GemmParams& p,
+                                                     float (&acc)[RW][BMX / 2],
+                                                     const TileSegment& seg, int tid) {
+  using Stream = TileStream<BMX, RW>;
+  constexpr int kAcc = BMX / 2;
+  constexpr int kSlotFloats = RW * kAcc * 256;
+  const int tile = seg.tile(p);
+  const int m_blocks = Stream::m_blocks(p);
+  const int n_block = tile / m_blocks;
+  const int m0 = (tile - n_block * m_blocks) * BMX;
+  if (seg.count < p.C) {
+    const int start = tile * p.C;
+    float* mine = p.partials + static_cast<size_t>(Stream::piece_slot(p, blockIdx.x, start)) *
+                                   kSlotFloats;
+#pragma unroll
+    for (int r = 0; r < RW; ++r) {
+#pragma unroll
+      for (int e = 0; e < kAcc; ++e) __stcg(mine + (r * kAcc + e) * 256 + tid, acc[r][e]);
+    }
+    __threadfence();  // the piece is visible before the counter says it arrived
+    consumers_sync();
+    const int first = Stream::holder(p, start);
+    int completes = 0;
+    if (tid == 0) completes = atomicAdd(p.arrivals + first, seg.count) + seg.count == p.C;
+    if (!consumers_any(completes)) return;
+    __threadfence();  // every other piece arrived before its counter increment
+    const int last = Stream::holder(p, start + p.C - 1);
+    // Summed outside acc: only wgmmas define the accumulators (see wgmma_rs).
+    float sums[RW][kAcc];
+#pragma unroll
+    for (int r = 0; r < RW; ++r) {
+#pragma unroll
+      for (int e = 0; e < kAcc; ++e) sums[r][e] = 0.0f;
+    }
+    for (int b = first; b <= last; ++b) {
+      const float* piece =
+          p.partials + static_cast<size_t>(Stream::piece_slot(p, b, start)) * kSlotFloats;
+#pragma unroll
+      for (int r = 0; r < RW; ++r) {
+#pragma unroll
+        for (int e = 0; e < kAcc; ++e) sums[r][e] += __ldcg(piece + (r * kAcc + e) * 256 + tid);
+      }
+    }
+    store_block<T, FMT, BMX, RW>(p, n_block, m0, tid, sums);
+    if (tid == 0) p.arrivals[first] = 0;  // for the next launch; every piece of this one is in
+    return;
+  }
+  store_block<T, FMT, BMX, RW>(p, n_block, m0, tid, acc);
+}
+
+// Variant 3's consumer warpgroups: variant 2's consumers, segment after segment.
+template <typename T, int FMT, int BMX, int RW>
+__device__ __forceinline__ void tile_stream_consume(const GemmParams& p, unsigned char* smem,
+                                                    uint64_t* full, uint64_t* empty, int tid) {
+  setmaxnreg_inc<kTileWsConsumerRegs>();
+  TileRing<T, FMT, BMX, RW> ring(p, smem, full, empty, tid);
+  TileSegment seg;
+  while (seg.advance<BMX, RW>(p)) {
+    float acc[RW][BMX / 2];  // per segment: nothing flows into the next one's wgmmas
+    run_chunks(seg.count, acc, [&](uint32_t (&a)[RW][4][4]) { ring.chunk(p, acc, a); });
+    tile_stream_epilogue<T, FMT, BMX, RW>(p, acc, seg, tid);
+  }
+}
+
+// Variant 3's producer warpgroup: variant 2's copy roles, segment after segment, in lockstep
+// through the ring. Every warp arrives on full[s] for every chunk (the weight warps once per
+// chunk by lane 0, even when the segment's tiles give them nothing to copy), so no warp can run
+// a whole ring pass ahead of or behind the consumers, where an mbarrier parity would alias.
+template <typename T, int FMT, int BMX, int RW>
+__device__ __forceinline__ void tile_stream_produce(const GemmParams& p, unsigned char* smem,
+                                                    uint64_t* full, uint64_t* empty, int role,
+                                                    int lane) {
+  using Layout = TileLayout<FMT, BMX, RW>;
+  setmaxnreg_dec<kTileWsProducerRegs>();
+  const uint64_t policy = evict_first_policy();
+  const bool weights = role == kCopyWeightsLow || role == kCopyWeightsHigh;
+  TileSegment seg;
+  int stage = 0;
+  int round = 0;
+  int i = 0;
+  while (seg.advance<BMX, RW>(p)) {
+    const int tile = seg.tile(p);
+    const int m_blocks = TileStream<BMX, RW>::m_blocks(p);
+    const int n_block = tile / m_blocks;
+    TileBulkCopies<T, FMT, BMX, RW> copies(p, n_block, (tile - n_block * m_blocks) * BMX,
+                                           seg.unit - tile * p.C, role, lane);
+    for (int c = 0; c < seg.count; ++c, ++i) {
+      if (i >= Layout::kStages) mbarrier_wait(empty + stage, round ^ 1);
+      copies.copy_chunk(smem + stage * Layout::kStageBytes, full + stage, policy);
+      if (weights) {
+        __syncwarp();
+        if (lane == 0) mbarrier_arrive(full + stage);
+      }
+      if (++stage == Layout::kStages) {
+        stage = 0;
+        round ^= 1;
+      }
+    }
+  }
+  commit_async();  // no thread leaves with cp.async copies in flight
+  wait_async<0>();
+}
+#endif  // KCM_TILE_SM90
+
+//: full[s] arrivals per chunk in variant 3: the arming one, 32 scale-word cp.async arrivals and
+//: one from each weight warp.
+constexpr int kTileStreamFullArrivals = 1 + 32 + 2;
+
+// Stream-K variant (launch variant 3): variant 2's warp roles on a stream-K division of the
+// work (see TileStream); launched with at most p.stream_blocks blocks, no clusters.
+template <typename T, int FMT, int BMX, int RW>
+__global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_stream_kernel(const GemmParams p) {
+#ifdef KCM_TILE_SM90
+  using Layout = TileLayout<FMT, BMX, RW>;
+  constexpr int kStages = Layout::kStages;
+  extern __shared__ unsigned char tile_smem_raw[];
+  unsigned char* smem = tile_smem(tile_smem_raw);
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + Layout::kBarriers);
+  uint64_t* empty = full + kStages;
+  const int tid = threadIdx.x;
+  const int warp = tid >> 5;
+  if (tid == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      mbarrier_init(full + s, kTileStreamFullArrivals);
+      mbarrier_init(empty + s, 8);
+    }
+    mbarrier_init_fence();
+  }
+  __syncthreads();
+  if (warp >= 8) {
+    tile_stream_produce<T, FMT, BMX, RW>(p, smem, full, empty, warp - 8, tid & 31);
+  } else {
+    tile_stream_consume<T, FMT, BMX, RW>(p, smem, full, empty, tid);
   }
 #else
   __trap();  // built for another architecture: the host dispatch sends only SM90 here

@@ -10,18 +10,30 @@ namespace kcm {
 
 // Launch variants: 0 tile_gemm_kernel (every warp copies, a block-wide barrier per chunk),
 // 1 tile_gemm_ws_kernel (a producer warpgroup, mbarrier handoff per stage), 2 tile_gemm_bulk_kernel
-// (variant 1's consumers, one producer warp of bulk copies; p.x is the activation image).
-enum TileVariant : int { kTileBarrier = 0, kTileSpecialized = 1, kTileBulk = 2 };
+// (variant 1's consumers, a producer warpgroup of bulk copies; p.x is the activation image),
+// 3 tile_gemm_stream_kernel (variant 2 on a stream-K division of the work; p.x the image, p.partials
+// and p.arrivals its workspace).
+enum TileVariant : int { kTileBarrier = 0, kTileSpecialized = 1, kTileBulk = 2, kTileStream = 3 };
 
 // The kernel of a variant, its threads and its dynamic shared memory.
 template <typename T, int FMT, int BMX, int RW, bool XP, int VARIANT>
 struct TileKernel {
   using Layout = TileLayout<FMT, BMX, RW>;
   static_assert(VARIANT == kTileBarrier || !XP, "pre-permuted activations: barrier variant only");
-  static constexpr auto kernel = VARIANT == kTileBulk ? tile_gemm_bulk_kernel<T, FMT, BMX, RW>
-                                 : VARIANT == kTileSpecialized
-                                     ? tile_gemm_ws_kernel<T, FMT, BMX, RW>
-                                     : tile_gemm_kernel<T, FMT, BMX, RW, XP>;
+  // Only the variant's own kernel is instantiated (a conditional expression would instantiate
+  // all four).
+  static constexpr auto pick() {
+    if constexpr (VARIANT == kTileStream) {
+      return tile_gemm_stream_kernel<T, FMT, BMX, RW>;
+    } else if constexpr (VARIANT == kTileBulk) {
+      return tile_gemm_bulk_kernel<T, FMT, BMX, RW>;
+    } else if constexpr (VARIANT == kTileSpecialized) {
+      return tile_gemm_ws_kernel<T, FMT, BMX, RW>;
+    } else {
+      return tile_gemm_kernel<T, FMT, BMX, RW, XP>;
+    }
+  }
+  static constexpr auto kernel = pick();
   static constexpr int kThreads = VARIANT == kTileBarrier ? 256 : kTileWsThreads;
   static constexpr size_t kSmemBytes =
       VARIANT == kTileBarrier ? Layout::kSmemBytes : Layout::kSmemBytesWs;
@@ -36,8 +48,19 @@ int launch_tile_instance(const GemmParams& p, int split, cudaStream_t stream) {
       kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Kernel::kSmemBytes)));
   if (err != 0) return err;
   const int n_blocks = (p.N16 * 16 + Layout::kRows - 1) / Layout::kRows;
+  const int m_blocks = (p.M + BMX - 1) / BMX;
   cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(n_blocks * split, (p.M + BMX - 1) / BMX);
+  config.gridDim = dim3(n_blocks * split, m_blocks);
+  if constexpr (VARIANT == kTileStream) {
+    // One block per SM the workspace serves, fewer when there are fewer chunks than blocks (every
+    // block then holds at least one).
+    if (split != 1 || p.partials == nullptr || p.arrivals == nullptr || p.stream_blocks < 1) {
+      return static_cast<int>(cudaErrorInvalidValue);
+    }
+    const long long units = static_cast<long long>(n_blocks) * m_blocks * p.C;
+    if (units > 0x7fffffffLL) return static_cast<int>(cudaErrorInvalidValue);  // TileStream's ints
+    config.gridDim = dim3(static_cast<unsigned>(units < p.stream_blocks ? units : p.stream_blocks));
+  }
   config.blockDim = dim3(Kernel::kThreads);
   config.dynamicSmemBytes = Kernel::kSmemBytes;
   config.stream = stream;
@@ -77,11 +100,22 @@ int tile_clusters_instance(int split) {
   return query != 0 ? -query : clusters;
 }
 
+// Whether variant VARIANT has an instance of (bmx, rw): stream-K has none of 128 x 128 tokens x
+// 256 rows (ptxas serializes its wgmmas for want of registers there: the 128 accumulators and 64
+// A registers per thread leave no room for the segment loop; NOTES.md v20).
+template <int VARIANT>
+constexpr bool tile_instance_exists(int bmx, int rw) {
+  return !(VARIANT == kTileStream && bmx == 128 && rw == 2);
+}
+
 template <typename T, int FMT, int VARIANT>
 int launch_tile_variant(const GemmParams& p, int bmx, int rw, int split, cudaStream_t stream) {
 #define KCM_TILE_LAUNCH(B, R)                                                           \
   if (bmx == B && rw == R) {                                                            \
-    return launch_tile_instance<T, FMT, B, R, false, VARIANT>(p, split, stream);        \
+    if constexpr (tile_instance_exists<VARIANT>(B, R)) {                                \
+      return launch_tile_instance<T, FMT, B, R, false, VARIANT>(p, split, stream);      \
+    }                                                                                   \
+    return static_cast<int>(cudaErrorInvalidValue);                                     \
   }
   KCM_TILE_LAUNCH(64, 1)
   KCM_TILE_LAUNCH(64, 2)
@@ -103,6 +137,9 @@ int launch_tile_shape(const GemmParams& p, int bmx, int rw, int split, int varia
     return launch_tile_variant<T, FMT, kTileSpecialized>(p, bmx, rw, split, stream);
   }
   if (variant == kTileBulk) return launch_tile_variant<T, FMT, kTileBulk>(p, bmx, rw, split, stream);
+  if (variant == kTileStream) {
+    return launch_tile_variant<T, FMT, kTileStream>(p, bmx, rw, split, stream);
+  }
   return static_cast<int>(cudaErrorInvalidValue);
 }
 
@@ -112,8 +149,11 @@ int tile_clusters_variant(int fmt, int bmx, int rw, int split) {
   // Every instance holds one block per SM; the shared memory of the format's own instance decides.
 #define KCM_TILE_CLUSTERS(B, R)                                                        \
   if (bmx == B && rw == R) {                                                           \
-    return eight_bit ? tile_clusters_instance<T, kInt8, B, R, VARIANT>(split)          \
-                     : tile_clusters_instance<T, kInt4, B, R, VARIANT>(split);         \
+    if constexpr (tile_instance_exists<VARIANT>(B, R)) {                               \
+      return eight_bit ? tile_clusters_instance<T, kInt8, B, R, VARIANT>(split)        \
+                       : tile_clusters_instance<T, kInt4, B, R, VARIANT>(split);       \
+    }                                                                                  \
+    return -static_cast<int>(cudaErrorInvalidValue);                                   \
   }
   KCM_TILE_CLUSTERS(64, 1)
   KCM_TILE_CLUSTERS(64, 2)
@@ -132,6 +172,7 @@ int tile_clusters_typed(int fmt, int bmx, int rw, int split, int variant) {
     return tile_clusters_variant<T, kTileSpecialized>(fmt, bmx, rw, split);
   }
   if (variant == kTileBulk) return tile_clusters_variant<T, kTileBulk>(fmt, bmx, rw, split);
+  if (variant == kTileStream) return tile_clusters_variant<T, kTileStream>(fmt, bmx, rw, split);
   return -static_cast<int>(cudaErrorInvalidValue);
 }
 
