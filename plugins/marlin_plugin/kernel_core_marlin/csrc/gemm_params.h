@@ -30,6 +30,12 @@ struct GemmParams {
   float* partials;
   int* arrivals;
   int stream_blocks;
+  // Set by the launcher: the unit count T, and {magic, shift} pairs dividing by the chunk count C,
+  // the launched block count G, T and the token-block count (tile_launch.cuh, fast_divisor): the
+  // kernel's segment arithmetic then needs no division instruction sequence, whose results ptxas
+  // keeps per thread, and stays uniform (TileStream).
+  int stream_units;
+  unsigned stream_div[4][2];
 };
 
 // Whether every 64-channel chunk of every row lies in one scale group (no act-order table; one

@@ -405,11 +405,18 @@ __device__ __forceinline__ void store_output(const GemmParams& p, int n_block, i
   static_cast<T*>(p.out)[static_cast<size_t>(m) * p.N + n] = from_float<T>(value * cs + bs);
 }
 
+// Where a thread's stores of elements past M or N go: every store of a block's outputs is then
+// unconditional, its address selected. A branch or predicate around the stores, inside the stream-K
+// kernel's segment loop, made ptxas treat the ring's stage and the wgmma descriptors as
+// per-thread values (see TileStream).
+static __device__ uint16_t tile_discard[256];  // one per translation unit
+
 // Writes a block's outputs from per-thread values laid out as the wgmma accumulators (element e
 // of vals[r]: weight row g + 8 ((e >> 1) & 1) of the warp's tile r, token 8 (e >> 2) + 2 t +
-// (e & 1)), reading each of the thread's weight rows' chan and bias once. Tile R, then the next
-// by recursion: a compile-time r, which `#pragma unroll` did not guarantee inside the stream
-// kernel's segment loop (vals went to local memory there).
+// (e & 1)), reading each of the thread's weight rows' chan and bias once (rows past N read row
+// N - 1 and store to tile_discard). Tile R, then the next by recursion: a compile-time r, which
+// `#pragma unroll` did not guarantee inside the stream kernel's segment loop (vals went to local
+// memory there).
 template <typename T, int FMT, int BMX, int RW, int R = 0>
 __device__ __forceinline__ void store_block(const GemmParams& p, int n_block, int m0, int tid,
                                             const float (&vals)[RW][BMX / 2]) {
@@ -425,17 +432,17 @@ __device__ __forceinline__ void store_block(const GemmParams& p, int n_block, in
       const int n = (n_block * Layout::kTiles + ((warp >> 2) * RW + R) * 4 + (warp & 3)) * 16 +
                     (lane >> 2) + 8 * half;
       const bool row_ok = n < p.N;
-      const float cs = p.chan != nullptr && row_ok ? p.chan[n] : 1.0f;
-      const float bs = bias != nullptr && row_ok ? to_float(bias[n]) : 0.0f;
+      const int row = row_ok ? n : p.N - 1;
+      const float cs = p.chan != nullptr ? p.chan[row] : 1.0f;
+      const float bs = bias != nullptr ? to_float(bias[row]) : 0.0f;
 #pragma unroll
       for (int q = 0; q < BMX / 8; ++q) {
 #pragma unroll
         for (int lo = 0; lo < 2; ++lo) {
           const int m = m0 + 8 * q + 2 * t + lo;
-          if (row_ok && m < p.M) {
-            out[static_cast<size_t>(m) * p.N + n] =
-                from_float<T>(vals[R][4 * q + 2 * half + lo] * cs + bs);
-          }
+          T* dst = row_ok && m < p.M ? out + static_cast<size_t>(m) * p.N + row
+                                     : reinterpret_cast<T*>(tile_discard + tid);
+          *dst = from_float<T>(vals[R][4 * q + 2 * half + lo] * cs + bs);
         }
       }
     }
@@ -935,38 +942,30 @@ __global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_bulk_kernel(const
 // (an atomic counter per tile, reset by that block) adds the pieces in block order, so the
 // result does not depend on which block finishes last, and stores the tile. No block waits for
 // another, so nothing needs all blocks resident.
-// The division, recomputed from the launch parameters wherever it is needed rather than kept
-// in registers (the consumers' hold the wgmma accumulators; ptxas serialized the 128 x 128-token
-// instances' wgmmas when a copy of it lived through the chunk loop). T fits an int (the launcher
-// checks); products with the block count are 64-bit.
+// The division, computed from the launch parameters where it is needed rather than kept in a
+// struct (the consumers' registers hold the wgmma accumulators). Everything here must stay
+// warp-uniform in ptxas's eyes, so that the segment loop's trip counts, the ring's stage and the
+// wgmma descriptors live in uniform registers: with per-thread values (a division instruction
+// sequence, an empty volatile asm on blockIdx) the descriptors were rebuilt with R2UR between the
+// wgmmas and a chunk took 28% longer on the H200 (NOTES.md v20). So every division is a
+// multiply-high by a magic number the launcher computed (p.stream_div), and T x G fits an int.
+enum TileStreamDivisor : int { kDivChunks = 0, kDivBlocks = 1, kDivUnits = 2, kDivTokenBlocks = 3 };
+
+__device__ __forceinline__ int stream_div(const GemmParams& p, int n, TileStreamDivisor d) {
+  return static_cast<int>((__umulhi(static_cast<unsigned>(n), p.stream_div[d][0]) +
+                           static_cast<unsigned>(n)) >> p.stream_div[d][1]);
+}
+
 template <int BMX, int RW>
 struct TileStream {
-  static constexpr int kRows = 128 * RW;
-
-  // v, recomputed where it is used: an empty volatile asm cannot be hoisted out of the segment
-  // loop, so neither can what is derived from it (the compiler kept T and the range's end in
-  // registers through the chunk loop, and the 128 x 128-token instances' wgmmas were serialized).
-  __device__ __forceinline__ static int fresh(int v) {
-    asm volatile("" : "+r"(v));
-    return v;
-  }
-
-  __device__ __forceinline__ static int m_blocks(const GemmParams& p) {
-    return (fresh(p.M) + BMX - 1) / BMX;
-  }
-
-  __device__ __forceinline__ static int units(const GemmParams& p) {
-    return (fresh(p.N16) * 16 + kRows - 1) / kRows * m_blocks(p) * p.C;
-  }
-
   // The first unit of block b's range, b T / G.
   __device__ __forceinline__ static int first_unit(const GemmParams& p, int b) {
-    return static_cast<int>(static_cast<long long>(b) * units(p) / gridDim.x);
+    return stream_div(p, b * p.stream_units, kDivBlocks);
   }
 
   // The block whose range holds unit u: the largest b with b T / G <= u.
   __device__ __forceinline__ static int holder(const GemmParams& p, int u) {
-    return static_cast<int>((static_cast<long long>(u + 1) * gridDim.x - 1) / units(p));
+    return stream_div(p, (u + 1) * static_cast<int>(gridDim.x) - 1, kDivUnits);
   }
 
   // Block b's piece of the tile whose first unit is `start`: its first segment (slot 2 b) when
@@ -987,17 +986,18 @@ struct TileSegment {
   template <int BMX, int RW>
   __device__ __forceinline__ bool advance(const GemmParams& p) {
     using Stream = TileStream<BMX, RW>;
-    const int block = Stream::fresh(blockIdx.x);
-    const int next = count == 0 ? Stream::first_unit(p, block) : unit + count;
-    const int end = Stream::first_unit(p, block + 1);
+    const int next = count == 0 ? Stream::first_unit(p, blockIdx.x) : unit + count;
+    const int end = Stream::first_unit(p, blockIdx.x + 1);
     if (next >= end) return false;
-    const int left_in_tile = p.C - next % p.C;
+    const int left_in_tile = p.C - (next - stream_div(p, next, kDivChunks) * p.C);
     unit = next;
     count = end - next < left_in_tile ? end - next : left_in_tile;
     return true;
   }
 
-  __device__ __forceinline__ int tile(const GemmParams& p) const { return unit / p.C; }
+  __device__ __forceinline__ int tile(const GemmParams& p) const {
+    return stream_div(p, unit, kDivChunks);
+  }
 };
 
 #ifdef KCM_TILE_SM90
@@ -1018,38 +1018,59 @@ __device__ __forceinline__ int consumers_any(int value) {
   return result;
 }
 
-// A segment's epilogue: a whole tile is stored; a piece goes to its slot (thread-major: each
-// thread reads back exactly what it wrote, coalesced), and the block that completes the tile's
-// chunks sums the pieces in block order and stores the tile.
+// A segment's epilogue, inside the segment loop: a whole tile is stored, a piece of a shared
+// tile goes to its slot (thread-major: each thread later reads back exactly what it wrote,
+// coalesced). Both unconditional (see tile_discard); the pieces are settled after the loop.
 template <typename T, int FMT, int BMX, int RW>
 __device__ __forceinline__ void tile_stream_epilogue(const GemmParams& p,
-                                                     float (&acc)[RW][BMX / 2],
+                                                     const float (&acc)[RW][BMX / 2],
                                                      const TileSegment& seg, int tid) {
-  using Stream = TileStream<BMX, RW>;
   constexpr int kAcc = BMX / 2;
-  constexpr int kSlotFloats = RW * kAcc * 256;
   const int tile = seg.tile(p);
-  const int m_blocks = Stream::m_blocks(p);
-  const int n_block = tile / m_blocks;
-  const int m0 = (tile - n_block * m_blocks) * BMX;
   if (seg.count < p.C) {
-    const int start = tile * p.C;
-    float* mine = p.partials + static_cast<size_t>(Stream::piece_slot(p, blockIdx.x, start)) *
-                                   kSlotFloats;
+    float* mine = p.partials + static_cast<size_t>(TileStream<BMX, RW>::piece_slot(
+                                   p, blockIdx.x, tile * p.C)) * (RW * kAcc * 256);
 #pragma unroll
     for (int r = 0; r < RW; ++r) {
 #pragma unroll
       for (int e = 0; e < kAcc; ++e) __stcg(mine + (r * kAcc + e) * 256 + tid, acc[r][e]);
     }
-    __threadfence();  // the piece is visible before the counter says it arrived
-    consumers_sync();
+  } else {
+    const int n_block = stream_div(p, tile, kDivTokenBlocks);
+    store_block<T, FMT, BMX, RW>(p, n_block, (tile - n_block * ((p.M + BMX - 1) / BMX)) * BMX,
+                                 tid, acc);
+  }
+}
+
+// After the segment loop: the block's pieces (its first and its last segment can be parts of
+// shared tiles) arrive on their tiles' counters, and a block whose piece completes a tile's
+// chunks sums the tile's pieces in block order (the same bits whoever finishes), stores it and
+// resets the counter for the next launch. Nobody waits for another block.
+template <typename T, int FMT, int BMX, int RW>
+__device__ __forceinline__ void tile_stream_settle(const GemmParams& p, int tid) {
+  using Stream = TileStream<BMX, RW>;
+  constexpr int kAcc = BMX / 2;
+  constexpr int kSlotFloats = RW * kAcc * 256;
+  const int begin = Stream::first_unit(p, blockIdx.x);
+  const int end = Stream::first_unit(p, blockIdx.x + 1);
+  __threadfence();  // the pieces are visible before the counters say they arrived
+  consumers_sync();
+  for (int which = 0; which < 2; ++which) {
+    // The first segment starts at `begin`; the last one at the start of the tile holding end - 1
+    // (or at `begin`, when that is the same segment, settled once).
+    const int last_tile_start = stream_div(p, end - 1, kDivChunks) * p.C;
+    const int unit = which == 0 ? begin : (last_tile_start > begin ? last_tile_start : -1);
+    if (unit < 0) break;
+    const int tile = stream_div(p, unit, kDivChunks);
+    const int start = tile * p.C;
+    const int count = (start + p.C < end ? start + p.C : end) - unit;
+    if (count == p.C) continue;  // a whole tile, stored in the loop
     const int first = Stream::holder(p, start);
     int completes = 0;
-    if (tid == 0) completes = atomicAdd(p.arrivals + first, seg.count) + seg.count == p.C;
-    if (!consumers_any(completes)) return;
+    if (tid == 0) completes = atomicAdd(p.arrivals + first, count) + count == p.C;
+    if (!consumers_any(completes)) continue;
     __threadfence();  // every other piece arrived before its counter increment
     const int last = Stream::holder(p, start + p.C - 1);
-    // Summed outside acc: only wgmmas define the accumulators (see wgmma_rs).
     float sums[RW][kAcc];
 #pragma unroll
     for (int r = 0; r < RW; ++r) {
@@ -1065,11 +1086,11 @@ __device__ __forceinline__ void tile_stream_epilogue(const GemmParams& p,
         for (int e = 0; e < kAcc; ++e) sums[r][e] += __ldcg(piece + (r * kAcc + e) * 256 + tid);
       }
     }
-    store_block<T, FMT, BMX, RW>(p, n_block, m0, tid, sums);
-    if (tid == 0) p.arrivals[first] = 0;  // for the next launch; every piece of this one is in
-    return;
+    const int n_block = stream_div(p, tile, kDivTokenBlocks);
+    store_block<T, FMT, BMX, RW>(p, n_block, (tile - n_block * ((p.M + BMX - 1) / BMX)) * BMX,
+                                 tid, sums);
+    if (tid == 0) p.arrivals[first] = 0;  // every piece of this launch is in
   }
-  store_block<T, FMT, BMX, RW>(p, n_block, m0, tid, acc);
 }
 
 // Variant 3's consumer warpgroups: variant 2's consumers, segment after segment.
@@ -1084,6 +1105,7 @@ __device__ __forceinline__ void tile_stream_consume(const GemmParams& p, unsigne
     run_chunks(seg.count, acc, [&](uint32_t (&a)[RW][4][4]) { ring.chunk(p, acc, a); });
     tile_stream_epilogue<T, FMT, BMX, RW>(p, acc, seg, tid);
   }
+  tile_stream_settle<T, FMT, BMX, RW>(p, tid);
 }
 
 // Variant 3's producer warpgroup: variant 2's copy roles, segment after segment, in lockstep
@@ -1104,9 +1126,9 @@ __device__ __forceinline__ void tile_stream_produce(const GemmParams& p, unsigne
   int i = 0;
   while (seg.advance<BMX, RW>(p)) {
     const int tile = seg.tile(p);
-    const int m_blocks = TileStream<BMX, RW>::m_blocks(p);
-    const int n_block = tile / m_blocks;
-    TileBulkCopies<T, FMT, BMX, RW> copies(p, n_block, (tile - n_block * m_blocks) * BMX,
+    const int n_block = stream_div(p, tile, kDivTokenBlocks);
+    TileBulkCopies<T, FMT, BMX, RW> copies(p, n_block,
+                                           (tile - n_block * ((p.M + BMX - 1) / BMX)) * BMX,
                                            seg.unit - tile * p.C, role, lane);
     for (int c = 0; c < seg.count; ++c, ++i) {
       if (i >= Layout::kStages) mbarrier_wait(empty + stage, round ^ 1);

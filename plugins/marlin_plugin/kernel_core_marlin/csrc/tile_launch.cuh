@@ -39,8 +39,18 @@ struct TileKernel {
       VARIANT == kTileBarrier ? Layout::kSmemBytes : Layout::kSmemBytesWs;
 };
 
+// {magic, shift} with n / d = (umulhi(n, magic) + n) >> shift for 0 <= n < 2^31, 1 <= d < 2^31
+// (the round-up reciprocal, less 2^32, so the sum fits 32 bits).
+inline void fast_divisor(unsigned d, unsigned (&f)[2]) {
+  unsigned shift = 0;
+  while ((1ull << shift) < d) ++shift;
+  f[0] = static_cast<unsigned>(((1ull << 32) * ((1ull << shift) - d)) / d + 1);
+  f[1] = shift;
+}
+
 template <typename T, int FMT, int BMX, int RW, bool XP = false, int VARIANT = kTileBarrier>
-int launch_tile_instance(const GemmParams& p, int split, cudaStream_t stream) {
+int launch_tile_instance(const GemmParams& params, int split, cudaStream_t stream) {
+  GemmParams p = params;
   using Layout = TileLayout<FMT, BMX, RW>;
   using Kernel = TileKernel<T, FMT, BMX, RW, XP, VARIANT>;
   const auto kernel = Kernel::kernel;
@@ -58,8 +68,15 @@ int launch_tile_instance(const GemmParams& p, int split, cudaStream_t stream) {
       return static_cast<int>(cudaErrorInvalidValue);
     }
     const long long units = static_cast<long long>(n_blocks) * m_blocks * p.C;
-    if (units > 0x7fffffffLL) return static_cast<int>(cudaErrorInvalidValue);  // TileStream's ints
-    config.gridDim = dim3(static_cast<unsigned>(units < p.stream_blocks ? units : p.stream_blocks));
+    const long long blocks = units < p.stream_blocks ? units : p.stream_blocks;
+    // TileStream's 32-bit arithmetic: (u + 1) G for every unit u must fit an int.
+    if (units * blocks > 0x7fffffffLL) return static_cast<int>(cudaErrorInvalidValue);
+    config.gridDim = dim3(static_cast<unsigned>(blocks));
+    p.stream_units = static_cast<int>(units);
+    fast_divisor(static_cast<unsigned>(p.C), p.stream_div[kDivChunks]);
+    fast_divisor(static_cast<unsigned>(blocks), p.stream_div[kDivBlocks]);
+    fast_divisor(static_cast<unsigned>(units), p.stream_div[kDivUnits]);
+    fast_divisor(static_cast<unsigned>(m_blocks), p.stream_div[kDivTokenBlocks]);
   }
   config.blockDim = dim3(Kernel::kThreads);
   config.dynamicSmemBytes = Kernel::kSmemBytes;
