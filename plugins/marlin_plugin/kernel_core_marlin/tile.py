@@ -84,10 +84,12 @@ BULK_CHUNK_US = {(64, 1): 0.383, (64, 2): 0.687, (128, 1): 0.500, (128, 2): 0.89
 #: The (bmx, rw) instances of the stream-K variant: all but 128 tokens x 256 rows, where ptxas
 #: serializes the wgmmas for want of registers (csrc/tile_launch.cuh, tile_instance_exists).
 STREAM_SHAPES = [shape for shape in TILE_SHAPES if shape != (128, 2)]
-#: Per-chunk times of the stream-K variant: its consumers and copies are the bulk variant's (plus
-#: one mbarrier arrival per weight warp and chunk), so the bulk variant's times stand for them
-#: until a run measures its own.
-STREAM_CHUNK_US = {shape: BULK_CHUNK_US[shape] for shape in STREAM_SHAPES}
+#: Per-chunk times of the stream-K variant (us, H200, gpu/probe_stream_k.py
+#: ``marlin-stream-k-probe-h200-2026-11-28-run2.json``, ``one_tile``: 132 tiles, one whole tile
+#: per block, the same work as the bulk variant's 132 blocks, which took 0.461 / 0.515 / 0.786 us
+#: per chunk in the same rounds): 6-11% more per chunk. The 64-token x 256-row instance is built
+#: and tested but not measured, so not planned.
+STREAM_CHUNK_US = {(64, 1): 0.489, (128, 1): 0.573, (256, 1): 0.825}
 #: Measured per-chunk times by (variant, bmx, rw): the candidates the planner weighs. A variant
 #: joins when a GPU run has measured it (gpu/probe_tile.py writes these times). The barrier
 #: variant keeps its run 2-3 times (the plans they give were measured); the v5 refit differs by
@@ -109,9 +111,12 @@ MAX_SPLIT = 8
 _BLOCK_OVERHEAD_CHUNKS = 4
 _SPLIT_OVERHEAD_CHUNKS = {0: 2, 1: 2, 2: 8}
 _SHARED_SM_SLOWDOWN = 1.8
-#: Fixed cost of a stream-K block in chunks: the ring fill and epilogue of any block, and the
-#: store and read-back of the pieces of the (at most two) tiles it shares with other blocks.
-_STREAM_OVERHEAD_CHUNKS = 8
+#: Fixed cost of a stream-K block in chunks by (bmx, rw): the ring fill and epilogue of any
+#: block, and the store and read-back of the pieces of the (at most two) tiles it shares, settled
+#: after its last chunk (so the last pieces' sums are not overlapped). Fitted on the H200
+#: benchmark run at 982b157 (marlin-h200-2026-11-28-v20-run2.json: 16-31 chunks at 128 x 128,
+#: 34-42 at 128 x 256 over the four layers, 23 at 128 x 64 on 8192^2); medians.
+_STREAM_OVERHEAD_CHUNKS = {(64, 1): 23, (128, 1): 23, (256, 1): 38}
 
 
 @dataclass(frozen=True)
@@ -152,7 +157,8 @@ def _waves_and_cost(m: int, n: int, chunks: int, shape: tuple[int, int, int], sp
         units = math.ceil(n / (128 * rw)) * math.ceil(m / bmx) * chunks
         blocks = min(sms, units)
         waves = math.ceil(blocks / max(1, limits[(variant, bmx, rw, 1)]))
-        return waves, waves * (math.ceil(units / blocks) + _STREAM_OVERHEAD_CHUNKS) * chunk_us[shape]
+        per_block = math.ceil(units / blocks) + _STREAM_OVERHEAD_CHUNKS.get((bmx, rw), 23)
+        return waves, waves * per_block * chunk_us[shape]
     clusters = math.ceil(n / (128 * rw)) * math.ceil(m / bmx)
     fit = max(1, limits[(variant, bmx, rw, split)])
     waves = math.ceil(clusters / fit)
