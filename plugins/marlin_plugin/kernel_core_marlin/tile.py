@@ -115,8 +115,11 @@ _SHARED_SM_SLOWDOWN = 1.8
 #: block, and the store and read-back of the pieces of the (at most two) tiles it shares, settled
 #: after its last chunk (so the last pieces' sums are not overlapped). Fitted on the H200
 #: benchmark run at 982b157 (marlin-h200-2026-11-28-v20-run2.json: 16-31 chunks at 128 x 128,
-#: 34-42 at 128 x 256 over the four layers, 23 at 128 x 64 on 8192^2); medians.
-_STREAM_OVERHEAD_CHUNKS = {(64, 1): 23, (128, 1): 23, (256, 1): 38}
+#: 34-42 at 128 x 256 over the four layers, 23 at 128 x 64 on 8192^2): the median for 128 x 64
+#: and 128 x 128, the largest for 128 x 256, where the median planned stream-K on 10240 x 8192 at
+#: M=256 and it lost to the whole-tile plan in both runs (95.6 / 97.1 us against 93.7 / 94.6,
+#: -v20-run2 and -v20-final).
+_STREAM_OVERHEAD_CHUNKS = {(64, 1): 23, (128, 1): 23, (256, 1): 42}
 
 
 @dataclass(frozen=True)
