@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from kernel_core.jit import load_extension
+from kernel_core.workspace import device_workspace
 from kernel_core_cutlass.tiles import (
     BlockTileConfig,
     TileConfig,
@@ -136,17 +137,12 @@ def build() -> ModuleType:
     )
 
 
-_WORKSPACES: dict[torch.device, torch.Tensor] = {}
-
-
 def workspace_for(device: torch.device) -> torch.Tensor:
-    """The one workspace of ``device``, shared by all layers (allocated on first request)."""
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
-    if device not in _WORKSPACES:
-        _WORKSPACES[device] = torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device=device)
-    return _WORKSPACES[device]
+    """The one workspace of ``device``, shared by all layers (allocated on first request, which
+    the kernels make when processing a layer)."""
+    return device_workspace(
+        "kernel_core_cutlass", device,
+        lambda d: torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device=d))
 
 
 @functools.cache

@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from kernel_core.workspace import device_workspace
 from kernel_core_flashinfer.environment import flashinfer
 from kernel_core_flashinfer.triton_kernels import quantize_per_tensor, quantize_per_token_group
 
@@ -44,6 +45,7 @@ __all__ = [
     "fp8_block_gemm",
     "per_tensor_runner",
     "block_runner",
+    "CUBLAS_WORKSPACE",
     "cublas_workspace",
     "cublas_fp8_gemm",
     "blockscale_runner",
@@ -54,23 +56,19 @@ __all__ = [
 NAMESPACE = "kernel_core_flashinfer"
 _library = torch.library.Library(NAMESPACE, "DEF")
 
-_workspaces: dict[torch.device, torch.Tensor] = {}
+#: The owner name of the cuBLASLt workspace in kernel_core.workspace.
+CUBLAS_WORKSPACE = f"{NAMESPACE}.cublas"
 
 
 def cublas_workspace(device: torch.device) -> torch.Tensor:
     """cuBLASLt's workspace: one buffer per device, shared by every layer (FlashInfer's size)."""
-    buffer = _workspaces.get(device)
-    if buffer is None:
+
+    def allocate(d: torch.device) -> torch.Tensor:
         from flashinfer.gemm.gemm_base import DEFAULT_WORKSPACE_SIZE
 
-        if torch.cuda.is_current_stream_capturing():
-            raise RuntimeError(
-                f"{NAMESPACE}: the first FP8 GEMM on {device} ran inside CUDA-graph capture; run "
-                "one eager call (or the kernel's warmup) before capturing"
-            )
-        buffer = torch.empty(DEFAULT_WORKSPACE_SIZE, dtype=torch.uint8, device=device)
-        _workspaces[device] = buffer
-    return buffer
+        return torch.empty(DEFAULT_WORKSPACE_SIZE, dtype=torch.uint8, device=d)
+
+    return device_workspace(CUBLAS_WORKSPACE, device, allocate)
 
 
 # -- per-tensor FP8 through FlashInfer's cuBLASLt binding ---------------------------------------

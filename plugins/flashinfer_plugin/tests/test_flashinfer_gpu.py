@@ -19,6 +19,7 @@ from kernel_core.formats.fp8 import (
 )
 from kernel_core.platform import current_compute_capability
 from kernel_core.testing import relative_error
+from kernel_core.workspace import workspace_devices
 from kernel_core_flashinfer.kernels import (
     FlashInferFp8BlockScaledMMLinearKernel as BlockKernel,
 )
@@ -185,7 +186,8 @@ def test_fp8_workspace_is_one_per_device() -> None:
         kernel.process_weights_after_loading(layer)
         kernel.apply_weights(layer, activations(16, shape[1], seed=3))
         layers.append(layer)
-    assert list(ops._workspaces) == [torch.device("cuda", torch.cuda.current_device())]
+    assert workspace_devices(ops.CUBLAS_WORKSPACE) == [
+        torch.device("cuda", torch.cuda.current_device())]
     assert all(set(dict(layer.named_parameters())) == {"weight", "weight_scale"} for layer in layers)
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from kernel_core.workspace import device_workspace
 from kernel_core_marlin import ops
 
 __all__ = [
@@ -213,7 +214,6 @@ def tile_plan(m: int, n: int, chunks: int, limits: ClusterLimits, sms: int,
 
 #: fp32 partial sums in one stream-K workspace slot: the largest block output, 128 rw x bmx.
 _STREAM_SLOT_FLOATS = max(128 * rw * bmx for (bmx, rw) in TILE_SHAPES)
-_STREAM_WORKSPACES: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
 def stream_workspace(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -221,24 +221,16 @@ def stream_workspace(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     (a block's first and last segment can each hold part of a tile), and one int32 arrival
     counter per SM, zero between launches (the block completing a tile resets it).
 
-    Allocated once per device, at the first layer's processing, and shared by every layer
-    (2 x SMs x 32768 floats: 34.6 MB on an H100): stream-K launches on one device must therefore
-    not run concurrently on two streams."""
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    found = _STREAM_WORKSPACES.get(index)
-    if found is None:
-        if torch.cuda.is_current_stream_capturing():
-            raise RuntimeError(
-                f"kernel_core_marlin: the stream-K workspace of cuda:{index} must be allocated "
-                "before a CUDA graph capture (process a layer, or call tile.stream_workspace, "
-                "outside the capture)")
-        sms = torch.cuda.get_device_properties(index).multi_processor_count
-        found = _STREAM_WORKSPACES[index] = (
-            torch.empty(2 * sms * _STREAM_SLOT_FLOATS, dtype=torch.float32,
-                        device=f"cuda:{index}"),
-            torch.zeros(sms, dtype=torch.int32, device=f"cuda:{index}"),
-        )
-    return found
+    Allocated once per device, at the first layer's processing (kernel_core.workspace), and shared
+    by every layer (2 x SMs x 32768 floats: 34.6 MB on an H100): stream-K launches on one device
+    must therefore not run concurrently on two streams."""
+
+    def allocate(d: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        sms = torch.cuda.get_device_properties(d).multi_processor_count
+        return (torch.empty(2 * sms * _STREAM_SLOT_FLOATS, dtype=torch.float32, device=d),
+                torch.zeros(sms, dtype=torch.int32, device=d))
+
+    return device_workspace("kernel_core_marlin.stream_k", device, allocate)
 
 
 @functools.cache
