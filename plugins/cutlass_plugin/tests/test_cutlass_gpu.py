@@ -288,6 +288,20 @@ def test_bad_tile_orders_are_refused_naming_expected_and_found(raster, swizzle, 
                       int(TileConfig.PINGPONG_64x128), False, raster, swizzle, splits)
 
 
+def test_fp8_zero_point_is_refused():
+    """The fp8 epilogue has no zero-point term (SymmetricScaledEpilogueTree): a zero point passed
+    with fp8 inputs is refused, not silently dropped."""
+    from kernel_core_cutlass import ops
+
+    x = torch.ones((64, 256), device="cuda").to(torch.float8_e4m3fn)
+    s = torch.ones(64, device="cuda")
+    with pytest.raises(RuntimeError, match=re.escape(
+            "a zero point (token_zp_neg) is for int8 activations; the fp8 epilogue has no "
+            "zero-point term, found x of Float8_e4m3fn")):
+        ops.scaled_mm(x, x, s, s, s, s, None, ops.workspace_for(x.device), torch.bfloat16,
+                      int(TileConfig.PINGPONG_64x128))
+
+
 @pytest.mark.parametrize("m", [1, 33, 64])
 def test_weight_prefetch_leaves_the_quantizer_outputs_unchanged(m):
     """The extra prefetch programs of the per-token quantizers only read the weight: codes and

@@ -66,6 +66,8 @@ void scaled_mm(torch::Tensor out, torch::Tensor x, torch::Tensor w, torch::Tenso
   KC_CHECK(token_scale.scalar_type() == torch::kFloat32 && channel_scale.scalar_type() == torch::kFloat32,
               "scales must be float32");
   if (token_zp_neg.has_value()) {
+    KC_CHECK(x.scalar_type() == torch::kInt8, "a zero point (token_zp_neg) is for int8 "
+             "activations; the fp8 epilogue has no zero-point term, found x of ", x.scalar_type());
     KC_CHECK(channel_colsum.has_value() && channel_colsum->numel() == n,
                 "a zero point needs channel_colsum with n elements");
     KC_CHECK(token_zp_neg->numel() == 1 || token_zp_neg->numel() == m, "token_zp_neg must have 1 or m elements");

@@ -1,8 +1,9 @@
 // W8A8 scaled GEMMs on SM90 built from CUTLASS 3.x collectives.
 //
 // out[m, n] = s_tok[m] * s_ch[n] * (acc[m, n] + zp_neg[m] * colsum[n]) + bias[n]
-// with acc = A_q[m, :] . W_q[n, :]. The scales, the zero-point correction and the bias are one
-// epilogue visitor tree (EVT), so the accumulator is read once and D is written once.
+// with acc = A_q[m, :] . W_q[n, :] (FP8: no zero-point term, SymmetricScaledEpilogueTree). The
+// scales, the zero-point correction and the bias are one epilogue visitor tree (EVT), so the
+// accumulator is read once and D is written once.
 //
 // Every scale vector uses a *dynamic* broadcast stride: stride true = one value per row/column,
 // false = the first element for all (per-tensor). One instantiation then serves per-tensor and
@@ -84,8 +85,9 @@ using PerRowVector = cutlass::epilogue::fusion::Sm90ColBroadcast<0, Tile, Elemen
 template <class Tile, class Element>
 using PerColVector = cutlass::epilogue::fusion::Sm90RowBroadcast<0, Tile, Element, float, Stride<_0, bool, _0>>;
 
+// The broadcasts and operations both epilogue trees are built from, and their arguments.
 template <class Tile, class ElementD, bool SwapAB>
-struct ScaledEpilogueTree {
+struct EpilogueParts {
   // With SwapAB the problem's rows are weight channels and its columns are tokens.
   using TokenVector = std::conditional_t<SwapAB, PerColVector<Tile, float>, PerRowVector<Tile, float>>;
   using ChannelVector = std::conditional_t<SwapAB, PerRowVector<Tile, float>, PerColVector<Tile, float>>;
@@ -98,37 +100,70 @@ struct ScaledEpilogueTree {
   using Mul = cutlass::epilogue::fusion::Sm90Compute<cutlass::multiplies, float, float,
                                                      cutlass::FloatRoundStyle::round_to_nearest>;
 
+  static typename TokenVector::Arguments token(float const* ptr, bool per_token) {
+    typename TokenVector::StrideMNL stride{};
+    if constexpr (SwapAB) { get<1>(stride) = per_token; } else { get<0>(stride) = per_token; }
+    return {ptr, 0.f, stride};
+  }
+  static typename ChannelVector::Arguments channel(float const* ptr, bool per_channel) {
+    typename ChannelVector::StrideMNL stride{};
+    if constexpr (SwapAB) { get<0>(stride) = per_channel; } else { get<1>(stride) = per_channel; }
+    return {ptr, 0.f, stride};
+  }
+  static typename ChannelBias::Arguments bias(void const* ptr) {
+    typename ChannelBias::StrideMNL stride{};
+    if constexpr (SwapAB) { get<0>(stride) = true; } else { get<1>(stride) = true; }
+    return {static_cast<ElementD const*>(ptr), ElementD(0), stride};
+  }
+};
+
+// INT8: out = s_tok[tok] * (s_ch[ch] * (acc + zp_neg[tok] * colsum[ch])) + bias[ch].
+template <class Tile, class ElementD, bool SwapAB>
+struct ScaledEpilogueTree : EpilogueParts<Tile, ElementD, SwapAB> {
+  using P = EpilogueParts<Tile, ElementD, SwapAB>;
   // corrected = zp_neg[tok] * colsum[ch] + acc
-  using Corrected = cutlass::epilogue::fusion::Sm90EVT<MulAdd<float>, TokenVector, ChannelVector, Acc>;
+  using Corrected = cutlass::epilogue::fusion::Sm90EVT<typename P::template MulAdd<float>,
+                                                       typename P::TokenVector,
+                                                       typename P::ChannelVector, typename P::Acc>;
   // channel_scaled = s_ch[ch] * corrected
-  using ChannelScaled = cutlass::epilogue::fusion::Sm90EVT<Mul, ChannelVector, Corrected>;
+  using ChannelScaled = cutlass::epilogue::fusion::Sm90EVT<typename P::Mul, typename P::ChannelVector,
+                                                           Corrected>;
   // out = s_tok[tok] * channel_scaled + bias[ch]
-  using Tree = cutlass::epilogue::fusion::Sm90EVT<MulAdd<ElementD>, TokenVector, ChannelScaled, ChannelBias>;
+  using Tree = cutlass::epilogue::fusion::Sm90EVT<typename P::template MulAdd<ElementD>,
+                                                  typename P::TokenVector, ChannelScaled,
+                                                  typename P::ChannelBias>;
 
   static typename Tree::Arguments arguments(ScaledMmArgs const& a) {
-    using TokenStride = typename TokenVector::StrideMNL;
-    using ChannelStride = typename ChannelVector::StrideMNL;
-    using BiasStride = typename ChannelBias::StrideMNL;
-    auto token = [&](float const* ptr, bool per_token) {
-      TokenStride stride{};
-      if constexpr (SwapAB) { get<1>(stride) = per_token; } else { get<0>(stride) = per_token; }
-      return typename TokenVector::Arguments{ptr, 0.f, stride};
-    };
-    auto channel = [&](float const* ptr, bool per_channel) {
-      ChannelStride stride{};
-      if constexpr (SwapAB) { get<0>(stride) = per_channel; } else { get<1>(stride) = per_channel; }
-      return typename ChannelVector::Arguments{ptr, 0.f, stride};
-    };
-    BiasStride bias_stride{};
-    if constexpr (SwapAB) { get<0>(bias_stride) = true; } else { get<1>(bias_stride) = true; }
     return typename Tree::Arguments{
-        token(a.token_scale, a.token_scale_per_row),
+        P::token(a.token_scale, a.token_scale_per_row),
         {
-            channel(a.channel_scale, a.channel_scale_per_col),
-            {token(a.token_zp_neg, a.token_zp_per_row), channel(a.channel_colsum, true), {}, {}},
+            P::channel(a.channel_scale, a.channel_scale_per_col),
+            {P::token(a.token_zp_neg, a.token_zp_per_row), P::channel(a.channel_colsum, true), {}, {}},
             {},
         },
-        {static_cast<ElementD const*>(a.bias), ElementD(0), bias_stride},
+        P::bias(a.bias),
+        {},
+    };
+  }
+};
+
+// FP8 activations carry no zero point: out = s_tok[tok] * (s_ch[ch] * acc) + bias[ch]. The INT8
+// tree evaluates its zero-point term (a multiply-add and two broadcasts per element) even when
+// the zero point is null; this one does not.
+template <class Tile, class ElementD, bool SwapAB>
+struct SymmetricScaledEpilogueTree : EpilogueParts<Tile, ElementD, SwapAB> {
+  using P = EpilogueParts<Tile, ElementD, SwapAB>;
+  using ChannelScaled = cutlass::epilogue::fusion::Sm90EVT<typename P::Mul, typename P::ChannelVector,
+                                                           typename P::Acc>;
+  using Tree = cutlass::epilogue::fusion::Sm90EVT<typename P::template MulAdd<ElementD>,
+                                                  typename P::TokenVector, ChannelScaled,
+                                                  typename P::ChannelBias>;
+
+  static typename Tree::Arguments arguments(ScaledMmArgs const& a) {
+    return typename Tree::Arguments{
+        P::token(a.token_scale, a.token_scale_per_row),
+        {P::channel(a.channel_scale, a.channel_scale_per_col), {}, {}},
+        P::bias(a.bias),
         {},
     };
   }
@@ -172,7 +207,9 @@ struct ScaledMmSm90 {
   static constexpr int kAlignAB = 16 / sizeof(ElementAB);
   static constexpr int kAlignD = 16 / sizeof(ElementD);
 
-  using Tree = ScaledEpilogueTree<Tile, ElementD, SwapAB>;
+  using Tree = std::conditional_t<std::is_same_v<ElementAB, int8_t>,
+                                  ScaledEpilogueTree<Tile, ElementD, SwapAB>,
+                                  SymmetricScaledEpilogueTree<Tile, ElementD, SwapAB>>;
 
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Tile, Cluster,

@@ -620,6 +620,33 @@ __device__ __forceinline__ void setmaxnreg_inc() {
 }
 #endif
 
+#ifdef KCM_TILE_SM90
+// The warp-specialized variants' (1-3) shared memory: the ring's stages, then the full[kStages]
+// and empty[kStages] mbarriers, initialized by thread 0 (full expecting `full_arrivals` per
+// phase, empty one arrival per consumer warp) before a block-wide barrier.
+template <int FMT, int BMX, int RW>
+struct TileRingMemory {
+  using Layout = TileLayout<FMT, BMX, RW>;
+  unsigned char* smem;
+  uint64_t* full;
+  uint64_t* empty;
+
+  __device__ __forceinline__ TileRingMemory(unsigned char* raw, int full_arrivals)
+      : smem(tile_smem(raw)) {
+    full = reinterpret_cast<uint64_t*>(smem + Layout::kBarriers);
+    empty = full + Layout::kStages;
+    if (threadIdx.x == 0) {
+      for (int s = 0; s < Layout::kStages; ++s) {
+        mbarrier_init(full + s, full_arrivals);
+        mbarrier_init(empty + s, 8);
+      }
+      mbarrier_init_fence();
+    }
+    __syncthreads();
+  }
+};
+#endif
+
 //: Threads of the warp-specialized tile kernel: two consumer warpgroups and one producer.
 constexpr int kTileWsThreads = 384;
 //: Registers per thread after setmaxnreg: consumers take what the producer warpgroup gives up
@@ -697,22 +724,14 @@ __global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_ws_kernel(const G
   using Layout = TileLayout<FMT, BMX, RW>;
   constexpr int kStages = Layout::kStages;
   extern __shared__ unsigned char tile_smem_raw[];
-  unsigned char* smem = tile_smem(tile_smem_raw);
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem + Layout::kBarriers);
-  uint64_t* empty = full + kStages;
-
   const TileBlock blk(p, BMX);
+  const TileRingMemory<FMT, BMX, RW> mem(tile_smem_raw, 128);
+  unsigned char* smem = mem.smem;
+  uint64_t* full = mem.full;
+  uint64_t* empty = mem.empty;
   const int tid = threadIdx.x;
   const int lane = tid & 31;
   const int warp = tid >> 5;
-  if (tid == 0) {
-    for (int s = 0; s < kStages; ++s) {
-      mbarrier_init(full + s, 128);
-      mbarrier_init(empty + s, 8);
-    }
-    mbarrier_init_fence();
-  }
-  __syncthreads();
 
   if (warp >= 8) {  // producer warpgroup
     setmaxnreg_dec<kTileWsProducerRegs>();
@@ -886,22 +905,15 @@ __global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_bulk_kernel(const
   using Layout = TileLayout<FMT, BMX, RW>;
   constexpr int kStages = Layout::kStages;
   extern __shared__ unsigned char tile_smem_raw[];
-  unsigned char* smem = tile_smem(tile_smem_raw);
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem + Layout::kBarriers);
-  uint64_t* empty = full + kStages;
-
   const TileBlock blk(p, BMX);
+  // full[s]: the arming arrival (expect_tx) and 32 cp.async arrivals.
+  const TileRingMemory<FMT, BMX, RW> mem(tile_smem_raw, 1 + 32);
+  unsigned char* smem = mem.smem;
+  uint64_t* full = mem.full;
+  uint64_t* empty = mem.empty;
   const int tid = threadIdx.x;
   const int lane = tid & 31;
   const int warp = tid >> 5;
-  if (tid == 0) {
-    for (int s = 0; s < kStages; ++s) {
-      mbarrier_init(full + s, 1 + 32);  // the arming arrival (expect_tx) + 32 cp.async arrivals
-      mbarrier_init(empty + s, 8);
-    }
-    mbarrier_init_fence();
-  }
-  __syncthreads();
 
   if (warp >= 8) {  // producer warpgroup: one copy role per warp
     setmaxnreg_dec<kTileWsProducerRegs>();
@@ -1157,22 +1169,13 @@ constexpr int kTileStreamFullArrivals = 1 + 32 + 2;
 template <typename T, int FMT, int BMX, int RW>
 __global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_stream_kernel(const GemmParams p) {
 #ifdef KCM_TILE_SM90
-  using Layout = TileLayout<FMT, BMX, RW>;
-  constexpr int kStages = Layout::kStages;
   extern __shared__ unsigned char tile_smem_raw[];
-  unsigned char* smem = tile_smem(tile_smem_raw);
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem + Layout::kBarriers);
-  uint64_t* empty = full + kStages;
+  const TileRingMemory<FMT, BMX, RW> mem(tile_smem_raw, kTileStreamFullArrivals);
+  unsigned char* smem = mem.smem;
+  uint64_t* full = mem.full;
+  uint64_t* empty = mem.empty;
   const int tid = threadIdx.x;
   const int warp = tid >> 5;
-  if (tid == 0) {
-    for (int s = 0; s < kStages; ++s) {
-      mbarrier_init(full + s, kTileStreamFullArrivals);
-      mbarrier_init(empty + s, 8);
-    }
-    mbarrier_init_fence();
-  }
-  __syncthreads();
   if (warp >= 8) {
     tile_stream_produce<T, FMT, BMX, RW>(p, smem, full, empty, warp - 8, tid & 31);
   } else {
