@@ -350,6 +350,29 @@ def test_exact_tail_consumer_every_tail_length(tiles: int, pipeline: int) -> Non
 
 
 @needs_bulk
+@pytest.mark.parametrize("zero_points", [False, True], ids=["symmetric", "zero-points"])
+def test_scale_after_bf16_offset_keeps_precision(zero_points: bool) -> None:
+    """Pipeline 6 with bf16 activations feeds magic + code to the mma and starts each chunk's sum
+    at -(magic + zero) x the activations' sum (stream_gemm.cuh, kOffsetAfter). The cancellation
+    is worst when the activations share a large mean; the output must still be as close to
+    float64 as bf16 rounding allows (~1.7e-3 here; the offset's fp32 cancellation ~1e-6)."""
+    n = 16 * torch.cuda.get_device_properties(0).multi_processor_count * 6
+    config = MPLinearLayerConfig(weight_shape=(n, 4096), group_size=128,
+                                 weight_type=scalar_types.uint4 if zero_points
+                                 else scalar_types.uint4b8, zero_points=zero_points)
+    kernel, layer, reference = _processed(config)
+    assert kernel._chunk_scales
+    args = (layer.weight, layer.weight_scale, getattr(layer, "weight_zero_point", None), None,
+            getattr(layer, "weight_channel_scale", None), None, kernel._fmt, n,
+            kernel._group_size, kernel._zconst)
+    for m in (1, 16):
+        x = torch.randn(m, config.in_features, device="cuda", dtype=torch.bfloat16) + 2.0
+        out = ops.gemm(x, *args, 1 if m <= 8 else 2, 1, 1, 8, 6)
+        error = relative_error(out, x.double() @ reference.T)
+        assert error < 2.5e-3, (zero_points, m, error)
+
+
+@needs_bulk
 def test_exact_tail_consumer_refuses_eight_bit_codes() -> None:
     config = BULK_FORMATS["fp8-channel"]
     kernel, layer, _ = _processed(config)

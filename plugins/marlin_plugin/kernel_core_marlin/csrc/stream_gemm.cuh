@@ -160,6 +160,28 @@ __device__ __forceinline__ void mma_16816<__nv_bfloat16>(float c[4], const uint3
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// d = a * b + c with c in other registers than d: the first step of a sum that starts from a
+// value (mma_chunk's offset correction) needs no copy of it into the accumulators.
+template <typename T>
+__device__ __forceinline__ void mma_16816_from(float d[4], const uint32_t a[4], uint32_t b0,
+                                               uint32_t b1, const float c[4]) {
+  if constexpr (std::is_same<T, half>::value) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+        "{%8, %9}, {%10, %11, %12, %13};"
+        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(c[0]), "f"(c[1]),
+          "f"(c[2]), "f"(c[3]));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+        "{%8, %9}, {%10, %11, %12, %13};"
+        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(c[0]), "f"(c[1]),
+          "f"(c[2]), "f"(c[3]));
+  }
+}
+
 // Per-(row tile, chunk) decode constants of one lane: rows g (lo) and g + 8 (hi).
 struct RowPair {
   uint32_t scale_lo, scale_hi;  // T2 (s, s)
@@ -191,15 +213,22 @@ __device__ __forceinline__ RowPair make_row_pair(uint32_t scale_word, uint32_t z
 // 8-bit: q0 holds a[0] (bytes 0, 1) and a[1] (bytes 2, 3); q1 holds a[2] and a[3].
 // kScale = false (4-bit integer codes only): the fragment holds code - zero, exact small integers,
 // and the caller multiplies the group scale into the mma's sums instead (mma_chunk).
-template <typename T, int FMT, bool kScale = true>
+// kCenter = false as well: the fragment holds magic + code (exact in 16 bits), one instruction per
+// pair less, and the caller subtracts (magic + zero) times the activations' sum (mma_chunk).
+template <typename T, int FMT, bool kScale = true, bool kCenter = true>
 __device__ __forceinline__ void decode_step(uint32_t q0, uint32_t q1, const RowPair& rp,
                                             uint32_t a[4]) {
   using Tr = Half2Traits<T>;
   static_assert(kScale || FMT == kInt4, "unscaled fragments for 4-bit integer codes only");
+  static_assert(kCenter || !kScale, "uncentered fragments are unscaled");
   if constexpr (FMT == kInt4) {
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const uint32_t v = lop_and_or(q0 >> (4 * i), 0x000F000Fu, Tr::kMagic);
+      if constexpr (!kCenter) {
+        a[i] = v;
+        continue;
+      }
       const uint32_t centered = sub2<T>(v, (i & 1) ? rp.off_hi : rp.off_lo);
       a[i] = kScale ? mul2<T>(centered, (i & 1) ? rp.scale_hi : rp.scale_lo) : centered;
     }
@@ -265,6 +294,43 @@ __device__ __forceinline__ int group_of(const GemmParams& p, int chunk, int t) {
   return grp < p.G ? grp : p.G - 1;
 }
 
+// The B fragment of mma step s (16 channels) from a lane's two 16-byte activation loads.
+__device__ __forceinline__ void step_activations(const uint4 (&x)[2], int s, uint32_t& b0,
+                                                 uint32_t& b1) {
+  const uint4& lo = x[s >> 1];
+  b0 = (s & 1) ? lo.z : lo.x;
+  b1 = (s & 1) ? lo.w : lo.y;
+}
+
+//: Whether a kScaleAfter chunk also leaves the decode's magic in the fragments (kCenter = false):
+//: the sums then carry (magic + zero) times the activations' sum, which mma_chunk starts them
+//: from, negated. Only for bf16: its magic (128) keeps the fp32 sums within ~2^8 of the centered
+//: ones, ~16 bits of the result left against bf16's 8; fp16's magic (1024) would leave ~13,
+//: close to fp16's 11.
+template <typename T, bool kScaleAfter>
+constexpr bool kOffsetAfter = kScaleAfter && std::is_same<T, __nv_bfloat16>::value;
+
+// The activations' sums over a chunk's 64 channels for each M tile, by four mma steps with an A
+// fragment of ones: elements 0 and 2 hold column 2 t's, 1 and 3 column 2 t + 1's (the accumulator
+// layout of the chunk's sums, whose rows all see the same columns). Shared by every tile of the
+// chunk.
+template <typename T, int MT>
+__device__ __forceinline__ void chunk_activation_sums(const uint4 (&xv)[MT][2],
+                                                      float (&xsum)[MT][4]) {
+  const uint32_t ones[4] = {0x3F803F80u, 0x3F803F80u, 0x3F803F80u, 0x3F803F80u};  // bf16 1.0
+#pragma unroll
+  for (int j = 0; j < MT; ++j) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) xsum[j][e] = 0.0f;
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+      uint32_t b0, b1;
+      step_activations(xv[j], s, b0, b1);
+      mma_16816<T>(xsum[j], ones, b0, b1);
+    }
+  }
+}
+
 // Decode one chunk (the first kUsed of R row tiles) and multiply it with the activations of MT
 // column tiles. The mma steps go outermost and the row tiles innermost, so consecutive mma
 // instructions write different accumulators and the decode of one tile overlaps the mma of
@@ -274,29 +340,54 @@ __device__ __forceinline__ int group_of(const GemmParams& p, int chunk, int t) {
 // and the chunk's four mma steps sum into a fresh accumulator, which is then added to acc times
 // the row's scale in fp32: 4 FFMA per tile and M tile instead of 16 HMUL2 per tile, and one
 // instruction less on each pair's decode chain. It also skips rounding code * scale to 16 bits.
+// With kOffsetAfter (bf16) the fragments keep the magic as well, and the fresh accumulator starts
+// at -(magic + zero) * xsum (chunk_activation_sums) instead of zero: 16 HSUB2 per tile and chunk
+// fewer, for 4 mma steps per chunk and M tile shared by all of a warp's tiles.
 template <typename T, int FMT, int MT, int R, int kUsed = R, bool kScaleAfter = false>
 __device__ __forceinline__ void mma_chunk(float (&acc)[MT][R][4],
                                           const uint4 (&wv)[R][VecCount<FMT>::value],
                                           const uint4 (&xv)[MT][2], const uint32_t (&sw)[R],
-                                          const uint32_t (&zw)[R]) {
+                                          const uint32_t (&zw)[R],
+                                          const float (&xsum)[MT][4]) {
   static_assert(kUsed >= 1 && kUsed <= R, "tiles used of a chunk's R");
+  constexpr bool kOffset = kOffsetAfter<T, kScaleAfter>;
   RowPair rp[R];
 #pragma unroll
   for (int r = 0; r < kUsed; ++r) rp[r] = make_row_pair<T, FMT>(sw[r], zw[r]);
+  float start[kOffset ? MT : 1][kOffset ? R : 1][4];
+  if constexpr (kOffset) {
+#pragma unroll
+    for (int r = 0; r < kUsed; ++r) {
+      const float off_lo = low_to_float<T>(rp[r].off_lo);
+      const float off_hi = low_to_float<T>(rp[r].off_hi);
+#pragma unroll
+      for (int j = 0; j < MT; ++j) {
+        start[j][r][0] = -off_lo * xsum[j][0];
+        start[j][r][1] = -off_lo * xsum[j][1];
+        start[j][r][2] = -off_hi * xsum[j][2];
+        start[j][r][3] = -off_hi * xsum[j][3];
+      }
+    }
+  }
   float part[kScaleAfter ? MT : 1][kScaleAfter ? R : 1][4] = {};
 #pragma unroll
   for (int s = 0; s < 4; ++s) {
 #pragma unroll
     for (int r = 0; r < kUsed; ++r) {
       uint32_t a[4];
-      decode_step<T, FMT, !kScaleAfter>(step_word<FMT>(wv[r], s, 0), step_word<FMT>(wv[r], s, 1),
-                                        rp[r], a);
+      decode_step<T, FMT, !kScaleAfter, !kOffset>(step_word<FMT>(wv[r], s, 0),
+                                                  step_word<FMT>(wv[r], s, 1), rp[r], a);
 #pragma unroll
       for (int j = 0; j < MT; ++j) {
-        const uint4& lo = xv[j][s >> 1];
-        const uint32_t b0 = (s & 1) ? lo.z : lo.x;
-        const uint32_t b1 = (s & 1) ? lo.w : lo.y;
-        if constexpr (kScaleAfter) {
+        uint32_t b0, b1;
+        step_activations(xv[j], s, b0, b1);
+        if constexpr (kOffset) {
+          if (s == 0) {
+            mma_16816_from<T>(part[j][r], a, b0, b1, start[j][r]);
+          } else {
+            mma_16816<T>(part[j][r], a, b0, b1);
+          }
+        } else if constexpr (kScaleAfter) {
           mma_16816<T>(part[j][r], a, b0, b1);
         } else {
           mma_16816<T>(acc[j][r], a, b0, b1);
@@ -319,6 +410,17 @@ __device__ __forceinline__ void mma_chunk(float (&acc)[MT][R][4],
       }
     }
   }
+}
+
+// mma_chunk for the consumers that scale before the mma (no activation sums needed).
+template <typename T, int FMT, int MT, int R>
+__device__ __forceinline__ void mma_chunk_scaled(float (&acc)[MT][R][4],
+                                                 const uint4 (&wv)[R][VecCount<FMT>::value],
+                                                 const uint4 (&xv)[MT][2],
+                                                 const uint32_t (&sw)[R],
+                                                 const uint32_t (&zw)[R]) {
+  const float unused[MT][4] = {};
+  mma_chunk<T, FMT, MT, R>(acc, wv, xv, sw, zw, unused);
 }
 
 // Write chan[n] * acc + bias[n] for the first `tiles` (<= R) row tiles from tile0 and MT column
@@ -468,7 +570,7 @@ __global__ void __launch_bounds__(256) stream_gemm_kernel(const GemmParams p) {
 #pragma unroll
     for (int q = 0; q < P; ++q) {
       if (c0 + q * p.WK >= p.C) break;
-      mma_chunk<T, FMT, MT, R>(acc, wv[q], xv[q], sw[q], zw[q]);
+      mma_chunk_scaled<T, FMT, MT, R>(acc, wv[q], xv[q], sw[q], zw[q]);
     }
   }
 
@@ -617,7 +719,7 @@ __global__ void __launch_bounds__(256) stream_gemm_async_kernel(const GemmParams
       xv[j][0] = *vec_slot(stage, R * V + 2 * j);
       xv[j][1] = *vec_slot(stage, R * V + 2 * j + 1);
     }
-    mma_chunk<T, FMT, MT, R>(acc, wv, xv, sw, zw);
+    mma_chunk_scaled<T, FMT, MT, R>(acc, wv, xv, sw, zw);
   }
   wait_async<0>();
   __syncthreads();  // the ring becomes the reduction buffer
@@ -952,16 +1054,17 @@ __device__ __forceinline__ void mma_tail_group(int used, float (&acc)[MT][kBulkT
                                                const uint4 (&wv)[kBulkTileGroup][VecCount<FMT>::value],
                                                const uint4 (&xv)[MT][2],
                                                const uint32_t (&sw)[kBulkTileGroup],
-                                               const uint32_t (&zw)[kBulkTileGroup]) {
+                                               const uint32_t (&zw)[kBulkTileGroup],
+                                               const float (&xsum)[MT][4]) {
   static_assert(kBulkTileGroup == 4, "one case per tail length");
   if (used == 1) {
-    mma_chunk<T, FMT, MT, kBulkTileGroup, 1, kScaleAfter>(acc, wv, xv, sw, zw);
+    mma_chunk<T, FMT, MT, kBulkTileGroup, 1, kScaleAfter>(acc, wv, xv, sw, zw, xsum);
   } else if (used == 2) {
-    mma_chunk<T, FMT, MT, kBulkTileGroup, 2, kScaleAfter>(acc, wv, xv, sw, zw);
+    mma_chunk<T, FMT, MT, kBulkTileGroup, 2, kScaleAfter>(acc, wv, xv, sw, zw, xsum);
   } else if (used == 3) {
-    mma_chunk<T, FMT, MT, kBulkTileGroup, 3, kScaleAfter>(acc, wv, xv, sw, zw);
+    mma_chunk<T, FMT, MT, kBulkTileGroup, 3, kScaleAfter>(acc, wv, xv, sw, zw, xsum);
   } else {
-    mma_chunk<T, FMT, MT, kBulkTileGroup, kBulkTileGroup, kScaleAfter>(acc, wv, xv, sw, zw);
+    mma_chunk<T, FMT, MT, kBulkTileGroup, kBulkTileGroup, kScaleAfter>(acc, wv, xv, sw, zw, xsum);
   }
 }
 
@@ -1007,6 +1110,8 @@ __device__ __forceinline__ void bulk_consume_flat(const GemmParams& p, const Bul
         xv[j][0] = valid ? lo : make_uint4(0, 0, 0, 0);
         xv[j][1] = valid ? hi : make_uint4(0, 0, 0, 0);
       }
+      float xsum[MT][4] = {};
+      if constexpr (kOffsetAfter<T, kScaleAfter>) chunk_activation_sums<T, MT>(xv, xsum);
       // Two register buffers of group loads where the accumulators leave room (MT = 1, 4-bit
       // codes; ptxas spilled with two for MT = 2 or 8-bit codes).
       constexpr int kBuffers = MT == 1 && V == 1 ? 2 : 1;
@@ -1024,10 +1129,10 @@ __device__ __forceinline__ void bulk_consume_flat(const GemmParams& p, const Bul
         }
         if (kExactTail && q + 1 == NG) {
           mma_tail_group<T, FMT, MT, kScaleAfter>(ntiles - q * kBulkTileGroup, acc[q], wv[cur],
-                                                  xv, sw[cur], zw[cur]);
+                                                  xv, sw[cur], zw[cur], xsum);
         } else {
-          mma_chunk<T, FMT, MT, kBulkTileGroup, kBulkTileGroup, kScaleAfter>(acc[q], wv[cur], xv,
-                                                                             sw[cur], zw[cur]);
+          mma_chunk<T, FMT, MT, kBulkTileGroup, kBulkTileGroup, kScaleAfter>(
+              acc[q], wv[cur], xv, sw[cur], zw[cur], xsum);
         }
         if (kBuffers == 1 && q + 1 < NG) {
           load_tile_group<V, kZeros>(plan, base, (q + 1) * kBulkTileGroup, ntiles, coff, soff,
@@ -1196,7 +1301,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), 1) stream_gemm_bulk_kernel(
                   }
                 }
               }
-              mma_chunk<T, FMT, MT, kBulkTileGroup>(acc[q], wv, xv, sw, zw);
+              mma_chunk_scaled<T, FMT, MT, kBulkTileGroup>(acc[q], wv, xv, sw, zw);
             }
           }
         }
