@@ -30,7 +30,7 @@ from kernel_core_marlin.layout import pair_rows, repack_codes  # noqa: E402
 LIB = ctypes.CDLL(str(Path(__file__).with_name(os.environ.get("KCM_BULK_LIB", "libkcm_bulk.so"))))
 RESULT_NAME = os.environ.get("KCM_BULK_JSON", "probe_bulk.json")
 LIB.kcm_probe_bulk.restype = ctypes.c_int
-LIB.kcm_probe_bulk.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 12 + [ctypes.c_void_p]
+LIB.kcm_probe_bulk.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 13 + [ctypes.c_void_p]
 INT4 = 0
 GROUP = 128
 
@@ -42,11 +42,15 @@ def packed(n: int, k: int) -> dict:
             "gscale": pair_rows(scale.to(torch.bfloat16)), "n": n, "k": k}
 
 
-def gemm(x: torch.Tensor, w: dict, out: torch.Tensor, mt: int, cap: int, decode: int) -> None:
+def gemm(x: torch.Tensor, w: dict, out: torch.Tensor, mt: int, cap: int, decode: int,
+         consumers: int = 8, pipeline: int = 2) -> None:
+    """One launch: pipeline 2 (default consumer) or 6 (the plugin's M <= 16 default), ``cap`` row
+    tiles per pass at most, ``consumers`` warps (a stage holds that many chunks per tile),
+    ``decode`` 0 for the copy pipeline alone."""
     code = LIB.kcm_probe_bulk(
         x.data_ptr(), w["qweight"].data_ptr(), w["gscale"].data_ptr(), None, out.data_ptr(),
         x.shape[0], w["n"], w["k"], w["qweight"].shape[1], w["qweight"].shape[0],
-        w["gscale"].shape[1], GROUP, INT4, mt, 8, cap, decode,
+        w["gscale"].shape[1], GROUP, INT4, mt, consumers, cap, decode, pipeline,
         torch.cuda.current_stream().cuda_stream)
     if code != 0:
         raise RuntimeError(f"launch failed with cudaError {code}")
@@ -79,11 +83,13 @@ def main() -> None:
     for m, mt in ((1, 1), (5, 1), (16, 2)):
         x = torch.randn(m, 8192, device="cuda", dtype=torch.bfloat16)
         ref = x.double() @ weight.T
-        for cap in (16, 4, 2):
+        for cap, consumers, pipeline in ((16, 8, 2), (4, 8, 2), (2, 8, 2), (16, 8, 6),
+                                         (16, 4, 6)):
             out = torch.full((m, 8192), float("nan"), device="cuda", dtype=torch.bfloat16)
-            gemm(x, w, out, mt, cap, 1)
+            gemm(x, w, out, mt, cap, 1, consumers, pipeline)
             err = relative_error(out, ref)
-            result["checks"].append({"M": m, "tiles_cap": cap, "rel_error": err})
+            result["checks"].append({"M": m, "tiles_cap": cap, "consumers": consumers,
+                                     "pipeline": pipeline, "rel_error": err})
     del weight
     print(json.dumps(result["checks"]), file=sys.stderr, flush=True)
     for n, k in ((28672, 8192), (8192, 28672), (8192, 8192)):
@@ -100,12 +106,17 @@ def main() -> None:
             row = {"N": n, "K": k, "M": m, "weight_bytes": wbytes,
                    "bf16_matmul_us": round(bench.graph_time_us(
                        [lambda: torch.matmul(xs[0], bf16.T)] * 8, 12), 2), "us": {}}
-            variants = {"bulk": (16, 1), "copy pipeline only": (16, 0)}
-            if m == 1:
-                variants.update({"bulk cap 8": (8, 1), "bulk cap 4": (4, 1), "bulk cap 2": (2, 1),
-                                 "copy pipeline only cap 4": (4, 0)})
-            for name, (cap, decode) in variants.items():
-                calls = [lambda x=x, w=w, o=o, cap=cap, dec=decode: gemm(x, w, o, mt, cap, dec)
+            # (cap, decode, consumers, pipeline). A stage holds `consumers` chunks of each of
+            # the pass's tiles (one per warp; two or four at fewer than 8 tiles per pass), so the
+            # copy-only rows with 4 and 2 warps measure the ring with half- and quarter-size
+            # stages (and up to twice / four times as many of them) on the same bytes.
+            variants = {"pipeline 6": (16, 1, 8, 6), "pipeline 6, 4 warps": (16, 1, 4, 6),
+                        "bulk": (16, 1, 8, 2), "copy pipeline only": (16, 0, 8, 2),
+                        "copy pipeline only, 4-warp stages": (16, 0, 4, 2),
+                        "copy pipeline only, 2-warp stages": (16, 0, 2, 2)}
+            for name, (cap, decode, consumers, pipeline) in variants.items():
+                calls = [lambda x=x, w=w, o=o, cap=cap, dec=decode, c=consumers, pl=pipeline:
+                         gemm(x, w, o, mt, cap, dec, c, pl)
                          for x, w, o in zip(xs, ws, outs)] * reps
                 us = bench.graph_time_us(calls, 12)
                 row["us"][name] = round(us, 2)

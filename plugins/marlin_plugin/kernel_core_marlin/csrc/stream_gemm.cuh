@@ -313,20 +313,24 @@ constexpr bool kOffsetAfter = kScaleAfter && std::is_same<T, __nv_bfloat16>::val
 // The activations' sums over a chunk's 64 channels for each M tile, by four mma steps with an A
 // fragment of ones: elements 0 and 2 hold column 2 t's, 1 and 3 column 2 t + 1's (the accumulator
 // layout of the chunk's sums, whose rows all see the same columns). Shared by every tile of the
-// chunk.
+// chunk. The four steps are independent and added after: every tile's first mma step waits for
+// these sums (v21 ran the four in a row, and gained nothing on blocks of 4-5 tiles).
 template <typename T, int MT>
 __device__ __forceinline__ void chunk_activation_sums(const uint4 (&xv)[MT][2],
                                                       float (&xsum)[MT][4]) {
   const uint32_t ones[4] = {0x3F803F80u, 0x3F803F80u, 0x3F803F80u, 0x3F803F80u};  // bf16 1.0
 #pragma unroll
   for (int j = 0; j < MT; ++j) {
-#pragma unroll
-    for (int e = 0; e < 4; ++e) xsum[j][e] = 0.0f;
+    float steps[4][4] = {};
 #pragma unroll
     for (int s = 0; s < 4; ++s) {
       uint32_t b0, b1;
       step_activations(xv[j], s, b0, b1);
-      mma_16816<T>(xsum[j], ones, b0, b1);
+      mma_16816<T>(steps[s], ones, b0, b1);
+    }
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      xsum[j][e] = (steps[0][e] + steps[1][e]) + (steps[2][e] + steps[3][e]);
     }
   }
 }
