@@ -1,8 +1,8 @@
 """Diagnose the bulk pipeline on the GPU in seconds (prebuilt ``libkcm_bulk.so``, no extension
-build): its copy pipeline alone (consumers only wait for and release each stage) against the full
-kernel, the effect of capping row tiles per pass, the device's read-only and copy bandwidth and
-bf16 ``torch.matmul``, for int4 g128 at M = 1 and 16; CUDA-graph replays over weight copies
-larger than L2. Checks the kernel against a float64 reference first. Build the library as
+build): its copy pipeline alone (consumers only wait for and release each stage) and its consumers
+alone (no copies, no waits) against the full kernel, stages of 8, 4 and 2 warps' chunks, the
+device's read-only and copy bandwidth and bf16 ``torch.matmul``, for int4 g128 at M = 1 and 16;
+CUDA-graph replays over weight copies larger than L2. Checks the kernel against a float64 reference first. Build the library as
 ``probe_bulk_shim.cu`` says; run from the repo root:
 ``PYTHONPATH=plugins/marlin_plugin python3 plugins/marlin_plugin/gpu/probe_bulk.py``.
 """
@@ -46,7 +46,8 @@ def gemm(x: torch.Tensor, w: dict, out: torch.Tensor, mt: int, cap: int, decode:
          consumers: int = 8, pipeline: int = 2) -> None:
     """One launch: pipeline 2 (default consumer) or 6 (the plugin's M <= 16 default), ``cap`` row
     tiles per pass at most, ``consumers`` warps (a stage holds that many chunks per tile),
-    ``decode`` 0 for the copy pipeline alone."""
+    ``decode`` 0 for the copy pipeline alone, 2 for pipeline 6's consumers alone (no copies, no
+    waits: the output is garbage)."""
     code = LIB.kcm_probe_bulk(
         x.data_ptr(), w["qweight"].data_ptr(), w["gscale"].data_ptr(), None, out.data_ptr(),
         x.shape[0], w["n"], w["k"], w["qweight"].shape[1], w["qweight"].shape[0],
@@ -110,7 +111,9 @@ def main() -> None:
             # the pass's tiles (one per warp; two or four at fewer than 8 tiles per pass), so the
             # copy-only rows with 4 and 2 warps measure the ring with half- and quarter-size
             # stages (and up to twice / four times as many of them) on the same bytes.
-            variants = {"pipeline 6": (16, 1, 8, 6), "pipeline 6, 4 warps": (16, 1, 4, 6),
+            variants = {"pipeline 6": (16, 1, 8, 6), "pipeline 6, consumers alone": (16, 2, 8, 6),
+                        "pipeline 6, 4 warps": (16, 1, 4, 6),
+                        "pipeline 6, 4 warps, consumers alone": (16, 2, 4, 6),
                         "bulk": (16, 1, 8, 2), "copy pipeline only": (16, 0, 8, 2),
                         "copy pipeline only, 4-warp stages": (16, 0, 4, 2),
                         "copy pipeline only, 2-warp stages": (16, 0, 2, 2)}

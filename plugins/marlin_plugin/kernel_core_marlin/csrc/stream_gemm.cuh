@@ -313,24 +313,20 @@ constexpr bool kOffsetAfter = kScaleAfter && std::is_same<T, __nv_bfloat16>::val
 // The activations' sums over a chunk's 64 channels for each M tile, by four mma steps with an A
 // fragment of ones: elements 0 and 2 hold column 2 t's, 1 and 3 column 2 t + 1's (the accumulator
 // layout of the chunk's sums, whose rows all see the same columns). Shared by every tile of the
-// chunk. The four steps are independent and added after: every tile's first mma step waits for
-// these sums (v21 ran the four in a row, and gained nothing on blocks of 4-5 tiles).
+// chunk.
 template <typename T, int MT>
 __device__ __forceinline__ void chunk_activation_sums(const uint4 (&xv)[MT][2],
                                                       float (&xsum)[MT][4]) {
   const uint32_t ones[4] = {0x3F803F80u, 0x3F803F80u, 0x3F803F80u, 0x3F803F80u};  // bf16 1.0
 #pragma unroll
   for (int j = 0; j < MT; ++j) {
-    float steps[4][4] = {};
+#pragma unroll
+    for (int e = 0; e < 4; ++e) xsum[j][e] = 0.0f;
 #pragma unroll
     for (int s = 0; s < 4; ++s) {
       uint32_t b0, b1;
       step_activations(xv[j], s, b0, b1);
-      mma_16816<T>(steps[s], ones, b0, b1);
-    }
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      xsum[j][e] = (steps[0][e] + steps[1][e]) + (steps[2][e] + steps[3][e]);
+      mma_16816<T>(xsum[j], ones, b0, b1);
     }
   }
 }
@@ -756,10 +752,16 @@ constexpr int kBulkMaxStages = 12;
 //: (NOTES.md v4, run 4); passes of tiles not a multiple of 4 decode up to 3 spare tiles.
 constexpr int kBulkTileGroup = 4;
 
+//: BulkPlan::decode of the probe that times the consumers without the copy pipeline.
+constexpr int kConsumersAlone = 2;
+
 // Shared-memory geometry of one launch, computed on the host (plan_bulk) and passed by value.
 struct BulkPlan {
   int decode;          // 1; 0 only waits for and releases each stage (gpu/probe_bulk.py measures
-                       // the copy pipeline alone with it; the output is then not written)
+                       // the copy pipeline alone with it; the output is then not written);
+                       // kConsumersAlone: nothing is copied and no stage is waited for, the
+                       // consumers run on whatever the ring holds (the probe's consumer time;
+                       // the output is garbage)
   int tiles_per_pass;  // row tiles in one pass (and one stage), at most 16 / MT
   int stages;          // ring depth
   int chunks;          // SC: 64-channel chunks per stage, W * Q
@@ -928,6 +930,7 @@ __device__ __forceinline__ void bulk_produce(const GemmParams& p, const BulkPlan
                                              unsigned char* smem, uint64_t* full, uint64_t* empty,
                                              int t_begin, int span, int passes, int lane) {
 #ifdef KCM_BULK_COPY
+  if (plan.decode == kConsumersAlone) return;
   const int chunks = plan.chunks;
   const int kstages = (p.C + chunks - 1) / chunks;
   const int fills = passes * kstages;
@@ -1012,7 +1015,7 @@ __device__ __forceinline__ const unsigned char* acquire_stage(const BulkPlan& pl
                                                               const unsigned char* smem,
                                                               uint64_t* full, int it, int& stage) {
   stage = it % plan.stages;
-  mbarrier_wait(full + stage, (it / plan.stages) & 1);
+  if (plan.decode != kConsumersAlone) mbarrier_wait(full + stage, (it / plan.stages) & 1);
   return smem + static_cast<size_t>(stage) * plan.stage_bytes;
 }
 
@@ -1441,7 +1444,7 @@ int plan_bulk(const GemmParams& p, int sms, int smem_limit, BulkPlan& plan, int&
 // scale_groups_hold_chunks).
 template <typename T, int FMT, int MT>
 int launch_gemm_bulk(const GemmParams& p, cudaStream_t stream, int tiles_cap = 16 / MT,
-                     bool decode = true, bool flat = false, bool exact_tail = false,
+                     int decode = 1, bool flat = false, bool exact_tail = false,
                      int min_stages = 3, bool scale_after = false) {
   int device = 0, major = 0, sms = 0, smem_limit = 0;
   cudaError_t err = cudaGetDevice(&device);
@@ -1456,11 +1459,16 @@ int launch_gemm_bulk(const GemmParams& p, cudaStream_t stream, int tiles_cap = 1
   if (p.WK > 8 && (!flat || p.gtab != nullptr || !decode)) {
     return static_cast<int>(cudaErrorInvalidValue);
   }
+  // Without the copies only the flat consumer runs on (its waits are skipped; the default one's
+  // are not).
+  if (decode == kConsumersAlone && (!flat || p.gtab != nullptr)) {
+    return static_cast<int>(cudaErrorInvalidValue);
+  }
   BulkPlan plan;
   int blocks = 0;
   const int planned = plan_bulk<FMT, MT>(p, sms, smem_limit, plan, blocks, tiles_cap,
                                          min_stages);
-  plan.decode = decode ? 1 : 0;
+  plan.decode = decode;
   if (planned != 0) return planned;
   const size_t bytes = static_cast<size_t>(plan.bar_off) + 2 * plan.stages * sizeof(uint64_t);
   const int threads = 32 * (p.WK + 1);
