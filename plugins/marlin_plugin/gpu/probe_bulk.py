@@ -31,6 +31,12 @@ LIB = ctypes.CDLL(str(Path(__file__).with_name(os.environ.get("KCM_BULK_LIB", "l
 RESULT_NAME = os.environ.get("KCM_BULK_JSON", "probe_bulk.json")
 LIB.kcm_probe_bulk.restype = ctypes.c_int
 LIB.kcm_probe_bulk.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 13 + [ctypes.c_void_p]
+LIB.kcm_probe_bulk_trace.restype = ctypes.c_int
+LIB.kcm_probe_bulk_trace.argtypes = [ctypes.c_void_p]
+TRACE_SLOTS = LIB.kcm_probe_bulk_trace_slots()
+#: Where the trace's slots start (stream_gemm.cuh, bulk_trace): consumer start / end, the waits
+#: for each ring position (before, after), the producer's fills.
+TRACE_WAITS, TRACE_FILLS = 2, 128
 INT4 = 0
 GROUP = 128
 
@@ -55,6 +61,46 @@ def gemm(x: torch.Tensor, w: dict, out: torch.Tensor, mt: int, cap: int, decode:
         torch.cuda.current_stream().cuda_stream)
     if code != 0:
         raise RuntimeError(f"launch failed with cudaError {code}")
+
+
+def timeline(x: torch.Tensor, w: dict, out: torch.Tensor, mt: int, us: float) -> dict:
+    """One pipeline-6 launch with its per-block timeline (SM clocks from the consumers' start),
+    summarized as medians over blocks in microseconds, at the clock rate that makes the median
+    block's span the launch's measured time ``us``: the wait for the first stage, the other
+    waits for stages in all, the time from the last stage's arrival to the outputs stored, and
+    when the producer issued each fill."""
+    trace = torch.full((torch.cuda.get_device_properties(0).multi_processor_count, TRACE_SLOTS), -1,
+                       device="cuda", dtype=torch.int64)
+    torch.cuda.synchronize()
+    assert LIB.kcm_probe_bulk_trace(trace.data_ptr()) == 0
+    gemm(x, w, out, mt, 16, 1, 8, 6)
+    torch.cuda.synchronize()
+    assert LIB.kcm_probe_bulk_trace(None) == 0
+    rows = [[int(v) for v in row] for row in trace.cpu() if row[0] >= 0]
+    med = statistics.median
+    span = med(r[1] - r[0] for r in rows)
+    per_us = span / us
+    def waits(r: list) -> list:
+        pairs = []
+        for it in range((TRACE_FILLS - TRACE_WAITS) // 2):
+            before, after = r[TRACE_WAITS + 2 * it], r[TRACE_WAITS + 2 * it + 1]
+            if before < 0:
+                break
+            pairs.append((before - r[0], after - before))
+        return pairs
+    first = [waits(r)[0][1] for r in rows]
+    rest = [sum(wait for _, wait in waits(r)[1:]) for r in rows]
+    tail = [r[1] - r[0] - (waits(r)[-1][0] + waits(r)[-1][1]) for r in rows]
+    fills = [[r[TRACE_FILLS + i] - r[0] for i in range(TRACE_SLOTS - TRACE_FILLS)
+              if r[TRACE_FILLS + i] >= 0] for r in rows]
+    return {"blocks": len(rows), "clocks_per_us": round(per_us, 1),
+            "consumer_span_us": round(span / per_us, 2),
+            "first_stage_wait_us": round(med(first) / per_us, 2),
+            "other_stage_waits_us": round(med(rest) / per_us, 2),
+            "stages_waited_for": len(waits(rows[0])),
+            "last_stage_to_stored_us": round(med(tail) / per_us, 2),
+            "fill_issue_us_median_block": [round(med(f[i] for f in fills) / per_us, 2)
+                                           for i in range(min(len(f) for f in fills))]}
 
 
 def read_bandwidth() -> float:
@@ -124,6 +170,7 @@ def main() -> None:
                 us = bench.graph_time_us(calls, 12)
                 row["us"][name] = round(us, 2)
                 row.setdefault("TBps", {})[name] = round(wbytes / us / 1e6, 3)
+            row["pipeline 6 timeline"] = timeline(xs[0], ws[0], outs[0], mt, row["us"]["pipeline 6"])
             print(json.dumps(row), file=sys.stderr, flush=True)
             result["timing"].append(row)
             (out_dir / RESULT_NAME).write_text(json.dumps(result, indent=1))

@@ -4,8 +4,18 @@
 // Build (plugins/marlin_plugin):
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -shared -Xcompiler -fPIC \
 //       -cudart static -Ikernel_core_marlin/csrc gpu/probe_bulk_shim.cu -o gpu/libkcm_bulk.so
+#define KCM_BULK_TRACE 1  // the per-block timeline (stream_gemm.cuh, bulk_trace)
 #include "probe_params.h"
 #include "stream_gemm.cuh"
+
+// Points the bulk kernels' timeline at `buffer` (blocks x kcm::kBulkTraceSlots int64, SM clocks),
+// or turns it off (nullptr).
+extern "C" int kcm_probe_bulk_trace(void* buffer) {
+  long long* ptr = static_cast<long long*>(buffer);
+  return static_cast<int>(cudaMemcpyToSymbol(kcm::kcm_bulk_trace, &ptr, sizeof(ptr)));
+}
+
+extern "C" int kcm_probe_bulk_trace_slots() { return kcm::kBulkTraceSlots; }
 
 extern "C" int kcm_probe_bulk(const void* x, const void* w, const void* gscale, const void* chan,
                               void* out, int m, int n, int k, int chunks, int n16, int groups,

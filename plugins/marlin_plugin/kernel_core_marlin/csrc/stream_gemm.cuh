@@ -808,6 +808,25 @@ __device__ __forceinline__ uint32_t shared_address(const void* ptr) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(ptr));
 }
 
+// Timeline of a bulk launch for gpu/probe_bulk.py, compiled only into its shim (KCM_BULK_TRACE):
+// per block kBulkTraceSlots SM clock readings: 0 the consumers' start, 1 their end (outputs
+// stored), 2 + 2 it / 3 + 2 it consumer warp 0 before / after its wait for ring position it,
+// kBulkTraceFills + it the producer issuing fill it (positions past either range unrecorded).
+#ifdef KCM_BULK_TRACE
+constexpr int kBulkTraceSlots = 256;
+constexpr int kBulkTraceFills = 128;
+__device__ long long* kcm_bulk_trace = nullptr;
+__device__ __forceinline__ void bulk_trace(int slot) {
+  if (kcm_bulk_trace != nullptr) {
+    kcm_bulk_trace[blockIdx.x * kBulkTraceSlots + slot] = clock64();
+  }
+}
+#define KCM_TRACE(slot, who) \
+  if (who) bulk_trace(slot)
+#else
+#define KCM_TRACE(slot, who)
+#endif
+
 // The SM90 instructions, compiled only for SM90 and newer (the sources also build for SM80,
 // where the bulk kernel is an empty stub that the host never launches).
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -986,12 +1005,14 @@ __device__ __forceinline__ void bulk_produce(const GemmParams& p, const BulkPlan
   // activations (which that kernel may write) after it, then every other fill as usual. Only the
   // first fill: requesting the whole first ring ahead of the first activations, into the ring
   // (v13 run 1) or into L2 (run 2), delayed the first stage by 1-4 us (NOTES.md v13).
+  KCM_TRACE(kBulkTraceFills, lane == 0);
   fill(0, true, false);
   grid_dependency_wait();
   fill(0, false, true);
   for (int it = 1; it < fills; ++it) {
     const int stage = it % plan.stages;
     if (it >= plan.stages) mbarrier_wait(empty + stage, (it / plan.stages - 1) & 1);
+    KCM_TRACE(kBulkTraceFills + it, lane == 0 && kBulkTraceFills + it < kBulkTraceSlots);
     fill(it, true, true);
   }
   // Every copy is requested: what is left is draining the ring, so the next GEMM may launch.
@@ -1015,7 +1036,9 @@ __device__ __forceinline__ const unsigned char* acquire_stage(const BulkPlan& pl
                                                               const unsigned char* smem,
                                                               uint64_t* full, int it, int& stage) {
   stage = it % plan.stages;
+  KCM_TRACE(2 + 2 * it, threadIdx.x == 0 && 3 + 2 * it < kBulkTraceFills);
   if (plan.decode != kConsumersAlone) mbarrier_wait(full + stage, (it / plan.stages) & 1);
+  KCM_TRACE(3 + 2 * it, threadIdx.x == 0 && 3 + 2 * it < kBulkTraceFills);
   return smem + static_cast<size_t>(stage) * plan.stage_bytes;
 }
 
@@ -1208,6 +1231,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), 1) stream_gemm_bulk_kernel(
     return;
   }
   grid_dependency_wait();  // the consumers write the output
+  KCM_TRACE(0, threadIdx.x == 0);
 
   const int w = warp;
   const int g = lane >> 2;
@@ -1350,6 +1374,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), 1) stream_gemm_bulk_kernel(
       }
     }
   }
+  KCM_TRACE(1, threadIdx.x == 0);
 #endif
 }
 
