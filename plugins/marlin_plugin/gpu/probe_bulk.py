@@ -25,8 +25,9 @@ import bench_marlin as bench  # noqa: E402
 from kernel_core.testing import relative_error  # noqa: E402
 from kernel_core_marlin.layout import pair_rows, repack_codes  # noqa: E402
 
-#: KCM_BULK_LIB: another build of the shim (e.g. with a different kBulkTileGroup) to compare;
-#: KCM_BULK_JSON: the result file's name under $OUT.
+#: KCM_BULK_LIB: another build of the shim (libkcm_bulk_trace.so: with the per-block timeline of
+#: pipeline 6, whose recording slows its consumers ~5%) to compare; KCM_BULK_JSON: the result
+#: file's name under $OUT.
 LIB = ctypes.CDLL(str(Path(__file__).with_name(os.environ.get("KCM_BULK_LIB", "libkcm_bulk.so"))))
 RESULT_NAME = os.environ.get("KCM_BULK_JSON", "probe_bulk.json")
 LIB.kcm_probe_bulk.restype = ctypes.c_int
@@ -170,7 +171,9 @@ def main() -> None:
                 us = bench.graph_time_us(calls, 12)
                 row["us"][name] = round(us, 2)
                 row.setdefault("TBps", {})[name] = round(wbytes / us / 1e6, 3)
-            row["pipeline 6 timeline"] = timeline(xs[0], ws[0], outs[0], mt, row["us"]["pipeline 6"])
+            if TRACE_SLOTS:
+                row["pipeline 6 timeline"] = timeline(xs[0], ws[0], outs[0], mt,
+                                                      row["us"]["pipeline 6"])
             print(json.dumps(row), file=sys.stderr, flush=True)
             result["timing"].append(row)
             (out_dir / RESULT_NAME).write_text(json.dumps(result, indent=1))

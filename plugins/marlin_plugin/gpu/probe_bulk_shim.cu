@@ -4,18 +4,29 @@
 // Build (plugins/marlin_plugin):
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -shared -Xcompiler -fPIC \
 //       -cudart static -Ikernel_core_marlin/csrc gpu/probe_bulk_shim.cu -o gpu/libkcm_bulk.so
-#define KCM_BULK_TRACE 1  // the per-block timeline (stream_gemm.cuh, bulk_trace)
+// and with -DKCM_BULK_TRACE as gpu/libkcm_bulk_trace.so (the per-block timeline).
 #include "probe_params.h"
 #include "stream_gemm.cuh"
 
-// Points the bulk kernels' timeline at `buffer` (blocks x kcm::kBulkTraceSlots int64, SM clocks),
-// or turns it off (nullptr).
+// Points the bulk kernels' timeline at `buffer` (blocks x kcm_probe_bulk_trace_slots() int64, SM
+// clocks), or turns it off (nullptr). Built with -DKCM_BULK_TRACE only (stream_gemm.cuh,
+// bulk_trace: the recording costs the consumers ~5%); otherwise there are 0 slots.
 extern "C" int kcm_probe_bulk_trace(void* buffer) {
+#ifdef KCM_BULK_TRACE
   long long* ptr = static_cast<long long*>(buffer);
   return static_cast<int>(cudaMemcpyToSymbol(kcm::kcm_bulk_trace, &ptr, sizeof(ptr)));
+#else
+  return buffer == nullptr ? 0 : static_cast<int>(cudaErrorNotSupported);
+#endif
 }
 
-extern "C" int kcm_probe_bulk_trace_slots() { return kcm::kBulkTraceSlots; }
+extern "C" int kcm_probe_bulk_trace_slots() {
+#ifdef KCM_BULK_TRACE
+  return kcm::kBulkTraceSlots;
+#else
+  return 0;
+#endif
+}
 
 extern "C" int kcm_probe_bulk(const void* x, const void* w, const void* gscale, const void* chan,
                               void* out, int m, int n, int k, int chunks, int n16, int groups,

@@ -752,6 +752,10 @@ constexpr int kBulkMaxStages = 12;
 //: (NOTES.md v4, run 4); passes of tiles not a multiple of 4 decode up to 3 spare tiles.
 constexpr int kBulkTileGroup = 4;
 
+//: Arrivals that complete a fill on full[s]: the arming one (with the bulk bytes) and one per
+//: producer lane once its cp.async of scale and zero-point groups have landed (bulk_produce).
+constexpr int kBulkFullArrivals = 1 + 32;
+
 //: BulkPlan::decode of the probe that times the consumers without the copy pipeline.
 constexpr int kConsumersAlone = 2;
 
@@ -882,6 +886,13 @@ __device__ __forceinline__ void bulk_copy_streamed(void* dst, const void* src, i
       : "memory");
 }
 
+// One arrival on `bar` once every cp.async this thread has issued so far has landed (the
+// barrier's expected count includes it: .noinc).
+__device__ __forceinline__ void copy_async_arrive(uint64_t* bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(shared_address(bar))
+               : "memory");
+}
+
 __device__ __forceinline__ void bulk_copy(void* dst, const void* src, int bytes, uint64_t* bar) {
   asm volatile(
       "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::
@@ -959,10 +970,15 @@ __device__ __forceinline__ void bulk_produce(const GemmParams& p, const BulkPlan
   const unsigned char* zeros = reinterpret_cast<const unsigned char*>(p.zeros);
   const unsigned char* x = static_cast<const unsigned char*>(p.x);
   const int tables = p.zeros != nullptr ? 2 : 1;
-  // Fill `it` of the ring (pass it / kstages, K stage it % kstages): per tile one copy of its
-  // codes and one of its scale (and zero-point) groups (`layer_part`; lane 0 first arms the
-  // stage's mbarrier with the whole fill's byte count) and one copy per activation row
-  // (`activation_part`), all completing on the stage's mbarrier.
+  // Fill `it` of the ring (pass it / kstages, K stage it % kstages): per tile one bulk copy of its
+  // codes (`layer_part`; lane 0 first arms the stage's mbarrier with the fill's bulk byte count),
+  // its scale (and zero-point) groups by 16-byte cp.async spread over the lanes, each lane then
+  // arriving on the mbarrier when its cp.async have landed (full[s] expects 1 + 32 arrivals), and
+  // one bulk copy per activation row (`activation_part`). Why not the groups by bulk copies too:
+  // the copy engine spends ~50 ns on every bulk copy whatever its size (H200, gpu/probe_bulk.py),
+  // and at M=1 on 28672 x 8192 the 14 groups' copies of 160 bytes cost as much of a fill's ~2 us
+  // as the 14 weight copies of 4 KB; the fills, not the consumers, then set the pace (NOTES.md
+  // v22).
   auto fill = [&](int it, bool layer_part, bool activation_part) {
     int tile0, ntiles;
     pass_tiles(t_begin, span, passes, it / kstages, tile0, ntiles);
@@ -972,26 +988,27 @@ __device__ __forceinline__ void bulk_produce(const GemmParams& p, const BulkPlan
     int g_lo, ng;
     stage_groups(p, plan, cb, ce, g_lo, ng);
     const int wbytes = (ce - cb) * 512 * V;
-    const int sbytes = ng * 32;
     const int xbytes = (min(ce * 64, p.K) - cb * 64) * 2;
     unsigned char* base = smem + static_cast<size_t>(stage) * plan.stage_bytes;
     if (layer_part) {
-      if (lane == 0) {
-        mbarrier_arrive_expect(full + stage, ntiles * (wbytes + tables * sbytes) + p.M * xbytes);
-      }
+      if (lane == 0) mbarrier_arrive_expect(full + stage, ntiles * wbytes + p.M * xbytes);
       __syncwarp();
-      for (int j = lane; j < ntiles * (1 + tables); j += 32) {
-        if (j < ntiles) {
-          const size_t src = (static_cast<size_t>(tile0 + j) * p.C + cb) * 512 * V;
-          bulk_copy_streamed(base + j * plan.wslot, weights + src, wbytes, full + stage, policy);
-        } else {
-          const int table = j / ntiles - 1;  // 0: scales, 1: zero points
-          const int i = j % ntiles;
-          const size_t src = (static_cast<size_t>(tile0 + i) * p.G + g_lo) * 32;
-          bulk_copy_streamed(base + (table ? plan.zero_off : plan.scale_off) + i * plan.sslot,
-                             (table ? zeros : scales) + src, sbytes, full + stage, policy);
-        }
+      for (int j = lane; j < ntiles; j += 32) {
+        const size_t src = (static_cast<size_t>(tile0 + j) * p.C + cb) * 512 * V;
+        bulk_copy_streamed(base + j * plan.wslot, weights + src, wbytes, full + stage, policy);
       }
+      // A tile's groups are ng x 32 contiguous bytes: 2 ng units of 16.
+      const int units = 2 * ng;
+      for (int u = lane; u < ntiles * tables * units; u += 32) {
+        const int j = u / units;
+        const int table = j / ntiles;  // 0: scales, 1: zero points
+        const int i = j - table * ntiles;
+        const size_t src = (static_cast<size_t>(tile0 + i) * p.G + g_lo) * 32 + (u - j * units) * 16;
+        copy_async16(base + (table ? plan.zero_off : plan.scale_off) + i * plan.sslot +
+                         (u - j * units) * 16,
+                     (table ? zeros : scales) + src, true);
+      }
+      copy_async_arrive(full + stage);
     }
     if (activation_part) {
       for (int m = lane; m < p.M; m += 32) {
@@ -1215,7 +1232,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), 1) stream_gemm_bulk_kernel(
   uint64_t* empty = full + plan.stages;
   if (threadIdx.x == 0) {
     for (int s = 0; s < plan.stages; ++s) {
-      mbarrier_init(full + s, 1);
+      mbarrier_init(full + s, kBulkFullArrivals);
       mbarrier_init(empty + s, consumers);
     }
     mbarrier_init_fence();
