@@ -13,8 +13,10 @@ import ctypes
 import json
 import math
 import os
+import platform
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -104,6 +106,12 @@ def timeline(x: torch.Tensor, w: dict, out: torch.Tensor, mt: int, us: float) ->
                                            for i in range(min(len(f) for f in fills))]}
 
 
+def _revision() -> str:
+    """The carried ``.git_revision`` (the device copy has no ``.git``)."""
+    path = Path(__file__).resolve().parents[3] / ".git_revision"
+    return path.read_text().strip() if path.exists() else "unknown"
+
+
 def read_bandwidth() -> float:
     """Bytes per second of a sum over 1 GiB of bf16 (reads only), median of 20."""
     data = torch.randn(1 << 29, device="cuda", dtype=torch.bfloat16)
@@ -121,7 +129,13 @@ def read_bandwidth() -> float:
 def main() -> None:
     out_dir = Path(os.environ.get("OUT", "/tmp"))
     torch.manual_seed(0)
-    result: dict = {"device": torch.cuda.get_device_name(), "checks": [], "timing": []}
+    result: dict = {"device": torch.cuda.get_device_name(),
+                    "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                    "command": " ".join(sys.argv), "library": LIB._name,
+                    "git_revision": os.environ.get("KCM_GIT_REV") or _revision(),
+                    "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                                 "cuda": torch.version.cuda},
+                    "checks": [], "timing": []}
     result["copy_bandwidth_TBps"] = round(bench.copy_bandwidth() / 1e12, 3)
     result["read_bandwidth_TBps"] = round(read_bandwidth() / 1e12, 3)
     print(json.dumps(result), file=sys.stderr, flush=True)
