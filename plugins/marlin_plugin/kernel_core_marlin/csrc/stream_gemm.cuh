@@ -752,10 +752,6 @@ constexpr int kBulkMaxStages = 12;
 //: (NOTES.md v4, run 4); passes of tiles not a multiple of 4 decode up to 3 spare tiles.
 constexpr int kBulkTileGroup = 4;
 
-//: Arrivals that complete a fill on full[s]: the arming one (with the bulk bytes) and one per
-//: producer lane once its cp.async of scale and zero-point groups have landed (bulk_produce).
-constexpr int kBulkFullArrivals = 1 + 32;
-
 //: BulkPlan::decode of the probe that times the consumers without the copy pipeline.
 constexpr int kConsumersAlone = 2;
 
@@ -886,11 +882,28 @@ __device__ __forceinline__ void bulk_copy_streamed(void* dst, const void* src, i
       : "memory");
 }
 
-// One arrival on `bar` once every cp.async this thread has issued so far has landed (the
-// barrier's expected count includes it: .noinc).
-__device__ __forceinline__ void copy_async_arrive(uint64_t* bar) {
-  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(shared_address(bar))
-               : "memory");
+// The same two copies issued by one elected lane for the whole warp, all lanes passing the same
+// operands. A copy per lane (each lane its own tile) made ptxas loop over the lanes for every copy
+// (ELECT, three R2UR, UBLKCP, BRA.U.ANY), ~30 copies a fill one after another; with warp-uniform
+// operands they stay in uniform registers and each copy is one UBLKCP (NOTES.md v22).
+__device__ __forceinline__ void bulk_copy_streamed_elected(void* dst, const void* src, int bytes,
+                                                           uint64_t* bar, uint64_t policy) {
+  asm volatile(
+      "{\n .reg .pred p;\n elect.sync _|p, 0xffffffff;\n"
+      " @p cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint"
+      " [%0], [%1], %2, [%3], %4;\n}" ::"r"(shared_address(dst)),
+      "l"(src), "r"(bytes), "r"(shared_address(bar)), "l"(policy)
+      : "memory");
+}
+
+__device__ __forceinline__ void bulk_copy_elected(void* dst, const void* src, int bytes,
+                                                  uint64_t* bar) {
+  asm volatile(
+      "{\n .reg .pred p;\n elect.sync _|p, 0xffffffff;\n"
+      " @p cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+      "\n}" ::"r"(shared_address(dst)),
+      "l"(src), "r"(bytes), "r"(shared_address(bar))
+      : "memory");
 }
 
 __device__ __forceinline__ void bulk_copy(void* dst, const void* src, int bytes, uint64_t* bar) {
@@ -970,15 +983,11 @@ __device__ __forceinline__ void bulk_produce(const GemmParams& p, const BulkPlan
   const unsigned char* zeros = reinterpret_cast<const unsigned char*>(p.zeros);
   const unsigned char* x = static_cast<const unsigned char*>(p.x);
   const int tables = p.zeros != nullptr ? 2 : 1;
-  // Fill `it` of the ring (pass it / kstages, K stage it % kstages): per tile one bulk copy of its
-  // codes (`layer_part`; lane 0 first arms the stage's mbarrier with the fill's bulk byte count),
-  // its scale (and zero-point) groups by 16-byte cp.async spread over the lanes, each lane then
-  // arriving on the mbarrier when its cp.async have landed (full[s] expects 1 + 32 arrivals), and
-  // one bulk copy per activation row (`activation_part`). Why not the groups by bulk copies too:
-  // the copy engine spends ~50 ns on every bulk copy whatever its size (H200, gpu/probe_bulk.py),
-  // and at M=1 on 28672 x 8192 the 14 groups' copies of 160 bytes cost as much of a fill's ~2 us
-  // as the 14 weight copies of 4 KB; the fills, not the consumers, then set the pace (NOTES.md
-  // v22).
+  // Fill `it` of the ring (pass it / kstages, K stage it % kstages): per tile one copy of its
+  // codes and one of its scale (and zero-point) groups (`layer_part`; lane 0 first arms the
+  // stage's mbarrier with the whole fill's byte count) and one copy per activation row
+  // (`activation_part`), all completing on the stage's mbarrier. Every copy is issued by one
+  // elected lane with warp-uniform operands (bulk_copy_elected).
   auto fill = [&](int it, bool layer_part, bool activation_part) {
     int tile0, ntiles;
     pass_tiles(t_begin, span, passes, it / kstages, tile0, ntiles);
@@ -988,32 +997,34 @@ __device__ __forceinline__ void bulk_produce(const GemmParams& p, const BulkPlan
     int g_lo, ng;
     stage_groups(p, plan, cb, ce, g_lo, ng);
     const int wbytes = (ce - cb) * 512 * V;
+    const int sbytes = ng * 32;
     const int xbytes = (min(ce * 64, p.K) - cb * 64) * 2;
     unsigned char* base = smem + static_cast<size_t>(stage) * plan.stage_bytes;
     if (layer_part) {
-      if (lane == 0) mbarrier_arrive_expect(full + stage, ntiles * wbytes + p.M * xbytes);
+      if (lane == 0) {
+        mbarrier_arrive_expect(full + stage, ntiles * (wbytes + tables * sbytes) + p.M * xbytes);
+      }
       __syncwarp();
-      for (int j = lane; j < ntiles; j += 32) {
-        const size_t src = (static_cast<size_t>(tile0 + j) * p.C + cb) * 512 * V;
-        bulk_copy_streamed(base + j * plan.wslot, weights + src, wbytes, full + stage, policy);
+      const unsigned char* w_src = weights + (static_cast<size_t>(tile0) * p.C + cb) * 512 * V;
+      for (int j = 0; j < ntiles; ++j) {
+        bulk_copy_streamed_elected(base + j * plan.wslot, w_src, wbytes, full + stage, policy);
+        w_src += static_cast<size_t>(p.C) * 512 * V;
       }
-      // A tile's groups are ng x 32 contiguous bytes: 2 ng units of 16.
-      const int units = 2 * ng;
-      for (int u = lane; u < ntiles * tables * units; u += 32) {
-        const int j = u / units;
-        const int table = j / ntiles;  // 0: scales, 1: zero points
-        const int i = j - table * ntiles;
-        const size_t src = (static_cast<size_t>(tile0 + i) * p.G + g_lo) * 32 + (u - j * units) * 16;
-        copy_async16(base + (table ? plan.zero_off : plan.scale_off) + i * plan.sslot +
-                         (u - j * units) * 16,
-                     (table ? zeros : scales) + src, true);
+      for (int table = 0; table < tables; ++table) {
+        const unsigned char* s_src =
+            (table ? zeros : scales) + (static_cast<size_t>(tile0) * p.G + g_lo) * 32;
+        unsigned char* s_dst = base + (table ? plan.zero_off : plan.scale_off);
+        for (int i = 0; i < ntiles; ++i) {
+          bulk_copy_streamed_elected(s_dst + i * plan.sslot, s_src, sbytes, full + stage, policy);
+          s_src += static_cast<size_t>(p.G) * 32;
+        }
       }
-      copy_async_arrive(full + stage);
     }
     if (activation_part) {
-      for (int m = lane; m < p.M; m += 32) {
-        const size_t src = (static_cast<size_t>(m) * p.K + cb * 64) * 2;
-        bulk_copy(base + plan.x_off + m * plan.xstride, x + src, xbytes, full + stage);
+      const unsigned char* x_src = x + static_cast<size_t>(cb) * 64 * 2;
+      for (int m = 0; m < p.M; ++m) {
+        bulk_copy_elected(base + plan.x_off + m * plan.xstride, x_src, xbytes, full + stage);
+        x_src += static_cast<size_t>(p.K) * 2;
       }
     }
   };
@@ -1232,7 +1243,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), 1) stream_gemm_bulk_kernel(
   uint64_t* empty = full + plan.stages;
   if (threadIdx.x == 0) {
     for (int s = 0; s < plan.stages; ++s) {
-      mbarrier_init(full + s, kBulkFullArrivals);
+      mbarrier_init(full + s, 1);
       mbarrier_init(empty + s, consumers);
     }
     mbarrier_init_fence();

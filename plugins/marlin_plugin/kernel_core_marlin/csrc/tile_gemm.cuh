@@ -596,6 +596,13 @@ __global__ void __launch_bounds__(256, 1) tile_gemm_kernel(const GemmParams p) {
 }
 
 #ifdef KCM_TILE_SM90
+// One arrival on `bar` once every cp.async this thread has issued so far has landed (the
+// barrier's expected count includes it: .noinc).
+__device__ __forceinline__ void copy_async_arrive(uint64_t* bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(shared_address(bar))
+               : "memory");
+}
+
 // Orders this thread's generic-proxy view of shared memory (cp.async writes it has observed
 // through an mbarrier) before its async-proxy accesses (the wgmmas reading the stage).
 __device__ __forceinline__ void fence_proxy_async_shared() {
