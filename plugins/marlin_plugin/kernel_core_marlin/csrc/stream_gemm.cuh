@@ -423,37 +423,42 @@ __device__ __forceinline__ void mma_chunk_scaled(float (&acc)[MT][R][4],
   mma_chunk<T, FMT, MT, R>(acc, wv, xv, sw, zw, unused);
 }
 
+// Writes chan[n] * v + bias[n] for one mma accumulator fragment of a lane: rows g and g + 8 of
+// 16-row tile `tile`, columns 2 t and 2 t + 1 of the 8 tokens from m0.
+template <typename T>
+__device__ __forceinline__ void store_tile_fragment(const GemmParams& p, const float (&v)[4],
+                                                    int lane, int tile, int m0) {
+  const int g = lane >> 2;
+  const int t = lane & 3;
+  T* out = static_cast<T*>(p.out);
+  const T* bias = static_cast<const T*>(p.bias);
+#pragma unroll
+  for (int half_row = 0; half_row < 2; ++half_row) {
+    const int n = tile * 16 + g + 8 * half_row;
+    if (n >= p.N) continue;
+    const float cs = p.chan != nullptr ? p.chan[n] : 1.0f;
+    const float bs = bias != nullptr ? to_float(bias[n]) : 0.0f;
+#pragma unroll
+    for (int col = 0; col < 2; ++col) {
+      const int m = m0 + 2 * t + col;
+      if (m < p.M) {
+        out[static_cast<size_t>(m) * p.N + n] = from_float<T>(v[2 * half_row + col] * cs + bs);
+      }
+    }
+  }
+}
+
 // Write chan[n] * acc + bias[n] for the first `tiles` (<= R) row tiles from tile0 and MT column
 // tiles from m0 (the mma accumulator fragment: rows g and g + 8, columns 2 t and 2 t + 1 of each
 // 8-column tile).
 template <typename T, int MT, int R>
 __device__ __forceinline__ void store_fragment(const GemmParams& p, const float (&acc)[MT][R][4],
                                                int lane, int tile0, int m0, int tiles) {
-  const int g = lane >> 2;
-  const int t = lane & 3;
-  T* out = static_cast<T*>(p.out);
-  const T* bias = static_cast<const T*>(p.bias);
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     if (r >= tiles) break;
 #pragma unroll
-    for (int half_row = 0; half_row < 2; ++half_row) {
-      const int n = (tile0 + r) * 16 + g + 8 * half_row;
-      if (n >= p.N) continue;
-      const float cs = p.chan != nullptr ? p.chan[n] : 1.0f;
-      const float bs = bias != nullptr ? to_float(bias[n]) : 0.0f;
-#pragma unroll
-      for (int j = 0; j < MT; ++j) {
-#pragma unroll
-        for (int col = 0; col < 2; ++col) {
-          const int m = m0 + 8 * j + 2 * t + col;
-          if (m < p.M) {
-            out[static_cast<size_t>(m) * p.N + n] =
-                from_float<T>(acc[j][r][2 * half_row + col] * cs + bs);
-          }
-        }
-      }
-    }
+    for (int j = 0; j < MT; ++j) store_tile_fragment<T>(p, acc[j][r], lane, tile0 + r, m0 + 8 * j);
   }
 }
 
@@ -1369,7 +1374,37 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), 1) stream_gemm_bulk_kernel(
       }
     }
 
-    // Tree sum over the consumer warps: the upper half stores, the lower half adds.
+    // The sum over the consumer warps. After a block's last pass the ring is free (every fill
+    // has landed and been read): all warps park their sums there at once and each warp adds and
+    // stores a share of the (tile, M tile) slots, in warp order (the same bits every launch),
+    // with two barriers; the tree below takes six (NOTES.md v23).
+    const int slots = ntiles * MT;
+    if (pass + 1 == passes &&
+        consumers * slice_len * static_cast<int>(sizeof(float4)) <= plan.stages * plan.stage_bytes) {
+      float4* parked = reinterpret_cast<float4*>(smem);
+      consumer_sync(32 * consumers);  // every warp is done with the ring's stages
+      for_each_pass_tile<kGroups, MT>(ntiles, [&](int q, int u, int j, int slot) {
+        const float* a = acc[q][j][u];
+        parked[(w * slice_len + slot * 32) + lane] = make_float4(a[0], a[1], a[2], a[3]);
+      });
+      consumer_sync(32 * consumers);
+      if (plan.decode) {
+        for (int slot = w; slot < slots; slot += consumers) {
+          float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+          for (int v = 0; v < consumers; ++v) {
+            const float4 part = parked[v * slice_len + slot * 32 + lane];
+            sum[0] += part.x;
+            sum[1] += part.y;
+            sum[2] += part.z;
+            sum[3] += part.w;
+          }
+          store_tile_fragment<T>(p, sum, lane, tile0 + slot / MT, 8 * (slot % MT));
+        }
+      }
+      continue;
+    }
+    // Otherwise (the producer may be filling the ring for the next pass) a tree through the
+    // reduction slices: the upper half stores, the lower half adds.
     for (int active = consumers; active > 1; active >>= 1) {
       const int half = active >> 1;
       if (w >= half && w < active) {
