@@ -385,19 +385,30 @@ __device__ __forceinline__ void run_chunks(int count, float (&acc)[RW][kAcc], Co
   for (int r = 0; r < RW; ++r) pin_registers(acc[r]);
 }
 
+// The weight row of half `half` (row g or g + 8) of consumer thread `tid`'s tile r in the block
+// of 128 RW weight rows n_block: warp w owns the 16-row tiles ((w / 4) RW + r) 4 + w % 4.
+template <int FMT, int BMX, int RW>
+__device__ __forceinline__ int tile_output_row(int n_block, int tid, int r, int half) {
+  using Layout = TileLayout<FMT, BMX, RW>;
+  const int warp = tid >> 5;
+  return (n_block * Layout::kTiles + ((warp >> 2) * RW + r) * 4 + (warp & 3)) * 16 +
+         ((tid & 31) >> 2) + 8 * half;
+}
+
+// The token of accumulator element e of consumer thread `tid` in the block's tokens from m0:
+// 8 (e >> 2) + 2 t + (e & 1) (the wgmma accumulator layout).
+__device__ __forceinline__ int tile_output_token(int m0, int tid, int e) {
+  return m0 + 8 * (e >> 2) + 2 * (tid & 3) + (e & 1);
+}
+
 // Writes chan[n] * value + bias[n] as T for element (r, e) of consumer thread `tid`'s
-// accumulators in the block of 128 RW weight rows n_block and tokens from m0. Element e of a
-// warp's m64 accumulators: feature row g + 8 ((e >> 1) & 1) of its tile, token
-// 8 (e >> 2) + 2 t + (e & 1) of the block.
+// accumulators in the block of 128 RW weight rows n_block and tokens from m0 (the split-K
+// epilogue's share of elements; a whole block goes through store_block).
 template <typename T, int FMT, int BMX, int RW>
 __device__ __forceinline__ void store_output(const GemmParams& p, int n_block, int m0, int tid,
                                              int r, int e, float value) {
-  using Layout = TileLayout<FMT, BMX, RW>;
-  const int lane = tid & 31;
-  const int warp = tid >> 5;
-  const int n = (n_block * Layout::kTiles + ((warp >> 2) * RW + r) * 4 + (warp & 3)) * 16 +
-                (lane >> 2) + 8 * ((e >> 1) & 1);
-  const int m = m0 + 8 * (e >> 2) + 2 * (lane & 3) + (e & 1);
+  const int n = tile_output_row<FMT, BMX, RW>(n_block, tid, r, (e >> 1) & 1);
+  const int m = tile_output_token(m0, tid, e);
   if (n >= p.N || m >= p.M) return;
   const T* bias = static_cast<const T*>(p.bias);
   const float cs = p.chan != nullptr ? p.chan[n] : 1.0f;
@@ -421,16 +432,11 @@ template <typename T, int FMT, int BMX, int RW, int R = 0>
 __device__ __forceinline__ void store_block(const GemmParams& p, int n_block, int m0, int tid,
                                             const float (&vals)[RW][BMX / 2]) {
   if constexpr (R < RW) {
-    using Layout = TileLayout<FMT, BMX, RW>;
-    const int lane = tid & 31;
-    const int warp = tid >> 5;
-    const int t = lane & 3;
     const T* bias = static_cast<const T*>(p.bias);
     T* out = static_cast<T*>(p.out);
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      const int n = (n_block * Layout::kTiles + ((warp >> 2) * RW + R) * 4 + (warp & 3)) * 16 +
-                    (lane >> 2) + 8 * half;
+      const int n = tile_output_row<FMT, BMX, RW>(n_block, tid, R, half);
       const bool row_ok = n < p.N;
       const int row = row_ok ? n : p.N - 1;
       const float cs = p.chan != nullptr ? p.chan[row] : 1.0f;
@@ -439,7 +445,7 @@ __device__ __forceinline__ void store_block(const GemmParams& p, int n_block, in
       for (int q = 0; q < BMX / 8; ++q) {
 #pragma unroll
         for (int lo = 0; lo < 2; ++lo) {
-          const int m = m0 + 8 * q + 2 * t + lo;
+          const int m = tile_output_token(m0, tid, 4 * q + 2 * half + lo);
           T* dst = row_ok && m < p.M ? out + static_cast<size_t>(m) * p.N + row
                                      : reinterpret_cast<T*>(tile_discard + tid);
           *dst = from_float<T>(vals[R][4 * q + 2 * half + lo] * cs + bs);
