@@ -512,12 +512,13 @@ def with_prefetch_bytes(total: int, call: Call) -> Call:
     ``quant.PREFETCH_MAX_M``: a probe of ``quant.PREFETCH_BYTES`` / ``PREFETCH_DECODE_BYTES``, read
     when the launch is planned, so a captured graph keeps it."""
     def run() -> Any:
-        defaults = quant.PREFETCH_BYTES, quant.PREFETCH_DECODE_BYTES
+        defaults = quant.PREFETCH_BYTES, quant.PREFETCH_DECODE_BYTES, quant.PREFETCH_OFF_DEVICES
         quant.PREFETCH_BYTES = quant.PREFETCH_DECODE_BYTES = total
+        quant.PREFETCH_OFF_DEVICES = ()  # measured on every device, also where it is off
         try:
             return call()
         finally:
-            quant.PREFETCH_BYTES, quant.PREFETCH_DECODE_BYTES = defaults
+            quant.PREFETCH_BYTES, quant.PREFETCH_DECODE_BYTES, quant.PREFETCH_OFF_DEVICES = defaults
 
     return run
 
@@ -568,8 +569,9 @@ def paired_apply(n: int, k: int, rows: list[dict], m_values: list[int]) -> None:
         times = interleaved_rounds(candidates, PAIR_ROUNDS, f"paired apply N={n} K={k} M={m}")
         head = {"bf16_matmul": times.pop("bf16_matmul"), "ours": times.pop("ours")}
         swept = {"bf16_matmul": head["bf16_matmul"], **times}
-        row = paired_row("fp8_apply", n, k, m, "fp8 apply (prefetch 16 / 8 MiB at M <= 16 / 64)", head, swept,
-                         "bf16_matmul")
+        prefetch = quant.prefetch_bytes(m, torch.device("cuda"))
+        label = f"fp8 apply (prefetch {prefetch >> 20} MiB)" if prefetch else "fp8 apply (no prefetch here)"
+        row = paired_row("fp8_apply", n, k, m, label, head, swept, "bf16_matmul")
         row.pop("best", None)  # the other candidates are variants to compare, not tiles to pick
         rows.append(row)
         log(paired_line(row))

@@ -18,6 +18,8 @@ result), so HBM streams the weight while the quantizer runs and the GEMM waits f
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -63,28 +65,44 @@ PREFETCH_BYTES = 8 << 20
 #: in both runs, so M=64 keeps 8 MiB.
 PREFETCH_DECODE_MAX_M = 16
 PREFETCH_DECODE_BYTES = 16 << 20
+#: Devices whose name contains one of these do not prefetch. On an H200 (copy bandwidth 4.2 TB/s
+#: against the H100's 2.9) the prefetch cost the whole fp8 apply 2.5-3% on 8192 x 8192 and moved
+#: nothing beyond the rounds' spread on the large shapes (cutlass-h200-2026-11-28-v9.json, paired
+#: rounds, ratio to bf16 matmul without / with: 1.683x / 1.638x at M=1, 1.642x / 1.600x at M=16,
+#: 1.689x / 1.654x at M=64); on the H100 it gained 1-3% there (NOTES.md v4-final, v6).
+PREFETCH_OFF_DEVICES: tuple[str, ...] = ("H200",)
 _LINE = 128
 _PREFETCH_LINES = 512
 
 
-def prefetch_bytes(m: int) -> int:
-    """Bytes of the weight the quantizer of ``m`` tokens prefetches (0 above PREFETCH_MAX_M)."""
+@functools.lru_cache(maxsize=None)
+def _device_name(index: int) -> str:
+    return torch.cuda.get_device_name(index)
+
+
+def prefetch_bytes(m: int, device: torch.device | None = None) -> int:
+    """Bytes of the weight the quantizer of ``m`` tokens prefetches (0 above PREFETCH_MAX_M, and
+    on a CUDA ``device`` named in PREFETCH_OFF_DEVICES)."""
     if m > PREFETCH_MAX_M:
         return 0
+    if device is not None and device.type == "cuda":
+        name = _device_name(device.index if device.index is not None else torch.cuda.current_device())
+        if any(tag in name for tag in PREFETCH_OFF_DEVICES):
+            return 0
     return PREFETCH_DECODE_BYTES if m <= PREFETCH_DECODE_MAX_M else PREFETCH_BYTES
 
 
 def _prefetch_plan(m: int, weight: torch.Tensor | None) -> tuple[int, int, int, int]:
     """(programs, lines, lines per row, row bytes) of the weight prefetch; no programs when M is
-    above PREFETCH_MAX_M or there is no weight."""
-    if weight is None or m > PREFETCH_MAX_M:
+    above PREFETCH_MAX_M, there is no weight or the weight's device does not prefetch."""
+    if weight is None or prefetch_bytes(m, weight.device) == 0:
         return 0, 1, 1, 0
     rows, row_bytes = weight.shape[0], weight.shape[1] * weight.element_size()
     if not weight.is_contiguous() or row_bytes % _LINE:
         raise ValueError(
             f"prefetch weight must be contiguous with rows of a multiple of {_LINE} bytes, "
             f"found strides {weight.stride()} and {row_bytes} bytes per row")
-    per_row = max(1, min(row_bytes // _LINE, prefetch_bytes(m) // (rows * _LINE)))
+    per_row = max(1, min(row_bytes // _LINE, prefetch_bytes(m, weight.device) // (rows * _LINE)))
     lines = rows * per_row
     return -(-lines // _PREFETCH_LINES), lines, per_row, row_bytes
 

@@ -301,6 +301,20 @@ def test_prefetch_bytes_by_token_count():
     assert quant.prefetch_bytes(quant.PREFETCH_MAX_M + 1) == 0
 
 
+def test_prefetch_off_on_listed_devices(monkeypatch: pytest.MonkeyPatch):
+    """The prefetch is off on a device named in PREFETCH_OFF_DEVICES (measured slower on an
+    H200) and on elsewhere, by the device's name."""
+    from kernel_core_cutlass import quant
+
+    monkeypatch.setattr(quant, "_device_name", lambda index: "NVIDIA H200")
+    assert quant.prefetch_bytes(1, torch.device("cuda", 0)) == 0
+    assert quant.prefetch_bytes(64, torch.device("cuda", 0)) == 0
+    monkeypatch.setattr(quant, "_device_name", lambda index: "NVIDIA H100 80GB HBM3")
+    assert quant.prefetch_bytes(1, torch.device("cuda", 0)) == 16 << 20
+    assert quant.prefetch_bytes(64, torch.device("cuda", 0)) == 8 << 20
+    assert quant.prefetch_bytes(1, torch.device("cpu")) == 16 << 20
+
+
 def test_bad_input_is_a_value_error_naming_expected_and_found():
     config = fp8_config()
     layer = make_layer(config, seed=7)

@@ -117,33 +117,45 @@ struct EpilogueParts {
   }
 };
 
-// INT8: out = s_tok[tok] * (s_ch[ch] * (acc + zp_neg[tok] * colsum[ch])) + bias[ch].
-template <class Tile, class ElementD, bool SwapAB>
-struct ScaledEpilogueTree : EpilogueParts<Tile, ElementD, SwapAB> {
+// out = s_tok[tok] * (s_ch[ch] * inner) + bias[ch], around an inner node: the accumulator (FP8)
+// or the accumulator with INT8's zero-point term; `arguments` wraps the inner node's.
+template <class Tile, class ElementD, bool SwapAB, class Inner>
+struct ScaledOutputTree : EpilogueParts<Tile, ElementD, SwapAB> {
   using P = EpilogueParts<Tile, ElementD, SwapAB>;
-  // corrected = zp_neg[tok] * colsum[ch] + acc
-  using Corrected = cutlass::epilogue::fusion::Sm90EVT<typename P::template MulAdd<float>,
-                                                       typename P::TokenVector,
-                                                       typename P::ChannelVector, typename P::Acc>;
-  // channel_scaled = s_ch[ch] * corrected
+  // channel_scaled = s_ch[ch] * inner
   using ChannelScaled = cutlass::epilogue::fusion::Sm90EVT<typename P::Mul, typename P::ChannelVector,
-                                                           Corrected>;
+                                                           Inner>;
   // out = s_tok[tok] * channel_scaled + bias[ch]
   using Tree = cutlass::epilogue::fusion::Sm90EVT<typename P::template MulAdd<ElementD>,
                                                   typename P::TokenVector, ChannelScaled,
                                                   typename P::ChannelBias>;
 
-  static typename Tree::Arguments arguments(ScaledMmArgs const& a) {
+  static typename Tree::Arguments wrap(ScaledMmArgs const& a, typename Inner::Arguments inner) {
     return typename Tree::Arguments{
         P::token(a.token_scale, a.token_scale_per_row),
-        {
-            P::channel(a.channel_scale, a.channel_scale_per_col),
-            {P::token(a.token_zp_neg, a.token_zp_per_row), P::channel(a.channel_colsum, true), {}, {}},
-            {},
-        },
+        {P::channel(a.channel_scale, a.channel_scale_per_col), inner, {}},
         P::bias(a.bias),
         {},
     };
+  }
+};
+
+// INT8's inner node: corrected = zp_neg[tok] * colsum[ch] + acc.
+template <class Tile, class ElementD, bool SwapAB, class P = EpilogueParts<Tile, ElementD, SwapAB>>
+using ZeroPointCorrected = cutlass::epilogue::fusion::Sm90EVT<typename P::template MulAdd<float>,
+                                                              typename P::TokenVector,
+                                                              typename P::ChannelVector,
+                                                              typename P::Acc>;
+
+// INT8: out = s_tok[tok] * (s_ch[ch] * (acc + zp_neg[tok] * colsum[ch])) + bias[ch].
+template <class Tile, class ElementD, bool SwapAB>
+struct ScaledEpilogueTree
+    : ScaledOutputTree<Tile, ElementD, SwapAB, ZeroPointCorrected<Tile, ElementD, SwapAB>> {
+  using Base = ScaledOutputTree<Tile, ElementD, SwapAB, ZeroPointCorrected<Tile, ElementD, SwapAB>>;
+
+  static typename Base::Tree::Arguments arguments(ScaledMmArgs const& a) {
+    return Base::wrap(a, {Base::token(a.token_zp_neg, a.token_zp_per_row),
+                          Base::channel(a.channel_colsum, true), {}, {}});
   }
 };
 
@@ -151,22 +163,12 @@ struct ScaledEpilogueTree : EpilogueParts<Tile, ElementD, SwapAB> {
 // tree evaluates its zero-point term (a multiply-add and two broadcasts per element) even when
 // the zero point is null; this one does not.
 template <class Tile, class ElementD, bool SwapAB>
-struct SymmetricScaledEpilogueTree : EpilogueParts<Tile, ElementD, SwapAB> {
-  using P = EpilogueParts<Tile, ElementD, SwapAB>;
-  using ChannelScaled = cutlass::epilogue::fusion::Sm90EVT<typename P::Mul, typename P::ChannelVector,
-                                                           typename P::Acc>;
-  using Tree = cutlass::epilogue::fusion::Sm90EVT<typename P::template MulAdd<ElementD>,
-                                                  typename P::TokenVector, ChannelScaled,
-                                                  typename P::ChannelBias>;
+struct SymmetricScaledEpilogueTree
+    : ScaledOutputTree<Tile, ElementD, SwapAB, typename EpilogueParts<Tile, ElementD, SwapAB>::Acc> {
+  using Base =
+      ScaledOutputTree<Tile, ElementD, SwapAB, typename EpilogueParts<Tile, ElementD, SwapAB>::Acc>;
 
-  static typename Tree::Arguments arguments(ScaledMmArgs const& a) {
-    return typename Tree::Arguments{
-        P::token(a.token_scale, a.token_scale_per_row),
-        {P::channel(a.channel_scale, a.channel_scale_per_col), {}, {}},
-        P::bias(a.bias),
-        {},
-    };
-  }
+  static typename Base::Tree::Arguments arguments(ScaledMmArgs const& a) { return Base::wrap(a, {}); }
 };
 
 // The caller's tile order as the scheduler's arguments. `swap_ab`: the problem's M is the weight's
