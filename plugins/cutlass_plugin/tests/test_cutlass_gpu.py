@@ -303,11 +303,13 @@ def test_fp8_zero_point_is_refused():
 
 
 @pytest.mark.parametrize("m", [1, 33, 64])
-def test_weight_prefetch_leaves_the_quantizer_outputs_unchanged(m):
+def test_weight_prefetch_leaves_the_quantizer_outputs_unchanged(m, monkeypatch):
     """The extra prefetch programs of the per-token quantizers only read the weight: codes and
-    scales bit-identical with and without it, for fp8 and int8 (symmetric and asymmetric)."""
+    scales bit-identical with and without it, for fp8 and int8 (symmetric and asymmetric). The
+    prefetch is forced on, also on a device where it is off by default (PREFETCH_OFF_DEVICES)."""
     from kernel_core_cutlass import quant
 
+    monkeypatch.setattr(quant, "PREFETCH_OFF_DEVICES", ())
     g = torch.Generator(device="cuda").manual_seed(m)
     x = torch.randn((m, 4096), generator=g, device="cuda").to(torch.bfloat16)
     w8 = torch.randint(-128, 128, (8192, 4096), generator=g, device="cuda", dtype=torch.int8)
