@@ -160,26 +160,17 @@ __device__ __forceinline__ void mma_16816<__nv_bfloat16>(float c[4], const uint3
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// d = a * b + c with c in other registers than d: the first step of a sum that starts from a
-// value (mma_chunk's offset correction) needs no copy of it into the accumulators.
-template <typename T>
-__device__ __forceinline__ void mma_16816_from(float d[4], const uint32_t a[4], uint32_t b0,
-                                               uint32_t b1, const float c[4]) {
-  if constexpr (std::is_same<T, half>::value) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-        "{%8, %9}, {%10, %11, %12, %13};"
-        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(c[0]), "f"(c[1]),
-          "f"(c[2]), "f"(c[3]));
-  } else {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-        "{%8, %9}, {%10, %11, %12, %13};"
-        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(c[0]), "f"(c[1]),
-          "f"(c[2]), "f"(c[3]));
-  }
+// d = a * b + c with c in other registers than d, bf16 operands: the first step of a sum that
+// starts from a value (mma_chunk's offset correction, bf16 only) needs no copy of it into the
+// accumulators.
+__device__ __forceinline__ void mma_16816_bf16_from(float d[4], const uint32_t a[4], uint32_t b0,
+                                                    uint32_t b1, const float c[4]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%10, %11, %12, %13};"
+      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(c[0]), "f"(c[1]),
+        "f"(c[2]), "f"(c[3]));
 }
 
 // Per-(row tile, chunk) decode constants of one lane: rows g (lo) and g + 8 (hi).
@@ -383,7 +374,7 @@ __device__ __forceinline__ void mma_chunk(float (&acc)[MT][R][4],
         step_activations(xv[j], s, b0, b1);
         if constexpr (kOffset) {
           if (s == 0) {
-            mma_16816_from<T>(part[j][r], a, b0, b1, start[j][r]);
+            mma_16816_bf16_from(part[j][r], a, b0, b1, start[j][r]);
           } else {
             mma_16816<T>(part[j][r], a, b0, b1);
           }
