@@ -501,10 +501,15 @@ def paired_scaled(n: int, k: int, rows: list[dict], m_values: list[int], sweep: 
 
 
 def probe_prefetch_bytes(m: int) -> int:
-    """The probe's alternative to the quantizers' prefetch at ``m`` tokens
-    (``quant.prefetch_bytes``): 8 MiB where the default is 16 MiB, else 16 MiB."""
+    """The probe's alternative to the quantizers' prefetch at ``m`` tokens: on a device where the
+    prefetch is off (``quant.PREFETCH_OFF_DEVICES``) the size it would have elsewhere
+    (``quant.prefetch_bytes``), so that choice stays measured; otherwise the other size (8 MiB
+    where the default is 16 MiB, else 16 MiB)."""
     decode, above = quant.PREFETCH_DECODE_BYTES, quant.PREFETCH_BYTES
-    return above if quant.prefetch_bytes(m) == decode else decode
+    nominal = quant.prefetch_bytes(m)
+    if quant.prefetch_bytes(m, torch.device("cuda")) == 0:
+        return nominal
+    return above if nominal == decode else decode
 
 
 def with_prefetch_bytes(total: int, call: Call) -> Call:

@@ -72,7 +72,8 @@ def timeline(x: torch.Tensor, w: dict, out: torch.Tensor, mt: int, us: float) ->
     block's span the launch's measured time ``us``: the wait for the first stage, the other
     waits for stages in all, the time from the last stage's arrival to the outputs stored, and
     when the producer issued each fill."""
-    trace = torch.full((torch.cuda.get_device_properties(0).multi_processor_count, TRACE_SLOTS), -1,
+    sms = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
+    trace = torch.full((sms, TRACE_SLOTS), -1,
                        device="cuda", dtype=torch.int64)
     torch.cuda.synchronize()
     assert LIB.kcm_probe_bulk_trace(trace.data_ptr()) == 0

@@ -818,9 +818,13 @@ __device__ __forceinline__ void bulk_trace(int slot) {
   }
 }
 #define KCM_TRACE(slot, who) \
-  if (who) bulk_trace(slot)
+  do {                           \
+    if (who) bulk_trace(slot);   \
+  } while (0)
 #else
-#define KCM_TRACE(slot, who)
+#define KCM_TRACE(slot, who) \
+  do {                       \
+  } while (0)
 #endif
 
 // The SM90 instructions, compiled only for SM90 and newer (the sources also build for SM80,
