@@ -2,8 +2,8 @@
 build): its copy pipeline alone (consumers only wait for and release each stage) and its consumers
 alone (no copies, no waits) against the full kernel, stages of 8, 4 and 2 warps' chunks, the
 device's read-only and copy bandwidth and bf16 ``torch.matmul``, for int4 g128 at M = 1 and 16;
-CUDA-graph replays over weight copies larger than L2. Checks the kernel against a float64 reference first. Build the library as
-``probe_bulk_shim.cu`` says; run from the repo root:
+CUDA-graph replays over weight copies larger than L2. Checks the kernel against a float64
+reference first. Build the library as ``probe_bulk_shim.cu`` says; run from the repo root:
 ``PYTHONPATH=plugins/marlin_plugin python3 plugins/marlin_plugin/gpu/probe_bulk.py``.
 """
 
@@ -73,8 +73,7 @@ def timeline(x: torch.Tensor, w: dict, out: torch.Tensor, mt: int, us: float) ->
     waits for stages in all, the time from the last stage's arrival to the outputs stored, and
     when the producer issued each fill."""
     sms = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
-    trace = torch.full((sms, TRACE_SLOTS), -1,
-                       device="cuda", dtype=torch.int64)
+    trace = torch.full((sms, TRACE_SLOTS), -1, device="cuda", dtype=torch.int64)
     torch.cuda.synchronize()
     assert LIB.kcm_probe_bulk_trace(trace.data_ptr()) == 0
     gemm(x, w, out, mt, 16, 1, 8, 6)
@@ -85,6 +84,7 @@ def timeline(x: torch.Tensor, w: dict, out: torch.Tensor, mt: int, us: float) ->
     span = med(r[1] - r[0] for r in rows)
     per_us = span / us
     def waits(r: list) -> list:
+        """(start from the consumers' start, length) of each recorded ring wait of a block."""
         pairs = []
         for it in range((TRACE_FILLS - TRACE_WAITS) // 2):
             before, after = r[TRACE_WAITS + 2 * it], r[TRACE_WAITS + 2 * it + 1]
@@ -92,16 +92,17 @@ def timeline(x: torch.Tensor, w: dict, out: torch.Tensor, mt: int, us: float) ->
                 break
             pairs.append((before - r[0], after - before))
         return pairs
-    first = [waits(r)[0][1] for r in rows]
-    rest = [sum(wait for _, wait in waits(r)[1:]) for r in rows]
-    tail = [r[1] - r[0] - (waits(r)[-1][0] + waits(r)[-1][1]) for r in rows]
+    block_waits = [waits(r) for r in rows]
+    first = [w[0][1] for w in block_waits]
+    rest = [sum(wait for _, wait in w[1:]) for w in block_waits]
+    tail = [r[1] - r[0] - sum(w[-1]) for r, w in zip(rows, block_waits)]
     fills = [[r[TRACE_FILLS + i] - r[0] for i in range(TRACE_SLOTS - TRACE_FILLS)
               if r[TRACE_FILLS + i] >= 0] for r in rows]
     return {"blocks": len(rows), "clocks_per_us": round(per_us, 1),
             "consumer_span_us": round(span / per_us, 2),
             "first_stage_wait_us": round(med(first) / per_us, 2),
             "other_stage_waits_us": round(med(rest) / per_us, 2),
-            "stages_waited_for": len(waits(rows[0])),
+            "stages_waited_for": len(block_waits[0]),
             "last_stage_to_stored_us": round(med(tail) / per_us, 2),
             "fill_issue_us_median_block": [round(med(f[i] for f in fills) / per_us, 2)
                                            for i in range(min(len(f) for f in fills))]}
