@@ -1,5 +1,5 @@
 // A torch-free C entry point to the bulk pipeline with its diagnostic knobs (tiles per pass cap,
-// copy pipeline alone, consumers alone, merged copies), for gpu/probe_bulk.py; int4 and FP4 codes, bf16 activations, M <= 16;
+// copy pipeline alone, consumers alone), for gpu/probe_bulk.py; int4 and FP4 codes, bf16 activations, M <= 16;
 // pipeline 2 (the default consumer) or, int4 only, 6 (the plugin's default at M <= 16).
 // Build (plugins/marlin_plugin):
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -shared -Xcompiler -fPIC \
@@ -36,29 +36,21 @@ extern "C" int kcm_probe_bulk(const void* x, const void* w, const void* gscale, 
                                          group_size, 8, 1, consumers);
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   using bf16 = __nv_bfloat16;
-  // decode + 4 * BulkPlan::merged_copies.
-  const int merged = decode / 4;
-  decode %= 4;
   if (pipeline == 6 && fmt == kcm::kInt4 && mt == 1) {
-    return kcm::launch_gemm_bulk<bf16, kcm::kInt4, 1>(p, s, tiles_cap, decode, true, true, 2, true,
-                                                       merged);
+    return kcm::launch_gemm_bulk<bf16, kcm::kInt4, 1>(p, s, tiles_cap, decode, true, true, 2, true);
   }
   if (pipeline == 6 && fmt == kcm::kInt4 && mt == 2) {
-    return kcm::launch_gemm_bulk<bf16, kcm::kInt4, 2>(p, s, tiles_cap, decode, true, true, 2, true,
-                                                       merged);
+    return kcm::launch_gemm_bulk<bf16, kcm::kInt4, 2>(p, s, tiles_cap, decode, true, true, 2, true);
   }
   if (pipeline != 2) return static_cast<int>(cudaErrorInvalidValue);
   if (fmt == kcm::kInt4 && mt == 1) {
-    return kcm::launch_gemm_bulk<bf16, kcm::kInt4, 1>(p, s, tiles_cap, decode, false, false, 3,
-                                                       false, merged);
+    return kcm::launch_gemm_bulk<bf16, kcm::kInt4, 1>(p, s, tiles_cap, decode);
   }
   if (fmt == kcm::kInt4 && mt == 2) {
-    return kcm::launch_gemm_bulk<bf16, kcm::kInt4, 2>(p, s, tiles_cap, decode, false, false, 3,
-                                                       false, merged);
+    return kcm::launch_gemm_bulk<bf16, kcm::kInt4, 2>(p, s, tiles_cap, decode);
   }
   if (fmt == kcm::kFp4 && mt == 1) {
-    return kcm::launch_gemm_bulk<bf16, kcm::kFp4, 1>(p, s, tiles_cap, decode, false, false, 3,
-                                                      false, merged);
+    return kcm::launch_gemm_bulk<bf16, kcm::kFp4, 1>(p, s, tiles_cap, decode);
   }
   return static_cast<int>(cudaErrorInvalidValue);
 }

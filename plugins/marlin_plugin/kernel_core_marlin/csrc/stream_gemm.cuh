@@ -772,10 +772,6 @@ struct BulkPlan {
   int stage_bytes;
   int red_off;         // tree-reduction slices (W / 2 of tiles_per_pass * MT * 512 bytes)
   int bar_off;         // 2 * stages mbarriers: full[stages], then empty[stages]
-  int merged_copies;   // 0; for gpu/probe_bulk.py only, what the copy engine's per-copy cost
-                       // adds to a fill: 1 copies its codes and each table's groups with one
-                       // bulk copy each, the same bytes from the wrong places (the output is
-                       // garbage); 2 copies each tile's codes in two halves (correct output)
 };
 
 // Group of input channel k (a multiple of 16) for the bulk pipeline: group_of with a shift for
@@ -1010,29 +1006,11 @@ __device__ __forceinline__ void bulk_produce(const GemmParams& p, const BulkPlan
       }
       __syncwarp();
       const unsigned char* w_src = weights + (static_cast<size_t>(tile0) * p.C + cb) * 512 * V;
-      if (plan.merged_copies == 1) {
-        const size_t total = static_cast<size_t>(p.N16) * p.C * 512 * V;
-        const size_t bytes = static_cast<size_t>(ntiles) * wbytes;
-        w_src = weights + min(static_cast<size_t>(w_src - weights), total - bytes);
-        bulk_copy_streamed_elected(base, w_src, static_cast<int>(bytes), full + stage, policy);
-        for (int table = 0; table < tables; ++table) {
-          const size_t s_total = static_cast<size_t>(p.N16) * p.G * 32;
-          const size_t s_bytes = static_cast<size_t>(ntiles) * sbytes;
-          const size_t s_off = min((static_cast<size_t>(tile0) * p.G + g_lo) * 32, s_total - s_bytes);
-          bulk_copy_streamed_elected(base + (table ? plan.zero_off : plan.scale_off),
-                                     (table ? zeros : scales) + s_off, static_cast<int>(s_bytes),
-                                     full + stage, policy);
-        }
-      }
-      // Halves of whole 512-byte chunks where merged_copies == 2 (a one-chunk stage copies one).
-      const int first = plan.merged_copies == 2 ? (ce - cb) / 2 * 512 * V : 0;
-      for (int j = 0; j < ntiles && plan.merged_copies != 1; ++j) {
-        unsigned char* dst = base + j * plan.wslot;
-        if (first > 0) bulk_copy_streamed_elected(dst, w_src, first, full + stage, policy);
-        bulk_copy_streamed_elected(dst + first, w_src + first, wbytes - first, full + stage, policy);
+      for (int j = 0; j < ntiles; ++j) {
+        bulk_copy_streamed_elected(base + j * plan.wslot, w_src, wbytes, full + stage, policy);
         w_src += static_cast<size_t>(p.C) * 512 * V;
       }
-      for (int table = 0; table < tables && plan.merged_copies != 1; ++table) {
+      for (int table = 0; table < tables; ++table) {
         const unsigned char* s_src =
             (table ? zeros : scales) + (static_cast<size_t>(tile0) * p.G + g_lo) * 32;
         unsigned char* s_dst = base + (table ? plan.zero_off : plan.scale_off);
@@ -1550,7 +1528,7 @@ int plan_bulk(const GemmParams& p, int sms, int smem_limit, BulkPlan& plan, int&
 template <typename T, int FMT, int MT>
 int launch_gemm_bulk(const GemmParams& p, cudaStream_t stream, int tiles_cap = 16 / MT,
                      int decode = 1, bool flat = false, bool exact_tail = false,
-                     int min_stages = 3, bool scale_after = false, int merged_copies = 0) {
+                     int min_stages = 3, bool scale_after = false) {
   int device = 0, major = 0, sms = 0, smem_limit = 0;
   cudaError_t err = cudaGetDevice(&device);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
@@ -1574,7 +1552,6 @@ int launch_gemm_bulk(const GemmParams& p, cudaStream_t stream, int tiles_cap = 1
   const int planned = plan_bulk<FMT, MT>(p, sms, smem_limit, plan, blocks, tiles_cap,
                                          min_stages);
   plan.decode = decode;
-  plan.merged_copies = merged_copies;
   if (planned != 0) return planned;
   const size_t bytes = static_cast<size_t>(plan.bar_off) + 2 * plan.stages * sizeof(uint64_t);
   const int threads = 32 * (p.WK + 1);
