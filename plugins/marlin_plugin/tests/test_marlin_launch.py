@@ -157,17 +157,23 @@ def test_bulk_plan_fits_and_covers(plan_harness: Path, case) -> None:
     power_of_two = group_size > 0 and group_size & (group_size - 1) == 0
     expected_shift = group_size.bit_length() - 1 if power_of_two and not act_order else -1
     assert plan["group_shift"] == expected_shift
-    # Stage layout: codes, scale groups, zero-point groups, activation rows; 16-byte aligned.
+    # Stage layout: codes, scale groups, zero-point groups, activation rows, each starting
+    # 128-byte aligned (the tensor copies' destinations) right after the one before.
+    def after(offset: int) -> int:
+        return -(-offset // 128) * 128
     assert plan["wslot"] == stage_chunks * 512 * vectors
     assert plan["xstride"] == stage_chunks * 128 + 16
     assert plan["scale_off"] == tiles * plan["wslot"]
-    assert plan["zero_off"] == plan["scale_off"] + tiles * plan["sslot"]
-    assert plan["x_off"] == plan["zero_off"] + (tiles * plan["sslot"] if zeros else 0)
+    assert plan["zero_off"] == after(plan["scale_off"] + tiles * plan["sslot"])
+    assert plan["x_off"] == (after(plan["zero_off"] + tiles * plan["sslot"]) if zeros
+                             else plan["zero_off"])
     assert plan["x_off"] + m * plan["xstride"] <= plan["stage_bytes"]
     assert plan["stage_bytes"] % 128 == 0 and plan["sslot"] == 32 * plan["group_cap"]
     assert plan["red_off"] == plan["stages"] * plan["stage_bytes"]
     assert plan["bar_off"] - plan["red_off"] >= 4 * tiles * mt * 512
-    for key in ("scale_off", "zero_off", "x_off", "red_off", "bar_off"):
+    for key in ("scale_off", "zero_off", "x_off", "stage_bytes"):
+        assert plan[key] % 128 == 0, key
+    for key in ("red_off", "bar_off"):
         assert plan[key] % 16 == 0, key
     # The scale slot holds every group a stage touches (act-order: up to one per 16 channels; the
     # kernel reads any other group from global memory).

@@ -21,6 +21,8 @@
 // zero between CUDA-graph replays) and the grid has N / 16 / R / WN blocks per 8 * MT rows of M.
 #pragma once
 
+#include <cuda.h>  // CUtensorMap (encoded through the runtime's driver entry point)
+#include <cudaTypedefs.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <cuda_fp16.h>
@@ -774,6 +776,23 @@ struct BulkPlan {
   int bar_off;         // 2 * stages mbarriers: full[stages], then empty[stages]
 };
 
+// The tensor maps (TMA descriptors) of one bulk launch, encoded on the host (encode_bulk_maps)
+// and passed as a __grid_constant__ parameter. A fill copies its pass's codes with ONE 3-D tensor
+// copy (eight-byte words of a chunk x the stage's chunks x the pass's tiles) and each scale table
+// with one (four words of a group x group_cap groups x the tiles), landing exactly in the stage's
+// slots (tile stride wslot / sslot). One bulk copy per tile and table (29 a fill at M=1 on
+// 28672 x 8192) cost the copy engine and the producer ~30-40 ns each (NOTES.md v24). A box's tile
+// count is fixed when it is encoded: [0] boxes tiles_per_pass tiles, [1] one fewer; a pass of
+// fewer still (some narrow blocks) copies box [1] and never reads the extra tiles' slots.
+// Out-of-range boxes (the last stage's chunks past K, groups past G, tiles past N) are
+// zero-filled and count in full towards the stage's bytes.
+struct BulkMaps {
+  CUtensorMap codes[2];
+  CUtensorMap scales[2];
+  CUtensorMap zeros[2];
+  int box_tiles[2];
+};
+
 // Group of input channel k (a multiple of 16) for the bulk pipeline: group_of with a shift for
 // power-of-two group sizes.
 __device__ __forceinline__ int bulk_group(const GemmParams& p, const BulkPlan& plan, int k) {
@@ -906,6 +925,20 @@ __device__ __forceinline__ void bulk_copy_elected(void* dst, const void* src, in
       : "memory");
 }
 
+// A 3-D tensor copy of the box at (c0, c1, c2) of `map` (a __grid_constant__ parameter) into
+// shared memory (128-byte aligned), issued by one elected lane, evict-first in L2.
+__device__ __forceinline__ void tensor_copy_3d_elected(void* dst, const CUtensorMap* map, int c0,
+                                                       int c1, int c2, uint64_t* bar,
+                                                       uint64_t policy) {
+  asm volatile(
+      "{\n .reg .pred p;\n elect.sync _|p, 0xffffffff;\n"
+      " @p cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+      ".L2::cache_hint [%0], [%1, {%2, %3, %4}], [%5], %6;\n}" ::"r"(shared_address(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(shared_address(bar)),
+      "l"(policy)
+      : "memory");
+}
+
 __device__ __forceinline__ void bulk_copy(void* dst, const void* src, int bytes, uint64_t* bar) {
   asm volatile(
       "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::
@@ -970,54 +1003,45 @@ __device__ __forceinline__ void for_each_pass_tile(int ntiles, F&& f) {
 
 template <int V>
 __device__ __forceinline__ void bulk_produce(const GemmParams& p, const BulkPlan& plan,
-                                             unsigned char* smem, uint64_t* full, uint64_t* empty,
-                                             int t_begin, int span, int passes, int lane) {
+                                             const BulkMaps& maps, unsigned char* smem,
+                                             uint64_t* full, uint64_t* empty, int t_begin,
+                                             int span, int passes, int lane) {
 #ifdef KCM_BULK_COPY
   if (plan.decode == kConsumersAlone) return;
   const int chunks = plan.chunks;
   const int kstages = (p.C + chunks - 1) / chunks;
   const int fills = passes * kstages;
   const uint64_t policy = evict_first_policy();
-  const unsigned char* weights = static_cast<const unsigned char*>(p.w);
-  const unsigned char* scales = reinterpret_cast<const unsigned char*>(p.gscale);
-  const unsigned char* zeros = reinterpret_cast<const unsigned char*>(p.zeros);
   const unsigned char* x = static_cast<const unsigned char*>(p.x);
   const int tables = p.zeros != nullptr ? 2 : 1;
-  // Fill `it` of the ring (pass it / kstages, K stage it % kstages): per tile one copy of its
-  // codes and one of its scale (and zero-point) groups (`layer_part`; lane 0 first arms the
-  // stage's mbarrier with the whole fill's byte count) and one copy per activation row
-  // (`activation_part`), all completing on the stage's mbarrier. Every copy is issued by one
-  // elected lane with warp-uniform operands (bulk_copy_elected).
+  // Fill `it` of the ring (pass it / kstages, K stage it % kstages): one tensor copy of the
+  // pass's codes and one per scale table (`layer_part`; lane 0 first arms the stage's mbarrier
+  // with the whole fill's byte count) and one bulk copy per activation row (`activation_part`),
+  // all completing on the stage's mbarrier. Every copy is issued by one elected lane with
+  // warp-uniform operands.
   auto fill = [&](int it, bool layer_part, bool activation_part) {
     int tile0, ntiles;
     pass_tiles(t_begin, span, passes, it / kstages, tile0, ntiles);
     const int stage = it % plan.stages;
     const int cb = (it % kstages) * chunks;
     const int ce = min(cb + chunks, p.C);
-    int g_lo, ng;
-    stage_groups(p, plan, cb, ce, g_lo, ng);
-    const int wbytes = (ce - cb) * 512 * V;
-    const int sbytes = ng * 32;
     const int xbytes = (min(ce * 64, p.K) - cb * 64) * 2;
     unsigned char* base = smem + static_cast<size_t>(stage) * plan.stage_bytes;
     if (layer_part) {
+      int g_lo, ng;
+      stage_groups(p, plan, cb, ce, g_lo, ng);
+      const int box = ntiles > maps.box_tiles[1] ? 0 : 1;
       if (lane == 0) {
-        mbarrier_arrive_expect(full + stage, ntiles * (wbytes + tables * sbytes) + p.M * xbytes);
+        mbarrier_arrive_expect(full + stage, maps.box_tiles[box] * (plan.wslot + tables * plan.sslot) +
+                                                 p.M * xbytes);
       }
       __syncwarp();
-      const unsigned char* w_src = weights + (static_cast<size_t>(tile0) * p.C + cb) * 512 * V;
-      for (int j = 0; j < ntiles; ++j) {
-        bulk_copy_streamed_elected(base + j * plan.wslot, w_src, wbytes, full + stage, policy);
-        w_src += static_cast<size_t>(p.C) * 512 * V;
-      }
-      for (int table = 0; table < tables; ++table) {
-        const unsigned char* s_src =
-            (table ? zeros : scales) + (static_cast<size_t>(tile0) * p.G + g_lo) * 32;
-        unsigned char* s_dst = base + (table ? plan.zero_off : plan.scale_off);
-        for (int i = 0; i < ntiles; ++i) {
-          bulk_copy_streamed_elected(s_dst + i * plan.sslot, s_src, sbytes, full + stage, policy);
-          s_src += static_cast<size_t>(p.G) * 32;
-        }
+      tensor_copy_3d_elected(base, &maps.codes[box], 0, cb, tile0, full + stage, policy);
+      tensor_copy_3d_elected(base + plan.scale_off, &maps.scales[box], 0, g_lo, tile0, full + stage,
+                             policy);
+      if (tables == 2) {
+        tensor_copy_3d_elected(base + plan.zero_off, &maps.zeros[box], 0, g_lo, tile0, full + stage,
+                               policy);
       }
     }
     if (activation_part) {
@@ -1230,7 +1254,7 @@ __device__ __forceinline__ void bulk_consume_flat_groups(
 template <typename T, int FMT, int MT, bool kFlat, int kWarps, bool kExactTail = false,
           bool kScaleAfter = false>
 __global__ void __launch_bounds__(32 * (kWarps + 1), 1) stream_gemm_bulk_kernel(
-    const GemmParams p, const BulkPlan plan) {
+    const GemmParams p, const BulkPlan plan, const __grid_constant__ BulkMaps maps) {
 #ifdef KCM_BULK_COPY
   constexpr int V = VecCount<FMT>::value;
   constexpr int kMaxTiles = bulk_max_tiles<MT, kWarps>();
@@ -1255,7 +1279,7 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), 1) stream_gemm_bulk_kernel(
       static_cast<int>(static_cast<long long>(blockIdx.x + 1) * p.N16 / gridDim.x) - t_begin;
   const int passes = (span + plan.tiles_per_pass - 1) / plan.tiles_per_pass;
   if (warp == consumers) {
-    bulk_produce<V>(p, plan, smem, full, empty, t_begin, span, passes, lane);
+    bulk_produce<V>(p, plan, maps, smem, full, empty, t_begin, span, passes, lane);
     return;
   }
   grid_dependency_wait();  // the consumers write the output
@@ -1488,7 +1512,9 @@ int plan_bulk(const GemmParams& p, int sms, int smem_limit, BulkPlan& plan, int&
       const int wslot = chunks * 512 * V;
       const int sslot = cap * 32;
       const int xstride = chunks * 128 + 16;
-      const int x_off = tiles * (wslot + tables * sslot);
+      // Tensor copies land at 128-byte aligned addresses (the code slots are multiples of 512).
+      const int zero_off = (tiles * (wslot + sslot) + 127) / 128 * 128;
+      const int x_off = tables == 2 ? (zero_off + tiles * sslot + 127) / 128 * 128 : zero_off;
       const int stage_bytes = (x_off + p.M * xstride + 127) / 128 * 128;
       const int red = (w / 2) * tiles * MT * 512;
       int stages = (smem_limit - red - bars) / stage_bytes;
@@ -1503,7 +1529,7 @@ int plan_bulk(const GemmParams& p, int sms, int smem_limit, BulkPlan& plan, int&
         plan.sslot = sslot;
         plan.xstride = xstride;
         plan.scale_off = tiles * wslot;
-        plan.zero_off = plan.scale_off + tiles * sslot;
+        plan.zero_off = zero_off;
         plan.x_off = x_off;
         plan.stage_bytes = stage_bytes;
         plan.red_off = stages * stage_bytes;
@@ -1513,6 +1539,64 @@ int plan_bulk(const GemmParams& p, int sms, int smem_limit, BulkPlan& plan, int&
       if (last_try) return static_cast<int>(cudaErrorInvalidValue);
     }
   }
+}
+
+// cuTensorMapEncodeTiled from the driver, through the runtime (no link against libcuda).
+inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault,
+                                         &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      fn = nullptr;
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }();
+  return encode;
+}
+
+// One map over a layer table seen as [outer][middle][inner] eight-byte words (a row tile's codes
+// or groups: inner = the words of a chunk or group, middle = chunks or groups, outer = row tiles),
+// boxing inner x box_middle x box_outer words.
+inline cudaError_t encode_words_3d(CUtensorMap* map, const void* base, int inner, int middle,
+                                   int outer, int box_middle, int box_outer) {
+  const auto encode = tensor_map_encoder();
+  if (encode == nullptr) return cudaErrorNotSupported;
+  const cuuint64_t dims[3] = {static_cast<cuuint64_t>(inner), static_cast<cuuint64_t>(middle),
+                              static_cast<cuuint64_t>(outer)};
+  const cuuint64_t strides[2] = {static_cast<cuuint64_t>(inner) * 8,
+                                 static_cast<cuuint64_t>(inner) * 8 * middle};
+  const cuuint32_t box[3] = {static_cast<cuuint32_t>(inner), static_cast<cuuint32_t>(box_middle),
+                             static_cast<cuuint32_t>(box_outer)};
+  const cuuint32_t unit[3] = {1, 1, 1};
+  const CUresult r = encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT64, 3, const_cast<void*>(base), dims,
+                            strides, box, unit, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                            CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return r == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
+}
+
+// The launch's BulkMaps: codes boxed chunks x tiles, scale (and zero-point) groups boxed
+// group_cap x tiles, for passes of tiles_per_pass and of one tile fewer.
+template <int V>
+cudaError_t encode_bulk_maps(const GemmParams& p, const BulkPlan& plan, BulkMaps& maps) {
+  maps.box_tiles[0] = plan.tiles_per_pass;
+  maps.box_tiles[1] = plan.tiles_per_pass > 1 ? plan.tiles_per_pass - 1 : 1;
+  for (int b = 0; b < 2; ++b) {
+    const int tiles = maps.box_tiles[b];
+    cudaError_t e = encode_words_3d(&maps.codes[b], p.w, 64 * V, p.C, p.N16, plan.chunks, tiles);
+    if (e == cudaSuccess) {
+      e = encode_words_3d(&maps.scales[b], p.gscale, 4, p.G, p.N16, plan.group_cap, tiles);
+    }
+    // Without zero points the map is never read; it boxes the scales so the struct is whole.
+    if (e == cudaSuccess) {
+      e = encode_words_3d(&maps.zeros[b], p.zeros != nullptr ? p.zeros : p.gscale, 4, p.G, p.N16,
+                          plan.group_cap, tiles);
+    }
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
 }
 
 // flat: the flat consumer (pipeline 3; also the only one that serves 16 consumer warps);
@@ -1553,6 +1637,9 @@ int launch_gemm_bulk(const GemmParams& p, cudaStream_t stream, int tiles_cap = 1
                                          min_stages);
   plan.decode = decode;
   if (planned != 0) return planned;
+  BulkMaps maps;
+  err = encode_bulk_maps<VecCount<FMT>::value>(p, plan, maps);
+  if (err != cudaSuccess) return static_cast<int>(err);
   const size_t bytes = static_cast<size_t>(plan.bar_off) + 2 * plan.stages * sizeof(uint64_t);
   const int threads = 32 * (p.WK + 1);
   auto run = [&](auto kernel) {
@@ -1569,7 +1656,7 @@ int launch_gemm_bulk(const GemmParams& p, cudaStream_t stream, int tiles_cap = 1
     dependent.val.programmaticStreamSerializationAllowed = 1;
     config.attrs = &dependent;
     config.numAttrs = p.pdl ? 1 : 0;
-    e = cudaLaunchKernelEx(&config, kernel, p, plan);
+    e = cudaLaunchKernelEx(&config, kernel, p, plan, maps);
     return static_cast<int>(e != cudaSuccess ? e : cudaGetLastError());
   };
   if (exact_tail) {
