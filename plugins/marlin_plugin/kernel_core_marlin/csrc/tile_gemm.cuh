@@ -779,21 +779,18 @@ __global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_ws_kernel(const G
 // - kCopyActivations: lane 0 arms full[s] with the stage's bulk bytes (expect_tx, one of the
 //   barrier's arrivals) and copies the block's min(BMX, M - m0) rows in one bulk copy (rows past
 //   M are neither copied nor stored);
-// - kCopyWeights: the chunk's codes of all the block's tiles in ONE 3-D tensor copy (the layer's
-//   codes map, boxing V x 512 bytes x 1 chunk x kTiles tiles; evict-first: read once), tiles past
-//   N16 zero-filled (their rows are never stored). One bulk copy per tile, issued lane by lane,
-//   cost the copy engine and the producer ~30-40 ns each, ~0.6 us of every 256-row chunk
-//   (NOTES.md v24). The copy may complete before the stage is armed: full[s] cannot complete its
+// - kCopyWeightsLow / High: lane j copies tile j of its half of the block's tiles, V x 512 code
+//   bytes in one bulk copy (evict-first: read once); tiles past N16 are not copied (their rows
+//   are never stored). A copy may complete before the stage is armed: full[s] cannot complete its
 //   phase before the arming arrival;
-// - kProducerSpare: no copies (the fourth warp of the warpgroup setmaxnreg needs);
 // - kCopyScales: the scale and zero-point words, 4-byte cp.async from the 32 lanes (a lane's word
 //   of a 16 x 64 tile is the group of its own 16 channels, i.e. words of up to four groups
 //   interleaved lane-major, not a contiguous run a bulk copy could place), signalled with
 //   cp.async.mbarrier.arrive.noinc: full[s] expects 1 + 32 arrivals and the stage's bulk bytes.
 enum TileBulkRole : int {
   kCopyActivations = 0,
-  kCopyWeights = 1,
-  kProducerSpare = 2,
+  kCopyWeightsLow = 1,
+  kCopyWeightsHigh = 2,
   kCopyScales = 3,
 };
 
@@ -801,7 +798,8 @@ template <typename T, int FMT, int BMX, int RW>
 struct TileBulkCopies {
   using Layout = TileLayout<FMT, BMX, RW>;
   static constexpr int V = VecCount<FMT>::value;
-  static constexpr int kTiles = Layout::kTiles;  // 8 or 16
+  static constexpr int kTiles = Layout::kTiles;  // 8 or 16: a half is at most one copy per lane
+  static constexpr int kHalf = kTiles / 2;  // at most 8: one weight tile per producer lane
 
   const GemmParams& p;
   const int role;
@@ -810,25 +808,29 @@ struct TileBulkCopies {
   int x_bytes;           // min(BMX, M - m0) rows x 128 bytes
   size_t x_chunk_step;   // M8 x 128 bytes
   const unsigned char* x_next;
-  const CUtensorMap* codes;     // the layer's codes map (a __grid_constant__ kernel parameter)
-  int tile0;                    // the block's first row tile
-  int chunk;                    // the next chunk to copy
+  int w_tile;                   // the block-local tile this lane copies (weight roles)
+  bool w_copies;                // whether it copies one
+  const unsigned char* w_next;  // that tile's codes, chunk by chunk
   const uint32_t* s_tile0;      // scale word g of the block's tile 0, group 0
   const uint32_t* z_tile0;
   size_t s_tile_step;           // G x 8 words
   int group_shift;
   int group_k;
 
-  __device__ __forceinline__ TileBulkCopies(const GemmParams& params, const CUtensorMap* codes_,
-                                            int n_block, int m0, int c_begin, int role_, int lane_)
-      : p(params), role(role_), lane(lane_), codes(codes_) {
-    tile0 = n_block * kTiles;
-    chunk = c_begin;
+  __device__ __forceinline__ TileBulkCopies(const GemmParams& params, int n_block, int m0,
+                                            int c_begin, int role_, int lane_)
+      : p(params), role(role_), lane(lane_) {
+    const int tile0 = n_block * kTiles;
     present = min(kTiles, p.N16 - tile0);
     x_bytes = min(BMX, p.M - m0) * 128;
     const size_t m8 = static_cast<size_t>((p.M + 7) & ~7);
     x_chunk_step = m8 * 128;
     x_next = static_cast<const unsigned char*>(p.x) + (c_begin * m8 + m0) * 128;
+    w_tile = (role == kCopyWeightsHigh ? kHalf : 0) + lane;
+    w_copies = (role == kCopyWeightsLow || role == kCopyWeightsHigh) && lane < kHalf &&
+               w_tile < present;
+    w_next = static_cast<const unsigned char*>(p.w) +
+             (static_cast<size_t>(tile0 + (w_copies ? w_tile : 0)) * p.C + c_begin) * V * 512;
     const size_t s0 = static_cast<size_t>(tile0) * p.G * 8 + (lane >> 2);
     s_tile0 = p.gscale + s0;
     z_tile0 = p.zeros != nullptr ? p.zeros + s0 : nullptr;
@@ -837,14 +839,17 @@ struct TileBulkCopies {
     group_k = c_begin * 64 + 16 * (lane & 3);
   }
 
-  // Whether this warp copies anything (the spare warp skips the chunk loop rather than follow
-  // the ring through parity waits alone: a waiter that never signals could fall a whole ring pass
-  // behind and misread a phase's parity).
-  __device__ __forceinline__ bool warp_copies() const { return role != kProducerSpare; }
+  // Whether any lane of this warp copies anything: a weight warp of a block whose present tiles
+  // all fall in the other half has none, and skips the chunk loop rather than follow the ring
+  // through parity waits alone (a waiter that never signals could fall a whole ring pass behind
+  // and misread a phase's parity).
+  __device__ __forceinline__ bool warp_copies() const {
+    return __any_sync(0xffffffffu,
+                      role == kCopyActivations || role == kCopyScales || w_copies) != 0;
+  }
 
-  // Bytes the stage's bulk and tensor copies bring (the expect_tx count): the codes box is whole,
-  // zero-filled past N16.
-  __device__ __forceinline__ int stage_bytes() const { return x_bytes + kTiles * V * 512; }
+  // Bytes the stage's bulk copies bring (the expect_tx count).
+  __device__ __forceinline__ int stage_bytes() const { return x_bytes + present * V * 512; }
 
   // Issues this warp's share of the next chunk's copies into `stage`, completing on `full`, and
   // advances.
@@ -860,9 +865,11 @@ struct TileBulkCopies {
       copy_scale_words(stage);
       copy_async_arrive(full);
       group_k += 64;
-    } else if (role == kCopyWeights) {
-      tensor_copy_3d_elected(stage + Layout::kW, codes, 0, chunk, tile0, full, policy);
-      ++chunk;
+    } else {
+      if (w_copies) {
+        bulk_copy_streamed(stage + Layout::kW + w_tile * V * 512, w_next, V * 512, full, policy);
+      }
+      w_next += V * 512;
     }
   }
 
@@ -895,12 +902,11 @@ struct TileBulkCopies {
 #endif  // KCM_TILE_SM90
 
 // Bulk-producer variant (launch variant 2): the consumers of variant 1 unchanged
-// (tile_ws_consume), and a producer warpgroup whose warps split every chunk's copies
-// (TileBulkCopies: one activation bulk copy, one codes tensor copy, 4-byte cp.async for the scale
-// and zero-point words). `codes`: the layer's codes map (encode_tile_codes_map).
+// (tile_ws_consume), and a producer warpgroup whose four warps split every chunk's copies
+// (TileBulkCopies: one activation bulk copy, one per weight tile, 4-byte cp.async for the scale
+// and zero-point words).
 template <typename T, int FMT, int BMX, int RW>
-__global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_bulk_kernel(
-    const GemmParams p, const __grid_constant__ CUtensorMap codes) {
+__global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_bulk_kernel(const GemmParams p) {
 #ifdef KCM_TILE_SM90
   using Layout = TileLayout<FMT, BMX, RW>;
   constexpr int kStages = Layout::kStages;
@@ -917,8 +923,7 @@ __global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_bulk_kernel(
 
   if (warp >= 8) {  // producer warpgroup: one copy role per warp
     setmaxnreg_dec<kTileWsProducerRegs>();
-    TileBulkCopies<T, FMT, BMX, RW> copies(p, &codes, blk.n_block, blk.m0, blk.c_begin, warp - 8,
-                                           lane);
+    TileBulkCopies<T, FMT, BMX, RW> copies(p, blk.n_block, blk.m0, blk.c_begin, warp - 8, lane);
     const uint64_t policy = evict_first_policy();
     const int count = copies.warp_copies() ? blk.count : 0;
     int stage = 0;
@@ -1122,18 +1127,17 @@ __device__ __forceinline__ void tile_stream_consume(const GemmParams& p, unsigne
 }
 
 // Variant 3's producer warpgroup: variant 2's copy roles, segment after segment, in lockstep
-// through the ring. Every copying warp arrives on full[s] for every chunk (the weight warp by
-// lane 0, besides its tensor copy's bytes), so no warp can run a whole ring pass ahead of or
-// behind the consumers, where an mbarrier parity would alias; the spare warp leaves at once.
+// through the ring. Every warp arrives on full[s] for every chunk (the weight warps once per
+// chunk by lane 0, even when the segment's tiles give them nothing to copy), so no warp can run
+// a whole ring pass ahead of or behind the consumers, where an mbarrier parity would alias.
 template <typename T, int FMT, int BMX, int RW>
-__device__ __forceinline__ void tile_stream_produce(const GemmParams& p, const CUtensorMap* codes,
-                                                    unsigned char* smem, uint64_t* full,
-                                                    uint64_t* empty, int role, int lane) {
+__device__ __forceinline__ void tile_stream_produce(const GemmParams& p, unsigned char* smem,
+                                                    uint64_t* full, uint64_t* empty, int role,
+                                                    int lane) {
   using Layout = TileLayout<FMT, BMX, RW>;
   setmaxnreg_dec<kTileWsProducerRegs>();
-  if (role == kProducerSpare) return;
   const uint64_t policy = evict_first_policy();
-  const bool weights = role == kCopyWeights;
+  const bool weights = role == kCopyWeightsLow || role == kCopyWeightsHigh;
   TileSegment seg;
   int stage = 0;
   int round = 0;
@@ -1141,7 +1145,7 @@ __device__ __forceinline__ void tile_stream_produce(const GemmParams& p, const C
   while (seg.advance<BMX, RW>(p)) {
     const int tile = seg.tile(p);
     const int n_block = stream_div(p, tile, kDivTokenBlocks);
-    TileBulkCopies<T, FMT, BMX, RW> copies(p, codes, n_block,
+    TileBulkCopies<T, FMT, BMX, RW> copies(p, n_block,
                                            (tile - n_block * ((p.M + BMX - 1) / BMX)) * BMX,
                                            seg.unit - tile * p.C, role, lane);
     for (int c = 0; c < seg.count; ++c, ++i) {
@@ -1163,14 +1167,13 @@ __device__ __forceinline__ void tile_stream_produce(const GemmParams& p, const C
 #endif  // KCM_TILE_SM90
 
 //: full[s] arrivals per chunk in variant 3: the arming one, 32 scale-word cp.async arrivals and
-//: one from the weight warp.
-constexpr int kTileStreamFullArrivals = 1 + 32 + 1;
+//: one from each weight warp.
+constexpr int kTileStreamFullArrivals = 1 + 32 + 2;
 
 // Stream-K variant (launch variant 3): variant 2's warp roles on a stream-K division of the
 // work (see TileStream); launched with at most p.stream_blocks blocks, no clusters.
 template <typename T, int FMT, int BMX, int RW>
-__global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_stream_kernel(
-    const GemmParams p, const __grid_constant__ CUtensorMap codes) {
+__global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_stream_kernel(const GemmParams p) {
 #ifdef KCM_TILE_SM90
   extern __shared__ unsigned char tile_smem_raw[];
   const TileRingMemory<FMT, BMX, RW> mem(tile_smem_raw, kTileStreamFullArrivals);
@@ -1180,7 +1183,7 @@ __global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_stream_kernel(
   const int tid = threadIdx.x;
   const int warp = tid >> 5;
   if (warp >= 8) {
-    tile_stream_produce<T, FMT, BMX, RW>(p, &codes, smem, full, empty, warp - 8, tid & 31);
+    tile_stream_produce<T, FMT, BMX, RW>(p, smem, full, empty, warp - 8, tid & 31);
   } else {
     tile_stream_consume<T, FMT, BMX, RW>(p, smem, full, empty, tid);
   }

@@ -88,17 +88,7 @@ int launch_tile_instance(const GemmParams& params, int split, cudaStream_t strea
   cluster.val.clusterDim.z = 1;
   config.attrs = &cluster;
   config.numAttrs = 1;
-  int launched;
-  if constexpr (VARIANT == kTileBulk || VARIANT == kTileStream) {
-    // The codes map of the bulk producer (TileBulkCopies): one chunk of the block's row tiles.
-    CUtensorMap codes;
-    constexpr int V = VecCount<FMT>::value;
-    const cudaError_t encoded = encode_words_3d(&codes, p.w, 64 * V, p.C, p.N16, 1, Layout::kTiles);
-    if (encoded != cudaSuccess) return static_cast<int>(encoded);
-    launched = static_cast<int>(cudaLaunchKernelEx(&config, kernel, p, codes));
-  } else {
-    launched = static_cast<int>(cudaLaunchKernelEx(&config, kernel, p));
-  }
+  const int launched = static_cast<int>(cudaLaunchKernelEx(&config, kernel, p));
   return launched != 0 ? launched : static_cast<int>(cudaGetLastError());
 }
 
