@@ -1174,7 +1174,7 @@ __device__ __forceinline__ void bulk_consume_flat(const GemmParams& p, const Bul
     const int cb = ks * chunks;
     const int ce = min(cb + chunks, p.C);
     const int g_lo = bulk_group(p, plan, cb * 64);
-    auto consume = [&](int c) {
+    for (int c = cb + w; c < ce; c += consumers) {
       const int kseg = c * 64 + 16 * t;
       const int coff = c - cb;
       const int soff = (bulk_group(p, plan, kseg) - g_lo) * 32 + g * 4;
@@ -1221,19 +1221,7 @@ __device__ __forceinline__ void bulk_consume_flat(const GemmParams& p, const Bul
                                      zconst_pair, lane, wv[next], sw[next], zw[next]);
         }
       }
-    };
-    int c = cb + w;
-    // Passes of few tiles give a warp several chunks a stage: two at a time, in one basic block,
-    // so that ptxas interleaves their independent loads, decodes and mma chains (one chunk alone
-    // leaves the warp waiting out its latency chain; NOTES.md v26). Only where the two chunks'
-    // registers fit (one tile group and one M tile per chunk twice).
-    if constexpr (NG * MT <= 2) {
-      for (; c + consumers < ce; c += 2 * consumers) {
-        consume(c);
-        consume(c + consumers);
-      }
     }
-    for (; c < ce; c += consumers) consume(c);
     __syncwarp();
     if (lane == 0) mbarrier_arrive(empty + stage);
   }
