@@ -4,7 +4,9 @@ alone (no copies, no waits) against the full kernel, stages of 8, 4 and 2 warps'
 device's read-only and copy bandwidth and bf16 ``torch.matmul``, for int4 g128 at M = 1 and 16;
 CUDA-graph replays over weight copies larger than L2. Checks the kernel against a float64
 reference first. Build the library as ``probe_bulk_shim.cu`` says; run from the repo root:
-``PYTHONPATH=plugins/marlin_plugin python3 plugins/marlin_plugin/gpu/probe_bulk.py``.
+``PYTHONPATH=plugins/marlin_plugin python3 plugins/marlin_plugin/gpu/probe_bulk.py``
+(``--ncu-target``: only the launches Nsight Compute profiles, see ``NCU_TARGETS``; ``--ncu-count``
+prints how many a round holds).
 """
 
 from __future__ import annotations
@@ -128,7 +130,34 @@ def read_bandwidth() -> float:
     return data.numel() * 2 / statistics.median(times[3:])
 
 
+#: ``--ncu-target`` launches, one per round each: (N, K, M, decode) of pipeline 6, the whole
+#: kernel and its consumers alone on a 14-tile and a 4-tile shape at M=1, consumers alone at M=16.
+NCU_TARGETS = ((28672, 8192, 1, 1), (28672, 8192, 1, 2), (8192, 28672, 1, 2), (28672, 8192, 16, 2))
+
+
+def ncu_target(warmup: int) -> None:
+    """Plain launches of NCU_TARGETS, ``warmup`` rounds and one more, for Nsight Compute
+    (``run_gpu.sh`` step ``KCM_BULK_NCU`` profiles the last round)."""
+    launches = []
+    for n, k, m, decode in NCU_TARGETS:
+        w = packed(n, k)
+        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
+        launches.append((x, w, out, 1 if m <= 8 else 2, decode))
+        print(f"target {len(launches) - 1}: {n}x{k} M={m} decode {decode}", file=sys.stderr)
+    for _ in range(warmup + 1):
+        for x, w, out, mt, decode in launches:
+            gemm(x, w, out, mt, 16, decode, 8, 6)
+        torch.cuda.synchronize()
+
+
 def main() -> None:
+    if "--ncu-target" in sys.argv:
+        ncu_target(2)
+        return
+    if "--ncu-count" in sys.argv:
+        print(len(NCU_TARGETS))
+        return
     out_dir = Path(os.environ.get("OUT", "/tmp"))
     torch.manual_seed(0)
     result: dict = {"device": torch.cuda.get_device_name(),

@@ -20,7 +20,11 @@
 # when it fails the step says why and the script goes on. KCM_NCU names the ncu binary.
 # KCM_STREAM_NCU=1 does the same for the stream kernel's bulk pipeline (gpu/profile_stream.py:
 # five int4 g128 points at M = 1 and 16, pipelines 5 and 6): stream_ncu_stalls.json / .txt and
-# stream_ncu.tar.gz. The knobs of both: KCM_NCU_SET, KCM_NCU_SAMPLING, KCM_NCU_TIMEOUT.
+# stream_ncu.tar.gz. KCM_BULK_NCU=1 profiles the bulk probe's launches instead (gpu/probe_bulk.py
+# --ncu-target through the carried gpu/libkcm_bulk.so: pipeline 6 and its consumers alone, M = 1 and
+# 16): bulk_ncu_stalls.json / .txt and bulk_ncu.tar.gz. The knobs of all: KCM_NCU_SET,
+# KCM_NCU_SAMPLING, KCM_NCU_TIMEOUT. KCM_EXTENSION=0 skips the extension's build (for steps that
+# do not use it: KCM_BULK_NCU, KCM_TILE_NCU with KCM_TESTS=0 KCM_BENCH=0).
 set -o pipefail
 OUT=${OUT:-/tmp/kcm_out}
 mkdir -p "$OUT"
@@ -38,9 +42,11 @@ if compgen -G ".whl/*.whl" >/dev/null; then
 fi
 python3 -m pip install --no-deps --no-build-isolation -q -e . -e plugins/emulation_plugin \
   -e plugins/marlin_plugin 2>&1 | tail -3
-start=$(date +%s)
-python3 -c "import torch; from kernel_core_marlin import ops; ops.extension(); print('extension ready')"
-echo "build: $(( $(date +%s) - start )) s"
+if [ "${KCM_EXTENSION:-1}" = "1" ]; then
+  start=$(date +%s)
+  python3 -c "import torch; from kernel_core_marlin import ops; ops.extension(); print('extension ready')"
+  echo "build: $(( $(date +%s) - start )) s"
+fi
 if [ "${KCM_TESTS:-1}" = "1" ]; then
   start=$(date +%s)
   timeout "${KCM_TEST_TIMEOUT:-170}" python3 -m pytest -q -m gpu plugins/marlin_plugin/tests -p no:cacheprovider \
@@ -188,6 +194,14 @@ if [ "${KCM_STREAM_NCU:-0}" = "1" ]; then
   ncu_profile stream stream_gemm_bulk "$targets" 2 python3 plugins/marlin_plugin/gpu/profile_stream.py \
     --warmup 2
   echo "stream ncu: $(( $(date +%s) - start )) s"
+fi
+if [ "${KCM_BULK_NCU:-0}" = "1" ]; then
+  start=$(date +%s)
+  targets=$(PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}.:plugins/marlin_plugin:benchmarks \
+    python3 plugins/marlin_plugin/gpu/probe_bulk.py --ncu-count)
+  ncu_profile bulk stream_gemm_bulk "$targets" 2 python3 plugins/marlin_plugin/gpu/probe_bulk.py \
+    --ncu-target
+  echo "bulk ncu: $(( $(date +%s) - start )) s"
 fi
 if [ "${KCM_BENCH:-1}" = "1" ]; then
   start=$(date +%s)
