@@ -130,18 +130,6 @@ __device__ __forceinline__ uint32_t lop_and_or(uint32_t a, uint32_t mask, uint32
   return r;
 }
 
-// 2^(32 - 4 i) for i = 1, 2, 3: the multipliers of nibble_shift. In constant memory, where ptxas
-// cannot see their values (as literals it turns the multiply back into a shift).
-static __constant__ uint32_t kNibbleShiftMul[3] = {1u << 28, 1u << 24, 1u << 20};
-
-// q >> (4 i), i = 0..3, as a multiply-high (IMAD.HI) for i > 0. The int4 decode is bound by the
-// integer ALU pipe, which runs its LOP3 and SHF at half a warp a cycle (Nsight Compute of the
-// consumers alone, H200: math_pipe_throttle on LOP3 / SHF, NOTES.md v27); the multiply runs on
-// the FMA pipe beside it, so three of a word's seven ALU instructions move off the busy pipe.
-__device__ __forceinline__ uint32_t nibble_shift(uint32_t q, int i) {
-  return i == 0 ? q : __umulhi(q, kNibbleShiftMul[i - 1]);
-}
-
 __device__ __forceinline__ uint4 load_stream(const int4* p) {
   uint4 r;
   asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
@@ -229,7 +217,7 @@ __device__ __forceinline__ void decode_step(uint32_t q0, uint32_t q1, const RowP
   if constexpr (FMT == kInt4) {
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const uint32_t v = lop_and_or(nibble_shift(q0, i), 0x000F000Fu, Tr::kMagic);
+      const uint32_t v = lop_and_or(q0 >> (4 * i), 0x000F000Fu, Tr::kMagic);
       if constexpr (!kCenter) {
         a[i] = v;
         continue;
