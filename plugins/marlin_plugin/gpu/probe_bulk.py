@@ -177,7 +177,9 @@ def main() -> None:
         x = torch.randn(m, 8192, device="cuda", dtype=torch.bfloat16)
         ref = x.double() @ weight.T
         for cap, consumers, pipeline in ((16, 8, 2), (4, 8, 2), (2, 8, 2), (16, 8, 6),
-                                         (16, 4, 6)):
+                                         (16, 4, 6), (16, 16, 6)):
+            if consumers == 16 and mt > 1:
+                continue  # 16 consumer warps serve one M tile
             out = torch.full((m, 8192), float("nan"), device="cuda", dtype=torch.bfloat16)
             gemm(x, w, out, mt, cap, 1, consumers, pipeline)
             err = relative_error(out, ref)
@@ -205,11 +207,15 @@ def main() -> None:
             # stages (and up to twice / four times as many of them) on the same bytes.
             variants = {"pipeline 6": (16, 1, 8, 6), "pipeline 6, consumers alone": (16, 2, 8, 6),
                         "pipeline 6, 4 warps": (16, 1, 4, 6),
+                        "pipeline 6, 16 warps": (16, 1, 16, 6),
+                        "pipeline 6, 16 warps, consumers alone": (16, 2, 16, 6),
                         "pipeline 6, 4 warps, consumers alone": (16, 2, 4, 6),
                         "bulk": (16, 1, 8, 2), "copy pipeline only": (16, 0, 8, 2),
                         "copy pipeline only, 4-warp stages": (16, 0, 4, 2),
                         "copy pipeline only, 2-warp stages": (16, 0, 2, 2)}
             for name, (cap, decode, consumers, pipeline) in variants.items():
+                if consumers == 16 and (mt > 1 or n > 8192):
+                    continue  # one M tile, blocks of at most one tile group (4 tiles)
                 calls = [lambda x=x, w=w, o=o, cap=cap, dec=decode, c=consumers, pl=pipeline:
                          gemm(x, w, o, mt, cap, dec, c, pl)
                          for x, w, o in zip(xs, ws, outs)] * reps

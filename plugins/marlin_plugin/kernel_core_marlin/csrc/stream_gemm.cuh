@@ -1660,6 +1660,16 @@ int launch_gemm_bulk(const GemmParams& p, cudaStream_t stream, int tiles_cap = 1
     return static_cast<int>(e != cudaSuccess ? e : cudaGetLastError());
   };
   if (exact_tail) {
+    // 16 consumer warps with the scale after the mma (pipeline 6 on passes of one tile group:
+    // twice the warps per sub-partition at 96 registers), only where every pass of the widest
+    // block is that one whole group.
+    if constexpr (FMT == kInt4 && MT == 1) {
+      if (flat && p.WK == 16 && scale_after && scale_groups_hold_chunks(p) &&
+          (p.N16 + blocks - 1) / blocks <= kBulkTileGroup &&
+          widest_passes_whole((p.N16 + blocks - 1) / blocks, plan.tiles_per_pass)) {
+        return run(stream_gemm_bulk_kernel<T, FMT, MT, true, 16, false, true>);
+      }
+    }
     if constexpr (VecCount<FMT>::value == 1 && MT <= 2) {
       if (flat && p.WK <= 8) {
         const bool whole = widest_passes_whole((p.N16 + blocks - 1) / blocks, plan.tiles_per_pass);
