@@ -223,7 +223,8 @@ def bench_shape(fmt: str, n: int, k: int, m_values, replays: int,
                         lay, x, *cfg, ops.launch_with_pdl(cfg[4]))
                     for lay, x in zip(layers, xs)
                 ] * max(1, 8 // copies)
-        auto_config = ops.launch_config(m, kernel._fmt, kernel._bulk, kernel._chunk_scales)
+        auto_config = ops.launch_config(m, kernel._fmt, kernel._bulk, kernel._chunk_scales,
+                                        n=n, k=k, sms=kernel._sms)
         if m <= 64 and ops.launch_with_pdl(auto_config[4]):
             # PDL's share: the same launch, plain; and both after a kernel that does not trigger
             # its dependents early (an RMS norm producing x, as before a projection in a model),

@@ -156,6 +156,8 @@ class _StreamKernel:
         self._group_size = packed.group_size
         self._zconst = packed.zconst
         self._bulk = ops.bulk_pipeline_available(packed.qweight.device)
+        self._sms = (torch.cuda.get_device_properties(packed.qweight.device).multi_processor_count
+                     if packed.qweight.device.type == "cuda" else 0)
         self._chunk_scales = ops.scales_per_chunk(packed.fmt, packed.group_size,
                                                   packed.gtab is not None)
         if packed.qweight.device.type == "cuda":
@@ -207,7 +209,8 @@ class _StreamKernel:
             )
             out = torch.nn.functional.linear(x2, dense[:, : x2.shape[1]], bias)
         else:
-            launch = ops.launch_config(m, self._fmt, self._bulk, self._chunk_scales)
+            launch = ops.launch_config(m, self._fmt, self._bulk, self._chunk_scales, n=n,
+                                       k=x2.shape[1], sms=self._sms)
             out = ops.gemm(
                 x2, weight, scale, zeros, gtab, chan, bias, self._fmt, n,
                 self._group_size, self._zconst, *launch, pdl=ops.launch_with_pdl(launch[4]),

@@ -71,6 +71,13 @@ _ROWS_PER_WARP = {
 #: stage; a power of two up to 8; 16 only with the flat consumer at M <= 8, which lost to 8 on
 #: 28672 x 8192 for int4 and on 8192 x 8192 for NVFP4, so no default takes it).
 _BULK_CONSUMERS = 8
+#: Pipeline 6 at M <= 8 takes 16 consumer warps (its 96-register instance: passes of one 4-tile
+#: group) where no block holds more than one tile group and K is at least this long: twice the
+#: warps per SM sub-partition cover the consumers' fixed-latency waits. H200, bulk probe, M=1:
+#: 8192 x 28672 39.3 us against 43.3 with 8 warps, but 8192 x 8192 17.8 against 17.5 (a quarter
+#: of the fills, each twice the size: the first one waited for is what the short K pays;
+#: plugins/marlin_plugin/NOTES.md v28).
+_WIDE_BULK_MIN_K = 16384
 #: Code formats whose bulk launches take the flat consumer (no per-chunk branches for zero points
 #: or activations) with an exact last tile group (its branch runs only where a pass of the widest
 #: block ends in a partial group) on a plan that may take a 2-stage ring with 2 chunks per warp
@@ -128,11 +135,15 @@ def scales_per_chunk(fmt: int, group_size: int, act_order: bool) -> bool:
 
 
 def launch_config(
-    m: int, fmt: int, bulk: bool = False, chunk_scales: bool = False
+    m: int, fmt: int, bulk: bool = False, chunk_scales: bool = False, *, n: int = 0, k: int = 0,
+    sms: int = 0,
 ) -> tuple[int, int, int, int, int]:
     """(8-column M tiles, 16-row tiles per warp, warps along N, warps along K, pipeline) for M
     rows; ``bulk``: the device runs the bulk pipeline (:func:`bulk_pipeline_available`);
-    ``chunk_scales``: the layer's scale groups hold whole chunks (:func:`scales_per_chunk`).
+    ``chunk_scales``: the layer's scale groups hold whole chunks (:func:`scales_per_chunk`);
+    ``n``, ``k``, ``sms``: the layer's shape and the device's SM count, where known (pipeline 6
+    then takes 16 consumer warps on layers of few row tiles per SM and long K,
+    :data:`_WIDE_BULK_MIN_K`).
 
     M <= BULK_MAX_M[fmt] with ``bulk``: the bulk pipeline (persistent blocks, one producer warp
     streaming contiguous weight segments into a shared-memory ring, eight consumer warps); the
@@ -151,7 +162,12 @@ def launch_config(
     if bulk and m <= BULK_MAX_M[fmt]:
         if fmt not in _FLAT_FORMATS:
             return mt, 1, 1, _BULK_CONSUMERS, 2
-        return mt, 1, 1, _BULK_CONSUMERS, 6 if chunk_scales and fmt == Format.INT4 else 5
+        if not (chunk_scales and fmt == Format.INT4):
+            return mt, 1, 1, _BULK_CONSUMERS, 5
+        tiles = -(-n // 16)
+        widest = -(-tiles // min(tiles, sms)) if tiles and sms else 0
+        wide = mt == 1 and 0 < widest <= 4 and k >= _WIDE_BULK_MIN_K
+        return mt, 1, 1, 16 if wide else _BULK_CONSUMERS, 6
     eight_bit = Format.BITS[fmt] == 8
     if mt == 1:
         return 1, 1 if eight_bit else 2, 1, 4, 1

@@ -213,13 +213,15 @@ BULK_FORMATS = {
 #: pipeline 5 with the scales applied after each chunk's mma (pipeline 6; int4 layers whose scale
 #: groups hold whole chunks, the default for those).
 BULK_VARIANTS = {"bulk-w8": (2, 8), "flat-w8": (3, 8), "flat-w16": (3, 16), "flat-tail-w8": (4, 8),
-                 "flat-tail-two-stage-w8": (5, 8), "scale-after-mma-w8": (6, 8)}
+                 "flat-tail-two-stage-w8": (5, 8), "scale-after-mma-w8": (6, 8),
+                 "scale-after-mma-w16": (6, 16)}
 
 
 def _variant_serves(variant: str, m: int, config, kernel) -> bool:
     pipeline, consumers = BULK_VARIANTS[variant]
     if pipeline == 6:
-        return m <= 16 and kernel._chunk_scales
+        # 16 warps: one M tile, blocks of at most one tile group (every test layer's N is small).
+        return (m <= 16 if consumers <= 8 else m <= 8) and kernel._chunk_scales
     if pipeline >= 4:
         return m <= 16 and Format.BITS[kernel._fmt] == 4
     return consumers <= 8 or (m <= 8 and not getattr(config, "has_g_idx", False))
@@ -230,9 +232,9 @@ def _force_bulk_variant(monkeypatch: pytest.MonkeyPatch, variant: str) -> None:
     pipeline, consumers = BULK_VARIANTS[variant]
     default = ops.launch_config
 
-    def forced(m: int, fmt: int, bulk: bool = False,
-               chunk_scales: bool = False) -> tuple[int, int, int, int, int]:
-        mt, rows, wn, wk, chosen = default(m, fmt, bulk, chunk_scales)
+    def forced(m: int, fmt: int, bulk: bool = False, chunk_scales: bool = False,
+               **shape: int) -> tuple[int, int, int, int, int]:
+        mt, rows, wn, wk, chosen = default(m, fmt, bulk, chunk_scales, **shape)
         assert chosen in (2, 5, 6), "bulk pipeline not chosen"  # 5, 6: flat consumer (4-bit)
         return mt, rows, wn, consumers, pipeline
 
@@ -412,9 +414,9 @@ def test_scale_after_mma_refuses_groups_inside_a_chunk(name: str) -> None:
 @needs_bulk
 @pytest.mark.parametrize("mt,rows,wk,m,pipeline", [
     (8, 1, 8, 40, 2), (2, 2, 8, 16, 2), (1, 1, 3, 4, 2), (1, 1, 8, 9, 2), (8, 1, 8, 40, 3),
-    (2, 1, 16, 12, 3), (4, 1, 8, 20, 4), (4, 1, 8, 20, 5)],
+    (2, 1, 16, 12, 3), (4, 1, 8, 20, 4), (4, 1, 8, 20, 5), (2, 1, 16, 12, 6)],
     ids=["mt8", "two-rows", "three-warps", "m-over-tile", "flat-mt8", "flat-w16-two-m-tiles",
-         "flat-tail-mt4", "flat-tail-two-stage-mt4"])
+         "flat-tail-mt4", "flat-tail-two-stage-mt4", "scale-after-w16-two-m-tiles"])
 def test_bulk_pipeline_refuses_unserved_configs(mt: int, rows: int, wk: int, m: int,
                                                 pipeline: int) -> None:
     kernel, layer, _ = _processed(INT4)
@@ -443,7 +445,7 @@ def test_sixteen_consumer_warps_refused_off_the_flat_consumer() -> None:
 
 @needs_bulk
 @pytest.mark.parametrize("variant", ["flat-w8", "flat-w16", "flat-tail-w8",
-                                     "flat-tail-two-stage-w8"])
+                                     "flat-tail-two-stage-w8", "scale-after-mma-w16"])
 def test_flat_consumer_cuda_graph_replay(variant: str, monkeypatch: pytest.MonkeyPatch) -> None:
     kernel, layer, reference = _processed(INT4)
     _force_bulk_variant(monkeypatch, variant)

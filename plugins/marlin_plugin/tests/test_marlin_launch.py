@@ -53,6 +53,24 @@ def test_int4_layers_with_chunk_scale_groups_take_pipeline_6() -> None:
         assert ops.launch_config(m, Format.INT4, True, True) == ops.launch_config(m, Format.INT4)
 
 
+def test_pipeline_6_takes_16_warps_on_few_tiles_and_long_k() -> None:
+    """16 consumer warps where every block holds at most one tile group (4 row tiles) and K is
+    long (ops._WIDE_BULK_MIN_K), M <= 8; 8 elsewhere, and wherever the shape is not known."""
+    long_k = ops._WIDE_BULK_MIN_K
+    for m in (1, 8):
+        assert ops.launch_config(m, Format.INT4, True, True, n=8192, k=28672, sms=132) == \
+            (1, 1, 1, 16, 6)
+        assert ops.launch_config(m, Format.INT4, True, True, n=8448, k=long_k, sms=132)[3] == 16
+    # 8448 rows: 528 tiles, 4 a block on 132 SMs; 8464 rows: 529 tiles, 5 for one block.
+    assert ops.launch_config(1, Format.INT4, True, True, n=8464, k=long_k, sms=132)[3] == 8
+    assert ops.launch_config(1, Format.INT4, True, True, n=8192, k=8192, sms=132)[3] == 8
+    assert ops.launch_config(1, Format.INT4, True, True, n=28672, k=28672, sms=132)[3] == 8
+    assert ops.launch_config(9, Format.INT4, True, True, n=8192, k=28672, sms=132) == \
+        (2, 1, 1, 8, 6)
+    assert ops.launch_config(1, Format.INT4, True, True)[3] == 8
+    assert ops.launch_config(1, Format.FP4, True, False, n=8192, k=28672, sms=132)[3] == 8
+
+
 @pytest.mark.parametrize("fmt", [Format.INT4, Format.INT8, Format.FP4, Format.FP8])
 def test_without_bulk_pipeline_the_ring_and_register_pipelines_serve(fmt: int) -> None:
     for m in range(1, 65):

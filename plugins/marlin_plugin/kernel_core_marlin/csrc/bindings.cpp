@@ -61,10 +61,11 @@ void gemm(const torch::Tensor& x, const torch::Tensor& qweight, const torch::Ten
               "16-byte aligned");
   KC_CHECK(x.size(1) <= qweight.size(1) * 64, "kernel_core_marlin: K=", x.size(1),
               " exceeds the packed K ", qweight.size(1) * 64);
-  const bool wide_bulk = pipeline == 3 && wn == 1 && wk == 16;  // 16 consumer warps
+  // 16 consumer warps: the flat consumer (pipeline 3) and pipeline 6.
+  const bool wide_bulk = (pipeline == 3 || pipeline == 6) && wn == 1 && wk == 16;
   KC_CHECK((wn * wk <= 8 || wide_bulk) && wn >= 1 && wk >= 1, "kernel_core_marlin: at most 8 "
-              "warps per block (16 consumer warps with pipeline 3), found wn=", wn, " wk=", wk,
-              " pipeline=", pipeline);
+              "warps per block (16 consumer warps with pipelines 3 and 6), found wn=", wn,
+              " wk=", wk, " pipeline=", pipeline);
   KC_CHECK(!pdl || (pipeline >= 2 && pipeline <= 6), "kernel_core_marlin: a programmatic "
               "dependent launch (pdl) needs a bulk pipeline (2-6), found pipeline=", pipeline);
   kcm::GemmParams p = make_params(qweight, gscale, zeros, gtab, chan, out.size(1), group_size, zconst);
