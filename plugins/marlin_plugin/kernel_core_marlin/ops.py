@@ -72,11 +72,11 @@ _ROWS_PER_WARP = {
 #: 28672 x 8192 for int4 and on 8192 x 8192 for NVFP4, so no default takes it).
 _BULK_CONSUMERS = 8
 #: Pipeline 6 at M <= 8 takes 16 consumer warps (its 96-register instance: passes of one 4-tile
-#: group) where no block holds more than one tile group and K is at least this long: twice the
-#: warps per SM sub-partition cover the consumers' fixed-latency waits. H200, bulk probe, M=1:
-#: 8192 x 28672 39.3 us against 43.3 with 8 warps, but 8192 x 8192 17.8 against 17.5 (a quarter
-#: of the fills, each twice the size: the first one waited for is what the short K pays;
-#: plugins/marlin_plugin/NOTES.md v28).
+#: group) where the widest block holds exactly one whole tile group (4 row tiles, as measured)
+#: and K is at least this long: twice the warps per SM sub-partition cover the consumers'
+#: fixed-latency waits. H200, bulk probe, M=1: 8192 x 28672 39.3 us against 43.3 with 8 warps,
+#: but 8192 x 8192 17.8 against 17.5 (a quarter of the fills, each twice the size: the first one
+#: waited for is what the short K pays; plugins/marlin_plugin/NOTES.md v28).
 _WIDE_BULK_MIN_K = 16384
 #: Code formats whose bulk launches take the flat consumer (no per-chunk branches for zero points
 #: or activations) with an exact last tile group (its branch runs only where a pass of the widest
@@ -142,7 +142,7 @@ def launch_config(
     rows; ``bulk``: the device runs the bulk pipeline (:func:`bulk_pipeline_available`);
     ``chunk_scales``: the layer's scale groups hold whole chunks (:func:`scales_per_chunk`);
     ``n``, ``k``, ``sms``: the layer's shape and the device's SM count, where known (pipeline 6
-    then takes 16 consumer warps on layers of few row tiles per SM and long K,
+    then takes 16 consumer warps on layers of 4 row tiles per SM and long K,
     :data:`_WIDE_BULK_MIN_K`).
 
     M <= BULK_MAX_M[fmt] with ``bulk``: the bulk pipeline (persistent blocks, one producer warp
@@ -166,7 +166,7 @@ def launch_config(
             return mt, 1, 1, _BULK_CONSUMERS, 5
         tiles = -(-n // 16)
         widest = -(-tiles // min(tiles, sms)) if tiles and sms else 0
-        wide = mt == 1 and 0 < widest <= 4 and k >= _WIDE_BULK_MIN_K
+        wide = mt == 1 and widest == 4 and k >= _WIDE_BULK_MIN_K
         return mt, 1, 1, 16 if wide else _BULK_CONSUMERS, 6
     eight_bit = Format.BITS[fmt] == 8
     if mt == 1:

@@ -220,8 +220,12 @@ BULK_VARIANTS = {"bulk-w8": (2, 8), "flat-w8": (3, 8), "flat-w16": (3, 16), "fla
 def _variant_serves(variant: str, m: int, config, kernel) -> bool:
     pipeline, consumers = BULK_VARIANTS[variant]
     if pipeline == 6:
-        # 16 warps: one M tile, blocks of at most one tile group (every test layer's N is small).
-        return (m <= 16 if consumers <= 8 else m <= 8) and kernel._chunk_scales
+        if consumers <= 8:
+            return m <= 16 and kernel._chunk_scales
+        # 16 warps: one M tile, blocks of at most one tile group (4 row tiles).
+        tiles = -(-config.out_features // 16)
+        sms = torch.cuda.get_device_properties(0).multi_processor_count
+        return m <= 8 and kernel._chunk_scales and -(-tiles // min(tiles, sms)) <= 4
     if pipeline >= 4:
         return m <= 16 and Format.BITS[kernel._fmt] == 4
     return consumers <= 8 or (m <= 8 and not getattr(config, "has_g_idx", False))

@@ -54,8 +54,9 @@ def test_int4_layers_with_chunk_scale_groups_take_pipeline_6() -> None:
 
 
 def test_pipeline_6_takes_16_warps_on_few_tiles_and_long_k() -> None:
-    """16 consumer warps where every block holds at most one tile group (4 row tiles) and K is
-    long (ops._WIDE_BULK_MIN_K), M <= 8; 8 elsewhere, and wherever the shape is not known."""
+    """16 consumer warps where the widest block holds one whole tile group (4 row tiles, the
+    measured case) and K is long (ops._WIDE_BULK_MIN_K), M <= 8; 8 elsewhere, and wherever the
+    shape is not known."""
     long_k = ops._WIDE_BULK_MIN_K
     for m in (1, 8):
         assert ops.launch_config(m, Format.INT4, True, True, n=8192, k=28672, sms=132) == \
@@ -63,6 +64,7 @@ def test_pipeline_6_takes_16_warps_on_few_tiles_and_long_k() -> None:
         assert ops.launch_config(m, Format.INT4, True, True, n=8448, k=long_k, sms=132)[3] == 16
     # 8448 rows: 528 tiles, 4 a block on 132 SMs; 8464 rows: 529 tiles, 5 for one block.
     assert ops.launch_config(1, Format.INT4, True, True, n=8464, k=long_k, sms=132)[3] == 8
+    assert ops.launch_config(1, Format.INT4, True, True, n=4096, k=long_k, sms=132)[3] == 8
     assert ops.launch_config(1, Format.INT4, True, True, n=8192, k=8192, sms=132)[3] == 8
     assert ops.launch_config(1, Format.INT4, True, True, n=28672, k=28672, sms=132)[3] == 8
     assert ops.launch_config(9, Format.INT4, True, True, n=8192, k=28672, sms=132) == \

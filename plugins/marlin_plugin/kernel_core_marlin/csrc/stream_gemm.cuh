@@ -1661,12 +1661,12 @@ int launch_gemm_bulk(const GemmParams& p, cudaStream_t stream, int tiles_cap = 1
   };
   if (exact_tail) {
     // 16 consumer warps with the scale after the mma (pipeline 6 on passes of one tile group:
-    // twice the warps per sub-partition at 96 registers), only where every pass of the widest
-    // block is that one whole group.
+    // twice the warps per sub-partition at 96 registers), only where no block holds more than
+    // that one group (one pass; a block of fewer tiles decodes its last tile again for the
+    // group's spare places and never stores them).
     if constexpr (FMT == kInt4 && MT == 1) {
       if (flat && p.WK == 16 && scale_after && scale_groups_hold_chunks(p) &&
-          (p.N16 + blocks - 1) / blocks <= kBulkTileGroup &&
-          widest_passes_whole((p.N16 + blocks - 1) / blocks, plan.tiles_per_pass)) {
+          (p.N16 + blocks - 1) / blocks <= kBulkTileGroup) {
         return run(stream_gemm_bulk_kernel<T, FMT, MT, true, 16, false, true>);
       }
     }
