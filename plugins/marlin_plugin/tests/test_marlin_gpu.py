@@ -379,6 +379,43 @@ def test_scale_after_bf16_offset_keeps_precision(zero_points: bool) -> None:
 
 
 @needs_bulk
+@pytest.mark.parametrize("zero_points", [False, True], ids=["symmetric", "zero-points"])
+def test_sixteen_warp_scale_after_default_on_four_tile_blocks(zero_points: bool) -> None:
+    """apply_weights takes pipeline 6 with 16 consumer warps where the widest block holds 4 row
+    tiles and K >= ops._WIDE_BULK_MIN_K (M <= 8): the default path there, checked against
+    float64 with a poisoned output and in a CUDA graph replay."""
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    n, k = 16 * 4 * sms, ops._WIDE_BULK_MIN_K
+    config = MPLinearLayerConfig(weight_shape=(n, k), group_size=128,
+                                 weight_type=scalar_types.uint4 if zero_points
+                                 else scalar_types.uint4b8, zero_points=zero_points)
+    kernel, layer, reference = _processed(config)
+    for m in (1, 5, 8):
+        assert ops.launch_config(m, kernel._fmt, True, kernel._chunk_scales, n=n, k=k,
+                                 sms=sms) == (1, 1, 1, 16, 6), m
+        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        out = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)
+        empty = x.new_empty(0)
+        zeros = getattr(layer, "weight_zero_point", None)
+        ops.extension().gemm(x, layer.weight, layer.weight_scale,
+                             zeros if zeros is not None else empty, empty, empty, empty, out,
+                             kernel._fmt, kernel._group_size, kernel._zconst, 1, 1, 1, 16, 6,
+                             False, torch.cuda.current_stream().cuda_stream)
+        assert bool(torch.isfinite(out).all()), m
+        assert relative_error(out, x.double() @ reference.T) < 2.5e-3, m
+        applied = kernel.apply_weights(layer, x)  # the default path: the same launch
+        assert relative_error(applied, x.double() @ reference.T) < 2.5e-3, m
+    x = torch.randn(5, k, device="cuda", dtype=torch.bfloat16)
+    expected = kernel.apply_weights(layer, x)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        replayed = kernel.apply_weights(layer, x)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(replayed, expected)
+
+
+@needs_bulk
 def test_exact_tail_consumer_refuses_eight_bit_codes() -> None:
     config = BULK_FORMATS["fp8-channel"]
     kernel, layer, _ = _processed(config)
