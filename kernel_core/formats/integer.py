@@ -307,7 +307,6 @@ def unpack_along_k(packed: torch.Tensor, bits: int, k: int) -> torch.Tensor:
     if 32 % bits == 0:
         # Fast path: fields never straddle words. Arithmetic right shifts of negative words
         # sign-extend, which the mask removes.
-        per_word = 32 // bits
         shifts = torch.arange(0, 32, bits, device=packed.device, dtype=torch.int32)
         fields = (packed.unsqueeze(-1) >> shifts) & mask
         return fields.flatten(-2)[..., :k].to(torch.uint8)
