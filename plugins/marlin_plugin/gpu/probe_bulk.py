@@ -130,8 +130,9 @@ def read_bandwidth() -> float:
     return data.numel() * 2 / statistics.median(times[3:])
 
 
-#: ``--ncu-target`` launches, one per round each: (N, K, M, decode) of pipeline 6, the whole
-#: kernel and its consumers alone on a 14-tile and a 4-tile shape at M=1, consumers alone at M=16.
+#: ``--ncu-target`` launches, one per round each: (N, K, M, decode) of pipeline 6 on 8 consumer
+#: warps, the whole kernel and its consumers alone on a 14-tile and a 4-tile shape at M=1,
+#: consumers alone at M=16 (the plugin takes 16 warps on the 4-tile one since v28: not profiled).
 NCU_TARGETS = ((28672, 8192, 1, 1), (28672, 8192, 1, 2), (8192, 28672, 1, 2), (28672, 8192, 16, 2))
 
 

@@ -188,6 +188,11 @@ needs_bulk = pytest.mark.skipif(
 #: warps, zero-point and act-order scale tables, 8-bit codes (two vectors per lane).
 BULK_FORMATS = {
     "int4-g128": MPLinearLayerConfig(weight_shape=(9000, 1024), group_size=128),
+    # 527 row tiles: on 132 SMs every block holds 4 or 3 (16 consumer warps serve it, the 3-tile
+    # block copying the one-fewer box), groups of 64 (pipeline 6), a K tail.
+    "uint4-zp-g64": MPLinearLayerConfig(
+        weight_shape=(8432, 1568), weight_type=scalar_types.uint4, zero_points=True,
+        group_size=64),
     "uint4-zp-g32-fp16": MPLinearLayerConfig(
         weight_shape=(4200, 1568), weight_type=scalar_types.uint4, zero_points=True,
         group_size=32, act_dtype=torch.float16),
@@ -380,12 +385,16 @@ def test_scale_after_bf16_offset_keeps_precision(zero_points: bool) -> None:
 
 @needs_bulk
 @pytest.mark.parametrize("zero_points", [False, True], ids=["symmetric", "zero-points"])
-def test_sixteen_warp_scale_after_default_on_four_tile_blocks(zero_points: bool) -> None:
+@pytest.mark.parametrize("narrow", [False, True], ids=["four-tile-blocks", "one-three-tile-block"])
+def test_sixteen_warp_scale_after_default_on_four_tile_blocks(zero_points: bool,
+                                                              narrow: bool) -> None:
     """apply_weights takes pipeline 6 with 16 consumer warps where the widest block holds 4 row
     tiles and K >= ops._WIDE_BULK_MIN_K (M <= 8): the default path there, checked against
-    float64 with a poisoned output and in a CUDA graph replay."""
+    float64 with a poisoned output and in a CUDA graph replay. ``narrow``: one block of 3 tiles
+    (the one-fewer box) and a K whose last stage holds 2 of 32 chunks."""
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    n, k = 16 * 4 * sms, ops._WIDE_BULK_MIN_K
+    n = 16 * (4 * sms - (1 if narrow else 0))
+    k = ops._WIDE_BULK_MIN_K + (128 if narrow else 0)
     config = MPLinearLayerConfig(weight_shape=(n, k), group_size=128,
                                  weight_type=scalar_types.uint4 if zero_points
                                  else scalar_types.uint4b8, zero_points=zero_points)

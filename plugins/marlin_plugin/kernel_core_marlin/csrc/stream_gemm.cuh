@@ -782,8 +782,9 @@ struct BulkPlan {
 // with one (four words of a group x group_cap groups x the tiles), landing exactly in the stage's
 // slots (tile stride wslot / sslot). One bulk copy per tile and table (29 a fill at M=1 on
 // 28672 x 8192) cost the copy engine and the producer ~30-40 ns each (NOTES.md v24). A box's tile
-// count is fixed when it is encoded: [0] boxes tiles_per_pass tiles, [1] one fewer; a pass of
-// fewer still (some narrow blocks) copies box [1] and never reads the extra tiles' slots.
+// count is fixed when it is encoded: [0] boxes tiles_per_pass tiles, [1] one fewer, which
+// covers every pass (blocks hold span_max or span_max - 1 tiles, so a pass holds tiles_per_pass
+// or one fewer); a pass of fewer still would copy box [1] and never read the extra slots.
 // Out-of-range boxes (the last stage's chunks past K, groups past G, tiles past N) are
 // zero-filled and count in full towards the stage's bytes.
 struct BulkMaps {
@@ -1075,7 +1076,8 @@ __device__ __forceinline__ void bulk_produce(const GemmParams& p, const BulkPlan
 // Row tiles of one pass at most: the accumulators (MT x 4 floats per tile) stay in registers.
 // Registers are split per SM sub-partition (4 x 16K): with 8 consumer warps and the producer one
 // sub-partition holds 3 warps (168 registers each), with 16 consumers 5 (96 registers), so those
-// passes hold one 4-tile group and serve one M tile (two spilled 48 bytes in ptxas).
+// passes hold one 4-tile group and serve one M tile (two spilled 48 bytes in ptxas; the bf16
+// pipeline-6 instance on 16 warps spills 4 / 12 bytes, NOTES.md v28).
 template <int MT, int kWarps>
 __host__ __device__ constexpr int bulk_max_tiles() {
   return kWarps > 8 ? (MT == 1 ? 4 : 0) : 16 / MT;
