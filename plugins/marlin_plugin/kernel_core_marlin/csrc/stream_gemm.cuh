@@ -902,20 +902,10 @@ __device__ __forceinline__ void bulk_copy_streamed(void* dst, const void* src, i
       : "memory");
 }
 
-// The same two copies issued by one elected lane for the whole warp, all lanes passing the same
-// operands. A copy per lane (each lane its own tile) made ptxas loop over the lanes for every copy
-// (ELECT, three R2UR, UBLKCP, BRA.U.ANY), ~30 copies a fill one after another; with warp-uniform
-// operands they stay in uniform registers and each copy is one UBLKCP (NOTES.md v22).
-__device__ __forceinline__ void bulk_copy_streamed_elected(void* dst, const void* src, int bytes,
-                                                           uint64_t* bar, uint64_t policy) {
-  asm volatile(
-      "{\n .reg .pred p;\n elect.sync _|p, 0xffffffff;\n"
-      " @p cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint"
-      " [%0], [%1], %2, [%3], %4;\n}" ::"r"(shared_address(dst)),
-      "l"(src), "r"(bytes), "r"(shared_address(bar)), "l"(policy)
-      : "memory");
-}
-
+// bulk_copy issued by one elected lane for the whole warp, all lanes passing the same operands.
+// A copy per lane made ptxas loop over the lanes for every copy (ELECT, three R2UR, UBLKCP,
+// BRA.U.ANY); with warp-uniform operands they stay in uniform registers and each copy is one
+// UBLKCP (NOTES.md v22).
 __device__ __forceinline__ void bulk_copy_elected(void* dst, const void* src, int bytes,
                                                   uint64_t* bar) {
   asm volatile(
