@@ -70,6 +70,9 @@ LIB.kcm_probe_tile_permuted_x.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] 
 LIB.kcm_probe_activation_image.restype = ctypes.c_int
 LIB.kcm_probe_activation_image.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 2 + [
     ctypes.c_int] * 3 + [ctypes.c_void_p]
+LIB.kcm_probe_tile_bulk_stage.restype = ctypes.c_int
+LIB.kcm_probe_tile_bulk_stage.argtypes = [ctypes.c_int] * 5 + [ctypes.c_void_p] * 8 + [
+    ctypes.c_int] * 8 + [ctypes.c_void_p]
 LIB.kcm_probe_dequantize.restype = ctypes.c_int
 LIB.kcm_probe_dequantize.argtypes = [ctypes.c_int] * 2 + [ctypes.c_void_p] * 6 + [
     ctypes.c_int] * 6 + [ctypes.c_void_p]
@@ -153,6 +156,19 @@ class Packed:
         if code:
             raise RuntimeError(f"tile launch variant={variant} bmx={bmx} rw={rw} split={split}: "
                                f"cudaError {code}")
+
+    def tile_bulk_stage(self, x: torch.Tensor, out: torch.Tensor, kc: int, bmx: int, rw: int,
+                        split: int, x_img: torch.Tensor) -> None:
+        """The bulk variant (bf16) with ``kc`` chunks per ring stage, on a prebuilt image."""
+        w = self.layer.weight
+        code = LIB.kcm_probe_tile_bulk_stage(
+            kc, self.kernel._fmt, bmx, rw, split, x_img.data_ptr(), w.data_ptr(),
+            self.layer.weight_scale.data_ptr(), _ptr(self.zeros), _ptr(self.gtab),
+            _ptr(self.chan), None, out.data_ptr(), x.shape[0], self.n, x.shape[1], w.shape[1],
+            w.shape[0], self.layer.weight_scale.shape[1], self.kernel._group_size,
+            self.kernel._zconst, torch.cuda.current_stream().cuda_stream)
+        if code:
+            raise RuntimeError(f"bulk kc={kc} bmx={bmx} rw={rw} split={split}: cudaError {code}")
 
     def tile_permuted_x(self, xp: torch.Tensor, out: torch.Tensor, bmx: int, rw: int,
                         split: int) -> None:
@@ -245,7 +261,7 @@ PROBED_CHUNK_US = {shape: us for shape, us in tile.CHUNK_US.items() if shape[0] 
 
 
 def time_formats(replays: int, m_values: tuple[int, ...], fmts: list[str], variants: list[int],
-                 permuted: bool, rows: list[dict], save) -> None:
+                 permuted: bool, stage_chunks: bool, rows: list[dict], save) -> None:
     """Appends one row per (format, shape, M) to ``rows`` and calls ``save`` after each."""
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     bf16_cache = {}
@@ -291,6 +307,7 @@ def time_formats(replays: int, m_values: tuple[int, ...], fmts: list[str], varia
                         candidates |= {(variant, bmx, rw, sp)
                                        for sp in splits_for(n, m, chunks, bmx, rw, sms)}
                 times = {}
+                row_mismatches: list[str] = []
                 for launch in sorted(candidates):
                     calls = [lambda p=p, x=x, o=o, a=launch: p.tile(x, o, *a)
                              for p, x, o in zip(packs, xs, outs)] * reps
@@ -315,6 +332,9 @@ def time_formats(replays: int, m_values: tuple[int, ...], fmts: list[str], varia
                         "finite": bool(torch.isfinite(out).all())}
                 if 2 in per_variant_launches(times):
                     prebuilt_image_time(packs, xs, outs, times, reps, replays, variants_us)
+                    if stage_chunks:
+                        bulk_stage_times(packs, xs, outs, times, reps, replays, variants_us,
+                                         row_mismatches)
                 if permuted:
                     permuted_x_variants(packs, xs, outs, times, reps, replays, chunks,
                                         variants_us)
@@ -333,6 +353,7 @@ def time_formats(replays: int, m_values: tuple[int, ...], fmts: list[str], varia
                        "plan_reason": plan.reason,
                        "plan_speedup": round(bf16_us / times[plan_launch], 3),
                        "variants_us": {v: round(t, 2) for v, t in variants_us.items()},
+                       "stage_chunks_mismatches": row_mismatches,
                        "cluster_limits": {",".join(map(str, key)): c
                                           for key, c in limits.items()}}
                 rows.append(row)
@@ -364,6 +385,33 @@ def prebuilt_image_time(packs, xs, outs, times, reps: int, replays: int,
     calls = [lambda p=p, x=x, o=o, i=i, a=best: p.tile(x, o, *a, x_img=i)
              for p, x, o, i in zip(packs, xs, outs, images)] * reps
     variants_us["prebuilt-image " + variant_name(*best)] = graph_time_us(calls, replays)
+
+
+def bulk_stage_times(packs, xs, outs, times, reps: int, replays: int, variants_us: dict,
+                     mismatches: list[str]) -> None:
+    """Per tile shape, the best bulk launch's split with one and with two chunks per ring stage
+    (prebuilt images: the kernel alone), side by side; the two must agree bit for bit (the same
+    wgmmas in the same order), else the launch is appended to ``mismatches``."""
+    best: dict[tuple[int, int], tuple[float, int]] = {}
+    for (variant, bmx, rw, split), t in times.items():
+        if variant == 2 and (bmx, rw) != (256, 1) and t < best.get((bmx, rw), (math.inf, 0))[0]:
+            best[(bmx, rw)] = (t, split)
+    images = [image_kernel(x, p.layer.weight.shape[1]) for p, x in zip(packs, xs)]
+    for (bmx, rw), (_, split) in sorted(best.items()):
+        results = []
+        for kc in (1, 2):
+            calls = [lambda p=p, x=x, o=o, i=i, a=(kc, bmx, rw, split):
+                     p.tile_bulk_stage(x, o, *a, x_img=i)
+                     for p, x, o, i in zip(packs, xs, outs, images)] * reps
+            variants_us[f"stage-chunks={kc} " + variant_name(2, bmx, rw, split)] = graph_time_us(
+                calls, replays)
+            out = torch.full_like(outs[0], float("nan"))
+            packs[0].tile_bulk_stage(xs[0], out, kc, bmx, rw, split, images[0])
+            results.append(out)
+        if not torch.equal(results[0], results[1]):
+            log(f"MISMATCH stage chunks 1 / 2 {variant_name(2, bmx, rw, split)}")
+            mismatches.append(f"{packs[0].n}x{xs[0].shape[1]} M={xs[0].shape[0]} "
+                              f"{variant_name(2, bmx, rw, split)}")
 
 
 def permuted_x_variants(packs, xs, outs, times, reps: int, replays: int, chunks: int,
@@ -429,6 +477,8 @@ def main() -> None:
     parser.add_argument("--permuted-x", action="store_true",
                         help="also time the barrier kernel on pre-permuted activations")
     parser.add_argument("--skip-checks", action="store_true")
+    parser.add_argument("--stage-chunks", action="store_true",
+                        help="also time the bulk variant with one and two chunks per ring stage")
     parser.add_argument("--ncu-target", action="store_true",
                         help="only run 128/2/1 at M=128 and 64/2/1 at M=64 on 28672x8192 int4 in "
                              "every variant (for Nsight Compute): --ncu-warmup rounds over every "
@@ -481,7 +531,7 @@ def main() -> None:
     for group in args.m.split(";"):
         m_values = tuple(int(v) for v in group.split(","))
         time_formats(args.replays, m_values, args.formats.split(","), variants, args.permuted_x,
-                     result["timing"], save)
+                     args.stage_chunks, result["timing"], save)
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     result["chunk_us_fit"] = fit_chunk_times(result["timing"], sms)
     log(f"per-chunk times fitted to the planner's model (variant,bmx,rw: us): "

@@ -9,7 +9,8 @@
 # bounds it (its JSON is rewritten after every shape);
 # KCM_PROBE=1 runs the stream pipelines' timing probe (gpu/probe_stream.py) before the benchmark;
 # KCM_TILE_PROBE=1 the tile kernel's probe (gpu/probe_tile.py, every launch variant 0,1,2, M from
-# KCM_TILE_PROBE_M), building gpu/build/libkcm_tile_probe.so first unless a carried one matches.
+# KCM_TILE_PROBE_M; KCM_TILE_PROBE_ARGS adds options, e.g. --stage-chunks --variants 2), building
+# gpu/build/libkcm_tile_probe.so first unless a carried one matches.
 # KCM_TILE_NCU=1 runs Nsight Compute on the tile kernel (same library): probe_tile.py --ncu-target
 # (128x256 blocks at M=128, 64x256 at M=64, 28672x8192 int4; each variant of KCM_TILE_NCU_VARIANTS,
 # default 0,1, profiled once after two warm-up rounds; --clock-control none as in probe run 3) with
@@ -71,7 +72,7 @@ if [ "${KCM_TILE_PROBE:-0}" = "1" ]; then
   tile_probe_library
   PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}.:plugins/marlin_plugin:benchmarks \
     timeout "${KCM_TILE_PROBE_TIMEOUT:-300}" python3 plugins/marlin_plugin/gpu/probe_tile.py \
-    --m "${KCM_TILE_PROBE_M:-64,128,256}" --out "$OUT/probe_tile.json"
+    --m "${KCM_TILE_PROBE_M:-64,128,256}" --out "$OUT/probe_tile.json" ${KCM_TILE_PROBE_ARGS:-}
   echo "tile probe: $(( $(date +%s) - start )) s"
 fi
 # Nsight Compute over a target script: ncu_profile TAG KERNEL_REGEX PER_ROUND WARMUP CMD...

@@ -82,3 +82,47 @@ extern "C" int kcm_probe_tile_permuted_x(int fmt, int bmx, int rw, int split, co
   }
   return static_cast<int>(cudaErrorInvalidValue);
 }
+
+// Probe variant: the bulk kernel (variant 2, bf16, int4 or fp4) with kc chunks per ring stage
+// whatever tile_bulk_stage_chunks would pick, so that one run times one and two side by side.
+namespace {
+template <int FMT, int BMX, int RW>
+int launch_bulk_stage(int kc, const kcm::GemmParams& p, int split, cudaStream_t s) {
+  if (kc == 1) {
+    return kcm::launch_tile_instance<__nv_bfloat16, FMT, BMX, RW, false, kcm::kTileBulk, 1>(
+        p, split, s);
+  }
+  if constexpr (kcm::tile_bulk_stage_chunks(kcm::VecCount<FMT>::value, BMX, RW) == 2) {
+    if (kc == 2) {
+      return kcm::launch_tile_instance<__nv_bfloat16, FMT, BMX, RW, false, kcm::kTileBulk, 2>(
+          p, split, s);
+    }
+  }
+  return static_cast<int>(cudaErrorInvalidValue);
+}
+
+template <int FMT>
+int launch_bulk_stage_shape(int kc, int bmx, int rw, const kcm::GemmParams& p, int split,
+                            cudaStream_t s) {
+  if (bmx == 64 && rw == 1) return launch_bulk_stage<FMT, 64, 1>(kc, p, split, s);
+  if (bmx == 64 && rw == 2) return launch_bulk_stage<FMT, 64, 2>(kc, p, split, s);
+  if (bmx == 128 && rw == 1) return launch_bulk_stage<FMT, 128, 1>(kc, p, split, s);
+  if (bmx == 128 && rw == 2) return launch_bulk_stage<FMT, 128, 2>(kc, p, split, s);
+  return static_cast<int>(cudaErrorInvalidValue);
+}
+}  // namespace
+
+extern "C" int kcm_probe_tile_bulk_stage(int kc, int fmt, int bmx, int rw, int split,
+                                         const void* x_image, const void* w, const void* gscale,
+                                         const void* zeros, const void* gtab, const void* chan,
+                                         const void* bias, void* out, int m, int n, int k,
+                                         int chunks, int n16, int groups, int group_size,
+                                         int zconst, void* stream) {
+  const kcm::GemmParams p = make(x_image, w, gscale, zeros, gtab, chan, bias, out, m, n, k,
+                                 chunks, n16, groups, group_size, zconst);
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  if (split < 1 || split > 8 || split > chunks) return static_cast<int>(cudaErrorInvalidValue);
+  if (fmt == kcm::kInt4) return launch_bulk_stage_shape<kcm::kInt4>(kc, bmx, rw, p, split, s);
+  if (fmt == kcm::kFp4) return launch_bulk_stage_shape<kcm::kFp4>(kc, bmx, rw, p, split, s);
+  return static_cast<int>(cudaErrorInvalidValue);
+}

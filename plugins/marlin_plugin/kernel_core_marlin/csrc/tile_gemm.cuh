@@ -163,26 +163,61 @@ __device__ __forceinline__ uint64_t sw128_desc(const void* smem) {
   return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) | (1ull << 16) | (64ull << 32) | (1ull << 62);
 }
 
-// Byte offsets inside one stage of the ring (all multiples of 1024 where wgmma reads).
-template <int FMT, int BMX, int RW>
+// Bytes of one ring stage holding KC chunks (see TileLayout), rounded up to 1024.
+constexpr int tile_stage_bytes(int v, int bmx, int rw, int kc) {
+  return (kc * (bmx * 128 + 8 * rw * (v * 512 + 2 * 128)) + 1023) / 1024 * 1024;
+}
+
+//: The shared memory a tile ring may take (of the SM's 227 KB: the barriers and the 1024-byte
+//: alignment slack come on top).
+constexpr int kTileRingBytes = 220 * 1024;
+
+// Byte offsets inside one stage of the ring (all multiples of 1024 where wgmma reads). A stage
+// holds KC consecutive chunks of the block: KC activation blocks, then per tile its codes of the
+// KC chunks back to back (they lie back to back in the packed layout too, so the bulk variant
+// moves them with one copy per tile and stage), then the KC chunks' scale and zero-point words.
+template <int FMT, int BMX, int RW, int KC = 1>
 struct TileLayout {
+  static constexpr int V = VecCount<FMT>::value;
   static constexpr int kRows = 128 * RW;  // weight rows per block: 2 warpgroups x RW x 64
   static constexpr int kTiles = kRows / 16;
-  static constexpr int kX = 0;                                        // BMX rows x 128 bytes
-  static constexpr int kW = BMX * 128;                                // kTiles x V x 512 bytes
-  static constexpr int kScales = kW + kTiles * VecCount<FMT>::value * 512;  // a word per lane
-  static constexpr int kZeros = kScales + kTiles * 128;
-  static constexpr int kStageBytes = (kZeros + kTiles * 128 + 1023) / 1024 * 1024;
-  static constexpr int kStages = (220 * 1024 / kStageBytes) < 8 ? 220 * 1024 / kStageBytes : 8;
+  static constexpr int kChunks = KC;
+  static constexpr int kX = 0;                                 // KC x BMX rows x 128 bytes
+  static constexpr int kW = KC * BMX * 128;                    // kTiles x KC x V x 512 bytes
+  static constexpr int kScales = kW + kTiles * KC * V * 512;   // KC x kTiles x a word per lane
+  static constexpr int kZeros = kScales + KC * kTiles * 128;
+  static constexpr int kStageBytes = tile_stage_bytes(V, BMX, RW, KC);
+  static constexpr int kStages =
+      (kTileRingBytes / kStageBytes) < 8 ? kTileRingBytes / kStageBytes : 8;
   static constexpr int kAhead = kStages - 2;  // chunks in flight ahead of the one computed
   static constexpr int kReduceBytes = kRows * BMX * 4;
   static constexpr size_t kSmemBytes = static_cast<size_t>(kStages) * kStageBytes + 1024;
   // The warp-specialized kernel's mbarriers (full[kStages], empty[kStages]) follow the ring.
   static constexpr int kBarriers = kStages * kStageBytes;
   static constexpr size_t kSmemBytesWs = kSmemBytes + 2 * 8 * kStages;
+  static_assert(KC == 1 || KC == 2, "one or two chunks a stage");
+  static_assert(kZeros + KC * kTiles * 128 <= kStageBytes, "tile_stage_bytes disagrees");
   static_assert(kStages >= 3, "a stage must leave room for three in the ring");
   static_assert(kReduceBytes <= kStages * kStageBytes, "split-K partials must fit in the ring");
+
+  // Chunk j of a stage: its activations, tile `local`'s codes (vector v), scale and zero words.
+  __device__ __forceinline__ static constexpr int x_offset(int j) { return kX + j * BMX * 128; }
+  __device__ __forceinline__ static constexpr int w_offset(int local, int j, int v) {
+    return kW + ((local * KC + j) * V + v) * 512;
+  }
+  __device__ __forceinline__ static constexpr int s_offset(int local, int j) {
+    return kScales + (j * kTiles + local) * 128;
+  }
+  __device__ __forceinline__ static constexpr int z_offset(int local, int j) {
+    return kZeros + (j * kTiles + local) * 128;
+  }
 };
+
+// Chunks per stage of the bulk variant: two where a ring of three such stages fits (its codes
+// copies are then half as many per chunk; NOTES.md v29), else one.
+constexpr int tile_bulk_stage_chunks(int fmt_v, int bmx, int rw) {
+  return 3 * tile_stage_bytes(fmt_v, bmx, rw, 2) <= kTileRingBytes ? 2 : 1;
+}
 
 // The cp.async copies of one thread, chunk after chunk of its block: activation rows and weight
 // tiles (codes, scale and zero-point words). With kCopyWarps = 8 (tile_gemm_kernel) warp w copies
@@ -303,12 +338,13 @@ struct TileCopies {
   }
 };
 
-// Consumer warp `warp` (0..7) of a block decodes its RW tiles of one stage into A fragments.
-template <typename T, int FMT, int BMX, int RW>
+// Consumer warp `warp` (0..7) of a block decodes its RW tiles of chunk j of a stage into A
+// fragments.
+template <typename T, int FMT, int BMX, int RW, int KC = 1>
 __device__ __forceinline__ void decode_chunk(const GemmParams& p, const unsigned char* stage,
-                                             int warp, int lane, uint32_t zconst_pair,
+                                             int j, int warp, int lane, uint32_t zconst_pair,
                                              uint32_t (&a)[RW][4][4]) {
-  using Layout = TileLayout<FMT, BMX, RW>;
+  using Layout = TileLayout<FMT, BMX, RW, KC>;
   constexpr int V = VecCount<FMT>::value;
 #pragma unroll
   for (int r = 0; r < RW; ++r) {
@@ -316,14 +352,13 @@ __device__ __forceinline__ void decode_chunk(const GemmParams& p, const unsigned
     uint4 wv[V];
 #pragma unroll
     for (int v = 0; v < V; ++v) {
-      wv[v] = *reinterpret_cast<const uint4*>(stage + Layout::kW + (local * V + v) * 512 +
-                                              lane * 16);
+      wv[v] = *reinterpret_cast<const uint4*>(stage + Layout::w_offset(local, j, v) + lane * 16);
     }
     const uint32_t sw =
-        *reinterpret_cast<const uint32_t*>(stage + Layout::kScales + local * 128 + lane * 4);
+        *reinterpret_cast<const uint32_t*>(stage + Layout::s_offset(local, j) + lane * 4);
     const uint32_t zw =
         p.zeros != nullptr
-            ? *reinterpret_cast<const uint32_t*>(stage + Layout::kZeros + local * 128 + lane * 4)
+            ? *reinterpret_cast<const uint32_t*>(stage + Layout::z_offset(local, j) + lane * 4)
             : zconst_pair;
     const RowPair rp = make_row_pair<T, FMT>(sw, zw);
 #pragma unroll
@@ -584,7 +619,7 @@ __global__ void __launch_bounds__(256, 1) tile_gemm_kernel(const GemmParams p) {
     wait_async<kAhead - 1>();
     __syncthreads();
     issue();
-    decode_chunk<T, FMT, BMX, RW>(p, smem + read_stage * Layout::kStageBytes, warp, lane,
+    decode_chunk<T, FMT, BMX, RW>(p, smem + read_stage * Layout::kStageBytes, 0, warp, lane,
                                   zconst_pair, a);
     mma_chunk_async<T, BMX, RW>(acc, a, desc0, read_stage * Layout::kStageBytes);
     wgmma_wait<1>();
@@ -630,9 +665,9 @@ __device__ __forceinline__ void setmaxnreg_inc() {
 // The warp-specialized variants' (1-3) shared memory: the ring's stages, then the full[kStages]
 // and empty[kStages] mbarriers, initialized by thread 0 (full expecting `full_arrivals` per
 // phase, empty one arrival per consumer warp) before a block-wide barrier.
-template <int FMT, int BMX, int RW>
+template <int FMT, int BMX, int RW, int KC = 1>
 struct TileRingMemory {
-  using Layout = TileLayout<FMT, BMX, RW>;
+  using Layout = TileLayout<FMT, BMX, RW, KC>;
   unsigned char* smem;
   uint64_t* full;
   uint64_t* empty;
@@ -662,21 +697,22 @@ constexpr int kTileWsProducerRegs = 40;
 
 #ifdef KCM_TILE_SM90
 // A consumer warp's place in the ring of the warp-specialized variants (1-3; threads 0..255).
-// chunk(): wait on full[s], decode, issue the chunk's wgmmas, retire the previous chunk's
-// (wgmma.wait_group 1) and release its stage on empty[s'] (one arrival per warp). The stage of a
-// run's last chunk is released by the next run's first chunk (variant 3: the next segment), a
-// block's very last one never (nothing waits for it).
-template <typename T, int FMT, int BMX, int RW>
+// chunk(): at a stage's first chunk wait on full[s], decode, issue the chunk's wgmmas, retire the
+// previous chunk's (wgmma.wait_group 1) and, at a stage's first chunk, release the previous
+// stage on empty[s'] (one arrival per warp: its last chunk's wgmmas have just retired). The stage
+// of a run's last chunk is released by the next run's first chunk (variant 3: the next segment),
+// a block's very last one never (nothing waits for it).
+template <typename T, int FMT, int BMX, int RW, int KC = 1>
 struct TileRing {
-  using Layout = TileLayout<FMT, BMX, RW>;
+  using Layout = TileLayout<FMT, BMX, RW, KC>;
   unsigned char* smem;
   uint64_t* full;
   uint64_t* empty;
   uint64_t desc0;
   uint32_t zconst_pair;
   int warp, lane;
-  int chunks = 0;  // consumed so far: the next one's stage and phase parity derive from it (one
-                   // register: the stream-K instances of 128 x 128 tokens have none to spare)
+  int chunks = 0;  // consumed so far: the next one's stage, place and phase parity derive from it
+                   // (one register: the stream-K instances of 128 x 128 tokens have none to spare)
 
   __device__ __forceinline__ TileRing(const GemmParams& p, unsigned char* smem_, uint64_t* full_,
                                       uint64_t* empty_, int tid)
@@ -687,14 +723,18 @@ struct TileRing {
 
   __device__ __forceinline__ void chunk(const GemmParams& p, float (&acc)[RW][BMX / 2],
                                         uint32_t (&a)[RW][4][4]) {
-    const int stage = chunks % Layout::kStages;
-    mbarrier_wait(full + stage, (chunks / Layout::kStages) & 1);
-    fence_proxy_async_shared();
-    decode_chunk<T, FMT, BMX, RW>(p, smem + stage * Layout::kStageBytes, warp, lane,
-                                  zconst_pair, a);
-    mma_chunk_async<T, BMX, RW>(acc, a, desc0, stage * Layout::kStageBytes);
+    const int j = chunks % KC;  // KC is 1 or 2: no division
+    const int slot = chunks / KC;
+    const int stage = slot % Layout::kStages;
+    if (j == 0) {
+      mbarrier_wait(full + stage, (slot / Layout::kStages) & 1);
+      fence_proxy_async_shared();
+    }
+    decode_chunk<T, FMT, BMX, RW, KC>(p, smem + stage * Layout::kStageBytes, j, warp, lane,
+                                      zconst_pair, a);
+    mma_chunk_async<T, BMX, RW>(acc, a, desc0, stage * Layout::kStageBytes + Layout::x_offset(j));
     wgmma_wait<1>();
-    if (chunks > 0 && lane == 0) {
+    if (j == 0 && chunks > 0 && lane == 0) {
       mbarrier_arrive(empty + (stage == 0 ? Layout::kStages - 1 : stage - 1));
     }
     ++chunks;
@@ -703,13 +743,13 @@ struct TileRing {
 
 // The consumer warpgroups of variants 1 and 2: the block's chunks through the ring, then the
 // epilogue.
-template <typename T, int FMT, int BMX, int RW>
+template <typename T, int FMT, int BMX, int RW, int KC = 1>
 __device__ __forceinline__ void tile_ws_consume(const GemmParams& p, unsigned char* smem,
                                                 uint64_t* full, uint64_t* empty,
                                                 const TileBlock& blk, int tid) {
   setmaxnreg_inc<kTileWsConsumerRegs>();
   float acc[RW][BMX / 2];
-  TileRing<T, FMT, BMX, RW> ring(p, smem, full, empty, tid);
+  TileRing<T, FMT, BMX, RW, KC> ring(p, smem, full, empty, tid);
   run_chunks(blk.count, acc, [&](uint32_t (&a)[RW][4][4]) { ring.chunk(p, acc, a); });
   tile_epilogue<T, FMT, BMX, RW>(p, acc, smem, blk, tid);
 }
@@ -777,12 +817,14 @@ __global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_ws_kernel(const G
 // bulk copies with per-lane addresses are issued one lane at a time, ~16 dependent instructions
 // each). Roles, by warp of the producer warpgroup:
 // - kCopyActivations: lane 0 arms full[s] with the stage's bulk bytes (expect_tx, one of the
-//   barrier's arrivals) and copies the block's min(BMX, M - m0) rows in one bulk copy (rows past
-//   M are neither copied nor stored);
+//   barrier's arrivals) and copies the block's min(BMX, M - m0) rows of each chunk of the stage
+//   in one bulk copy (rows past M are neither copied nor stored);
 // - kCopyWeightsLow / High: lane j copies tile j of its half of the block's tiles, V x 512 code
-//   bytes in one bulk copy (evict-first: read once); tiles past N16 are not copied (their rows
-//   are never stored). A copy may complete before the stage is armed: full[s] cannot complete its
-//   phase before the arming arrival;
+//   bytes per chunk of the stage in one bulk copy (evict-first: read once); tiles past N16 are
+//   not copied (their rows are never stored). A copy may complete before the stage is armed:
+//   full[s] cannot complete its phase before the arming arrival. The copies' count, not their
+//   bytes, set the pace at 64-token blocks (~40 ns of copy engine each; NOTES.md v29), hence
+//   stages of two chunks where they fit;
 // - kCopyScales: the scale and zero-point words, 4-byte cp.async from the 32 lanes (a lane's word
 //   of a 16 x 64 tile is the group of its own 16 channels, i.e. words of up to four groups
 //   interleaved lane-major, not a contiguous run a bulk copy could place), signalled with
@@ -794,9 +836,9 @@ enum TileBulkRole : int {
   kCopyScales = 3,
 };
 
-template <typename T, int FMT, int BMX, int RW>
+template <typename T, int FMT, int BMX, int RW, int KC = 1>
 struct TileBulkCopies {
-  using Layout = TileLayout<FMT, BMX, RW>;
+  using Layout = TileLayout<FMT, BMX, RW, KC>;
   static constexpr int V = VecCount<FMT>::value;
   static constexpr int kTiles = Layout::kTiles;  // 8 or 16: a half is at most one copy per lane
   static constexpr int kHalf = kTiles / 2;  // at most 8: one weight tile per producer lane
@@ -848,33 +890,40 @@ struct TileBulkCopies {
                       role == kCopyActivations || role == kCopyScales || w_copies) != 0;
   }
 
-  // Bytes the stage's bulk copies bring (the expect_tx count).
-  __device__ __forceinline__ int stage_bytes() const { return x_bytes + present * V * 512; }
+  // Bytes the bulk copies of one chunk bring (kc of them make a stage's expect_tx count).
+  __device__ __forceinline__ int chunk_bytes() const { return x_bytes + present * V * 512; }
 
-  // Issues this warp's share of the next chunk's copies into `stage`, completing on `full`, and
-  // advances.
-  __device__ __forceinline__ void copy_chunk(unsigned char* stage, uint64_t* full,
-                                             uint64_t policy) {
+  // Issues this warp's share of the copies of the next kc (<= KC) chunks into `stage`,
+  // completing on `full`, and advances. A weight lane moves its tile's kc chunks of codes in one
+  // copy: they are contiguous in the packed layout and in the stage.
+  __device__ __forceinline__ void copy_stage(unsigned char* stage, uint64_t* full,
+                                             uint64_t policy, int kc) {
     if (role == kCopyActivations) {
       if (lane == 0) {
-        mbarrier_arrive_expect(full, stage_bytes());
-        bulk_copy(stage + Layout::kX, x_next, x_bytes, full);
+        mbarrier_arrive_expect(full, kc * chunk_bytes());
+        for (int j = 0; j < kc; ++j) {
+          bulk_copy(stage + Layout::x_offset(j), x_next + j * x_chunk_step, x_bytes, full);
+        }
       }
-      x_next += x_chunk_step;
+      x_next += kc * x_chunk_step;
     } else if (role == kCopyScales) {
-      copy_scale_words(stage);
+      for (int j = 0; j < kc; ++j) {
+        copy_scale_words(stage, j);
+        group_k += 64;
+      }
       copy_async_arrive(full);
-      group_k += 64;
     } else {
       if (w_copies) {
-        bulk_copy_streamed(stage + Layout::kW + w_tile * V * 512, w_next, V * 512, full, policy);
+        bulk_copy_streamed(stage + Layout::w_offset(w_tile, 0, 0), w_next, kc * V * 512, full,
+                           policy);
       }
-      w_next += V * 512;
+      w_next += kc * V * 512;
     }
   }
 
-  // The scale (and zero-point) word of every present tile for this lane's group of the chunk.
-  __device__ __forceinline__ void copy_scale_words(unsigned char* stage) {
+  // The scale (and zero-point) word of every present tile for this lane's group of chunk j of
+  // the stage (group_k: that chunk's).
+  __device__ __forceinline__ void copy_scale_words(unsigned char* stage, int j) {
     int grp = p.gtab != nullptr ? __ldg(p.gtab + (group_k >> 4))
               : group_shift >= 0 ? group_k >> group_shift
                                  : group_k / p.group_size;
@@ -883,7 +932,7 @@ struct TileBulkCopies {
 #pragma unroll
     for (int i = 0; i < kTiles; ++i) {
       if (i < present) {
-        copy_async4(stage + Layout::kScales + i * 128 + lane * 4, src, true);
+        copy_async4(stage + Layout::s_offset(i, j) + lane * 4, src, true);
       }
       src = step_pointer(src, s_tile_step);
     }
@@ -892,7 +941,7 @@ struct TileBulkCopies {
 #pragma unroll
       for (int i = 0; i < kTiles; ++i) {
         if (i < present) {
-          copy_async4(stage + Layout::kZeros + i * 128 + lane * 4, zsrc, true);
+          copy_async4(stage + Layout::z_offset(i, j) + lane * 4, zsrc, true);
         }
         zsrc = step_pointer(zsrc, s_tile_step);
       }
@@ -902,18 +951,19 @@ struct TileBulkCopies {
 #endif  // KCM_TILE_SM90
 
 // Bulk-producer variant (launch variant 2): the consumers of variant 1 unchanged
-// (tile_ws_consume), and a producer warpgroup whose four warps split every chunk's copies
-// (TileBulkCopies: one activation bulk copy, one per weight tile, 4-byte cp.async for the scale
-// and zero-point words).
-template <typename T, int FMT, int BMX, int RW>
+// (tile_ws_consume), and a producer warpgroup whose four warps split every stage's copies
+// (TileBulkCopies: one activation bulk copy per chunk, one per weight tile and stage, 4-byte
+// cp.async for the scale and zero-point words). A stage holds KC chunks
+// (tile_bulk_stage_chunks), the block's last stage fewer where KC does not divide its count.
+template <typename T, int FMT, int BMX, int RW, int KC = 1>
 __global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_bulk_kernel(const GemmParams p) {
 #ifdef KCM_TILE_SM90
-  using Layout = TileLayout<FMT, BMX, RW>;
+  using Layout = TileLayout<FMT, BMX, RW, KC>;
   constexpr int kStages = Layout::kStages;
   extern __shared__ unsigned char tile_smem_raw[];
   const TileBlock blk(p, BMX);
   // full[s]: the arming arrival (expect_tx) and 32 cp.async arrivals.
-  const TileRingMemory<FMT, BMX, RW> mem(tile_smem_raw, 1 + 32);
+  const TileRingMemory<FMT, BMX, RW, KC> mem(tile_smem_raw, 1 + 32);
   unsigned char* smem = mem.smem;
   uint64_t* full = mem.full;
   uint64_t* empty = mem.empty;
@@ -923,14 +973,16 @@ __global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_bulk_kernel(const
 
   if (warp >= 8) {  // producer warpgroup: one copy role per warp
     setmaxnreg_dec<kTileWsProducerRegs>();
-    TileBulkCopies<T, FMT, BMX, RW> copies(p, blk.n_block, blk.m0, blk.c_begin, warp - 8, lane);
+    TileBulkCopies<T, FMT, BMX, RW, KC> copies(p, blk.n_block, blk.m0, blk.c_begin, warp - 8,
+                                               lane);
     const uint64_t policy = evict_first_policy();
     const int count = copies.warp_copies() ? blk.count : 0;
     int stage = 0;
     int round = 0;
-    for (int i = 0; i < count; ++i) {
+    for (int i = 0, c = 0; c < count; ++i, c += KC) {
       if (i >= kStages) mbarrier_wait(empty + stage, round ^ 1);
-      copies.copy_chunk(smem + stage * Layout::kStageBytes, full + stage, policy);
+      copies.copy_stage(smem + stage * Layout::kStageBytes, full + stage, policy,
+                        count - c < KC ? count - c : KC);
       if (++stage == kStages) {
         stage = 0;
         round ^= 1;
@@ -940,7 +992,7 @@ __global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_bulk_kernel(const
     wait_async<0>();
     tile_epilogue_barriers(blk);
   } else {  // consumer warpgroups
-    tile_ws_consume<T, FMT, BMX, RW>(p, smem, full, empty, blk, tid);
+    tile_ws_consume<T, FMT, BMX, RW, KC>(p, smem, full, empty, blk, tid);
   }
 #else
   __trap();  // built for another architecture: the host dispatch sends only SM90 here
@@ -1150,7 +1202,7 @@ __device__ __forceinline__ void tile_stream_produce(const GemmParams& p, unsigne
                                            seg.unit - tile * p.C, role, lane);
     for (int c = 0; c < seg.count; ++c, ++i) {
       if (i >= Layout::kStages) mbarrier_wait(empty + stage, round ^ 1);
-      copies.copy_chunk(smem + stage * Layout::kStageBytes, full + stage, policy);
+      copies.copy_stage(smem + stage * Layout::kStageBytes, full + stage, policy, 1);
       if (weights) {
         __syncwarp();
         if (lane == 0) mbarrier_arrive(full + stage);

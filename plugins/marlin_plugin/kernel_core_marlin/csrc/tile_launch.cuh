@@ -15,10 +15,19 @@ namespace kcm {
 // and p.arrivals its workspace).
 enum TileVariant : int { kTileBarrier = 0, kTileSpecialized = 1, kTileBulk = 2, kTileStream = 3 };
 
-// The kernel of a variant, its threads and its dynamic shared memory.
-template <typename T, int FMT, int BMX, int RW, bool XP, int VARIANT>
+// Chunks per ring stage of a variant's instance: the bulk variant's tile_bulk_stage_chunks, one
+// for the others.
+template <int VARIANT, int FMT, int BMX, int RW>
+constexpr int kTileStageChunks =
+    VARIANT == kTileBulk ? tile_bulk_stage_chunks(VecCount<FMT>::value, BMX, RW) : 1;
+
+// The kernel of a variant, its threads and its dynamic shared memory (KC: chunks per stage, the
+// bulk variant's only; a probe may pick another).
+template <typename T, int FMT, int BMX, int RW, bool XP, int VARIANT,
+          int KC = kTileStageChunks<VARIANT, FMT, BMX, RW>>
 struct TileKernel {
-  using Layout = TileLayout<FMT, BMX, RW>;
+  using Layout = TileLayout<FMT, BMX, RW, KC>;
+  static_assert(VARIANT == kTileBulk || KC == 1, "two chunks a stage: bulk variant only");
   static_assert(VARIANT == kTileBarrier || !XP, "pre-permuted activations: barrier variant only");
   // Only the variant's own kernel is instantiated (a conditional expression would instantiate
   // all four).
@@ -26,7 +35,7 @@ struct TileKernel {
     if constexpr (VARIANT == kTileStream) {
       return tile_gemm_stream_kernel<T, FMT, BMX, RW>;
     } else if constexpr (VARIANT == kTileBulk) {
-      return tile_gemm_bulk_kernel<T, FMT, BMX, RW>;
+      return tile_gemm_bulk_kernel<T, FMT, BMX, RW, KC>;
     } else if constexpr (VARIANT == kTileSpecialized) {
       return tile_gemm_ws_kernel<T, FMT, BMX, RW>;
     } else {
@@ -48,11 +57,12 @@ inline void fast_divisor(unsigned d, unsigned (&f)[2]) {
   f[1] = shift;
 }
 
-template <typename T, int FMT, int BMX, int RW, bool XP = false, int VARIANT = kTileBarrier>
+template <typename T, int FMT, int BMX, int RW, bool XP = false, int VARIANT = kTileBarrier,
+          int KC = kTileStageChunks<VARIANT, FMT, BMX, RW>>
 int launch_tile_instance(const GemmParams& params, int split, cudaStream_t stream) {
   GemmParams p = params;
-  using Layout = TileLayout<FMT, BMX, RW>;
-  using Kernel = TileKernel<T, FMT, BMX, RW, XP, VARIANT>;
+  using Kernel = TileKernel<T, FMT, BMX, RW, XP, VARIANT, KC>;
+  using Layout = typename Kernel::Layout;
   const auto kernel = Kernel::kernel;
   const int err = static_cast<int>(cudaFuncSetAttribute(
       kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Kernel::kSmemBytes)));
