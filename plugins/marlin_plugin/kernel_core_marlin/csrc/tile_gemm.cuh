@@ -213,8 +213,8 @@ struct TileLayout {
   }
 };
 
-// Chunks per stage of the bulk variant: two where a ring of three such stages fits (its codes
-// copies are then half as many per chunk; NOTES.md v29), else one.
+// Chunks per stage of the bulk variant: two where a ring of three such stages fits (half the
+// codes copies per chunk: 0-10% faster on the H200, NOTES.md v29), else one.
 constexpr int tile_bulk_stage_chunks(int fmt_v, int bmx, int rw) {
   return 3 * tile_stage_bytes(fmt_v, bmx, rw, 2) <= kTileRingBytes ? 2 : 1;
 }
@@ -822,9 +822,8 @@ __global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_ws_kernel(const G
 // - kCopyWeightsLow / High: lane j copies tile j of its half of the block's tiles, V x 512 code
 //   bytes per chunk of the stage in one bulk copy (evict-first: read once); tiles past N16 are
 //   not copied (their rows are never stored). A copy may complete before the stage is armed:
-//   full[s] cannot complete its phase before the arming arrival. The copies' count, not their
-//   bytes, set the pace at 64-token blocks (~40 ns of copy engine each; NOTES.md v29), hence
-//   stages of two chunks where they fit;
+//   full[s] cannot complete its phase before the arming arrival. Stages of two chunks, where
+//   they fit, halve the codes copies (0-10% faster than one chunk a stage; NOTES.md v29);
 // - kCopyScales: the scale and zero-point words, 4-byte cp.async from the 32 lanes (a lane's word
 //   of a 16 x 64 tile is the group of its own 16 channels, i.e. words of up to four groups
 //   interleaved lane-major, not a contiguous run a bulk copy could place), signalled with
