@@ -73,6 +73,11 @@ LIB.kcm_probe_activation_image.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 2
 LIB.kcm_probe_tile_bulk_stage.restype = ctypes.c_int
 LIB.kcm_probe_tile_bulk_stage.argtypes = [ctypes.c_int] * 5 + [ctypes.c_void_p] * 8 + [
     ctypes.c_int] * 8 + [ctypes.c_void_p]
+LIB.kcm_probe_tile_bulk_mode.restype = ctypes.c_int
+LIB.kcm_probe_tile_bulk_mode.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 5 + [
+    ctypes.c_int] * 8 + [ctypes.c_void_p]
+#: The bulk kernel's probe modes (csrc/tile_gemm.cuh TileProbe), by the name a row carries.
+BULK_MODES = {"consumers-alone": 1, "wgmma-alone": 2, "copies-alone": 3}
 LIB.kcm_probe_dequantize.restype = ctypes.c_int
 LIB.kcm_probe_dequantize.argtypes = [ctypes.c_int] * 2 + [ctypes.c_void_p] * 6 + [
     ctypes.c_int] * 6 + [ctypes.c_void_p]
@@ -170,6 +175,19 @@ class Packed:
         if code:
             raise RuntimeError(f"bulk kc={kc} bmx={bmx} rw={rw} split={split}: cudaError {code}")
 
+    def tile_bulk_mode(self, x: torch.Tensor, out: torch.Tensor, mode: int, bmx: int, rw: int,
+                       split: int, x_img: torch.Tensor) -> None:
+        """The bulk variant (bf16 int4) in probe mode ``mode`` (BULK_MODES), on a prebuilt image."""
+        w = self.layer.weight
+        code = LIB.kcm_probe_tile_bulk_mode(
+            mode, bmx, rw, split, x_img.data_ptr(), w.data_ptr(),
+            self.layer.weight_scale.data_ptr(), _ptr(self.chan), out.data_ptr(), x.shape[0],
+            self.n, x.shape[1], w.shape[1], w.shape[0], self.layer.weight_scale.shape[1],
+            self.kernel._group_size, self.kernel._zconst, torch.cuda.current_stream().cuda_stream)
+        if code:
+            raise RuntimeError(f"bulk mode={mode} bmx={bmx} rw={rw} split={split}: "
+                               f"cudaError {code}")
+
     def tile_permuted_x(self, xp: torch.Tensor, out: torch.Tensor, bmx: int, rw: int,
                         split: int) -> None:
         """The probe variant that takes activations already in the kernel's channel order."""
@@ -261,7 +279,8 @@ PROBED_CHUNK_US = {shape: us for shape, us in tile.CHUNK_US.items() if shape[0] 
 
 
 def time_formats(replays: int, m_values: tuple[int, ...], fmts: list[str], variants: list[int],
-                 permuted: bool, stage_chunks: bool, rows: list[dict], save) -> None:
+                 permuted: bool, stage_chunks: bool, bulk_modes: bool, rows: list[dict],
+                 save) -> None:
     """Appends one row per (format, shape, M) to ``rows`` and calls ``save`` after each."""
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     bf16_cache = {}
@@ -332,6 +351,8 @@ def time_formats(replays: int, m_values: tuple[int, ...], fmts: list[str], varia
                         "finite": bool(torch.isfinite(out).all())}
                 if 2 in per_variant_launches(times):
                     prebuilt_image_time(packs, xs, outs, times, reps, replays, variants_us)
+                    if bulk_modes and fmt == "int4_g128":
+                        bulk_mode_times(packs, xs, outs, times, reps, replays, variants_us)
                     if stage_chunks:
                         bulk_stage_times(packs, xs, outs, times, reps, replays, variants_us,
                                          row_mismatches)
@@ -342,7 +363,9 @@ def time_formats(replays: int, m_values: tuple[int, ...], fmts: list[str], varia
                     calls = [lambda p=p, x=x: torch.matmul(x, p.dequantize(torch.bfloat16)[:, :k].T)
                              for p, x in zip(packs, xs)] * max(1, 4 // copies)
                     variants_us["dequantize+matmul"] = graph_time_us(calls, replays)
-                best = min(variants_us, key=variants_us.get)
+                # Probe-mode rows do not compute the product: never the best.
+                best = min((v for v in variants_us if not v.startswith("mode ")),
+                           key=variants_us.get)
                 plan_launch = (plan.variant, plan.bmx, plan.rw, plan.split)
                 row = {"format": fmt, "N": n, "K": k, "M": m, "chunks": chunks,
                        "bf16_matmul_us": round(bf16_us, 2), "best": best,
@@ -387,17 +410,39 @@ def prebuilt_image_time(packs, xs, outs, times, reps: int, replays: int,
     variants_us["prebuilt-image " + variant_name(*best)] = graph_time_us(calls, replays)
 
 
+def best_bulk_launches(times: dict) -> list[tuple[int, int, int]]:
+    """(bmx, rw, split) of the fastest bulk launch per tile shape of less than 256 tokens."""
+    best: dict[tuple[int, int], tuple[float, int]] = {}
+    for (variant, bmx, rw, split), t in times.items():
+        if variant == 2 and (bmx, rw) != (256, 1) and t < best.get((bmx, rw), (math.inf, 0))[0]:
+            best[(bmx, rw)] = (t, split)
+    return [(bmx, rw, split) for (bmx, rw), (_, split) in sorted(best.items())]
+
+
+def bulk_mode_times(packs, xs, outs, times, reps: int, replays: int, variants_us: dict) -> None:
+    """Per tile shape, the best bulk launch's split in each probe mode (BULK_MODES) beside the
+    kernel itself, all on prebuilt images: where a block's time goes (consumers, their wgmmas,
+    the copy pipeline)."""
+    images = [image_kernel(x, p.layer.weight.shape[1]) for p, x in zip(packs, xs)]
+    for bmx, rw, split in best_bulk_launches(times):
+        name = variant_name(2, bmx, rw, split)
+        calls = [lambda p=p, x=x, o=o, i=i, a=(bmx, rw, split): p.tile(x, o, 2, *a, x_img=i)
+                 for p, x, o, i in zip(packs, xs, outs, images)] * reps
+        variants_us["mode kernel " + name] = graph_time_us(calls, replays)
+        for mode_name, mode in BULK_MODES.items():
+            calls = [lambda p=p, x=x, o=o, i=i, a=(mode, bmx, rw, split):
+                     p.tile_bulk_mode(x, o, *a, x_img=i)
+                     for p, x, o, i in zip(packs, xs, outs, images)] * reps
+            variants_us[f"mode {mode_name} " + name] = graph_time_us(calls, replays)
+
+
 def bulk_stage_times(packs, xs, outs, times, reps: int, replays: int, variants_us: dict,
                      mismatches: list[str]) -> None:
     """Per tile shape, the best bulk launch's split with one and with two chunks per ring stage
     (prebuilt images: the kernel alone), side by side; the two must agree bit for bit (the same
     wgmmas in the same order), else the launch is appended to ``mismatches``."""
-    best: dict[tuple[int, int], tuple[float, int]] = {}
-    for (variant, bmx, rw, split), t in times.items():
-        if variant == 2 and (bmx, rw) != (256, 1) and t < best.get((bmx, rw), (math.inf, 0))[0]:
-            best[(bmx, rw)] = (t, split)
     images = [image_kernel(x, p.layer.weight.shape[1]) for p, x in zip(packs, xs)]
-    for (bmx, rw), (_, split) in sorted(best.items()):
+    for bmx, rw, split in best_bulk_launches(times):
         results = []
         for kc in (1, 2):
             calls = [lambda p=p, x=x, o=o, i=i, a=(kc, bmx, rw, split):
@@ -479,6 +524,9 @@ def main() -> None:
     parser.add_argument("--skip-checks", action="store_true")
     parser.add_argument("--stage-chunks", action="store_true",
                         help="also time the bulk variant with one and two chunks per ring stage")
+    parser.add_argument("--bulk-modes", action="store_true",
+                        help="also time the bulk variant's probe modes (int4 g128): consumers "
+                             "alone, wgmma alone, copies alone")
     parser.add_argument("--ncu-target", action="store_true",
                         help="only run 128/2/1 at M=128 and 64/2/1 at M=64 on 28672x8192 int4 in "
                              "every variant (for Nsight Compute): --ncu-warmup rounds over every "
@@ -531,7 +579,7 @@ def main() -> None:
     for group in args.m.split(";"):
         m_values = tuple(int(v) for v in group.split(","))
         time_formats(args.replays, m_values, args.formats.split(","), variants, args.permuted_x,
-                     args.stage_chunks, result["timing"], save)
+                     args.stage_chunks, args.bulk_modes, result["timing"], save)
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     result["chunk_us_fit"] = fit_chunk_times(result["timing"], sms)
     log(f"per-chunk times fitted to the planner's model (variant,bmx,rw: us): "

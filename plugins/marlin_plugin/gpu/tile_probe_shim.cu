@@ -126,3 +126,41 @@ extern "C" int kcm_probe_tile_bulk_stage(int kc, int fmt, int bmx, int rw, int s
   if (fmt == kcm::kFp4) return launch_bulk_stage_shape<kcm::kFp4>(kc, bmx, rw, p, split, s);
   return static_cast<int>(cudaErrorInvalidValue);
 }
+
+// Probe variant: the bulk kernel (bf16 int4, the default chunks a stage) in one of TileRing's
+// probe modes (kcm::TileProbe: consumers alone, wgmma alone, copies alone); the output is not the
+// product.
+namespace {
+template <int BMX, int RW>
+int launch_bulk_mode(int mode, const kcm::GemmParams& p, int split, cudaStream_t s) {
+  constexpr int kc = kcm::kTileStageChunks<kcm::kTileBulk, kcm::kInt4, BMX, RW>;
+  switch (mode) {
+    case kcm::kTileProbeConsumersAlone:
+      return kcm::launch_tile_instance<__nv_bfloat16, kcm::kInt4, BMX, RW, false, kcm::kTileBulk,
+                                       kc, kcm::kTileProbeConsumersAlone>(p, split, s);
+    case kcm::kTileProbeWgmmaAlone:
+      return kcm::launch_tile_instance<__nv_bfloat16, kcm::kInt4, BMX, RW, false, kcm::kTileBulk,
+                                       kc, kcm::kTileProbeWgmmaAlone>(p, split, s);
+    case kcm::kTileProbeCopiesAlone:
+      return kcm::launch_tile_instance<__nv_bfloat16, kcm::kInt4, BMX, RW, false, kcm::kTileBulk,
+                                       kc, kcm::kTileProbeCopiesAlone>(p, split, s);
+    default:
+      return static_cast<int>(cudaErrorInvalidValue);
+  }
+}
+}  // namespace
+
+extern "C" int kcm_probe_tile_bulk_mode(int mode, int bmx, int rw, int split, const void* x_image,
+                                        const void* w, const void* gscale, const void* chan,
+                                        void* out, int m, int n, int k, int chunks, int n16,
+                                        int groups, int group_size, int zconst, void* stream) {
+  const kcm::GemmParams p = make(x_image, w, gscale, nullptr, nullptr, chan, nullptr, out, m, n, k,
+                                 chunks, n16, groups, group_size, zconst);
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  if (split < 1 || split > 8 || split > chunks) return static_cast<int>(cudaErrorInvalidValue);
+  if (bmx == 64 && rw == 1) return launch_bulk_mode<64, 1>(mode, p, split, s);
+  if (bmx == 64 && rw == 2) return launch_bulk_mode<64, 2>(mode, p, split, s);
+  if (bmx == 128 && rw == 1) return launch_bulk_mode<128, 1>(mode, p, split, s);
+  if (bmx == 128 && rw == 2) return launch_bulk_mode<128, 2>(mode, p, split, s);
+  return static_cast<int>(cudaErrorInvalidValue);
+}

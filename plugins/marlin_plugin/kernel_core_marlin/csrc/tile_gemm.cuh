@@ -695,6 +695,17 @@ constexpr int kTileWsThreads = 384;
 constexpr int kTileWsConsumerRegs = 232;
 constexpr int kTileWsProducerRegs = 40;
 
+//: TileRing's PROBE modes (gpu/probe_tile.py --bulk-modes; the output is then not the product):
+//: the consumers alone on whatever the ring holds (no copies, no waits), the same without the
+//: decode (the wgmmas on fixed fragments), and the copy pipeline alone (every stage waited for and
+//: released, nothing decoded or multiplied).
+enum TileProbe : int {
+  kTileProbeOff = 0,
+  kTileProbeConsumersAlone = 1,
+  kTileProbeWgmmaAlone = 2,
+  kTileProbeCopiesAlone = 3,
+};
+
 #ifdef KCM_TILE_SM90
 // A consumer warp's place in the ring of the warp-specialized variants (1-3; threads 0..255).
 // chunk(): at a stage's first chunk wait on full[s], decode, issue the chunk's wgmmas, retire the
@@ -702,7 +713,7 @@ constexpr int kTileWsProducerRegs = 40;
 // stage on empty[s'] (one arrival per warp: its last chunk's wgmmas have just retired). The stage
 // of a run's last chunk is released by the next run's first chunk (variant 3: the next segment),
 // a block's very last one never (nothing waits for it).
-template <typename T, int FMT, int BMX, int RW, int KC = 1>
+template <typename T, int FMT, int BMX, int RW, int KC = 1, int PROBE = kTileProbeOff>
 struct TileRing {
   using Layout = TileLayout<FMT, BMX, RW, KC>;
   unsigned char* smem;
@@ -723,18 +734,33 @@ struct TileRing {
 
   __device__ __forceinline__ void chunk(const GemmParams& p, float (&acc)[RW][BMX / 2],
                                         uint32_t (&a)[RW][4][4]) {
+    constexpr bool kWaits = PROBE == kTileProbeOff || PROBE == kTileProbeCopiesAlone;
     const int j = chunks % KC;  // KC is 1 or 2: no division
     const int slot = chunks / KC;
     const int stage = slot % Layout::kStages;
-    if (j == 0) {
+    if (kWaits && j == 0) {
       mbarrier_wait(full + stage, (slot / Layout::kStages) & 1);
       fence_proxy_async_shared();
     }
-    decode_chunk<T, FMT, BMX, RW, KC>(p, smem + stage * Layout::kStageBytes, j, warp, lane,
-                                      zconst_pair, a);
-    mma_chunk_async<T, BMX, RW>(acc, a, desc0, stage * Layout::kStageBytes + Layout::x_offset(j));
-    wgmma_wait<1>();
-    if (j == 0 && chunks > 0 && lane == 0) {
+    if constexpr (PROBE == kTileProbeWgmmaAlone) {
+#pragma unroll
+      for (int r = 0; r < RW; ++r) {
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) a[r][q][e] = zconst_pair ^ (lane + r + q + e);
+        }
+      }
+    } else if constexpr (PROBE != kTileProbeCopiesAlone) {
+      decode_chunk<T, FMT, BMX, RW, KC>(p, smem + stage * Layout::kStageBytes, j, warp, lane,
+                                        zconst_pair, a);
+    }
+    if constexpr (PROBE != kTileProbeCopiesAlone) {
+      mma_chunk_async<T, BMX, RW>(acc, a, desc0,
+                                  stage * Layout::kStageBytes + Layout::x_offset(j));
+      wgmma_wait<1>();
+    }
+    if (kWaits && j == 0 && chunks > 0 && lane == 0) {
       mbarrier_arrive(empty + (stage == 0 ? Layout::kStages - 1 : stage - 1));
     }
     ++chunks;
@@ -743,13 +769,13 @@ struct TileRing {
 
 // The consumer warpgroups of variants 1 and 2: the block's chunks through the ring, then the
 // epilogue.
-template <typename T, int FMT, int BMX, int RW, int KC = 1>
+template <typename T, int FMT, int BMX, int RW, int KC = 1, int PROBE = kTileProbeOff>
 __device__ __forceinline__ void tile_ws_consume(const GemmParams& p, unsigned char* smem,
                                                 uint64_t* full, uint64_t* empty,
                                                 const TileBlock& blk, int tid) {
   setmaxnreg_inc<kTileWsConsumerRegs>();
   float acc[RW][BMX / 2];
-  TileRing<T, FMT, BMX, RW, KC> ring(p, smem, full, empty, tid);
+  TileRing<T, FMT, BMX, RW, KC, PROBE> ring(p, smem, full, empty, tid);
   run_chunks(blk.count, acc, [&](uint32_t (&a)[RW][4][4]) { ring.chunk(p, acc, a); });
   tile_epilogue<T, FMT, BMX, RW>(p, acc, smem, blk, tid);
 }
@@ -954,7 +980,7 @@ struct TileBulkCopies {
 // (TileBulkCopies: one activation bulk copy per chunk, one per weight tile and stage, 4-byte
 // cp.async for the scale and zero-point words). A stage holds KC chunks
 // (tile_bulk_stage_chunks), the block's last stage fewer where KC does not divide its count.
-template <typename T, int FMT, int BMX, int RW, int KC = 1>
+template <typename T, int FMT, int BMX, int RW, int KC = 1, int PROBE = kTileProbeOff>
 __global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_bulk_kernel(const GemmParams p) {
 #ifdef KCM_TILE_SM90
   using Layout = TileLayout<FMT, BMX, RW, KC>;
@@ -975,7 +1001,8 @@ __global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_bulk_kernel(const
     TileBulkCopies<T, FMT, BMX, RW, KC> copies(p, blk.n_block, blk.m0, blk.c_begin, warp - 8,
                                                lane);
     const uint64_t policy = evict_first_policy();
-    const int count = copies.warp_copies() ? blk.count : 0;
+    constexpr bool kCopies = PROBE == kTileProbeOff || PROBE == kTileProbeCopiesAlone;
+    const int count = kCopies && copies.warp_copies() ? blk.count : 0;
     int stage = 0;
     int round = 0;
     for (int i = 0, c = 0; c < count; ++i, c += KC) {
@@ -991,7 +1018,7 @@ __global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_bulk_kernel(const
     wait_async<0>();
     tile_epilogue_barriers(blk);
   } else {  // consumer warpgroups
-    tile_ws_consume<T, FMT, BMX, RW, KC>(p, smem, full, empty, blk, tid);
+    tile_ws_consume<T, FMT, BMX, RW, KC, PROBE>(p, smem, full, empty, blk, tid);
   }
 #else
   __trap();  // built for another architecture: the host dispatch sends only SM90 here

@@ -24,10 +24,11 @@ constexpr int kTileStageChunks =
 // The kernel of a variant, its threads and its dynamic shared memory (KC: chunks per stage, the
 // bulk variant's only; a probe may pick another).
 template <typename T, int FMT, int BMX, int RW, bool XP, int VARIANT,
-          int KC = kTileStageChunks<VARIANT, FMT, BMX, RW>>
+          int KC = kTileStageChunks<VARIANT, FMT, BMX, RW>, int PROBE = kTileProbeOff>
 struct TileKernel {
   using Layout = TileLayout<FMT, BMX, RW, KC>;
   static_assert(VARIANT == kTileBulk || KC == 1, "two chunks a stage: bulk variant only");
+  static_assert(VARIANT == kTileBulk || PROBE == kTileProbeOff, "probe modes: bulk variant only");
   static_assert(VARIANT == kTileBarrier || !XP, "pre-permuted activations: barrier variant only");
   // Only the variant's own kernel is instantiated (a conditional expression would instantiate
   // all four).
@@ -35,7 +36,7 @@ struct TileKernel {
     if constexpr (VARIANT == kTileStream) {
       return tile_gemm_stream_kernel<T, FMT, BMX, RW>;
     } else if constexpr (VARIANT == kTileBulk) {
-      return tile_gemm_bulk_kernel<T, FMT, BMX, RW, KC>;
+      return tile_gemm_bulk_kernel<T, FMT, BMX, RW, KC, PROBE>;
     } else if constexpr (VARIANT == kTileSpecialized) {
       return tile_gemm_ws_kernel<T, FMT, BMX, RW>;
     } else {
@@ -58,10 +59,10 @@ inline void fast_divisor(unsigned d, unsigned (&f)[2]) {
 }
 
 template <typename T, int FMT, int BMX, int RW, bool XP = false, int VARIANT = kTileBarrier,
-          int KC = kTileStageChunks<VARIANT, FMT, BMX, RW>>
+          int KC = kTileStageChunks<VARIANT, FMT, BMX, RW>, int PROBE = kTileProbeOff>
 int launch_tile_instance(const GemmParams& params, int split, cudaStream_t stream) {
   GemmParams p = params;
-  using Kernel = TileKernel<T, FMT, BMX, RW, XP, VARIANT, KC>;
+  using Kernel = TileKernel<T, FMT, BMX, RW, XP, VARIANT, KC, PROBE>;
   using Layout = typename Kernel::Layout;
   const auto kernel = Kernel::kernel;
   const int err = static_cast<int>(cudaFuncSetAttribute(
