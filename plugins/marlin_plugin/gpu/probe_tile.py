@@ -77,7 +77,8 @@ LIB.kcm_probe_tile_bulk_mode.restype = ctypes.c_int
 LIB.kcm_probe_tile_bulk_mode.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 5 + [
     ctypes.c_int] * 8 + [ctypes.c_void_p]
 #: The bulk kernel's probe modes (csrc/tile_gemm.cuh TileProbe), by the name a row carries.
-BULK_MODES = {"consumers-alone": 1, "wgmma-alone": 2, "copies-alone": 3}
+BULK_MODES = {"consumers-alone": 1, "wgmma-alone": 2, "copies-alone": 3,
+              "no-activation-copies": 4, "no-scale-copies": 5, "no-code-copies": 6}
 LIB.kcm_probe_dequantize.restype = ctypes.c_int
 LIB.kcm_probe_dequantize.argtypes = [ctypes.c_int] * 2 + [ctypes.c_void_p] * 6 + [
     ctypes.c_int] * 6 + [ctypes.c_void_p]
@@ -422,7 +423,7 @@ def best_bulk_launches(times: dict) -> list[tuple[int, int, int]]:
 def bulk_mode_times(packs, xs, outs, times, reps: int, replays: int, variants_us: dict) -> None:
     """Per tile shape, the best bulk launch's split in each probe mode (BULK_MODES) beside the
     kernel itself, all on prebuilt images: where a block's time goes (consumers, their wgmmas,
-    the copy pipeline)."""
+    the copy pipeline, each class of copies)."""
     images = [image_kernel(x, p.layer.weight.shape[1]) for p, x in zip(packs, xs)]
     for bmx, rw, split in best_bulk_launches(times):
         name = variant_name(2, bmx, rw, split)
@@ -526,7 +527,8 @@ def main() -> None:
                         help="also time the bulk variant with one and two chunks per ring stage")
     parser.add_argument("--bulk-modes", action="store_true",
                         help="also time the bulk variant's probe modes (int4 g128): consumers "
-                             "alone, wgmma alone, copies alone")
+                             "alone, wgmma alone, copies alone, no activation / scale / code "
+                             "copies")
     parser.add_argument("--ncu-target", action="store_true",
                         help="only run 128/2/1 at M=128 and 64/2/1 at M=64 on 28672x8192 int4 in "
                              "every variant (for Nsight Compute): --ncu-warmup rounds over every "

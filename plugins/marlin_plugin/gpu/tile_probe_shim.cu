@@ -127,9 +127,8 @@ extern "C" int kcm_probe_tile_bulk_stage(int kc, int fmt, int bmx, int rw, int s
   return static_cast<int>(cudaErrorInvalidValue);
 }
 
-// Probe variant: the bulk kernel (bf16 int4, the default chunks a stage) in one of TileRing's
-// probe modes (kcm::TileProbe: consumers alone, wgmma alone, copies alone); the output is not the
-// product.
+// Probe variant: the bulk kernel (bf16 int4, the default chunks a stage) in one of its probe
+// modes (kcm::TileProbe); the output is not the product.
 namespace {
 template <int BMX, int RW>
 int launch_bulk_mode(int mode, const kcm::GemmParams& p, int split, cudaStream_t s) {
@@ -144,6 +143,15 @@ int launch_bulk_mode(int mode, const kcm::GemmParams& p, int split, cudaStream_t
     case kcm::kTileProbeCopiesAlone:
       return kcm::launch_tile_instance<__nv_bfloat16, kcm::kInt4, BMX, RW, false, kcm::kTileBulk,
                                        kc, kcm::kTileProbeCopiesAlone>(p, split, s);
+    case kcm::kTileProbeNoActivationCopies:
+      return kcm::launch_tile_instance<__nv_bfloat16, kcm::kInt4, BMX, RW, false, kcm::kTileBulk,
+                                       kc, kcm::kTileProbeNoActivationCopies>(p, split, s);
+    case kcm::kTileProbeNoScaleCopies:
+      return kcm::launch_tile_instance<__nv_bfloat16, kcm::kInt4, BMX, RW, false, kcm::kTileBulk,
+                                       kc, kcm::kTileProbeNoScaleCopies>(p, split, s);
+    case kcm::kTileProbeNoCodeCopies:
+      return kcm::launch_tile_instance<__nv_bfloat16, kcm::kInt4, BMX, RW, false, kcm::kTileBulk,
+                                       kc, kcm::kTileProbeNoCodeCopies>(p, split, s);
     default:
       return static_cast<int>(cudaErrorInvalidValue);
   }

@@ -695,15 +695,19 @@ constexpr int kTileWsThreads = 384;
 constexpr int kTileWsConsumerRegs = 232;
 constexpr int kTileWsProducerRegs = 40;
 
-//: TileRing's PROBE modes (gpu/probe_tile.py --bulk-modes; the output is then not the product):
-//: the consumers alone on whatever the ring holds (no copies, no waits), the same without the
-//: decode (the wgmmas on fixed fragments), and the copy pipeline alone (every stage waited for and
-//: released, nothing decoded or multiplied).
+//: The bulk kernel's PROBE modes (gpu/probe_tile.py --bulk-modes; the output is then not the
+//: product): the consumers alone on whatever the ring holds (no copies, no waits), the same
+//: without the decode (the wgmmas on fixed fragments), the copy pipeline alone (every stage
+//: waited for and released, nothing decoded or multiplied), and the whole kernel without one
+//: class of copies (activations, scale and zero words, codes: the stage holds stale bytes there).
 enum TileProbe : int {
   kTileProbeOff = 0,
   kTileProbeConsumersAlone = 1,
   kTileProbeWgmmaAlone = 2,
   kTileProbeCopiesAlone = 3,
+  kTileProbeNoActivationCopies = 4,
+  kTileProbeNoScaleCopies = 5,
+  kTileProbeNoCodeCopies = 6,
 };
 
 #ifdef KCM_TILE_SM90
@@ -734,7 +738,7 @@ struct TileRing {
 
   __device__ __forceinline__ void chunk(const GemmParams& p, float (&acc)[RW][BMX / 2],
                                         uint32_t (&a)[RW][4][4]) {
-    constexpr bool kWaits = PROBE == kTileProbeOff || PROBE == kTileProbeCopiesAlone;
+    constexpr bool kWaits = PROBE != kTileProbeConsumersAlone && PROBE != kTileProbeWgmmaAlone;
     const int j = chunks % KC;  // KC is 1 or 2: no division
     const int slot = chunks / KC;
     const int stage = slot % Layout::kStages;
@@ -861,7 +865,7 @@ enum TileBulkRole : int {
   kCopyScales = 3,
 };
 
-template <typename T, int FMT, int BMX, int RW, int KC = 1>
+template <typename T, int FMT, int BMX, int RW, int KC = 1, int PROBE = kTileProbeOff>
 struct TileBulkCopies {
   using Layout = TileLayout<FMT, BMX, RW, KC>;
   static constexpr int V = VecCount<FMT>::value;
@@ -916,7 +920,10 @@ struct TileBulkCopies {
   }
 
   // Bytes the bulk copies of one chunk bring (kc of them make a stage's expect_tx count).
-  __device__ __forceinline__ int chunk_bytes() const { return x_bytes + present * V * 512; }
+  __device__ __forceinline__ int chunk_bytes() const {
+    return (PROBE == kTileProbeNoActivationCopies ? 0 : x_bytes) +
+           (PROBE == kTileProbeNoCodeCopies ? 0 : present * V * 512);
+  }
 
   // Issues this warp's share of the copies of the next kc (<= KC) chunks into `stage`,
   // completing on `full`, and advances. A weight lane moves its tile's kc chunks of codes in one
@@ -926,19 +933,19 @@ struct TileBulkCopies {
     if (role == kCopyActivations) {
       if (lane == 0) {
         mbarrier_arrive_expect(full, kc * chunk_bytes());
-        for (int j = 0; j < kc; ++j) {
+        for (int j = 0; j < kc && PROBE != kTileProbeNoActivationCopies; ++j) {
           bulk_copy(stage + Layout::x_offset(j), x_next + j * x_chunk_step, x_bytes, full);
         }
       }
       x_next += kc * x_chunk_step;
     } else if (role == kCopyScales) {
-      for (int j = 0; j < kc; ++j) {
+      for (int j = 0; j < kc && PROBE != kTileProbeNoScaleCopies; ++j) {
         copy_scale_words(stage, j);
         group_k += 64;
       }
       copy_async_arrive(full);
     } else {
-      if (w_copies) {
+      if (w_copies && PROBE != kTileProbeNoCodeCopies) {
         bulk_copy_streamed(stage + Layout::w_offset(w_tile, 0, 0), w_next, kc * V * 512, full,
                            policy);
       }
@@ -998,10 +1005,10 @@ __global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_bulk_kernel(const
 
   if (warp >= 8) {  // producer warpgroup: one copy role per warp
     setmaxnreg_dec<kTileWsProducerRegs>();
-    TileBulkCopies<T, FMT, BMX, RW, KC> copies(p, blk.n_block, blk.m0, blk.c_begin, warp - 8,
-                                               lane);
+    TileBulkCopies<T, FMT, BMX, RW, KC, PROBE> copies(p, blk.n_block, blk.m0, blk.c_begin,
+                                                      warp - 8, lane);
     const uint64_t policy = evict_first_policy();
-    constexpr bool kCopies = PROBE == kTileProbeOff || PROBE == kTileProbeCopiesAlone;
+    constexpr bool kCopies = PROBE != kTileProbeConsumersAlone && PROBE != kTileProbeWgmmaAlone;
     const int count = kCopies && copies.warp_copies() ? blk.count : 0;
     int stage = 0;
     int round = 0;
