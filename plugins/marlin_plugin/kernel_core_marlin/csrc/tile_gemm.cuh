@@ -338,12 +338,27 @@ struct TileCopies {
   }
 };
 
+// Where a consumer lane's scale (and zero-point) word of chunk j lies in a stage: at
+// `word` bytes from the stage's scale table of the warp's first tile, the tiles `pitch` bytes
+// apart (the zero points at the same place of their table).
+struct TileScaleSlot {
+  int word;
+  int pitch;
+};
+
+// The slot in the cp.async layout (copy_scale_words and TileCopies): chunk j's table of 128 bytes
+// per tile, word `lane`.
+template <typename Layout>
+__device__ __forceinline__ TileScaleSlot lane_scale_slot(int j, int lane) {
+  return {Layout::s_offset(0, j) + lane * 4, 128};
+}
+
 // Consumer warp `warp` (0..7) of a block decodes its RW tiles of chunk j of a stage into A
 // fragments.
 template <typename T, int FMT, int BMX, int RW, int KC = 1>
 __device__ __forceinline__ void decode_chunk(const GemmParams& p, const unsigned char* stage,
-                                             int j, int warp, int lane, uint32_t zconst_pair,
-                                             uint32_t (&a)[RW][4][4]) {
+                                             int j, TileScaleSlot slot, int warp, int lane,
+                                             uint32_t zconst_pair, uint32_t (&a)[RW][4][4]) {
   using Layout = TileLayout<FMT, BMX, RW, KC>;
   constexpr int V = VecCount<FMT>::value;
 #pragma unroll
@@ -354,12 +369,12 @@ __device__ __forceinline__ void decode_chunk(const GemmParams& p, const unsigned
     for (int v = 0; v < V; ++v) {
       wv[v] = *reinterpret_cast<const uint4*>(stage + Layout::w_offset(local, j, v) + lane * 16);
     }
-    const uint32_t sw =
-        *reinterpret_cast<const uint32_t*>(stage + Layout::s_offset(local, j) + lane * 4);
-    const uint32_t zw =
-        p.zeros != nullptr
-            ? *reinterpret_cast<const uint32_t*>(stage + Layout::z_offset(local, j) + lane * 4)
-            : zconst_pair;
+    const unsigned char* sp = stage + slot.word + local * slot.pitch;
+    const uint32_t sw = *reinterpret_cast<const uint32_t*>(sp);
+    const uint32_t zw = p.zeros != nullptr
+                            ? *reinterpret_cast<const uint32_t*>(sp + (Layout::kZeros -
+                                                                       Layout::kScales))
+                            : zconst_pair;
     const RowPair rp = make_row_pair<T, FMT>(sw, zw);
 #pragma unroll
     for (int s = 0; s < 4; ++s) {
@@ -619,8 +634,8 @@ __global__ void __launch_bounds__(256, 1) tile_gemm_kernel(const GemmParams p) {
     wait_async<kAhead - 1>();
     __syncthreads();
     issue();
-    decode_chunk<T, FMT, BMX, RW>(p, smem + read_stage * Layout::kStageBytes, 0, warp, lane,
-                                  zconst_pair, a);
+    decode_chunk<T, FMT, BMX, RW>(p, smem + read_stage * Layout::kStageBytes, 0,
+                                  lane_scale_slot<Layout>(0, lane), warp, lane, zconst_pair, a);
     mma_chunk_async<T, BMX, RW>(acc, a, desc0, read_stage * Layout::kStageBytes);
     wgmma_wait<1>();
     read_stage = read_stage + 1 == kStages ? 0 : read_stage + 1;
@@ -710,6 +725,31 @@ enum TileProbe : int {
   kTileProbeNoCodeCopies = 6,
 };
 
+// The bulk variant's scale and zero-point tables as TMA tensor maps, encoded per launch
+// (encode_tile_scale_maps) and passed as a __grid_constant__ parameter. With group sizes of a
+// power of two and no act-order table, a stage's groups of every tile of the block are one box
+// (4 eight-byte words, i.e. a group's 8 words of a tile, x `groups` groups x the block's tiles),
+// one tensor copy per table and stage landing as [tile][group][8 words]. The scale warp's 4-byte
+// cp.async of every lane's word cost more than the consumers' own work at 64-token blocks: the
+// kernel without them ran 26% faster (NOTES.md v30). groups = 0: the tables go by cp.async
+// (act-order, group sizes not a power of two).
+struct TileScaleMaps {
+  CUtensorMap scales;
+  CUtensorMap zeros;  // boxes the scales when there are no zero points (never read then)
+  int groups;         // groups a stage's box holds, 0 for the cp.async path
+  int shift;          // log2(group_size)
+};
+
+// Groups one stage of kc chunks may touch: kc x 64 channels of groups of a power of two, plus
+// one where a group is longer than a chunk and a stage may straddle two (it starts wherever a
+// split's chunk range does); 0 when the tables go by cp.async. At most p.G.
+inline int tile_scale_box_groups(const GemmParams& p, int kc) {
+  const int gs = p.group_size;
+  if (p.gtab != nullptr || gs < 16 || (gs & (gs - 1)) != 0) return 0;
+  const int groups = gs >= 64 ? (kc > 1 ? 2 : 1) : kc * 64 / gs;
+  return groups < p.G ? groups : p.G;
+}
+
 #ifdef KCM_TILE_SM90
 // A consumer warp's place in the ring of the warp-specialized variants (1-3; threads 0..255).
 // chunk(): at a stage's first chunk wait on full[s], decode, issue the chunk's wgmmas, retire the
@@ -717,7 +757,11 @@ enum TileProbe : int {
 // stage on empty[s'] (one arrival per warp: its last chunk's wgmmas have just retired). The stage
 // of a run's last chunk is released by the next run's first chunk (variant 3: the next segment),
 // a block's very last one never (nothing waits for it).
-template <typename T, int FMT, int BMX, int RW, int KC = 1, int PROBE = kTileProbeOff>
+// kTensorScales (variant 2): the stage's scale tables may have come by tensor copies
+// (TileScaleMaps, the layout [tile][group][8 words]); then `groups`, `shift` and `c_begin` place
+// a lane's word. Variants 1 and 3 keep the cp.async layout and none of those registers.
+template <typename T, int FMT, int BMX, int RW, int KC = 1, int PROBE = kTileProbeOff,
+          bool kTensorScales = false>
 struct TileRing {
   using Layout = TileLayout<FMT, BMX, RW, KC>;
   unsigned char* smem;
@@ -728,12 +772,34 @@ struct TileRing {
   int warp, lane;
   int chunks = 0;  // consumed so far: the next one's stage, place and phase parity derive from it
                    // (one register: the stream-K instances of 128 x 128 tokens have none to spare)
+  int groups = 0, shift = 0, c_begin = 0;
 
   __device__ __forceinline__ TileRing(const GemmParams& p, unsigned char* smem_, uint64_t* full_,
                                       uint64_t* empty_, int tid)
       : smem(smem_), full(full_), empty(empty_), warp(tid >> 5), lane(tid & 31) {
     desc0 = sw128_desc(smem + Layout::kX);
     zconst_pair = floats_to_pair<T>(static_cast<float>(p.zconst), static_cast<float>(p.zconst));
+  }
+
+  // The tensor-copied tables' layout for this launch (groups > 0), the block's first chunk.
+  __device__ __forceinline__ void tensor_scales(const TileScaleMaps& maps, int c_begin_) {
+    groups = maps.groups;
+    shift = maps.shift;
+    c_begin = c_begin_;
+  }
+
+  // This lane's scale word of chunk j: in a tensor-copied table, the group of its 16 channels
+  // counted from the stage's first group, row pair lane / 4.
+  __device__ __forceinline__ TileScaleSlot scale_slot(const GemmParams& p, int j) const {
+    if constexpr (kTensorScales) {
+      if (groups > 0) {
+        const int c = c_begin + chunks;
+        const int first = min(((c - j) * 64) >> shift, p.G - 1);
+        const int mine = min((c * 64 + 16 * (lane & 3)) >> shift, p.G - 1);
+        return {Layout::kScales + (mine - first) * 32 + (lane >> 2) * 4, groups * 32};
+      }
+    }
+    return lane_scale_slot<Layout>(j, lane);
   }
 
   __device__ __forceinline__ void chunk(const GemmParams& p, float (&acc)[RW][BMX / 2],
@@ -756,8 +822,8 @@ struct TileRing {
         }
       }
     } else if constexpr (PROBE != kTileProbeCopiesAlone) {
-      decode_chunk<T, FMT, BMX, RW, KC>(p, smem + stage * Layout::kStageBytes, j, warp, lane,
-                                        zconst_pair, a);
+      decode_chunk<T, FMT, BMX, RW, KC>(p, smem + stage * Layout::kStageBytes, j,
+                                        scale_slot(p, j), warp, lane, zconst_pair, a);
     }
     if constexpr (PROBE != kTileProbeCopiesAlone) {
       mma_chunk_async<T, BMX, RW>(acc, a, desc0,
@@ -773,13 +839,16 @@ struct TileRing {
 
 // The consumer warpgroups of variants 1 and 2: the block's chunks through the ring, then the
 // epilogue.
-template <typename T, int FMT, int BMX, int RW, int KC = 1, int PROBE = kTileProbeOff>
+template <typename T, int FMT, int BMX, int RW, int KC = 1, int PROBE = kTileProbeOff,
+          bool kTensorScales = false>
 __device__ __forceinline__ void tile_ws_consume(const GemmParams& p, unsigned char* smem,
                                                 uint64_t* full, uint64_t* empty,
-                                                const TileBlock& blk, int tid) {
+                                                const TileBlock& blk, int tid,
+                                                const TileScaleMaps* maps = nullptr) {
   setmaxnreg_inc<kTileWsConsumerRegs>();
   float acc[RW][BMX / 2];
-  TileRing<T, FMT, BMX, RW, KC, PROBE> ring(p, smem, full, empty, tid);
+  TileRing<T, FMT, BMX, RW, KC, PROBE, kTensorScales> ring(p, smem, full, empty, tid);
+  if constexpr (kTensorScales) ring.tensor_scales(*maps, blk.c_begin);
   run_chunks(blk.count, acc, [&](uint32_t (&a)[RW][4][4]) { ring.chunk(p, acc, a); });
   tile_epilogue<T, FMT, BMX, RW>(p, acc, smem, blk, tid);
 }
@@ -887,11 +956,15 @@ struct TileBulkCopies {
   size_t s_tile_step;           // G x 8 words
   int group_shift;
   int group_k;
+  const TileScaleMaps* maps;    // the tables' tensor maps (maps->groups > 0), or null: cp.async
+  int tile0;                    // the block's first tile
+  int chunk;                    // the next stage's first chunk
 
   __device__ __forceinline__ TileBulkCopies(const GemmParams& params, int n_block, int m0,
-                                            int c_begin, int role_, int lane_)
-      : p(params), role(role_), lane(lane_) {
-    const int tile0 = n_block * kTiles;
+                                            int c_begin, int role_, int lane_,
+                                            const TileScaleMaps* maps_ = nullptr)
+      : p(params), role(role_), lane(lane_), maps(maps_), chunk(c_begin) {
+    tile0 = n_block * kTiles;
     present = min(kTiles, p.N16 - tile0);
     x_bytes = min(BMX, p.M - m0) * 128;
     const size_t m8 = static_cast<size_t>((p.M + 7) & ~7);
@@ -919,10 +992,20 @@ struct TileBulkCopies {
                       role == kCopyActivations || role == kCopyScales || w_copies) != 0;
   }
 
-  // Bytes the bulk copies of one chunk bring (kc of them make a stage's expect_tx count).
-  __device__ __forceinline__ int chunk_bytes() const {
-    return (PROBE == kTileProbeNoActivationCopies ? 0 : x_bytes) +
-           (PROBE == kTileProbeNoCodeCopies ? 0 : present * V * 512);
+  // Whether the scale (and zero-point) tables go by tensor copies.
+  __device__ __forceinline__ bool tensor_scales() const {
+    return maps != nullptr && maps->groups > 0;
+  }
+
+  // Bytes the bulk and tensor copies of a stage of kc chunks bring (its expect_tx count): a
+  // tensor copy counts its whole box, tiles past N16 included (zero-filled).
+  __device__ __forceinline__ int stage_bytes(int kc) const {
+    const int tables = tensor_scales() && PROBE != kTileProbeNoScaleCopies
+                           ? kTiles * maps->groups * 32 * (p.zeros != nullptr ? 2 : 1)
+                           : 0;
+    return kc * ((PROBE == kTileProbeNoActivationCopies ? 0 : x_bytes) +
+                 (PROBE == kTileProbeNoCodeCopies ? 0 : present * V * 512)) +
+           tables;
   }
 
   // Issues this warp's share of the copies of the next kc (<= KC) chunks into `stage`,
@@ -932,18 +1015,31 @@ struct TileBulkCopies {
                                              uint64_t policy, int kc) {
     if (role == kCopyActivations) {
       if (lane == 0) {
-        mbarrier_arrive_expect(full, kc * chunk_bytes());
+        mbarrier_arrive_expect(full, stage_bytes(kc));
         for (int j = 0; j < kc && PROBE != kTileProbeNoActivationCopies; ++j) {
           bulk_copy(stage + Layout::x_offset(j), x_next + j * x_chunk_step, x_bytes, full);
         }
       }
       x_next += kc * x_chunk_step;
     } else if (role == kCopyScales) {
-      for (int j = 0; j < kc && PROBE != kTileProbeNoScaleCopies; ++j) {
-        copy_scale_words(stage, j);
-        group_k += 64;
+      if (tensor_scales()) {
+        if (PROBE != kTileProbeNoScaleCopies) {
+          const int first = min((chunk * 64) >> maps->shift, p.G - 1);
+          tensor_copy_3d_elected(stage + Layout::kScales, &maps->scales, 0, first, tile0, full,
+                                 policy);
+          if (p.zeros != nullptr) {
+            tensor_copy_3d_elected(stage + Layout::kZeros, &maps->zeros, 0, first, tile0, full,
+                                   policy);
+          }
+        }
+      } else {
+        for (int j = 0; j < kc && PROBE != kTileProbeNoScaleCopies; ++j) {
+          copy_scale_words(stage, j);
+          group_k += 64;
+        }
       }
-      copy_async_arrive(full);
+      copy_async_arrive(full);  // the barrier's 32 arrivals, whichever path copied
+      chunk += kc;
     } else {
       if (w_copies && PROBE != kTileProbeNoCodeCopies) {
         bulk_copy_streamed(stage + Layout::w_offset(w_tile, 0, 0), w_next, kc * V * 512, full,
@@ -988,7 +1084,8 @@ struct TileBulkCopies {
 // cp.async for the scale and zero-point words). A stage holds KC chunks
 // (tile_bulk_stage_chunks), the block's last stage fewer where KC does not divide its count.
 template <typename T, int FMT, int BMX, int RW, int KC = 1, int PROBE = kTileProbeOff>
-__global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_bulk_kernel(const GemmParams p) {
+__global__ void __launch_bounds__(kTileWsThreads, 1)
+    tile_gemm_bulk_kernel(const GemmParams p, const __grid_constant__ TileScaleMaps maps) {
 #ifdef KCM_TILE_SM90
   using Layout = TileLayout<FMT, BMX, RW, KC>;
   constexpr int kStages = Layout::kStages;
@@ -1006,7 +1103,7 @@ __global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_bulk_kernel(const
   if (warp >= 8) {  // producer warpgroup: one copy role per warp
     setmaxnreg_dec<kTileWsProducerRegs>();
     TileBulkCopies<T, FMT, BMX, RW, KC, PROBE> copies(p, blk.n_block, blk.m0, blk.c_begin,
-                                                      warp - 8, lane);
+                                                      warp - 8, lane, &maps);
     const uint64_t policy = evict_first_policy();
     constexpr bool kCopies = PROBE != kTileProbeConsumersAlone && PROBE != kTileProbeWgmmaAlone;
     const int count = kCopies && copies.warp_copies() ? blk.count : 0;
@@ -1025,7 +1122,7 @@ __global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_bulk_kernel(const
     wait_async<0>();
     tile_epilogue_barriers(blk);
   } else {  // consumer warpgroups
-    tile_ws_consume<T, FMT, BMX, RW, KC, PROBE>(p, smem, full, empty, blk, tid);
+    tile_ws_consume<T, FMT, BMX, RW, KC, PROBE, true>(p, smem, full, empty, blk, tid, &maps);
   }
 #else
   __trap();  // built for another architecture: the host dispatch sends only SM90 here

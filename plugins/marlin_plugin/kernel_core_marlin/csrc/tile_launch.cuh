@@ -49,6 +49,22 @@ struct TileKernel {
       VARIANT == kTileBarrier ? Layout::kSmemBytes : Layout::kSmemBytesWs;
 };
 
+// The bulk variant's TileScaleMaps for a launch of kTiles-tile blocks and kc-chunk stages:
+// groups = 0 (cp.async tables) unless tile_scale_box_groups allows tensor copies.
+inline cudaError_t encode_tile_scale_maps(const GemmParams& p, int tiles, int kc,
+                                          TileScaleMaps& maps) {
+  maps = {};
+  maps.groups = tile_scale_box_groups(p, kc);
+  if (maps.groups == 0) return cudaSuccess;
+  while ((1 << maps.shift) < p.group_size) ++maps.shift;
+  cudaError_t e = encode_words_3d(&maps.scales, p.gscale, 4, p.G, p.N16, maps.groups, tiles);
+  if (e == cudaSuccess) {
+    e = encode_words_3d(&maps.zeros, p.zeros != nullptr ? p.zeros : p.gscale, 4, p.G, p.N16,
+                        maps.groups, tiles);
+  }
+  return e;
+}
+
 // {magic, shift} with n / d = (umulhi(n, magic) + n) >> shift for 0 <= n < 2^31, 1 <= d < 2^31
 // (the round-up reciprocal, less 2^32, so the sum fits 32 bits).
 inline void fast_divisor(unsigned d, unsigned (&f)[2]) {
@@ -99,7 +115,15 @@ int launch_tile_instance(const GemmParams& params, int split, cudaStream_t strea
   cluster.val.clusterDim.z = 1;
   config.attrs = &cluster;
   config.numAttrs = 1;
-  const int launched = static_cast<int>(cudaLaunchKernelEx(&config, kernel, p));
+  int launched;
+  if constexpr (VARIANT == kTileBulk) {
+    TileScaleMaps maps;
+    const int encoded = static_cast<int>(encode_tile_scale_maps(p, Layout::kTiles, KC, maps));
+    if (encoded != 0) return encoded;
+    launched = static_cast<int>(cudaLaunchKernelEx(&config, kernel, p, maps));
+  } else {
+    launched = static_cast<int>(cudaLaunchKernelEx(&config, kernel, p));
+  }
   return launched != 0 ? launched : static_cast<int>(cudaGetLastError());
 }
 
