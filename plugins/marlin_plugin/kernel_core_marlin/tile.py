@@ -75,12 +75,13 @@ TILE_SHAPES = {(64, 1): 0.50, (64, 2): 0.75, (128, 1): 0.70, (128, 2): 1.09, (25
 #: (2% faster); it also holds one block per SM where the barrier kernel's 64x128 holds two.
 SPECIALIZED_CHUNK_US = {(64, 1): 0.51, (64, 2): 0.945, (128, 1): 0.707, (128, 2): 1.325,
                         (256, 1): 1.121}
-#: Per-chunk times of the bulk-producer variant with its copies split over the producer
-#: warpgroup and its image built by the extension's kernel (us, H100,
-#: marlin-tile-v18-run3-h100-2026-11-28.json ``chunk_us_fit``, same fit, with the variant's own
-#: split overhead below). Against the barrier variant's refit from the same run (0.460 / 0.805 /
-#: 0.719 / 1.196 / 1.116) 15-34% less per chunk.
-BULK_CHUNK_US = {(64, 1): 0.383, (64, 2): 0.687, (128, 1): 0.500, (128, 2): 0.891,
+#: Per-chunk times of the bulk-producer variant (us, H200, ``chunk_us_fit`` of the tile probe,
+#: same fit, with the variant's own split overhead below): the 64- and 128-token shapes with
+#: two-chunk stages and tensor-copied scale tables (marlin-tile-probe-h200-2026-11-29-v30-run5.json,
+#: NOTES.md v30), 256 x 128 with one-chunk stages (-v29.json; it has no two-chunk instance and its
+#: tables' change is not measured yet). Against the barrier variant's refit from the same runs
+#: (0.477 / 0.823 / 0.728 / 1.205 / 1.134) 24-37% less per chunk.
+BULK_CHUNK_US = {(64, 1): 0.363, (64, 2): 0.562, (128, 1): 0.449, (128, 2): 0.765,
                  (256, 1): 0.739}
 #: The (bmx, rw) instances of the stream-K variant: all but 128 tokens x 256 rows, where ptxas
 #: serializes the wgmmas for want of registers (csrc/tile_launch.cuh, tile_instance_exists).

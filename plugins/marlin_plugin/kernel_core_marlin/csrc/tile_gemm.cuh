@@ -175,7 +175,9 @@ constexpr int kTileRingBytes = 220 * 1024;
 // Byte offsets inside one stage of the ring (all multiples of 1024 where wgmma reads). A stage
 // holds KC consecutive chunks of the block: KC activation blocks, then per tile its codes of the
 // KC chunks back to back (they lie back to back in the packed layout too, so the bulk variant
-// moves them with one copy per tile and stage), then the KC chunks' scale and zero-point words.
+// moves them with one copy per tile and stage), then per tile its scale words of the KC chunks
+// (128 bytes a chunk: a word per lane; or a tensor copy's 4 KC groups of 8 words, TileScaleMaps),
+// then the zero-point words alike.
 template <int FMT, int BMX, int RW, int KC = 1>
 struct TileLayout {
   static constexpr int V = VecCount<FMT>::value;
@@ -184,8 +186,9 @@ struct TileLayout {
   static constexpr int kChunks = KC;
   static constexpr int kX = 0;                                 // KC x BMX rows x 128 bytes
   static constexpr int kW = KC * BMX * 128;                    // kTiles x KC x V x 512 bytes
-  static constexpr int kScales = kW + kTiles * KC * V * 512;   // KC x kTiles x a word per lane
+  static constexpr int kScales = kW + kTiles * KC * V * 512;   // kTiles x KC x 128 bytes
   static constexpr int kZeros = kScales + KC * kTiles * 128;
+  static constexpr int kScalePitch = KC * 128;                 // bytes of a tile's table
   static constexpr int kStageBytes = tile_stage_bytes(V, BMX, RW, KC);
   static constexpr int kStages =
       (kTileRingBytes / kStageBytes) < 8 ? kTileRingBytes / kStageBytes : 8;
@@ -206,10 +209,10 @@ struct TileLayout {
     return kW + ((local * KC + j) * V + v) * 512;
   }
   __device__ __forceinline__ static constexpr int s_offset(int local, int j) {
-    return kScales + (j * kTiles + local) * 128;
+    return kScales + local * kScalePitch + j * 128;
   }
   __device__ __forceinline__ static constexpr int z_offset(int local, int j) {
-    return kZeros + (j * kTiles + local) * 128;
+    return kZeros + local * kScalePitch + j * 128;
   }
 };
 
@@ -338,26 +341,20 @@ struct TileCopies {
   }
 };
 
-// Where a consumer lane's scale (and zero-point) word of chunk j lies in a stage: at
-// `word` bytes from the stage's scale table of the warp's first tile, the tiles `pitch` bytes
-// apart (the zero points at the same place of their table).
-struct TileScaleSlot {
-  int word;
-  int pitch;
-};
-
-// The slot in the cp.async layout (copy_scale_words and TileCopies): chunk j's table of 128 bytes
-// per tile, word `lane`.
+// The cp.async layout's place of a consumer lane's scale word of chunk j (copy_scale_words and
+// TileCopies write word `lane` of each tile's 128 bytes for the chunk): bytes from the stage.
 template <typename Layout>
-__device__ __forceinline__ TileScaleSlot lane_scale_slot(int j, int lane) {
-  return {Layout::s_offset(0, j) + lane * 4, 128};
+__device__ __forceinline__ int lane_scale_word(int j, int lane) {
+  return Layout::s_offset(0, j) + lane * 4;
 }
 
 // Consumer warp `warp` (0..7) of a block decodes its RW tiles of chunk j of a stage into A
 // fragments.
+// `word`: bytes from the stage to this lane's scale word of the chunk in the table of the block's
+// tile 0 (the tiles Layout::kScalePitch apart, the zero points at the same place of theirs).
 template <typename T, int FMT, int BMX, int RW, int KC = 1>
 __device__ __forceinline__ void decode_chunk(const GemmParams& p, const unsigned char* stage,
-                                             int j, TileScaleSlot slot, int warp, int lane,
+                                             int j, int word, int warp, int lane,
                                              uint32_t zconst_pair, uint32_t (&a)[RW][4][4]) {
   using Layout = TileLayout<FMT, BMX, RW, KC>;
   constexpr int V = VecCount<FMT>::value;
@@ -369,7 +366,7 @@ __device__ __forceinline__ void decode_chunk(const GemmParams& p, const unsigned
     for (int v = 0; v < V; ++v) {
       wv[v] = *reinterpret_cast<const uint4*>(stage + Layout::w_offset(local, j, v) + lane * 16);
     }
-    const unsigned char* sp = stage + slot.word + local * slot.pitch;
+    const unsigned char* sp = stage + word + local * Layout::kScalePitch;
     const uint32_t sw = *reinterpret_cast<const uint32_t*>(sp);
     const uint32_t zw = p.zeros != nullptr
                             ? *reinterpret_cast<const uint32_t*>(sp + (Layout::kZeros -
@@ -635,7 +632,7 @@ __global__ void __launch_bounds__(256, 1) tile_gemm_kernel(const GemmParams p) {
     __syncthreads();
     issue();
     decode_chunk<T, FMT, BMX, RW>(p, smem + read_stage * Layout::kStageBytes, 0,
-                                  lane_scale_slot<Layout>(0, lane), warp, lane, zconst_pair, a);
+                                  lane_scale_word<Layout>(0, lane), warp, lane, zconst_pair, a);
     mma_chunk_async<T, BMX, RW>(acc, a, desc0, read_stage * Layout::kStageBytes);
     wgmma_wait<1>();
     read_stage = read_stage + 1 == kStages ? 0 : read_stage + 1;
@@ -728,26 +725,25 @@ enum TileProbe : int {
 // The bulk variant's scale and zero-point tables as TMA tensor maps, encoded per launch
 // (encode_tile_scale_maps) and passed as a __grid_constant__ parameter. With group sizes of a
 // power of two and no act-order table, a stage's groups of every tile of the block are one box
-// (4 eight-byte words, i.e. a group's 8 words of a tile, x `groups` groups x the block's tiles),
-// one tensor copy per table and stage landing as [tile][group][8 words]. The scale warp's 4-byte
-// cp.async of every lane's word cost more than the consumers' own work at 64-token blocks: the
-// kernel without them ran 26% faster (NOTES.md v30). groups = 0: the tables go by cp.async
-// (act-order, group sizes not a power of two).
+// (4 eight-byte words, i.e. a group's 8 words of a tile, x 4 KC groups from the stage's first x
+// the block's tiles), one tensor copy per table and stage landing as [tile][group][8 words]: a
+// tile's table is KC x 128 bytes as in the cp.async layout, so the consumers' offsets stay
+// compile-time. 4 KC groups cover a stage at every such group size (16 channels: exactly; more:
+// the rest is read ahead from L2 or zero-filled past G). The scale warp's 4-byte cp.async of
+// every lane's word cost more than the consumers' own work at 64-token blocks: the kernel without
+// them ran 26% faster (NOTES.md v30). groups = 0: the tables go by cp.async (act-order, group
+// sizes not a power of two).
 struct TileScaleMaps {
   CUtensorMap scales;
   CUtensorMap zeros;  // boxes the scales when there are no zero points (never read then)
-  int groups;         // groups a stage's box holds, 0 for the cp.async path
+  int groups;         // groups a stage's box holds (4 KC), 0 for the cp.async path
   int shift;          // log2(group_size)
 };
 
-// Groups one stage of kc chunks may touch: kc x 64 channels of groups of a power of two, plus
-// one where a group is longer than a chunk and a stage may straddle two (it starts wherever a
-// split's chunk range does); 0 when the tables go by cp.async. At most p.G.
+// TileScaleMaps::groups for stages of kc chunks.
 inline int tile_scale_box_groups(const GemmParams& p, int kc) {
   const int gs = p.group_size;
-  if (p.gtab != nullptr || gs < 16 || (gs & (gs - 1)) != 0) return 0;
-  const int groups = gs >= 64 ? (kc > 1 ? 2 : 1) : kc * 64 / gs;
-  return groups < p.G ? groups : p.G;
+  return p.gtab == nullptr && gs >= 16 && (gs & (gs - 1)) == 0 ? 4 * kc : 0;
 }
 
 #ifdef KCM_TILE_SM90
@@ -758,8 +754,8 @@ inline int tile_scale_box_groups(const GemmParams& p, int kc) {
 // of a run's last chunk is released by the next run's first chunk (variant 3: the next segment),
 // a block's very last one never (nothing waits for it).
 // kTensorScales (variant 2): the stage's scale tables may have come by tensor copies
-// (TileScaleMaps, the layout [tile][group][8 words]); then `groups`, `shift` and `c_begin` place
-// a lane's word. Variants 1 and 3 keep the cp.async layout and none of those registers.
+// (TileScaleMaps, [tile][group][8 words]); a lane's word then follows the chunks' channels
+// (scale_word). Variants 1 and 3 keep the cp.async layout and none of those registers.
 template <typename T, int FMT, int BMX, int RW, int KC = 1, int PROBE = kTileProbeOff,
           bool kTensorScales = false>
 struct TileRing {
@@ -772,7 +768,10 @@ struct TileRing {
   int warp, lane;
   int chunks = 0;  // consumed so far: the next one's stage, place and phase parity derive from it
                    // (one register: the stream-K instances of 128 x 128 tokens have none to spare)
-  int groups = 0, shift = 0, c_begin = 0;
+  // kTensorScales: whether this launch's tables came by tensor copies, log2(group_size), the
+  // next chunk's first channel, the current stage's, this lane's channel offset (16 (lane % 4)).
+  bool tensor = false;
+  int shift = 0, k_next = 0, k_stage = 0, lane_k = 0;
 
   __device__ __forceinline__ TileRing(const GemmParams& p, unsigned char* smem_, uint64_t* full_,
                                       uint64_t* empty_, int tid)
@@ -781,25 +780,25 @@ struct TileRing {
     zconst_pair = floats_to_pair<T>(static_cast<float>(p.zconst), static_cast<float>(p.zconst));
   }
 
-  // The tensor-copied tables' layout for this launch (groups > 0), the block's first chunk.
-  __device__ __forceinline__ void tensor_scales(const TileScaleMaps& maps, int c_begin_) {
-    groups = maps.groups;
+  // The tensor-copied tables' layout for this launch (maps.groups > 0), the block's first chunk.
+  __device__ __forceinline__ void tensor_scales(const TileScaleMaps& maps, int c_begin) {
+    tensor = maps.groups > 0;
     shift = maps.shift;
-    c_begin = c_begin_;
+    k_next = c_begin * 64;
+    lane_k = 16 * (lane & 3);
   }
 
-  // This lane's scale word of chunk j: in a tensor-copied table, the group of its 16 channels
-  // counted from the stage's first group, row pair lane / 4.
-  __device__ __forceinline__ TileScaleSlot scale_slot(const GemmParams& p, int j) const {
+  // This lane's scale word of chunk j (bytes from the stage, in tile 0's table): in a
+  // tensor-copied table, row pair lane / 4 of the group of its 16 channels counted from the
+  // stage's first group; advances to the next chunk.
+  __device__ __forceinline__ int scale_word(int j) {
     if constexpr (kTensorScales) {
-      if (groups > 0) {
-        const int c = c_begin + chunks;
-        const int first = min(((c - j) * 64) >> shift, p.G - 1);
-        const int mine = min((c * 64 + 16 * (lane & 3)) >> shift, p.G - 1);
-        return {Layout::kScales + (mine - first) * 32 + (lane >> 2) * 4, groups * 32};
-      }
+      if (j == 0) k_stage = k_next;
+      const int slot = ((k_next + lane_k) >> shift) - (k_stage >> shift);
+      k_next += 64;
+      if (tensor) return Layout::kScales + slot * 32 + (lane >> 2) * 4;
     }
-    return lane_scale_slot<Layout>(j, lane);
+    return lane_scale_word<Layout>(j, lane);
   }
 
   __device__ __forceinline__ void chunk(const GemmParams& p, float (&acc)[RW][BMX / 2],
@@ -822,8 +821,8 @@ struct TileRing {
         }
       }
     } else if constexpr (PROBE != kTileProbeCopiesAlone) {
-      decode_chunk<T, FMT, BMX, RW, KC>(p, smem + stage * Layout::kStageBytes, j,
-                                        scale_slot(p, j), warp, lane, zconst_pair, a);
+      decode_chunk<T, FMT, BMX, RW, KC>(p, smem + stage * Layout::kStageBytes, j, scale_word(j),
+                                        warp, lane, zconst_pair, a);
     }
     if constexpr (PROBE != kTileProbeCopiesAlone) {
       mma_chunk_async<T, BMX, RW>(acc, a, desc0,
@@ -1024,7 +1023,7 @@ struct TileBulkCopies {
     } else if (role == kCopyScales) {
       if (tensor_scales()) {
         if (PROBE != kTileProbeNoScaleCopies) {
-          const int first = min((chunk * 64) >> maps->shift, p.G - 1);
+          const int first = (chunk * 64) >> maps->shift;  // chunk * 64 < K: below G
           tensor_copy_3d_elected(stage + Layout::kScales, &maps->scales, 0, first, tile0, full,
                                  policy);
           if (p.zeros != nullptr) {
