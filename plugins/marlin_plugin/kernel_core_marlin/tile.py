@@ -46,10 +46,12 @@ __all__ = [
     "tile_gemm",
 ]
 
-#: Fewest tokens the tile kernel serves: above 32 the stream kernel runs 64-token blocks of
-#: mma.sync and takes as long as at M=64 (195 us on 28672x8192), the tile kernel 106 us at M=48
-#: (H100, probe run 2); up to 32 tokens the stream kernel.
-TILE_MIN_M = 33
+#: Fewest tokens the tile kernel serves. Its 64-token blocks cost the same for any M up to 64,
+#: while the stream kernel's grow with its 8-token column tiles: with four (M = 25..32) it took
+#: 92.3 / 85.1 / 44.7 / 28.6 us on 28672x8192 / 8192x28672 / 10240x8192 / 8192^2 at M=32 where
+#: the tile kernel took 72.4 / 82.7 / 42.0 / 30.1 at M=64 (H200, marlin-h200-2026-11-29-v30.json);
+#: with two (M = 9..16) 52-55 us on the first two. So from 25 tokens the tile kernel.
+TILE_MIN_M = 25
 #: From this many tokens on, decoding the weight once and multiplying with cuBLAS is faster: at
 #: M=512 the two tie on 28672x8192 (561 vs 556 us), the tile kernel wins on 8192x28672 and
 #: 8192x8192 by 10-13% and loses on 10240x8192 by 25%; at M=1024 decode + cuBLAS wins on all four.
@@ -76,13 +78,12 @@ TILE_SHAPES = {(64, 1): 0.50, (64, 2): 0.75, (128, 1): 0.70, (128, 2): 1.09, (25
 SPECIALIZED_CHUNK_US = {(64, 1): 0.51, (64, 2): 0.945, (128, 1): 0.707, (128, 2): 1.325,
                         (256, 1): 1.121}
 #: Per-chunk times of the bulk-producer variant (us, H200, ``chunk_us_fit`` of the tile probe,
-#: same fit, with the variant's own split overhead below): the 64- and 128-token shapes with
-#: two-chunk stages and tensor-copied scale tables (marlin-tile-probe-h200-2026-11-29-v30-run5.json,
-#: NOTES.md v30), 256 x 128 with one-chunk stages (-v29.json; it has no two-chunk instance and its
-#: tables' change is not measured yet). Against the barrier variant's refit from the same runs
-#: (0.477 / 0.823 / 0.728 / 1.205 / 1.134) 24-37% less per chunk.
-BULK_CHUNK_US = {(64, 1): 0.363, (64, 2): 0.562, (128, 1): 0.449, (128, 2): 0.765,
-                 (256, 1): 0.739}
+#: same fit, with the variant's own split overhead below): two-chunk stages (256 x 128: one) and
+#: tensor-copied scale tables (marlin-tile-probe-h200-2026-11-29-v30.json, NOTES.md v30). Against
+#: the barrier variant's refit from the same run (0.471 / 0.818 / 0.727 / 1.198 / 1.130) 26-39%
+#: less per chunk.
+BULK_CHUNK_US = {(64, 1): 0.350, (64, 2): 0.550, (128, 1): 0.442, (128, 2): 0.770,
+                 (256, 1): 0.694}
 #: The (bmx, rw) instances of the stream-K variant: all but 128 tokens x 256 rows, where ptxas
 #: serializes the wgmmas for want of registers (csrc/tile_launch.cuh, tile_instance_exists).
 STREAM_SHAPES = [shape for shape in TILE_SHAPES if shape != (128, 2)]
