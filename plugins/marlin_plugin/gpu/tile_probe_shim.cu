@@ -1,6 +1,8 @@
 // A torch-free C entry point to the tile kernel (and the decoder, for the decode + cuBLAS
 // baseline), for probing tile shapes on a GPU machine without building the torch extension.
 // Build (plugins/marlin_plugin): see probe_tile.py.
+#include <type_traits>
+
 #include "probe_params.h"
 #include "../kernel_core_marlin/csrc/tile_api.h"
 #include "../kernel_core_marlin/csrc/tile_launch.cuh"
@@ -101,14 +103,28 @@ int launch_bulk_stage(int kc, const kcm::GemmParams& p, int split, cudaStream_t 
   return static_cast<int>(cudaErrorInvalidValue);
 }
 
+// launch(BMX, RW) with the tile shape as compile-time constants (std::integral_constant), for
+// the bulk probe entries' shapes of fewer than 256 tokens.
+template <typename Launch>
+int with_bulk_shape(int bmx, int rw, Launch&& launch) {
+  using std::integral_constant;
+  if (bmx == 64 && rw == 1) return launch(integral_constant<int, 64>{}, integral_constant<int, 1>{});
+  if (bmx == 64 && rw == 2) return launch(integral_constant<int, 64>{}, integral_constant<int, 2>{});
+  if (bmx == 128 && rw == 1) {
+    return launch(integral_constant<int, 128>{}, integral_constant<int, 1>{});
+  }
+  if (bmx == 128 && rw == 2) {
+    return launch(integral_constant<int, 128>{}, integral_constant<int, 2>{});
+  }
+  return static_cast<int>(cudaErrorInvalidValue);
+}
+
 template <int FMT>
 int launch_bulk_stage_shape(int kc, int bmx, int rw, const kcm::GemmParams& p, int split,
                             cudaStream_t s) {
-  if (bmx == 64 && rw == 1) return launch_bulk_stage<FMT, 64, 1>(kc, p, split, s);
-  if (bmx == 64 && rw == 2) return launch_bulk_stage<FMT, 64, 2>(kc, p, split, s);
-  if (bmx == 128 && rw == 1) return launch_bulk_stage<FMT, 128, 1>(kc, p, split, s);
-  if (bmx == 128 && rw == 2) return launch_bulk_stage<FMT, 128, 2>(kc, p, split, s);
-  return static_cast<int>(cudaErrorInvalidValue);
+  return with_bulk_shape(bmx, rw, [&](auto b, auto r) {
+    return launch_bulk_stage<FMT, decltype(b)::value, decltype(r)::value>(kc, p, split, s);
+  });
 }
 }  // namespace
 
@@ -130,30 +146,16 @@ extern "C" int kcm_probe_tile_bulk_stage(int kc, int fmt, int bmx, int rw, int s
 // Probe variant: the bulk kernel (bf16 int4, the default chunks a stage) in one of its probe
 // modes (kcm::TileProbe); the output is not the product.
 namespace {
-template <int BMX, int RW>
+// Mode `mode` if it is MODE or a later one of the probe modes, by recursion over them.
+template <int BMX, int RW, int MODE = kcm::kTileProbeConsumersAlone>
 int launch_bulk_mode(int mode, const kcm::GemmParams& p, int split, cudaStream_t s) {
-  constexpr int kc = kcm::kTileStageChunks<kcm::kTileBulk, kcm::kInt4, BMX, RW>;
-  switch (mode) {
-    case kcm::kTileProbeConsumersAlone:
-      return kcm::launch_tile_instance<__nv_bfloat16, kcm::kInt4, BMX, RW, false, kcm::kTileBulk,
-                                       kc, kcm::kTileProbeConsumersAlone>(p, split, s);
-    case kcm::kTileProbeWgmmaAlone:
-      return kcm::launch_tile_instance<__nv_bfloat16, kcm::kInt4, BMX, RW, false, kcm::kTileBulk,
-                                       kc, kcm::kTileProbeWgmmaAlone>(p, split, s);
-    case kcm::kTileProbeCopiesAlone:
-      return kcm::launch_tile_instance<__nv_bfloat16, kcm::kInt4, BMX, RW, false, kcm::kTileBulk,
-                                       kc, kcm::kTileProbeCopiesAlone>(p, split, s);
-    case kcm::kTileProbeNoActivationCopies:
-      return kcm::launch_tile_instance<__nv_bfloat16, kcm::kInt4, BMX, RW, false, kcm::kTileBulk,
-                                       kc, kcm::kTileProbeNoActivationCopies>(p, split, s);
-    case kcm::kTileProbeNoScaleCopies:
-      return kcm::launch_tile_instance<__nv_bfloat16, kcm::kInt4, BMX, RW, false, kcm::kTileBulk,
-                                       kc, kcm::kTileProbeNoScaleCopies>(p, split, s);
-    case kcm::kTileProbeNoCodeCopies:
-      return kcm::launch_tile_instance<__nv_bfloat16, kcm::kInt4, BMX, RW, false, kcm::kTileBulk,
-                                       kc, kcm::kTileProbeNoCodeCopies>(p, split, s);
-    default:
-      return static_cast<int>(cudaErrorInvalidValue);
+  if constexpr (MODE > kcm::kTileProbeNoCodeCopies) {
+    return static_cast<int>(cudaErrorInvalidValue);
+  } else {
+    if (mode != MODE) return launch_bulk_mode<BMX, RW, MODE + 1>(mode, p, split, s);
+    return kcm::launch_tile_instance<__nv_bfloat16, kcm::kInt4, BMX, RW, false, kcm::kTileBulk,
+                                     kcm::kTileStageChunks<kcm::kTileBulk, kcm::kInt4, BMX, RW>,
+                                     MODE>(p, split, s);
   }
 }
 }  // namespace
@@ -166,9 +168,7 @@ extern "C" int kcm_probe_tile_bulk_mode(int mode, int bmx, int rw, int split, co
                                  chunks, n16, groups, group_size, zconst);
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   if (split < 1 || split > 8 || split > chunks) return static_cast<int>(cudaErrorInvalidValue);
-  if (bmx == 64 && rw == 1) return launch_bulk_mode<64, 1>(mode, p, split, s);
-  if (bmx == 64 && rw == 2) return launch_bulk_mode<64, 2>(mode, p, split, s);
-  if (bmx == 128 && rw == 1) return launch_bulk_mode<128, 1>(mode, p, split, s);
-  if (bmx == 128 && rw == 2) return launch_bulk_mode<128, 2>(mode, p, split, s);
-  return static_cast<int>(cudaErrorInvalidValue);
+  return with_bulk_shape(bmx, rw, [&](auto b, auto r) {
+    return launch_bulk_mode<decltype(b)::value, decltype(r)::value>(mode, p, split, s);
+  });
 }

@@ -85,12 +85,12 @@ def test_tile_sources_compile(tmp_path: Path) -> None:
         assert not over, f"{name}: register spills {over}"
 
 
-def _int4_128x256_ptx(tmp_path: Path, kernel: str) -> str:
+def _int4_128x256_ptx(tmp_path: Path, kernel: str, params: str = "const GemmParams p") -> str:
     """The sm_90a PTX of ``kernel``'s bf16 int4 instance with 128 tokens x 2 row sets (the
-    128 x 256 block), compiled alone."""
+    128 x 256 block), compiled alone; ``params``: the kernel's parameter list."""
     unit = tmp_path / f"{kernel}.cu"
     unit.write_text('#include "tile_gemm.cuh"\nnamespace kcm {\ntemplate __global__ void '
-                    f"{kernel}<__nv_bfloat16, kInt4, 128, 2>(const GemmParams p);\n}}\n")
+                    f"{kernel}<__nv_bfloat16, kInt4, 128, 2>({params});\n}}\n")
     ptx = tmp_path / f"{kernel}.ptx"
     run = subprocess.run([NVCC, *TORCH_CUDA_FLAGS, "-std=c++17", "-O3", f"-I{CSRC}",
                           "-gencode=arch=compute_90a,code=compute_90a", "-ptx", str(unit),
@@ -119,13 +119,17 @@ def test_specialized_kernel_hands_stages_over_by_mbarriers(tmp_path: Path) -> No
 @pytest.mark.skipif(not Path(NVCC).exists(), reason="nvcc is not installed")
 def test_bulk_producer_kernel_moves_chunks_with_bulk_copies(tmp_path: Path) -> None:
     """Launch variant 2's PTX: the producer warps set expect_tx and move activations and codes
-    with 1-D bulk copies completing on the stage's mbarrier, the scale words stay cp.async
-    signalled with arrive.noinc, the consumers are variant 1's (setmaxnreg, wait_group 1), and no
+    with 1-D bulk copies completing on the stage's mbarrier, the scale and zero-point tables
+    with 3-D tensor copies (TileScaleMaps) or, without tensor maps, 4-byte cp.async signalled
+    with arrive.noinc, the consumers are variant 1's (setmaxnreg, wait_group 1), and no
     block-wide barrier sits in the chunk loop."""
-    text = _int4_128x256_ptx(tmp_path, "tile_gemm_bulk_kernel")
+    text = _int4_128x256_ptx(tmp_path, "tile_gemm_bulk_kernel",
+                             "const GemmParams p, const __grid_constant__ TileScaleMaps maps")
     assert "mbarrier.arrive.expect_tx.shared::cta.b64" in text
     bulk = re.findall(r"cp\.async\.bulk\.shared::cluster\.global\.mbarrier::complete_tx::bytes", text)
     assert len(bulk) >= 2, "activation and weight bulk copies"
+    tensor = re.findall(r"cp\.async\.bulk\.tensor\.3d\.shared::cluster\.global\.tile", text)
+    assert len(tensor) >= 2, "scale and zero-point tensor copies"
     assert "cp.async.mbarrier.arrive.noinc.shared::cta.b64" in text
     assert "setmaxnreg.dec.sync.aligned.u32 40" in text
     assert "setmaxnreg.inc.sync.aligned.u32 232" in text

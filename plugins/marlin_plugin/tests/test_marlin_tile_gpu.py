@@ -1,4 +1,4 @@
-"""On an SM90 GPU: the tile kernel (wgmma, M >= 33), every launch variant (barrier,
+"""On an SM90 GPU: the tile kernel (wgmma, M >= tile.TILE_MIN_M), every launch variant (barrier,
 warp-specialized, bulk producer, stream-K), against float64 for every format, M with and without tails, every tile shape
 and split with NaN-poisoned outputs, bias, and apply_weights through CUDA-graph replay and
 torch.compile(fullgraph=True)."""

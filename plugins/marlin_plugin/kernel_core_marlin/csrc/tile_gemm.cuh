@@ -350,9 +350,11 @@ __device__ __forceinline__ int lane_scale_word(int j, int lane) {
 
 // Consumer warp `warp` (0..7) of a block decodes its RW tiles of chunk j of a stage into A
 // fragments.
-// `word`: bytes from the stage to this lane's scale word of the chunk in the table of the block's
-// tile 0 (the tiles Layout::kScalePitch apart, the zero points at the same place of theirs).
-template <typename T, int FMT, int BMX, int RW, int KC = 1>
+// kWord: `word` gives the bytes from the stage to this lane's scale word of the chunk in the
+// table of the block's tile 0 (the tiles Layout::kScalePitch apart, the zero points at the same
+// place of theirs); else the word is the cp.async layout's (lane_scale_word), with no register
+// held for it (the stream-K instances have none to spare).
+template <typename T, int FMT, int BMX, int RW, int KC = 1, bool kWord = false>
 __device__ __forceinline__ void decode_chunk(const GemmParams& p, const unsigned char* stage,
                                              int j, int word, int warp, int lane,
                                              uint32_t zconst_pair, uint32_t (&a)[RW][4][4]) {
@@ -364,9 +366,17 @@ __device__ __forceinline__ void decode_chunk(const GemmParams& p, const unsigned
     uint4 wv[V];
 #pragma unroll
     for (int v = 0; v < V; ++v) {
-      wv[v] = *reinterpret_cast<const uint4*>(stage + Layout::w_offset(local, j, v) + lane * 16);
+      // Outside the bulk variant, the pre-v29 association ((stage + kW) + tile offset + lane):
+      // folding kW into the tile offset's immediate spilled 104 bytes in the 8-bit stream-K
+      // instance of 256 tokens (NOTES.md v30, after the last device call).
+      wv[v] = *reinterpret_cast<const uint4*>(
+          kWord ? stage + Layout::w_offset(local, j, v) + lane * 16
+                : stage + Layout::kW + ((local * KC + j) * V + v) * 512 + lane * 16);
     }
-    const unsigned char* sp = stage + word + local * Layout::kScalePitch;
+    // Without kWord the address keeps the form stage + constant + lane * 4, which ptxas folds
+    // without a register held across the loop (one more spilled the stream-K instances).
+    const unsigned char* sp = kWord ? stage + word + local * Layout::kScalePitch
+                                    : stage + Layout::s_offset(local, j) + lane * 4;
     const uint32_t sw = *reinterpret_cast<const uint32_t*>(sp);
     const uint32_t zw = p.zeros != nullptr
                             ? *reinterpret_cast<const uint32_t*>(sp + (Layout::kZeros -
@@ -631,8 +641,8 @@ __global__ void __launch_bounds__(256, 1) tile_gemm_kernel(const GemmParams p) {
     wait_async<kAhead - 1>();
     __syncthreads();
     issue();
-    decode_chunk<T, FMT, BMX, RW>(p, smem + read_stage * Layout::kStageBytes, 0,
-                                  lane_scale_word<Layout>(0, lane), warp, lane, zconst_pair, a);
+    decode_chunk<T, FMT, BMX, RW>(p, smem + read_stage * Layout::kStageBytes, 0, 0, warp, lane,
+                                  zconst_pair, a);
     mma_chunk_async<T, BMX, RW>(acc, a, desc0, read_stage * Layout::kStageBytes);
     wgmma_wait<1>();
     read_stage = read_stage + 1 == kStages ? 0 : read_stage + 1;
@@ -746,6 +756,18 @@ inline int tile_scale_box_groups(const GemmParams& p, int kc) {
   return p.gtab == nullptr && gs >= 16 && (gs & (gs - 1)) == 0 ? 4 * kc : 0;
 }
 
+// A consumer lane's place in tensor-copied scale tables (TileRing::scale_word): whether this
+// launch's tables came so, log2(group_size), the next chunk's first channel, the current
+// stage's, the lane's channel offset 16 (lane % 4). Empty for the cp.async layout.
+template <bool kTensorScales>
+struct TileScaleCursor {};
+
+template <>
+struct TileScaleCursor<true> {
+  bool tensor = false;
+  int shift = 0, k_next = 0, k_stage = 0, lane_k = 0;
+};
+
 #ifdef KCM_TILE_SM90
 // A consumer warp's place in the ring of the warp-specialized variants (1-3; threads 0..255).
 // chunk(): at a stage's first chunk wait on full[s], decode, issue the chunk's wgmmas, retire the
@@ -768,10 +790,7 @@ struct TileRing {
   int warp, lane;
   int chunks = 0;  // consumed so far: the next one's stage, place and phase parity derive from it
                    // (one register: the stream-K instances of 128 x 128 tokens have none to spare)
-  // kTensorScales: whether this launch's tables came by tensor copies, log2(group_size), the
-  // next chunk's first channel, the current stage's, this lane's channel offset (16 (lane % 4)).
-  bool tensor = false;
-  int shift = 0, k_next = 0, k_stage = 0, lane_k = 0;
+  TileScaleCursor<kTensorScales> cursor;  // kTensorScales: where the chunk's scale words lie
 
   __device__ __forceinline__ TileRing(const GemmParams& p, unsigned char* smem_, uint64_t* full_,
                                       uint64_t* empty_, int tid)
@@ -782,10 +801,11 @@ struct TileRing {
 
   // The tensor-copied tables' layout for this launch (maps.groups > 0), the block's first chunk.
   __device__ __forceinline__ void tensor_scales(const TileScaleMaps& maps, int c_begin) {
-    tensor = maps.groups > 0;
-    shift = maps.shift;
-    k_next = c_begin * 64;
-    lane_k = 16 * (lane & 3);
+    static_assert(kTensorScales, "the cp.async layout's ring keeps no cursor");
+    cursor.tensor = maps.groups > 0;
+    cursor.shift = maps.shift;
+    cursor.k_next = c_begin * 64;
+    cursor.lane_k = 16 * (lane & 3);
   }
 
   // This lane's scale word of chunk j (bytes from the stage, in tile 0's table): in a
@@ -793,10 +813,11 @@ struct TileRing {
   // stage's first group; advances to the next chunk.
   __device__ __forceinline__ int scale_word(int j) {
     if constexpr (kTensorScales) {
-      if (j == 0) k_stage = k_next;
-      const int slot = ((k_next + lane_k) >> shift) - (k_stage >> shift);
-      k_next += 64;
-      if (tensor) return Layout::kScales + slot * 32 + (lane >> 2) * 4;
+      TileScaleCursor<true>& c = cursor;
+      if (j == 0) c.k_stage = c.k_next;
+      const int slot = ((c.k_next + c.lane_k) >> c.shift) - (c.k_stage >> c.shift);
+      c.k_next += 64;
+      if (c.tensor) return Layout::kScales + slot * 32 + (lane >> 2) * 4;
     }
     return lane_scale_word<Layout>(j, lane);
   }
@@ -821,8 +842,8 @@ struct TileRing {
         }
       }
     } else if constexpr (PROBE != kTileProbeCopiesAlone) {
-      decode_chunk<T, FMT, BMX, RW, KC>(p, smem + stage * Layout::kStageBytes, j, scale_word(j),
-                                        warp, lane, zconst_pair, a);
+      decode_chunk<T, FMT, BMX, RW, KC, kTensorScales>(p, smem + stage * Layout::kStageBytes, j,
+                                                       scale_word(j), warp, lane, zconst_pair, a);
     }
     if constexpr (PROBE != kTileProbeCopiesAlone) {
       mma_chunk_async<T, BMX, RW>(acc, a, desc0,
@@ -933,7 +954,10 @@ enum TileBulkRole : int {
   kCopyScales = 3,
 };
 
-template <typename T, int FMT, int BMX, int RW, int KC = 1, int PROBE = kTileProbeOff>
+// kTensorScales (variant 2): the scale tables may go by tensor copies (TileScaleMaps); variant 3
+// keeps cp.async and none of that state (its producer runs on 40 registers).
+template <typename T, int FMT, int BMX, int RW, int KC = 1, int PROBE = kTileProbeOff,
+          bool kTensorScales = false>
 struct TileBulkCopies {
   using Layout = TileLayout<FMT, BMX, RW, KC>;
   static constexpr int V = VecCount<FMT>::value;
@@ -993,7 +1017,8 @@ struct TileBulkCopies {
 
   // Whether the scale (and zero-point) tables go by tensor copies.
   __device__ __forceinline__ bool tensor_scales() const {
-    return maps != nullptr && maps->groups > 0;
+    if constexpr (kTensorScales) return maps->groups > 0;
+    return false;
   }
 
   // Bytes the bulk and tensor copies of a stage of kc chunks bring (its expect_tx count): a
@@ -1038,7 +1063,7 @@ struct TileBulkCopies {
         }
       }
       copy_async_arrive(full);  // the barrier's 32 arrivals, whichever path copied
-      chunk += kc;
+      if constexpr (kTensorScales) chunk += kc;
     } else {
       if (w_copies && PROBE != kTileProbeNoCodeCopies) {
         bulk_copy_streamed(stage + Layout::w_offset(w_tile, 0, 0), w_next, kc * V * 512, full,
@@ -1101,8 +1126,8 @@ __global__ void __launch_bounds__(kTileWsThreads, 1)
 
   if (warp >= 8) {  // producer warpgroup: one copy role per warp
     setmaxnreg_dec<kTileWsProducerRegs>();
-    TileBulkCopies<T, FMT, BMX, RW, KC, PROBE> copies(p, blk.n_block, blk.m0, blk.c_begin,
-                                                      warp - 8, lane, &maps);
+    TileBulkCopies<T, FMT, BMX, RW, KC, PROBE, true> copies(p, blk.n_block, blk.m0, blk.c_begin,
+                                                            warp - 8, lane, &maps);
     const uint64_t policy = evict_first_policy();
     constexpr bool kCopies = PROBE != kTileProbeConsumersAlone && PROBE != kTileProbeWgmmaAlone;
     const int count = kCopies && copies.warp_copies() ? blk.count : 0;
