@@ -76,6 +76,9 @@ LIB.kcm_probe_tile_bulk_stage.argtypes = [ctypes.c_int] * 5 + [ctypes.c_void_p] 
 LIB.kcm_probe_tile_bulk_mode.restype = ctypes.c_int
 LIB.kcm_probe_tile_bulk_mode.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 5 + [
     ctypes.c_int] * 8 + [ctypes.c_void_p]
+#: Formats whose bulk kernel the shim builds with one and with two chunks a stage
+#: (kcm_probe_tile_bulk_stage: 4-bit codes).
+STAGE_CHUNK_FORMATS = ("int4_g128", "nvfp4_w4a16")
 #: The bulk kernel's probe modes (csrc/tile_gemm.cuh TileProbe), by the name a row carries.
 BULK_MODES = {"consumers-alone": 1, "wgmma-alone": 2, "copies-alone": 3,
               "no-activation-copies": 4, "no-scale-copies": 5, "no-code-copies": 6}
@@ -354,7 +357,7 @@ def time_formats(replays: int, m_values: tuple[int, ...], fmts: list[str], varia
                     prebuilt_image_time(packs, xs, outs, times, reps, replays, variants_us)
                     if bulk_modes and fmt == "int4_g128":
                         bulk_mode_times(packs, xs, outs, times, reps, replays, variants_us)
-                    if stage_chunks:
+                    if stage_chunks and fmt in STAGE_CHUNK_FORMATS:
                         bulk_stage_times(packs, xs, outs, times, reps, replays, variants_us,
                                          row_mismatches)
                 if permuted:
@@ -524,7 +527,8 @@ def main() -> None:
                         help="also time the barrier kernel on pre-permuted activations")
     parser.add_argument("--skip-checks", action="store_true")
     parser.add_argument("--stage-chunks", action="store_true",
-                        help="also time the bulk variant with one and two chunks per ring stage")
+                        help="also time the bulk variant with one and two chunks per ring stage "
+                             f"(formats {', '.join(STAGE_CHUNK_FORMATS)})")
     parser.add_argument("--bulk-modes", action="store_true",
                         help="also time the bulk variant's probe modes (int4 g128): consumers "
                              "alone, wgmma alone, copies alone, no activation / scale / code "

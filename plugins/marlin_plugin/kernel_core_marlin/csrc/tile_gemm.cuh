@@ -750,10 +750,18 @@ struct TileScaleMaps {
   int shift;          // log2(group_size)
 };
 
-// TileScaleMaps::groups for stages of kc chunks.
+// TileScaleMaps::groups for stages of kc chunks: 0 (cp.async) unless the groups are a power of
+// two without act-order, the table holds a group for every channel (the cp.async path clamps to
+// the last group where a malformed table holds fewer; a box would zero-fill real channels), and
+// the tables are 16-byte aligned as a tensor map needs.
 inline int tile_scale_box_groups(const GemmParams& p, int kc) {
   const int gs = p.group_size;
-  return p.gtab == nullptr && gs >= 16 && (gs & (gs - 1)) == 0 ? 4 * kc : 0;
+  const bool aligned = (reinterpret_cast<uintptr_t>(p.gscale) & 15) == 0 &&
+                       (reinterpret_cast<uintptr_t>(p.zeros) & 15) == 0;
+  return p.gtab == nullptr && gs >= 16 && (gs & (gs - 1)) == 0 &&
+                 static_cast<long long>(p.G) * gs >= p.K && aligned
+             ? 4 * kc
+             : 0;
 }
 
 // A consumer lane's place in tensor-copied scale tables (TileRing::scale_word): whether this

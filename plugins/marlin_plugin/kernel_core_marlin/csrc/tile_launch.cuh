@@ -50,19 +50,18 @@ struct TileKernel {
 };
 
 // The bulk variant's TileScaleMaps for a launch of kTiles-tile blocks and kc-chunk stages:
-// groups = 0 (cp.async tables) unless tile_scale_box_groups allows tensor copies.
-inline cudaError_t encode_tile_scale_maps(const GemmParams& p, int tiles, int kc,
-                                          TileScaleMaps& maps) {
+// groups = 0 (cp.async tables) unless tile_scale_box_groups allows tensor copies and both maps
+// encode (a driver without cuTensorMapEncodeTiled, or limits it refuses, keep cp.async).
+inline void encode_tile_scale_maps(const GemmParams& p, int tiles, int kc, TileScaleMaps& maps) {
   maps = {};
-  maps.groups = tile_scale_box_groups(p, kc);
-  if (maps.groups == 0) return cudaSuccess;
+  const int groups = tile_scale_box_groups(p, kc);
+  if (groups == 0) return;
   while ((1 << maps.shift) < p.group_size) ++maps.shift;
-  cudaError_t e = encode_words_3d(&maps.scales, p.gscale, 4, p.G, p.N16, maps.groups, tiles);
-  if (e == cudaSuccess) {
-    e = encode_words_3d(&maps.zeros, p.zeros != nullptr ? p.zeros : p.gscale, 4, p.G, p.N16,
-                        maps.groups, tiles);
+  if (encode_words_3d(&maps.scales, p.gscale, 4, p.G, p.N16, groups, tiles) == cudaSuccess &&
+      encode_words_3d(&maps.zeros, p.zeros != nullptr ? p.zeros : p.gscale, 4, p.G, p.N16,
+                      groups, tiles) == cudaSuccess) {
+    maps.groups = groups;
   }
-  return e;
 }
 
 // {magic, shift} with n / d = (umulhi(n, magic) + n) >> shift for 0 <= n < 2^31, 1 <= d < 2^31
@@ -118,8 +117,7 @@ int launch_tile_instance(const GemmParams& params, int split, cudaStream_t strea
   int launched;
   if constexpr (VARIANT == kTileBulk) {
     TileScaleMaps maps;
-    const int encoded = static_cast<int>(encode_tile_scale_maps(p, Layout::kTiles, KC, maps));
-    if (encoded != 0) return encoded;
+    encode_tile_scale_maps(p, Layout::kTiles, KC, maps);
     launched = static_cast<int>(cudaLaunchKernelEx(&config, kernel, p, maps));
   } else {
     launched = static_cast<int>(cudaLaunchKernelEx(&config, kernel, p));
