@@ -354,12 +354,17 @@ def time_formats(replays: int, m_values: tuple[int, ...], fmts: list[str], varia
                         "vs_dequant_matmul_rel_error": relative_error(out, ref),
                         "finite": bool(torch.isfinite(out).all())}
                 if 2 in per_variant_launches(times):
-                    prebuilt_image_time(packs, xs, outs, times, reps, replays, variants_us)
+                    images = [image_kernel(x, p.layer.weight.shape[1])
+                              for p, x in zip(packs, xs)]
+                    prebuilt_image_time(packs, xs, outs, images, times, reps, replays,
+                                        variants_us)
                     if bulk_modes and fmt == "int4_g128":
-                        bulk_mode_times(packs, xs, outs, times, reps, replays, variants_us)
+                        bulk_mode_times(packs, xs, outs, images, times, reps, replays,
+                                        variants_us)
                     if stage_chunks and fmt in STAGE_CHUNK_FORMATS:
-                        bulk_stage_times(packs, xs, outs, times, reps, replays, variants_us,
-                                         row_mismatches)
+                        bulk_stage_times(packs, xs, outs, images, times, reps, replays,
+                                         variants_us, row_mismatches)
+                    del images
                 if permuted:
                     permuted_x_variants(packs, xs, outs, times, reps, replays, chunks,
                                         variants_us)
@@ -402,13 +407,13 @@ def per_variant_launches(times: dict) -> set[int]:
     return {launch[0] for launch in times}
 
 
-def prebuilt_image_time(packs, xs, outs, times, reps: int, replays: int,
+def prebuilt_image_time(packs, xs, outs, images, times, reps: int, replays: int,
                         variants_us: dict) -> None:
-    """The best bulk-producer (variant 2) launch on activation images built before the replay:
-    the kernel alone, without the image pass the op (and the "tile bulk" rows) include."""
+    """The best bulk-producer (variant 2) launch on ``images`` (the activation images, built
+    before the replay): the kernel alone, without the image pass the op (and the "tile bulk"
+    rows) include."""
     mine = {launch: t for launch, t in times.items() if launch[0] == 2}
     best = min(mine, key=mine.get)
-    images = [image_kernel(x, p.layer.weight.shape[1]) for p, x in zip(packs, xs)]
     calls = [lambda p=p, x=x, o=o, i=i, a=best: p.tile(x, o, *a, x_img=i)
              for p, x, o, i in zip(packs, xs, outs, images)] * reps
     variants_us["prebuilt-image " + variant_name(*best)] = graph_time_us(calls, replays)
@@ -423,11 +428,11 @@ def best_bulk_launches(times: dict) -> list[tuple[int, int, int]]:
     return [(bmx, rw, split) for (bmx, rw), (_, split) in sorted(best.items())]
 
 
-def bulk_mode_times(packs, xs, outs, times, reps: int, replays: int, variants_us: dict) -> None:
+def bulk_mode_times(packs, xs, outs, images, times, reps: int, replays: int,
+                    variants_us: dict) -> None:
     """Per tile shape, the best bulk launch's split in each probe mode (BULK_MODES) beside the
-    kernel itself, all on prebuilt images: where a block's time goes (consumers, their wgmmas,
-    the copy pipeline, each class of copies)."""
-    images = [image_kernel(x, p.layer.weight.shape[1]) for p, x in zip(packs, xs)]
+    kernel itself, all on the prebuilt ``images``: where a block's time goes (consumers, their
+    wgmmas, the copy pipeline, each class of copies)."""
     for bmx, rw, split in best_bulk_launches(times):
         name = variant_name(2, bmx, rw, split)
         calls = [lambda p=p, x=x, o=o, i=i, a=(bmx, rw, split): p.tile(x, o, 2, *a, x_img=i)
@@ -440,12 +445,11 @@ def bulk_mode_times(packs, xs, outs, times, reps: int, replays: int, variants_us
             variants_us[f"mode {mode_name} " + name] = graph_time_us(calls, replays)
 
 
-def bulk_stage_times(packs, xs, outs, times, reps: int, replays: int, variants_us: dict,
-                     mismatches: list[str]) -> None:
+def bulk_stage_times(packs, xs, outs, images, times, reps: int, replays: int,
+                     variants_us: dict, mismatches: list[str]) -> None:
     """Per tile shape, the best bulk launch's split with one and with two chunks per ring stage
-    (prebuilt images: the kernel alone), side by side; the two must agree bit for bit (the same
-    wgmmas in the same order), else the launch is appended to ``mismatches``."""
-    images = [image_kernel(x, p.layer.weight.shape[1]) for p, x in zip(packs, xs)]
+    (on the prebuilt ``images``: the kernel alone), side by side; the two must agree bit for bit
+    (the same wgmmas in the same order), else the launch is appended to ``mismatches``."""
     for bmx, rw, split in best_bulk_launches(times):
         results = []
         for kc in (1, 2):

@@ -1452,6 +1452,17 @@ __global__ void __launch_bounds__(32 * (kWarps + 1), 1) stream_gemm_bulk_kernel(
 #endif
 }
 
+// log2(group_size) where the scale groups are a power of two without an act-order table, else
+// -1: where a group index is a shift of the channel (the host's view, for the launchers' plans).
+inline int power_of_two_group_shift(const GemmParams& p) {
+  if (p.gtab != nullptr || p.group_size <= 0 || (p.group_size & (p.group_size - 1)) != 0) {
+    return -1;
+  }
+  int shift = 0;
+  while ((1 << shift) < p.group_size) ++shift;
+  return shift;
+}
+
 // Shared-memory plan of a bulk launch for this device (sms multiprocessors, smem_limit bytes of
 // shared memory per block), or a cudaError_t value when the launch cannot be served.
 // min_stages: the fewest stages a plan with more than one tile or chunk per warp may have (3; 2
@@ -1476,11 +1487,7 @@ int plan_bulk(const GemmParams& p, int sms, int smem_limit, BulkPlan& plan, int&
   plan.decode = 1;
   blocks = p.N16 < sms ? p.N16 : sms;
   const int span_max = (p.N16 + blocks - 1) / blocks;
-  plan.group_shift = -1;
-  if (p.gtab == nullptr && p.group_size > 0 && (p.group_size & (p.group_size - 1)) == 0) {
-    plan.group_shift = 0;
-    while ((1 << plan.group_shift) < p.group_size) ++plan.group_shift;
-  }
+  plan.group_shift = power_of_two_group_shift(p);
   const int tables = p.zeros != nullptr ? 2 : 1;
   const int warp_tiles = wide ? bulk_max_tiles<MT, 16>() : bulk_max_tiles<MT, 8>();
   const int max_tiles = tiles_cap < warp_tiles ? tiles_cap : warp_tiles;

@@ -183,7 +183,6 @@ struct TileLayout {
   static constexpr int V = VecCount<FMT>::value;
   static constexpr int kRows = 128 * RW;  // weight rows per block: 2 warpgroups x RW x 64
   static constexpr int kTiles = kRows / 16;
-  static constexpr int kChunks = KC;
   static constexpr int kX = 0;                                 // KC x BMX rows x 128 bytes
   static constexpr int kW = KC * BMX * 128;                    // kTiles x KC x V x 512 bytes
   static constexpr int kScales = kW + kTiles * KC * V * 512;   // kTiles x KC x 128 bytes
@@ -755,13 +754,10 @@ struct TileScaleMaps {
 // the last group where a malformed table holds fewer; a box would zero-fill real channels), and
 // the tables are 16-byte aligned as a tensor map needs.
 inline int tile_scale_box_groups(const GemmParams& p, int kc) {
-  const int gs = p.group_size;
+  const int shift = power_of_two_group_shift(p);
   const bool aligned = (reinterpret_cast<uintptr_t>(p.gscale) & 15) == 0 &&
                        (reinterpret_cast<uintptr_t>(p.zeros) & 15) == 0;
-  return p.gtab == nullptr && gs >= 16 && (gs & (gs - 1)) == 0 &&
-                 static_cast<long long>(p.G) * gs >= p.K && aligned
-             ? 4 * kc
-             : 0;
+  return shift >= 4 && (static_cast<long long>(p.G) << shift) >= p.K && aligned ? 4 * kc : 0;
 }
 
 // A consumer lane's place in tensor-copied scale tables (TileRing::scale_word): whether this
@@ -951,10 +947,12 @@ __global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_ws_kernel(const G
 //   not copied (their rows are never stored). A copy may complete before the stage is armed:
 //   full[s] cannot complete its phase before the arming arrival. Stages of two chunks, where
 //   they fit, halve the codes copies (0-10% faster than one chunk a stage; NOTES.md v29);
-// - kCopyScales: the scale and zero-point words, 4-byte cp.async from the 32 lanes (a lane's word
-//   of a 16 x 64 tile is the group of its own 16 channels, i.e. words of up to four groups
-//   interleaved lane-major, not a contiguous run a bulk copy could place), signalled with
-//   cp.async.mbarrier.arrive.noinc: full[s] expects 1 + 32 arrivals and the stage's bulk bytes.
+// - kCopyScales: the scale and zero-point tables: with power-of-two groups and no act-order one
+//   3-D tensor copy per table and stage (TileScaleMaps: the stage's groups of all the block's
+//   tiles), else 4-byte cp.async from the 32 lanes (a lane's word of a 16 x 64 tile is the group
+//   of its own 16 channels, i.e. words of up to four groups interleaved lane-major); either way
+//   the 32 lanes then arrive by cp.async.mbarrier.arrive.noinc: full[s] expects 1 + 32 arrivals
+//   and the stage's bulk and tensor bytes.
 enum TileBulkRole : int {
   kCopyActivations = 0,
   kCopyWeightsLow = 1,
@@ -1112,8 +1110,8 @@ struct TileBulkCopies {
 
 // Bulk-producer variant (launch variant 2): the consumers of variant 1 unchanged
 // (tile_ws_consume), and a producer warpgroup whose four warps split every stage's copies
-// (TileBulkCopies: one activation bulk copy per chunk, one per weight tile and stage, 4-byte
-// cp.async for the scale and zero-point words). A stage holds KC chunks
+// (TileBulkCopies: one activation bulk copy per chunk, one per weight tile and stage, the scale
+// and zero-point tables by tensor copies or 4-byte cp.async). A stage holds KC chunks
 // (tile_bulk_stage_chunks), the block's last stage fewer where KC does not divide its count.
 template <typename T, int FMT, int BMX, int RW, int KC = 1, int PROBE = kTileProbeOff>
 __global__ void __launch_bounds__(kTileWsThreads, 1)

@@ -56,7 +56,7 @@ inline void encode_tile_scale_maps(const GemmParams& p, int tiles, int kc, TileS
   maps = {};
   const int groups = tile_scale_box_groups(p, kc);
   if (groups == 0) return;
-  while ((1 << maps.shift) < p.group_size) ++maps.shift;
+  maps.shift = power_of_two_group_shift(p);
   if (encode_words_3d(&maps.scales, p.gscale, 4, p.G, p.N16, groups, tiles) == cudaSuccess &&
       encode_words_3d(&maps.zeros, p.zeros != nullptr ? p.zeros : p.gscale, 4, p.G, p.N16,
                       groups, tiles) == cudaSuccess) {
