@@ -86,6 +86,7 @@ LIB.kcm_probe_dequantize.restype = ctypes.c_int
 LIB.kcm_probe_dequantize.argtypes = [ctypes.c_int] * 2 + [ctypes.c_void_p] * 6 + [
     ctypes.c_int] * 6 + [ctypes.c_void_p]
 SHAPES = ((28672, 8192), (8192, 28672), (10240, 8192), (8192, 8192))
+TILE_SHAPES = tuple(tile.TILE_SHAPES)
 KERNELS = {"mp": MarlinMPLinearKernel, "nvfp4": MarlinNvFp4LinearKernel,
            "mxfp4": MarlinMxFp4LinearKernel, "fp8": MarlinFp8LinearKernel,
            "mxfp8": MarlinMxfp8LinearKernel}
@@ -149,16 +150,14 @@ class Packed:
     def tile(self, x: torch.Tensor, out: torch.Tensor, variant: int, bmx: int, rw: int,
              split: int, bias: torch.Tensor | None = None,
              x_img: torch.Tensor | None = None) -> None:
-        """The bulk variants (tile.IMAGE_VARIANTS) read the activation image instead of x: built
-        here from x by the image kernel (as the op does, so their times include the image pass)
-        unless ``x_img`` is given."""
+        """Variant 2 reads the activation image instead of x: built here from x by the image
+        kernel (as the op does, so its times include the image pass) unless ``x_img`` is given."""
         w = self.layer.weight
-        image = variant in tile.IMAGE_VARIANTS
-        if image and x_img is None:
+        if variant == 2 and x_img is None:
             x_img = image_kernel(x, w.shape[1])
         code = LIB.kcm_probe_tile(
             int(x.dtype == torch.bfloat16), self.kernel._fmt, bmx, rw, split, variant,
-            x_img.data_ptr() if image else x.data_ptr(),
+            x_img.data_ptr() if variant == 2 else x.data_ptr(),
             w.data_ptr(), self.layer.weight_scale.data_ptr(), _ptr(self.zeros), _ptr(self.gtab),
             _ptr(self.chan), _ptr(bias), out.data_ptr(), x.shape[0], self.n, x.shape[1],
             w.shape[1], w.shape[0], self.layer.weight_scale.shape[1], self.kernel._group_size,
@@ -243,7 +242,7 @@ def check_formats(variants: list[int]) -> list[dict]:
             x2 = x.index_select(1, packed.perm).contiguous() if packed.perm is not None else x
             expected = x.double() @ reference.T + bias.double()
             for variant in variants:
-                for bmx, rw in tile.VARIANT_SHAPES[variant]:
+                for bmx, rw in TILE_SHAPES:
                     for split in sorted({1, min(3, chunks), min(8, chunks)}):
                         out = torch.full((m, config.out_features), float("nan"), device="cuda",
                                          dtype=config.act_dtype)
@@ -299,8 +298,7 @@ def time_formats(replays: int, m_values: tuple[int, ...], fmts: list[str], varia
             if fmt not in limits_of:
                 limits_of[fmt] = {
                     (v, b, r, sp): LIB.kcm_probe_tile_clusters(1, kernel._fmt, b, r, sp, v)
-                    for v in tile.TILE_VARIANTS for (b, r) in tile.VARIANT_SHAPES[v]
-                    for sp in range(1, 9)}
+                    for v in tile.TILE_VARIANTS for (b, r) in TILE_SHAPES for sp in range(1, 9)}
                 log(f"{fmt}: clusters that fit at once by (variant, bmx, rw, split): "
                     f"{limits_of[fmt]}")
             limits = limits_of[fmt]
@@ -326,7 +324,7 @@ def time_formats(replays: int, m_values: tuple[int, ...], fmts: list[str], varia
                 plan = tile.tile_plan(m, n, chunks, limits, sms, PROBED_CHUNK_US)
                 candidates = {(plan.variant, plan.bmx, plan.rw, plan.split)}
                 for variant in variants:
-                    for bmx, rw in tile.VARIANT_SHAPES[variant]:
+                    for bmx, rw in TILE_SHAPES:
                         if bmx > max(64, 2 ** math.ceil(math.log2(m))):
                             continue
                         candidates |= {(variant, bmx, rw, sp)
@@ -528,7 +526,7 @@ def main() -> None:
     parser.add_argument("--formats", default="int4_g128,nvfp4_w4a16")
     parser.add_argument("--variants", default=",".join(map(str, PROBED_VARIANTS)),
                         help="launch variants to check and time (0 barrier, 1 specialized, "
-                             "2 bulk producer, 4 bulk producer with four consumer warpgroups)")
+                             "2 bulk producer)")
     parser.add_argument("--permuted-x", action="store_true",
                         help="also time the barrier kernel on pre-permuted activations")
     parser.add_argument("--skip-checks", action="store_true")
@@ -560,8 +558,7 @@ def main() -> None:
         packed = Packed(kernel, layer, 28672)
         launches = [(torch.randn(m, 8192, device="cuda", dtype=torch.bfloat16),
                      torch.empty(m, 28672, device="cuda", dtype=torch.bfloat16), variant, shape)
-                    for m, shape in ((128, (128, 2, 1)), (64, (64, 2, 1))) for variant in variants
-                    if shape[:2] in tile.VARIANT_SHAPES[variant]]
+                    for m, shape in ((128, (128, 2, 1)), (64, (64, 2, 1))) for variant in variants]
         # Round-major, so that the last round holds one launch of each (shape, variant) and
         # run_gpu.sh (KCM_TILE_NCU) can select it with --launch-skip / --launch-count.
         for _ in range(args.ncu_warmup + 1):

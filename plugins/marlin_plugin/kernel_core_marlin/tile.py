@@ -34,9 +34,6 @@ __all__ = [
     "TILE_MAX_M",
     "TILE_SHAPES",
     "STREAM_K",
-    "BULK_WIDE",
-    "IMAGE_VARIANTS",
-    "VARIANT_SHAPES",
     "STREAM_CHUNK_US",
     "STREAM_SHAPES",
     "TileDispatch",
@@ -64,17 +61,11 @@ TILE_MAX_M = 512
 #: handoff); 2 bulk producer (variant 1's consumers, a producer warpgroup moving each chunk with
 #: bulk copies from the activation image of :mod:`kernel_core_marlin.x_image`, which the op
 #: builds); 3 stream-K (variant 2's warps, one block per SM, each taking an equal share of all
-#: the tiles' chunks; no clusters, split 1); 4 bulk producer with four consumer warpgroups of one
-#: 64-row block each instead of two of two (the same blocks, copies and wgmmas; twice the warps
-#: to hide the decode's latency; 64-token blocks of 256 rows only, :data:`VARIANT_SHAPES`). The
-#: planner weighs the variants with entries in :data:`CHUNK_US`.
-TILE_VARIANTS = {0: "barrier", 1: "specialized", 2: "bulk", 3: "stream-K", 4: "bulk-wide"}
+#: the tiles' chunks; no clusters, split 1). The planner weighs the variants with entries in
+#: :data:`CHUNK_US`.
+TILE_VARIANTS = {0: "barrier", 1: "specialized", 2: "bulk", 3: "stream-K"}
 #: The stream-K variant's number.
 STREAM_K = 3
-#: The four-warpgroup bulk variant's number.
-BULK_WIDE = 4
-#: Variants that read the activation image the op builds first (kernel_core_marlin.x_image).
-IMAGE_VARIANTS = (2, STREAM_K, BULK_WIDE)
 #: (bmx, rw) instances built, with the time one block of that shape takes per 64-channel chunk
 #: when it has its SM to itself (us, H100, probe runs 2-3, barrier variant: the same at 32 or 132
 #: blocks, so a per-SM cost, not a shared-bandwidth one).
@@ -96,12 +87,6 @@ BULK_CHUNK_US = {(64, 1): 0.350, (64, 2): 0.550, (128, 1): 0.442, (128, 2): 0.77
 #: The (bmx, rw) instances of the stream-K variant: all but 128 tokens x 256 rows, where ptxas
 #: serializes the wgmmas for want of registers (csrc/tile_launch.cuh, tile_instance_exists).
 STREAM_SHAPES = [shape for shape in TILE_SHAPES if shape != (128, 2)]
-#: The (bmx, rw) instances of each variant (csrc/tile_launch.cuh, tile_instance_exists): the
-#: four-warpgroup bulk variant has 64-token blocks of 256 rows only (one 64-row block per
-#: warpgroup at 96 registers a thread).
-VARIANT_SHAPES = {variant: (STREAM_SHAPES if variant == STREAM_K
-                            else [(64, 2)] if variant == BULK_WIDE else list(TILE_SHAPES))
-                  for variant in TILE_VARIANTS}
 #: Per-chunk times of the stream-K variant (us, H200, gpu/probe_stream_k.py
 #: ``marlin-stream-k-probe-h200-2026-11-28-run2.json``, ``one_tile``: 132 tiles, one whole tile
 #: per block, the same work as the bulk variant's 132 blocks, which took 0.461 / 0.515 / 0.786 us
@@ -127,7 +112,7 @@ MAX_SPLIT = 8
 #: against 6.4% with the others' 2; its image pass, one per call, also weighs more on the shorter
 #: blocks of a split).
 _BLOCK_OVERHEAD_CHUNKS = 4
-_SPLIT_OVERHEAD_CHUNKS = {0: 2, 1: 2, 2: 8, BULK_WIDE: 8}
+_SPLIT_OVERHEAD_CHUNKS = {0: 2, 1: 2, 2: 8}
 _SHARED_SM_SLOWDOWN = 1.8
 #: Fixed cost of a stream-K block in chunks by (bmx, rw): the ring fill and epilogue of any
 #: block, and the store and read-back of the pieces of the (at most two) tiles it shares, settled
@@ -167,7 +152,7 @@ def ideal_cluster_limits(sms: int) -> dict[tuple[int, int, int, int], int]:
     """One block per SM and no GPC boundaries: what a device reports at best (the measured
     limits, :func:`device_cluster_limits`, are lower for clusters of 4 and more)."""
     return {(variant, bmx, rw, split): sms // split for variant in TILE_VARIANTS
-            for (bmx, rw) in VARIANT_SHAPES[variant] for split in range(1, MAX_SPLIT + 1)}
+            for (bmx, rw) in TILE_SHAPES for split in range(1, MAX_SPLIT + 1)}
 
 
 def _waves_and_cost(m: int, n: int, chunks: int, shape: tuple[int, int, int], split: int,
@@ -202,10 +187,6 @@ def tile_plan(m: int, n: int, chunks: int, limits: ClusterLimits, sms: int,
     unknown = sorted({shape[0] for shape in chunk_us} - set(TILE_VARIANTS))
     if unknown:
         raise ValueError(f"tile variants must be among {sorted(TILE_VARIANTS)}, found {unknown}")
-    unbuilt = sorted(shape for shape in chunk_us if shape[1:] not in VARIANT_SHAPES[shape[0]])
-    if unbuilt:
-        raise ValueError(f"per-chunk times for (variant, bmx, rw) without an instance "
-                         f"(tile.VARIANT_SHAPES): {unbuilt}")
     best: tuple[float, tuple[int, int, int], int, int] | None = None
     for shape in chunk_us:
         _, bmx, rw = shape
@@ -258,13 +239,13 @@ def stream_workspace(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
 def device_cluster_limits(device: torch.device, fmt: int) -> ClusterLimits:
     """The device's answer (cudaOccupancyMaxActiveClusters) for every variant, shape and split.
 
-    Asked once per device and format (160 queries), not once per layer: the answer depends only on
+    Asked once per device and format (120 queries), not once per layer: the answer depends only on
     the compiled kernels, and a model has hundreds of layers of one format."""
     module = ops.extension(device)
     limits = {}
     with torch.cuda.device(device):
         for variant in TILE_VARIANTS:
-            for (bmx, rw) in VARIANT_SHAPES[variant]:
+            for (bmx, rw) in TILE_SHAPES:
                 for split in range(1, MAX_SPLIT + 1):
                     found = module.tile_clusters(fmt, bmx, rw, split, variant)
                     limits[(variant, bmx, rw, split)] = max(0, found)
@@ -320,7 +301,7 @@ def tile_gemm(
     variant: int,
 ) -> torch.Tensor:
     """``x [M, K]`` (16-bit, contiguous, SM90) times the packed weight: ``[M, n]`` in x's dtype.
-    Variants 2, 3 and 4 read the activation image (layout: :mod:`kernel_core_marlin.x_image`), built
+    Variants 2 and 3 read the activation image (layout: :mod:`kernel_core_marlin.x_image`), built
     here from x by the extension's image kernel; variant 3 also the device's
     :func:`stream_workspace` (left as it found it, so not a mutated argument)."""
     if x.data_ptr() % 4:  # the kernel copies activations a 4-byte channel pair at a time
@@ -331,7 +312,7 @@ def tile_gemm(
     partials, arrivals = stream_workspace(x.device) if variant == STREAM_K else (empty, empty)
     with torch.cuda.device(x.device):
         stream = torch.cuda.current_stream(x.device).cuda_stream
-        if variant in IMAGE_VARIANTS:
+        if variant >= 2:
             x_img = torch.empty((qweight.shape[1], (x.shape[0] + 7) // 8 * 8, 64), dtype=x.dtype,
                                 device=x.device)
             ops.extension(x.device).activation_image(x, x_img, stream)

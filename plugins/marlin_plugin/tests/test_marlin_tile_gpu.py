@@ -86,11 +86,10 @@ def _launch(kernel, layer, x2, bias, out, bmx: int, rw: int, split: int, variant
         value = getattr(layer, name, None)
         return value if value is not None else empty
 
-    # Variants 2-4 read the activation image instead of x: here the torch reference builds it
-    # (the op runs the extension's image kernel, tested against it below and through the op
+    # Variants 2 and 3 read the activation image instead of x: here the torch reference builds
+    # it (the op runs the extension's image kernel, tested against it below and through the op
     # tests).
-    x_img = (activation_image(x2, layer.weight.shape[1]) if variant in tile.IMAGE_VARIANTS
-             else empty)
+    x_img = activation_image(x2, layer.weight.shape[1]) if variant >= 2 else empty
     partials, arrivals = (tile.stream_workspace(x2.device) if variant == tile.STREAM_K
                           else (empty, empty))
     ops.extension().tile_gemm(
@@ -102,7 +101,7 @@ def _launch(kernel, layer, x2, bias, out, bmx: int, rw: int, split: int, variant
 
 def _shapes(variant: int) -> list[tuple[int, int]]:
     """The (bmx, rw) instances of a variant."""
-    return tile.VARIANT_SHAPES[variant]
+    return tile.STREAM_SHAPES if variant == tile.STREAM_K else list(tile.TILE_SHAPES)
 
 
 def _splits(variant: int, chunks: int) -> list[int]:
@@ -118,8 +117,7 @@ def _splits(variant: int, chunks: int) -> list[int]:
 def test_planned_tile_against_float64(name: str, m: int, variant: int) -> None:
     """The plan's shape and split for every M in every variant (apply_weights sends M >=
     TILE_MAX_M to decode + cuBLAS, the op serves any M; stream-K gets the plan among its own
-    shapes, the four-warpgroup variant its split for its one shape), output poisoned with NaN
-    first."""
+    shapes), output poisoned with NaN first."""
     config = FORMATS[name]
     kernel, layer, reference = _processed(config)
     x, x2, bias = _inputs(config, layer, m)
@@ -127,9 +125,6 @@ def test_planned_tile_against_float64(name: str, m: int, variant: int) -> None:
     plan = dispatch.plan(m)
     if variant == tile.STREAM_K:
         own = {key: us for key, us in tile.CHUNK_US.items() if key[0] == tile.STREAM_K}
-        plan = tile.tile_plan(m, dispatch.n, dispatch.chunks, dispatch.limits, dispatch.sms, own)
-    elif (plan.bmx, plan.rw) not in tile.VARIANT_SHAPES[variant]:
-        own = {(variant, bmx, rw): 1.0 for bmx, rw in tile.VARIANT_SHAPES[variant]}
         plan = tile.tile_plan(m, dispatch.n, dispatch.chunks, dispatch.limits, dispatch.sms, own)
     out = torch.full((m, config.out_features), float("nan"), device="cuda",
                      dtype=config.act_dtype)
@@ -159,8 +154,7 @@ def test_every_tile_shape_and_split(name: str, m: int, variant: int) -> None:
             assert error < 1e-2, (bmx, rw, split, error)
 
 
-@pytest.mark.parametrize("variant,split",
-                         [(1, 1), (1, 3), (2, 1), (2, 3), (3, 1), (4, 1), (4, 3)])
+@pytest.mark.parametrize("variant,split", [(1, 1), (1, 3), (2, 1), (2, 3), (3, 1)])
 def test_specialized_variant_over_many_ring_passes(split: int, variant: int) -> None:
     """A long K (448 chunks: dozens of passes over every stage, so the full/empty phases wrap
     many times) with a partial last row block and a partial token block; under stream-K each
@@ -184,7 +178,7 @@ def test_variants_agree() -> None:
     kernel, layer, _ = _processed(config)
     _, x2, bias = _inputs(config, layer, 128)
     outs = []
-    for variant in (0, 1, 2, tile.STREAM_K):
+    for variant in sorted(tile.TILE_VARIANTS):
         out = torch.full((128, config.out_features), float("nan"), device="cuda",
                          dtype=config.act_dtype)
         _launch(kernel, layer, x2, bias, out, 128, 1, 1, variant)
@@ -197,15 +191,6 @@ def test_variants_agree() -> None:
     again = torch.full_like(out, float("nan"))
     _launch(kernel, layer, x2, bias, again, 128, 1, 1, tile.STREAM_K)
     assert torch.equal(again.double(), outs[3])
-    # Four consumer warpgroups decode and multiply each 64-row block as two do, one block each
-    # instead of two: the same bits, with and without a cluster split.
-    for split in (1, 3):
-        pair = []
-        for variant in (2, tile.BULK_WIDE):
-            out = torch.full_like(again, float("nan"))
-            _launch(kernel, layer, x2, bias, out, 64, 2, split, variant)
-            pair.append(out)
-        assert torch.equal(pair[0], pair[1]), split
 
 
 @pytest.mark.parametrize("m", [1000, 77])
@@ -244,16 +229,6 @@ def test_stream_k_refusals() -> None:
             torch.cuda.current_stream().cuda_stream)
 
 
-def test_bulk_wide_refuses_other_shapes() -> None:
-    config = FORMATS["int4-g128-bf16"]
-    kernel, layer, _ = _processed(config)
-    _, x2, bias = _inputs(config, layer, 64)
-    out = torch.empty((64, config.out_features), device="cuda", dtype=config.act_dtype)
-    with pytest.raises(RuntimeError, match="has only the instance bmx=64, rw=2 .* found "
-                                           "bmx=128, rw=1"):
-        _launch(kernel, layer, x2, bias, out, 128, 1, 1, tile.BULK_WIDE)
-
-
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("m,k,chunks", [(1, 64, 1), (7, 208, 4), (8, 2048, 32), (65, 528, 9),
                                         (200, 8192, 128), (33, 1024, 20)])
@@ -283,14 +258,13 @@ def test_image_kernel_refuses_a_wrong_image() -> None:
         ops.extension(x.device).activation_image(x, half, stream)
 
 
-@pytest.mark.parametrize("variant", [1, 2, 3, 4])
+@pytest.mark.parametrize("variant", [1, 2, 3])
 def test_specialized_split_k_graph_replay(variant: int) -> None:
     """The specialized variants with a cluster split (stream-K: tiles shared by blocks) through
     the custom op under graph replay: partial sums must not leak between replays, the mbarriers
     are re-initialized per launch, variant 2 and 3's activation image is rebuilt from x inside
     the captured op, and stream-K's arrival counters are back at zero for each replay."""
     split = 1 if variant == tile.STREAM_K else 4
-    rw = 2 if variant == tile.BULK_WIDE else 1
     config = MPLinearLayerConfig(weight_shape=(256, 8192), group_size=128)
     kernel, layer, reference = _processed(config)
     x = torch.randn(64, 8192, device="cuda", dtype=config.act_dtype)
@@ -300,12 +274,12 @@ def test_specialized_split_k_graph_replay(variant: int) -> None:
                               getattr(layer, "weight_zero_point", None),
                               getattr(layer, "weight_group_table", None),
                               getattr(layer, "weight_channel_scale", None), None, kernel._fmt,
-                              256, kernel._group_size, kernel._zconst, 64, rw, split, variant)
+                              256, kernel._group_size, kernel._zconst, 64, 1, split, variant)
 
     _assert_graph_replays(run, x, lambda: x.double() @ reference.T)
 
 
-@pytest.mark.parametrize("variant", [1, 2, 3, 4])
+@pytest.mark.parametrize("variant", [1, 2, 3])
 def test_specialized_op_under_torch_compile(variant: int) -> None:
     config = FORMATS["nvfp4-fp16"]
     kernel, layer, reference = _processed(config)
@@ -316,8 +290,7 @@ def test_specialized_op_under_torch_compile(variant: int) -> None:
     def forward(inp: torch.Tensor) -> torch.Tensor:
         return tile.tile_gemm(inp, layer.weight, layer.weight_scale, None, None, chan, None,
                               kernel._fmt, config.out_features, kernel._group_size,
-                              kernel._zconst, *((64, 2) if variant == tile.BULK_WIDE else (128, 1)),
-                              1, variant) * 2
+                              kernel._zconst, 128, 1, 1, variant) * 2
 
     assert relative_error(forward(x), 2 * (x.double() @ reference.T)) < 1e-2
 

@@ -122,13 +122,10 @@ void tile_gemm(const torch::Tensor& x, const torch::Tensor& x_img, const torch::
               "kernel_core_marlin: out must be contiguous [M, N] in x's dtype");
   KC_CHECK(split >= 1 && split <= 8 && split <= qweight.size(1), "kernel_core_marlin: split must "
               "lie in [1, min(8, chunks=", qweight.size(1), ")], found ", split);
-  KC_CHECK(variant >= 0 && variant <= 4, "kernel_core_marlin: tile variant must be 0 (barrier), "
-              "1 (warp-specialized), 2 (bulk producer), 3 (stream-K) or 4 (bulk producer, four "
-              "consumer warpgroups), found ", variant);
-  KC_CHECK(variant != 4 || (bmx == 64 && rw == 2), "kernel_core_marlin: tile variant 4 (four "
-           "consumer warpgroups) has only the instance bmx=64, rw=2 (tile.VARIANT_SHAPES), found "
-           "bmx=", bmx, ", rw=", rw);
-  // Variants 2-4 read the activation image (x_image.py) instead of x: [C, M rounded up to 8, 64].
+  KC_CHECK(variant >= 0 && variant <= 3, "kernel_core_marlin: tile variant must be 0 (barrier), "
+              "1 (warp-specialized), 2 (bulk producer) or 3 (stream-K), found ", variant);
+  // Variants 2 and 3 read the activation image (x_image.py) instead of x: [C, M rounded up to 8,
+  // 64].
   const bool image = variant >= 2;
   if (image) {
     KC_CHECK(x_img.dim() == 3 && x_img.is_contiguous() && x_img.scalar_type() == x.scalar_type() &&

@@ -347,18 +347,17 @@ __device__ __forceinline__ int lane_scale_word(int j, int lane) {
   return Layout::s_offset(0, j) + lane * 4;
 }
 
-// Consumer warp `warp` (0..4 WG - 1) of a block decodes its RW tiles of chunk j of a stage into A
-// fragments (WG consumer warpgroups of RW 64-row blocks: the block's layout is TileLayout's of
-// RW WG / 2, see kTileBulkWide).
+// Consumer warp `warp` (0..7) of a block decodes its RW tiles of chunk j of a stage into A
+// fragments.
 // kWord: `word` gives the bytes from the stage to this lane's scale word of the chunk in the
 // table of the block's tile 0 (the tiles Layout::kScalePitch apart, the zero points at the same
 // place of theirs); else the word is the cp.async layout's (lane_scale_word), with no register
 // held for it (the stream-K instances have none to spare).
-template <typename T, int FMT, int BMX, int RW, int KC = 1, bool kWord = false, int WG = 2>
+template <typename T, int FMT, int BMX, int RW, int KC = 1, bool kWord = false>
 __device__ __forceinline__ void decode_chunk(const GemmParams& p, const unsigned char* stage,
                                              int j, int word, int warp, int lane,
                                              uint32_t zconst_pair, uint32_t (&a)[RW][4][4]) {
-  using Layout = TileLayout<FMT, BMX, RW * WG / 2, KC>;
+  using Layout = TileLayout<FMT, BMX, RW, KC>;
   constexpr int V = VecCount<FMT>::value;
 #pragma unroll
   for (int r = 0; r < RW; ++r) {
@@ -443,10 +442,10 @@ __device__ __forceinline__ void run_chunks(int count, float (&acc)[RW][kAcc], Co
 }
 
 // The weight row of half `half` (row g or g + 8) of consumer thread `tid`'s tile r in the block
-// of 64 RW WG weight rows n_block: warp w owns the 16-row tiles ((w / 4) RW + r) 4 + w % 4.
-template <int FMT, int BMX, int RW, int WG = 2>
+// of 128 RW weight rows n_block: warp w owns the 16-row tiles ((w / 4) RW + r) 4 + w % 4.
+template <int FMT, int BMX, int RW>
 __device__ __forceinline__ int tile_output_row(int n_block, int tid, int r, int half) {
-  using Layout = TileLayout<FMT, BMX, RW * WG / 2>;
+  using Layout = TileLayout<FMT, BMX, RW>;
   const int warp = tid >> 5;
   return (n_block * Layout::kTiles + ((warp >> 2) * RW + r) * 4 + (warp & 3)) * 16 +
          ((tid & 31) >> 2) + 8 * half;
@@ -461,10 +460,10 @@ __device__ __forceinline__ int tile_output_token(int m0, int tid, int e) {
 // Writes chan[n] * value + bias[n] as T for element (r, e) of consumer thread `tid`'s
 // accumulators in the block of 128 RW weight rows n_block and tokens from m0 (the split-K
 // epilogue's share of elements; a whole block goes through store_block).
-template <typename T, int FMT, int BMX, int RW, int WG = 2>
+template <typename T, int FMT, int BMX, int RW>
 __device__ __forceinline__ void store_output(const GemmParams& p, int n_block, int m0, int tid,
                                              int r, int e, float value) {
-  const int n = tile_output_row<FMT, BMX, RW, WG>(n_block, tid, r, (e >> 1) & 1);
+  const int n = tile_output_row<FMT, BMX, RW>(n_block, tid, r, (e >> 1) & 1);
   const int m = tile_output_token(m0, tid, e);
   if (n >= p.N || m >= p.M) return;
   const T* bias = static_cast<const T*>(p.bias);
@@ -477,7 +476,7 @@ __device__ __forceinline__ void store_output(const GemmParams& p, int n_block, i
 // unconditional, its address selected. A branch or predicate around the stores, inside the stream-K
 // kernel's segment loop, made ptxas treat the ring's stage and the wgmma descriptors as
 // per-thread values (see TileStream).
-static __device__ uint16_t tile_discard[512];  // one per translation unit and consumer thread
+static __device__ uint16_t tile_discard[256];  // one per translation unit
 
 // Writes a block's outputs from per-thread values laid out as the wgmma accumulators (element e
 // of vals[r]: weight row g + 8 ((e >> 1) & 1) of the warp's tile r, token 8 (e >> 2) + 2 t +
@@ -485,7 +484,7 @@ static __device__ uint16_t tile_discard[512];  // one per translation unit and c
 // N - 1 and store to tile_discard). Tile R, then the next by recursion: a compile-time r, which
 // `#pragma unroll` did not guarantee inside the stream kernel's segment loop (vals went to local
 // memory there).
-template <typename T, int FMT, int BMX, int RW, int WG = 2, int R = 0>
+template <typename T, int FMT, int BMX, int RW, int R = 0>
 __device__ __forceinline__ void store_block(const GemmParams& p, int n_block, int m0, int tid,
                                             const float (&vals)[RW][BMX / 2]) {
   if constexpr (R < RW) {
@@ -493,7 +492,7 @@ __device__ __forceinline__ void store_block(const GemmParams& p, int n_block, in
     T* out = static_cast<T*>(p.out);
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      const int n = tile_output_row<FMT, BMX, RW, WG>(n_block, tid, R, half);
+      const int n = tile_output_row<FMT, BMX, RW>(n_block, tid, R, half);
       const bool row_ok = n < p.N;
       const int row = row_ok ? n : p.N - 1;
       const float cs = p.chan != nullptr ? p.chan[row] : 1.0f;
@@ -509,7 +508,7 @@ __device__ __forceinline__ void store_block(const GemmParams& p, int n_block, in
         }
       }
     }
-    store_block<T, FMT, BMX, RW, WG, R + 1>(p, n_block, m0, tid, vals);
+    store_block<T, FMT, BMX, RW, R + 1>(p, n_block, m0, tid, vals);
   }
 }
 
@@ -531,24 +530,23 @@ struct TileBlock {
   }
 };
 
-// Writes chan[n] * acc + bias[n] of consumer thread `tid` (0..128 WG - 1), or with split-K first adds
+// Writes chan[n] * acc + bias[n] of consumer thread `tid` (0..255), or with split-K first adds
 // the partial sums of the cluster: every block parks its sums in its own ring (thread-major,
 // conflict-free), then block `rank` adds the rank-th share of the elements over the whole
 // cluster. Threads that hold no sums (a producer warpgroup) call tile_epilogue_barriers instead.
-template <typename T, int FMT, int BMX, int RW, int WG = 2>
+template <typename T, int FMT, int BMX, int RW>
 __device__ __forceinline__ void tile_epilogue(const GemmParams& p, float (&acc)[RW][BMX / 2],
                                               unsigned char* smem, const TileBlock& blk, int tid) {
-  constexpr int kThreads = 128 * WG;  // consumer threads: the partial sums' pitch
   const int split = blk.split;
   const int rank = blk.rank;
   const int n_block = blk.n_block;
   const int m0 = blk.m0;
   constexpr int kAcc = BMX / 2;
   auto store = [&](int r, int e, float value) {
-    store_output<T, FMT, BMX, RW, WG>(p, n_block, m0, tid, r, e, value);
+    store_output<T, FMT, BMX, RW>(p, n_block, m0, tid, r, e, value);
   };
   if (split == 1) {
-    store_block<T, FMT, BMX, RW, WG>(p, n_block, m0, tid, acc);
+    store_block<T, FMT, BMX, RW>(p, n_block, m0, tid, acc);
     return;
   }
   __syncthreads();
@@ -556,7 +554,7 @@ __device__ __forceinline__ void tile_epilogue(const GemmParams& p, float (&acc)[
 #pragma unroll
   for (int r = 0; r < RW; ++r) {
 #pragma unroll
-    for (int e = 0; e < kAcc; ++e) partial[(r * kAcc + e) * kThreads + tid] = acc[r][e];
+    for (int e = 0; e < kAcc; ++e) partial[(r * kAcc + e) * 256 + tid] = acc[r][e];
   }
   blk.cluster.sync();
   constexpr int kTotal = RW * kAcc;
@@ -570,7 +568,7 @@ __device__ __forceinline__ void tile_epilogue(const GemmParams& p, float (&acc)[
       const float* peer = blk.cluster.map_shared_rank(partial, q);
 #pragma unroll
       for (int u = 0; u < 8; ++u) {
-        if (b + u < hi) sum[u] += peer[(b + u) * kThreads + tid];
+        if (b + u < hi) sum[u] += peer[(b + u) * 256 + tid];
       }
     }
 #pragma unroll
@@ -687,7 +685,7 @@ __device__ __forceinline__ void setmaxnreg_inc() {
 #ifdef KCM_TILE_SM90
 // The warp-specialized variants' (1-3) shared memory: the ring's stages, then the full[kStages]
 // and empty[kStages] mbarriers, initialized by thread 0 (full expecting `full_arrivals` per
-// phase, empty one arrival per consumer warp: `consumer_warps`) before a block-wide barrier.
+// phase, empty one arrival per consumer warp) before a block-wide barrier.
 template <int FMT, int BMX, int RW, int KC = 1>
 struct TileRingMemory {
   using Layout = TileLayout<FMT, BMX, RW, KC>;
@@ -695,15 +693,14 @@ struct TileRingMemory {
   uint64_t* full;
   uint64_t* empty;
 
-  __device__ __forceinline__ TileRingMemory(unsigned char* raw, int full_arrivals,
-                                            int consumer_warps = 8)
+  __device__ __forceinline__ TileRingMemory(unsigned char* raw, int full_arrivals)
       : smem(tile_smem(raw)) {
     full = reinterpret_cast<uint64_t*>(smem + Layout::kBarriers);
     empty = full + Layout::kStages;
     if (threadIdx.x == 0) {
       for (int s = 0; s < Layout::kStages; ++s) {
         mbarrier_init(full + s, full_arrivals);
-        mbarrier_init(empty + s, consumer_warps);
+        mbarrier_init(empty + s, 8);
       }
       mbarrier_init_fence();
     }
@@ -718,14 +715,6 @@ constexpr int kTileWsThreads = 384;
 //: (2 x 128 x 232 + 128 x 40 = 384 x 168, the launch allocation at one block per SM).
 constexpr int kTileWsConsumerRegs = 232;
 constexpr int kTileWsProducerRegs = 40;
-
-//: Threads with WG consumer warpgroups (the bulk variant also runs with four: kTileBulkWide).
-//: Four keep the launch's registers (640 x 96 of the SM's 65536) and move none: setmaxnreg.inc
-//: takes only what a setmaxnreg.dec of the same block released (a first build that raised the
-//: consumers to 112 against a producer at 48 hung in the inc: 6144 released, 8192 asked), and
-//: ptxas fits the four-warpgroup consumers in 96 without spills.
-template <int WG>
-constexpr int kTileWsThreadsOf = 128 * (WG + 1);
 
 //: The bulk kernel's PROBE modes (gpu/probe_tile.py --bulk-modes; the output is then not the
 //: product): the consumers alone on whatever the ring holds (no copies, no waits), the same
@@ -793,12 +782,10 @@ struct TileScaleCursor<true> {
 // kTensorScales (variant 2): the stage's scale tables may have come by tensor copies
 // (TileScaleMaps, [tile][group][8 words]); a lane's word then follows the chunks' channels
 // (scale_word). Variants 1 and 3 keep the cp.async layout and none of those registers.
-// WG: consumer warpgroups of RW 64-row blocks each (the block's layout is TileLayout's of
-// RW WG / 2).
 template <typename T, int FMT, int BMX, int RW, int KC = 1, int PROBE = kTileProbeOff,
-          bool kTensorScales = false, int WG = 2>
+          bool kTensorScales = false>
 struct TileRing {
-  using Layout = TileLayout<FMT, BMX, RW * WG / 2, KC>;
+  using Layout = TileLayout<FMT, BMX, RW, KC>;
   unsigned char* smem;
   uint64_t* full;
   uint64_t* empty;
@@ -859,9 +846,8 @@ struct TileRing {
         }
       }
     } else if constexpr (PROBE != kTileProbeCopiesAlone) {
-      decode_chunk<T, FMT, BMX, RW, KC, kTensorScales, WG>(p, smem + stage * Layout::kStageBytes,
-                                                           j, scale_word(j), warp, lane,
-                                                           zconst_pair, a);
+      decode_chunk<T, FMT, BMX, RW, KC, kTensorScales>(p, smem + stage * Layout::kStageBytes, j,
+                                                       scale_word(j), warp, lane, zconst_pair, a);
     }
     if constexpr (PROBE != kTileProbeCopiesAlone) {
       mma_chunk_async<T, BMX, RW>(acc, a, desc0,
@@ -878,17 +864,17 @@ struct TileRing {
 // The consumer warpgroups of variants 1 and 2: the block's chunks through the ring, then the
 // epilogue.
 template <typename T, int FMT, int BMX, int RW, int KC = 1, int PROBE = kTileProbeOff,
-          bool kTensorScales = false, int WG = 2>
+          bool kTensorScales = false>
 __device__ __forceinline__ void tile_ws_consume(const GemmParams& p, unsigned char* smem,
                                                 uint64_t* full, uint64_t* empty,
                                                 const TileBlock& blk, int tid,
                                                 const TileScaleMaps* maps = nullptr) {
-  if constexpr (WG == 2) setmaxnreg_inc<kTileWsConsumerRegs>();  // four: kTileWsThreadsOf
+  setmaxnreg_inc<kTileWsConsumerRegs>();
   float acc[RW][BMX / 2];
-  TileRing<T, FMT, BMX, RW, KC, PROBE, kTensorScales, WG> ring(p, smem, full, empty, tid);
+  TileRing<T, FMT, BMX, RW, KC, PROBE, kTensorScales> ring(p, smem, full, empty, tid);
   if constexpr (kTensorScales) ring.tensor_scales(*maps, blk.c_begin);
   run_chunks(blk.count, acc, [&](uint32_t (&a)[RW][4][4]) { ring.chunk(p, acc, a); });
-  tile_epilogue<T, FMT, BMX, RW, WG>(p, acc, smem, blk, tid);
+  tile_epilogue<T, FMT, BMX, RW>(p, acc, smem, blk, tid);
 }
 #endif
 
@@ -1127,23 +1113,16 @@ struct TileBulkCopies {
 // (TileBulkCopies: one activation bulk copy per chunk, one per weight tile and stage, the scale
 // and zero-point tables by tensor copies or 4-byte cp.async). A stage holds KC chunks
 // (tile_bulk_stage_chunks), the block's last stage fewer where KC does not divide its count.
-// WG = 4 (kTileBulkWide): the block's 128 RW weight rows go to four consumer warpgroups of RW / 2
-// 64-row blocks each instead of two of RW: the same stages, copies and wgmmas, twice the warps
-// per SM sub-partition to hide the decode's latency (at 96 registers a thread), the lever that
-// moved the stream kernel's consumers (NOTES.md v28, v31).
-template <typename T, int FMT, int BMX, int RW, int KC = 1, int PROBE = kTileProbeOff, int WG = 2>
-__global__ void __launch_bounds__(kTileWsThreadsOf<WG>, 1)
+template <typename T, int FMT, int BMX, int RW, int KC = 1, int PROBE = kTileProbeOff>
+__global__ void __launch_bounds__(kTileWsThreads, 1)
     tile_gemm_bulk_kernel(const GemmParams p, const __grid_constant__ TileScaleMaps maps) {
 #ifdef KCM_TILE_SM90
-  static_assert(WG == 2 || (WG == 4 && RW % 2 == 0), "four warpgroups split an even RW");
-  constexpr int kConsumerWarps = 4 * WG;
-  constexpr int kWarpRW = RW * 2 / WG;  // 64-row blocks per consumer warpgroup
   using Layout = TileLayout<FMT, BMX, RW, KC>;
   constexpr int kStages = Layout::kStages;
   extern __shared__ unsigned char tile_smem_raw[];
   const TileBlock blk(p, BMX);
   // full[s]: the arming arrival (expect_tx) and 32 cp.async arrivals.
-  const TileRingMemory<FMT, BMX, RW, KC> mem(tile_smem_raw, 1 + 32, kConsumerWarps);
+  const TileRingMemory<FMT, BMX, RW, KC> mem(tile_smem_raw, 1 + 32);
   unsigned char* smem = mem.smem;
   uint64_t* full = mem.full;
   uint64_t* empty = mem.empty;
@@ -1151,10 +1130,10 @@ __global__ void __launch_bounds__(kTileWsThreadsOf<WG>, 1)
   const int lane = tid & 31;
   const int warp = tid >> 5;
 
-  if (warp >= kConsumerWarps) {  // producer warpgroup: one copy role per warp
-    if constexpr (WG == 2) setmaxnreg_dec<kTileWsProducerRegs>();
+  if (warp >= 8) {  // producer warpgroup: one copy role per warp
+    setmaxnreg_dec<kTileWsProducerRegs>();
     TileBulkCopies<T, FMT, BMX, RW, KC, PROBE, true> copies(p, blk.n_block, blk.m0, blk.c_begin,
-                                                            warp - kConsumerWarps, lane, &maps);
+                                                            warp - 8, lane, &maps);
     const uint64_t policy = evict_first_policy();
     constexpr bool kCopies = PROBE != kTileProbeConsumersAlone && PROBE != kTileProbeWgmmaAlone;
     const int count = kCopies && copies.warp_copies() ? blk.count : 0;
@@ -1173,8 +1152,7 @@ __global__ void __launch_bounds__(kTileWsThreadsOf<WG>, 1)
     wait_async<0>();
     tile_epilogue_barriers(blk);
   } else {  // consumer warpgroups
-    tile_ws_consume<T, FMT, BMX, kWarpRW, KC, PROBE, true, WG>(p, smem, full, empty, blk, tid,
-                                                             &maps);
+    tile_ws_consume<T, FMT, BMX, RW, KC, PROBE, true>(p, smem, full, empty, blk, tid, &maps);
   }
 #else
   __trap();  // built for another architecture: the host dispatch sends only SM90 here

@@ -12,25 +12,14 @@ namespace kcm {
 // 1 tile_gemm_ws_kernel (a producer warpgroup, mbarrier handoff per stage), 2 tile_gemm_bulk_kernel
 // (variant 1's consumers, a producer warpgroup of bulk copies; p.x is the activation image),
 // 3 tile_gemm_stream_kernel (variant 2 on a stream-K division of the work; p.x the image, p.partials
-// and p.arrivals its workspace), 4 tile_gemm_bulk_kernel with four consumer warpgroups (blocks of
-// rw = 2 only: each warpgroup decodes one 64-row block).
-enum TileVariant : int {
-  kTileBarrier = 0,
-  kTileSpecialized = 1,
-  kTileBulk = 2,
-  kTileStream = 3,
-  kTileBulkWide = 4,
-};
+// and p.arrivals its workspace).
+enum TileVariant : int { kTileBarrier = 0, kTileSpecialized = 1, kTileBulk = 2, kTileStream = 3 };
 
-constexpr bool tile_variant_is_bulk(int variant) {
-  return variant == kTileBulk || variant == kTileBulkWide;
-}
-
-// Chunks per ring stage of a variant's instance: the bulk variants' tile_bulk_stage_chunks, one
+// Chunks per ring stage of a variant's instance: the bulk variant's tile_bulk_stage_chunks, one
 // for the others.
 template <int VARIANT, int FMT, int BMX, int RW>
 constexpr int kTileStageChunks =
-    tile_variant_is_bulk(VARIANT) ? tile_bulk_stage_chunks(VecCount<FMT>::value, BMX, RW) : 1;
+    VARIANT == kTileBulk ? tile_bulk_stage_chunks(VecCount<FMT>::value, BMX, RW) : 1;
 
 // The kernel of a variant, its threads and its dynamic shared memory (KC: chunks per stage, the
 // bulk variant's only; a probe may pick another).
@@ -38,9 +27,8 @@ template <typename T, int FMT, int BMX, int RW, bool XP, int VARIANT,
           int KC = kTileStageChunks<VARIANT, FMT, BMX, RW>, int PROBE = kTileProbeOff>
 struct TileKernel {
   using Layout = TileLayout<FMT, BMX, RW, KC>;
-  static_assert(tile_variant_is_bulk(VARIANT) || KC == 1, "two chunks a stage: bulk variants only");
-  static_assert(tile_variant_is_bulk(VARIANT) || PROBE == kTileProbeOff,
-                "probe modes: bulk variants only");
+  static_assert(VARIANT == kTileBulk || KC == 1, "two chunks a stage: bulk variant only");
+  static_assert(VARIANT == kTileBulk || PROBE == kTileProbeOff, "probe modes: bulk variant only");
   static_assert(VARIANT == kTileBarrier || !XP, "pre-permuted activations: barrier variant only");
   // Only the variant's own kernel is instantiated (a conditional expression would instantiate
   // all four).
@@ -49,8 +37,6 @@ struct TileKernel {
       return tile_gemm_stream_kernel<T, FMT, BMX, RW>;
     } else if constexpr (VARIANT == kTileBulk) {
       return tile_gemm_bulk_kernel<T, FMT, BMX, RW, KC, PROBE>;
-    } else if constexpr (VARIANT == kTileBulkWide) {
-      return tile_gemm_bulk_kernel<T, FMT, BMX, RW, KC, PROBE, 4>;
     } else if constexpr (VARIANT == kTileSpecialized) {
       return tile_gemm_ws_kernel<T, FMT, BMX, RW>;
     } else {
@@ -58,9 +44,7 @@ struct TileKernel {
     }
   }
   static constexpr auto kernel = pick();
-  static constexpr int kThreads = VARIANT == kTileBarrier    ? 256
-                                  : VARIANT == kTileBulkWide ? kTileWsThreadsOf<4>
-                                                             : kTileWsThreads;
+  static constexpr int kThreads = VARIANT == kTileBarrier ? 256 : kTileWsThreads;
   static constexpr size_t kSmemBytes =
       VARIANT == kTileBarrier ? Layout::kSmemBytes : Layout::kSmemBytesWs;
 };
@@ -131,7 +115,7 @@ int launch_tile_instance(const GemmParams& params, int split, cudaStream_t strea
   config.attrs = &cluster;
   config.numAttrs = 1;
   int launched;
-  if constexpr (tile_variant_is_bulk(VARIANT)) {
+  if constexpr (VARIANT == kTileBulk) {
     TileScaleMaps maps;
     encode_tile_scale_maps(p, Layout::kTiles, KC, maps);
     launched = static_cast<int>(cudaLaunchKernelEx(&config, kernel, p, maps));
@@ -168,11 +152,9 @@ int tile_clusters_instance(int split) {
 
 // Whether variant VARIANT has an instance of (bmx, rw): stream-K has none of 128 x 128 tokens x
 // 256 rows (ptxas serializes its wgmmas for want of registers there: the 128 accumulators and 64
-// A registers per thread leave no room for the segment loop; NOTES.md v20); the four-warpgroup
-// bulk variant only the 64-token blocks of 256 rows (one 64-row block a warpgroup, 96 registers).
+// A registers per thread leave no room for the segment loop; NOTES.md v20).
 template <int VARIANT>
 constexpr bool tile_instance_exists(int bmx, int rw) {
-  if (VARIANT == kTileBulkWide) return bmx == 64 && rw == 2;
   return !(VARIANT == kTileStream && bmx == 128 && rw == 2);
 }
 
@@ -205,9 +187,6 @@ int launch_tile_shape(const GemmParams& p, int bmx, int rw, int split, int varia
     return launch_tile_variant<T, FMT, kTileSpecialized>(p, bmx, rw, split, stream);
   }
   if (variant == kTileBulk) return launch_tile_variant<T, FMT, kTileBulk>(p, bmx, rw, split, stream);
-  if (variant == kTileBulkWide) {
-    return launch_tile_variant<T, FMT, kTileBulkWide>(p, bmx, rw, split, stream);
-  }
   if (variant == kTileStream) {
     return launch_tile_variant<T, FMT, kTileStream>(p, bmx, rw, split, stream);
   }
@@ -243,7 +222,6 @@ int tile_clusters_typed(int fmt, int bmx, int rw, int split, int variant) {
     return tile_clusters_variant<T, kTileSpecialized>(fmt, bmx, rw, split);
   }
   if (variant == kTileBulk) return tile_clusters_variant<T, kTileBulk>(fmt, bmx, rw, split);
-  if (variant == kTileBulkWide) return tile_clusters_variant<T, kTileBulkWide>(fmt, bmx, rw, split);
   if (variant == kTileStream) return tile_clusters_variant<T, kTileStream>(fmt, bmx, rw, split);
   return -static_cast<int>(cudaErrorInvalidValue);
 }
