@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
       code, blocks, plan.tiles_per_pass, plan.stages, plan.chunks, plan.group_shift, plan.group_cap, plan.wslot, plan.sslot,
       plan.scale_off, plan.zero_off, plan.x_off, plan.xstride, plan.stage_bytes, plan.red_off,
       plan.bar_off,
-      code == 0 && kcm::widest_passes_whole((p.N16 + blocks - 1) / blocks, plan.tiles_per_pass)
+      code == 0 && kcm::widest_passes_whole(kcm::widest_block_tiles(p.N16, blocks), plan.tiles_per_pass)
           ? "true"
           : "false");
   return 0;

@@ -790,7 +790,7 @@ struct BulkPlan {
 struct BulkMaps {
   CUtensorMap codes[2];
   CUtensorMap scales[2];
-  CUtensorMap zeros[2];
+  CUtensorMap zeros[2];  // encoded only with zero points (zero bytes, never read, otherwise)
   int box_tiles[2];
 };
 
@@ -960,6 +960,12 @@ __device__ __forceinline__ void allow_dependent_launch() {
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 }
 #endif
+
+// Row tiles of the widest of `blocks` blocks sharing the N16 tiles (the kernel gives block b the
+// tiles [b N16 / blocks, (b + 1) N16 / blocks)): the blocks that set a launch's time.
+__host__ __device__ constexpr int widest_block_tiles(int n16, int blocks) {
+  return (n16 + blocks - 1) / blocks;
+}
 
 // The tile range of pass `pass` of a block: [tile0, tile0 + ntiles).
 __device__ __forceinline__ void pass_tiles(int t_begin, int span, int passes, int pass, int& tile0,
@@ -1486,7 +1492,7 @@ int plan_bulk(const GemmParams& p, int sms, int smem_limit, BulkPlan& plan, int&
   }
   plan.decode = 1;
   blocks = p.N16 < sms ? p.N16 : sms;
-  const int span_max = (p.N16 + blocks - 1) / blocks;
+  const int span_max = widest_block_tiles(p.N16, blocks);
   plan.group_shift = power_of_two_group_shift(p);
   const int tables = p.zeros != nullptr ? 2 : 1;
   const int warp_tiles = wide ? bulk_max_tiles<MT, 16>() : bulk_max_tiles<MT, 8>();
@@ -1588,10 +1594,8 @@ cudaError_t encode_bulk_maps(const GemmParams& p, const BulkPlan& plan, BulkMaps
     if (e == cudaSuccess) {
       e = encode_words_3d(&maps.scales[b], p.gscale, 4, p.G, p.N16, plan.group_cap, tiles);
     }
-    // Without zero points the map is never read; it boxes the scales so the struct is whole.
-    if (e == cudaSuccess) {
-      e = encode_words_3d(&maps.zeros[b], p.zeros != nullptr ? p.zeros : p.gscale, 4, p.G, p.N16,
-                          plan.group_cap, tiles);
+    if (e == cudaSuccess && p.zeros != nullptr) {
+      e = encode_words_3d(&maps.zeros[b], p.zeros, 4, p.G, p.N16, plan.group_cap, tiles);
     }
     if (e != cudaSuccess) return e;
   }
@@ -1636,7 +1640,7 @@ int launch_gemm_bulk(const GemmParams& p, cudaStream_t stream, int tiles_cap = 1
                                          min_stages);
   plan.decode = decode;
   if (planned != 0) return planned;
-  BulkMaps maps;
+  BulkMaps maps = {};
   err = encode_bulk_maps<VecCount<FMT>::value>(p, plan, maps);
   if (err != cudaSuccess) return static_cast<int>(err);
   const size_t bytes = static_cast<size_t>(plan.bar_off) + 2 * plan.stages * sizeof(uint64_t);
@@ -1665,13 +1669,14 @@ int launch_gemm_bulk(const GemmParams& p, cudaStream_t stream, int tiles_cap = 1
     // group's spare places and never stores them).
     if constexpr (FMT == kInt4 && MT == 1) {
       if (flat && p.WK == 16 && scale_after && scale_groups_hold_chunks(p) &&
-          (p.N16 + blocks - 1) / blocks <= kBulkTileGroup) {
+          widest_block_tiles(p.N16, blocks) <= kBulkTileGroup) {
         return run(stream_gemm_bulk_kernel<T, FMT, MT, true, 16, false, true>);
       }
     }
     if constexpr (VecCount<FMT>::value == 1 && MT <= 2) {
       if (flat && p.WK <= 8) {
-        const bool whole = widest_passes_whole((p.N16 + blocks - 1) / blocks, plan.tiles_per_pass);
+        const bool whole = widest_passes_whole(widest_block_tiles(p.N16, blocks),
+                                               plan.tiles_per_pass);
         if (!scale_after) {
           if (whole) return run(stream_gemm_bulk_kernel<T, FMT, MT, true, 8>);
           return run(stream_gemm_bulk_kernel<T, FMT, MT, true, 8, true>);

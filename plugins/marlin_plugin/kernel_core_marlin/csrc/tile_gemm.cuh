@@ -744,7 +744,7 @@ enum TileProbe : int {
 // sizes not a power of two).
 struct TileScaleMaps {
   CUtensorMap scales;
-  CUtensorMap zeros;  // boxes the scales when there are no zero points (never read then)
+  CUtensorMap zeros;  // encoded only with zero points (zero bytes, never read, otherwise)
   int groups;         // groups a stage's box holds (4 KC), 0 for the cp.async path
   int shift;          // log2(group_size)
 };

@@ -58,8 +58,8 @@ inline void encode_tile_scale_maps(const GemmParams& p, int tiles, int kc, TileS
   if (groups == 0) return;
   maps.shift = power_of_two_group_shift(p);
   if (encode_words_3d(&maps.scales, p.gscale, 4, p.G, p.N16, groups, tiles) == cudaSuccess &&
-      encode_words_3d(&maps.zeros, p.zeros != nullptr ? p.zeros : p.gscale, 4, p.G, p.N16,
-                      groups, tiles) == cudaSuccess) {
+      (p.zeros == nullptr ||
+       encode_words_3d(&maps.zeros, p.zeros, 4, p.G, p.N16, groups, tiles) == cudaSuccess)) {
     maps.groups = groups;
   }
 }
