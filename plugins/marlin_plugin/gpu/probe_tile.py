@@ -81,7 +81,8 @@ LIB.kcm_probe_tile_bulk_mode.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] *
 STAGE_CHUNK_FORMATS = ("int4_g128", "nvfp4_w4a16")
 #: The bulk kernel's probe modes (csrc/tile_gemm.cuh TileProbe), by the name a row carries.
 BULK_MODES = {"consumers-alone": 1, "wgmma-alone": 2, "copies-alone": 3,
-              "no-activation-copies": 4, "no-scale-copies": 5, "no-code-copies": 6}
+              "no-activation-copies": 4, "no-scale-copies": 5, "no-code-copies": 6,
+              "decode-alone": 7}
 LIB.kcm_probe_dequantize.restype = ctypes.c_int
 LIB.kcm_probe_dequantize.argtypes = [ctypes.c_int] * 2 + [ctypes.c_void_p] * 6 + [
     ctypes.c_int] * 6 + [ctypes.c_void_p]
@@ -536,7 +537,7 @@ def main() -> None:
     parser.add_argument("--bulk-modes", action="store_true",
                         help="also time the bulk variant's probe modes (int4 g128): consumers "
                              "alone, wgmma alone, copies alone, no activation / scale / code "
-                             "copies")
+                             "copies, decode alone")
     parser.add_argument("--ncu-target", action="store_true",
                         help="only run 128/2/1 at M=128 and 64/2/1 at M=64 on 28672x8192 int4 in "
                              "every variant (for Nsight Compute): --ncu-warmup rounds over every "

@@ -149,7 +149,7 @@ namespace {
 // Mode `mode` if it is MODE or a later one of the probe modes, by recursion over them.
 template <int BMX, int RW, int MODE = kcm::kTileProbeConsumersAlone>
 int launch_bulk_mode(int mode, const kcm::GemmParams& p, int split, cudaStream_t s) {
-  if constexpr (MODE > kcm::kTileProbeNoCodeCopies) {
+  if constexpr (MODE > kcm::kTileProbeDecodeAlone) {
     return static_cast<int>(cudaErrorInvalidValue);
   } else {
     if (mode != MODE) return launch_bulk_mode<BMX, RW, MODE + 1>(mode, p, split, s);

@@ -85,6 +85,14 @@ __device__ __forceinline__ uint32_t mul2(uint32_t a, uint32_t b) {
   return *reinterpret_cast<uint32_t*>(&r);
 }
 
+template <typename T>
+__device__ __forceinline__ uint32_t fma2(uint32_t a, uint32_t b, uint32_t c) {
+  using T2 = typename Half2Traits<T>::T2;
+  T2 r = __hfma2(*reinterpret_cast<T2*>(&a), *reinterpret_cast<T2*>(&b),
+                 *reinterpret_cast<T2*>(&c));
+  return *reinterpret_cast<uint32_t*>(&r);
+}
+
 // Explicit conversions: torch builds CUDA code with __CUDA_NO_HALF_CONVERSIONS__ and
 // __CUDA_NO_BFLOAT16_CONVERSIONS__, which remove the implicit ones.
 __device__ __forceinline__ float to_float(half v) { return __half2float(v); }

@@ -719,8 +719,12 @@ constexpr int kTileWsProducerRegs = 40;
 //: The bulk kernel's PROBE modes (gpu/probe_tile.py --bulk-modes; the output is then not the
 //: product): the consumers alone on whatever the ring holds (no copies, no waits), the same
 //: without the decode (the wgmmas on fixed fragments), the copy pipeline alone (every stage
-//: waited for and released, nothing decoded or multiplied), and the whole kernel without one
-//: class of copies (activations, scale and zero words, codes: the stage holds stale bytes there).
+//: waited for and released, nothing decoded or multiplied), the whole kernel without one
+//: class of copies (activations, scale and zero words, codes: the stage holds stale bytes there),
+//: and the consumers' decode alone (no copies, no waits, no wgmmas; ptxas drops fragments nothing
+//: reads, so each k16 step's four are folded into a running value by two HFMA2, stored only where
+//: M < 0, i.e. never: TileRing::sink): with the consumers alone and the wgmmas alone, whether the
+//: decode and the wgmmas overlap.
 enum TileProbe : int {
   kTileProbeOff = 0,
   kTileProbeConsumersAlone = 1,
@@ -729,7 +733,14 @@ enum TileProbe : int {
   kTileProbeNoActivationCopies = 4,
   kTileProbeNoScaleCopies = 5,
   kTileProbeNoCodeCopies = 6,
+  kTileProbeDecodeAlone = 7,
 };
+
+//: Probe modes without copies (the consumers run on whatever the ring holds, without waits).
+constexpr bool tile_probe_without_copies(int probe) {
+  return probe == kTileProbeConsumersAlone || probe == kTileProbeWgmmaAlone ||
+         probe == kTileProbeDecodeAlone;
+}
 
 // The bulk variant's scale and zero-point tables as TMA tensor maps, encoded per launch
 // (encode_tile_scale_maps) and passed as a __grid_constant__ parameter. With group sizes of a
@@ -795,6 +806,7 @@ struct TileRing {
   int chunks = 0;  // consumed so far: the next one's stage, place and phase parity derive from it
                    // (one register: the stream-K instances of 128 x 128 tokens have none to spare)
   TileScaleCursor<kTensorScales> cursor;  // kTensorScales: where the chunk's scale words lie
+  uint32_t sink = 0;  // kTileProbeDecodeAlone: the decoded fragments, folded (see TileProbe)
 
   __device__ __forceinline__ TileRing(const GemmParams& p, unsigned char* smem_, uint64_t* full_,
                                       uint64_t* empty_, int tid)
@@ -828,7 +840,7 @@ struct TileRing {
 
   __device__ __forceinline__ void chunk(const GemmParams& p, float (&acc)[RW][BMX / 2],
                                         uint32_t (&a)[RW][4][4]) {
-    constexpr bool kWaits = PROBE != kTileProbeConsumersAlone && PROBE != kTileProbeWgmmaAlone;
+    constexpr bool kWaits = !tile_probe_without_copies(PROBE);
     const int j = chunks % KC;  // KC is 1 or 2: no division
     const int slot = chunks / KC;
     const int stage = slot % Layout::kStages;
@@ -849,7 +861,16 @@ struct TileRing {
       decode_chunk<T, FMT, BMX, RW, KC, kTensorScales>(p, smem + stage * Layout::kStageBytes, j,
                                                        scale_word(j), warp, lane, zconst_pair, a);
     }
-    if constexpr (PROBE != kTileProbeCopiesAlone) {
+    if constexpr (PROBE == kTileProbeDecodeAlone) {
+#pragma unroll
+      for (int r = 0; r < RW; ++r) {
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          sink = fma2<T>(a[r][q][0], a[r][q][1], sink);
+          sink = fma2<T>(a[r][q][2], a[r][q][3], sink);
+        }
+      }
+    } else if constexpr (PROBE != kTileProbeCopiesAlone) {
       mma_chunk_async<T, BMX, RW>(acc, a, desc0,
                                   stage * Layout::kStageBytes + Layout::x_offset(j));
       wgmma_wait<1>();
@@ -874,6 +895,9 @@ __device__ __forceinline__ void tile_ws_consume(const GemmParams& p, unsigned ch
   TileRing<T, FMT, BMX, RW, KC, PROBE, kTensorScales> ring(p, smem, full, empty, tid);
   if constexpr (kTensorScales) ring.tensor_scales(*maps, blk.c_begin);
   run_chunks(blk.count, acc, [&](uint32_t (&a)[RW][4][4]) { ring.chunk(p, acc, a); });
+  if constexpr (PROBE == kTileProbeDecodeAlone) {
+    if (p.M < 0) static_cast<uint32_t*>(p.out)[tid] = ring.sink;  // never: keeps the decode
+  }
   tile_epilogue<T, FMT, BMX, RW>(p, acc, smem, blk, tid);
 }
 #endif
@@ -1135,7 +1159,7 @@ __global__ void __launch_bounds__(kTileWsThreads, 1)
     TileBulkCopies<T, FMT, BMX, RW, KC, PROBE, true> copies(p, blk.n_block, blk.m0, blk.c_begin,
                                                             warp - 8, lane, &maps);
     const uint64_t policy = evict_first_policy();
-    constexpr bool kCopies = PROBE != kTileProbeConsumersAlone && PROBE != kTileProbeWgmmaAlone;
+    constexpr bool kCopies = !tile_probe_without_copies(PROBE);
     const int count = kCopies && copies.warp_copies() ? blk.count : 0;
     int stage = 0;
     int round = 0;
