@@ -1594,6 +1594,7 @@ inline cudaError_t encode_words_3d(CUtensorMap* map, const void* base, int inner
 // group_cap x tiles, for passes of tiles_per_pass and of one tile fewer.
 template <int V>
 cudaError_t encode_bulk_maps(const GemmParams& p, const BulkPlan& plan, BulkMaps& maps) {
+  maps = {};  // the zero-point maps stay zero bytes without zero points
   maps.box_tiles[0] = plan.tiles_per_pass;
   maps.box_tiles[1] = plan.tiles_per_pass > 1 ? plan.tiles_per_pass - 1 : 1;
   for (int b = 0; b < 2; ++b) {
@@ -1648,7 +1649,7 @@ int launch_gemm_bulk(const GemmParams& p, cudaStream_t stream, int tiles_cap = 1
                                          min_stages);
   plan.decode = decode;
   if (planned != 0) return planned;
-  BulkMaps maps = {};
+  BulkMaps maps;
   err = encode_bulk_maps<VecCount<FMT>::value>(p, plan, maps);
   if (err != cudaSuccess) return static_cast<int>(err);
   const size_t bytes = static_cast<size_t>(plan.bar_off) + 2 * plan.stages * sizeof(uint64_t);

@@ -722,9 +722,9 @@ constexpr int kTileWsProducerRegs = 40;
 //: waited for and released, nothing decoded or multiplied), the whole kernel without one
 //: class of copies (activations, scale and zero words, codes: the stage holds stale bytes there),
 //: and the consumers' decode alone (no copies, no waits, no wgmmas; ptxas drops fragments nothing
-//: reads, so each k16 step's four are folded into a running value by two HFMA2, stored only where
-//: M < 0, i.e. never: TileRing::sink): with the consumers alone and the wgmmas alone, whether the
-//: decode and the wgmmas overlap.
+//: reads, so each tile's four fragments of a k16 step are folded into one of four running values
+//: by two HFMA2, stored only where M < 0, i.e. never: TileRing::sink): with the consumers alone
+//: and the wgmmas alone, whether the decode and the wgmmas overlap.
 enum TileProbe : int {
   kTileProbeOff = 0,
   kTileProbeConsumersAlone = 1,
@@ -806,7 +806,7 @@ struct TileRing {
   int chunks = 0;  // consumed so far: the next one's stage, place and phase parity derive from it
                    // (one register: the stream-K instances of 128 x 128 tokens have none to spare)
   TileScaleCursor<kTensorScales> cursor;  // kTensorScales: where the chunk's scale words lie
-  uint32_t sink = 0;  // kTileProbeDecodeAlone: the decoded fragments, folded (see TileProbe)
+  uint32_t sink[4] = {};  // kTileProbeDecodeAlone: the fragments folded per k16 step (TileProbe)
 
   __device__ __forceinline__ TileRing(const GemmParams& p, unsigned char* smem_, uint64_t* full_,
                                       uint64_t* empty_, int tid)
@@ -865,9 +865,9 @@ struct TileRing {
 #pragma unroll
       for (int r = 0; r < RW; ++r) {
 #pragma unroll
-        for (int q = 0; q < 4; ++q) {
-          sink = fma2<T>(a[r][q][0], a[r][q][1], sink);
-          sink = fma2<T>(a[r][q][2], a[r][q][3], sink);
+        for (int q = 0; q < 4; ++q) {  // four chains of 2 RW a chunk, not one of 8 RW
+          sink[q] = fma2<T>(a[r][q][0], a[r][q][1], sink[q]);
+          sink[q] = fma2<T>(a[r][q][2], a[r][q][3], sink[q]);
         }
       }
     } else if constexpr (PROBE != kTileProbeCopiesAlone) {
@@ -896,7 +896,10 @@ __device__ __forceinline__ void tile_ws_consume(const GemmParams& p, unsigned ch
   if constexpr (kTensorScales) ring.tensor_scales(*maps, blk.c_begin);
   run_chunks(blk.count, acc, [&](uint32_t (&a)[RW][4][4]) { ring.chunk(p, acc, a); });
   if constexpr (PROBE == kTileProbeDecodeAlone) {
-    if (p.M < 0) static_cast<uint32_t*>(p.out)[tid] = ring.sink;  // never: keeps the decode
+    if (p.M < 0) {  // never: keeps the decode
+      static_cast<uint32_t*>(p.out)[tid] =
+          ring.sink[0] ^ ring.sink[1] ^ ring.sink[2] ^ ring.sink[3];
+    }
   }
   tile_epilogue<T, FMT, BMX, RW>(p, acc, smem, blk, tid);
 }
