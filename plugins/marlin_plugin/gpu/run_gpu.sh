@@ -8,6 +8,8 @@
 # KCM_BENCH=0 skips the benchmark, KCM_BENCH_ARGS adds options to it (e.g. --quick), KCM_BENCH_TIMEOUT
 # bounds it (its JSON is rewritten after every shape);
 # KCM_PROBE=1 runs the stream pipelines' timing probe (gpu/probe_stream.py) before the benchmark;
+# KCM_STREAM_K_PROBE=1 the stream-K tile variant against the bulk one (gpu/probe_stream_k.py, through
+# the extension; KCM_STREAM_K_PROBE_TIMEOUT, 200 s) after the tests;
 # KCM_TILE_PROBE=1 the tile kernel's probe (gpu/probe_tile.py, every launch variant 0,1,2, M from
 # KCM_TILE_PROBE_M; KCM_TILE_PROBE_ARGS adds options, e.g. --stage-chunks --variants 2), building
 # gpu/build/libkcm_tile_probe.so first unless a carried one matches.
@@ -59,6 +61,13 @@ if [ "${KCM_PROBE:-0}" = "1" ]; then
   start=$(date +%s)
   timeout "${KCM_PROBE_TIMEOUT:-200}" python3 plugins/marlin_plugin/gpu/probe_stream.py --out "$OUT/probe_stream.json"
   echo "probe: $(( $(date +%s) - start )) s"
+fi
+if [ "${KCM_STREAM_K_PROBE:-0}" = "1" ]; then
+  start=$(date +%s)
+  PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}.:plugins/marlin_plugin:benchmarks \
+    timeout "${KCM_STREAM_K_PROBE_TIMEOUT:-200}" python3 plugins/marlin_plugin/gpu/probe_stream_k.py \
+    --out "$OUT/probe_stream_k.json"
+  echo "stream-K probe: $(( $(date +%s) - start )) s"
 fi
 # gpu/build/libkcm_tile_probe.so, built unless a carried one matches the sources.
 tile_probe_library() {

@@ -79,7 +79,10 @@ def _inputs(config, layer, m: int):
     return x, x2, bias
 
 
-def _launch(kernel, layer, x2, bias, out, bmx: int, rw: int, split: int, variant: int) -> None:
+def _launch(kernel, layer, x2, bias, out, bmx: int, rw: int, split: int, variant: int,
+            stream_blocks: int | None = None) -> None:
+    """The extension's tile launch; stream-K on the device's workspace, its grid cut to
+    ``stream_blocks`` blocks when given (one per SM otherwise: the workspace's counters)."""
     empty = x2.new_empty(0)
 
     def given(name: str) -> torch.Tensor:
@@ -92,6 +95,7 @@ def _launch(kernel, layer, x2, bias, out, bmx: int, rw: int, split: int, variant
     x_img = activation_image(x2, layer.weight.shape[1]) if variant >= 2 else empty
     partials, arrivals = (tile.stream_workspace(x2.device) if variant == tile.STREAM_K
                           else (empty, empty))
+    arrivals = arrivals[:stream_blocks]
     ops.extension().tile_gemm(
         x2, x_img, layer.weight, layer.weight_scale, given("weight_zero_point"),
         given("weight_group_table"), given("weight_channel_scale"), bias, out, partials,
@@ -205,6 +209,33 @@ def test_stream_k_blocks_over_many_tiles(m: int) -> None:
     for bmx, rw in tile.STREAM_SHAPES:
         out = torch.full((m, 4096), float("nan"), device="cuda", dtype=config.act_dtype)
         _launch(kernel, layer, x2, bias, out, bmx, rw, 1, tile.STREAM_K)
+        assert bool(torch.isfinite(out).all()), (bmx, rw)
+        assert relative_error(out, expected) < 1e-2, (bmx, rw, relative_error(out, expected))
+        assert int(tile.stream_workspace(x.device)[1].abs().sum()) == 0, (bmx, rw)
+
+
+#: Layers of 19 chunks (odd: segments end in a stage's first chunk with two-chunk stages) with
+#: the scale tables by tensor copies (int4 g64) and by cp.async (act-order, zero points).
+ODD_CHUNK_LAYERS = {
+    "int4-g64-bf16": MPLinearLayerConfig(weight_shape=(1024, 1216), group_size=64),
+    "act-order-uint4-zp-fp16": MPLinearLayerConfig(
+        weight_shape=(1024, 1216), weight_type=scalar_types.uint4, zero_points=True,
+        group_size=64, has_g_idx=True, act_dtype=torch.float16),
+}
+
+
+@pytest.mark.parametrize("name", list(ODD_CHUNK_LAYERS))
+@pytest.mark.parametrize("blocks", [1, 7, 66])
+def test_stream_k_on_fewer_blocks(name: str, blocks: int) -> None:
+    """The grid cut to a few blocks (the workspace's counters set the block count): long
+    segments over many ring passes, odd ones among them."""
+    config = ODD_CHUNK_LAYERS[name]
+    kernel, layer, reference = _processed(config)
+    x, x2, bias = _inputs(config, layer, 100)
+    expected = x.double() @ reference.T + bias.double()
+    for bmx, rw in tile.STREAM_SHAPES:
+        out = torch.full((100, 1024), float("nan"), device="cuda", dtype=config.act_dtype)
+        _launch(kernel, layer, x2, bias, out, bmx, rw, 1, tile.STREAM_K, stream_blocks=blocks)
         assert bool(torch.isfinite(out).all()), (bmx, rw)
         assert relative_error(out, expected) < 1e-2, (bmx, rw, relative_error(out, expected))
         assert int(tile.stream_workspace(x.device)[1].abs().sum()) == 0, (bmx, rw)

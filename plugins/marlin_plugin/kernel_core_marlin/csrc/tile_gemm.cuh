@@ -790,9 +790,9 @@ struct TileScaleCursor<true> {
 // stage on empty[s'] (one arrival per warp: its last chunk's wgmmas have just retired). The stage
 // of a run's last chunk is released by the next run's first chunk (variant 3: the next segment),
 // a block's very last one never (nothing waits for it).
-// kTensorScales (variant 2): the stage's scale tables may have come by tensor copies
+// kTensorScales (variants 2 and 3): the stage's scale tables may have come by tensor copies
 // (TileScaleMaps, [tile][group][8 words]); a lane's word then follows the chunks' channels
-// (scale_word). Variants 1 and 3 keep the cp.async layout and none of those registers.
+// (scale_word). Variant 1 keeps the cp.async layout and none of those registers.
 template <typename T, int FMT, int BMX, int RW, int KC = 1, int PROBE = kTileProbeOff,
           bool kTensorScales = false>
 struct TileRing {
@@ -822,6 +822,15 @@ struct TileRing {
     cursor.shift = maps.shift;
     cursor.k_next = c_begin * 64;
     cursor.lane_k = 16 * (lane & 3);
+  }
+
+  // Starts a run of chunks at chunk c_begin of its tile (stream-K: a segment; its first chunk
+  // is a stage's first, as the producer starts each run on a fresh stage), with the tables'
+  // cursor there. The previous run's last stage, however few of its KC chunks it held, is
+  // released by this run's first chunk.
+  __device__ __forceinline__ void begin_run(const TileScaleMaps& maps, int c_begin) {
+    chunks = (chunks + KC - 1) / KC * KC;
+    tensor_scales(maps, c_begin);
   }
 
   // This lane's scale word of chunk j (bytes from the stage, in tile 0's table): in a
@@ -987,8 +996,7 @@ enum TileBulkRole : int {
   kCopyScales = 3,
 };
 
-// kTensorScales (variant 2): the scale tables may go by tensor copies (TileScaleMaps); variant 3
-// keeps cp.async and none of that state (its producer runs on 40 registers).
+// kTensorScales (variants 2 and 3): the scale tables may go by tensor copies (TileScaleMaps).
 template <typename T, int FMT, int BMX, int RW, int KC = 1, int PROBE = kTileProbeOff,
           bool kTensorScales = false>
 struct TileBulkCopies {
@@ -1350,15 +1358,18 @@ __device__ __forceinline__ void tile_stream_settle(const GemmParams& p, int tid)
   }
 }
 
-// Variant 3's consumer warpgroups: variant 2's consumers, segment after segment.
-template <typename T, int FMT, int BMX, int RW>
+// Variant 3's consumer warpgroups: variant 2's consumers (stages of KC chunks, the tables
+// possibly by tensor copies), segment after segment.
+template <typename T, int FMT, int BMX, int RW, int KC>
 __device__ __forceinline__ void tile_stream_consume(const GemmParams& p, unsigned char* smem,
-                                                    uint64_t* full, uint64_t* empty, int tid) {
+                                                    uint64_t* full, uint64_t* empty, int tid,
+                                                    const TileScaleMaps& maps) {
   setmaxnreg_inc<kTileWsConsumerRegs>();
-  TileRing<T, FMT, BMX, RW> ring(p, smem, full, empty, tid);
+  TileRing<T, FMT, BMX, RW, KC, kTileProbeOff, true> ring(p, smem, full, empty, tid);
   TileSegment seg;
   while (seg.advance<BMX, RW>(p)) {
     float acc[RW][BMX / 2];  // per segment: nothing flows into the next one's wgmmas
+    ring.begin_run(maps, seg.unit - seg.tile(p) * p.C);
     run_chunks(seg.count, acc, [&](uint32_t (&a)[RW][4][4]) { ring.chunk(p, acc, a); });
     tile_stream_epilogue<T, FMT, BMX, RW>(p, acc, seg, tid);
   }
@@ -1366,14 +1377,16 @@ __device__ __forceinline__ void tile_stream_consume(const GemmParams& p, unsigne
 }
 
 // Variant 3's producer warpgroup: variant 2's copy roles, segment after segment, in lockstep
-// through the ring. Every warp arrives on full[s] for every chunk (the weight warps once per
-// chunk by lane 0, even when the segment's tiles give them nothing to copy), so no warp can run
-// a whole ring pass ahead of or behind the consumers, where an mbarrier parity would alias.
-template <typename T, int FMT, int BMX, int RW>
+// through the ring. A segment starts on a fresh stage (a stage's chunks are one tile's: its
+// codes one copy per tile, its tables one box), so its last stage may hold fewer than KC. Every
+// warp arrives on full[s] for every stage (the weight warps once per stage by lane 0, even when
+// the segment's tiles give them nothing to copy), so no warp can run a whole ring pass ahead of
+// or behind the consumers, where an mbarrier parity would alias.
+template <typename T, int FMT, int BMX, int RW, int KC>
 __device__ __forceinline__ void tile_stream_produce(const GemmParams& p, unsigned char* smem,
                                                     uint64_t* full, uint64_t* empty, int role,
-                                                    int lane) {
-  using Layout = TileLayout<FMT, BMX, RW>;
+                                                    int lane, const TileScaleMaps& maps) {
+  using Layout = TileLayout<FMT, BMX, RW, KC>;
   setmaxnreg_dec<kTileWsProducerRegs>();
   const uint64_t policy = evict_first_policy();
   const bool weights = role == kCopyWeightsLow || role == kCopyWeightsHigh;
@@ -1384,12 +1397,13 @@ __device__ __forceinline__ void tile_stream_produce(const GemmParams& p, unsigne
   while (seg.advance<BMX, RW>(p)) {
     const int tile = seg.tile(p);
     const int n_block = stream_div(p, tile, kDivTokenBlocks);
-    TileBulkCopies<T, FMT, BMX, RW> copies(p, n_block,
-                                           (tile - n_block * ((p.M + BMX - 1) / BMX)) * BMX,
-                                           seg.unit - tile * p.C, role, lane);
-    for (int c = 0; c < seg.count; ++c, ++i) {
+    TileBulkCopies<T, FMT, BMX, RW, KC, kTileProbeOff, true> copies(
+        p, n_block, (tile - n_block * ((p.M + BMX - 1) / BMX)) * BMX, seg.unit - tile * p.C, role,
+        lane, &maps);
+    for (int c = 0; c < seg.count; c += KC, ++i) {
       if (i >= Layout::kStages) mbarrier_wait(empty + stage, round ^ 1);
-      copies.copy_stage(smem + stage * Layout::kStageBytes, full + stage, policy, 1);
+      copies.copy_stage(smem + stage * Layout::kStageBytes, full + stage, policy,
+                        seg.count - c < KC ? seg.count - c : KC);
       if (weights) {
         __syncwarp();
         if (lane == 0) mbarrier_arrive(full + stage);
@@ -1405,26 +1419,28 @@ __device__ __forceinline__ void tile_stream_produce(const GemmParams& p, unsigne
 }
 #endif  // KCM_TILE_SM90
 
-//: full[s] arrivals per chunk in variant 3: the arming one, 32 scale-word cp.async arrivals and
-//: one from each weight warp.
+//: full[s] arrivals per stage in variant 3: the arming one, the scale warp's 32 (its cp.async
+//: words' or, after tensor copies, plain ones) and one from each weight warp.
 constexpr int kTileStreamFullArrivals = 1 + 32 + 2;
 
-// Stream-K variant (launch variant 3): variant 2's warp roles on a stream-K division of the
-// work (see TileStream); launched with at most p.stream_blocks blocks, no clusters.
-template <typename T, int FMT, int BMX, int RW>
-__global__ void __launch_bounds__(kTileWsThreads, 1) tile_gemm_stream_kernel(const GemmParams p) {
+// Stream-K variant (launch variant 3): variant 2's warp roles and stages (KC chunks, the tables
+// by tensor copies where `maps` says so) on a stream-K division of the work (see TileStream);
+// launched with at most p.stream_blocks blocks, no clusters.
+template <typename T, int FMT, int BMX, int RW, int KC>
+__global__ void __launch_bounds__(kTileWsThreads, 1)
+    tile_gemm_stream_kernel(const GemmParams p, const __grid_constant__ TileScaleMaps maps) {
 #ifdef KCM_TILE_SM90
   extern __shared__ unsigned char tile_smem_raw[];
-  const TileRingMemory<FMT, BMX, RW> mem(tile_smem_raw, kTileStreamFullArrivals);
+  const TileRingMemory<FMT, BMX, RW, KC> mem(tile_smem_raw, kTileStreamFullArrivals);
   unsigned char* smem = mem.smem;
   uint64_t* full = mem.full;
   uint64_t* empty = mem.empty;
   const int tid = threadIdx.x;
   const int warp = tid >> 5;
   if (warp >= 8) {
-    tile_stream_produce<T, FMT, BMX, RW>(p, smem, full, empty, warp - 8, tid & 31);
+    tile_stream_produce<T, FMT, BMX, RW, KC>(p, smem, full, empty, warp - 8, tid & 31, maps);
   } else {
-    tile_stream_consume<T, FMT, BMX, RW>(p, smem, full, empty, tid);
+    tile_stream_consume<T, FMT, BMX, RW, KC>(p, smem, full, empty, tid, maps);
   }
 #else
   __trap();  // built for another architecture: the host dispatch sends only SM90 here

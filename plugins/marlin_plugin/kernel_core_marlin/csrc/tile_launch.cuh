@@ -15,26 +15,33 @@ namespace kcm {
 // and p.arrivals its workspace).
 enum TileVariant : int { kTileBarrier = 0, kTileSpecialized = 1, kTileBulk = 2, kTileStream = 3 };
 
-// Chunks per ring stage of a variant's instance: the bulk variant's tile_bulk_stage_chunks, one
-// for the others.
+// Whether a variant's producer moves stages with bulk and tensor copies (the bulk and stream-K
+// variants): stages of tile_bulk_stage_chunks chunks, the scale tables by TileScaleMaps.
+constexpr bool tile_bulk_producer(int variant) {
+  return variant == kTileBulk || variant == kTileStream;
+}
+
+// Chunks per ring stage of a variant's instance: tile_bulk_stage_chunks for the bulk producers,
+// one for the others.
 template <int VARIANT, int FMT, int BMX, int RW>
 constexpr int kTileStageChunks =
-    VARIANT == kTileBulk ? tile_bulk_stage_chunks(VecCount<FMT>::value, BMX, RW) : 1;
+    tile_bulk_producer(VARIANT) ? tile_bulk_stage_chunks(VecCount<FMT>::value, BMX, RW) : 1;
 
 // The kernel of a variant, its threads and its dynamic shared memory (KC: chunks per stage, the
-// bulk variant's only; a probe may pick another).
+// bulk producers' only; a probe may pick another).
 template <typename T, int FMT, int BMX, int RW, bool XP, int VARIANT,
           int KC = kTileStageChunks<VARIANT, FMT, BMX, RW>, int PROBE = kTileProbeOff>
 struct TileKernel {
   using Layout = TileLayout<FMT, BMX, RW, KC>;
-  static_assert(VARIANT == kTileBulk || KC == 1, "two chunks a stage: bulk variant only");
+  static_assert(tile_bulk_producer(VARIANT) || KC == 1,
+                "two chunks a stage: bulk and stream-K variants only");
   static_assert(VARIANT == kTileBulk || PROBE == kTileProbeOff, "probe modes: bulk variant only");
   static_assert(VARIANT == kTileBarrier || !XP, "pre-permuted activations: barrier variant only");
   // Only the variant's own kernel is instantiated (a conditional expression would instantiate
   // all four).
   static constexpr auto pick() {
     if constexpr (VARIANT == kTileStream) {
-      return tile_gemm_stream_kernel<T, FMT, BMX, RW>;
+      return tile_gemm_stream_kernel<T, FMT, BMX, RW, KC>;
     } else if constexpr (VARIANT == kTileBulk) {
       return tile_gemm_bulk_kernel<T, FMT, BMX, RW, KC, PROBE>;
     } else if constexpr (VARIANT == kTileSpecialized) {
@@ -49,7 +56,7 @@ struct TileKernel {
       VARIANT == kTileBarrier ? Layout::kSmemBytes : Layout::kSmemBytesWs;
 };
 
-// The bulk variant's TileScaleMaps for a launch of kTiles-tile blocks and kc-chunk stages:
+// The bulk producers' TileScaleMaps for a launch of kTiles-tile blocks and kc-chunk stages:
 // groups = 0 (cp.async tables) unless tile_scale_box_groups allows tensor copies and both maps
 // encode (a driver without cuTensorMapEncodeTiled, or limits it refuses, keep cp.async).
 inline void encode_tile_scale_maps(const GemmParams& p, int tiles, int kc, TileScaleMaps& maps) {
@@ -115,7 +122,7 @@ int launch_tile_instance(const GemmParams& params, int split, cudaStream_t strea
   config.attrs = &cluster;
   config.numAttrs = 1;
   int launched;
-  if constexpr (VARIANT == kTileBulk) {
+  if constexpr (tile_bulk_producer(VARIANT)) {
     TileScaleMaps maps;
     encode_tile_scale_maps(p, Layout::kTiles, KC, maps);
     launched = static_cast<int>(cudaLaunchKernelEx(&config, kernel, p, maps));
