@@ -72,12 +72,12 @@ def measure(name: str, n: int, k: int, m: int, bmx: int, rw: int, sms: int,
     xs = [torch.randn(m, k, device="cuda", dtype=torch.bfloat16) for _ in layers]
     partials, arrivals = tile.stream_workspace(xs[0].device)
     ext = ops.extension(xs[0].device)
-    stream = torch.cuda.current_stream().cuda_stream
     empty = xs[0].new_empty(0)
 
     def launch(lay, x, variant: int, blocks: int) -> torch.Tensor:
         """tile.tile_gemm with the stream-K grid cut to ``blocks`` (the op gives it one block per
         SM: the workspace's counters)."""
+        stream = torch.cuda.current_stream().cuda_stream  # the capture's stream in a graph
         out = torch.empty((m, n), dtype=x.dtype, device=x.device)
         img = torch.empty((lay.weight.shape[1], (m + 7) // 8 * 8, 64), dtype=x.dtype,
                           device=x.device)
