@@ -78,11 +78,11 @@ def test_tile_sources_compile(tmp_path: Path) -> None:
                   for part in output.split("Compiling entry function ")[1:]
                   if (found := re.search(r"(\d+) bytes spill stores", part))]
         assert spills or "sm_90a" not in name, f"{name}: no ptxas report read:\n{output[-3000:]}"
-        # The stream-K kernels (variant 3) spill a little: 40-44 bytes in the producer (40
-        # registers), 116 in the 8-bit 256-token instances, whose consumers spill in the
-        # epilogue, outside the chunk loop (NOTES.md v32); every other kernel none.
+        # The stream-K kernels (variant 3) spill a little in their producer (40 registers for
+        # the segment loop and the tables' tensor copies): 8-44 bytes (NOTES.md v32); every
+        # other kernel none.
         over = [(kernel, b) for kernel, b in spills
-                if b > (120 if "tile_gemm_stream_kernel" in kernel else 0)]
+                if b > (48 if "tile_gemm_stream_kernel" in kernel else 0)]
         assert not over, f"{name}: register spills {over}"
 
 

@@ -1205,8 +1205,8 @@ __global__ void __launch_bounds__(kTileWsThreads, 1)
 // tile stores it; the pieces of a tile shared by several blocks meet in a global workspace:
 // every piece is stored to its block's slot, the piece that completes the tile's chunk count
 // (an atomic counter per tile, reset by that block) adds the pieces in block order, so the
-// result does not depend on which block finishes last, and stores the tile. No block waits for
-// another, so nothing needs all blocks resident.
+// result does not depend on which block finishes last, and stores the tile
+// (tile_stream_epilogue). No block waits for another, so nothing needs all blocks resident.
 // The division, computed from the launch parameters where it is needed rather than kept in a
 // struct (the consumers' registers hold the wgmma accumulators). Everything here must stay
 // warp-uniform in ptxas's eyes, so that the segment loop's trip counts, the ring's stage and the
@@ -1283,79 +1283,73 @@ __device__ __forceinline__ int consumers_any(int value) {
   return result;
 }
 
-// A segment's epilogue, inside the segment loop: a whole tile is stored, a piece of a shared
+// A segment's epilogue, inside the segment loop: a whole tile is stored; a piece of a shared
 // tile goes to its slot (thread-major: each thread later reads back exactly what it wrote,
-// coalesced). Both unconditional (see tile_discard); the pieces are settled after the loop.
+// coalesced) and then arrives on the tile's counter at once, so a block's first segment (the
+// tail of a tile another block's last segment started) arrives early in the launch. The piece
+// that completes the tile's chunk count adds the tile's pieces in block order (the same bits
+// whoever finishes: a + b = b + a exactly, so a completer first or second in that order starts
+// from its own piece in registers, a later one reads its own back), stores the tile and resets
+// the counter for the next launch. So the launch ends with at most one sum a block, of the
+// pieces other blocks stored long before (NOTES.md v32: arriving only after the loop put every
+// sum, each re-reading every piece, at the end: 11-30 us on the benchmark layers). Nobody waits
+// for another block. The stores are unconditional (see tile_discard).
 template <typename T, int FMT, int BMX, int RW>
 __device__ __forceinline__ void tile_stream_epilogue(const GemmParams& p,
-                                                     const float (&acc)[RW][BMX / 2],
+                                                     float (&acc)[RW][BMX / 2],
                                                      const TileSegment& seg, int tid) {
-  constexpr int kAcc = BMX / 2;
-  const int tile = seg.tile(p);
-  if (seg.count < p.C) {
-    float* mine = p.partials + static_cast<size_t>(TileStream<BMX, RW>::piece_slot(
-                                   p, blockIdx.x, tile * p.C)) * (RW * kAcc * 256);
-#pragma unroll
-    for (int r = 0; r < RW; ++r) {
-#pragma unroll
-      for (int e = 0; e < kAcc; ++e) __stcg(mine + (r * kAcc + e) * 256 + tid, acc[r][e]);
-    }
-  } else {
-    const int n_block = stream_div(p, tile, kDivTokenBlocks);
-    store_block<T, FMT, BMX, RW>(p, n_block, (tile - n_block * ((p.M + BMX - 1) / BMX)) * BMX,
-                                 tid, acc);
-  }
-}
-
-// After the segment loop: the block's pieces (its first and its last segment can be parts of
-// shared tiles) arrive on their tiles' counters, and a block whose piece completes a tile's
-// chunks sums the tile's pieces in block order (the same bits whoever finishes), stores it and
-// resets the counter for the next launch. Nobody waits for another block.
-template <typename T, int FMT, int BMX, int RW>
-__device__ __forceinline__ void tile_stream_settle(const GemmParams& p, int tid) {
   using Stream = TileStream<BMX, RW>;
   constexpr int kAcc = BMX / 2;
   constexpr int kSlotFloats = RW * kAcc * 256;
-  const int begin = Stream::first_unit(p, blockIdx.x);
-  const int end = Stream::first_unit(p, blockIdx.x + 1);
-  __threadfence();  // the pieces are visible before the counters say they arrived
-  consumers_sync();
-  for (int which = 0; which < 2; ++which) {
-    // The first segment starts at `begin`; the last one at the start of the tile holding end - 1
-    // (or at `begin`, when that is the same segment, settled once).
-    const int last_tile_start = stream_div(p, end - 1, kDivChunks) * p.C;
-    const int unit = which == 0 ? begin : (last_tile_start > begin ? last_tile_start : -1);
-    if (unit < 0) break;
-    const int tile = stream_div(p, unit, kDivChunks);
-    const int start = tile * p.C;
-    const int count = (start + p.C < end ? start + p.C : end) - unit;
-    if (count == p.C) continue;  // a whole tile, stored in the loop
-    const int first = Stream::holder(p, start);
-    int completes = 0;
-    if (tid == 0) completes = atomicAdd(p.arrivals + first, count) + count == p.C;
-    if (!consumers_any(completes)) continue;
-    __threadfence();  // every other piece arrived before its counter increment
-    const int last = Stream::holder(p, start + p.C - 1);
-    float sums[RW][kAcc];
+  const int tile = seg.tile(p);
+  const int n_block = stream_div(p, tile, kDivTokenBlocks);
+  const int m0 = (tile - n_block * ((p.M + BMX - 1) / BMX)) * BMX;
+  if (seg.count == p.C) {
+    store_block<T, FMT, BMX, RW>(p, n_block, m0, tid, acc);
+    return;
+  }
+  const int start = tile * p.C;
+  float* mine =
+      p.partials + static_cast<size_t>(Stream::piece_slot(p, blockIdx.x, start)) * kSlotFloats;
+#pragma unroll
+  for (int r = 0; r < RW; ++r) {
+#pragma unroll
+    for (int e = 0; e < kAcc; ++e) __stcg(mine + (r * kAcc + e) * 256 + tid, acc[r][e]);
+  }
+  __threadfence();  // the piece is visible before the counter says it arrived
+  const int first = Stream::holder(p, start);
+  int completes = 0;
+  consumers_sync();  // every thread's part of the piece is stored
+  if (tid == 0) completes = atomicAdd(p.arrivals + first, seg.count) + seg.count == p.C;
+  if (!consumers_any(completes)) return;
+  __threadfence();  // every other piece arrived before its counter increment
+  const int last = Stream::holder(p, start + p.C - 1);
+  const int own = static_cast<int>(blockIdx.x) - first;  // this piece's place in block order
+  auto add = [&](int b) {
+    const float* piece =
+        p.partials + static_cast<size_t>(Stream::piece_slot(p, b, start)) * kSlotFloats;
 #pragma unroll
     for (int r = 0; r < RW; ++r) {
 #pragma unroll
-      for (int e = 0; e < kAcc; ++e) sums[r][e] = 0.0f;
+      for (int e = 0; e < kAcc; ++e) acc[r][e] += __ldcg(piece + (r * kAcc + e) * 256 + tid);
     }
-    for (int b = first; b <= last; ++b) {
-      const float* piece =
-          p.partials + static_cast<size_t>(Stream::piece_slot(p, b, start)) * kSlotFloats;
+  };
+  int b = first;
+  if (own > 1) {  // acc becomes the first piece, read back like the others
+    const float* piece =
+        p.partials + static_cast<size_t>(Stream::piece_slot(p, b, start)) * kSlotFloats;
 #pragma unroll
-      for (int r = 0; r < RW; ++r) {
+    for (int r = 0; r < RW; ++r) {
 #pragma unroll
-        for (int e = 0; e < kAcc; ++e) sums[r][e] += __ldcg(piece + (r * kAcc + e) * 256 + tid);
-      }
+      for (int e = 0; e < kAcc; ++e) acc[r][e] = __ldcg(piece + (r * kAcc + e) * 256 + tid);
     }
-    const int n_block = stream_div(p, tile, kDivTokenBlocks);
-    store_block<T, FMT, BMX, RW>(p, n_block, (tile - n_block * ((p.M + BMX - 1) / BMX)) * BMX,
-                                 tid, sums);
-    if (tid == 0) p.arrivals[first] = 0;  // every piece of this launch is in
+    ++b;
   }
+  for (; b <= last; ++b) {
+    if (b != static_cast<int>(blockIdx.x) || own > 1) add(b);
+  }
+  store_block<T, FMT, BMX, RW>(p, n_block, m0, tid, acc);
+  if (tid == 0) p.arrivals[first] = 0;  // every piece of this launch is in
 }
 
 // Variant 3's consumer warpgroups: variant 2's consumers (stages of KC chunks, the tables
@@ -1373,7 +1367,6 @@ __device__ __forceinline__ void tile_stream_consume(const GemmParams& p, unsigne
     run_chunks(seg.count, acc, [&](uint32_t (&a)[RW][4][4]) { ring.chunk(p, acc, a); });
     tile_stream_epilogue<T, FMT, BMX, RW>(p, acc, seg, tid);
   }
-  tile_stream_settle<T, FMT, BMX, RW>(p, tid);
 }
 
 // Variant 3's producer warpgroup: variant 2's copy roles, segment after segment, in lockstep
