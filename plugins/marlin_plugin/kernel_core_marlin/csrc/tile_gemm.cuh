@@ -1285,88 +1285,119 @@ __device__ __forceinline__ int consumers_any(int value) {
 
 // A segment's epilogue, inside the segment loop: a whole tile is stored; a piece of a shared
 // tile goes to its slot (thread-major: each thread later reads back exactly what it wrote,
-// coalesced) and then arrives on the tile's counter at once, so a block's first segment (the
-// tail of a tile another block's last segment started) arrives early in the launch. The piece
-// that completes the tile's chunk count adds the tile's pieces in block order (the same bits
-// whoever finishes: a + b = b + a exactly, so a completer first or second in that order starts
-// from its own piece in registers, a later one reads its own back), stores the tile and resets
-// the counter for the next launch. So the launch ends with at most one sum a block, of the
-// pieces other blocks stored long before (NOTES.md v32: arriving only after the loop put every
-// sum, each re-reading every piece, at the end: 11-30 us on the benchmark layers). Nobody waits
-// for another block. The stores are unconditional (see tile_discard).
+// coalesced) and arrives on the tile's counter at once, so a block's first segment (the tail of
+// a tile another block's last segment starts) arrives early in the launch. Returns whether this
+// piece completed its tile's chunk count (the same answer in every consumer thread); the sum is
+// left to tile_stream_settle, after the loop: a branch on it here made ptxas keep the wgmma
+// descriptors in per-thread registers (R2UR between the wgmmas, every chunk ~10% slower; NOTES.md
+// v32). The stores are unconditional (see tile_discard).
 template <typename T, int FMT, int BMX, int RW>
-__device__ __forceinline__ void tile_stream_epilogue(const GemmParams& p,
-                                                     float (&acc)[RW][BMX / 2],
-                                                     const TileSegment& seg, int tid) {
+__device__ __forceinline__ int tile_stream_epilogue(const GemmParams& p,
+                                                    const float (&acc)[RW][BMX / 2],
+                                                    const TileSegment& seg, int tid) {
   using Stream = TileStream<BMX, RW>;
   constexpr int kAcc = BMX / 2;
-  constexpr int kSlotFloats = RW * kAcc * 256;
   const int tile = seg.tile(p);
-  const int n_block = stream_div(p, tile, kDivTokenBlocks);
-  const int m0 = (tile - n_block * ((p.M + BMX - 1) / BMX)) * BMX;
   if (seg.count == p.C) {
-    store_block<T, FMT, BMX, RW>(p, n_block, m0, tid, acc);
-    return;
+    const int n_block = stream_div(p, tile, kDivTokenBlocks);
+    store_block<T, FMT, BMX, RW>(p, n_block, (tile - n_block * ((p.M + BMX - 1) / BMX)) * BMX,
+                                 tid, acc);
+    return 0;
   }
   const int start = tile * p.C;
-  float* mine =
-      p.partials + static_cast<size_t>(Stream::piece_slot(p, blockIdx.x, start)) * kSlotFloats;
+  float* mine = p.partials +
+                static_cast<size_t>(Stream::piece_slot(p, blockIdx.x, start)) * (RW * kAcc * 256);
 #pragma unroll
   for (int r = 0; r < RW; ++r) {
 #pragma unroll
     for (int e = 0; e < kAcc; ++e) __stcg(mine + (r * kAcc + e) * 256 + tid, acc[r][e]);
   }
   __threadfence();  // the piece is visible before the counter says it arrived
-  const int first = Stream::holder(p, start);
-  int completes = 0;
   consumers_sync();  // every thread's part of the piece is stored
-  if (tid == 0) completes = atomicAdd(p.arrivals + first, seg.count) + seg.count == p.C;
-  if (!consumers_any(completes)) return;
-  __threadfence();  // every other piece arrived before its counter increment
-  const int last = Stream::holder(p, start + p.C - 1);
-  const int own = static_cast<int>(blockIdx.x) - first;  // this piece's place in block order
-  auto add = [&](int b) {
-    const float* piece =
-        p.partials + static_cast<size_t>(Stream::piece_slot(p, b, start)) * kSlotFloats;
-#pragma unroll
-    for (int r = 0; r < RW; ++r) {
-#pragma unroll
-      for (int e = 0; e < kAcc; ++e) acc[r][e] += __ldcg(piece + (r * kAcc + e) * 256 + tid);
-    }
-  };
-  int b = first;
-  if (own > 1) {  // acc becomes the first piece, read back like the others
-    const float* piece =
-        p.partials + static_cast<size_t>(Stream::piece_slot(p, b, start)) * kSlotFloats;
-#pragma unroll
-    for (int r = 0; r < RW; ++r) {
-#pragma unroll
-      for (int e = 0; e < kAcc; ++e) acc[r][e] = __ldcg(piece + (r * kAcc + e) * 256 + tid);
-    }
-    ++b;
+  int completes = 0;
+  if (tid == 0) {
+    completes = atomicAdd(p.arrivals + Stream::holder(p, start), seg.count) + seg.count == p.C;
   }
-  for (; b <= last; ++b) {
-    if (b != static_cast<int>(blockIdx.x) || own > 1) add(b);
+  return consumers_any(completes);
+}
+
+// After the segment loop: the tiles whose chunk count a piece of this block completed (at most
+// its first and its last segment's) are summed in block order (the same bits whoever finishes:
+// a + b = b + a exactly, so a completer first or second in that order starts from its piece in
+// registers, `acc`, which still holds the last segment's; a later one reads its own back),
+// stored, and their counters reset for the next launch. The early pieces having arrived early,
+// the launch ends with about one sum a block, of pieces other blocks stored long before (NOTES.md
+// v32: with every arrival after the loop, every sum came at the end and re-read every piece:
+// 11-30 us on the benchmark layers). Nobody waits for another block.
+template <typename T, int FMT, int BMX, int RW>
+__device__ __forceinline__ void tile_stream_settle(const GemmParams& p, float (&acc)[RW][BMX / 2],
+                                                   const TileSegment& last_seg, int first_done,
+                                                   int last_done, int tid) {
+  using Stream = TileStream<BMX, RW>;
+  constexpr int kAcc = BMX / 2;
+  constexpr int kSlotFloats = RW * kAcc * 256;
+  const int begin_tile = stream_div(p, Stream::first_unit(p, blockIdx.x), kDivChunks);
+  const int last_tile = last_seg.tile(p);
+  for (int which = 0; which < 2; ++which) {
+    // The last segment's tile first, while acc holds its piece.
+    const int tile = which == 0 ? last_tile : begin_tile;
+    if (which == 0 ? !last_done : (!first_done || begin_tile == last_tile)) continue;
+    __threadfence();  // every other piece arrived before its counter increment
+    const int start = tile * p.C;
+    const int first = Stream::holder(p, start);
+    const int last = Stream::holder(p, start + p.C - 1);
+    // This block's place in block order; the first segment's piece is no longer in registers.
+    const int own = which == 0 ? static_cast<int>(blockIdx.x) - first : 2;
+    int b = first;
+    if (own > 1) {  // acc becomes the first piece, read back like the others
+      const float* piece =
+          p.partials + static_cast<size_t>(Stream::piece_slot(p, b, start)) * kSlotFloats;
+#pragma unroll
+      for (int r = 0; r < RW; ++r) {
+#pragma unroll
+        for (int e = 0; e < kAcc; ++e) acc[r][e] = __ldcg(piece + (r * kAcc + e) * 256 + tid);
+      }
+      ++b;
+    }
+    for (; b <= last; ++b) {
+      if (own <= 1 && b == static_cast<int>(blockIdx.x)) continue;  // already in acc
+      const float* piece =
+          p.partials + static_cast<size_t>(Stream::piece_slot(p, b, start)) * kSlotFloats;
+#pragma unroll
+      for (int r = 0; r < RW; ++r) {
+#pragma unroll
+        for (int e = 0; e < kAcc; ++e) acc[r][e] += __ldcg(piece + (r * kAcc + e) * 256 + tid);
+      }
+    }
+    const int n_block = stream_div(p, tile, kDivTokenBlocks);
+    store_block<T, FMT, BMX, RW>(p, n_block, (tile - n_block * ((p.M + BMX - 1) / BMX)) * BMX,
+                                 tid, acc);
+    if (tid == 0) p.arrivals[first] = 0;  // every piece of this launch is in
   }
-  store_block<T, FMT, BMX, RW>(p, n_block, m0, tid, acc);
-  if (tid == 0) p.arrivals[first] = 0;  // every piece of this launch is in
 }
 
 // Variant 3's consumer warpgroups: variant 2's consumers (stages of KC chunks, the tables
-// possibly by tensor copies), segment after segment.
+// possibly by tensor copies), segment after segment; then the tiles their pieces completed.
 template <typename T, int FMT, int BMX, int RW, int KC>
 __device__ __forceinline__ void tile_stream_consume(const GemmParams& p, unsigned char* smem,
                                                     uint64_t* full, uint64_t* empty, int tid,
                                                     const TileScaleMaps& maps) {
   setmaxnreg_inc<kTileWsConsumerRegs>();
   TileRing<T, FMT, BMX, RW, KC, kTileProbeOff, true> ring(p, smem, full, empty, tid);
+  const int begin = TileStream<BMX, RW>::first_unit(p, blockIdx.x);
   TileSegment seg;
+  TileSegment last_seg;
+  float acc[RW][BMX / 2];  // zeroed per segment (run_chunks): nothing flows between segments
+  int first_done = 0;
+  int last_done = 0;
   while (seg.advance<BMX, RW>(p)) {
-    float acc[RW][BMX / 2];  // per segment: nothing flows into the next one's wgmmas
     ring.begin_run(maps, seg.unit - seg.tile(p) * p.C);
     run_chunks(seg.count, acc, [&](uint32_t (&a)[RW][4][4]) { ring.chunk(p, acc, a); });
-    tile_stream_epilogue<T, FMT, BMX, RW>(p, acc, seg, tid);
+    last_done = tile_stream_epilogue<T, FMT, BMX, RW>(p, acc, seg, tid);
+    first_done = seg.unit == begin ? last_done : first_done;
+    last_seg = seg;
   }
+  tile_stream_settle<T, FMT, BMX, RW>(p, acc, last_seg, first_done, last_done, tid);
 }
 
 // Variant 3's producer warpgroup: variant 2's copy roles, segment after segment, in lockstep
