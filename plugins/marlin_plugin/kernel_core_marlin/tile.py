@@ -88,11 +88,11 @@ BULK_CHUNK_US = {(64, 1): 0.350, (64, 2): 0.550, (128, 1): 0.442, (128, 2): 0.77
 #: serializes the wgmmas for want of registers (csrc/tile_launch.cuh, tile_instance_exists).
 STREAM_SHAPES = [shape for shape in TILE_SHAPES if shape != (128, 2)]
 #: Per-chunk times of the stream-K variant (us, H200, gpu/probe_stream_k.py
-#: ``marlin-stream-k-probe-h200-2026-11-28-run2.json``, ``one_tile``: 132 tiles, one whole tile
-#: per block, the same work as the bulk variant's 132 blocks, which took 0.461 / 0.515 / 0.786 us
-#: per chunk in the same rounds): 6-11% more per chunk. The 64-token x 256-row instance is built
-#: and tested but not measured, so not planned.
-STREAM_CHUNK_US = {(64, 1): 0.489, (128, 1): 0.573, (256, 1): 0.825}
+#: ``marlin-stream-k-probe-h200-2026-11-29-v32.json``: with the bulk variant's stages (NOTES.md
+#: v32) one and two whole tiles per block on all 132 SMs run within 3% of the bulk variant; the
+#: slope between them). The 64-token x 128-row instance is built, tested and measured on whole
+#: tiles only (0.354 us a chunk with a ~7 us block), not on shared ones, so not planned.
+STREAM_CHUNK_US = {(64, 2): 0.523, (128, 1): 0.430, (256, 1): 0.717}
 #: Measured per-chunk times by (variant, bmx, rw): the candidates the planner weighs. A variant
 #: joins when a GPU run has measured it (gpu/probe_tile.py writes these times). The barrier
 #: variant keeps its run 2-3 times (the plans they give were measured); the v5 refit differs by
@@ -115,14 +115,13 @@ _BLOCK_OVERHEAD_CHUNKS = 4
 _SPLIT_OVERHEAD_CHUNKS = {0: 2, 1: 2, 2: 8}
 _SHARED_SM_SLOWDOWN = 1.8
 #: Fixed cost of a stream-K block in chunks by (bmx, rw): the ring fill and epilogue of any
-#: block, and the store and read-back of the pieces of the (at most two) tiles it shares, settled
-#: after its last chunk (so the last pieces' sums are not overlapped). Fitted on the H200
-#: benchmark run at 982b157 (marlin-h200-2026-11-28-v20-run2.json: 16-31 chunks at 128 x 128,
-#: 34-42 at 128 x 256 over the four layers, 23 at 128 x 64 on 8192^2): the median for 128 x 64
-#: and 128 x 128, the largest for 128 x 256, where the median planned stream-K on 10240 x 8192 at
-#: M=256 and it lost to the whole-tile plan in both runs (95.6 / 97.1 us against 93.7 / 94.6,
-#: -v20-run2 and -v20-final).
-_STREAM_OVERHEAD_CHUNKS = {(64, 1): 23, (128, 1): 23, (256, 1): 42}
+#: block (~7-8 us, the probe's whole-tile intercept), the pieces of the (at most two) tiles it
+#: shares stored and arrived on, and after its last chunk the sum of the tile its last piece
+#: completed. Fitted on the same probe's benchmark layers (times / per-chunk time - chunks a
+#: block): 26 / 32 chunks for 256 x 64 on 28672 / 10240 x 8192 at M=64, 39 / 37 for 128 x 128 at
+#: M=128, 35 / 32 / 36 for 128 x 256 on 28672 / 10240 / 8192 x 8192 at M=256; the means here
+#: (128 x 64, not measured on shared tiles, takes its row set's 256 x 64 value).
+_STREAM_OVERHEAD_CHUNKS = {(64, 1): 29, (64, 2): 29, (128, 1): 38, (256, 1): 35}
 
 
 @dataclass(frozen=True)
@@ -163,7 +162,7 @@ def _waves_and_cost(m: int, n: int, chunks: int, shape: tuple[int, int, int], sp
         units = math.ceil(n / (128 * rw)) * math.ceil(m / bmx) * chunks
         blocks = min(sms, units)
         waves = math.ceil(blocks / max(1, limits[(variant, bmx, rw, 1)]))
-        per_block = math.ceil(units / blocks) + _STREAM_OVERHEAD_CHUNKS.get((bmx, rw), 23)
+        per_block = math.ceil(units / blocks) + _STREAM_OVERHEAD_CHUNKS[(bmx, rw)]
         return waves, waves * per_block * chunk_us[shape]
     clusters = math.ceil(n / (128 * rw)) * math.ceil(m / bmx)
     fit = max(1, limits[(variant, bmx, rw, split)])

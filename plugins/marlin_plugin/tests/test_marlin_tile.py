@@ -27,16 +27,19 @@ H100_LIKE = {**{(v, b, r, s): c for v in tile.TILE_VARIANTS for (b, r) in tile.T
 #: (marlin-tile-v18-run3-h100-2026-11-28.json) or within 0.5 us of it, except 10240 rows at M=64
 #: (the barrier kernel's 64x256 blocks in clusters of 5, 54.0 us, where the bulk variant measured
 #: 49.6 us); stream-K is planned where its measured costs (H200, tile.STREAM_CHUNK_US) beat
-#: them: 10240 rows at M=128 (61.1 us against 64.7 for the whole-tile plan on the H200,
-#: marlin-h200-2026-11-28-v20-final.json).
+#: them: 10240 rows at M = 64 / 128 / 256 (36.9 / 49.5 / 79.0 us against 40.4 / 58.7 / 87.4 for
+#: the whole-tile plans, marlin-stream-k-probe-h200-2026-11-29-v32.json and
+#: marlin-h200-2026-11-29-v30-final.json), 28672 rows at M = 64 (70.7 against 72.3) and M=256
+#: (181.6 against 179.8 for whole tiles in the same probe: a modelled 181 against 184), and
+#: 8192 x 28672 at M=64 (modelled 72 us against 83 for split-K clusters; not yet measured).
 DEFAULT_PLANS = {
-    (64, 28672, 128): (2, 64, 2, 1), (64, 8192, 128): (2, 64, 1, 2),
-    (64, 10240, 128): (2, 64, 2, 2), (64, 8192, 448): (2, 64, 1, 2),
+    (64, 28672, 128): (3, 64, 2, 1), (64, 8192, 128): (2, 64, 1, 2),
+    (64, 10240, 128): (3, 64, 2, 1), (64, 8192, 448): (3, 64, 2, 1),
     (128, 28672, 128): (2, 128, 2, 1), (128, 8192, 128): (2, 128, 1, 2),
     (128, 10240, 128): (3, 128, 1, 1), (128, 8192, 448): (2, 128, 1, 2),
-    (256, 28672, 128): (2, 256, 1, 1), (256, 8192, 128): (2, 256, 1, 2),
-    (256, 10240, 128): (2, 256, 1, 1), (256, 8192, 448): (2, 256, 1, 2),
-    (48, 28672, 128): (2, 64, 2, 1), (300, 1000, 16): (0, 64, 1, 3), (511, 256, 4): (2, 64, 1, 1),
+    (256, 28672, 128): (3, 256, 1, 1), (256, 8192, 128): (2, 256, 1, 2),
+    (256, 10240, 128): (3, 256, 1, 1), (256, 8192, 448): (2, 256, 1, 2),
+    (48, 28672, 128): (3, 64, 2, 1), (300, 1000, 16): (0, 64, 1, 3), (511, 256, 4): (2, 64, 1, 1),
 }
 #: The measured per-chunk times of the variants with whole tiles per block (no stream-K).
 WHOLE_TILES = {shape: us for shape, us in tile.CHUNK_US.items() if shape[0] != tile.STREAM_K}
