@@ -1286,11 +1286,14 @@ __device__ __forceinline__ int consumers_any(int value) {
 // A segment's epilogue, inside the segment loop: a whole tile is stored; a piece of a shared
 // tile goes to its slot (thread-major: each thread later reads back exactly what it wrote,
 // coalesced) and arrives on the tile's counter at once, so a block's first segment (the tail of
-// a tile another block's last segment starts) arrives early in the launch. Returns whether this
-// piece completed its tile's chunk count (the same answer in every consumer thread); the sum is
-// left to tile_stream_settle, after the loop: a branch on it here made ptxas keep the wgmma
-// descriptors in per-thread registers (R2UR between the wgmmas, every chunk ~10% slower; NOTES.md
-// v32). The stores are unconditional (see tile_discard).
+// a tile another block's last segment starts) arrives early in the launch. Only thread 0 waits
+// for that: after a barrier over the consumers its fence releases every thread's stores (a
+// release is cumulative over the barrier, the pattern of CUTLASS's stream-K barrier), then it
+// increments the counter; the other 255 threads go on with the next segment. Returns, in thread
+// 0, whether this piece completed its tile's chunk count (0 elsewhere: tile_stream_consume
+// broadcasts it after the loop). The sum is left to tile_stream_settle: a branch on the answer
+// here made ptxas keep the wgmma descriptors in per-thread registers (R2UR between the wgmmas,
+// every chunk ~10% slower; NOTES.md v32). The stores are unconditional (see tile_discard).
 template <typename T, int FMT, int BMX, int RW>
 __device__ __forceinline__ int tile_stream_epilogue(const GemmParams& p,
                                                     const float (&acc)[RW][BMX / 2],
@@ -1312,13 +1315,10 @@ __device__ __forceinline__ int tile_stream_epilogue(const GemmParams& p,
 #pragma unroll
     for (int e = 0; e < kAcc; ++e) __stcg(mine + (r * kAcc + e) * 256 + tid, acc[r][e]);
   }
-  __threadfence();  // the piece is visible before the counter says it arrived
-  consumers_sync();  // every thread's part of the piece is stored
-  int completes = 0;
-  if (tid == 0) {
-    completes = atomicAdd(p.arrivals + Stream::holder(p, start), seg.count) + seg.count == p.C;
-  }
-  return consumers_any(completes);
+  consumers_sync();  // every thread's part of the piece is issued
+  if (tid != 0) return 0;
+  __threadfence();  // the whole piece is visible before the counter says it arrived
+  return atomicAdd(p.arrivals + Stream::holder(p, start), seg.count) + seg.count == p.C;
 }
 
 // After the segment loop: the tiles whose chunk count a piece of this block completed (at most
@@ -1397,6 +1397,8 @@ __device__ __forceinline__ void tile_stream_consume(const GemmParams& p, unsigne
     first_done = seg.unit == begin ? last_done : first_done;
     last_seg = seg;
   }
+  first_done = consumers_any(first_done);  // thread 0's answers, to every consumer thread
+  last_done = consumers_any(last_done);
   tile_stream_settle<T, FMT, BMX, RW>(p, acc, last_seg, first_done, last_done, tid);
 }
 
