@@ -78,12 +78,15 @@ def test_tile_sources_compile(tmp_path: Path) -> None:
                   for part in output.split("Compiling entry function ")[1:]
                   if (found := re.search(r"(\d+) bytes spill stores", part))]
         assert spills or "sm_90a" not in name, f"{name}: no ptxas report read:\n{output[-3000:]}"
-        # The stream-K kernels (variant 3) spill a little outside their chunk loop: 40-44 bytes
-        # in the producer (40 registers for the segment loop and the tables' tensor copies),
-        # up to 168 in the epilogue and settle of the 256-token instances (NOTES.md v32); every
-        # other kernel none.
-        over = [(kernel, b) for kernel, b in spills
-                if b > (192 if "tile_gemm_stream_kernel" in kernel else 0)]
+        # The stream-K kernels (variant 3) spill a little outside their wgmmas: 40-44 bytes in
+        # the producer (40 registers for the segment loop and the tables' tensor copies), up to
+        # 168 in the epilogue and settle of the 256-token instances (NOTES.md v32); every other
+        # kernel none.
+        def allowed(kernel: str) -> int:
+            if "tile_gemm_stream_kernel" not in kernel:
+                return 0
+            return 192 if "Li256E" in kernel else 48
+        over = [(kernel, b) for kernel, b in spills if b > allowed(kernel)]
         assert not over, f"{name}: register spills {over}"
 
 

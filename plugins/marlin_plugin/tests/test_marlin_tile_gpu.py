@@ -215,9 +215,11 @@ def test_stream_k_blocks_over_many_tiles(m: int) -> None:
 
 
 #: Layers of 19 chunks (odd: segments end in a stage's first chunk with two-chunk stages) with
-#: the scale tables by tensor copies (int4 g64) and by cp.async (act-order, zero points).
+#: the scale tables by tensor copies (int4 g64; g16, where a two-chunk stage's box of 8 groups is
+#: exactly full) and by cp.async (act-order, zero points).
 ODD_CHUNK_LAYERS = {
     "int4-g64-bf16": MPLinearLayerConfig(weight_shape=(1024, 1216), group_size=64),
+    "int4-g16-bf16": MPLinearLayerConfig(weight_shape=(1024, 1216), group_size=16),
     "act-order-uint4-zp-fp16": MPLinearLayerConfig(
         weight_shape=(1024, 1216), weight_type=scalar_types.uint4, zero_points=True,
         group_size=64, has_g_idx=True, act_dtype=torch.float16),

@@ -1397,7 +1397,10 @@ __device__ __forceinline__ void tile_stream_consume(const GemmParams& p, unsigne
     first_done = seg.unit == begin ? last_done : first_done;
     last_seg = seg;
   }
-  first_done = consumers_any(first_done);  // thread 0's answers, to every consumer thread
+  // Thread 0's answers, to every consumer thread; its fence first makes them an acquire for the
+  // others' reads of the pieces behind the barrier (the writers' releases are fences too).
+  if (tid == 0) __threadfence();
+  first_done = consumers_any(first_done);
   last_done = consumers_any(last_done);
   tile_stream_settle<T, FMT, BMX, RW>(p, acc, last_seg, first_done, last_done, tid);
 }
