@@ -83,6 +83,9 @@ STAGE_CHUNK_FORMATS = ("int4_g128", "nvfp4_w4a16")
 BULK_MODES = {"consumers-alone": 1, "wgmma-alone": 2, "copies-alone": 3,
               "no-activation-copies": 4, "no-scale-copies": 5, "no-code-copies": 6,
               "decode-alone": 7}
+LIB.kcm_probe_tile_stream_trace.restype = ctypes.c_int
+LIB.kcm_probe_tile_stream_trace.argtypes = [ctypes.c_int] * 2 + [ctypes.c_void_p] * 7 + [
+    ctypes.c_int] * 9 + [ctypes.c_void_p]
 LIB.kcm_probe_dequantize.restype = ctypes.c_int
 LIB.kcm_probe_dequantize.argtypes = [ctypes.c_int] * 2 + [ctypes.c_void_p] * 6 + [
     ctypes.c_int] * 6 + [ctypes.c_void_p]
@@ -192,6 +195,21 @@ class Packed:
         if code:
             raise RuntimeError(f"bulk mode={mode} bmx={bmx} rw={rw} split={split}: "
                                f"cudaError {code}")
+
+    def tile_stream_trace(self, x: torch.Tensor, out: torch.Tensor, bmx: int, rw: int,
+                          x_img: torch.Tensor, partials: torch.Tensor, arrivals: torch.Tensor,
+                          trace: torch.Tensor) -> None:
+        """Stream-K (bf16 int4) on a grid of ``arrivals.numel()`` blocks, recording its per-block
+        timeline into ``trace`` (gpu/trace_stream_k.py), on a prebuilt image."""
+        w = self.layer.weight
+        code = LIB.kcm_probe_tile_stream_trace(
+            bmx, rw, x_img.data_ptr(), w.data_ptr(), self.layer.weight_scale.data_ptr(),
+            out.data_ptr(), partials.data_ptr(), arrivals.data_ptr(), trace.data_ptr(),
+            arrivals.numel(), x.shape[0], self.n, x.shape[1], w.shape[1], w.shape[0],
+            self.layer.weight_scale.shape[1], self.kernel._group_size, self.kernel._zconst,
+            torch.cuda.current_stream().cuda_stream)
+        if code:
+            raise RuntimeError(f"stream-K trace bmx={bmx} rw={rw}: cudaError {code}")
 
     def tile_permuted_x(self, xp: torch.Tensor, out: torch.Tensor, bmx: int, rw: int,
                         split: int) -> None:

@@ -10,6 +10,9 @@
 # KCM_PROBE=1 runs the stream pipelines' timing probe (gpu/probe_stream.py) before the benchmark;
 # KCM_STREAM_K_PROBE=1 the stream-K tile variant against the bulk one (gpu/probe_stream_k.py, through
 # the extension; KCM_STREAM_K_PROBE_TIMEOUT, 200 s) after the tests;
+# KCM_STREAM_K_TRACE=1 the stream-K kernel's per-block timeline on the same cases
+# (gpu/trace_stream_k.py through gpu/build/libkcm_tile_probe.so, built first unless a carried one
+# matches; KCM_STREAM_K_TRACE_TIMEOUT, 150 s);
 # KCM_TILE_PROBE=1 the tile kernel's probe (gpu/probe_tile.py, every launch variant 0,1,2, M from
 # KCM_TILE_PROBE_M; KCM_TILE_PROBE_ARGS adds options, e.g. --stage-chunks --variants 2), building
 # gpu/build/libkcm_tile_probe.so first unless a carried one matches.
@@ -76,6 +79,14 @@ tile_probe_library() {
     JOBS=8 bash plugins/marlin_plugin/gpu/build_tile_probe.sh
   fi
 }
+if [ "${KCM_STREAM_K_TRACE:-0}" = "1" ]; then
+  start=$(date +%s)
+  tile_probe_library
+  PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}.:plugins/marlin_plugin:benchmarks \
+    timeout "${KCM_STREAM_K_TRACE_TIMEOUT:-150}" python3 plugins/marlin_plugin/gpu/trace_stream_k.py \
+    --out "$OUT/trace_stream_k.json"
+  echo "stream-K trace: $(( $(date +%s) - start )) s"
+fi
 if [ "${KCM_TILE_PROBE:-0}" = "1" ]; then
   start=$(date +%s)
   tile_probe_library

@@ -172,3 +172,35 @@ extern "C" int kcm_probe_tile_bulk_mode(int mode, int bmx, int rw, int split, co
     return launch_bulk_mode<decltype(b)::value, decltype(r)::value>(mode, p, split, s);
   });
 }
+
+// Probe variant: the stream-K kernel (bf16 int4) recording its per-block timeline
+// (kcm::TileStreamTimeline, kcm::kTileStreamTraceSlots words a block) into `trace`, on a grid of
+// at most `blocks` blocks over the given workspace (partials: 2 x blocks slots of 128 rw x bmx
+// floats; arrivals: `blocks` counters, zero).
+namespace {
+template <int BMX, int RW>
+int launch_stream_trace(const kcm::GemmParams& p, cudaStream_t s) {
+  return kcm::launch_tile_instance<__nv_bfloat16, kcm::kInt4, BMX, RW, false, kcm::kTileStream,
+                                   kcm::kTileStageChunks<kcm::kTileStream, kcm::kInt4, BMX, RW>,
+                                   kcm::kTileProbeStreamTrace>(p, 1, s);
+}
+}  // namespace
+
+extern "C" int kcm_probe_tile_stream_trace(int bmx, int rw, const void* x_image, const void* w,
+                                           const void* gscale, void* out, void* partials,
+                                           void* arrivals, void* trace, int blocks, int m, int n,
+                                           int k, int chunks, int n16, int groups,
+                                           int group_size, int zconst, void* stream) {
+  kcm::GemmParams p = make(x_image, w, gscale, nullptr, nullptr, nullptr, nullptr, out, m, n, k,
+                           chunks, n16, groups, group_size, zconst);
+  p.partials = static_cast<float*>(partials);
+  p.arrivals = static_cast<int*>(arrivals);
+  p.stream_blocks = blocks;
+  p.trace = static_cast<unsigned long long*>(trace);
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  if (bmx == 64 && rw == 1) return launch_stream_trace<64, 1>(p, s);
+  if (bmx == 64 && rw == 2) return launch_stream_trace<64, 2>(p, s);
+  if (bmx == 128 && rw == 1) return launch_stream_trace<128, 1>(p, s);
+  if (bmx == 256 && rw == 1) return launch_stream_trace<256, 1>(p, s);
+  return static_cast<int>(cudaErrorInvalidValue);
+}

@@ -36,6 +36,9 @@ struct GemmParams {
   // keeps per thread, and stays uniform (TileStream).
   int stream_units;
   unsigned stream_div[4][2];
+  // Probe builds only (gpu/trace_stream_k.py): the stream-K kernel's per-block timeline, written
+  // by its traced instance (TileProbe kTileProbeStreamTrace); null and never read otherwise.
+  unsigned long long* trace;
 };
 
 // Whether every 64-channel chunk of every row lies in one scale group (no act-order table; one

@@ -734,6 +734,7 @@ enum TileProbe : int {
   kTileProbeNoScaleCopies = 5,
   kTileProbeNoCodeCopies = 6,
   kTileProbeDecodeAlone = 7,
+  kTileProbeStreamTrace = 8,  // stream-K (variant 3) only: TileStreamTimeline
 };
 
 //: Probe modes without copies (the consumers run on whatever the ring holds, without waits).
@@ -1376,13 +1377,66 @@ __device__ __forceinline__ void tile_stream_settle(const GemmParams& p, float (&
   }
 }
 
+// The stream-K kernel's per-block timeline for gpu/trace_stream_k.py (kTileProbeStreamTrace; the
+// production instances hold the empty one): consumer thread 0 writes kTileStreamTraceSlots words
+// a block to p.trace: [0] / [1] %globaltimer (ns, one clock for all SMs) at the consumers' start
+// and end, [2] clock64 at the start, then per segment s < kTileStreamTraceSegments clock64 at its
+// start (3 + 3 s), after its last chunk's wgmmas (4 + 3 s) and after its epilogue (5 + 3 s), then
+// the settle's start and end ([15], [16]).
+constexpr int kTileStreamTraceSlots = 20;
+constexpr int kTileStreamTraceSegments = 4;
+
+template <bool kTrace>
+struct TileStreamTimeline {
+  __device__ __forceinline__ void start(const GemmParams&, int) {}
+  __device__ __forceinline__ void segment(const GemmParams&, int, int) {}
+  __device__ __forceinline__ void settle(const GemmParams&, int, int) {}
+  __device__ __forceinline__ void end(const GemmParams&, int) {}
+};
+
+template <>
+struct TileStreamTimeline<true> {
+  int segments = 0;
+
+  __device__ __forceinline__ static unsigned long long global_ns() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+  }
+  __device__ __forceinline__ static void put(const GemmParams& p, int slot,
+                                             unsigned long long value) {
+    p.trace[blockIdx.x * kTileStreamTraceSlots + slot] = value;
+  }
+  __device__ __forceinline__ void start(const GemmParams& p, int tid) {
+    if (tid == 0) {
+      put(p, 0, global_ns());
+      put(p, 2, clock64());
+    }
+  }
+  // which: 0 the segment's start, 1 its chunks done, 2 its epilogue done (then the next one).
+  __device__ __forceinline__ void segment(const GemmParams& p, int which, int tid) {
+    if (tid == 0 && segments < kTileStreamTraceSegments) {
+      put(p, 3 + 3 * segments + which, clock64());
+    }
+    if (which == 2) ++segments;
+  }
+  __device__ __forceinline__ void settle(const GemmParams& p, int which, int tid) {
+    if (tid == 0) put(p, 15 + which, clock64());
+  }
+  __device__ __forceinline__ void end(const GemmParams& p, int tid) {
+    if (tid == 0) put(p, 1, global_ns());
+  }
+};
+
 // Variant 3's consumer warpgroups: variant 2's consumers (stages of KC chunks, the tables
 // possibly by tensor copies), segment after segment; then the tiles their pieces completed.
-template <typename T, int FMT, int BMX, int RW, int KC>
+template <typename T, int FMT, int BMX, int RW, int KC, bool kTrace>
 __device__ __forceinline__ void tile_stream_consume(const GemmParams& p, unsigned char* smem,
                                                     uint64_t* full, uint64_t* empty, int tid,
                                                     const TileScaleMaps& maps) {
   setmaxnreg_inc<kTileWsConsumerRegs>();
+  TileStreamTimeline<kTrace> timeline;
+  timeline.start(p, tid);
   TileRing<T, FMT, BMX, RW, KC, kTileProbeOff, true> ring(p, smem, full, empty, tid);
   const int begin = TileStream<BMX, RW>::first_unit(p, blockIdx.x);
   TileSegment seg;
@@ -1392,8 +1446,11 @@ __device__ __forceinline__ void tile_stream_consume(const GemmParams& p, unsigne
   int last_done = 0;
   while (seg.advance<BMX, RW>(p)) {
     ring.begin_run(maps, seg.unit - seg.tile(p) * p.C);
+    timeline.segment(p, 0, tid);
     run_chunks(seg.count, acc, [&](uint32_t (&a)[RW][4][4]) { ring.chunk(p, acc, a); });
+    timeline.segment(p, 1, tid);
     last_done = tile_stream_epilogue<T, FMT, BMX, RW>(p, acc, seg, tid);
+    timeline.segment(p, 2, tid);
     first_done = seg.unit == begin ? last_done : first_done;
     last_seg = seg;
   }
@@ -1402,7 +1459,10 @@ __device__ __forceinline__ void tile_stream_consume(const GemmParams& p, unsigne
   if (tid == 0) __threadfence();
   first_done = consumers_any(first_done);
   last_done = consumers_any(last_done);
+  timeline.settle(p, 0, tid);
   tile_stream_settle<T, FMT, BMX, RW>(p, acc, last_seg, first_done, last_done, tid);
+  timeline.settle(p, 1, tid);
+  timeline.end(p, tid);
 }
 
 // Variant 3's producer warpgroup: variant 2's copy roles, segment after segment, in lockstep
@@ -1454,8 +1514,9 @@ constexpr int kTileStreamFullArrivals = 1 + 32 + 2;
 
 // Stream-K variant (launch variant 3): variant 2's warp roles and stages (KC chunks, the tables
 // by tensor copies where `maps` says so) on a stream-K division of the work (see TileStream);
-// launched with at most p.stream_blocks blocks, no clusters.
-template <typename T, int FMT, int BMX, int RW, int KC>
+// launched with at most p.stream_blocks blocks, no clusters. kTrace: the probe's instance that
+// records TileStreamTimeline to p.trace.
+template <typename T, int FMT, int BMX, int RW, int KC, bool kTrace = false>
 __global__ void __launch_bounds__(kTileWsThreads, 1)
     tile_gemm_stream_kernel(const GemmParams p, const __grid_constant__ TileScaleMaps maps) {
 #ifdef KCM_TILE_SM90
@@ -1469,7 +1530,7 @@ __global__ void __launch_bounds__(kTileWsThreads, 1)
   if (warp >= 8) {
     tile_stream_produce<T, FMT, BMX, RW, KC>(p, smem, full, empty, warp - 8, tid & 31, maps);
   } else {
-    tile_stream_consume<T, FMT, BMX, RW, KC>(p, smem, full, empty, tid, maps);
+    tile_stream_consume<T, FMT, BMX, RW, KC, kTrace>(p, smem, full, empty, tid, maps);
   }
 #else
   __trap();  // built for another architecture: the host dispatch sends only SM90 here

@@ -35,13 +35,15 @@ struct TileKernel {
   using Layout = TileLayout<FMT, BMX, RW, KC>;
   static_assert(tile_bulk_producer(VARIANT) || KC == 1,
                 "two chunks a stage: bulk and stream-K variants only");
-  static_assert(VARIANT == kTileBulk || PROBE == kTileProbeOff, "probe modes: bulk variant only");
+  static_assert(VARIANT == kTileBulk || PROBE == kTileProbeOff ||
+                    (VARIANT == kTileStream && PROBE == kTileProbeStreamTrace),
+                "probe modes: bulk variant only, the timeline stream-K only");
   static_assert(VARIANT == kTileBarrier || !XP, "pre-permuted activations: barrier variant only");
   // Only the variant's own kernel is instantiated (a conditional expression would instantiate
   // all four).
   static constexpr auto pick() {
     if constexpr (VARIANT == kTileStream) {
-      return tile_gemm_stream_kernel<T, FMT, BMX, RW, KC>;
+      return tile_gemm_stream_kernel<T, FMT, BMX, RW, KC, PROBE == kTileProbeStreamTrace>;
     } else if constexpr (VARIANT == kTileBulk) {
       return tile_gemm_bulk_kernel<T, FMT, BMX, RW, KC, PROBE>;
     } else if constexpr (VARIANT == kTileSpecialized) {
