@@ -30,6 +30,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable
 
 import torch
 from bench_marlin import _config, _layer, _random_checkpoint, interleaved_times_us
@@ -109,22 +110,29 @@ def measure(name: str, n: int, k: int, m: int, bmx: int, rw: int, sms: int,
             "ref_finite": bool(torch.isfinite(ref).all()), **diffs}
 
 
+def run_cases(out: str, measure: Callable[..., dict], *extra: int,
+              shown: Callable[[dict], dict] = lambda row: row) -> None:
+    """measure(*case, sms, *extra) for every case of CASES, each row logged (as ``shown`` gives
+    it) and the JSON at ``out`` rewritten after every case: a timeout keeps what ran."""
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    rows = []
+    for case in CASES:
+        row = measure(*case, sms, *extra)
+        log(json.dumps(shown(row)))
+        rows.append(row)
+        torch.cuda.empty_cache()
+        with open(out, "w") as f:
+            json.dump({"device": torch.cuda.get_device_name(0), "torch": torch.__version__,
+                       "git_revision": os.environ.get("KCM_GIT_REV", "unknown"),
+                       "command": " ".join(sys.argv), "rows": rows}, f, indent=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--replays", type=int, default=10)
     args = parser.parse_args()
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
-    rows = []
-    for case in CASES:
-        row = measure(*case, sms, args.replays)
-        log(json.dumps(row))
-        rows.append(row)
-        torch.cuda.empty_cache()
-        with open(args.out, "w") as f:  # after every case: a timeout keeps what ran
-            json.dump({"device": torch.cuda.get_device_name(0), "torch": torch.__version__,
-                       "git_revision": os.environ.get("KCM_GIT_REV", "unknown"),
-                       "command": " ".join(sys.argv), "rows": rows}, f, indent=1)
+    run_cases(args.out, measure, args.replays)
 
 
 if __name__ == "__main__":

@@ -17,15 +17,12 @@ plugins/marlin_plugin/gpu/trace_stream_k.py --out OUT.json`` (``run_gpu.sh``: KC
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import statistics
-import sys
 
 import torch
 from bench_marlin import _config, _layer, _random_checkpoint
-from probe_stream_k import CASES
+from probe_stream_k import run_cases
 from probe_tile import Packed, image_kernel
 
 #: Words a block writes (csrc/tile_gemm.cuh kTileStreamTraceSlots): [0] / [1] global ns at the
@@ -33,10 +30,6 @@ from probe_tile import Packed, image_kernel
 #: chunks done and epilogue done (s < SEGMENTS), [15] / [16] clocks at the settle's start / end.
 SLOTS = 20
 SEGMENTS = 4
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def segments_of(block: int, blocks: int, units: int, chunks: int) -> list[int]:
@@ -128,16 +121,8 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--warmup", type=int, default=5)
     args = parser.parse_args()
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
-    rows = []
-    for case in CASES:
-        row = trace(*case, sms, args.warmup)
-        log(json.dumps({key: value for key, value in row.items() if key != "slots"}))
-        rows.append(row)
-        with open(args.out, "w") as f:  # after every case: a timeout keeps what ran
-            json.dump({"device": torch.cuda.get_device_name(0), "torch": torch.__version__,
-                       "git_revision": os.environ.get("KCM_GIT_REV", "unknown"),
-                       "command": " ".join(sys.argv), "rows": rows}, f)
+    run_cases(args.out, trace, args.warmup,
+              shown=lambda row: {key: value for key, value in row.items() if key != "slots"})
 
 
 if __name__ == "__main__":
