@@ -1207,7 +1207,8 @@ __global__ void __launch_bounds__(kTileWsThreads, 1)
 // every piece is stored to its block's slot, the piece that completes the tile's chunk count
 // (an atomic counter per tile, reset by that block) adds the pieces in block order, so the
 // result does not depend on which block finishes last, and stores the tile
-// (tile_stream_epilogue). No block waits for another, so nothing needs all blocks resident.
+// (tile_stream_epilogue, tile_stream_settle). No block waits for another, so nothing needs all
+// blocks resident.
 // The division, computed from the launch parameters where it is needed rather than kept in a
 // struct (the consumers' registers hold the wgmma accumulators). Everything here must stay
 // warp-uniform in ptxas's eyes, so that the segment loop's trip counts, the ring's stage and the
