@@ -1241,6 +1241,11 @@ struct TileStream {
   __device__ __forceinline__ static int piece_slot(const GemmParams& p, int b, int start) {
     return 2 * b + (first_unit(p, b) >= start ? 0 : 1);
   }
+
+  // Block b's piece of that tile in the workspace: its slot's 128 RW x BMX floats.
+  __device__ __forceinline__ static float* piece(const GemmParams& p, int b, int start) {
+    return p.partials + static_cast<size_t>(piece_slot(p, b, start)) * (RW * (BMX / 2) * 256);
+  }
 };
 
 // A block's current segment: `count` chunks of one tile from unit `unit` (count 0 before the
@@ -1310,8 +1315,7 @@ __device__ __forceinline__ int tile_stream_epilogue(const GemmParams& p,
     return 0;
   }
   const int start = tile * p.C;
-  float* mine = p.partials +
-                static_cast<size_t>(Stream::piece_slot(p, blockIdx.x, start)) * (RW * kAcc * 256);
+  float* mine = Stream::piece(p, blockIdx.x, start);
 #pragma unroll
   for (int r = 0; r < RW; ++r) {
 #pragma unroll
@@ -1337,7 +1341,6 @@ __device__ __forceinline__ void tile_stream_settle(const GemmParams& p, float (&
                                                    int last_done, int tid) {
   using Stream = TileStream<BMX, RW>;
   constexpr int kAcc = BMX / 2;
-  constexpr int kSlotFloats = RW * kAcc * 256;
   const int begin_tile = stream_div(p, Stream::first_unit(p, blockIdx.x), kDivChunks);
   const int last_tile = last_seg.tile(p);
   for (int which = 0; which < 2; ++which) {
@@ -1352,8 +1355,7 @@ __device__ __forceinline__ void tile_stream_settle(const GemmParams& p, float (&
     const int own = which == 0 ? static_cast<int>(blockIdx.x) - first : 2;
     int b = first;
     if (own > 1) {  // acc becomes the first piece, read back like the others
-      const float* piece =
-          p.partials + static_cast<size_t>(Stream::piece_slot(p, b, start)) * kSlotFloats;
+      const float* piece = Stream::piece(p, b, start);
 #pragma unroll
       for (int r = 0; r < RW; ++r) {
 #pragma unroll
@@ -1363,8 +1365,7 @@ __device__ __forceinline__ void tile_stream_settle(const GemmParams& p, float (&
     }
     for (; b <= last; ++b) {
       if (own <= 1 && b == static_cast<int>(blockIdx.x)) continue;  // already in acc
-      const float* piece =
-          p.partials + static_cast<size_t>(Stream::piece_slot(p, b, start)) * kSlotFloats;
+      const float* piece = Stream::piece(p, b, start);
 #pragma unroll
       for (int r = 0; r < RW; ++r) {
 #pragma unroll
