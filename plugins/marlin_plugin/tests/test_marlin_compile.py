@@ -79,13 +79,11 @@ def test_tile_sources_compile(tmp_path: Path) -> None:
                   if (found := re.search(r"(\d+) bytes spill stores", part))]
         assert spills or "sm_90a" not in name, f"{name}: no ptxas report read:\n{output[-3000:]}"
         # The stream-K kernels (variant 3) spill a little outside their wgmmas: 40-44 bytes in
-        # the producer (40 registers for the segment loop and the tables' tensor copies), up to
-        # 168 in the epilogue and settle of the 256-token instances (NOTES.md v32); every other
-        # kernel none.
+        # the producer (40 registers for the segment loop and the tables' tensor copies), 8 in
+        # the 256-token instances (168 before their stores went through store_slice: NOTES.md
+        # v33); every other kernel none.
         def allowed(kernel: str) -> int:
-            if "tile_gemm_stream_kernel" not in kernel:
-                return 0
-            return 192 if "Li256E" in kernel else 48
+            return 48 if "tile_gemm_stream_kernel" in kernel else 0
         over = [(kernel, b) for kernel, b in spills if b > allowed(kernel)]
         assert not over, f"{name}: register spills {over}"
 

@@ -39,6 +39,9 @@ pytestmark = [
 
 FORMATS = {
     "int4-g128-bf16": MPLinearLayerConfig(weight_shape=(1000, 2048), group_size=128),
+    # N not a multiple of 8: output rows are not 16-byte aligned, so the epilogue stores element
+    # by element (store_slice's other branch).
+    "int4-g128-odd-rows-bf16": MPLinearLayerConfig(weight_shape=(1003, 2048), group_size=128),
     "uint4-zp-g64-fp16": MPLinearLayerConfig(
         weight_shape=(200, 704), weight_type=scalar_types.uint4, zero_points=True, group_size=64,
         act_dtype=torch.float16),
@@ -139,8 +142,8 @@ def test_planned_tile_against_float64(name: str, m: int, variant: int) -> None:
 
 
 @pytest.mark.parametrize("variant", sorted(tile.TILE_VARIANTS))
-@pytest.mark.parametrize("name", ["int4-g128-bf16", "nvfp4-fp16", "uint8b128-g32-bf16",
-                                  "act-order-uint4-zp-fp16"])
+@pytest.mark.parametrize("name", ["int4-g128-bf16", "int4-g128-odd-rows-bf16", "nvfp4-fp16",
+                                  "uint8b128-g32-bf16", "act-order-uint4-zp-fp16"])
 @pytest.mark.parametrize("m", [64, 200])
 def test_every_tile_shape_and_split(name: str, m: int, variant: int) -> None:
     config = FORMATS[name]

@@ -171,6 +171,9 @@ constexpr int tile_stage_bytes(int v, int bmx, int rw, int kc) {
 //: The shared memory a tile ring may take (of the SM's 227 KB: the barriers and the 1024-byte
 //: alignment slack come on top).
 constexpr int kTileRingBytes = 220 * 1024;
+//: The epilogue's staging: 16 tokens x 16 weight rows of 16-bit outputs for each of the 8
+//: consumer warps (store_slice).
+constexpr int kTileStoreStagingBytes = 8 * 512;
 
 // Byte offsets inside one stage of the ring (all multiples of 1024 where wgmma reads). A stage
 // holds KC consecutive chunks of the block: KC activation blocks, then per tile its codes of the
@@ -193,14 +196,17 @@ struct TileLayout {
       (kTileRingBytes / kStageBytes) < 8 ? kTileRingBytes / kStageBytes : 8;
   static constexpr int kAhead = kStages - 2;  // chunks in flight ahead of the one computed
   static constexpr int kReduceBytes = kRows * BMX * 4;
-  static constexpr size_t kSmemBytes = static_cast<size_t>(kStages) * kStageBytes + 1024;
-  // The warp-specialized kernel's mbarriers (full[kStages], empty[kStages]) follow the ring.
+  // The warp-specialized kernels' mbarriers (full[kStages], empty[kStages]) follow the ring, then
+  // the epilogue's staging (store_slice: 512 bytes a consumer warp, never part of the ring, so a
+  // stream-K block can store a tile while its producer fills the ring for the next segment).
   static constexpr int kBarriers = kStages * kStageBytes;
-  static constexpr size_t kSmemBytesWs = kSmemBytes + 2 * 8 * kStages;
+  static constexpr int kStoreStaging = kBarriers + 2 * 8 * kStages;
+  static constexpr size_t kSmemBytes = kStoreStaging + kTileStoreStagingBytes + 1024;
   static_assert(KC == 1 || KC == 2, "one or two chunks a stage");
   static_assert(kZeros + KC * kTiles * 128 <= kStageBytes, "tile_stage_bytes disagrees");
   static_assert(kStages >= 3, "a stage must leave room for three in the ring");
   static_assert(kReduceBytes <= kStages * kStageBytes, "split-K partials must fit in the ring");
+  static_assert(kSmemBytes <= 227 * 1024, "the SM's shared memory a block may take");
 
   // Chunk j of a stage: its activations, tile `local`'s codes (vector v), scale and zero words.
   __device__ __forceinline__ static constexpr int x_offset(int j) { return kX + j * BMX * 128; }
@@ -451,68 +457,127 @@ __device__ __forceinline__ int tile_output_row(int n_block, int tid, int r, int 
          ((tid & 31) >> 2) + 8 * half;
 }
 
-// The token of accumulator element e of consumer thread `tid` in the block's tokens from m0:
-// 8 (e >> 2) + 2 t + (e & 1) (the wgmma accumulator layout).
-__device__ __forceinline__ int tile_output_token(int m0, int tid, int e) {
-  return m0 + 8 * (e >> 2) + 2 * (tid & 3) + (e & 1);
-}
-
-// Writes chan[n] * value + bias[n] as T for element (r, e) of consumer thread `tid`'s
-// accumulators in the block of 128 RW weight rows n_block and tokens from m0 (the split-K
-// epilogue's share of elements; a whole block goes through store_block).
-template <typename T, int FMT, int BMX, int RW>
-__device__ __forceinline__ void store_output(const GemmParams& p, int n_block, int m0, int tid,
-                                             int r, int e, float value) {
-  const int n = tile_output_row<FMT, BMX, RW>(n_block, tid, r, (e >> 1) & 1);
-  const int m = tile_output_token(m0, tid, e);
-  if (n >= p.N || m >= p.M) return;
-  const T* bias = static_cast<const T*>(p.bias);
-  const float cs = p.chan != nullptr ? p.chan[n] : 1.0f;
-  const float bs = bias != nullptr ? to_float(bias[n]) : 0.0f;
-  static_cast<T*>(p.out)[static_cast<size_t>(m) * p.N + n] = from_float<T>(value * cs + bs);
-}
-
-// Where a thread's stores of elements past M or N go: every store of a block's outputs is then
+// Where a thread's stores of outputs past M or N go: every store of a block's outputs is then
 // unconditional, its address selected. A branch or predicate around the stores, inside the stream-K
 // kernel's segment loop, made ptxas treat the ring's stage and the wgmma descriptors as
 // per-thread values (see TileStream).
-static __device__ uint16_t tile_discard[256];  // one per translation unit
+static __device__ uint4 tile_discard[256];  // one per translation unit
 
-// Writes a block's outputs from per-thread values laid out as the wgmma accumulators (element e
-// of vals[r]: weight row g + 8 ((e >> 1) & 1) of the warp's tile r, token 8 (e >> 2) + 2 t +
-// (e & 1)), reading each of the thread's weight rows' chan and bias once (rows past N read row
-// N - 1 and store to tile_discard). Tile R, then the next by recursion: a compile-time r, which
-// `#pragma unroll` did not guarantee inside the stream kernel's segment loop (vals went to local
-// memory there).
-template <typename T, int FMT, int BMX, int RW, int R = 0>
-__device__ __forceinline__ void store_block(const GemmParams& p, int n_block, int m0, int tid,
-                                            const float (&vals)[RW][BMX / 2]) {
-  if constexpr (R < RW) {
-    const T* bias = static_cast<const T*>(p.bias);
-    T* out = static_cast<T*>(p.out);
+// stmatrix and thread-block clusters: SM90 only (the sm_80 build keeps trap stubs).
+#ifdef KCM_TILE_SM90
+// chan[n] and bias[n] of consumer thread `tid`'s two weight rows (g, g + 8) in its tile r, the
+// affine map its sums take on the way out; rows past N read row N - 1 (their stores are
+// discarded).
+struct TileRowAffine {
+  float scale[2];
+  float shift[2];
+};
+
+template <typename T, int FMT, int BMX, int RW>
+__device__ __forceinline__ TileRowAffine tile_row_affine(const GemmParams& p, int n_block,
+                                                         int tid, int r) {
+  const T* bias = static_cast<const T*>(p.bias);
+  TileRowAffine a;
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int n = tile_output_row<FMT, BMX, RW>(n_block, tid, R, half);
-      const bool row_ok = n < p.N;
-      const int row = row_ok ? n : p.N - 1;
-      const float cs = p.chan != nullptr ? p.chan[row] : 1.0f;
-      const float bs = bias != nullptr ? to_float(bias[row]) : 0.0f;
+  for (int half = 0; half < 2; ++half) {
+    const int n = tile_output_row<FMT, BMX, RW>(n_block, tid, r, half);
+    const int row = n < p.N ? n : p.N - 1;
+    a.scale[half] = p.chan != nullptr ? p.chan[row] : 1.0f;
+    a.shift[half] = bias != nullptr ? to_float(bias[row]) : 0.0f;
+  }
+  return a;
+}
+
+// Four 8 x 8 matrices of 16-bit values to shared memory, transposed: register i of every lane is
+// its fragment of matrix i (row lane / 4, columns 2 (lane % 4) and + 1), and lane 8 i + j gives
+// the address of memory row j of matrix i, which receives the matrix's column j.
+__device__ __forceinline__ void stmatrix_trans_x4(uint32_t address, const uint32_t (&r)[4]) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};" ::"r"(
+                   address),
+               "r"(r[0]), "r"(r[1]), "r"(r[2]), "r"(r[3])
+               : "memory");
+}
+
+// Writes chan[n] * v + bias[n] as T for slice s of a consumer warp's tile r: its 16 weight rows
+// x tokens m0 + 16 s .. + 15, from v = the thread's accumulator elements 8 s .. 8 s + 7 of that
+// tile (element 4 h + 2 half + lo: row g + 8 half, token 16 s + 8 h + 2 t + lo).
+// A token's outputs are contiguous along the weight rows, but a lane holds two rows of four
+// tokens: stored as they lie, each 2-byte store of a warp touched four 128-byte lines for 16
+// bytes each, and a 128 x 256 block's outputs took ~12 us on the H200 (gpu/probe_store.cu,
+// NOTES.md v33). So the warp transposes the slice through its 512 bytes of `staging` (stmatrix
+// .trans: [token][row], 32 bytes a token) and each lane stores 16 bytes, 8 rows of one token
+// (~2.4 us for that block). That needs rows 16-byte aligned, N a multiple of 8; other layers keep
+// one store per element (a uniform branch on N).
+template <typename T, int FMT, int BMX, int RW>
+__device__ __forceinline__ void store_slice(const GemmParams& p, int n_block, int m0, int tid,
+                                            int r, int s, const float (&v)[8],
+                                            const TileRowAffine& a, unsigned char* staging) {
+  T* out = static_cast<T*>(p.out);
+  const int lane = tid & 31;
+  uint32_t pairs[4];  // pair i: tokens 8 (i >> 1) + 2 t, + 1 of row g + 8 (i & 1): matrix i
 #pragma unroll
-      for (int q = 0; q < BMX / 8; ++q) {
+  for (int i = 0; i < 4; ++i) {
+    const int half = i & 1;
+    pairs[i] = floats_to_pair<T>(v[2 * i] * a.scale[half] + a.shift[half],
+                                 v[2 * i + 1] * a.scale[half] + a.shift[half]);
+  }
+  // The warp's tile starts at row n_tile; lane (g, t) holds rows n_tile + g, + 8.
+  const int n_tile = tile_output_row<FMT, BMX, RW>(n_block, tid, r, 0) - (lane >> 2);
+  const int m_slice = m0 + 16 * s;
+  if ((p.N & 7) == 0) {
+    const int i = lane >> 3;  // this lane addresses row j = lane % 8 of matrix i
+    stmatrix_trans_x4(shared_address(staging + ((i >> 1) * 8 + (lane & 7)) * 32 + (i & 1) * 16),
+                      pairs);
+    __syncwarp();
+    const uint4 rows8 = *reinterpret_cast<const uint4*>(staging + lane * 16);
+    __syncwarp();  // read before the next slice's stmatrix
+    const int m = m_slice + (lane >> 1);
+    const int n = n_tile + 8 * (lane & 1);
+    uint4* dst = n < p.N && m < p.M
+                     ? reinterpret_cast<uint4*>(out + static_cast<size_t>(m) * p.N + n)
+                     : tile_discard + tid;
+    *dst = rows8;
+  } else {
 #pragma unroll
-        for (int lo = 0; lo < 2; ++lo) {
-          const int m = tile_output_token(m0, tid, 4 * q + 2 * half + lo);
-          T* dst = row_ok && m < p.M ? out + static_cast<size_t>(m) * p.N + row
-                                     : reinterpret_cast<T*>(tile_discard + tid);
-          *dst = from_float<T>(vals[R][4 * q + 2 * half + lo] * cs + bs);
-        }
-      }
+    for (int e = 0; e < 8; ++e) {
+      const int n = n_tile + (lane >> 2) + 8 * ((e >> 1) & 1);
+      const int m = m_slice + 8 * (e >> 2) + 2 * (lane & 3) + (e & 1);
+      T* dst = n < p.N && m < p.M ? out + static_cast<size_t>(m) * p.N + n
+                                  : reinterpret_cast<T*>(tile_discard + tid);
+      const uint32_t pair = pairs[e >> 1];
+      *dst = *reinterpret_cast<const T*>(reinterpret_cast<const uint16_t*>(&pair) + (e & 1));
     }
-    store_block<T, FMT, BMX, RW, R + 1>(p, n_block, m0, tid, vals);
   }
 }
 
-#ifdef KCM_TILE_SM90  // thread-block clusters: SM90 only (the sm_80 build keeps trap stubs)
+// Writes a block's outputs from per-thread values laid out as the wgmma accumulators (element e
+// of vals[r]: weight row g + 8 ((e >> 1) & 1) of the warp's tile r, token 8 (e >> 2) + 2 t +
+// (e & 1)), slice by slice through the warp's `staging` (store_slice). Tile R, then the next by
+// recursion: a compile-time r, which `#pragma unroll` did not guarantee inside the stream
+// kernel's segment loop (vals went to local memory there).
+template <typename T, int FMT, int BMX, int RW, int R = 0>
+__device__ __forceinline__ void store_block(const GemmParams& p, int n_block, int m0, int tid,
+                                            const float (&vals)[RW][BMX / 2],
+                                            unsigned char* staging) {
+  if constexpr (R < RW) {
+    const TileRowAffine a = tile_row_affine<T, FMT, BMX, RW>(p, n_block, tid, R);
+#pragma unroll
+    for (int s = 0; s < BMX / 16; ++s) {
+      store_slice<T, FMT, BMX, RW>(p, n_block, m0, tid, R, s,
+                                   *reinterpret_cast<const float(*)[8]>(&vals[R][8 * s]), a,
+                                   staging);
+    }
+    store_block<T, FMT, BMX, RW, R + 1>(p, n_block, m0, tid, vals, staging);
+  }
+}
+
+// The epilogue staging of consumer thread `tid`'s warp in a block's shared memory `smem` (the
+// ring's base).
+template <int FMT, int BMX, int RW, int KC = 1>
+__device__ __forceinline__ unsigned char* tile_store_staging(unsigned char* smem, int tid) {
+  return smem + TileLayout<FMT, BMX, RW, KC>::kStoreStaging + (tid >> 5) * 512;
+}
+
 // Where a block sits: its cluster (split-K), its 128 RW weight rows (n_block), its BMX tokens
 // (from m0) and its share of the chunks [c_begin, c_begin + count).
 struct TileBlock {
@@ -532,21 +597,20 @@ struct TileBlock {
 
 // Writes chan[n] * acc + bias[n] of consumer thread `tid` (0..255), or with split-K first adds
 // the partial sums of the cluster: every block parks its sums in its own ring (thread-major,
-// conflict-free), then block `rank` adds the rank-th share of the elements over the whole
-// cluster. Threads that hold no sums (a producer warpgroup) call tile_epilogue_barriers instead.
+// conflict-free), then block `rank` adds the rank-th share of the 16-token slices (store_slice)
+// over the whole cluster. `staging`: the thread's warp's (tile_store_staging). Threads that hold
+// no sums (a producer warpgroup) call tile_epilogue_barriers instead.
 template <typename T, int FMT, int BMX, int RW>
 __device__ __forceinline__ void tile_epilogue(const GemmParams& p, float (&acc)[RW][BMX / 2],
-                                              unsigned char* smem, const TileBlock& blk, int tid) {
+                                              unsigned char* smem, unsigned char* staging,
+                                              const TileBlock& blk, int tid) {
   const int split = blk.split;
   const int rank = blk.rank;
   const int n_block = blk.n_block;
   const int m0 = blk.m0;
   constexpr int kAcc = BMX / 2;
-  auto store = [&](int r, int e, float value) {
-    store_output<T, FMT, BMX, RW>(p, n_block, m0, tid, r, e, value);
-  };
   if (split == 1) {
-    store_block<T, FMT, BMX, RW>(p, n_block, m0, tid, acc);
+    store_block<T, FMT, BMX, RW>(p, n_block, m0, tid, acc, staging);
     return;
   }
   __syncthreads();
@@ -557,24 +621,23 @@ __device__ __forceinline__ void tile_epilogue(const GemmParams& p, float (&acc)[
     for (int e = 0; e < kAcc; ++e) partial[(r * kAcc + e) * 256 + tid] = acc[r][e];
   }
   blk.cluster.sync();
-  constexpr int kTotal = RW * kAcc;
-  const int lo = rank * kTotal / split;
-  const int hi = (rank + 1) * kTotal / split;
-  for (int b = lo; b < hi; b += 8) {
+  // Slice `slice` of the block: tile slice / (BMX / 16), its elements 8 (slice % (BMX / 16)) ..
+  // + 7 (partial words 8 slice .. 8 slice + 7).
+  constexpr int kSlices = RW * BMX / 16;
+  const int lo = rank * kSlices / split;
+  const int hi = (rank + 1) * kSlices / split;
+  for (int slice = lo; slice < hi; ++slice) {
     float sum[8];
 #pragma unroll
     for (int u = 0; u < 8; ++u) sum[u] = 0.0f;
     for (int q = 0; q < split; ++q) {
       const float* peer = blk.cluster.map_shared_rank(partial, q);
 #pragma unroll
-      for (int u = 0; u < 8; ++u) {
-        if (b + u < hi) sum[u] += peer[(b + u) * 256 + tid];
-      }
+      for (int u = 0; u < 8; ++u) sum[u] += peer[(8 * slice + u) * 256 + tid];
     }
-#pragma unroll
-    for (int u = 0; u < 8; ++u) {
-      if (b + u < hi) store((b + u) / kAcc, (b + u) % kAcc, sum[u]);
-    }
+    const int r = slice / (BMX / 16);
+    store_slice<T, FMT, BMX, RW>(p, n_block, m0, tid, r, slice - r * (BMX / 16), sum,
+                                 tile_row_affine<T, FMT, BMX, RW>(p, n_block, tid, r), staging);
   }
   blk.cluster.sync();  // no block leaves while a peer may still read its partial sums
 }
@@ -651,7 +714,8 @@ __global__ void __launch_bounds__(256, 1) tile_gemm_kernel(const GemmParams p) {
   for (int i = 0; i < kAhead; ++i) issue();
   run_chunks(blk.count, acc, compute);
   wait_async<0>();
-  tile_epilogue<T, FMT, BMX, RW>(p, acc, smem, blk, tid);
+  tile_epilogue<T, FMT, BMX, RW>(p, acc, smem, tile_store_staging<FMT, BMX, RW>(smem, tid), blk,
+                                 tid);
 #else
   __trap();  // built for another architecture: the host dispatch sends only SM90 here
 #endif
@@ -911,7 +975,8 @@ __device__ __forceinline__ void tile_ws_consume(const GemmParams& p, unsigned ch
           ring.sink[0] ^ ring.sink[1] ^ ring.sink[2] ^ ring.sink[3];
     }
   }
-  tile_epilogue<T, FMT, BMX, RW>(p, acc, smem, blk, tid);
+  tile_epilogue<T, FMT, BMX, RW>(p, acc, smem, tile_store_staging<FMT, BMX, RW, KC>(smem, tid),
+                                 blk, tid);
 }
 #endif
 
@@ -1304,14 +1369,15 @@ __device__ __forceinline__ int consumers_any(int value) {
 template <typename T, int FMT, int BMX, int RW>
 __device__ __forceinline__ int tile_stream_epilogue(const GemmParams& p,
                                                     const float (&acc)[RW][BMX / 2],
-                                                    const TileSegment& seg, int tid) {
+                                                    const TileSegment& seg, int tid,
+                                                    unsigned char* staging) {
   using Stream = TileStream<BMX, RW>;
   constexpr int kAcc = BMX / 2;
   const int tile = seg.tile(p);
   if (seg.count == p.C) {
     const int n_block = stream_div(p, tile, kDivTokenBlocks);
     store_block<T, FMT, BMX, RW>(p, n_block, (tile - n_block * ((p.M + BMX - 1) / BMX)) * BMX,
-                                 tid, acc);
+                                 tid, acc, staging);
     return 0;
   }
   const int start = tile * p.C;
@@ -1338,7 +1404,8 @@ __device__ __forceinline__ int tile_stream_epilogue(const GemmParams& p,
 template <typename T, int FMT, int BMX, int RW>
 __device__ __forceinline__ void tile_stream_settle(const GemmParams& p, float (&acc)[RW][BMX / 2],
                                                    const TileSegment& last_seg, int first_done,
-                                                   int last_done, int tid) {
+                                                   int last_done, int tid,
+                                                   unsigned char* staging) {
   using Stream = TileStream<BMX, RW>;
   constexpr int kAcc = BMX / 2;
   const int begin_tile = stream_div(p, Stream::first_unit(p, blockIdx.x), kDivChunks);
@@ -1374,7 +1441,7 @@ __device__ __forceinline__ void tile_stream_settle(const GemmParams& p, float (&
     }
     const int n_block = stream_div(p, tile, kDivTokenBlocks);
     store_block<T, FMT, BMX, RW>(p, n_block, (tile - n_block * ((p.M + BMX - 1) / BMX)) * BMX,
-                                 tid, acc);
+                                 tid, acc, staging);
     if (tid == 0) p.arrivals[first] = 0;  // every piece of this launch is in
   }
 }
@@ -1440,6 +1507,7 @@ __device__ __forceinline__ void tile_stream_consume(const GemmParams& p, unsigne
   TileStreamTimeline<kTrace> timeline;
   timeline.start(p, tid);
   TileRing<T, FMT, BMX, RW, KC, kTileProbeOff, true> ring(p, smem, full, empty, tid);
+  unsigned char* staging = tile_store_staging<FMT, BMX, RW, KC>(smem, tid);
   const int begin = TileStream<BMX, RW>::first_unit(p, blockIdx.x);
   TileSegment seg;
   TileSegment last_seg;
@@ -1451,7 +1519,7 @@ __device__ __forceinline__ void tile_stream_consume(const GemmParams& p, unsigne
     timeline.segment(p, 0, tid);
     run_chunks(seg.count, acc, [&](uint32_t (&a)[RW][4][4]) { ring.chunk(p, acc, a); });
     timeline.segment(p, 1, tid);
-    last_done = tile_stream_epilogue<T, FMT, BMX, RW>(p, acc, seg, tid);
+    last_done = tile_stream_epilogue<T, FMT, BMX, RW>(p, acc, seg, tid, staging);
     timeline.segment(p, 2, tid);
     first_done = seg.unit == begin ? last_done : first_done;
     last_seg = seg;
@@ -1462,7 +1530,7 @@ __device__ __forceinline__ void tile_stream_consume(const GemmParams& p, unsigne
   first_done = consumers_any(first_done);
   last_done = consumers_any(last_done);
   timeline.settle(p, 0, tid);
-  tile_stream_settle<T, FMT, BMX, RW>(p, acc, last_seg, first_done, last_done, tid);
+  tile_stream_settle<T, FMT, BMX, RW>(p, acc, last_seg, first_done, last_done, tid, staging);
   timeline.settle(p, 1, tid);
   timeline.end(p, tid);
 }

@@ -54,8 +54,7 @@ struct TileKernel {
   }
   static constexpr auto kernel = pick();
   static constexpr int kThreads = VARIANT == kTileBarrier ? 256 : kTileWsThreads;
-  static constexpr size_t kSmemBytes =
-      VARIANT == kTileBarrier ? Layout::kSmemBytes : Layout::kSmemBytesWs;
+  static constexpr size_t kSmemBytes = Layout::kSmemBytes;
 };
 
 // The bulk producers' TileScaleMaps for a launch of kTiles-tile blocks and kc-chunk stages:
