@@ -88,11 +88,12 @@ BULK_CHUNK_US = {(64, 1): 0.350, (64, 2): 0.550, (128, 1): 0.442, (128, 2): 0.77
 #: serializes the wgmmas for want of registers (csrc/tile_launch.cuh, tile_instance_exists).
 STREAM_SHAPES = [shape for shape in TILE_SHAPES if shape != (128, 2)]
 #: Per-chunk times of the stream-K variant (us, H200, gpu/probe_stream_k.py
-#: ``marlin-stream-k-probe-h200-2026-11-29-v32.json``: with the bulk variant's stages (NOTES.md
-#: v32) one and two whole tiles per block on all 132 SMs run within 3% of the bulk variant; the
-#: slope between them). The 64-token x 128-row instance is built, tested and measured on whole
-#: tiles only (0.354 us a chunk with a ~7 us block), not on shared ones, so not planned.
-STREAM_CHUNK_US = {(64, 2): 0.523, (128, 1): 0.430, (256, 1): 0.717}
+#: ``marlin-stream-k-probe-h200-2026-11-29-v33.json``: one and two whole tiles per block on all
+#: 132 SMs run within 1% of the bulk variant; the slope between them, and for 128 x 256 (one tile
+#: a block only) its time less the others' ~3.5 us intercept, over 128 chunks; NOTES.md v33). The
+#: 64-token x 128-row instance is built, tested and measured on whole tiles only, not on shared
+#: ones, so not planned.
+STREAM_CHUNK_US = {(64, 2): 0.538, (128, 1): 0.439, (256, 1): 0.690}
 #: Measured per-chunk times by (variant, bmx, rw): the candidates the planner weighs. A variant
 #: joins when a GPU run has measured it (gpu/probe_tile.py writes these times). The barrier
 #: variant keeps its run 2-3 times (the plans they give were measured); the v5 refit differs by
@@ -115,13 +116,14 @@ _BLOCK_OVERHEAD_CHUNKS = 4
 _SPLIT_OVERHEAD_CHUNKS = {0: 2, 1: 2, 2: 8}
 _SHARED_SM_SLOWDOWN = 1.8
 #: Fixed cost of a stream-K block in chunks by (bmx, rw): the ring fill and epilogue of any
-#: block (~7-8 us, the probe's whole-tile intercept), the pieces of the (at most two) tiles it
+#: block (~3.5 us, the probe's whole-tile intercept), the pieces of the (at most two) tiles it
 #: shares stored and arrived on, and after its last chunk the sum of the tile its last piece
 #: completed. Fitted on the same probe's benchmark layers (times / per-chunk time - chunks a
-#: block): 26 / 32 chunks for 256 x 64 on 28672 / 10240 x 8192 at M=64, 39 / 37 for 128 x 128 at
-#: M=128, 35 / 32 / 36 for 128 x 256 on 28672 / 10240 / 8192 x 8192 at M=256; the means here
-#: (128 x 64, not measured on shared tiles, takes its row set's 256 x 64 value).
-_STREAM_OVERHEAD_CHUNKS = {(64, 1): 29, (64, 2): 29, (128, 1): 38, (256, 1): 35}
+#: block): 17 / 24 chunks for 256 x 64 on 28672 / 10240 x 8192 at M=64, 22 / 25 for 128 x 128 at
+#: M=128, 30 / 27 / 26 for 128 x 256 on 28672 / 10240 / 8192 x 8192 at M=256; the means here
+#: (128 x 64, not measured on shared tiles, takes its row set's 256 x 64 value). Before the
+#: outputs went out 16 bytes a lane (v32): 29 / 38 / 35.
+_STREAM_OVERHEAD_CHUNKS = {(64, 1): 20, (64, 2): 20, (128, 1): 23, (256, 1): 28}
 
 
 @dataclass(frozen=True)
