@@ -901,20 +901,6 @@ __device__ __forceinline__ uint64_t evict_first_policy() {
   return policy;
 }
 
-// L2 policy for data written now and read back by the same kernel much later (the stream-K
-// tile kernel's pieces): evicted last, so the weights streaming through in between do not push
-// it out to memory.
-__device__ __forceinline__ uint64_t evict_last_policy() {
-  uint64_t policy;
-  asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(policy));
-  return policy;
-}
-
-__device__ __forceinline__ void store_kept(float* dst, float value, uint64_t policy) {
-  asm volatile("st.global.L2::cache_hint.f32 [%0], %1, %2;" ::"l"(dst), "f"(value), "l"(policy)
-               : "memory");
-}
-
 __device__ __forceinline__ void bulk_copy_streamed(void* dst, const void* src, int bytes,
                                                    uint64_t* bar, uint64_t policy) {
   asm volatile(

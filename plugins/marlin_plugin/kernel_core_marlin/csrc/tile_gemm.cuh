@@ -1311,19 +1311,6 @@ struct TileStream {
   __device__ __forceinline__ static float* piece(const GemmParams& p, int b, int start) {
     return p.partials + static_cast<size_t>(piece_slot(p, b, start)) * (RW * (BMX / 2) * 256);
   }
-
-  // Drops a piece from L2 once consumer thread `tid`'s warp has read it into registers (each
-  // warp reads whole 128-byte lines of it: element e of its 32 threads): a piece is read once,
-  // and a dirty line left behind would be written back to memory for nothing. Each lane drops
-  // the lines of its warp's elements lane, lane + 32, ...; the sums that used the values come
-  // first in program order, so every lane's load of a line has returned before it goes.
-  __device__ __forceinline__ static void discard(float* piece, int tid) {
-    float* warp_lines = piece + (tid & ~31);
-#pragma unroll
-    for (int e = tid & 31; e < RW * (BMX / 2); e += 32) {
-      asm volatile("discard.global.L2 [%0], 128;" ::"l"(warp_lines + e * 256) : "memory");
-    }
-  }
 };
 
 // A block's current segment: `count` chunks of one tile from unit `unit` (count 0 before the
@@ -1395,11 +1382,10 @@ __device__ __forceinline__ int tile_stream_epilogue(const GemmParams& p,
   }
   const int start = tile * p.C;
   float* mine = Stream::piece(p, blockIdx.x, start);
-  const uint64_t keep = evict_last_policy();
 #pragma unroll
   for (int r = 0; r < RW; ++r) {
 #pragma unroll
-    for (int e = 0; e < kAcc; ++e) store_kept(mine + (r * kAcc + e) * 256 + tid, acc[r][e], keep);
+    for (int e = 0; e < kAcc; ++e) __stcg(mine + (r * kAcc + e) * 256 + tid, acc[r][e]);
   }
   consumers_sync();  // every thread's part of the piece is issued
   if (tid != 0) return 0;
@@ -1436,24 +1422,22 @@ __device__ __forceinline__ void tile_stream_settle(const GemmParams& p, float (&
     const int own = which == 0 ? static_cast<int>(blockIdx.x) - first : 2;
     int b = first;
     if (own > 1) {  // acc becomes the first piece, read back like the others
-      float* piece = Stream::piece(p, b, start);
+      const float* piece = Stream::piece(p, b, start);
 #pragma unroll
       for (int r = 0; r < RW; ++r) {
 #pragma unroll
         for (int e = 0; e < kAcc; ++e) acc[r][e] = __ldcg(piece + (r * kAcc + e) * 256 + tid);
       }
-      Stream::discard(piece, tid);
       ++b;
     }
     for (; b <= last; ++b) {
       if (own <= 1 && b == static_cast<int>(blockIdx.x)) continue;  // already in acc
-      float* piece = Stream::piece(p, b, start);
+      const float* piece = Stream::piece(p, b, start);
 #pragma unroll
       for (int r = 0; r < RW; ++r) {
 #pragma unroll
         for (int e = 0; e < kAcc; ++e) acc[r][e] += __ldcg(piece + (r * kAcc + e) * 256 + tid);
       }
-      Stream::discard(piece, tid);
     }
     const int n_block = stream_div(p, tile, kDivTokenBlocks);
     store_block<T, FMT, BMX, RW>(p, n_block, (tile - n_block * ((p.M + BMX - 1) / BMX)) * BMX,
