@@ -85,7 +85,7 @@ def measure(name: str, n: int, k: int, m: int, bmx: int, rw: int, sms: int,
         ext.activation_image(x, img, stream)
         ext.tile_gemm(x, img, lay.weight, lay.weight_scale, empty, empty, empty, empty, out,
                       partials, arrivals[:blocks], kernel._fmt, kernel._group_size,
-                      kernel._zconst, bmx, rw, 1, variant, stream)
+                      kernel._zconst, bmx, rw, 1, variant, ops.LAUNCH_WITH_PDL, stream)
         return out
 
     def calls(variant: int, blocks: int = sms):

@@ -303,8 +303,10 @@ def tile_gemm(
 ) -> torch.Tensor:
     """``x [M, K]`` (16-bit, contiguous, SM90) times the packed weight: ``[M, n]`` in x's dtype.
     Variants 2 and 3 read the activation image (layout: :mod:`kernel_core_marlin.x_image`), built
-    here from x by the extension's image kernel; variant 3 also the device's
-    :func:`stream_workspace` (left as it found it, so not a mutated argument)."""
+    here from x by the extension's image kernel, and are launched as its programmatic dependents
+    when :data:`ops.LAUNCH_WITH_PDL` is on (their setup and first weight copies overlap the
+    image's last blocks); variant 3 also reads the device's :func:`stream_workspace` (left as it
+    found it, so not a mutated argument)."""
     if x.data_ptr() % 4:  # the kernel copies activations a 4-byte channel pair at a time
         x = x.clone()
     out = torch.empty((x.shape[0], n), dtype=x.dtype, device=x.device)
@@ -321,7 +323,7 @@ def tile_gemm(
             x, x_img, qweight, gscale, zeros if zeros is not None else empty,
             gtab if gtab is not None else empty, chan if chan is not None else empty,
             bias if bias is not None else empty, out, partials, arrivals, fmt, group_size, zconst,
-            bmx, rw, split, variant, stream,
+            bmx, rw, split, variant, ops.LAUNCH_WITH_PDL and variant >= 2, stream,
         )
     return out
 

@@ -83,9 +83,10 @@ def _inputs(config, layer, m: int):
 
 
 def _launch(kernel, layer, x2, bias, out, bmx: int, rw: int, split: int, variant: int,
-            stream_blocks: int | None = None) -> None:
+            stream_blocks: int | None = None, pdl: bool = False) -> None:
     """The extension's tile launch; stream-K on the device's workspace, its grid cut to
-    ``stream_blocks`` blocks when given (one per SM otherwise: the workspace's counters)."""
+    ``stream_blocks`` blocks when given (one per SM otherwise: the workspace's counters);
+    ``pdl``: as a programmatic dependent of the kernel before it."""
     empty = x2.new_empty(0)
 
     def given(name: str) -> torch.Tensor:
@@ -102,7 +103,7 @@ def _launch(kernel, layer, x2, bias, out, bmx: int, rw: int, split: int, variant
     ops.extension().tile_gemm(
         x2, x_img, layer.weight, layer.weight_scale, given("weight_zero_point"),
         given("weight_group_table"), given("weight_channel_scale"), bias, out, partials,
-        arrivals, kernel._fmt, kernel._group_size, kernel._zconst, bmx, rw, split, variant,
+        arrivals, kernel._fmt, kernel._group_size, kernel._zconst, bmx, rw, split, variant, pdl,
         torch.cuda.current_stream().cuda_stream)
 
 
@@ -261,8 +262,10 @@ def test_stream_k_refusals() -> None:
         ops.extension().tile_gemm(
             x2, activation_image(x2, layer.weight.shape[1]), layer.weight, layer.weight_scale,
             x2.new_empty(0), x2.new_empty(0), x2.new_empty(0), bias, out, small, arrivals,
-            kernel._fmt, kernel._group_size, kernel._zconst, 64, 1, 1, tile.STREAM_K,
+            kernel._fmt, kernel._group_size, kernel._zconst, 64, 1, 1, tile.STREAM_K, False,
             torch.cuda.current_stream().cuda_stream)
+    with pytest.raises(RuntimeError, match="pdl\\) of the tile kernel needs variant 2 or 3"):
+        _launch(kernel, layer, x2, bias, out, 64, 1, 1, 1, pdl=True)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -313,6 +316,35 @@ def test_specialized_split_k_graph_replay(variant: int) -> None:
                               256, kernel._group_size, kernel._zconst, 64, 1, split, variant)
 
     _assert_graph_replays(run, x, lambda: x.double() @ reference.T)
+
+
+@pytest.mark.parametrize("variant", [2, 3])
+def test_pdl_chain_reads_what_the_launch_before_it_wrote(variant: int) -> None:
+    """Three tile GEMMs chained through their outputs under graph replay. The op launches
+    variants 2 and 3 as programmatic dependents of their image kernels (ops.LAUNCH_WITH_PDL):
+    none may read its image, write its output or touch stream-K's counters before the kernel
+    ahead of it is done; an early read shows as a wrong product against float64 (the
+    intermediates rounded to bf16 as the kernel's are) or as NaN from the poisoned output."""
+    assert ops.LAUNCH_WITH_PDL
+    config = MPLinearLayerConfig(weight_shape=(2048, 2048), group_size=128)
+    layers = [_processed(config, seed=seed) for seed in (1, 2, 3)]
+    x = torch.randn(200, 2048, device="cuda", dtype=config.act_dtype)
+
+    def run() -> torch.Tensor:
+        h = x
+        for kernel, layer, _ in layers:
+            h = tile.tile_gemm(h, layer.weight, layer.weight_scale, None, None,
+                               getattr(layer, "weight_channel_scale", None), None, kernel._fmt,
+                               2048, kernel._group_size, kernel._zconst, 64, 1, 1, variant)
+        return h
+
+    def expected() -> torch.Tensor:
+        h = x
+        for _, _, reference in layers:
+            h = (h.double() @ reference.T).to(config.act_dtype)
+        return h.double()
+
+    _assert_graph_replays(run, x, expected)
 
 
 @pytest.mark.parametrize("variant", [1, 2, 3])

@@ -112,7 +112,8 @@ void tile_gemm(const torch::Tensor& x, const torch::Tensor& x_img, const torch::
                const torch::Tensor& gscale, const torch::Tensor& zeros, const torch::Tensor& gtab, const torch::Tensor& chan,
                const torch::Tensor& bias, torch::Tensor& out, torch::Tensor& partials,
                torch::Tensor& arrivals, int64_t fmt, int64_t group_size, int64_t zconst,
-               int64_t bmx, int64_t rw, int64_t split, int64_t variant, int64_t stream) {
+               int64_t bmx, int64_t rw, int64_t split, int64_t variant, bool pdl,
+               int64_t stream) {
   KC_CHECK(x.dim() == 2 && x.is_contiguous(), "kernel_core_marlin: x must be contiguous 2-D");
   KC_CHECK(x.size(1) % 16 == 0, "kernel_core_marlin: K must be a multiple of 16, found ", x.size(1));
   KC_CHECK(x.size(1) <= qweight.size(1) * 64, "kernel_core_marlin: K=", x.size(1),
@@ -127,6 +128,8 @@ void tile_gemm(const torch::Tensor& x, const torch::Tensor& x_img, const torch::
   // Variants 2 and 3 read the activation image (x_image.py) instead of x: [C, M rounded up to 8,
   // 64].
   const bool image = variant >= 2;
+  KC_CHECK(!pdl || image, "kernel_core_marlin: a programmatic dependent launch (pdl) of the tile "
+           "kernel needs variant 2 or 3 (the image kernel before it), found variant ", variant);
   if (image) {
     KC_CHECK(x_img.dim() == 3 && x_img.is_contiguous() && x_img.scalar_type() == x.scalar_type() &&
                  x_img.size(0) == qweight.size(1) && x_img.size(1) == (x.size(0) + 7) / 8 * 8 &&
@@ -165,6 +168,7 @@ void tile_gemm(const torch::Tensor& x, const torch::Tensor& x_img, const torch::
   p.out = out.data_ptr();
   p.M = static_cast<int>(x.size(0));
   p.K = static_cast<int>(x.size(1));
+  p.pdl = pdl ? 1 : 0;
   if (p.M == 0) return;
   void* s = reinterpret_cast<void*>(stream);
   const int f = static_cast<int>(fmt);

@@ -22,7 +22,8 @@ struct GemmParams {
   void* out;                 // [M, N] T (gemm) or [N, C * 64] T (dequantize)
   int M, N, K, C, N16, G, group_size, zconst, WN, WK;
   int pdl;                   // 1: launch as a programmatic dependent of the kernel before it on
-                             // the stream (bulk pipelines 2-6 only; the launcher refuses others)
+                             // the stream (stream kernel: bulk pipelines 2-6; tile kernel:
+                             // variants 2 and 3; the launchers refuse others)
   // Tile variant 3 (stream-K) only: the partial sums of tiles shared by several blocks, two
   // slots of 128 RW x BMX floats per block, and one arrival counter per block (zero between
   // launches: the block that completes a tile resets its counter). stream_blocks: the blocks the

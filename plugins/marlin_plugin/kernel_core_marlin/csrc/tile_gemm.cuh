@@ -965,6 +965,7 @@ __device__ __forceinline__ void tile_ws_consume(const GemmParams& p, unsigned ch
                                                 const TileBlock& blk, int tid,
                                                 const TileScaleMaps* maps = nullptr) {
   setmaxnreg_inc<kTileWsConsumerRegs>();
+  grid_dependency_wait();  // a programmatic dependent writes the output only after the image
   float acc[RW][BMX / 2];
   TileRing<T, FMT, BMX, RW, KC, PROBE, kTensorScales> ring(p, smem, full, empty, tid);
   if constexpr (kTensorScales) ring.tensor_scales(*maps, blk.c_begin);
@@ -1238,6 +1239,9 @@ __global__ void __launch_bounds__(kTileWsThreads, 1)
     const uint64_t policy = evict_first_policy();
     constexpr bool kCopies = !tile_probe_without_copies(PROBE);
     const int count = kCopies && copies.warp_copies() ? blk.count : 0;
+    // Launched as a programmatic dependent (p.pdl), only the activation copies wait for the
+    // image kernel: the layer's codes and scales of the first stages go out at once.
+    if (warp - 8 == kCopyActivations) grid_dependency_wait();
     int stage = 0;
     int round = 0;
     for (int i = 0, c = 0; c < count; ++i, c += KC) {
@@ -1504,6 +1508,9 @@ __device__ __forceinline__ void tile_stream_consume(const GemmParams& p, unsigne
                                                     uint64_t* full, uint64_t* empty, int tid,
                                                     const TileScaleMaps& maps) {
   setmaxnreg_inc<kTileWsConsumerRegs>();
+  // A programmatic dependent (p.pdl) touches the output, the pieces and the counters only after
+  // the kernel before it (the image kernel, itself after the previous launch's settles).
+  grid_dependency_wait();
   TileStreamTimeline<kTrace> timeline;
   timeline.start(p, tid);
   TileRing<T, FMT, BMX, RW, KC, kTileProbeOff, true> ring(p, smem, full, empty, tid);
@@ -1549,6 +1556,7 @@ __device__ __forceinline__ void tile_stream_produce(const GemmParams& p, unsigne
   setmaxnreg_dec<kTileWsProducerRegs>();
   const uint64_t policy = evict_first_policy();
   const bool weights = role == kCopyWeightsLow || role == kCopyWeightsHigh;
+  if (role == kCopyActivations) grid_dependency_wait();  // as in tile_gemm_bulk_kernel
   TileSegment seg;
   int stage = 0;
   int round = 0;

@@ -115,13 +115,20 @@ int launch_tile_instance(const GemmParams& params, int split, cudaStream_t strea
   config.blockDim = dim3(Kernel::kThreads);
   config.dynamicSmemBytes = Kernel::kSmemBytes;
   config.stream = stream;
-  cudaLaunchAttribute cluster;
-  cluster.id = cudaLaunchAttributeClusterDimension;
-  cluster.val.clusterDim.x = split;
-  cluster.val.clusterDim.y = 1;
-  cluster.val.clusterDim.z = 1;
-  config.attrs = &cluster;
-  config.numAttrs = 1;
+  // p.pdl (variants 2 and 3): a programmatic dependent of the kernel before it, the activation
+  // image kernel, whose blocks let it launch as they start (x_image.cuh); only the producer's
+  // activation copies and the consumers wait for that kernel (griddepcontrol.wait), so a block's
+  // setup and its first stages' codes and scales overlap the image's last wave.
+  if (p.pdl && !tile_bulk_producer(VARIANT)) return static_cast<int>(cudaErrorInvalidValue);
+  cudaLaunchAttribute attrs[2];
+  attrs[0].id = cudaLaunchAttributeClusterDimension;
+  attrs[0].val.clusterDim.x = split;
+  attrs[0].val.clusterDim.y = 1;
+  attrs[0].val.clusterDim.z = 1;
+  attrs[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attrs[1].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attrs;
+  config.numAttrs = p.pdl ? 2 : 1;
   int launched;
   if constexpr (tile_bulk_producer(VARIANT)) {
     TileScaleMaps maps;

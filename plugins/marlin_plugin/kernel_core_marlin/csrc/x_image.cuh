@@ -13,11 +13,18 @@
 #include <cstdint>
 #include <cuda_runtime.h>
 
+#include "stream_gemm.cuh"  // allow_dependent_launch
+
 namespace kcm {
 
 template <typename T>
 __global__ void activation_image_kernel(const T* __restrict__ x, T* __restrict__ image, int m,
                                         int k, int m8, size_t units) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // The tile kernel after it may launch as soon as every block of this one has started (it
+  // waits for this grid's completion before it reads the image: tile_launch.cuh, p.pdl).
+  allow_dependent_launch();
+#endif
   const size_t unit = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (unit >= units) return;
   const int u = static_cast<int>(unit & 7);
