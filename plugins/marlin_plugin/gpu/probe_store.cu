@@ -15,7 +15,8 @@
 //     barrier a slice), one 16-byte store per thread (a warp writes 4 whole 128-byte lines);
 //   3 pieces: the stream-K piece store for reference, 4-byte fp32 stores, coalesced.
 //
-// Build (repo root): nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a
+// Build and run on the device: run_gpu.sh KCM_STORE_PROBE=1 (writes $OUT/store.json); by hand
+// (repo root): nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a
 //   -o plugins/marlin_plugin/gpu/build/probe_store plugins/marlin_plugin/gpu/probe_store.cu
 // Run: probe_store > store.json (one JSON object; every variant's tile checked against variant 0).
 #include <cuda_bf16.h>

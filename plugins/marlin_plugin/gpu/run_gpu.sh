@@ -13,6 +13,8 @@
 # KCM_STREAM_K_TRACE=1 the stream-K kernel's per-block timeline on the same cases
 # (gpu/trace_stream_k.py through gpu/build/libkcm_tile_probe.so, built first unless a carried one
 # matches; KCM_STREAM_K_TRACE_TIMEOUT, 150 s);
+# KCM_STORE_PROBE=1 builds and runs gpu/probe_store.cu (how fast a block stores an output tile,
+# three ways; standalone, needs nvcc only) into $OUT/store.json;
 # KCM_TILE_PROBE=1 the tile kernel's probe (gpu/probe_tile.py, every launch variant 0,1,2, M from
 # KCM_TILE_PROBE_M; KCM_TILE_PROBE_ARGS adds options, e.g. --stage-chunks --variants 2), building
 # gpu/build/libkcm_tile_probe.so first unless a carried one matches.
@@ -86,6 +88,13 @@ if [ "${KCM_STREAM_K_TRACE:-0}" = "1" ]; then
     timeout "${KCM_STREAM_K_TRACE_TIMEOUT:-150}" python3 plugins/marlin_plugin/gpu/trace_stream_k.py \
     --out "$OUT/trace_stream_k.json"
   echo "stream-K trace: $(( $(date +%s) - start )) s"
+fi
+if [ "${KCM_STORE_PROBE:-0}" = "1" ]; then
+  mkdir -p plugins/marlin_plugin/gpu/build
+  nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a \
+    -o plugins/marlin_plugin/gpu/build/probe_store plugins/marlin_plugin/gpu/probe_store.cu &&
+    plugins/marlin_plugin/gpu/build/probe_store > "$OUT/store.json"
+  echo "store probe: exit $?"
 fi
 if [ "${KCM_TILE_PROBE:-0}" = "1" ]; then
   start=$(date +%s)
