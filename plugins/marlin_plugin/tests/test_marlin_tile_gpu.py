@@ -247,7 +247,7 @@ def test_stream_k_on_fewer_blocks(name: str, blocks: int) -> None:
         assert int(tile.stream_workspace(x.device)[1].abs().sum()) == 0, (bmx, rw)
 
 
-def test_stream_k_refusals() -> None:
+def test_tile_binding_refusals() -> None:
     config = FORMATS["int4-g128-bf16"]
     kernel, layer, _ = _processed(config)
     _, x2, bias = _inputs(config, layer, 64)
@@ -266,6 +266,15 @@ def test_stream_k_refusals() -> None:
             torch.cuda.current_stream().cuda_stream)
     with pytest.raises(RuntimeError, match="pdl\\) of the tile kernel needs variant 2 or 3"):
         _launch(kernel, layer, x2, bias, out, 64, 1, 1, 1, pdl=True)
+    with pytest.raises(RuntimeError, match="16-byte aligned partials"):
+        ops.extension().tile_gemm(
+            x2, activation_image(x2, layer.weight.shape[1]), layer.weight, layer.weight_scale,
+            x2.new_empty(0), x2.new_empty(0), x2.new_empty(0), bias, out, partials[1:], arrivals,
+            kernel._fmt, kernel._group_size, kernel._zconst, 64, 1, 1, tile.STREAM_K, False,
+            torch.cuda.current_stream().cuda_stream)
+    shifted = torch.empty(out.numel() + 1, device="cuda", dtype=out.dtype)[1:].view(out.shape)
+    with pytest.raises(RuntimeError, match="out must be 16-byte aligned, found an offset of 2"):
+        _launch(kernel, layer, x2, bias, shifted, 64, 1, 1, 2)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -319,13 +328,15 @@ def test_specialized_split_k_graph_replay(variant: int) -> None:
 
 
 @pytest.mark.parametrize("variant", [2, 3])
-def test_pdl_chain_reads_what_the_launch_before_it_wrote(variant: int) -> None:
+def test_pdl_chain_reads_what_the_launch_before_it_wrote(variant: int,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """Three tile GEMMs chained through their outputs under graph replay. The op launches
     variants 2 and 3 as programmatic dependents of their image kernels (ops.LAUNCH_WITH_PDL):
     none may read its image, write its output or touch stream-K's counters before the kernel
     ahead of it is done; an early read shows as a wrong product against float64 (the
-    intermediates rounded to bf16 as the kernel's are) or as NaN from the poisoned output."""
-    assert ops.LAUNCH_WITH_PDL
+    intermediates rounded to bf16 as the kernel's are) or as NaN from the poisoned output. (A
+    missing wait shows only when the timing exposes it: three launches, three replays.)"""
+    monkeypatch.setattr(ops, "LAUNCH_WITH_PDL", True)
     config = MPLinearLayerConfig(weight_shape=(2048, 2048), group_size=128)
     layers = [_processed(config, seed=seed) for seed in (1, 2, 3)]
     x = torch.randn(200, 2048, device="cuda", dtype=config.act_dtype)

@@ -121,6 +121,10 @@ void tile_gemm(const torch::Tensor& x, const torch::Tensor& x_img, const torch::
   KC_CHECK(out.dim() == 2 && out.is_contiguous() && out.size(0) == x.size(0) &&
                   out.scalar_type() == x.scalar_type(),
               "kernel_core_marlin: out must be contiguous [M, N] in x's dtype");
+  // The epilogue stores 16 bytes a lane (store_slice) where N is a multiple of 8.
+  KC_CHECK(reinterpret_cast<uintptr_t>(out.data_ptr()) % 16 == 0,
+           "kernel_core_marlin: the tile kernel's out must be 16-byte aligned, found an offset of ",
+           reinterpret_cast<uintptr_t>(out.data_ptr()) % 16, " bytes");
   KC_CHECK(split >= 1 && split <= 8 && split <= qweight.size(1), "kernel_core_marlin: split must "
               "lie in [1, min(8, chunks=", qweight.size(1), ")], found ", split);
   KC_CHECK(variant >= 0 && variant <= 3, "kernel_core_marlin: tile variant must be 0 (barrier), "
@@ -156,6 +160,8 @@ void tile_gemm(const torch::Tensor& x, const torch::Tensor& x_img, const torch::
              "kernel_core_marlin: tile variant 3 needs float32 partials of at least 2 x ",
              arrivals.numel(), " blocks x ", slot, " elements, found ", partials.numel(), " ",
              partials.scalar_type());
+    KC_CHECK(reinterpret_cast<uintptr_t>(partials.data_ptr()) % 16 == 0,
+             "kernel_core_marlin: tile variant 3 needs 16-byte aligned partials (16-byte quads)");
   }
   kcm::GemmParams p = make_params(qweight, gscale, zeros, gtab, chan, out.size(1), group_size, zconst);
   p.x = image ? x_img.data_ptr() : x.data_ptr();
