@@ -13,9 +13,9 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from kernel_core_marlin.ops import CSRC
 
 from kernel_core.jit import INCLUDE_DIR
-from kernel_core_marlin.ops import CSRC
 
 NVCC = shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc"
 #: The flags torch.utils.cpp_extension adds to every CUDA compile (they remove implicit 16-bit

@@ -9,26 +9,26 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from kernel_core_marlin import ops, tile
+from kernel_core_marlin.kernels import (
+    MarlinFp8LinearKernel,
+    MarlinMPLinearKernel,
+    MarlinMxFp4LinearKernel,
+    MarlinMxfp8LinearKernel,
+    MarlinNvFp4LinearKernel,
+)
+from kernel_core_marlin.x_image import activation_image
 
 from kernel_core.families import (
     FP8ScaledMMLinearLayerConfig,
     MPLinearLayerConfig,
-    Mxfp8LinearLayerConfig,
     MxFp4LinearLayerConfig,
+    Mxfp8LinearLayerConfig,
     NvFp4LinearLayerConfig,
 )
 from kernel_core.formats.layer import dequantize_weight, make_layer
 from kernel_core.scalar_types import scalar_types
 from kernel_core.testing import relative_error
-from kernel_core_marlin import ops, tile
-from kernel_core_marlin.x_image import activation_image
-from kernel_core_marlin.kernels import (
-    MarlinFp8LinearKernel,
-    MarlinMPLinearKernel,
-    MarlinMxfp8LinearKernel,
-    MarlinMxFp4LinearKernel,
-    MarlinNvFp4LinearKernel,
-)
 
 pytestmark = [
     pytest.mark.gpu,
