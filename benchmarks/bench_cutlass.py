@@ -63,6 +63,7 @@ from kernel_core.bench.timing import (
     Budget,
     capture_graph,
     l2_cache_bytes,
+    paired,
     rotation_count,
     time_calls,
 )
@@ -244,18 +245,6 @@ def interleaved_rounds(candidates: dict[str, list[Call]], rounds: int, where: st
     for name in names:
         result[name] = [start.elapsed_time(end) * 1e3 / runs[name][1] for start, end in events[name]]
     return result
-
-
-def paired(reference: list[float] | str, candidate: list[float] | str) -> dict | str:
-    """A candidate against the reference timed in the same rounds: the median of the per-round
-    ratios (reference / candidate, > 1 = candidate faster), their range, the median times."""
-    if isinstance(reference, str):
-        return f"reference failed: {reference}"
-    if isinstance(candidate, str):
-        return candidate
-    ratios = [a / b for a, b in zip(reference, candidate, strict=True)]
-    return {"ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
-            "us": statistics.median(candidate), "reference_us": statistics.median(reference)}
 
 
 def spread(values: list[float] | str) -> float | None:

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from kernel_core.bench.timing import capture_graph
+from kernel_core.bench.timing import capture_graph, paired
 from kernel_core.families import MPLinearLayerConfig, NvFp4LinearLayerConfig
 from kernel_core_marlin import ops, tile
 from kernel_core_marlin.kernels import (
@@ -87,8 +87,15 @@ def graph_time_us(calls: list[Callable[[], Any]], replays: int) -> float:
 
 def interleaved_times_us(candidates: dict[str, list[Callable[[], Any]]],
                          rounds: int) -> dict[str, float]:
-    """Median time per call of each candidate's CUDA graph, the graphs replayed once per round
-    for ``rounds`` rounds, in a new random order each round (seeded): in a fixed order "auto"
+    """Median time per call of each candidate's CUDA graph over :func:`interleaved_rounds_us`."""
+    return {name: statistics.median(t)
+            for name, t in interleaved_rounds_us(candidates, rounds).items()}
+
+
+def interleaved_rounds_us(candidates: dict[str, list[Callable[[], Any]]],
+                          rounds: int) -> dict[str, list[float]]:
+    """Time per call of each candidate's CUDA graph in each round, the graphs replayed once per
+    round for ``rounds`` rounds, in a new random order each round (seeded): in a fixed order "auto"
     always replayed right after the bf16 reference and read 0.5-1.2 us slower than the identical
     forced launch (marlin-h100-2026-11-27-final.json, -v8.json). The graphs are also captured in a
     seeded random order: graphs captured later read ~0.2-0.3 us faster on 20-90 us kernels
@@ -111,7 +118,7 @@ def interleaved_times_us(candidates: dict[str, list[Callable[[], Any]]],
             graph, count = graphs[name]
             times[name].append(_replay_us(graph, count))
     del graphs
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
 
 
 def copy_bandwidth() -> float:
@@ -274,7 +281,9 @@ def bench_shape(fmt: str, n: int, k: int, m_values, replays: int,
                     getattr(lay, "weight_channel_scale", None), None, kernel._fmt, n,
                     kernel._group_size, kernel._zconst, *launch)
                 for lay, x in zip(layers, xs)] * max(1, 8 // copies)
-        variants = interleaved_times_us(candidates, replays)
+        rounds_us = interleaved_rounds_us(candidates, replays)
+        head = paired(rounds_us["bf16"], rounds_us["auto"])
+        variants = {name: statistics.median(t) for name, t in rounds_us.items()}
         bf16_us = variants.pop("bf16")
         after_norm = {key: variants.pop(name) for key, name in AFTER_NORM.items()
                       if name in variants}
@@ -285,6 +294,9 @@ def bench_shape(fmt: str, n: int, k: int, m_values, replays: int,
             "bf16_matmul_us": round(bf16_us, 2),
             "kernel_us": round(auto_us, 2),
             "speedup": round(bf16_us / auto_us, 3),
+            "speedup_paired": {"median": round(head["ratio"], 3),
+                               "min": round(head["ratio_min"], 3),
+                               "max": round(head["ratio_max"], 3)},
             "weight_bandwidth_share_of_copy": round(weight_bytes / (auto_us * 1e-6) / copy_bw, 3),
             "best_variant": best_name,
             "best_us": round(variants[best_name], 2),
@@ -301,7 +313,8 @@ def bench_shape(fmt: str, n: int, k: int, m_values, replays: int,
             if "bf16" in after_norm and "auto" in after_norm:
                 row["after_rms_norm_speedup"] = round(after_norm["bf16"] / after_norm["auto"], 3)
         log(f"{fmt} N={n} K={k} M={m}: bf16 {bf16_us:.1f} us, kernel {auto_us:.1f} us "
-            f"({row['speedup']:.2f}x, {row['weight_bandwidth_share_of_copy']:.0%} of copy bw), "
+            f"({row['speedup']:.2f}x, rounds {head['ratio_min']:.2f}-{head['ratio_max']:.2f}x, "
+            f"{row['weight_bandwidth_share_of_copy']:.0%} of copy bw), "
             f"best {best_name} {variants[best_name]:.1f} us")
         rows.append(row)
         del xs
@@ -315,15 +328,21 @@ def geomean(values: list[float]) -> float:
 
 
 def summarize(rows: list[dict]) -> dict:
+    """Per format and M: the geomean of the large shapes' speedups (medians of times), the same
+    over their paired per-round ratios (median, and the geomeans of each shape's lowest and
+    highest round: how far the verdict against a bar moves with the rounds), and 8192 x 8192's."""
     summary = {}
     for fmt in sorted({r["format"] for r in rows}):
         for m in sorted({r["M"] for r in rows}):
-            big = [r["speedup"] for r in rows if r["format"] == fmt and r["M"] == m
+            big = [r for r in rows if r["format"] == fmt and r["M"] == m
                    and (r["N"], r["K"]) != (8192, 8192)]
             small = [r["speedup"] for r in rows if r["format"] == fmt and r["M"] == m
                      and (r["N"], r["K"]) == (8192, 8192)]
             summary[f"{fmt} M={m}"] = {
-                "geomean_speedup_large_shapes": round(geomean(big), 3),
+                "geomean_speedup_large_shapes": round(geomean([r["speedup"] for r in big]), 3),
+                "geomean_paired_large_shapes": {
+                    key: round(geomean([r["speedup_paired"][key] for r in big]), 3)
+                    for key in ("median", "min", "max")},
                 "speedup_8192x8192": small[0] if small else None,
                 "target": TARGETS.get(m),
             }
@@ -402,7 +421,8 @@ def write_result(args, device: str, copy_bw: float, rows: list[dict], memory: li
                   "PDL (the bulk pipelines) overlaps the previous call's end; pdl_saves_us is "
                   "the same launch without PDL minus auto, after_rms_norm_us each call preceded "
                   "by an RMS norm producing x (a kernel that does not trigger its dependents). "
-                  "Graphs captured in a seeded random order.",
+                  "Graphs captured in a seeded random order. speedup_paired: the per-round "
+                  "ratios bf16 / auto of the same rounds (median, min, max).",
         "copy_bandwidth_TBps": round(copy_bw / 1e12, 3),
         "dequant_matmul_min_m": {str(k): v for k, v in DEQUANT_MATMUL_MIN_M.items()},
         "summary": summarize(rows),

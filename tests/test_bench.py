@@ -13,7 +13,7 @@ import torch
 from kernel_core import MPLinearLayerConfig, tune
 from kernel_core.bench.presets import PRESETS, preset_layers
 from kernel_core.bench.runner import BenchLayer, run_bench
-from kernel_core.bench.timing import CPU_BUDGET, Budget, rotation_count, time_calls
+from kernel_core.bench.timing import CPU_BUDGET, Budget, paired, rotation_count, time_calls
 from kernel_core.cli import _bench_layers, build_parser, main
 
 SHAPE = ["--shape", "64", "128", "--group-size", "64"]
@@ -57,6 +57,20 @@ def test_rotation_exceeds_the_l2():
     assert rotation_count(200 * mib, 50 * mib) == 1
     assert rotation_count(1, 50 * mib) == 16  # capped
     assert rotation_count(10 * mib, 0) == 1  # CPU: nothing to rotate against
+
+
+def test_paired_ratios_come_from_the_same_rounds():
+    """A drift common to both sides cancels round by round; the range is the rounds' own."""
+    reference = [100.0, 120.0, 110.0, 200.0]  # the machine slows down in round 4
+    candidate = [50.0, 60.0, 50.0, 100.0]
+    result = paired(reference, candidate)
+    assert result["ratio"] == pytest.approx(2.0)  # median of 2.0, 2.0, 2.2, 2.0
+    assert (result["ratio_min"], result["ratio_max"]) == (pytest.approx(2.0), pytest.approx(2.2))
+    assert result["us"] == pytest.approx(55.0) and result["reference_us"] == pytest.approx(115.0)
+    assert paired("cublas refused", candidate) == "reference failed: cublas refused"
+    assert paired(reference, "launch refused") == "launch refused"
+    with pytest.raises(ValueError):
+        paired(reference, candidate[:3])
 
 
 def test_time_calls_reports_the_median_per_call_on_cpu():

@@ -36,6 +36,7 @@ __all__ = [
     "ROTATION_FACTOR",
     "Timing",
     "capture_graph",
+    "paired",
     "l2_cache_bytes",
     "rotation_count",
     "time_calls",
@@ -67,6 +68,20 @@ class Timing:
     mode: str  # "graph", "eager" or "cpu"
     samples: int
     note: str | None = None
+
+
+def paired(reference: list[float] | str, candidate: list[float] | str) -> dict | str:
+    """A candidate against the reference timed in the same rounds: the median of the per-round
+    ratios (reference / candidate, > 1 = candidate faster), their range, the median times. Ratios
+    of the same rounds cancel the machine's drift between rounds, and their range says how far a
+    verdict against a bar can be trusted. A side given as a string (its error) passes through."""
+    if isinstance(reference, str):
+        return f"reference failed: {reference}"
+    if isinstance(candidate, str):
+        return candidate
+    ratios = [a / b for a, b in zip(reference, candidate, strict=True)]
+    return {"ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+            "us": statistics.median(candidate), "reference_us": statistics.median(reference)}
 
 
 def l2_cache_bytes(device: torch.device) -> int:
