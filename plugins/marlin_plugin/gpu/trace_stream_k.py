@@ -27,9 +27,13 @@ from probe_tile import Packed, image_kernel
 
 #: Words a block writes (csrc/tile_gemm.cuh kTileStreamTraceSlots): [0] / [1] global ns at the
 #: consumers' start / end, [2] clock at the start, 3 + 3 s .. 5 + 3 s clocks at segment s's start,
-#: chunks done and epilogue done (s < SEGMENTS), [15] / [16] clocks at the settle's start / end.
-SLOTS = 20
+#: chunks done and epilogue done (s < SEGMENTS), [15] / [16] clocks at the settle's start / end,
+#: [17] after the settle's fence (0: it summed no tile), 18 + s once a piece's stores are issued
+#: (before thread 0's fence and arrival).
+SLOTS = 22
 SEGMENTS = 4
+SETTLE_FENCED = 17
+PIECE_ISSUED = 18
 
 
 def segments_of(block: int, blocks: int, units: int, chunks: int) -> list[int]:
@@ -54,6 +58,7 @@ def summarize(slots: list[list[int]], units: int, chunks: int) -> dict:
     per_kind: dict[str, dict[str, list[float]]] = {
         kind: {"us_per_chunk": [], "epilogue_us": []} for kind in ("whole", "piece")}
     setup, gaps, broadcast, settle = [], [], [], []
+    piece_issue, piece_fence, settle_fence = [], [], []
     for b, row in enumerate(slots):
         # This SM's clock against the global timer over the block's run: us per clock.
         us = max(1, row[1] - row[0]) / max(1, row[16] - row[2]) / 1000
@@ -65,12 +70,18 @@ def summarize(slots: list[list[int]], units: int, chunks: int) -> dict:
             kind = "whole" if count == chunks else "piece"
             per_kind[kind]["us_per_chunk"].append((done - begin) * us / count)
             per_kind[kind]["epilogue_us"].append((epilogue - done) * us)
+            if kind == "piece":
+                issued = row[PIECE_ISSUED + s]
+                piece_issue.append((issued - done) * us)
+                piece_fence.append((epilogue - issued) * us)
             if last_end is not None:
                 gaps.append((begin - last_end) * us)
             last_end = epilogue
         if len(counts) <= SEGMENTS:
             broadcast.append((row[15] - last_end) * us)
         settle.append((row[16] - row[15]) * us)
+        if row[SETTLE_FENCED]:
+            settle_fence.append((row[SETTLE_FENCED] - row[15]) * us)
 
     def stats(values: list[float]) -> dict[str, float] | None:
         if not values:
@@ -84,8 +95,10 @@ def summarize(slots: list[list[int]], units: int, chunks: int) -> dict:
             "setup_us": stats(setup),
             **{f"{kind}_{name}": stats(values) for kind, phases in per_kind.items()
                for name, values in phases.items()},
+            "piece_store_issue_us": stats(piece_issue),
+            "piece_fence_and_arrival_us": stats(piece_fence),
             "gap_between_segments_us": stats(gaps), "broadcast_us": stats(broadcast),
-            "settle_us": stats(settle)}
+            "settle_us": stats(settle), "settle_to_fenced_us": stats(settle_fence)}
 
 
 def trace(name: str, n: int, k: int, m: int, bmx: int, rw: int, sms: int, warmup: int) -> dict:

@@ -1405,11 +1405,11 @@ __device__ __forceinline__ int consumers_any(int value) {
 // broadcasts it after the loop). The sum is left to tile_stream_settle: a branch on the answer
 // here made ptxas keep the wgmma descriptors in per-thread registers (R2UR between the wgmmas,
 // every chunk ~10% slower; NOTES.md v32). The stores are unconditional (see tile_discard).
-template <typename T, int FMT, int BMX, int RW>
+template <typename T, int FMT, int BMX, int RW, typename Timeline>
 __device__ __forceinline__ int tile_stream_epilogue(const GemmParams& p,
                                                     const float (&acc)[RW][BMX / 2],
                                                     const TileSegment& seg, int tid,
-                                                    unsigned char* staging) {
+                                                    unsigned char* staging, Timeline& timeline) {
   using Stream = TileStream<BMX, RW>;
   const int tile = seg.tile(p);
   if (seg.count == p.C) {
@@ -1421,6 +1421,7 @@ __device__ __forceinline__ int tile_stream_epilogue(const GemmParams& p,
   const int start = tile * p.C;
   Stream::put(Stream::piece(p, blockIdx.x, start), acc, tid);
   consumers_sync();  // every thread's part of the piece is issued
+  timeline.piece_issued(p, tid);
   if (tid != 0) return 0;
   __threadfence();  // the whole piece is visible before the counter says it arrived
   return atomicAdd(p.arrivals + Stream::holder(p, start), seg.count) + seg.count == p.C;
@@ -1434,11 +1435,11 @@ __device__ __forceinline__ int tile_stream_epilogue(const GemmParams& p,
 // the launch ends with about one sum a block, of pieces other blocks stored long before (NOTES.md
 // v32: with every arrival after the loop, every sum came at the end and re-read every piece:
 // 11-30 us on the benchmark layers). Nobody waits for another block.
-template <typename T, int FMT, int BMX, int RW>
+template <typename T, int FMT, int BMX, int RW, typename Timeline>
 __device__ __forceinline__ void tile_stream_settle(const GemmParams& p, float (&acc)[RW][BMX / 2],
                                                    const TileSegment& last_seg, int first_done,
                                                    int last_done, int tid,
-                                                   unsigned char* staging) {
+                                                   unsigned char* staging, Timeline& timeline) {
   using Stream = TileStream<BMX, RW>;
   const int begin_tile = stream_div(p, Stream::first_unit(p, blockIdx.x), kDivChunks);
   const int last_tile = last_seg.tile(p);
@@ -1447,6 +1448,7 @@ __device__ __forceinline__ void tile_stream_settle(const GemmParams& p, float (&
     const int tile = which == 0 ? last_tile : begin_tile;
     if (which == 0 ? !last_done : (!first_done || begin_tile == last_tile)) continue;
     __threadfence();  // every other piece arrived before its counter increment
+    timeline.settle_fenced(p, tid);
     const int start = tile * p.C;
     const int first = Stream::holder(p, start);
     const int last = Stream::holder(p, start + p.C - 1);
@@ -1473,15 +1475,19 @@ __device__ __forceinline__ void tile_stream_settle(const GemmParams& p, float (&
 // a block to p.trace: [0] / [1] %globaltimer (ns, one clock for all SMs) at the consumers' start
 // and end, [2] clock64 at the start, then per segment s < kTileStreamTraceSegments clock64 at its
 // start (3 + 3 s), after its last chunk's wgmmas (4 + 3 s) and after its epilogue (5 + 3 s), then
-// the settle's start and end ([15], [16]).
-constexpr int kTileStreamTraceSlots = 20;
+// the settle's start and end ([15], [16]), the settle's clock after its fence ([17], the last
+// tile it sums; 0 where it sums none) and, for a segment s that ends in a piece, the clock once
+// the consumers have issued the piece's stores, before thread 0's fence and arrival (18 + s).
+constexpr int kTileStreamTraceSlots = 22;
 constexpr int kTileStreamTraceSegments = 4;
 
 template <bool kTrace>
 struct TileStreamTimeline {
   __device__ __forceinline__ void start(const GemmParams&, int) {}
   __device__ __forceinline__ void segment(const GemmParams&, int, int) {}
+  __device__ __forceinline__ void piece_issued(const GemmParams&, int) {}
   __device__ __forceinline__ void settle(const GemmParams&, int, int) {}
+  __device__ __forceinline__ void settle_fenced(const GemmParams&, int) {}
   __device__ __forceinline__ void end(const GemmParams&, int) {}
 };
 
@@ -1511,8 +1517,14 @@ struct TileStreamTimeline<true> {
     }
     if (which == 2) ++segments;
   }
+  __device__ __forceinline__ void piece_issued(const GemmParams& p, int tid) {
+    if (tid == 0 && segments < kTileStreamTraceSegments) put(p, 18 + segments, clock64());
+  }
   __device__ __forceinline__ void settle(const GemmParams& p, int which, int tid) {
     if (tid == 0) put(p, 15 + which, clock64());
+  }
+  __device__ __forceinline__ void settle_fenced(const GemmParams& p, int tid) {
+    if (tid == 0) put(p, 17, clock64());
   }
   __device__ __forceinline__ void end(const GemmParams& p, int tid) {
     if (tid == 0) put(p, 1, global_ns());
@@ -1544,7 +1556,7 @@ __device__ __forceinline__ void tile_stream_consume(const GemmParams& p, unsigne
     timeline.segment(p, 0, tid);
     run_chunks(seg.count, acc, [&](uint32_t (&a)[RW][4][4]) { ring.chunk(p, acc, a); });
     timeline.segment(p, 1, tid);
-    last_done = tile_stream_epilogue<T, FMT, BMX, RW>(p, acc, seg, tid, staging);
+    last_done = tile_stream_epilogue<T, FMT, BMX, RW>(p, acc, seg, tid, staging, timeline);
     timeline.segment(p, 2, tid);
     first_done = seg.unit == begin ? last_done : first_done;
     last_seg = seg;
@@ -1555,7 +1567,8 @@ __device__ __forceinline__ void tile_stream_consume(const GemmParams& p, unsigne
   first_done = consumers_any(first_done);
   last_done = consumers_any(last_done);
   timeline.settle(p, 0, tid);
-  tile_stream_settle<T, FMT, BMX, RW>(p, acc, last_seg, first_done, last_done, tid, staging);
+  tile_stream_settle<T, FMT, BMX, RW>(p, acc, last_seg, first_done, last_done, tid, staging,
+                                      timeline);
   timeline.settle(p, 1, tid);
   timeline.end(p, tid);
 }
