@@ -1311,6 +1311,12 @@ struct TileStream {
     return 2 * b + (first_unit(p, b) >= start ? 0 : 1);
   }
 
+  // Tile t's first token, given its weight-row block n_block = stream_div(p, t,
+  // kDivTokenBlocks) (tile t = n_block x token blocks + token block).
+  __device__ __forceinline__ static int first_token(const GemmParams& p, int tile, int n_block) {
+    return (tile - n_block * ((p.M + BMX - 1) / BMX)) * BMX;
+  }
+
   // Block b's piece of that tile in the workspace: its slot's 128 RW x BMX floats.
   __device__ __forceinline__ static float* piece(const GemmParams& p, int b, int start) {
     return p.partials + static_cast<size_t>(piece_slot(p, b, start)) * (RW * (BMX / 2) * 256);
@@ -1394,6 +1400,16 @@ __device__ __forceinline__ int consumers_any(int value) {
   return result;
 }
 
+// Stores stream-K tile t's outputs from per-thread accumulators (store_block).
+template <typename T, int FMT, int BMX, int RW>
+__device__ __forceinline__ void tile_stream_store(const GemmParams& p, int tile, int tid,
+                                                  const float (&acc)[RW][BMX / 2],
+                                                  unsigned char* staging) {
+  const int n_block = stream_div(p, tile, kDivTokenBlocks);
+  store_block<T, FMT, BMX, RW>(p, n_block, TileStream<BMX, RW>::first_token(p, tile, n_block),
+                               tid, acc, staging);
+}
+
 // A segment's epilogue, inside the segment loop: a whole tile is stored; a piece of a shared
 // tile goes to its slot (thread-major: each thread later reads back exactly what it wrote,
 // coalesced) and arrives on the tile's counter at once, so a block's first segment (the tail of
@@ -1413,9 +1429,7 @@ __device__ __forceinline__ int tile_stream_epilogue(const GemmParams& p,
   using Stream = TileStream<BMX, RW>;
   const int tile = seg.tile(p);
   if (seg.count == p.C) {
-    const int n_block = stream_div(p, tile, kDivTokenBlocks);
-    store_block<T, FMT, BMX, RW>(p, n_block, (tile - n_block * ((p.M + BMX - 1) / BMX)) * BMX,
-                                 tid, acc, staging);
+    tile_stream_store<T, FMT, BMX, RW>(p, tile, tid, acc, staging);
     return 0;
   }
   const int start = tile * p.C;
@@ -1463,9 +1477,7 @@ __device__ __forceinline__ void tile_stream_settle(const GemmParams& p, float (&
       if (own <= 1 && b == static_cast<int>(blockIdx.x)) continue;  // already in acc
       Stream::template get<true>(acc, Stream::piece(p, b, start), tid);
     }
-    const int n_block = stream_div(p, tile, kDivTokenBlocks);
-    store_block<T, FMT, BMX, RW>(p, n_block, (tile - n_block * ((p.M + BMX - 1) / BMX)) * BMX,
-                                 tid, acc, staging);
+    tile_stream_store<T, FMT, BMX, RW>(p, tile, tid, acc, staging);
     if (tid == 0) p.arrivals[first] = 0;  // every piece of this launch is in
   }
 }
@@ -1596,8 +1608,8 @@ __device__ __forceinline__ void tile_stream_produce(const GemmParams& p, unsigne
     const int tile = seg.tile(p);
     const int n_block = stream_div(p, tile, kDivTokenBlocks);
     TileBulkCopies<T, FMT, BMX, RW, KC, kTileProbeOff, true> copies(
-        p, n_block, (tile - n_block * ((p.M + BMX - 1) / BMX)) * BMX, seg.unit - tile * p.C, role,
-        lane, &maps);
+        p, n_block, TileStream<BMX, RW>::first_token(p, tile, n_block), seg.unit - tile * p.C,
+        role, lane, &maps);
     for (int c = 0; c < seg.count; c += KC, ++i) {
       if (i >= Layout::kStages) mbarrier_wait(empty + stage, round ^ 1);
       copies.copy_stage(smem + stage * Layout::kStageBytes, full + stage, policy,
