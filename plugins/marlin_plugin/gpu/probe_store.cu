@@ -17,15 +17,17 @@
 //
 // Build and run on the device: run_gpu.sh KCM_STORE_PROBE=1 (writes $OUT/store.json); by hand
 // (repo root): nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a
+//   -I plugins/marlin_plugin/kernel_core_marlin/csrc
 //   -o plugins/marlin_plugin/gpu/build/probe_store plugins/marlin_plugin/gpu/probe_store.cu
 // Run: probe_store > store.json (one JSON object; every variant's tile checked against variant 0).
-#include <cuda_bf16.h>
-#include <cuda_runtime.h>
+// The pairs, shared-memory addresses and stmatrix are the kernel's own (tile_gemm.cuh).
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include <vector>
+
+#include "tile_gemm.cuh"
 
 #define CHECK(call)                                                                    \
   do {                                                                                 \
@@ -46,26 +48,20 @@ __device__ __forceinline__ void make_sums(float (&acc)[BMX / 2], float seed, int
   for (int e = 0; e < BMX / 2; ++e) acc[e] = seed * static_cast<float>(tid * 131 + e * 7 + rep);
 }
 
-__device__ __forceinline__ uint32_t pack(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&v);
-}
-
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// Four 8 x 8 b16 matrices, transposed: lane 8 i + j gives the address of row j of matrix i.
-__device__ __forceinline__ void stmatrix_trans(uint32_t addr, uint32_t r0, uint32_t r1,
-                                               uint32_t r2, uint32_t r3) {
-  asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};" ::"r"(addr),
-               "r"(r0), "r"(r1), "r"(r2), "r"(r3)
-               : "memory");
+// Slice s's four matrices as store_slice packs them: pair i holds elements 8 s + 2 i, + 1.
+template <int BMX>
+__device__ __forceinline__ void slice_pairs(const float (&acc)[BMX / 2], int s,
+                                            uint32_t (&pairs)[4]) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    pairs[i] = kcm::floats_to_pair<__nv_bfloat16>(acc[8 * s + 2 * i], acc[8 * s + 2 * i + 1]);
+  }
 }
 
 template <int BMX, int V>
 __global__ void __launch_bounds__(kThreads, 1)
     store_tiles(__nv_bfloat16* out, float* pieces, int n, int reps, float seed) {
+#ifdef KCM_TILE_SM90  // the kernel's stmatrix wrapper: the sm_90a device pass only
   __shared__ __align__(128) unsigned char stage[2 * 2 * 2048];
   const int tid = threadIdx.x;
   const int warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
@@ -91,12 +87,12 @@ __global__ void __launch_bounds__(kThreads, 1)
       // 16 tokens x 16 rows a slice, [token][row] with 32-byte rows; matrix i = 2 (q & 1) + half.
       unsigned char* buf = stage + warp * 512;
       const int i = lane >> 3, j = lane & 7;
-      const uint32_t dst = smem_addr(buf + ((i >> 1) * 8 + j) * 32 + (i & 1) * 16);
+      const uint32_t dst = kcm::shared_address(buf + ((i >> 1) * 8 + j) * 32 + (i & 1) * 16);
 #pragma unroll
       for (int s = 0; s < BMX / 16; ++s) {
-        const int q = 2 * s;
-        stmatrix_trans(dst, pack(acc[4 * q], acc[4 * q + 1]), pack(acc[4 * q + 2], acc[4 * q + 3]),
-                       pack(acc[4 * q + 4], acc[4 * q + 5]), pack(acc[4 * q + 6], acc[4 * q + 7]));
+        uint32_t pairs[4];
+        slice_pairs<BMX>(acc, s, pairs);
+        kcm::stmatrix_trans_x4(dst, pairs);
         __syncwarp();
         const uint4 v = *reinterpret_cast<const uint4*>(buf + lane * 16);
         __syncwarp();
@@ -112,12 +108,11 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
       for (int s = 0; s < BMX / 16; ++s) {
         unsigned char* buf = stage + (wg * 2 + (s & 1)) * 2048;
-        const int q = 2 * s;
         const int token = (i >> 1) * 8 + j;
         const int unit = (w4 * 2 + (i & 1)) ^ (token & 7);
-        stmatrix_trans(smem_addr(buf + token * 128 + unit * 16),
-                       pack(acc[4 * q], acc[4 * q + 1]), pack(acc[4 * q + 2], acc[4 * q + 3]),
-                       pack(acc[4 * q + 4], acc[4 * q + 5]), pack(acc[4 * q + 6], acc[4 * q + 7]));
+        uint32_t pairs[4];
+        slice_pairs<BMX>(acc, s, pairs);
+        kcm::stmatrix_trans_x4(kcm::shared_address(buf + token * 128 + unit * 16), pairs);
         asm volatile("bar.sync %0, 128;" ::"r"(2 + wg) : "memory");
         const int rt = wtid >> 3, ru = wtid & 7;
         const uint4 v = *reinterpret_cast<const uint4*>(buf + rt * 128 + ((ru ^ (rt & 7)) * 16));
@@ -130,6 +125,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int e = 0; e < BMX / 2; ++e) __stcg(mine + e * 256 + tid, acc[e]);
     }
   }
+#endif
 }
 
 template <int BMX, int V>

@@ -92,6 +92,7 @@ fi
 if [ "${KCM_STORE_PROBE:-0}" = "1" ]; then
   mkdir -p plugins/marlin_plugin/gpu/build
   nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a \
+    -I plugins/marlin_plugin/kernel_core_marlin/csrc \
     -o plugins/marlin_plugin/gpu/build/probe_store plugins/marlin_plugin/gpu/probe_store.cu &&
     plugins/marlin_plugin/gpu/build/probe_store > "$OUT/store.json"
   echo "store probe: exit $?"
