@@ -96,6 +96,16 @@ BUDGET = Budget(warmup_ms=10.0, rep_ms=30.0, min_reps=10, max_reps=400)
 #: Rounds of the main methods (graph rows, eager rows) and of the tile sweeps (graph, eager).
 ROUNDS = {True: 2, False: 4}
 TILE_ROUNDS = {True: 1, False: 2}
+#: The 128x128 tiles clustered along N, as cuBLAS runs them where it leads at M >= 128 (v10
+#: file, `kernels`: nvjet 128x128 with clusters of 4 along our N at M=128, 2 at M=256 on
+#: N=8192 and at M >= 1024, 2x4 on 28672 x 8192 at M=256): all of them up to M=256, above it
+#: the 1x2 ones (nvjet's 2x1 there; clusters of 4 and 8 get 116 / 112 CTAs from CUTLASS's grid
+#: heuristic, so 12-15% of the SMs would sit out many-wave problems).
+N_CLUSTERED_M256 = (TileConfig.PINGPONG_128x128_CLUSTER_N2, TileConfig.PINGPONG_128x128_CLUSTER_N4,
+                    TileConfig.COOPERATIVE_128x128_CLUSTER_N2,
+                    TileConfig.PINGPONG_128x128_CLUSTER_2x4)
+N_CLUSTERED_LARGE_M = (TileConfig.PINGPONG_128x128_CLUSTER_N2,
+                       TileConfig.COOPERATIVE_128x128_CLUSTER_N2)
 #: The tiles swept per M range (the heuristic's pick is always among them).
 SWEEP = (
     (64, (TileConfig.SWAP_64x16, TileConfig.SWAP_64x64, TileConfig.SWAP_64x16_K256,
@@ -104,11 +114,11 @@ SWEEP = (
     (256, (TileConfig.SWAP_64x64, TileConfig.SWAP_64x64_K256, TileConfig.PINGPONG_64x128,
            TileConfig.PINGPONG_64x128_CLUSTER2, TileConfig.PINGPONG_64x256,
            TileConfig.PINGPONG_128x128_CLUSTER2, TileConfig.COOPERATIVE_128x128,
-           TileConfig.COOPERATIVE_128x128_STREAM_K)),
+           TileConfig.COOPERATIVE_128x128_STREAM_K, *N_CLUSTERED_M256)),
     (1 << 30, (TileConfig.PINGPONG_64x128_CLUSTER2, TileConfig.PINGPONG_64x256,
                TileConfig.PINGPONG_128x128_CLUSTER2, TileConfig.COOPERATIVE_128x128,
                TileConfig.COOPERATIVE_128x128_STREAM_K, TileConfig.COOPERATIVE_128x256,
-               TileConfig.COOPERATIVE_256x128)),
+               TileConfig.COOPERATIVE_256x128, *N_CLUSTERED_LARGE_M)),
 )
 
 #: --paired: head-to-head rounds (ours against the reference) and sweep rounds; each round times
@@ -122,14 +132,15 @@ PAIRED_BLOCK_M = (256, 1024, 4096)
 #: The whole-apply comparison against bf16 (the decode bars: >= 1.7x at M <= 64).
 PAIRED_APPLY_M = (1, 16, 64)
 #: The tiles swept with every raster order x swizzle in the paired sweeps, by M (the heuristic's
-#: pick is always among them). The fp8_block sweep takes every BlockTileConfig.
+#: pick is always among them). The fp8_block sweep takes every BlockTileConfig. With the stream-K
+#: tile's splits: 113 variants per point up to M=256, 89 above (v10: 65).
 ORDER_SWEEP = (
     (256, (TileConfig.PINGPONG_64x128, TileConfig.PINGPONG_64x128_CLUSTER2,
            TileConfig.PINGPONG_128x128_CLUSTER2, TileConfig.PINGPONG_64x256,
-           TileConfig.COOPERATIVE_128x128)),
+           TileConfig.COOPERATIVE_128x128, *N_CLUSTERED_M256)),
     (1 << 30, (TileConfig.PINGPONG_64x256, TileConfig.PINGPONG_128x128_CLUSTER2,
                TileConfig.COOPERATIVE_128x128, TileConfig.COOPERATIVE_128x256,
-               TileConfig.COOPERATIVE_256x128)),
+               TileConfig.COOPERATIVE_256x128, *N_CLUSTERED_LARGE_M)),
 )
 #: Split-K counts tried on the stream-K tiles (0 = stream-K itself).
 SPLITS = (0, 2, 3, 4, 6)

@@ -53,13 +53,13 @@ _SCALED_UNITS = tuple(
     CSRC / f"scaled_mm_{operands}_{out}_{group}.cu"
     for operands in ("fp8", "int8")
     for out in ("bf16", "f16")
-    for group in ("small_m", "mid_m", "large_m")
+    for group in ("small_m", "mid_m", "large_m", "cluster_n")
 )
 #: The block-scaled units: (output, block tile group), see csrc/scaled_mm_api.h.
 _BLOCK_UNITS = tuple(
     CSRC / f"fp8_block_scaled_mm_{out}_{group}.cu" for out in ("bf16", "f16") for group in ("wide", "narrow")
 )
-#: The binding first, then 16 CUTLASS units of about four kernels each, so ninja builds them in
+#: The binding first, then 20 CUTLASS units of two to four kernels each, so ninja builds them in
 #: parallel (MAX_JOBS) on a machine with as many cores.
 SOURCES = (CSRC / "bindings.cpp", *_SCALED_UNITS, *_BLOCK_UNITS)
 #: What CI compiles (2 cores, a time budget): the binding, every tile template once (fp8 -> bf16)
@@ -78,8 +78,8 @@ NVCC_FLAGS = ("-O3", "--expt-relaxed-constexpr", "-DNDEBUG")
 #: C++ side refuses a GEMM that would need more than this.
 WORKSPACE_BYTES = 32 << 20
 #: Launch the W8A8 GEMMs as programmatic dependents of the quantizer before them: the kernels of
-#: the small- and mid-M units are compiled with the waits this needs; the others launch plainly
-#: whatever is asked (csrc/scaled_mm_sm90.cuh, launch()).
+#: the small-M, mid-M and cluster-N units are compiled with the waits this needs; the others
+#: (large M: stream-K) launch plainly whatever is asked (csrc/scaled_mm_sm90.cuh, launch()).
 LAUNCH_WITH_PDL = True
 #: ... and only up to this M. Measured on an H100 (NOTES.md v3): up to M=128 (the swap-AB tiles and
 #: the 64x128 cluster-2x1 tile) the overlap took 1.0-1.4 us off each apply; at M=256 and 1024 the

@@ -2,8 +2,8 @@
 
 Each translation unit of ``ops.CI_SOURCES`` is compiled (``nvcc -c``, no link) into a temporary
 directory with the flags the JIT build uses; the units run in parallel, one per core. That is the
-binding, every tile template once (fp8 -> bf16, three units), the int8 mainloop and the block-scaled
-one: about 20 of the 56 kernels, within CI's time on 2 cores. The other units instantiate the same
+binding, every tile template once (fp8 -> bf16, four units), the int8 mainloop and the block-scaled
+one: 26 of the 76 kernels, within CI's time on 2 cores. The other units instantiate the same
 templates with another output or operand type and are compiled by the JIT build on the GPU
 machine. The binding includes only ``torch/extension.h`` (no ATen/cuda headers), so it compiles
 against the CPU torch wheel too.

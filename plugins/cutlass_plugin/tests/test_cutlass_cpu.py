@@ -373,18 +373,20 @@ def test_tile_ids_match_the_cpp_enums():
 def test_every_tile_has_a_translation_unit_group():
     header = (ops.CSRC / "scaled_mm_api.h").read_text()
     table = re.search(r"kTileGroup\[kNumTileConfigs\] = \{(.*?)\};", header, re.S).group(1)
-    groups = re.findall(r"k(SmallM|MidM|LargeM)", table)
+    groups = re.findall(r"k(SmallM|MidM|LargeM|ClusterN)", table)
     assert len(groups) == len(TileConfig)
-    # Each group's unit is in the build (three per operand/output pair).
+    # Each group's unit is in the build (four per operand/output pair).
     names = {path.name for path in ops.SOURCES}
-    for group in ("small_m", "mid_m", "large_m"):
-        assert f"scaled_mm_fp8_bf16_{group}.cu" in names
+    for group in ("small_m", "mid_m", "large_m", "cluster_n"):
+        for pair in ("fp8_bf16", "fp8_f16", "int8_bf16", "int8_f16"):
+            assert f"scaled_mm_{pair}_{group}.cu" in names
 
 
 def test_ci_compiles_every_tile_template_once():
     names = {path.name for path in ops.CI_SOURCES}
     assert {"bindings.cpp", "fp8_block_scaled_mm_bf16_wide.cu", "fp8_block_scaled_mm_bf16_narrow.cu"} <= names
-    assert {f"scaled_mm_fp8_bf16_{g}.cu" for g in ("small_m", "mid_m", "large_m")} <= names
+    groups = ("small_m", "mid_m", "large_m", "cluster_n")
+    assert {f"scaled_mm_fp8_bf16_{g}.cu" for g in groups} <= names
     assert set(ops.CI_SOURCES) <= set(ops.SOURCES)
     assert all(path.is_file() for path in ops.SOURCES)
 

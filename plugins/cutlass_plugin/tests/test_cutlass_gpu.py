@@ -221,26 +221,31 @@ def test_every_block_tile_configuration_is_correct(tile, m):
     assert relative_error(out[:m], ref) < 1.5e-2
 
 
-#: Persistent tiles of each scheduler kind (data-parallel pingpong / cooperative with clusters,
-#: swap-AB, stream-K) under non-default scheduler arguments: raster x swizzle, split-K.
+#: The 128x128 tiles clustered along N (1x2, 1x4, 2x4 CTAs): their clusters reach past a ragged
+#: N or M edge, where CTAs of a cluster hold no output tile yet take part in the multicasts.
+N_CLUSTERED = (TileConfig.PINGPONG_128x128_CLUSTER_N2, TileConfig.PINGPONG_128x128_CLUSTER_N4,
+               TileConfig.COOPERATIVE_128x128_CLUSTER_N2, TileConfig.PINGPONG_128x128_CLUSTER_2x4)
+
+#: Persistent tiles of each scheduler kind (data-parallel pingpong / cooperative with clusters
+#: along M, along N and both, swap-AB, stream-K) under non-default scheduler arguments: raster x
+#: swizzle, split-K.
 ORDER_CASES = [
     (tile, raster, swizzle, 0)
     for tile in (TileConfig.SWAP_64x64, TileConfig.PINGPONG_64x128_CLUSTER2,
                  TileConfig.PINGPONG_64x256, TileConfig.PINGPONG_128x128_CLUSTER2,
-                 TileConfig.COOPERATIVE_256x128, TileConfig.COOPERATIVE_128x128_STREAM_K)
+                 TileConfig.COOPERATIVE_256x128, TileConfig.COOPERATIVE_128x128_STREAM_K,
+                 TileConfig.PINGPONG_128x128_CLUSTER_N4, TileConfig.PINGPONG_128x128_CLUSTER_2x4)
     for raster, swizzle in ((1, 8), (2, 2), (2, 4), (2, 8), (0, 4))
 ] + [(TileConfig.COOPERATIVE_128x128_STREAM_K, 0, 1, splits) for splits in (2, 3)]
 
 
-@pytest.mark.parametrize("tile, raster, swizzle, splits", ORDER_CASES,
-                         ids=lambda v: v.name if isinstance(v, TileConfig) else str(v))
-def test_tile_orders_cover_every_tile(tile, raster, swizzle, splits):
-    """Raster order and swizzle only reorder the tiles (and may round the tile grid up to the
-    swizzle width: those extra tiles must write nothing); split-K sums K in slices."""
+def _check_fp8_gemm(m: int, n: int, k: int, tile: TileConfig, raster: int, swizzle: int,
+                    splits: int, seed: int) -> None:
+    """The fp8 GEMM with ``tile`` and scheduler arguments against a float64 reference: no output
+    element left unwritten (poisoned), relative error below 1e-2."""
     from kernel_core_cutlass import ops
 
-    m, n, k = 333, 1160, 2048  # 6 x 10 tiles of 64x128 with ragged edges, 16 K-steps
-    g = torch.Generator(device="cuda").manual_seed(int(tile) * 100 + raster * 10 + swizzle)
+    g = torch.Generator(device="cuda").manual_seed(seed)
     x = (torch.randn(m, k, generator=g, device="cuda") * 50).to(torch.float8_e4m3fn)
     w = (torch.randn(n, k, generator=g, device="cuda") * 50).to(torch.float8_e4m3fn)
     s_tok = torch.rand(m, generator=g, device="cuda") + 0.5
@@ -251,6 +256,26 @@ def test_tile_orders_cover_every_tile(tile, raster, swizzle, splits):
                         torch.bfloat16, int(tile), False, raster, swizzle, splits)
     assert not out.isnan().any(), "unwritten (poisoned) output elements"
     assert relative_error(out, ref) < 1e-2
+
+
+@pytest.mark.parametrize("tile, raster, swizzle, splits", ORDER_CASES,
+                         ids=lambda v: v.name if isinstance(v, TileConfig) else str(v))
+def test_tile_orders_cover_every_tile(tile, raster, swizzle, splits):
+    """Raster order and swizzle only reorder the tiles (and may round the tile grid up to the
+    swizzle width and the cluster shape: those extra tiles must write nothing); split-K sums K in
+    slices."""
+    # 6 x 10 tiles of 64x128 with ragged edges (N % 512 = 136, M % 128 = 77), 16 K-steps
+    _check_fp8_gemm(333, 1160, 2048, tile, raster, swizzle, splits,
+                    seed=int(tile) * 100 + raster * 10 + swizzle)
+
+
+@pytest.mark.parametrize("tile", N_CLUSTERED, ids=lambda t: t.name)
+@pytest.mark.parametrize("m, n", [(77, 200), (129, 648)])
+def test_n_clustered_tiles_on_narrow_ragged_layers(tile, m, n):
+    """Clusters along N wider than what is left of N: N=200 makes 2 tile columns for a cluster
+    of 4 (two CTAs without a tile), N=648 6 (the second cluster of 4 half outside, its last
+    tile 8 columns wide); M=77 / 129 leave the second row of a 2x4 cluster empty or 1 row high."""
+    _check_fp8_gemm(m, n, 1024, tile, 0, 1, 0, seed=int(tile) * 1000 + m + n)
 
 
 @pytest.mark.parametrize("tile, raster, swizzle, splits", [
@@ -328,7 +353,8 @@ def test_weight_prefetch_leaves_the_quantizer_outputs_unchanged(m, monkeypatch):
 def test_pdl_launch_matches_plain_launch(dtype):
     """The GEMM launched as a programmatic dependent of the quantizer reads the quantizer's
     finished output: bit-identical to a plain launch, over fresh inputs and the tiles launched
-    that way (M <= ops.PDL_MAX_M)."""
+    that way (M <= ops.PDL_MAX_M), and the 128x128 tiles clustered along N at M=128 (their units
+    are compiled with the grid-dependency waits too)."""
     from kernel_core_cutlass import ops, quant
     from kernel_core_cutlass.tiles import scaled_mm_tile
 
@@ -341,9 +367,10 @@ def test_pdl_launch_matches_plain_launch(dtype):
     w_scale = torch.rand(n, generator=g, device="cuda") + 0.5
     workspace = ops.workspace_for(w.device)
     tiles = set()
-    for m in (1, 16, 64, 100, 128):
+    cases = [(m, -1) for m in (1, 16, 64, 100, 128)] + [(128, int(t)) for t in N_CLUSTERED]
+    for m, tile in cases:
         assert m <= ops.PDL_MAX_M
-        tiles.add(scaled_mm_tile(m, n, k))
+        tiles.add(scaled_mm_tile(m, n, k) if tile < 0 else TileConfig(tile))
         x = torch.randn((m, k), generator=g, device="cuda").to(torch.bfloat16)
         outs = []
         for pdl in (True, False):
@@ -352,9 +379,10 @@ def test_pdl_launch_matches_plain_launch(dtype):
             else:
                 q, s = quant.quantize_fp8_per_token(x)
             outs.append(ops.scaled_mm(q, w, s, w_scale, None, None, None, workspace,
-                                      torch.bfloat16, -1, pdl))
+                                      torch.bfloat16, tile, pdl))
         torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
-    assert len(tiles) == 3, "the M values cover the swap-AB tiles and the 64x128 cluster tile"
+    assert len(tiles) == 3 + len(N_CLUSTERED), \
+        "the cases cover the swap-AB tiles, the 64x128 cluster tile and the tiles clustered along N"
 
 
 @pytest.mark.parametrize("k", [4864, 33024], ids=["one_pass", "two_pass"])

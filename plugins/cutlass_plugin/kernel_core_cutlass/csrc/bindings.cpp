@@ -35,10 +35,14 @@ TileOrder tile_order(int64_t raster, int64_t swizzle, int64_t splits) {
 
 // [fp8 / int8][bf16 / f16][tile group]: the translation unit that runs a tile.
 constexpr ScaledMmEntry kScaledMmEntries[2][2][kNumTileGroups] = {
-    {{scaled_mm_fp8_bf16_small_m, scaled_mm_fp8_bf16_mid_m, scaled_mm_fp8_bf16_large_m},
-     {scaled_mm_fp8_f16_small_m, scaled_mm_fp8_f16_mid_m, scaled_mm_fp8_f16_large_m}},
-    {{scaled_mm_int8_bf16_small_m, scaled_mm_int8_bf16_mid_m, scaled_mm_int8_bf16_large_m},
-     {scaled_mm_int8_f16_small_m, scaled_mm_int8_f16_mid_m, scaled_mm_int8_f16_large_m}},
+    {{scaled_mm_fp8_bf16_small_m, scaled_mm_fp8_bf16_mid_m, scaled_mm_fp8_bf16_large_m,
+      scaled_mm_fp8_bf16_cluster_n},
+     {scaled_mm_fp8_f16_small_m, scaled_mm_fp8_f16_mid_m, scaled_mm_fp8_f16_large_m,
+      scaled_mm_fp8_f16_cluster_n}},
+    {{scaled_mm_int8_bf16_small_m, scaled_mm_int8_bf16_mid_m, scaled_mm_int8_bf16_large_m,
+      scaled_mm_int8_bf16_cluster_n},
+     {scaled_mm_int8_f16_small_m, scaled_mm_int8_f16_mid_m, scaled_mm_int8_f16_large_m,
+      scaled_mm_int8_f16_cluster_n}},
 };
 
 // [bf16 / f16][block tile group]: the translation unit that runs a block tile.

@@ -24,14 +24,21 @@ enum TileConfigId : int {
   kPingpong64x128Cluster2 = 9,  // pingpong, 64 x 128 x 128, cluster 2x1
   kPingpong128x128Cluster2 = 10,  // pingpong, 128 x 128 x 128, cluster 2x1
   kCooperative128x128StreamK = 11,  // cooperative, 128 x 128 x 128, stream-K tile scheduler
-  kNumTileConfigs = 12,
+  // 128 x 128 x 128 with the cluster along N: each activation tile multicast to the CTAs of
+  // neighbouring weight tiles (cuBLAS's nvjet 128x128 tiles at M >= 128; see tiles.py).
+  kPingpong128x128ClusterN2 = 12,  // pingpong, cluster 1x2
+  kPingpong128x128ClusterN4 = 13,  // pingpong, cluster 1x4
+  kCooperative128x128ClusterN2 = 14,  // cooperative, cluster 1x2
+  kPingpong128x128Cluster2x4 = 15,  // pingpong, cluster 2x4 (8 CTAs: the portable maximum)
+  kNumTileConfigs = 16,
 };
 
-// The tiles are compiled in three translation units per (operand, output) type pair, so the
+// The tiles are compiled in four translation units per (operand, output) type pair, so the
 // build runs on as many cores as there are units; the binding calls the unit of the tile's group.
-enum TileGroup : int { kSmallM = 0, kMidM = 1, kLargeM = 2, kNumTileGroups = 3 };
+enum TileGroup : int { kSmallM = 0, kMidM = 1, kLargeM = 2, kClusterN = 3, kNumTileGroups = 4 };
 inline constexpr TileGroup kTileGroup[kNumTileConfigs] = {
     kSmallM, kSmallM, kMidM, kLargeM, kLargeM, kLargeM, kMidM, kSmallM, kSmallM, kMidM, kMidM, kLargeM,
+    kClusterN, kClusterN, kClusterN, kClusterN,
 };
 
 // The order in which the persistent schedulers hand out output tiles, and how stream-K tiles
@@ -111,15 +118,19 @@ using ScaledMmEntry = const char* (*)(int config, ScaledMmArgs const& args);
 const char* scaled_mm_fp8_bf16_small_m(int config, ScaledMmArgs const& args);
 const char* scaled_mm_fp8_bf16_mid_m(int config, ScaledMmArgs const& args);
 const char* scaled_mm_fp8_bf16_large_m(int config, ScaledMmArgs const& args);
+const char* scaled_mm_fp8_bf16_cluster_n(int config, ScaledMmArgs const& args);
 const char* scaled_mm_fp8_f16_small_m(int config, ScaledMmArgs const& args);
 const char* scaled_mm_fp8_f16_mid_m(int config, ScaledMmArgs const& args);
 const char* scaled_mm_fp8_f16_large_m(int config, ScaledMmArgs const& args);
+const char* scaled_mm_fp8_f16_cluster_n(int config, ScaledMmArgs const& args);
 const char* scaled_mm_int8_bf16_small_m(int config, ScaledMmArgs const& args);
 const char* scaled_mm_int8_bf16_mid_m(int config, ScaledMmArgs const& args);
 const char* scaled_mm_int8_bf16_large_m(int config, ScaledMmArgs const& args);
+const char* scaled_mm_int8_bf16_cluster_n(int config, ScaledMmArgs const& args);
 const char* scaled_mm_int8_f16_small_m(int config, ScaledMmArgs const& args);
 const char* scaled_mm_int8_f16_mid_m(int config, ScaledMmArgs const& args);
 const char* scaled_mm_int8_f16_large_m(int config, ScaledMmArgs const& args);
+const char* scaled_mm_int8_f16_cluster_n(int config, ScaledMmArgs const& args);
 using BlockScaledMmEntry = const char* (*)(int config, BlockScaledMmArgs const& args);
 const char* fp8_block_scaled_mm_bf16_wide(int config, BlockScaledMmArgs const& args);
 const char* fp8_block_scaled_mm_bf16_narrow(int config, BlockScaledMmArgs const& args);

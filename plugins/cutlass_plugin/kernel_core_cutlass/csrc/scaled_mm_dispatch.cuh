@@ -1,7 +1,7 @@
 // Maps a TileConfigId to one CUTLASS instantiation of ScaledMmSm90 (see tiles.py for the why).
 //
 // One table for every tile; a translation unit instantiates only the tiles of its TileGroup (the
-// other cases are discarded `if constexpr` branches), so three units per type pair build the table
+// other cases are discarded `if constexpr` branches), so four units per type pair build the table
 // in parallel.
 #pragma once
 
@@ -26,6 +26,9 @@ struct dispatch_scaled_mm {
   using CooperativeEpilogue = cutlass::epilogue::TmaWarpSpecializedCooperative;
   using Cluster1 = Shape<_1, _1, _1>;
   using Cluster2 = Shape<_2, _1, _1>;
+  // Along N (the problem's second mode): the CTAs of one cluster share the activation tile.
+  using ClusterN2 = Shape<_1, _2, _1>;
+  using ClusterN4 = Shape<_1, _4, _1>;
   template <class Tile, class Cluster, class Schedule, class Epi, bool Swap,
             class Scheduler = cutlass::gemm::PersistentScheduler>
   using K = ScaledMmSm90<ElementAB, ElementD, Tile, Cluster, Schedule, Epi, Swap, Scheduler>;
@@ -58,6 +61,14 @@ struct dispatch_scaled_mm {
         return run_if_in_unit<kTileGroup[kCooperative128x128StreamK] == Group,
                               K<Shape<_128, _128, _128>, Cluster1, Cooperative, CooperativeEpilogue, false,
                                 cutlass::gemm::StreamKScheduler>>(a);
+      case kPingpong128x128ClusterN2:
+        return run_if_in_unit<kTileGroup[kPingpong128x128ClusterN2] == Group, K<Shape<_128, _128, _128>, ClusterN2, Pingpong, PingpongEpilogue, false>>(a);
+      case kPingpong128x128ClusterN4:
+        return run_if_in_unit<kTileGroup[kPingpong128x128ClusterN4] == Group, K<Shape<_128, _128, _128>, ClusterN4, Pingpong, PingpongEpilogue, false>>(a);
+      case kCooperative128x128ClusterN2:
+        return run_if_in_unit<kTileGroup[kCooperative128x128ClusterN2] == Group, K<Shape<_128, _128, _128>, ClusterN2, Cooperative, CooperativeEpilogue, false>>(a);
+      case kPingpong128x128Cluster2x4:
+        return run_if_in_unit<kTileGroup[kPingpong128x128Cluster2x4] == Group, K<Shape<_128, _128, _128>, Shape<_2, _4, _1>, Pingpong, PingpongEpilogue, false>>(a);
       default:
         return "unknown tile configuration id";
     }
