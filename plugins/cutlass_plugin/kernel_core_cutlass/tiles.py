@@ -141,8 +141,17 @@ def scaled_mm_tile(m: int, n: int, k: int, sm_count: int = H100_SMS) -> TileConf
         # M=64 on all three shapes).
         return TileConfig.SWAP_64x64_K256
     if m <= 128:
-        # 64-token tiles waste no rows at M=128; the 2x1 cluster multicasts each weight tile to
-        # both M tiles, so the weight crosses L2 once (fastest or within 1.2% at M=128).
+        if _cdiv(m, 128) * _cdiv(n, 128) >= sm_count:
+            # At least a wave of 128x128 tiles: cuBLAS's tile and cluster at M=128 (nvjet
+            # 128x128, cluster 4 along N), one activation tile multicast to four CTAs. v11 file
+            # (cutlass-h200-2026-11-29-v11.json), 28672x8192 M=128: 1.007x `_scaled_mm` (1.005-
+            # 1.011x over its 12 orders) against 0.909x head to head for 64x128 cluster 2x1;
+            # paired round by round 64x128 / 1x4 = 1.084x [1.075-1.101].
+            return TileConfig.PINGPONG_128x128_CLUSTER_N4
+        # Fewer 128x128 tiles than SMs (64 at N=8192): 64-token tiles, twice as many; the 2x1
+        # cluster multicasts each weight tile to both M tiles, so the weight crosses L2 once
+        # (v11 file, M=128: 1.14x / 1.30x `_scaled_mm` on 8192x8192 / 8192x28672, where the 1x4
+        # tile read 0.95x / 0.97x).
         return TileConfig.PINGPONG_64x128_CLUSTER2
     if m <= 512:
         # 128x128 tiles (cluster 2x1: the weight tile multicast to both M tiles) read the least

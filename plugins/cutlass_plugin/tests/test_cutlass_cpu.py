@@ -139,6 +139,10 @@ def test_scaled_mm_tile_per_m_range(m, expected):
     (300, 8192, 8192, TileConfig.PINGPONG_64x128, "128x128 tiles leave the last wave empty"),
     (1024, 8192, 28672, TileConfig.COOPERATIVE_128x256, "long K: the 128x256 tile"),
     (1024, 28672, 8192, TileConfig.PINGPONG_64x256, "K <= 8192: the 64x256 pingpong tile"),
+    # M=128 on N=28672: 224 tiles of 128x128, more than the SMs: cuBLAS's 1x4 cluster (v11).
+    (128, 28672, 8192, TileConfig.PINGPONG_128x128_CLUSTER_N4, "a wave of 128x128 tiles"),
+    (65, 28672, 8192, TileConfig.PINGPONG_128x128_CLUSTER_N4, "a wave of 128x128 tiles"),
+    (128, 16384, 8192, TileConfig.PINGPONG_64x128_CLUSTER2, "128 tiles: fewer than the SMs"),
     # N=28672 at M=256: 448 tiles of 128x128 take 4 waves at 85% (v4: 64x128 1.01x, 0.95x).
     (256, 28672, 8192, TileConfig.PINGPONG_64x128, "128x128 tiles leave the last wave short"),
     (256, 8192, 28672, TileConfig.PINGPONG_128x128_CLUSTER2, "128 tiles fill one wave"),
@@ -165,6 +169,9 @@ def test_tiles_follow_the_sm_count():
     # On a 114-SM H100 PCIe, M=512 and N=8192 give 256 tiles of 128x128: 3 waves, 75% busy.
     assert scaled_mm_tile(512, 8192, 8192) == TileConfig.PINGPONG_128x128_CLUSTER2
     assert scaled_mm_tile(512, 8192, 8192, sm_count=114) == TileConfig.PINGPONG_64x128
+    # N=16384, M=128: 128 tiles of 128x128, fewer than 132 SMs but a wave of 114.
+    assert scaled_mm_tile(128, 16384, 8192) == TileConfig.PINGPONG_64x128_CLUSTER2
+    assert scaled_mm_tile(128, 16384, 8192, sm_count=114) == TileConfig.PINGPONG_128x128_CLUSTER_N4
     # N=4096, M=256: 128 tiles of 64x128 (or 128x64) fit one wave of 132 SMs, not of 114; there
     # the 64 tiles of 128x128 do (one wave: data-parallel, not stream-K).
     assert block_scaled_mm_tile(256, 4096) == BlockTileConfig.COOPERATIVE_128x64
