@@ -113,7 +113,7 @@ def trace(name: str, n: int, k: int, m: int, bmx: int, rw: int, sms: int, warmup
     image = image_kernel(x, chunks)
     units = math.ceil(n / (128 * rw)) * math.ceil(m / bmx) * chunks
     blocks = min(sms, units)
-    partials = torch.empty(2 * blocks * 128 * rw * bmx, dtype=torch.float32, device="cuda")
+    partials = torch.empty(blocks * 128 * rw * bmx, dtype=torch.float32, device="cuda")
     arrivals = torch.zeros(blocks, dtype=torch.int32, device="cuda")
     timeline = torch.zeros(blocks * SLOTS, dtype=torch.int64, device="cuda")
     out = torch.full((m, n), float("nan"), dtype=torch.bfloat16, device="cuda")

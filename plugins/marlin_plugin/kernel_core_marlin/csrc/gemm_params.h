@@ -24,19 +24,23 @@ struct GemmParams {
   int pdl;                   // 1: launch as a programmatic dependent of the kernel before it on
                              // the stream (stream kernel: bulk pipelines 2-6; tile kernel:
                              // variants 2 and 3; the launchers refuse others)
-  // Tile variant 3 (stream-K) only: the partial sums of tiles shared by several blocks, two
-  // slots of 128 RW x BMX floats per block, and one arrival counter per block (zero between
-  // launches: the block that completes a tile resets its counter). stream_blocks: the blocks the
+  // Tile variant 3 (stream-K) only: the partial sums of tiles shared by several blocks, one
+  // slot of 128 RW x BMX floats per block, and one arrival counter per block (zero between
+  // launches: the block that sums a tile resets its counter). stream_blocks: the blocks the
   // workspace serves, at most that many are launched.
   float* partials;
   int* arrivals;
   int stream_blocks;
-  // Set by the launcher: the unit count T, and {magic, shift} pairs dividing by the chunk count C,
-  // the launched block count G, T and the token-block count (tile_launch.cuh, fast_divisor): the
-  // kernel's segment arithmetic then needs no division instruction sequence, whose results ptxas
-  // keeps per thread, and stays uniform (TileStream).
-  int stream_units;
-  unsigned stream_div[4][2];
+  // The units' (chunks') worth of time a tile's final sum costs the block that does it (S >= 0;
+  // 0 divides the units evenly): the division counts S + C shares a tile, so the blocks that sum
+  // a tile take fewer units (TileStream). The launcher lowers it where a block could get none.
+  int stream_settle;
+  // Set by the launcher: the share count H = tiles x (S + C), and {magic, shift} pairs dividing
+  // by the chunk count C, the launched block count G, H, the token-block count and S + C
+  // (tile_launch.cuh, fast_divisor): the kernel's segment arithmetic then needs no division
+  // instruction sequence, whose results ptxas keeps per thread, and stays uniform (TileStream).
+  int stream_shares;
+  unsigned stream_div[5][2];
   // Probe builds only (gpu/trace_stream_k.py): the stream-K kernel's per-block timeline, written
   // by its traced instance (TileProbe kTileProbeStreamTrace); null and never read otherwise.
   unsigned long long* trace;

@@ -1266,26 +1266,40 @@ __global__ void __launch_bounds__(kTileWsThreads, 1)
 
 // Launch variant 3 (stream-K) divides the work, not the tiles, among the SMs. A tile is one
 // block's output (128 RW weight rows x BMX tokens) and a unit one 64-channel chunk of a tile:
-// T = tiles x C units in tile-major order (tile t = n_block x m_blocks + m_block; unit t C + c),
-// and block b of the G launched takes units [b T / G, (b + 1) T / G). Every SM then gets the same
-// number of chunks whatever the tile count, where whole tiles per block leave SMs idle in the last
-// wave (10240 x 8192 at 128 tokens: 80 tiles of 128 rows on 132 SMs; split-K clusters cannot
-// even it out, clusters of 3 fit 39 at once). A block walks its range as segments, one per tile
-// it touches; the ring and its producer run on across segments. A segment that holds a whole
-// tile stores it; the pieces of a tile shared by several blocks meet in a global workspace:
-// every piece is stored to its block's slot, the piece that completes the tile's chunk count
-// (an atomic counter per tile, reset by that block) adds the pieces in block order, so the
-// result does not depend on which block finishes last, and stores the tile
-// (tile_stream_epilogue, tile_stream_settle). No block waits for another, so nothing needs all
-// blocks resident.
+// T = tiles x C units in tile-major order (tile t = n_block x m_blocks + m_block; unit t C + c).
+// Every SM gets about the same work whatever the tile count, where whole tiles per block leave
+// SMs idle in the last wave (10240 x 8192 at 128 tokens: 80 tiles of 128 rows on 132 SMs;
+// split-K clusters cannot even it out, clusters of 3 fit 39 at once). The division counts S + C
+// shares a tile, S (p.stream_settle) standing for the time its final sum takes, before its C
+// units: block b of the G launched takes shares [b H / G, (b + 1) H / G) of H = tiles x (S + C),
+// i.e. the units among them. The block whose range holds a tile's first unit sums that tile
+// (below), so it gets S units fewer; with S = 0 every block gets T / G units. A block walks its
+// range as segments, one per tile it touches; the ring and its producer run on across segments.
+// A segment that holds a whole tile stores it. A tile shared by several blocks is summed by the
+// block holding its first unit (its head: that block's last segment, kept in registers): every
+// other piece is stored to its block's slot in a global workspace and arrives on the tile's
+// counter; the head's block waits for them, adds them in block order (the same bits every
+// launch) and stores the tile (tile_stream_epilogue, tile_stream_settle). A block waits only for
+// blocks after it (a tile's other pieces lie in later blocks' ranges), so the waits form no
+// cycle; they need every block of the grid running at once, which one block per SM, at most as
+// many as SMs (the workspace's counters), gives on a device the launch has to itself: stream-K
+// launches must not run concurrently with other work on the device (tile.stream_workspace). Why
+// a fixed summing block: whichever block completed a tile summed it before (no waits), and the
+// blocks that did ended 8-10 us after the others (NOTES.md v35).
 // The division, computed from the launch parameters where it is needed rather than kept in a
 // struct (the consumers' registers hold the wgmma accumulators). Everything here must stay
 // warp-uniform in ptxas's eyes, so that the segment loop's trip counts, the ring's stage and the
 // wgmma descriptors live in uniform registers: with per-thread values (a division instruction
 // sequence, an empty volatile asm on blockIdx) the descriptors were rebuilt with R2UR between the
 // wgmmas and a chunk took 28% longer on the H200 (NOTES.md v20). So every division is a
-// multiply-high by a magic number the launcher computed (p.stream_div), and T x G fits an int.
-enum TileStreamDivisor : int { kDivChunks = 0, kDivBlocks = 1, kDivUnits = 2, kDivTokenBlocks = 3 };
+// multiply-high by a magic number the launcher computed (p.stream_div), and H x G fits an int.
+enum TileStreamDivisor : int {
+  kDivChunks = 0,       // C
+  kDivBlocks = 1,       // G
+  kDivShares = 2,       // H
+  kDivTokenBlocks = 3,  // m_blocks
+  kDivTileShares = 4,   // S + C
+};
 
 __device__ __forceinline__ int stream_div(const GemmParams& p, int n, TileStreamDivisor d) {
   return static_cast<int>((__umulhi(static_cast<unsigned>(n), p.stream_div[d][0]) +
@@ -1294,21 +1308,20 @@ __device__ __forceinline__ int stream_div(const GemmParams& p, int n, TileStream
 
 template <int BMX, int RW>
 struct TileStream {
-  // The first unit of block b's range, b T / G.
+  // The first unit of block b's range: the first at or after its first share b H / G (a tile's
+  // S settle shares map to its first unit; b = G gives T).
   __device__ __forceinline__ static int first_unit(const GemmParams& p, int b) {
-    return stream_div(p, b * p.stream_units, kDivBlocks);
+    const int share = stream_div(p, b * p.stream_shares, kDivBlocks);
+    const int tile = stream_div(p, share, kDivTileShares);
+    const int into_units = share - tile * (p.stream_settle + p.C) - p.stream_settle;
+    return tile * p.C + (into_units > 0 ? into_units : 0);
   }
 
-  // The block whose range holds unit u: the largest b with b T / G <= u.
+  // The block whose range holds unit u: the largest b with b H / G <= u's share, u + (t + 1) S
+  // for u in tile t.
   __device__ __forceinline__ static int holder(const GemmParams& p, int u) {
-    return stream_div(p, (u + 1) * static_cast<int>(gridDim.x) - 1, kDivUnits);
-  }
-
-  // Block b's piece of the tile whose first unit is `start`: its first segment (slot 2 b) when
-  // its range begins at or after the tile's start, else its last one (slot 2 b + 1). Only a
-  // block's first and last segments can hold part of a tile.
-  __device__ __forceinline__ static int piece_slot(const GemmParams& p, int b, int start) {
-    return 2 * b + (first_unit(p, b) >= start ? 0 : 1);
+    const int share = u + (stream_div(p, u, kDivChunks) + 1) * p.stream_settle;
+    return stream_div(p, (share + 1) * static_cast<int>(gridDim.x) - 1, kDivShares);
   }
 
   // Tile t's first token, given its weight-row block n_block = stream_div(p, t,
@@ -1317,9 +1330,10 @@ struct TileStream {
     return (tile - n_block * ((p.M + BMX - 1) / BMX)) * BMX;
   }
 
-  // Block b's piece of that tile in the workspace: its slot's 128 RW x BMX floats.
-  __device__ __forceinline__ static float* piece(const GemmParams& p, int b, int start) {
-    return p.partials + static_cast<size_t>(piece_slot(p, b, start)) * (RW * (BMX / 2) * 256);
+  // Block b's stored piece in the workspace: its slot's 128 RW x BMX floats. A block stores at
+  // most one, its first segment's (a tile's tail or middle; a head stays in registers).
+  __device__ __forceinline__ static float* piece(const GemmParams& p, int b) {
+    return p.partials + static_cast<size_t>(b) * (RW * (BMX / 2) * 256);
   }
 
   // A piece holds the consumer threads' accumulators thread-major in 16-byte quads: elements
@@ -1388,18 +1402,6 @@ __device__ __forceinline__ void consumers_sync() {
   asm volatile("bar.sync 1, 256;" ::: "memory");
 }
 
-// consumers_sync that also tells every consumer thread whether any passed a nonzero `value`.
-__device__ __forceinline__ int consumers_any(int value) {
-  int result;
-  asm volatile(
-      "{\n .reg .pred p, q;\n setp.ne.s32 p, %1, 0;\n bar.red.or.pred q, 1, 256, p;\n"
-      " selp.s32 %0, 1, 0, q;\n}"
-      : "=r"(result)
-      : "r"(value)
-      : "memory");
-  return result;
-}
-
 // Stores stream-K tile t's outputs from per-thread accumulators (store_block).
 template <typename T, int FMT, int BMX, int RW>
 __device__ __forceinline__ void tile_stream_store(const GemmParams& p, int tile, int tid,
@@ -1410,17 +1412,19 @@ __device__ __forceinline__ void tile_stream_store(const GemmParams& p, int tile,
                                tid, acc, staging);
 }
 
-// A segment's epilogue, inside the segment loop: a whole tile is stored; a piece of a shared
-// tile goes to its slot (thread-major: each thread later reads back exactly what it wrote,
-// coalesced) and arrives on the tile's counter at once, so a block's first segment (the tail of
-// a tile another block's last segment starts) arrives early in the launch. Only thread 0 waits
-// for that: after a barrier over the consumers its fence releases every thread's stores (a
-// release is cumulative over the barrier, the pattern of CUTLASS's stream-K barrier), then it
-// increments the counter; the other 255 threads go on with the next segment. Returns, in thread
-// 0, whether this piece completed its tile's chunk count (0 elsewhere: tile_stream_consume
-// broadcasts it after the loop). The sum is left to tile_stream_settle: a branch on the answer
-// here made ptxas keep the wgmma descriptors in per-thread registers (R2UR between the wgmmas,
-// every chunk ~10% slower; NOTES.md v32). The stores are unconditional (see tile_discard).
+// A segment's epilogue, inside the segment loop: a whole tile is stored; the head of a shared
+// tile stays in registers for tile_stream_settle; any other piece goes to its slot
+// (thread-major: the head's block reads it back thread for thread, coalesced) and arrives on the
+// tile's counter at once, so a block's first segment (the tail of a tile another block's last
+// segment starts) arrives early in the launch. Only thread 0 waits for that: after a barrier over
+// the consumers its fence releases every thread's stores (a release is cumulative over the
+// barrier, the pattern of CUTLASS's stream-K barrier), then it increments the counter; the other
+// 255 threads go on with the next segment. Returns, in thread 0, whether its arrival filled the
+// counter: the head's units never arrive, so that would be a counter left nonzero by an earlier
+// launch, and tile_stream_consume traps rather than sum a tile too early. (Kept as a value the
+// loop carries: with the arrival's answer unused, ptxas built the wgmma descriptors in per-thread
+// registers, R2UR between the wgmmas, which made every chunk 10-28% slower before: NOTES.md v20,
+// v32, v36.) The stores are unconditional (see tile_discard).
 template <typename T, int FMT, int BMX, int RW, typename Timeline>
 __device__ __forceinline__ int tile_stream_epilogue(const GemmParams& p,
                                                     const float (&acc)[RW][BMX / 2],
@@ -1433,53 +1437,51 @@ __device__ __forceinline__ int tile_stream_epilogue(const GemmParams& p,
     return 0;
   }
   const int start = tile * p.C;
-  Stream::put(Stream::piece(p, blockIdx.x, start), acc, tid);
+  if (seg.unit == start) return 0;  // the head: this block sums the tile after the loop
+  Stream::put(Stream::piece(p, blockIdx.x), acc, tid);
   consumers_sync();  // every thread's part of the piece is issued
   timeline.piece_issued(p, tid);
   if (tid != 0) return 0;
   __threadfence();  // the whole piece is visible before the counter says it arrived
-  return atomicAdd(p.arrivals + Stream::holder(p, start), seg.count) + seg.count == p.C;
+  return atomicAdd(p.arrivals + Stream::holder(p, start), seg.count) + seg.count >= p.C;
 }
 
-// After the segment loop: the tiles whose chunk count a piece of this block completed (at most
-// its first and its last segment's) are summed in block order (the same bits whoever finishes:
-// a + b = b + a exactly, so a completer first or second in that order starts from its piece in
-// registers, `acc`, which still holds the last segment's; a later one reads its own back),
-// stored, and their counters reset for the next launch. The early pieces having arrived early,
-// the launch ends with about one sum a block, of pieces other blocks stored long before (NOTES.md
-// v32: with every arrival after the loop, every sum came at the end and re-read every piece:
-// 11-30 us on the benchmark layers). Nobody waits for another block.
+// Thread 0's wait for a tile's other pieces: its counter's acquire load until every unit
+// outside the head has arrived.
+__device__ __forceinline__ void wait_for_arrivals(const int* counter, int units) {
+  int arrived;
+  while (true) {
+    asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(arrived) : "l"(counter) : "memory");
+    if (arrived == units) return;
+    __nanosleep(64);
+  }
+}
+
+// After the segment loop: the shared tile whose head is this block's last segment (still in
+// acc), if any, summed here. Thread 0 waits until the tile's other units have arrived on the
+// counter, its fence then makes them an acquire for the other threads' reads behind the barrier;
+// the pieces of the later blocks are added to acc in block order, the tile stored and the
+// counter reset for the next launch.
 template <typename T, int FMT, int BMX, int RW, typename Timeline>
 __device__ __forceinline__ void tile_stream_settle(const GemmParams& p, float (&acc)[RW][BMX / 2],
-                                                   const TileSegment& last_seg, int first_done,
-                                                   int last_done, int tid,
+                                                   const TileSegment& last_seg, int tid,
                                                    unsigned char* staging, Timeline& timeline) {
   using Stream = TileStream<BMX, RW>;
-  const int begin_tile = stream_div(p, Stream::first_unit(p, blockIdx.x), kDivChunks);
-  const int last_tile = last_seg.tile(p);
-  for (int which = 0; which < 2; ++which) {
-    // The last segment's tile first, while acc holds its piece.
-    const int tile = which == 0 ? last_tile : begin_tile;
-    if (which == 0 ? !last_done : (!first_done || begin_tile == last_tile)) continue;
-    __threadfence();  // every other piece arrived before its counter increment
-    timeline.settle_fenced(p, tid);
-    const int start = tile * p.C;
-    const int first = Stream::holder(p, start);
-    const int last = Stream::holder(p, start + p.C - 1);
-    // This block's place in block order; the first segment's piece is no longer in registers.
-    const int own = which == 0 ? static_cast<int>(blockIdx.x) - first : 2;
-    int b = first;
-    if (own > 1) {  // acc becomes the first piece, read back like the others
-      Stream::template get<false>(acc, Stream::piece(p, b, start), tid);
-      ++b;
-    }
-    for (; b <= last; ++b) {
-      if (own <= 1 && b == static_cast<int>(blockIdx.x)) continue;  // already in acc
-      Stream::template get<true>(acc, Stream::piece(p, b, start), tid);
-    }
-    tile_stream_store<T, FMT, BMX, RW>(p, tile, tid, acc, staging);
-    if (tid == 0) p.arrivals[first] = 0;  // every piece of this launch is in
+  const int tile = last_seg.tile(p);
+  const int start = tile * p.C;
+  if (last_seg.count == p.C || last_seg.unit != start) return;  // no head of a shared tile
+  if (tid == 0) {
+    wait_for_arrivals(p.arrivals + blockIdx.x, p.C - last_seg.count);
+    __threadfence();
   }
+  consumers_sync();
+  timeline.settle_fenced(p, tid);
+  const int last = Stream::holder(p, start + p.C - 1);
+  for (int b = static_cast<int>(blockIdx.x) + 1; b <= last; ++b) {
+    Stream::template get<true>(acc, Stream::piece(p, b), tid);
+  }
+  tile_stream_store<T, FMT, BMX, RW>(p, tile, tid, acc, staging);
+  if (tid == 0) p.arrivals[blockIdx.x] = 0;  // every piece of this launch is in
 }
 
 // The stream-K kernel's per-block timeline for gpu/trace_stream_k.py (kTileProbeStreamTrace; the
@@ -1557,30 +1559,22 @@ __device__ __forceinline__ void tile_stream_consume(const GemmParams& p, unsigne
   timeline.start(p, tid);
   TileRing<T, FMT, BMX, RW, KC, kTileProbeOff, true> ring(p, smem, full, empty, tid);
   unsigned char* staging = tile_store_staging<FMT, BMX, RW, KC>(smem, tid);
-  const int begin = TileStream<BMX, RW>::first_unit(p, blockIdx.x);
   TileSegment seg;
   TileSegment last_seg;
   float acc[RW][BMX / 2];  // zeroed per segment (run_chunks): nothing flows between segments
-  int first_done = 0;
-  int last_done = 0;
+  int overfull = 0;  // thread 0: an arrival filled a counter (tile_stream_epilogue)
   while (seg.advance<BMX, RW>(p)) {
     ring.begin_run(maps, seg.unit - seg.tile(p) * p.C);
     timeline.segment(p, 0, tid);
     run_chunks(seg.count, acc, [&](uint32_t (&a)[RW][4][4]) { ring.chunk(p, acc, a); });
     timeline.segment(p, 1, tid);
-    last_done = tile_stream_epilogue<T, FMT, BMX, RW>(p, acc, seg, tid, staging, timeline);
+    overfull |= tile_stream_epilogue<T, FMT, BMX, RW>(p, acc, seg, tid, staging, timeline);
     timeline.segment(p, 2, tid);
-    first_done = seg.unit == begin ? last_done : first_done;
     last_seg = seg;
   }
-  // Thread 0's answers, to every consumer thread; its fence first makes them an acquire for the
-  // others' reads of the pieces behind the barrier (the writers' releases are fences too).
-  if (tid == 0) __threadfence();
-  first_done = consumers_any(first_done);
-  last_done = consumers_any(last_done);
+  if (overfull) __trap();
   timeline.settle(p, 0, tid);
-  tile_stream_settle<T, FMT, BMX, RW>(p, acc, last_seg, first_done, last_done, tid, staging,
-                                      timeline);
+  tile_stream_settle<T, FMT, BMX, RW>(p, acc, last_seg, tid, staging, timeline);
   timeline.settle(p, 1, tid);
   timeline.end(p, tid);
 }

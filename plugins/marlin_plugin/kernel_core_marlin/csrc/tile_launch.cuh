@@ -101,16 +101,25 @@ int launch_tile_instance(const GemmParams& params, int split, cudaStream_t strea
     if (split != 1 || p.partials == nullptr || p.arrivals == nullptr || p.stream_blocks < 1) {
       return static_cast<int>(cudaErrorInvalidValue);
     }
-    const long long units = static_cast<long long>(n_blocks) * m_blocks * p.C;
+    const long long tiles = static_cast<long long>(n_blocks) * m_blocks;
+    const long long units = tiles * p.C;
     const long long blocks = units < p.stream_blocks ? units : p.stream_blocks;
-    // TileStream's 32-bit arithmetic: (u + 1) G for every unit u must fit an int.
-    if (units * blocks > 0x7fffffffLL) return static_cast<int>(cudaErrorInvalidValue);
+    if (p.stream_settle < 0) return static_cast<int>(cudaErrorInvalidValue);
+    // Every block's range holds at least one unit: any S + 1 shares in a row hold one, so S stays
+    // below the fewest shares a block gets.
+    long long settle = p.stream_settle;
+    while (settle > 0 && tiles * (settle + p.C) / blocks < settle + 1) --settle;
+    const long long shares = tiles * (settle + p.C);
+    // TileStream's 32-bit arithmetic: (s + 1) G for every share s must fit an int.
+    if (shares * blocks > 0x7fffffffLL) return static_cast<int>(cudaErrorInvalidValue);
     config.gridDim = dim3(static_cast<unsigned>(blocks));
-    p.stream_units = static_cast<int>(units);
+    p.stream_settle = static_cast<int>(settle);
+    p.stream_shares = static_cast<int>(shares);
     fast_divisor(static_cast<unsigned>(p.C), p.stream_div[kDivChunks]);
     fast_divisor(static_cast<unsigned>(blocks), p.stream_div[kDivBlocks]);
-    fast_divisor(static_cast<unsigned>(units), p.stream_div[kDivUnits]);
+    fast_divisor(static_cast<unsigned>(shares), p.stream_div[kDivShares]);
     fast_divisor(static_cast<unsigned>(m_blocks), p.stream_div[kDivTokenBlocks]);
+    fast_divisor(static_cast<unsigned>(settle + p.C), p.stream_div[kDivTileShares]);
   }
   config.blockDim = dim3(Kernel::kThreads);
   config.dynamicSmemBytes = Kernel::kSmemBytes;
