@@ -57,8 +57,9 @@ CASES = [
     ("bench", 10240, 8192, 256, 256, 1),
     ("bench", 8192, 8192, 256, 256, 1),
 ]
-#: The settle weights each stream-K case also runs with (0 is the ``stream-K`` column).
-SETTLES = (4, 8, 12, 16)
+#: The settle weights each stream-K case also runs with (0 is the ``stream-K`` column; 6 and 10
+#: are the planner's, tile.STREAM_SETTLE_CHUNKS).
+SETTLES = (4, 6, 8, 10, 12, 16)
 
 
 def log(message: str) -> None:

@@ -28,24 +28,33 @@ from probe_tile import Packed, image_kernel
 #: Words a block writes (csrc/tile_gemm.cuh kTileStreamTraceSlots): [0] / [1] global ns at the
 #: consumers' start / end, [2] clock at the start, 3 + 3 s .. 5 + 3 s clocks at segment s's start,
 #: chunks done and epilogue done (s < SEGMENTS), [15] / [16] clocks at the settle's start / end,
-#: [17] after the settle's fence (0: it summed no tile), 18 + s once a piece's stores are issued
-#: (before thread 0's fence and arrival).
+#: [17] once the other pieces have arrived and thread 0's fence is passed (the wait included; 0:
+#: it summed no tile), 18 + s once a stored piece's stores are issued (before thread 0's fence
+#: and arrival). The probe library launches with the even division (settle weight 0).
 SLOTS = 22
 SEGMENTS = 4
 SETTLE_FENCED = 17
 PIECE_ISSUED = 18
 
 
-def segments_of(block: int, blocks: int, units: int, chunks: int) -> list[int]:
-    """Chunk counts of a block's segments (TileStream: block b takes units [b T / G, (b + 1) T /
-    G), cut where a tile ends)."""
+def segments_of(block: int, blocks: int, units: int, chunks: int) -> list[tuple[int, int]]:
+    """(first unit, chunk count) of a block's segments (TileStream with settle weight 0: block b
+    takes units [b T / G, (b + 1) T / G), cut where a tile ends)."""
     begin, end = block * units // blocks, (block + 1) * units // blocks
-    counts = []
+    segments = []
     while begin < end:
         count = min(end, (begin // chunks + 1) * chunks) - begin
-        counts.append(count)
+        segments.append((begin, count))
         begin += count
-    return counts
+    return segments
+
+
+def segment_kind(first: int, count: int, chunks: int) -> str:
+    """A whole tile (stored), a shared tile's head (kept in registers for the block's sum) or
+    another piece (stored and arrived)."""
+    if count == chunks:
+        return "whole"
+    return "head" if first % chunks == 0 else "piece"
 
 
 def summarize(slots: list[list[int]], units: int, chunks: int) -> dict:
@@ -56,18 +65,18 @@ def summarize(slots: list[list[int]], units: int, chunks: int) -> dict:
     starts = [row[0] for row in slots]
     ends = [row[1] for row in slots]
     per_kind: dict[str, dict[str, list[float]]] = {
-        kind: {"us_per_chunk": [], "epilogue_us": []} for kind in ("whole", "piece")}
-    setup, gaps, broadcast, settle = [], [], [], []
+        kind: {"us_per_chunk": [], "epilogue_us": []} for kind in ("whole", "head", "piece")}
+    setup, gaps, after_loop, settle = [], [], [], []
     piece_issue, piece_fence, settle_fence = [], [], []
     for b, row in enumerate(slots):
         # This SM's clock against the global timer over the block's run: us per clock.
         us = max(1, row[1] - row[0]) / max(1, row[16] - row[2]) / 1000
-        counts = segments_of(b, blocks, units, chunks)
+        segments = segments_of(b, blocks, units, chunks)
         setup.append((row[3] - row[2]) * us)
         last_end = None
-        for s, count in enumerate(counts[:SEGMENTS]):
+        for s, (first, count) in enumerate(segments[:SEGMENTS]):
             begin, done, epilogue = row[3 + 3 * s: 6 + 3 * s]
-            kind = "whole" if count == chunks else "piece"
+            kind = segment_kind(first, count, chunks)
             per_kind[kind]["us_per_chunk"].append((done - begin) * us / count)
             per_kind[kind]["epilogue_us"].append((epilogue - done) * us)
             if kind == "piece":
@@ -77,8 +86,8 @@ def summarize(slots: list[list[int]], units: int, chunks: int) -> dict:
             if last_end is not None:
                 gaps.append((begin - last_end) * us)
             last_end = epilogue
-        if len(counts) <= SEGMENTS:
-            broadcast.append((row[15] - last_end) * us)
+        if len(segments) <= SEGMENTS:
+            after_loop.append((row[15] - last_end) * us)
         settle.append((row[16] - row[15]) * us)
         if row[SETTLE_FENCED]:
             settle_fence.append((row[SETTLE_FENCED] - row[15]) * us)
@@ -97,8 +106,8 @@ def summarize(slots: list[list[int]], units: int, chunks: int) -> dict:
                for name, values in phases.items()},
             "piece_store_issue_us": stats(piece_issue),
             "piece_fence_and_arrival_us": stats(piece_fence),
-            "gap_between_segments_us": stats(gaps), "broadcast_us": stats(broadcast),
-            "settle_us": stats(settle), "settle_to_fenced_us": stats(settle_fence)}
+            "gap_between_segments_us": stats(gaps), "after_loop_us": stats(after_loop),
+            "settle_us": stats(settle), "settle_wait_us": stats(settle_fence)}
 
 
 def trace(name: str, n: int, k: int, m: int, bmx: int, rw: int, sms: int, warmup: int) -> dict:

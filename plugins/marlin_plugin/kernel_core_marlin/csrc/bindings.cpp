@@ -188,6 +188,11 @@ void tile_gemm(const torch::Tensor& x, const torch::Tensor& x_img, const torch::
                                   static_cast<int>(split), static_cast<int>(variant), s)
           : kcm::launch_tile_bfloat16(p, f, static_cast<int>(bmx), static_cast<int>(rw),
                                       static_cast<int>(split), static_cast<int>(variant), s);
+  // Stream-K's blocks wait for each other: its launcher refuses a grid (one block per arrival
+  // counter, fewer with fewer chunks) that cannot be resident at once.
+  KC_CHECK(code == 0 || variant != 3, "kernel_core_marlin: tile variant 3 (stream-K) launch "
+           "failed with ", arrivals.numel(), " arrival counters (one block each, all resident at "
+           "once: at most one per SM): ", kcm::error_string(code));
   check_launch(code);
 }
 

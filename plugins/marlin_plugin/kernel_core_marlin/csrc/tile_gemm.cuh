@@ -1446,15 +1446,31 @@ __device__ __forceinline__ int tile_stream_epilogue(const GemmParams& p,
   return atomicAdd(p.arrivals + Stream::holder(p, start), seg.count) + seg.count >= p.C;
 }
 
+// The global timer (ns, one clock for every SM).
+__device__ __forceinline__ unsigned long long global_timer_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+//: How long a summing block waits for the other pieces before it traps (ns): the waits take
+//: microseconds; a grid whose blocks cannot all run at once (the launcher refuses those it can
+//: see) would otherwise hang rather than fail.
+constexpr unsigned long long kTileStreamWaitLimitNs = 1000000000ull;
+
 // Thread 0's wait for a tile's other pieces: its counter's acquire load until every unit
-// outside the head has arrived.
+// outside the head has arrived. More than that (a counter an earlier launch left nonzero) or
+// none within the limit traps: an error, not a wrong sum or a hang. (The checks after the loop:
+// a trap inside it cost the 256-token instances 48-60 bytes of spills and serialized wgmmas.)
 __device__ __forceinline__ void wait_for_arrivals(const int* counter, int units) {
+  const unsigned long long since = global_timer_ns();
   int arrived;
   while (true) {
     asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(arrived) : "l"(counter) : "memory");
-    if (arrived == units) return;
+    if (arrived >= units || global_timer_ns() - since > kTileStreamWaitLimitNs) break;
     __nanosleep(64);
   }
+  if (arrived != units) __trap();
 }
 
 // After the segment loop: the shared tile whose head is this block's last segment (still in
@@ -1509,18 +1525,13 @@ template <>
 struct TileStreamTimeline<true> {
   int segments = 0;
 
-  __device__ __forceinline__ static unsigned long long global_ns() {
-    unsigned long long t;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-    return t;
-  }
   __device__ __forceinline__ static void put(const GemmParams& p, int slot,
                                              unsigned long long value) {
     p.trace[blockIdx.x * kTileStreamTraceSlots + slot] = value;
   }
   __device__ __forceinline__ void start(const GemmParams& p, int tid) {
     if (tid == 0) {
-      put(p, 0, global_ns());
+      put(p, 0, global_timer_ns());
       put(p, 2, clock64());
     }
   }
@@ -1541,12 +1552,12 @@ struct TileStreamTimeline<true> {
     if (tid == 0) put(p, 17, clock64());
   }
   __device__ __forceinline__ void end(const GemmParams& p, int tid) {
-    if (tid == 0) put(p, 1, global_ns());
+    if (tid == 0) put(p, 1, global_timer_ns());
   }
 };
 
 // Variant 3's consumer warpgroups: variant 2's consumers (stages of KC chunks, the tables
-// possibly by tensor copies), segment after segment; then the tiles their pieces completed.
+// possibly by tensor copies), segment after segment; then the shared tile whose head they hold.
 template <typename T, int FMT, int BMX, int RW, int KC, bool kTrace>
 __device__ __forceinline__ void tile_stream_consume(const GemmParams& p, unsigned char* smem,
                                                     uint64_t* full, uint64_t* empty, int tid,

@@ -81,6 +81,26 @@ inline void fast_divisor(unsigned d, unsigned (&f)[2]) {
   f[1] = shift;
 }
 
+// Blocks of a TileKernel that fit on the current device at once (its SMs x the blocks one SM
+// holds), queried once per instance and device (after its shared-memory attribute is set).
+template <typename TK>
+int stream_resident_blocks() {
+  constexpr int kMaxDevices = 64;
+  static int cached[kMaxDevices] = {};
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0) return 0;
+  if (device < kMaxDevices && cached[device] > 0) return cached[device];
+  int sms = 0;
+  int per_sm = 0;
+  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, TK::kernel, TK::kThreads,
+                                                    TK::kSmemBytes) != cudaSuccess) {
+    return 0;
+  }
+  if (device < kMaxDevices) cached[device] = sms * per_sm;
+  return sms * per_sm;
+}
+
 template <typename T, int FMT, int BMX, int RW, bool XP = false, int VARIANT = kTileBarrier,
           int KC = kTileStageChunks<VARIANT, FMT, BMX, RW>, int PROBE = kTileProbeOff>
 int launch_tile_instance(const GemmParams& params, int split, cudaStream_t stream) {
@@ -106,12 +126,20 @@ int launch_tile_instance(const GemmParams& params, int split, cudaStream_t strea
     const long long blocks = units < p.stream_blocks ? units : p.stream_blocks;
     if (p.stream_settle < 0) return static_cast<int>(cudaErrorInvalidValue);
     // Every block's range holds at least one unit: any S + 1 shares in a row hold one, so S stays
-    // below the fewest shares a block gets.
+    // below the fewest shares a block gets; and TileStream's 32-bit arithmetic needs (s + 1) G to
+    // fit an int for every share s.
     long long settle = p.stream_settle;
-    while (settle > 0 && tiles * (settle + p.C) / blocks < settle + 1) --settle;
+    while (settle > 0 && (tiles * (settle + p.C) / blocks < settle + 1 ||
+                          tiles * (settle + p.C) * blocks > 0x7fffffffLL)) {
+      --settle;
+    }
     const long long shares = tiles * (settle + p.C);
-    // TileStream's 32-bit arithmetic: (s + 1) G for every share s must fit an int.
     if (shares * blocks > 0x7fffffffLL) return static_cast<int>(cudaErrorInvalidValue);
+    // A block summing a tile waits for later blocks' pieces: the whole grid must be resident at
+    // once, which one block per SM gives (TileStream).
+    if (blocks > stream_resident_blocks<Kernel>()) {
+      return static_cast<int>(cudaErrorCooperativeLaunchTooLarge);
+    }
     config.gridDim = dim3(static_cast<unsigned>(blocks));
     p.stream_settle = static_cast<int>(settle);
     p.stream_shares = static_cast<int>(shares);
