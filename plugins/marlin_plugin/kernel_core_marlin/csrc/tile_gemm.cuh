@@ -1285,7 +1285,7 @@ __global__ void __launch_bounds__(kTileWsThreads, 1)
 // many as SMs (the workspace's counters), gives on a device the launch has to itself: stream-K
 // launches must not run concurrently with other work on the device (tile.stream_workspace). Why
 // a fixed summing block: whichever block completed a tile summed it before (no waits), and the
-// blocks that did ended 8-10 us after the others (NOTES.md v35).
+// blocks that did ended 8-10 us after the others (NOTES.md v36).
 // The division, computed from the launch parameters where it is needed rather than kept in a
 // struct (the consumers' registers hold the wgmma accumulators). Everything here must stay
 // warp-uniform in ptxas's eyes, so that the segment loop's trip counts, the ring's stage and the
@@ -1505,9 +1505,10 @@ __device__ __forceinline__ void tile_stream_settle(const GemmParams& p, float (&
 // a block to p.trace: [0] / [1] %globaltimer (ns, one clock for all SMs) at the consumers' start
 // and end, [2] clock64 at the start, then per segment s < kTileStreamTraceSegments clock64 at its
 // start (3 + 3 s), after its last chunk's wgmmas (4 + 3 s) and after its epilogue (5 + 3 s), then
-// the settle's start and end ([15], [16]), the settle's clock after its fence ([17], the last
-// tile it sums; 0 where it sums none) and, for a segment s that ends in a piece, the clock once
-// the consumers have issued the piece's stores, before thread 0's fence and arrival (18 + s).
+// the settle's start and end ([15], [16]), the settle's clock once the other pieces have arrived
+// and the consumers passed the barrier after thread 0's fence ([17]; 0 where it sums no tile)
+// and, for a segment s whose piece is stored, the clock once the consumers have issued the
+// piece's stores, before thread 0's fence and arrival (18 + s).
 constexpr int kTileStreamTraceSlots = 22;
 constexpr int kTileStreamTraceSegments = 4;
 
