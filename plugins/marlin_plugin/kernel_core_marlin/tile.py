@@ -128,7 +128,10 @@ _STREAM_OVERHEAD_CHUNKS = {(64, 1): 20, (64, 2): 20, (128, 1): 23, (256, 1): 28}
 #: division then gives that block fewer chunks (``settle``, csrc/tile_gemm.cuh TileStream). From
 #: the traced settle's median over the blocks that sum a tile, in chunks of their per-chunk time
 #: (``marlin-h200-2026-11-29-s15-main-log.txt``: 2.8 us / 0.44 at 128 x 128, 5.5-7.9 us / 0.65 at
-#: 128 x 256, 2.9 us / 0.50 at 256 x 64); 128 x 64 takes its row set's 256 x 64 value.
+#: 128 x 256, 2.9 us / 0.50 at 256 x 64); 128 x 64 takes its row set's 256 x 64 value. These are
+#: the values ``marlin-h200-2026-11-29-v36.json`` was measured with; its probe read the stream-K
+#: layers fastest at 0-4 and 1-3% slower at 8 and above on some (NOTES.md v36): a benchmark at 0
+#: against these is pending.
 STREAM_SETTLE_CHUNKS = {(64, 1): 6, (64, 2): 6, (128, 1): 6, (256, 1): 10}
 
 
