@@ -12,7 +12,8 @@ alike. The bulk pipelines go out as programmatic dependents (PDL) of the call be
 M <= 64 where the plugin's path does, the same launch without PDL and every call preceded by an
 RMS norm (bf16, the plugin, the plain launch) show how much of the time that overlap takes off.
 Where the plan is stream-K with a settle weight, the same plan with the even division runs beside
-it (``settle_0_over_planned_paired``: its time over the plan's, per round). Also reports, per layer, the bytes held after processing against the packed checkpoint's bytes.
+it (``settle_0_over_planned_paired``: its time over the plan's, per round). Also reports, per
+layer, the bytes held after processing against the packed checkpoint's bytes.
 
 Usage: python benchmarks/bench_marlin.py --out results.json [--plot results.png] [--quick]
 """
@@ -67,6 +68,12 @@ BULK_MAX_M_TILES = {2: 4, 3: 4, 4: 2, 5: 2, 6: 2}
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def _ratio_range(pair: dict) -> dict[str, float]:
+    """A :func:`paired` result's per-round ratios as {median, min, max}, rounded for the JSON."""
+    return {"median": round(pair["ratio"], 3), "min": round(pair["ratio_min"], 3),
+            "max": round(pair["ratio_max"], 3)}
 
 
 def _replay_us(graph: torch.cuda.CUDAGraph, calls: int) -> float:
@@ -308,9 +315,7 @@ def bench_shape(fmt: str, n: int, k: int, m_values, replays: int,
             "bf16_matmul_us": round(bf16_us, 2),
             "kernel_us": round(auto_us, 2),
             "speedup": round(bf16_us / auto_us, 3),
-            "speedup_paired": {"median": round(head["ratio"], 3),
-                               "min": round(head["ratio_min"], 3),
-                               "max": round(head["ratio_max"], 3)},
+            "speedup_paired": _ratio_range(head),
             "weight_bandwidth_share_of_copy": round(weight_bytes / (auto_us * 1e-6) / copy_bw, 3),
             "best_variant": best_name,
             "best_us": round(variants[best_name], 2),
@@ -323,9 +328,7 @@ def bench_shape(fmt: str, n: int, k: int, m_values, replays: int,
         if even_name is not None:  # per round: the even division's time / the planned one's
             even_vs_auto = paired(rounds_us[even_name], rounds_us["auto"])
             row["settle_0_over_planned_paired"] = (
-                even_vs_auto if isinstance(even_vs_auto, str) else {
-                    key: round(even_vs_auto[f"ratio{suffix}"], 3)
-                    for key, suffix in (("median", ""), ("min", "_min"), ("max", "_max"))})
+                even_vs_auto if isinstance(even_vs_auto, str) else _ratio_range(even_vs_auto))
         if PLAIN_LAUNCH in variants:
             row["pdl_saves_us"] = round(variants[PLAIN_LAUNCH] - auto_us, 2)
         if after_norm:

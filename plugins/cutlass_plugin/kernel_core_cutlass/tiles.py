@@ -5,7 +5,7 @@ names one compiled kernel. The choice is a small readable function of M (the tok
 dimension that changes between calls), N, K and the SM count: the number of output tiles decides
 whether the SMs of an H100/H200 (132) are kept busy, in the DeepGEMM spirit. A comment per range
 says why; NOTES.md has the measurements behind each choice. Compiled tiles no range picks
-(``COOPERATIVE_128x128_STREAM_K`` and the 128x128 tiles clustered along N for W8A8,
+(``COOPERATIVE_128x128_STREAM_K`` and the 128x128 tiles clustered along N but the 1x4 one for W8A8,
 ``COOPERATIVE_128x128_CLUSTER2`` for fp8_block, the 128-deep swap tiles) stay selectable through
 the ops' ``tile`` argument: the benchmark's sweep measures them against the chosen ones on every
 run.
@@ -63,7 +63,8 @@ class TileConfig(enum.IntEnum):
     # tiles of one token band, so each activation tile is loaded once and multicast to them.
     # What cuBLAS runs where it leads us at M >= 128 (cutlass-h200-2026-11-28-v10.json, `kernels`):
     # nvjet_sm90_qqtst_128x128_128x6_{4x1,2x1,4x2}; torch calls the column-major cuBLAS with the
-    # operands swapped, so nvjet's first cluster dimension is our N. Chosen by no range yet.
+    # operands swapped, so nvjet's first cluster dimension is our N. Only the 1x4 tile is chosen
+    # (64 < M <= 128, scaled_mm_tile); the others are swept.
     PINGPONG_128x128_CLUSTER_N2 = 12  # pingpong, cluster 1x2: nvjet's 2x1 (M=256 N=8192, M >= 1024)
     PINGPONG_128x128_CLUSTER_N4 = 13  # pingpong, cluster 1x4: nvjet's 4x1 (M=128, all three shapes)
     COOPERATIVE_128x128_CLUSTER_N2 = 14  # cooperative (2 warpgroups per tile), cluster 1x2
