@@ -82,7 +82,8 @@ inline void fast_divisor(unsigned d, unsigned (&f)[2]) {
 }
 
 // Blocks of a TileKernel that fit on the current device at once (its SMs x the blocks one SM
-// holds), queried once per instance and device (after its shared-memory attribute is set).
+// holds), queried once per instance and device (after its shared-memory attribute is set); 0
+// where a query fails.
 template <typename TK>
 int stream_resident_blocks() {
   constexpr int kMaxDevices = 64;
@@ -127,8 +128,10 @@ int launch_tile_instance(const GemmParams& params, int split, cudaStream_t strea
     // TileStream's 32-bit arithmetic: (u + 1) G for every unit u must fit an int.
     if (units * blocks > 0x7fffffffLL) return static_cast<int>(cudaErrorInvalidValue);
     // A block summing a tile waits for later blocks' pieces: the whole grid must be resident at
-    // once, which one block per SM gives (TileStream).
-    if (blocks > stream_resident_blocks<Kernel>()) {
+    // once, which one block per SM gives (TileStream). Where the occupancy query itself fails
+    // (0), the wait's time limit is what remains.
+    const int resident = stream_resident_blocks<Kernel>();
+    if (resident > 0 && blocks > resident) {
       return static_cast<int>(cudaErrorCooperativeLaunchTooLarge);
     }
     config.gridDim = dim3(static_cast<unsigned>(blocks));
