@@ -11,9 +11,7 @@ run, and the kernel that ran just before, fall on bf16, the plugin's choice and 
 alike. The bulk pipelines go out as programmatic dependents (PDL) of the call before them; at
 M <= 64 where the plugin's path does, the same launch without PDL and every call preceded by an
 RMS norm (bf16, the plugin, the plain launch) show how much of the time that overlap takes off.
-Where the plan is stream-K with a settle weight, the same plan with the even division runs beside
-it (``settle_0_over_planned_paired``: its time over the plan's, per round). Also reports, per
-layer, the bytes held after processing against the packed checkpoint's bytes.
+Also reports, per layer, the bytes held after processing against the packed checkpoint's bytes.
 
 Usage: python benchmarks/bench_marlin.py --out results.json [--plot results.png] [--quick]
 """
@@ -289,19 +287,6 @@ def bench_shape(fmt: str, n: int, k: int, m_values, replays: int,
                     getattr(lay, "weight_channel_scale", None), None, kernel._fmt, n,
                     kernel._group_size, kernel._zconst, *launch)
                 for lay, x in zip(layers, xs)] * max(1, 8 // copies)
-        planned = kernel._tile.plan(m) if tile_serves else None
-        even_name = None
-        if planned is not None and planned.variant == tile.STREAM_K and planned.settle:
-            # side by side: the same stream-K plan with the even division (settle weight 0),
-            # which v36's probe read fastest on some layers (NOTES.md v36)
-            even = (planned.bmx, planned.rw, planned.split, planned.variant, 0)
-            even_name = f"tile stream-K bmx={planned.bmx} rw={planned.rw} settle=0"
-            candidates[even_name] = [
-                lambda lay=lay, x=x, even=even: tile.tile_gemm(
-                    x, lay.weight, lay.weight_scale, None, None,
-                    getattr(lay, "weight_channel_scale", None), None, kernel._fmt, n,
-                    kernel._group_size, kernel._zconst, *even)
-                for lay, x in zip(layers, xs)] * max(1, 8 // copies)
         rounds_us = interleaved_rounds_us(candidates, replays)
         head = paired(rounds_us["bf16"], rounds_us["auto"])
         variants = {name: statistics.median(t) for name, t in rounds_us.items()}
@@ -324,11 +309,7 @@ def bench_shape(fmt: str, n: int, k: int, m_values, replays: int,
             "target_speedup": TARGETS.get(m),
         }
         if tile_serves:
-            row["tile_plan"] = planned.reason
-        if even_name is not None:  # per round: the even division's time / the planned one's
-            even_vs_auto = paired(rounds_us[even_name], rounds_us["auto"])
-            row["settle_0_over_planned_paired"] = (
-                even_vs_auto if isinstance(even_vs_auto, str) else _ratio_range(even_vs_auto))
+            row["tile_plan"] = kernel._tile.plan(m).reason
         if PLAIN_LAUNCH in variants:
             row["pdl_saves_us"] = round(variants[PLAIN_LAUNCH] - auto_us, 2)
         if after_norm:

@@ -18,10 +18,6 @@ benchmarks/bench_marlin.py):
 Every stream-K case also runs on half the blocks (``stream_k_half_blocks_us``): twice the chunks a
 block and half the pieces, so against the full grid it says whether the time is the chunks' or the
 pieces' (with no cost per piece, t(half) - t(full) = chunks per full block x the per-chunk time).
-And on every SM with each tile's final sum weighed as S chunks in the division (``settle``: the
-blocks that sum a tile take S chunks fewer) for S in SETTLES, in the same rounds
-(``stream_k_us_by_settle``, each checked against the bulk variant's output too): the planner's
-``tile.STREAM_SETTLE_CHUNKS`` should sit at the fastest.
 
 Run (repo root): ``PYTHONPATH=.:plugins/marlin_plugin:benchmarks python3
 plugins/marlin_plugin/gpu/probe_stream_k.py --out OUT.json``.
@@ -57,9 +53,6 @@ CASES = [
     ("bench", 10240, 8192, 256, 256, 1),
     ("bench", 8192, 8192, 256, 256, 1),
 ]
-#: The settle weights each stream-K case also runs with (0 is the ``stream-K`` column; 6 and 10
-#: are the planner's, tile.STREAM_SETTLE_CHUNKS).
-SETTLES = (4, 6, 8, 10, 12, 16)
 
 
 def log(message: str) -> None:
@@ -82,9 +75,9 @@ def measure(name: str, n: int, k: int, m: int, bmx: int, rw: int, sms: int,
     ext = ops.extension(xs[0].device)
     empty = xs[0].new_empty(0)
 
-    def launch(lay, x, variant: int, blocks: int, settle: int = 0) -> torch.Tensor:
+    def launch(lay, x, variant: int, blocks: int) -> torch.Tensor:
         """tile.tile_gemm with the stream-K grid cut to ``blocks`` (the op gives it one block per
-        SM: the workspace's counters) and each tile's sum weighed as ``settle`` chunks."""
+        SM: the workspace's counters)."""
         stream = torch.cuda.current_stream().cuda_stream  # the capture's stream in a graph
         out = torch.empty((m, n), dtype=x.dtype, device=x.device)
         img = torch.empty((lay.weight.shape[1], (m + 7) // 8 * 8, 64), dtype=x.dtype,
@@ -92,17 +85,15 @@ def measure(name: str, n: int, k: int, m: int, bmx: int, rw: int, sms: int,
         ext.activation_image(x, img, stream)
         ext.tile_gemm(x, img, lay.weight, lay.weight_scale, empty, empty, empty, empty, out,
                       partials, arrivals[:blocks], kernel._fmt, kernel._group_size,
-                      kernel._zconst, bmx, rw, 1, variant, settle, ops.LAUNCH_WITH_PDL, stream)
+                      kernel._zconst, bmx, rw, 1, variant, ops.LAUNCH_WITH_PDL, stream)
         return out
 
-    def calls(variant: int, blocks: int = sms, settle: int = 0):
-        return [lambda lay=lay, x=x: launch(lay, x, variant, blocks, settle)
+    def calls(variant: int, blocks: int = sms):
+        return [lambda lay=lay, x=x: launch(lay, x, variant, blocks)
                 for lay, x in zip(layers, xs)] * max(1, 8 // copies)
 
     times = interleaved_times_us({"bulk": calls(2), "stream-K": calls(tile.STREAM_K),
-                                  "stream-K half": calls(tile.STREAM_K, sms // 2),
-                                  **{f"stream-K settle {settle}": calls(tile.STREAM_K, sms, settle)
-                                     for settle in SETTLES}}, replays)
+                                  "stream-K half": calls(tile.STREAM_K, sms // 2)}, replays)
     tiles = math.ceil(n / (128 * rw)) * math.ceil(m / bmx)
     chunks = layer.weight.shape[1]
     per_block = math.ceil(tiles * chunks / min(sms, tiles * chunks))
@@ -110,20 +101,13 @@ def measure(name: str, n: int, k: int, m: int, bmx: int, rw: int, sms: int,
     diffs = {f"max_abs_diff_{blocks}_blocks": float(
         (ref.float() - launch(layer, xs[0], tile.STREAM_K, blocks).float()).abs().max())
         for blocks in (sms, sms // 2)}
-    settle_diffs = {settle: float((ref.float() - launch(layer, xs[0], tile.STREAM_K, sms, settle)
-                                   .float()).abs().max()) for settle in SETTLES}
     return {"case": name, "N": n, "K": k, "M": m, "bmx": bmx, "rw": rw, "tiles": tiles,
             "stream_chunks_per_block": per_block, "bulk_waves": math.ceil(tiles / sms),
             "bulk_us": round(times["bulk"], 2), "stream_k_us": round(times["stream-K"], 2),
             "stream_k_half_blocks_us": round(times["stream-K half"], 2),
             "stream_k_us_per_chunk": round(times["stream-K"] / per_block, 4),
             "bulk_us_per_chunk": round(times["bulk"] / (math.ceil(tiles / sms) * chunks), 4),
-            "ref_finite": bool(torch.isfinite(ref).all()), **diffs,
-            "stream_k_us_by_settle": {0: round(times["stream-K"], 2),
-                                      **{settle: round(times[f"stream-K settle {settle}"], 2)
-                                         for settle in SETTLES}},
-            "max_abs_diff_by_settle": settle_diffs,
-            "planned_settle": tile.STREAM_SETTLE_CHUNKS.get((bmx, rw))}
+            "ref_finite": bool(torch.isfinite(ref).all()), **diffs}
 
 
 def run_cases(out: str, measure: Callable[..., dict], *extra: int,

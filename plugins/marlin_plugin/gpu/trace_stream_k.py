@@ -30,7 +30,7 @@ from probe_tile import Packed, image_kernel
 #: chunks done and epilogue done (s < SEGMENTS), [15] / [16] clocks at the settle's start / end,
 #: [17] once the other pieces have arrived and thread 0's fence is passed (the wait included; 0:
 #: it summed no tile), 18 + s once a stored piece's stores are issued (before thread 0's fence
-#: and arrival). The probe library launches with the even division (settle weight 0).
+#: and arrival).
 SLOTS = 22
 SEGMENTS = 4
 SETTLE_FENCED = 17
@@ -38,8 +38,8 @@ PIECE_ISSUED = 18
 
 
 def segments_of(block: int, blocks: int, units: int, chunks: int) -> list[tuple[int, int]]:
-    """(first unit, chunk count) of a block's segments (TileStream with settle weight 0: block b
-    takes units [b T / G, (b + 1) T / G), cut where a tile ends)."""
+    """(first unit, chunk count) of a block's segments (TileStream: block b takes units [b T / G,
+    (b + 1) T / G), cut where a tile ends)."""
     begin, end = block * units // blocks, (block + 1) * units // blocks
     segments = []
     while begin < end:

@@ -201,7 +201,6 @@ class _StreamKernel:
             out = tile.tile_gemm(
                 x2, weight, scale, zeros, gtab, chan, bias, self._fmt, n,
                 self._group_size, self._zconst, plan.bmx, plan.rw, plan.split, plan.variant,
-                plan.settle,
             )
         elif m >= DEQUANT_MATMUL_MIN_M[self._fmt]:
             dense = ops.dequantize(

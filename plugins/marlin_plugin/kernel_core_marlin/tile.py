@@ -124,15 +124,6 @@ _SHARED_SM_SLOWDOWN = 1.8
 #: (128 x 64, not measured on shared tiles, takes its row set's 256 x 64 value). Before the
 #: outputs went out 16 bytes a lane (v32): 29 / 38 / 35.
 _STREAM_OVERHEAD_CHUNKS = {(64, 1): 20, (64, 2): 20, (128, 1): 23, (256, 1): 28}
-#: A stream-K tile's final sum in chunks of the block that does it, by (bmx, rw): the kernel's
-#: division then gives that block fewer chunks (``settle``, csrc/tile_gemm.cuh TileStream). From
-#: the traced settle's median over the blocks that sum a tile, in chunks of their per-chunk time
-#: (``marlin-h200-2026-11-29-s15-main-log.txt``: 2.8 us / 0.44 at 128 x 128, 5.5-7.9 us / 0.65 at
-#: 128 x 256, 2.9 us / 0.50 at 256 x 64); 128 x 64 takes its row set's 256 x 64 value. These are
-#: the values ``marlin-h200-2026-11-29-v36.json`` was measured with; its probe read the stream-K
-#: layers fastest at 0-4 and 1-3% slower at 8 and above on some (NOTES.md v36): a benchmark at 0
-#: against these is pending.
-STREAM_SETTLE_CHUNKS = {(64, 1): 6, (64, 2): 6, (128, 1): 6, (256, 1): 10}
 
 
 @dataclass(frozen=True)
@@ -144,8 +135,6 @@ class TilePlan:
     split: int
     variant: int
     reason: str
-    #: Stream-K only: a tile's final sum in chunks (:data:`STREAM_SETTLE_CHUNKS`); 0 otherwise.
-    settle: int = 0
 
 
 def tile_supported(device: torch.device) -> bool:
@@ -215,12 +204,10 @@ def tile_plan(m: int, n: int, chunks: int, limits: ClusterLimits, sms: int,
     tiles = math.ceil(n / (128 * rw)) * math.ceil(m / bmx)
     if variant == STREAM_K:
         blocks = min(sms, tiles * chunks)
-        settle = STREAM_SETTLE_CHUNKS[(bmx, rw)]
         reason = (f"{blocks} blocks sharing {tiles} tiles of {128 * rw} rows x {bmx} tokens x "
-                  f"{chunks} chunks (~{math.ceil(tiles * chunks / blocks)} chunks each, a tile's "
-                  f"sum weighed as {settle} more), stream-K kernel, {waves} wave(s): lowest "
-                  f"modelled time ({cost:.0f} us)")
-        return TilePlan(bmx, rw, split, variant, reason, settle)
+                  f"{chunks} chunks evenly ({math.ceil(tiles * chunks / blocks)} chunks each), "
+                  f"stream-K kernel, {waves} wave(s): lowest modelled time ({cost:.0f} us)")
+        return TilePlan(bmx, rw, split, variant, reason)
     blocks = tiles * split
     reason = (f"{blocks} blocks of {128 * rw} rows x {bmx} tokens x {math.ceil(chunks / split)} "
               f"chunks in clusters of {split}, {TILE_VARIANTS[variant]} kernel, {waves} wave(s): "
@@ -314,15 +301,13 @@ def tile_gemm(
     rw: int,
     split: int,
     variant: int,
-    settle: int = 0,
 ) -> torch.Tensor:
     """``x [M, K]`` (16-bit, contiguous, SM90) times the packed weight: ``[M, n]`` in x's dtype.
     Variants 2 and 3 read the activation image (layout: :mod:`kernel_core_marlin.x_image`), built
     here from x by the extension's image kernel, and are launched as its programmatic dependents
     when :data:`ops.LAUNCH_WITH_PDL` is on (their setup and first weight copies overlap the
     image's last blocks); variant 3 also reads the device's :func:`stream_workspace` (left as it
-    found it, so not a mutated argument) and divides the chunks weighing each tile's final sum as
-    ``settle`` chunks (:attr:`TilePlan.settle`; 0 for the other variants)."""
+    found it, so not a mutated argument)."""
     if x.data_ptr() % 4:  # the kernel copies activations a 4-byte channel pair at a time
         x = x.clone()
     out = torch.empty((x.shape[0], n), dtype=x.dtype, device=x.device)
@@ -339,12 +324,12 @@ def tile_gemm(
             x, x_img, qweight, gscale, zeros if zeros is not None else empty,
             gtab if gtab is not None else empty, chan if chan is not None else empty,
             bias if bias is not None else empty, out, partials, arrivals, fmt, group_size, zconst,
-            bmx, rw, split, variant, settle, ops.LAUNCH_WITH_PDL and variant >= 2, stream,
+            bmx, rw, split, variant, ops.LAUNCH_WITH_PDL and variant >= 2, stream,
         )
     return out
 
 
 @tile_gemm.register_fake
 def _tile_gemm_fake(x, qweight, gscale, zeros, gtab, chan, bias, fmt, n, group_size, zconst,
-                    bmx, rw, split, variant, settle=0):
+                    bmx, rw, split, variant):
     return x.new_empty((x.shape[0], n))

@@ -53,15 +53,11 @@ def test_plan_fills_the_device_for_a_wide_layer() -> None:
 
 def test_stream_k_evens_out_tiles_that_leave_sms_idle() -> None:
     """10240 rows at M=128: 80 tiles of 128 rows on 132 SMs leave SMs idle with whole tiles per
-    block; stream-K gives each of the 132 blocks about 78 of the 80 x 128 chunks, fewer to the
-    blocks that sum a tile (by the settle weight of its shape)."""
+    block; stream-K gives each of the 132 blocks 78 of the 80 x 128 chunks."""
     plan = tile.tile_plan(128, 10240, 128, H100_LIKE, SMS)
     assert (plan.variant, plan.split) == (tile.STREAM_K, 1), plan
-    assert "132 blocks sharing 80 tiles" in plan.reason and "(~78 chunks each" in plan.reason
-    assert plan.settle == tile.STREAM_SETTLE_CHUNKS[(128, 1)] > 0
-    assert f"sum weighed as {plan.settle} more" in plan.reason
+    assert "132 blocks sharing 80 tiles" in plan.reason and "(78 chunks each)" in plan.reason
     assert "stream-K kernel" in plan.reason
-    assert tile.tile_plan(128, 10240, 128, H100_LIKE, SMS, WHOLE_TILES).settle == 0
     assert tile.tile_plan(128, 10240, 128, H100_LIKE, SMS, WHOLE_TILES).variant != tile.STREAM_K
 
 
@@ -75,7 +71,7 @@ def test_stream_k_plans_only_its_instances() -> None:
 
 def test_stream_k_launches_no_more_blocks_than_chunks() -> None:
     plan = tile.tile_plan(64, 256, 4, H100_LIKE, SMS, {(tile.STREAM_K, 64, 1): 0.4})
-    assert "8 blocks sharing 2 tiles" in plan.reason and "(~1 chunks each" in plan.reason
+    assert "8 blocks sharing 2 tiles" in plan.reason and "(1 chunks each)" in plan.reason
 
 
 def test_plan_splits_k_for_a_narrow_layer() -> None:
@@ -183,7 +179,7 @@ def test_apply_weights_routes_by_m(monkeypatch: pytest.MonkeyPatch, m: int) -> N
     calls: list[tuple] = []
 
     def fake_tile(x, *args):
-        calls.append(("tile", *args[-5:]))
+        calls.append(("tile", *args[-4:]))
         return x.new_zeros(x.shape[0], 256)
 
     def fake_gemm(x, *args, pdl=False):
@@ -212,5 +208,5 @@ def test_apply_weights_routes_by_m(monkeypatch: pytest.MonkeyPatch, m: int) -> N
         assert calls.pop() == ("stream", expected, True)
     else:
         plan = kernel._tile.plan(m)
-        assert with_tile == ("tile", plan.bmx, plan.rw, plan.split, plan.variant, plan.settle)
+        assert with_tile == ("tile", plan.bmx, plan.rw, plan.split, plan.variant)
         assert without[0] in ("stream", "dequantize")

@@ -83,11 +83,10 @@ def _inputs(config, layer, m: int):
 
 
 def _launch(kernel, layer, x2, bias, out, bmx: int, rw: int, split: int, variant: int,
-            stream_blocks: int | None = None, pdl: bool = False, settle: int = 0) -> None:
+            stream_blocks: int | None = None, pdl: bool = False) -> None:
     """The extension's tile launch; stream-K on the device's workspace, its grid cut to
-    ``stream_blocks`` blocks when given (one per SM otherwise: the workspace's counters), each
-    tile's sum weighed as ``settle`` chunks; ``pdl``: as a programmatic dependent of the kernel
-    before it."""
+    ``stream_blocks`` blocks when given (one per SM otherwise: the workspace's counters);
+    ``pdl``: as a programmatic dependent of the kernel before it."""
     empty = x2.new_empty(0)
 
     def given(name: str) -> torch.Tensor:
@@ -104,8 +103,8 @@ def _launch(kernel, layer, x2, bias, out, bmx: int, rw: int, split: int, variant
     ops.extension().tile_gemm(
         x2, x_img, layer.weight, layer.weight_scale, given("weight_zero_point"),
         given("weight_group_table"), given("weight_channel_scale"), bias, out, partials,
-        arrivals, kernel._fmt, kernel._group_size, kernel._zconst, bmx, rw, split, variant,
-        settle, pdl, torch.cuda.current_stream().cuda_stream)
+        arrivals, kernel._fmt, kernel._group_size, kernel._zconst, bmx, rw, split, variant, pdl,
+        torch.cuda.current_stream().cuda_stream)
 
 
 def _shapes(variant: int) -> list[tuple[int, int]]:
@@ -137,8 +136,7 @@ def test_planned_tile_against_float64(name: str, m: int, variant: int) -> None:
         plan = tile.tile_plan(m, dispatch.n, dispatch.chunks, dispatch.limits, dispatch.sms, own)
     out = torch.full((m, config.out_features), float("nan"), device="cuda",
                      dtype=config.act_dtype)
-    _launch(kernel, layer, x2, bias, out, plan.bmx, plan.rw, plan.split, variant,
-            settle=plan.settle)
+    _launch(kernel, layer, x2, bias, out, plan.bmx, plan.rw, plan.split, variant)
     expected = x.double() @ reference.T + bias.double()
     assert bool(torch.isfinite(out).all()), plan
     assert relative_error(out, expected) < 1e-2, (plan, relative_error(out, expected))
@@ -203,21 +201,18 @@ def test_variants_agree() -> None:
     assert torch.equal(again.double(), outs[3])
 
 
-@pytest.mark.parametrize("settle", [0, 3, 1000])
 @pytest.mark.parametrize("m", [1000, 77])
-def test_stream_k_blocks_over_many_tiles(m: int, settle: int) -> None:
+def test_stream_k_blocks_over_many_tiles(m: int) -> None:
     """A short K (8 chunks) and many tiles (32 row blocks x 16 token blocks at M=1000): each block
     walks several whole tiles between a shared first and last one; at M=77 a tile spans a few
-    blocks. Each tile's sum weighed as 0 or 3 chunks, or 1000 (which the launcher lowers until
-    every block keeps a chunk). The arrival counters are all back at zero afterwards (the next
-    launch relies on it)."""
+    blocks. The arrival counters are all back at zero afterwards (the next launch relies on it)."""
     config = MPLinearLayerConfig(weight_shape=(4096, 512), group_size=64)
     kernel, layer, reference = _processed(config)
     x, x2, bias = _inputs(config, layer, m)
     expected = x.double() @ reference.T + bias.double()
     for bmx, rw in tile.STREAM_SHAPES:
         out = torch.full((m, 4096), float("nan"), device="cuda", dtype=config.act_dtype)
-        _launch(kernel, layer, x2, bias, out, bmx, rw, 1, tile.STREAM_K, settle=settle)
+        _launch(kernel, layer, x2, bias, out, bmx, rw, 1, tile.STREAM_K)
         assert bool(torch.isfinite(out).all()), (bmx, rw)
         assert relative_error(out, expected) < 1e-2, (bmx, rw, relative_error(out, expected))
         assert int(tile.stream_workspace(x.device)[1].abs().sum()) == 0, (bmx, rw)
@@ -236,19 +231,17 @@ ODD_CHUNK_LAYERS = {
 
 
 @pytest.mark.parametrize("name", list(ODD_CHUNK_LAYERS))
-@pytest.mark.parametrize("blocks,settle", [(1, 0), (7, 0), (7, 5), (66, 0), (66, 2)])
-def test_stream_k_on_fewer_blocks(name: str, blocks: int, settle: int) -> None:
+@pytest.mark.parametrize("blocks", [1, 7, 66])
+def test_stream_k_on_fewer_blocks(name: str, blocks: int) -> None:
     """The grid cut to a few blocks (the workspace's counters set the block count): long
-    segments over many ring passes, odd ones among them; with a tile's sum weighed as chunks,
-    ranges of unequal lengths."""
+    segments over many ring passes, odd ones among them."""
     config = ODD_CHUNK_LAYERS[name]
     kernel, layer, reference = _processed(config)
     x, x2, bias = _inputs(config, layer, 100)
     expected = x.double() @ reference.T + bias.double()
     for bmx, rw in tile.STREAM_SHAPES:
         out = torch.full((100, 1024), float("nan"), device="cuda", dtype=config.act_dtype)
-        _launch(kernel, layer, x2, bias, out, bmx, rw, 1, tile.STREAM_K, stream_blocks=blocks,
-                settle=settle)
+        _launch(kernel, layer, x2, bias, out, bmx, rw, 1, tile.STREAM_K, stream_blocks=blocks)
         assert bool(torch.isfinite(out).all()), (bmx, rw)
         assert relative_error(out, expected) < 1e-2, (bmx, rw, relative_error(out, expected))
         assert int(tile.stream_workspace(x.device)[1].abs().sum()) == 0, (bmx, rw)
@@ -270,19 +263,15 @@ def test_tile_binding_refusals() -> None:
         ops.extension().tile_gemm(
             x2, activation_image(x2, layer.weight.shape[1]), layer.weight, layer.weight_scale,
             x2.new_empty(0), x2.new_empty(0), x2.new_empty(0), bias, out, small, arrivals,
-            kernel._fmt, kernel._group_size, kernel._zconst, 64, 1, 1, tile.STREAM_K, 0, False,
+            kernel._fmt, kernel._group_size, kernel._zconst, 64, 1, 1, tile.STREAM_K, False,
             torch.cuda.current_stream().cuda_stream)
-    with pytest.raises(RuntimeError, match="be 0 but for variant 3; found 4 with variant 2"):
-        _launch(kernel, layer, x2, bias, out, 64, 1, 1, 2, settle=4)
-    with pytest.raises(RuntimeError, match="must lie in \\[0, 1024\\].*found -1"):
-        _launch(kernel, layer, x2, bias, out, 64, 1, 1, tile.STREAM_K, settle=-1)
     with pytest.raises(RuntimeError, match="pdl\\) of the tile kernel needs variant 2 or 3"):
         _launch(kernel, layer, x2, bias, out, 64, 1, 1, 1, pdl=True)
     with pytest.raises(RuntimeError, match="16-byte aligned partials"):
         ops.extension().tile_gemm(
             x2, activation_image(x2, layer.weight.shape[1]), layer.weight, layer.weight_scale,
             x2.new_empty(0), x2.new_empty(0), x2.new_empty(0), bias, out, partials[1:], arrivals,
-            kernel._fmt, kernel._group_size, kernel._zconst, 64, 1, 1, tile.STREAM_K, 0, False,
+            kernel._fmt, kernel._group_size, kernel._zconst, 64, 1, 1, tile.STREAM_K, False,
             torch.cuda.current_stream().cuda_stream)
     shifted = torch.empty(out.numel() + 1, device="cuda", dtype=out.dtype)[1:].view(out.shape)
     with pytest.raises(RuntimeError, match="out must be 16-byte aligned, found an offset of 2"):

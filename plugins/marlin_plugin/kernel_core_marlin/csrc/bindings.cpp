@@ -112,8 +112,8 @@ void tile_gemm(const torch::Tensor& x, const torch::Tensor& x_img, const torch::
                const torch::Tensor& gscale, const torch::Tensor& zeros, const torch::Tensor& gtab, const torch::Tensor& chan,
                const torch::Tensor& bias, torch::Tensor& out, torch::Tensor& partials,
                torch::Tensor& arrivals, int64_t fmt, int64_t group_size, int64_t zconst,
-               int64_t bmx, int64_t rw, int64_t split, int64_t variant, int64_t settle,
-               bool pdl, int64_t stream) {
+               int64_t bmx, int64_t rw, int64_t split, int64_t variant, bool pdl,
+               int64_t stream) {
   KC_CHECK(x.dim() == 2 && x.is_contiguous(), "kernel_core_marlin: x must be contiguous 2-D");
   KC_CHECK(x.size(1) % 16 == 0, "kernel_core_marlin: K must be a multiple of 16, found ", x.size(1));
   KC_CHECK(x.size(1) <= qweight.size(1) * 64, "kernel_core_marlin: K=", x.size(1),
@@ -143,9 +143,6 @@ void tile_gemm(const torch::Tensor& x, const torch::Tensor& x_img, const torch::
     KC_CHECK(reinterpret_cast<uintptr_t>(x_img.data_ptr()) % 16 == 0,
              "kernel_core_marlin: the activation image must be 16-byte aligned (bulk copies)");
   }
-  KC_CHECK(settle >= 0 && settle <= 1024 && (settle == 0 || variant == 3),
-           "kernel_core_marlin: settle (stream-K's chunks of time per tile sum) must lie in "
-           "[0, 1024], and be 0 but for variant 3; found ", settle, " with variant ", variant);
   // Variant 3's workspace (tile.stream_workspace): per block one slot of 128 rw x bmx fp32
   // partial sums, and one int32 arrival counter, all zero.
   if (variant == 3) {
@@ -172,7 +169,6 @@ void tile_gemm(const torch::Tensor& x, const torch::Tensor& x_img, const torch::
     p.partials = partials.data_ptr<float>();
     p.arrivals = arrivals.data_ptr<int>();
     p.stream_blocks = static_cast<int>(arrivals.numel());
-    p.stream_settle = static_cast<int>(settle);
   }
   p.bias = optional_ptr(bias);
   p.out = out.data_ptr();

@@ -31,16 +31,12 @@ struct GemmParams {
   float* partials;
   int* arrivals;
   int stream_blocks;
-  // The units' (chunks') worth of time a tile's final sum costs the block that does it (S >= 0;
-  // 0 divides the units evenly): the division counts S + C shares a tile, so the blocks that sum
-  // a tile take fewer units (TileStream). The launcher lowers it where a block could get none.
-  int stream_settle;
-  // Set by the launcher: the share count H = tiles x (S + C), and {magic, shift} pairs dividing
-  // by the chunk count C, the launched block count G, H, the token-block count and S + C
-  // (tile_launch.cuh, fast_divisor): the kernel's segment arithmetic then needs no division
-  // instruction sequence, whose results ptxas keeps per thread, and stays uniform (TileStream).
-  int stream_shares;
-  unsigned stream_div[5][2];
+  // Set by the launcher: the unit count T, and {magic, shift} pairs dividing by the chunk count C,
+  // the launched block count G, T and the token-block count (tile_launch.cuh, fast_divisor): the
+  // kernel's segment arithmetic then needs no division instruction sequence, whose results ptxas
+  // keeps per thread, and stays uniform (TileStream).
+  int stream_units;
+  unsigned stream_div[4][2];
   // Probe builds only (gpu/trace_stream_k.py): the stream-K kernel's per-block timeline, written
   // by its traced instance (TileProbe kTileProbeStreamTrace); null and never read otherwise.
   unsigned long long* trace;

@@ -1266,15 +1266,13 @@ __global__ void __launch_bounds__(kTileWsThreads, 1)
 
 // Launch variant 3 (stream-K) divides the work, not the tiles, among the SMs. A tile is one
 // block's output (128 RW weight rows x BMX tokens) and a unit one 64-channel chunk of a tile:
-// T = tiles x C units in tile-major order (tile t = n_block x m_blocks + m_block; unit t C + c).
-// Every SM gets about the same work whatever the tile count, where whole tiles per block leave
-// SMs idle in the last wave (10240 x 8192 at 128 tokens: 80 tiles of 128 rows on 132 SMs;
-// split-K clusters cannot even it out, clusters of 3 fit 39 at once). The division counts S + C
-// shares a tile, S (p.stream_settle) standing for the time its final sum takes, before its C
-// units: block b of the G launched takes shares [b H / G, (b + 1) H / G) of H = tiles x (S + C),
-// i.e. the units among them. The block whose range holds a tile's first unit sums that tile
-// (below), so it gets S units fewer; with S = 0 every block gets T / G units. A block walks its
-// range as segments, one per tile it touches; the ring and its producer run on across segments.
+// T = tiles x C units in tile-major order (tile t = n_block x m_blocks + m_block; unit t C + c),
+// and block b of the G launched takes units [b T / G, (b + 1) T / G). Every SM then gets the same
+// number of chunks whatever the tile count, where whole tiles per block leave SMs idle in the last
+// wave (10240 x 8192 at 128 tokens: 80 tiles of 128 rows on 132 SMs; split-K clusters cannot
+// even it out, clusters of 3 fit 39 at once). (Weighing each tile's sum in this division, so the
+// summing block takes fewer chunks, read no faster: NOTES.md v35-v36.) A block walks its range as
+// segments, one per tile it touches; the ring and its producer run on across segments.
 // A segment that holds a whole tile stores it. A tile shared by several blocks is summed by the
 // block holding its first unit (its head: that block's last segment, kept in registers): every
 // other piece is stored to its block's slot in a global workspace and arrives on the tile's
@@ -1292,14 +1290,8 @@ __global__ void __launch_bounds__(kTileWsThreads, 1)
 // wgmma descriptors live in uniform registers: with per-thread values (a division instruction
 // sequence, an empty volatile asm on blockIdx) the descriptors were rebuilt with R2UR between the
 // wgmmas and a chunk took 28% longer on the H200 (NOTES.md v20). So every division is a
-// multiply-high by a magic number the launcher computed (p.stream_div), and H x G fits an int.
-enum TileStreamDivisor : int {
-  kDivChunks = 0,       // C
-  kDivBlocks = 1,       // G
-  kDivShares = 2,       // H
-  kDivTokenBlocks = 3,  // m_blocks
-  kDivTileShares = 4,   // S + C
-};
+// multiply-high by a magic number the launcher computed (p.stream_div), and T x G fits an int.
+enum TileStreamDivisor : int { kDivChunks = 0, kDivBlocks = 1, kDivUnits = 2, kDivTokenBlocks = 3 };
 
 __device__ __forceinline__ int stream_div(const GemmParams& p, int n, TileStreamDivisor d) {
   return static_cast<int>((__umulhi(static_cast<unsigned>(n), p.stream_div[d][0]) +
@@ -1308,20 +1300,14 @@ __device__ __forceinline__ int stream_div(const GemmParams& p, int n, TileStream
 
 template <int BMX, int RW>
 struct TileStream {
-  // The first unit of block b's range: the first at or after its first share b H / G (a tile's
-  // S settle shares map to its first unit; b = G gives T).
+  // The first unit of block b's range, b T / G.
   __device__ __forceinline__ static int first_unit(const GemmParams& p, int b) {
-    const int share = stream_div(p, b * p.stream_shares, kDivBlocks);
-    const int tile = stream_div(p, share, kDivTileShares);
-    const int into_units = share - tile * (p.stream_settle + p.C) - p.stream_settle;
-    return tile * p.C + (into_units > 0 ? into_units : 0);
+    return stream_div(p, b * p.stream_units, kDivBlocks);
   }
 
-  // The block whose range holds unit u: the largest b with b H / G <= u's share, u + (t + 1) S
-  // for u in tile t.
+  // The block whose range holds unit u: the largest b with b T / G <= u.
   __device__ __forceinline__ static int holder(const GemmParams& p, int u) {
-    const int share = u + (stream_div(p, u, kDivChunks) + 1) * p.stream_settle;
-    return stream_div(p, (share + 1) * static_cast<int>(gridDim.x) - 1, kDivShares);
+    return stream_div(p, (u + 1) * static_cast<int>(gridDim.x) - 1, kDivUnits);
   }
 
   // Tile t's first token, given its weight-row block n_block = stream_div(p, t,

@@ -125,17 +125,8 @@ int launch_tile_instance(const GemmParams& params, int split, cudaStream_t strea
     const long long tiles = static_cast<long long>(n_blocks) * m_blocks;
     const long long units = tiles * p.C;
     const long long blocks = units < p.stream_blocks ? units : p.stream_blocks;
-    if (p.stream_settle < 0) return static_cast<int>(cudaErrorInvalidValue);
-    // Every block's range holds at least one unit: any S + 1 shares in a row hold one, so S stays
-    // below the fewest shares a block gets; and TileStream's 32-bit arithmetic needs (s + 1) G to
-    // fit an int for every share s.
-    long long settle = p.stream_settle;
-    while (settle > 0 && (tiles * (settle + p.C) / blocks < settle + 1 ||
-                          tiles * (settle + p.C) * blocks > 0x7fffffffLL)) {
-      --settle;
-    }
-    const long long shares = tiles * (settle + p.C);
-    if (shares * blocks > 0x7fffffffLL) return static_cast<int>(cudaErrorInvalidValue);
+    // TileStream's 32-bit arithmetic: (u + 1) G for every unit u must fit an int.
+    if (units * blocks > 0x7fffffffLL) return static_cast<int>(cudaErrorInvalidValue);
     // A block summing a tile waits for later blocks' pieces: the whole grid must be resident at
     // once, which one block per SM gives (TileStream). Where the occupancy query itself fails
     // (0), the wait's time limit is what remains.
@@ -144,13 +135,11 @@ int launch_tile_instance(const GemmParams& params, int split, cudaStream_t strea
       return static_cast<int>(cudaErrorCooperativeLaunchTooLarge);
     }
     config.gridDim = dim3(static_cast<unsigned>(blocks));
-    p.stream_settle = static_cast<int>(settle);
-    p.stream_shares = static_cast<int>(shares);
+    p.stream_units = static_cast<int>(units);
     fast_divisor(static_cast<unsigned>(p.C), p.stream_div[kDivChunks]);
     fast_divisor(static_cast<unsigned>(blocks), p.stream_div[kDivBlocks]);
-    fast_divisor(static_cast<unsigned>(shares), p.stream_div[kDivShares]);
+    fast_divisor(static_cast<unsigned>(units), p.stream_div[kDivUnits]);
     fast_divisor(static_cast<unsigned>(m_blocks), p.stream_div[kDivTokenBlocks]);
-    fast_divisor(static_cast<unsigned>(settle + p.C), p.stream_div[kDivTileShares]);
   }
   config.blockDim = dim3(Kernel::kThreads);
   config.dynamicSmemBytes = Kernel::kSmemBytes;
