@@ -59,6 +59,9 @@ PLAIN_LAUNCH = "stream (auto config), plain launch"
 #: early), then the GEMM: bf16, the plugin's path, and its launch configuration without PDL.
 AFTER_NORM = {"bf16": "rms_norm + bf16", "auto": "rms_norm + auto",
               "plain": "rms_norm + stream (auto config), plain launch"}
+#: M range (inclusive) where stream-K's 16- and 32-token tile blocks run beside the plugin's path
+#: (tile.SMALL_STREAM_SHAPES): the stream kernel's two-column-tile range and up.
+SMALL_TILE_M = (9, 32)
 #: Most 8-column M tiles each bulk pipeline serves (M <= 32, and M <= 16 for pipelines 4-6);
 #: the launcher refuses more, so those variants are not tried.
 BULK_MAX_M_TILES = {2: 4, 3: 4, 4: 2, 5: 2, 6: 2}
@@ -274,19 +277,23 @@ def bench_shape(fmt: str, n: int, k: int, m_values, replays: int,
             candidates["stream (auto config)"] = [
                 lambda lay=lay, x=x: stream(lay, x, *stream_config, False)
                 for lay, x in zip(layers, xs)] * max(1, 4 // copies)
+        def tile_launches(bmx: int, rw: int, split: int, variant: int) -> None:
+            candidates[f"tile {tile.TILE_VARIANTS[variant]} bmx={bmx} rw={rw} split={split}"] = [
+                lambda lay=lay, x=x: tile.tile_gemm(
+                    x, lay.weight, lay.weight_scale, None, None,
+                    getattr(lay, "weight_channel_scale", None), None, kernel._fmt, n,
+                    kernel._group_size, kernel._zconst, bmx, rw, split, variant)
+                for lay, x in zip(layers, xs)] * max(1, 8 // copies)
+
         tile_serves = kernel._tile is not None and kernel._tile.serves(m)
         if tile_serves:  # side by side: the best plan with whole tiles per block (no stream-K)
             whole = tile.tile_plan(m, n, chunks, kernel._tile.limits, kernel._tile.sms,
                                    {shape: us for shape, us in tile.CHUNK_US.items()
                                     if shape[0] != tile.STREAM_K})
-            launch = (whole.bmx, whole.rw, whole.split, whole.variant)
-            candidates[f"tile {tile.TILE_VARIANTS[whole.variant]} bmx={whole.bmx} rw={whole.rw} "
-                       f"split={whole.split}"] = [
-                lambda lay=lay, x=x, launch=launch: tile.tile_gemm(
-                    x, lay.weight, lay.weight_scale, None, None,
-                    getattr(lay, "weight_channel_scale", None), None, kernel._fmt, n,
-                    kernel._group_size, kernel._zconst, *launch)
-                for lay, x in zip(layers, xs)] * max(1, 8 // copies)
+            tile_launches(whole.bmx, whole.rw, whole.split, whole.variant)
+        if kernel._tile is not None and SMALL_TILE_M[0] <= m <= SMALL_TILE_M[1]:
+            for bmx, rw in tile.SMALL_STREAM_SHAPES:  # stream-K's 16- and 32-token blocks
+                tile_launches(bmx, rw, 1, tile.STREAM_K)
         rounds_us = interleaved_rounds_us(candidates, replays)
         head = paired(rounds_us["bf16"], rounds_us["auto"])
         variants = {name: statistics.median(t) for name, t in rounds_us.items()}

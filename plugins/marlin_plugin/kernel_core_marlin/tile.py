@@ -36,10 +36,12 @@ __all__ = [
     "STREAM_K",
     "STREAM_CHUNK_US",
     "STREAM_SHAPES",
+    "SMALL_STREAM_SHAPES",
     "TileDispatch",
     "stream_workspace",
     "TilePlan",
     "tile_plan",
+    "variant_shapes",
     "ideal_cluster_limits",
     "device_cluster_limits",
     "tile_supported",
@@ -84,9 +86,13 @@ SPECIALIZED_CHUNK_US = {(64, 1): 0.51, (64, 2): 0.945, (128, 1): 0.707, (128, 2)
 #: less per chunk.
 BULK_CHUNK_US = {(64, 1): 0.350, (64, 2): 0.550, (128, 1): 0.442, (128, 2): 0.770,
                  (256, 1): 0.694}
-#: The (bmx, rw) instances of the stream-K variant: all but 128 tokens x 256 rows, where ptxas
-#: serializes the wgmmas for want of registers (csrc/tile_launch.cuh, tile_instance_exists).
-STREAM_SHAPES = [shape for shape in TILE_SHAPES if shape != (128, 2)]
+#: Stream-K's own instances: 16 and 32 tokens x 256 rows (m64n16k16 / m64n32k16), for M <= 32,
+#: where a 64-token block spends half or more of its tensor work on padding.
+SMALL_STREAM_SHAPES = [(16, 2), (32, 2)]
+#: The (bmx, rw) instances of the stream-K variant: all of :data:`TILE_SHAPES` but 128 tokens x
+#: 256 rows, where ptxas serializes the wgmmas for want of registers, and the small ones
+#: (csrc/tile_launch.cuh, tile_instance_exists).
+STREAM_SHAPES = [shape for shape in TILE_SHAPES if shape != (128, 2)] + SMALL_STREAM_SHAPES
 #: Per-chunk times of the stream-K variant (us, H200, gpu/probe_stream_k.py
 #: ``marlin-stream-k-probe-h200-2026-11-29-v33.json``: one and two whole tiles per block on all
 #: 132 SMs run within 1% of the bulk variant; the slope between them, and for 128 x 256 (one tile
@@ -149,11 +155,16 @@ ClusterLimits = Mapping[tuple[int, int, int, int], int]
 ChunkTimes = Mapping[tuple[int, int, int], float]
 
 
+def variant_shapes(variant: int) -> list[tuple[int, int]]:
+    """The (bmx, rw) instances the extension builds of ``variant``."""
+    return STREAM_SHAPES if variant == STREAM_K else list(TILE_SHAPES)
+
+
 def ideal_cluster_limits(sms: int) -> dict[tuple[int, int, int, int], int]:
     """One block per SM and no GPC boundaries: what a device reports at best (the measured
     limits, :func:`device_cluster_limits`, are lower for clusters of 4 and more)."""
     return {(variant, bmx, rw, split): sms // split for variant in TILE_VARIANTS
-            for (bmx, rw) in TILE_SHAPES for split in range(1, MAX_SPLIT + 1)}
+            for (bmx, rw) in variant_shapes(variant) for split in range(1, MAX_SPLIT + 1)}
 
 
 def _waves_and_cost(m: int, n: int, chunks: int, shape: tuple[int, int, int], split: int,
@@ -241,13 +252,14 @@ def stream_workspace(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
 def device_cluster_limits(device: torch.device, fmt: int) -> ClusterLimits:
     """The device's answer (cudaOccupancyMaxActiveClusters) for every variant, shape and split.
 
-    Asked once per device and format (120 queries), not once per layer: the answer depends only on
-    the compiled kernels, and a model has hundreds of layers of one format."""
+    Asked once per device and format (a query per variant, shape and split), not once per layer:
+    the answer depends only on the compiled kernels, and a model has hundreds of layers of one
+    format."""
     module = ops.extension(device)
     limits = {}
     with torch.cuda.device(device):
         for variant in TILE_VARIANTS:
-            for (bmx, rw) in TILE_SHAPES:
+            for (bmx, rw) in variant_shapes(variant):
                 for split in range(1, MAX_SPLIT + 1):
                     found = module.tile_clusters(fmt, bmx, rw, split, variant)
                     limits[(variant, bmx, rw, split)] = max(0, found)

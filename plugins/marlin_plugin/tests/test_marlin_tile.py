@@ -19,7 +19,7 @@ SMS = 132
 #: its limits, measured in the v5 probe (marlin-tile-v5-h100-2026-11-27.json), are those of one
 #: block per SM.
 _ONE_PER_SM = (132, 66, 39, 30, 22, 17, 15, 15)
-H100_LIKE = {**{(v, b, r, s): c for v in tile.TILE_VARIANTS for (b, r) in tile.TILE_SHAPES
+H100_LIKE = {**{(v, b, r, s): c for v in tile.TILE_VARIANTS for (b, r) in tile.variant_shapes(v)
                 for s, c in zip(range(1, 9), _ONE_PER_SM)},
              **{(0, 64, 1, s): c for s, c in zip(range(1, 9), (264, 132, 79, 62, 47, 39, 32, 30))}}
 #: Default plans by (m, n, chunks): (variant, bmx, rw, split). On the benchmark layers the

@@ -107,11 +107,6 @@ def _launch(kernel, layer, x2, bias, out, bmx: int, rw: int, split: int, variant
         torch.cuda.current_stream().cuda_stream)
 
 
-def _shapes(variant: int) -> list[tuple[int, int]]:
-    """The (bmx, rw) instances of a variant."""
-    return tile.STREAM_SHAPES if variant == tile.STREAM_K else list(tile.TILE_SHAPES)
-
-
 def _splits(variant: int, chunks: int) -> list[int]:
     """Cluster splits to try: stream-K takes none (split 1)."""
     if variant == tile.STREAM_K:
@@ -152,7 +147,7 @@ def test_every_tile_shape_and_split(name: str, m: int, variant: int) -> None:
     x, x2, bias = _inputs(config, layer, m)
     expected = x.double() @ reference.T + bias.double()
     chunks = layer.weight.shape[1]
-    for bmx, rw in _shapes(variant):
+    for bmx, rw in tile.variant_shapes(variant):
         for split in _splits(variant, chunks):
             out = torch.full((m, config.out_features), float("nan"), device="cuda",
                              dtype=config.act_dtype)
@@ -171,7 +166,7 @@ def test_specialized_variant_over_many_ring_passes(split: int, variant: int) -> 
     kernel, layer, reference = _processed(config)
     x, x2, bias = _inputs(config, layer, 77)
     expected = x.double() @ reference.T + bias.double()
-    for bmx, rw in _shapes(variant):
+    for bmx, rw in tile.variant_shapes(variant):
         out = torch.full((77, 200), float("nan"), device="cuda", dtype=config.act_dtype)
         _launch(kernel, layer, x2, bias, out, bmx, rw, split, variant)
         assert bool(torch.isfinite(out).all()), (bmx, rw)
@@ -199,6 +194,26 @@ def test_variants_agree() -> None:
     again = torch.full_like(out, float("nan"))
     _launch(kernel, layer, x2, bias, again, 128, 1, 1, tile.STREAM_K)
     assert torch.equal(again.double(), outs[3])
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_small_stream_shapes_at_decode_m(name: str) -> None:
+    """The 16- and 32-token stream-K blocks (m64n16k16 / m64n32k16) at the M they are for and
+    around it: one partial token block (M = 1, 9, 23), exactly one (16, 32), two (M = 17 on 16
+    tokens); every format, output poisoned with NaN."""
+    config = FORMATS[name]
+    kernel, layer, reference = _processed(config)
+    for m in (1, 9, 16, 17, 23, 32):
+        x, x2, bias = _inputs(config, layer, m)
+        expected = x.double() @ reference.T + bias.double()
+        for bmx, rw in tile.SMALL_STREAM_SHAPES:
+            out = torch.full((m, config.out_features), float("nan"), device="cuda",
+                             dtype=config.act_dtype)
+            _launch(kernel, layer, x2, bias, out, bmx, rw, 1, tile.STREAM_K)
+            assert bool(torch.isfinite(out).all()), (m, bmx, rw)
+            error = relative_error(out, expected)
+            assert error < 1e-2, (m, bmx, rw, error)
+            assert int(tile.stream_workspace(x.device)[1].abs().sum()) == 0, (m, bmx, rw)
 
 
 @pytest.mark.parametrize("m", [1000, 77])
@@ -256,6 +271,11 @@ def test_tile_binding_refusals() -> None:
         _launch(kernel, layer, x2, bias, out, 64, 1, 2, tile.STREAM_K)
     with pytest.raises(RuntimeError, match="no instance of bmx=128, rw=2"):
         _launch(kernel, layer, x2, bias, out, 128, 2, 1, tile.STREAM_K)
+    with pytest.raises(RuntimeError, match="blocks have 256 weight rows \\(rw=2\\), found rw=1"):
+        _launch(kernel, layer, x2, bias, out, 16, 1, 1, tile.STREAM_K)
+    with pytest.raises(RuntimeError, match="variant 2 has blocks of 64, 128 or 256 tokens "
+                       "\\(bmx\\), found 32"):
+        _launch(kernel, layer, x2, bias, out, 32, 2, 1, 2)
     partials, arrivals = tile.stream_workspace(x2.device)
     small = partials[: arrivals.numel() * 128 * 64 - 1]
     with pytest.raises(RuntimeError, match=f"float32 partials of at least {arrivals.numel()} "

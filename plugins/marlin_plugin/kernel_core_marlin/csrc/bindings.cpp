@@ -150,6 +150,8 @@ void tile_gemm(const torch::Tensor& x, const torch::Tensor& x_img, const torch::
              split);
     KC_CHECK(!(bmx == 128 && rw == 2), "kernel_core_marlin: tile variant 3 (stream-K) has no "
              "instance of bmx=128, rw=2 (tile.STREAM_SHAPES)");
+    KC_CHECK(bmx >= 64 || rw == 2, "kernel_core_marlin: tile variant 3's (stream-K) 16- and "
+             "32-token blocks have 256 weight rows (rw=2), found rw=", rw);
     KC_CHECK(arrivals.dim() == 1 && arrivals.numel() >= 1 &&
                  arrivals.scalar_type() == torch::kInt32 && arrivals.is_contiguous(),
              "kernel_core_marlin: tile variant 3 needs int32 arrival counters [blocks], found ",
@@ -162,6 +164,10 @@ void tile_gemm(const torch::Tensor& x, const torch::Tensor& x_img, const torch::
              partials.scalar_type());
     KC_CHECK(reinterpret_cast<uintptr_t>(partials.data_ptr()) % 16 == 0,
              "kernel_core_marlin: tile variant 3 needs 16-byte aligned partials (16-byte quads)");
+  } else {
+    KC_CHECK(bmx >= 64, "kernel_core_marlin: tile variant ", variant, " has blocks of 64, 128 or "
+             "256 tokens (bmx), found ", bmx, "; the 16- and 32-token ones are variant 3's "
+             "(stream-K)");
   }
   kcm::GemmParams p = make_params(qweight, gscale, zeros, gtab, chan, out.size(1), group_size, zconst);
   p.x = image ? x_img.data_ptr() : x.data_ptr();

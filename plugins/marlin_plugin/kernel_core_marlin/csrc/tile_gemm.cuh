@@ -45,6 +45,23 @@ namespace kcm {
 
 // wgmma.mma_async m64nNk16, A (4 registers) from registers, B through a shared-memory descriptor,
 // fp32 accumulators (N / 2 per thread); scale-d 1 (accumulate), no negation, B K-major.
+// N = 16 and 32: the stream-K instances of 16- and 32-token blocks (M <= 32), where a 64-token
+// block would spend three quarters (M=16) or half (M=32) of its tensor work on padding.
+#define KCM_WGMMA_RS_N16(TY, d, a, desc)                                                  \
+  asm volatile("wgmma.mma_async.sync.aligned.m64n16k16.f32." TY "." TY " {"              \
+               "%0, %1, %2, %3, %4, %5, %6, %7"   \
+               "}, {%8, %9, %10, %11}, %12, 1, 1, 1, 0;\n"   \
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])   \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc))
+
+#define KCM_WGMMA_RS_N32(TY, d, a, desc)                                                  \
+  asm volatile("wgmma.mma_async.sync.aligned.m64n32k16.f32." TY "." TY " {"              \
+               "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"   \
+               "}, {%16, %17, %18, %19}, %20, 1, 1, 1, 0;\n"   \
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),   \
+                 "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])   \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc))
+
 #define KCM_WGMMA_RS_N64(TY, d, a, desc)                                                  \
   asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " {"              \
                "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "   \
@@ -106,12 +123,16 @@ template <typename T, int N>
 __device__ __forceinline__ void wgmma_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc) {
 #ifdef KCM_TILE_SM90
   constexpr bool kHalf = std::is_same<T, half>::value;
-  if constexpr (N == 64) {
+  if constexpr (N == 16) {
+    if constexpr (kHalf) KCM_WGMMA_RS_N16("f16", d, a, desc); else KCM_WGMMA_RS_N16("bf16", d, a, desc);
+  } else if constexpr (N == 32) {
+    if constexpr (kHalf) KCM_WGMMA_RS_N32("f16", d, a, desc); else KCM_WGMMA_RS_N32("bf16", d, a, desc);
+  } else if constexpr (N == 64) {
     if constexpr (kHalf) KCM_WGMMA_RS_N64("f16", d, a, desc); else KCM_WGMMA_RS_N64("bf16", d, a, desc);
   } else if constexpr (N == 128) {
     if constexpr (kHalf) KCM_WGMMA_RS_N128("f16", d, a, desc); else KCM_WGMMA_RS_N128("bf16", d, a, desc);
   } else {
-    static_assert(N == 256, "wgmma N must be 64, 128 or 256");
+    static_assert(N == 256, "wgmma N must be 16, 32, 64, 128 or 256");
     if constexpr (kHalf) KCM_WGMMA_RS_N256("f16", d, a, desc); else KCM_WGMMA_RS_N256("bf16", d, a, desc);
   }
 #endif

@@ -196,9 +196,12 @@ int tile_clusters_instance(int split) {
 
 // Whether variant VARIANT has an instance of (bmx, rw): stream-K has none of 128 x 128 tokens x
 // 256 rows (ptxas serializes its wgmmas for want of registers there: the 128 accumulators and 64
-// A registers per thread leave no room for the segment loop; NOTES.md v20).
+// A registers per thread leave no room for the segment loop; NOTES.md v20). The 16- and 32-token
+// blocks of 256 rows are stream-K's alone (M <= 32, where whole tiles would leave 20 of 132 SMs
+// idle on 28672 rows; NOTES.md v39).
 template <int VARIANT>
 constexpr bool tile_instance_exists(int bmx, int rw) {
+  if (bmx < 64) return VARIANT == kTileStream && rw == 2;
   return !(VARIANT == kTileStream && bmx == 128 && rw == 2);
 }
 
@@ -211,6 +214,8 @@ int launch_tile_variant(const GemmParams& p, int bmx, int rw, int split, cudaStr
     }                                                                                   \
     return static_cast<int>(cudaErrorInvalidValue);                                     \
   }
+  KCM_TILE_LAUNCH(16, 2)
+  KCM_TILE_LAUNCH(32, 2)
   KCM_TILE_LAUNCH(64, 1)
   KCM_TILE_LAUNCH(64, 2)
   KCM_TILE_LAUNCH(128, 1)
@@ -249,6 +254,8 @@ int tile_clusters_variant(int fmt, int bmx, int rw, int split) {
     }                                                                                  \
     return -static_cast<int>(cudaErrorInvalidValue);                                   \
   }
+  KCM_TILE_CLUSTERS(16, 2)
+  KCM_TILE_CLUSTERS(32, 2)
   KCM_TILE_CLUSTERS(64, 1)
   KCM_TILE_CLUSTERS(64, 2)
   KCM_TILE_CLUSTERS(128, 1)
