@@ -1,7 +1,7 @@
 """The tile kernel's host side: which variant, tile shape and split serve a GEMM, and its op.
 
 The tile kernel (``csrc/tile_gemm.cuh``) runs the packed weights through wgmma on SM90 for
-M >= :data:`TILE_MIN_M`: a block computes ``128 * rw`` weight rows x ``bmx`` tokens, and ``split``
+M >= :func:`tile_min_m` (17; 9 for 4-bit float codes): a block computes ``128 * rw`` weight rows x ``bmx`` tokens, and ``split``
 blocks of a thread-block cluster share K when the block count alone would leave SMs idle. Three
 launch variants exist (:data:`TILE_VARIANTS`): the barrier kernel (every warp copies, one
 block-wide barrier per chunk), the warp-specialized one (a producer warpgroup of cp.async, stages
@@ -24,6 +24,7 @@ import torch
 
 from kernel_core.workspace import device_workspace
 from kernel_core_marlin import ops
+from kernel_core_marlin.prepare import Format
 
 __all__ = [
     "TILE_VARIANTS",
@@ -31,6 +32,8 @@ __all__ = [
     "SPECIALIZED_CHUNK_US",
     "BULK_CHUNK_US",
     "TILE_MIN_M",
+    "TILE_MIN_M_BY_FORMAT",
+    "tile_min_m",
     "TILE_MAX_M",
     "TILE_SHAPES",
     "STREAM_K",
@@ -48,12 +51,25 @@ __all__ = [
     "tile_gemm",
 ]
 
-#: Fewest tokens the tile kernel serves. Its 64-token blocks cost the same for any M up to 64,
-#: while the stream kernel's grow with its 8-token column tiles: with four (M = 25..32) it took
-#: 92.3 / 85.1 / 44.7 / 28.6 us on 28672x8192 / 8192x28672 / 10240x8192 / 8192^2 at M=32 where
-#: the tile kernel took 72.4 / 82.7 / 42.0 / 30.1 at M=64 (H200, marlin-h200-2026-11-29-v30.json);
-#: with two (M = 9..16) 52-55 us on the first two. So from 25 tokens the tile kernel.
-TILE_MIN_M = 25
+#: Fewest tokens the tile kernel serves. From 17 its 32-token stream-K blocks beat the stream
+#: kernel (three or four 8-column M tiles) and the 64-token blocks: int4 g128 at M=32 57.0 / 56.8 /
+#: 26.0 / 23.1 us on 28672x8192 / 8192x28672 / 10240x8192 / 8192^2 against the 64-token plan's
+#: 70.9 / 68.1 / 31.9 / 28.1, NVFP4 alike (H200, marlin-h200-2026-11-29-v39.json; NOTES.md v39);
+#: the stream kernel took 92.3 / 85.1 / 44.7 / 28.6 us at M=32 before (-v30.json). At M = 9..16
+#: the 16-token blocks tie with the int4 stream kernel (51.6 / 52.1 / 23.9 / 21.4 us against 52.8
+#: / 55.4 / 23.3 / 20.9), so it keeps them there.
+TILE_MIN_M = 17
+#: Code formats whose layers take the tile kernel from fewer tokens: NVFP4's 16-token blocks beat
+#: its stream kernel at M=16 (55.6 / 56.8 / 26.3 / 22.4 us against 67.7 / 63.3 / 27.2 / 22.1, same
+#: run), and MXFP4 shares its decode. 8-bit codes are not measured there.
+TILE_MIN_M_BY_FORMAT = {Format.FP4: 9}
+
+
+def tile_min_m(fmt: int) -> int:
+    """Fewest tokens the tile kernel serves for layers of code format ``fmt``."""
+    return TILE_MIN_M_BY_FORMAT.get(fmt, TILE_MIN_M)
+
+
 #: From this many tokens on, decoding the weight once and multiplying with cuBLAS is faster: at
 #: M=512 the two tie on 28672x8192 (561 vs 556 us), the tile kernel wins on 8192x28672 and
 #: 8192x8192 by 10-13% and loses on 10240x8192 by 25%; at M=1024 decode + cuBLAS wins on all four.
@@ -98,8 +114,11 @@ STREAM_SHAPES = [shape for shape in TILE_SHAPES if shape != (128, 2)] + SMALL_ST
 #: 132 SMs run within 1% of the bulk variant; the slope between them, and for 128 x 256 (one tile
 #: a block only) its time less the others' ~3.5 us intercept, over 128 chunks; NOTES.md v33). The
 #: 64-token x 128-row instance is built, tested and measured on whole tiles only, not on shared
-#: ones, so not planned.
-STREAM_CHUNK_US = {(64, 2): 0.538, (128, 1): 0.439, (256, 1): 0.690}
+#: ones, so not planned. The 16- and 32-token blocks: the slope of the benchmark's int4 times at
+#: M = 16 / 32 over the four layers' chunks a block (109 / 109 / 39 / 32;
+#: marlin-h200-2026-11-29-v39.json), the image kernel and launch in the intercept.
+STREAM_CHUNK_US = {(64, 2): 0.538, (128, 1): 0.439, (256, 1): 0.690, (16, 2): 0.400,
+                   (32, 2): 0.441}
 #: Measured per-chunk times by (variant, bmx, rw): the candidates the planner weighs. A variant
 #: joins when a GPU run has measured it (gpu/probe_tile.py writes these times). The barrier
 #: variant keeps its run 2-3 times (the plans they give were measured); the v5 refit differs by
@@ -127,9 +146,11 @@ _SHARED_SM_SLOWDOWN = 1.8
 #: completed. Fitted on the same probe's benchmark layers (times / per-chunk time - chunks a
 #: block): 17 / 24 chunks for 256 x 64 on 28672 / 10240 x 8192 at M=64, 22 / 25 for 128 x 128 at
 #: M=128, 30 / 27 / 26 for 128 x 256 on 28672 / 10240 / 8192 x 8192 at M=256; the means here
-#: (128 x 64, not measured on shared tiles, takes its row set's 256 x 64 value). Before the
+#: (128 x 64, not measured on shared tiles, takes its row set's 256 x 64 value); 16 and 32 tokens:
+#: the intercepts of their STREAM_CHUNK_US fits (8.3 / 8.8 us). Before the
 #: outputs went out 16 bytes a lane (v32): 29 / 38 / 35.
-_STREAM_OVERHEAD_CHUNKS = {(64, 1): 20, (64, 2): 20, (128, 1): 23, (256, 1): 28}
+_STREAM_OVERHEAD_CHUNKS = {(64, 1): 20, (64, 2): 20, (128, 1): 23, (256, 1): 28, (16, 2): 21,
+                           (32, 2): 20}
 
 
 @dataclass(frozen=True)
@@ -271,9 +292,10 @@ class TileDispatch:
     (outside any graph capture), and the plan of every M seen (planning runs in Python)."""
 
     def __init__(self, limits: ClusterLimits, sms: int, n: int, chunks: int,
-                 chunk_us: ChunkTimes = CHUNK_US) -> None:
+                 chunk_us: ChunkTimes = CHUNK_US, min_m: int = TILE_MIN_M) -> None:
         self.limits, self.sms, self.n, self.chunks = dict(limits), sms, n, chunks
         self.chunk_us = dict(chunk_us)
+        self.min_m = min_m
         self._plans: dict[int, TilePlan] = {}
 
     @classmethod
@@ -283,10 +305,10 @@ class TileDispatch:
             return None
         sms = torch.cuda.get_device_properties(device).multi_processor_count
         stream_workspace(device)  # at load: never inside a graph capture
-        return cls(device_cluster_limits(device, fmt), sms, n, chunks)
+        return cls(device_cluster_limits(device, fmt), sms, n, chunks, min_m=tile_min_m(fmt))
 
     def serves(self, m: int) -> bool:
-        return TILE_MIN_M <= m < TILE_MAX_M
+        return self.min_m <= m < TILE_MAX_M
 
     def plan(self, m: int) -> TilePlan:
         found = self._plans.get(m)

@@ -164,6 +164,25 @@ def test_dispatch_serves_its_range_and_caches_plans() -> None:
     assert dispatch.plan(128) is dispatch.plan(128)
 
 
+def test_small_token_blocks_from_their_minimum_m() -> None:
+    """M = 17..32 takes stream-K's 32-token blocks on the benchmark layers, M = 9..16 the 16-token
+    ones where the format's layers start there (4-bit float codes); 8-bit and int4 layers keep the
+    stream kernel below 17."""
+    assert tile.tile_min_m(ops.Format.FP4) == 9
+    assert tile.tile_min_m(ops.Format.INT4) == tile.tile_min_m(ops.Format.INT8) == 17
+    for n, chunks in ((28672, 128), (8192, 448), (10240, 128), (8192, 128)):
+        fp4 = tile.TileDispatch(H100_LIKE, SMS, n, chunks, min_m=tile.tile_min_m(ops.Format.FP4))
+        assert not fp4.serves(8) and fp4.serves(9)
+        for m in (9, 16):
+            plan = fp4.plan(m)
+            assert (plan.variant, plan.bmx, plan.rw) == (tile.STREAM_K, 16, 2), (n, m, plan)
+        for m in (17, 24, 32):
+            plan = fp4.plan(m)
+            assert (plan.variant, plan.bmx, plan.rw) == (tile.STREAM_K, 32, 2), (n, m, plan)
+    int4 = tile.TileDispatch(H100_LIKE, SMS, 28672, 128)
+    assert not int4.serves(16) and int4.serves(17)
+
+
 def test_no_tile_kernel_without_sm90() -> None:
     assert tile.TileDispatch.for_device(torch.device("cpu"), 0, 256, 4) is None
 
