@@ -6,7 +6,7 @@ CUDA-graph replays over weight copies larger than L2. Checks the kernel against 
 reference first. Build the library as ``probe_bulk_shim.cu`` says; run from the repo root:
 ``PYTHONPATH=plugins/marlin_plugin python3 plugins/marlin_plugin/gpu/probe_bulk.py``
 (``--ncu-target``: only the launches Nsight Compute profiles, see ``NCU_TARGETS``; ``--ncu-count``
-prints how many a round holds).
+prints how many a round holds; ``--grid-sweep``: only the grid and K sweep of ``grid_sweep``).
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ RESULT_NAME = os.environ.get("KCM_BULK_JSON", "probe_bulk.json")
 LIB.kcm_probe_bulk.restype = ctypes.c_int
 LIB.kcm_probe_bulk.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 13 + [ctypes.c_void_p]
 LIB.kcm_probe_bulk_trace.restype = ctypes.c_int
+LIB.kcm_probe_bulk_set_grid.restype = ctypes.c_int
+LIB.kcm_probe_bulk_set_grid.argtypes = [ctypes.c_int]
 LIB.kcm_probe_bulk_trace.argtypes = [ctypes.c_void_p]
 TRACE_SLOTS = LIB.kcm_probe_bulk_trace_slots()
 #: Where the trace's slots start (stream_gemm.cuh, bulk_trace): consumer start / end, the waits
@@ -44,6 +46,10 @@ TRACE_SLOTS = LIB.kcm_probe_bulk_trace_slots()
 TRACE_WAITS, TRACE_FILLS = 2, 128
 INT4 = 0
 GROUP = 128
+#: ``gemm(grid=EVEN_GRID)``: as few blocks as keep the widest block's row tiles (stream_gemm.cuh,
+#: kBulkEvenGrid): 128 blocks of exactly k tiles on the benchmark layers (N16 = 128 k), where the
+#: default 132 give some blocks k - 1.
+EVEN_GRID = -1
 
 
 def packed(n: int, k: int) -> dict:
@@ -54,11 +60,13 @@ def packed(n: int, k: int) -> dict:
 
 
 def gemm(x: torch.Tensor, w: dict, out: torch.Tensor, mt: int, cap: int, decode: int,
-         consumers: int = 8, pipeline: int = 2) -> None:
+         consumers: int = 8, pipeline: int = 2, grid: int = 0) -> None:
     """One launch: pipeline 2 (default consumer) or 6 (the plugin's M <= 16 default), ``cap`` row
     tiles per pass at most, ``consumers`` warps (a stage holds that many chunks per tile),
     ``decode`` 0 for the copy pipeline alone, 2 for pipeline 6's consumers alone (no copies, no
-    waits: the output is garbage)."""
+    waits: the output is garbage); ``grid`` 0 one block per SM, a positive count at most that
+    many blocks, :data:`EVEN_GRID` as few as keep the widest block's tiles."""
+    assert LIB.kcm_probe_bulk_set_grid(grid) == 0
     code = LIB.kcm_probe_bulk(
         x.data_ptr(), w["qweight"].data_ptr(), w["gscale"].data_ptr(), None, out.data_ptr(),
         x.shape[0], w["n"], w["k"], w["qweight"].shape[1], w["qweight"].shape[0],
@@ -152,6 +160,60 @@ def ncu_target(warmup: int) -> None:
         torch.cuda.synchronize()
 
 
+#: ``--grid-sweep`` (NOTES.md v37): on 28672 x N16 = 1792 row tiles at M=1, the copy pipeline alone
+#: (pipeline 2, decode 0) and pipeline 6 at these grids (0: 132 blocks of 13-14 tiles; EVEN_GRID:
+#: 128 blocks of 14; 64 and 32 blocks: 2 and 4 passes of the same 14-tile stages) and K's (each at
+#: grids 0 and EVEN_GRID): whether a block's copies stream at a per-SM rate that stays put as
+#: blocks drop out (then the copy path of an SM is the cap) or at the device's rate shared by the
+#: blocks (then the widest block's bytes over that rate plus a fixed cost per launch set the time).
+SWEEP_N = 28672
+SWEEP_GRIDS = (0, EVEN_GRID, 64, 32)
+SWEEP_KS = (2048, 4096, 8192, 16384)
+
+
+def planned_blocks(n16: int, sms: int, grid: int) -> int:
+    """The block count plan_bulk takes for ``grid`` (stream_gemm.cuh)."""
+    blocks = min(n16, sms)
+    if grid == EVEN_GRID:
+        widest = -(-n16 // blocks)
+        return -(-n16 // widest)
+    return min(blocks, grid) if grid > 0 else blocks
+
+
+def grid_sweep(result: dict, out_dir: Path) -> None:
+    sms = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
+    result["grid_sweep"] = []
+    for k in SWEEP_KS:
+        base = packed(SWEEP_N, k)
+        wbytes = base["qweight"].numel() * 4 + base["gscale"].numel() * 2
+        copies = max(1, math.ceil(bench.ROTATE_BYTES / wbytes))
+        ws = [base] + [dict(base, qweight=base["qweight"].clone(), gscale=base["gscale"].clone())
+                       for _ in range(copies - 1)]
+        reps = max(1, 8 // copies)
+        xs = [torch.randn(1, k, device="cuda", dtype=torch.bfloat16) for _ in ws]
+        outs = [torch.empty(1, SWEEP_N, device="cuda", dtype=torch.bfloat16) for _ in ws]
+        n16 = SWEEP_N // 16
+        for grid in SWEEP_GRIDS if k == 8192 else (0, EVEN_GRID):
+            blocks = planned_blocks(n16, sms, grid)
+            widest = -(-n16 // blocks)
+            row = {"N": SWEEP_N, "K": k, "M": 1, "grid": grid, "blocks": blocks,
+                   "widest_block_tiles": widest, "weight_bytes": wbytes, "us": {}, "TBps": {},
+                   "widest_block_B_per_ns": {}}
+            for name, decode, pipeline in (("copy pipeline only", 0, 2), ("pipeline 6", 1, 6)):
+                calls = [lambda x=x, w=w, o=o, dec=decode, pl=pipeline, g=grid:
+                         gemm(x, w, o, 1, 16, dec, 8, pl, g)
+                         for x, w, o in zip(xs, ws, outs)] * reps
+                us = bench.graph_time_us(calls, 12)
+                row["us"][name] = round(us, 2)
+                row["TBps"][name] = round(wbytes / us / 1e6, 3)
+                row["widest_block_B_per_ns"][name] = round(wbytes * widest / n16 / us / 1e3, 1)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+            result["grid_sweep"].append(row)
+            (out_dir / RESULT_NAME).write_text(json.dumps(result, indent=1))
+        del ws, xs, outs
+        torch.cuda.empty_cache()
+
+
 def main() -> None:
     if "--ncu-target" in sys.argv:
         ncu_target(2)
@@ -171,21 +233,26 @@ def main() -> None:
     result["copy_bandwidth_TBps"] = round(bench.copy_bandwidth() / 1e12, 3)
     result["read_bandwidth_TBps"] = round(read_bandwidth() / 1e12, 3)
     print(json.dumps(result), file=sys.stderr, flush=True)
+    if "--grid-sweep" in sys.argv:
+        grid_sweep(result, out_dir)
+        return
     w = packed(8192, 8192)
     weight = (w["codes"].double() - 8) * w["scale"].to(torch.bfloat16).double().repeat_interleave(
         GROUP, dim=1)
     for m, mt in ((1, 1), (5, 1), (16, 2)):
         x = torch.randn(m, 8192, device="cuda", dtype=torch.bfloat16)
         ref = x.double() @ weight.T
-        for cap, consumers, pipeline in ((16, 8, 2), (4, 8, 2), (2, 8, 2), (16, 8, 6),
-                                         (16, 4, 6), (16, 16, 6)):
+        for cap, consumers, pipeline, grid in ((16, 8, 2, 0), (4, 8, 2, 0), (2, 8, 2, 0),
+                                               (16, 8, 6, 0), (16, 4, 6, 0), (16, 16, 6, 0),
+                                               (16, 8, 6, EVEN_GRID), (16, 8, 2, 66),
+                                               (16, 8, 6, 44)):
             if consumers == 16 and mt > 1:
                 continue  # 16 consumer warps serve one M tile
             out = torch.full((m, 8192), float("nan"), device="cuda", dtype=torch.bfloat16)
-            gemm(x, w, out, mt, cap, 1, consumers, pipeline)
+            gemm(x, w, out, mt, cap, 1, consumers, pipeline, grid)
             err = relative_error(out, ref)
             result["checks"].append({"M": m, "tiles_cap": cap, "consumers": consumers,
-                                     "pipeline": pipeline, "rel_error": err})
+                                     "pipeline": pipeline, "grid": grid, "rel_error": err})
     del weight
     print(json.dumps(result["checks"]), file=sys.stderr, flush=True)
     for n, k in ((28672, 8192), (8192, 28672), (8192, 8192)):
@@ -202,7 +269,7 @@ def main() -> None:
             row = {"N": n, "K": k, "M": m, "weight_bytes": wbytes,
                    "bf16_matmul_us": round(bench.graph_time_us(
                        [lambda: torch.matmul(xs[0], bf16.T)] * 8, 12), 2), "us": {}}
-            # (cap, decode, consumers, pipeline). A stage holds `consumers` chunks of each of
+            # (cap, decode, consumers, pipeline[, grid]). A stage holds `consumers` chunks of each of
             # the pass's tiles (one per warp; two or four at fewer than 8 tiles per pass), so the
             # copy-only rows with 4 and 2 warps measure the ring with half- and quarter-size
             # stages (and up to twice / four times as many of them) on the same bytes.
@@ -213,12 +280,14 @@ def main() -> None:
                         "pipeline 6, 4 warps, consumers alone": (16, 2, 4, 6),
                         "bulk": (16, 1, 8, 2), "copy pipeline only": (16, 0, 8, 2),
                         "copy pipeline only, 4-warp stages": (16, 0, 4, 2),
-                        "copy pipeline only, 2-warp stages": (16, 0, 2, 2)}
-            for name, (cap, decode, consumers, pipeline) in variants.items():
+                        "copy pipeline only, 2-warp stages": (16, 0, 2, 2),
+                        "copy pipeline only, even grid": (16, 0, 8, 2, EVEN_GRID),
+                        "pipeline 6, even grid": (16, 1, 8, 6, EVEN_GRID)}
+            for name, (cap, decode, consumers, pipeline, *grid) in variants.items():
                 if consumers == 16 and (mt > 1 or n > 8192):
                     continue  # one M tile, blocks of at most one tile group (4 tiles)
-                calls = [lambda x=x, w=w, o=o, cap=cap, dec=decode, c=consumers, pl=pipeline:
-                         gemm(x, w, o, mt, cap, dec, c, pl)
+                calls = [lambda x=x, w=w, o=o, cap=cap, dec=decode, c=consumers, pl=pipeline,
+                         g=(grid or [0])[0]: gemm(x, w, o, mt, cap, dec, c, pl, g)
                          for x, w, o in zip(xs, ws, outs)] * reps
                 us = bench.graph_time_us(calls, 12)
                 row["us"][name] = round(us, 2)
