@@ -102,9 +102,10 @@ SPECIALIZED_CHUNK_US = {(64, 1): 0.51, (64, 2): 0.945, (128, 1): 0.707, (128, 2)
 #: less per chunk.
 BULK_CHUNK_US = {(64, 1): 0.350, (64, 2): 0.550, (128, 1): 0.442, (128, 2): 0.770,
                  (256, 1): 0.694}
-#: Stream-K's own instances: 16 and 32 tokens x 256 rows (m64n16k16 / m64n32k16), for M <= 32,
-#: where a 64-token block spends half or more of its tensor work on padding.
-SMALL_STREAM_SHAPES = [(16, 2), (32, 2)]
+#: Stream-K's own instances: 16 and 32 tokens x 256 and 384 rows (m64n16k16 / m64n32k16), for
+#: M <= 32, where a 64-token block spends half or more of its tensor work on padding; 384 rows
+#: spread a warp's per-chunk work (stage wait, scale words, descriptors, release) over three tiles.
+SMALL_STREAM_SHAPES = [(16, 2), (32, 2), (16, 3), (32, 3)]
 #: The (bmx, rw) instances of the stream-K variant: all of :data:`TILE_SHAPES` but 128 tokens x
 #: 256 rows, where ptxas serializes the wgmmas for want of registers, and the small ones
 #: (csrc/tile_launch.cuh, tile_instance_exists).

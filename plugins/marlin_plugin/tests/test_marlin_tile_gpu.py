@@ -198,9 +198,10 @@ def test_variants_agree() -> None:
 
 @pytest.mark.parametrize("name", list(FORMATS))
 def test_small_stream_shapes_at_decode_m(name: str) -> None:
-    """The 16- and 32-token stream-K blocks (m64n16k16 / m64n32k16) at the M they are for and
-    around it: one partial token block (M = 1, 9, 23), exactly one (16, 32), two (M = 17 on 16
-    tokens); every format, output poisoned with NaN."""
+    """The 16- and 32-token stream-K blocks (m64n16k16 / m64n32k16; 256 and 384 rows: the last
+    row block of a 1000-row layer partial) at the M they are for and around it: one partial token
+    block (M = 1, 9, 23), exactly one (16, 32), two (M = 17 on 16 tokens); every format, output
+    poisoned with NaN."""
     config = FORMATS[name]
     kernel, layer, reference = _processed(config)
     for m in (1, 9, 16, 17, 23, 32):
@@ -271,7 +272,8 @@ def test_tile_binding_refusals() -> None:
         _launch(kernel, layer, x2, bias, out, 64, 1, 2, tile.STREAM_K)
     with pytest.raises(RuntimeError, match="no instance of bmx=128, rw=2"):
         _launch(kernel, layer, x2, bias, out, 128, 2, 1, tile.STREAM_K)
-    with pytest.raises(RuntimeError, match="blocks have 256 weight rows \\(rw=2\\), found rw=1"):
+    with pytest.raises(RuntimeError, match="blocks have 256 or 384 weight rows \\(rw=2 or 3\\), "
+                       "found rw=1"):
         _launch(kernel, layer, x2, bias, out, 16, 1, 1, tile.STREAM_K)
     with pytest.raises(RuntimeError, match="variant 2 has blocks of 64, 128 or 256 tokens "
                        "\\(bmx\\), found 32"):

@@ -150,8 +150,8 @@ void tile_gemm(const torch::Tensor& x, const torch::Tensor& x_img, const torch::
              split);
     KC_CHECK(!(bmx == 128 && rw == 2), "kernel_core_marlin: tile variant 3 (stream-K) has no "
              "instance of bmx=128, rw=2 (tile.STREAM_SHAPES)");
-    KC_CHECK(bmx >= 64 || rw == 2, "kernel_core_marlin: tile variant 3's (stream-K) 16- and "
-             "32-token blocks have 256 weight rows (rw=2), found rw=", rw);
+    KC_CHECK(bmx >= 64 || rw == 2 || rw == 3, "kernel_core_marlin: tile variant 3's (stream-K) "
+             "16- and 32-token blocks have 256 or 384 weight rows (rw=2 or 3), found rw=", rw);
     KC_CHECK(arrivals.dim() == 1 && arrivals.numel() >= 1 &&
                  arrivals.scalar_type() == torch::kInt32 && arrivals.is_contiguous(),
              "kernel_core_marlin: tile variant 3 needs int32 arrival counters [blocks], found ",

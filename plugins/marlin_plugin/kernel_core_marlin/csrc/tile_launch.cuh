@@ -197,11 +197,12 @@ int tile_clusters_instance(int split) {
 // Whether variant VARIANT has an instance of (bmx, rw): stream-K has none of 128 x 128 tokens x
 // 256 rows (ptxas serializes its wgmmas for want of registers there: the 128 accumulators and 64
 // A registers per thread leave no room for the segment loop; NOTES.md v20). The 16- and 32-token
-// blocks of 256 rows are stream-K's alone (M <= 32, where whole tiles would leave 20 of 132 SMs
-// idle on 28672 rows; NOTES.md v39).
+// blocks of 256 and 384 rows are stream-K's alone (M <= 32, where whole tiles would leave 20 of
+// 132 SMs idle on 28672 rows; NOTES.md v39); 384 rows spread a warp's per-chunk work over three
+// tiles (512 would not fit the registers: ptxas serializes the wgmmas).
 template <int VARIANT>
 constexpr bool tile_instance_exists(int bmx, int rw) {
-  if (bmx < 64) return VARIANT == kTileStream && rw == 2;
+  if (bmx < 64) return VARIANT == kTileStream && (rw == 2 || rw == 3);
   return !(VARIANT == kTileStream && bmx == 128 && rw == 2);
 }
 
@@ -216,6 +217,8 @@ int launch_tile_variant(const GemmParams& p, int bmx, int rw, int split, cudaStr
   }
   KCM_TILE_LAUNCH(16, 2)
   KCM_TILE_LAUNCH(32, 2)
+  KCM_TILE_LAUNCH(16, 3)
+  KCM_TILE_LAUNCH(32, 3)
   KCM_TILE_LAUNCH(64, 1)
   KCM_TILE_LAUNCH(64, 2)
   KCM_TILE_LAUNCH(128, 1)
@@ -256,6 +259,8 @@ int tile_clusters_variant(int fmt, int bmx, int rw, int split) {
   }
   KCM_TILE_CLUSTERS(16, 2)
   KCM_TILE_CLUSTERS(32, 2)
+  KCM_TILE_CLUSTERS(16, 3)
+  KCM_TILE_CLUSTERS(32, 3)
   KCM_TILE_CLUSTERS(64, 1)
   KCM_TILE_CLUSTERS(64, 2)
   KCM_TILE_CLUSTERS(128, 1)
