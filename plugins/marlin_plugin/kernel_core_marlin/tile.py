@@ -1,7 +1,7 @@
 """The tile kernel's host side: which variant, tile shape and split serve a GEMM, and its op.
 
 The tile kernel (``csrc/tile_gemm.cuh``) runs the packed weights through wgmma on SM90 for
-M >= :func:`tile_min_m` (17; 9 for 4-bit float codes): a block computes ``128 * rw`` weight rows x ``bmx`` tokens, and ``split``
+M >= :func:`layer_min_m` (17; 9 for 4-bit float codes and tall int4 layers): a block computes ``128 * rw`` weight rows x ``bmx`` tokens, and ``split``
 blocks of a thread-block cluster share K when the block count alone would leave SMs idle. Three
 launch variants exist (:data:`TILE_VARIANTS`): the barrier kernel (every warp copies, one
 block-wide barrier per chunk), the warp-specialized one (a producer warpgroup of cp.async, stages
@@ -32,8 +32,10 @@ __all__ = [
     "SPECIALIZED_CHUNK_US",
     "BULK_CHUNK_US",
     "TILE_MIN_M",
-    "TILE_MIN_M_BY_FORMAT",
-    "tile_min_m",
+    "TILE_SMALL_MIN_M",
+    "STREAM_KERNEL_M16_US",
+    "stream_kernel_m16_us",
+    "layer_min_m",
     "TILE_MAX_M",
     "TILE_SHAPES",
     "STREAM_K",
@@ -55,19 +57,18 @@ __all__ = [
 #: kernel (three or four 8-column M tiles) and the 64-token blocks: int4 g128 at M=32 57.0 / 56.8 /
 #: 26.0 / 23.1 us on 28672x8192 / 8192x28672 / 10240x8192 / 8192^2 against the 64-token plan's
 #: 70.9 / 68.1 / 31.9 / 28.1, NVFP4 alike (H200, marlin-h200-2026-11-29-v39.json; NOTES.md v39);
-#: the stream kernel took 92.3 / 85.1 / 44.7 / 28.6 us at M=32 before (-v30.json). At M = 9..16
-#: the 16-token blocks tie with the int4 stream kernel (51.6 / 52.1 / 23.9 / 21.4 us against 52.8
-#: / 55.4 / 23.3 / 20.9), so it keeps them there.
+#: the stream kernel took 92.3 / 85.1 / 44.7 / 28.6 us at M=32 before (-v30.json). Below 17 see
+#: :func:`layer_min_m`.
 TILE_MIN_M = 17
-#: Code formats whose layers take the tile kernel from fewer tokens: NVFP4's 16-token blocks beat
-#: its stream kernel at M=16 (55.6 / 56.8 / 26.3 / 22.4 us against 67.7 / 63.3 / 27.2 / 22.1, same
-#: run), and MXFP4 shares its decode. 8-bit codes are not measured there.
-TILE_MIN_M_BY_FORMAT = {Format.FP4: 9}
-
-
-def tile_min_m(fmt: int) -> int:
-    """Fewest tokens the tile kernel serves for layers of code format ``fmt``."""
-    return TILE_MIN_M_BY_FORMAT.get(fmt, TILE_MIN_M)
+#: Fewest tokens the tile kernel serves where it beats the stream kernel's two M tiles: NVFP4's
+#: 16-token blocks beat its stream kernel at M=16 (55.6 / 56.8 / 26.3 / 22.4 us against 67.7 / 63.3
+#: / 27.2 / 22.1, -v39.json), and MXFP4 shares its decode.
+TILE_SMALL_MIN_M = 9
+#: The int4 stream kernel at M = 9..16 (pipeline 6, two 8-column M tiles): a fixed time and a time
+#: per 256-row x 64-channel unit of the busiest SM (us), fitted on the four benchmark layers
+#: (109 / 109 / 39 / 32 units an SM: 53.3 / 55.1 / 23.2 / 20.5 us, marlin-h200-2026-11-29-v39b.json;
+#: within 1.6%).
+STREAM_KERNEL_M16_US = (6.27, 0.4395)
 
 
 #: From this many tokens on, decoding the weight once and multiplying with cuBLAS is faster: at
@@ -117,9 +118,10 @@ STREAM_SHAPES = [shape for shape in TILE_SHAPES if shape != (128, 2)] + SMALL_ST
 #: 64-token x 128-row instance is built, tested and measured on whole tiles only, not on shared
 #: ones, so not planned. The 16- and 32-token blocks: the slope of the benchmark's int4 times at
 #: M = 16 / 32 over the four layers' chunks a block (109 / 109 / 39 / 32;
-#: marlin-h200-2026-11-29-v39.json), the image kernel and launch in the intercept.
+#: marlin-h200-2026-11-29-v39.json), the image kernel and launch in the intercept; their 384-row
+#: blocks alike (73 / 75 / 27 / 22 chunks a block; least squares, -v39b.json).
 STREAM_CHUNK_US = {(64, 2): 0.538, (128, 1): 0.439, (256, 1): 0.690, (16, 2): 0.400,
-                   (32, 2): 0.441}
+                   (32, 2): 0.441, (16, 3): 0.547, (32, 3): 0.587}
 #: Measured per-chunk times by (variant, bmx, rw): the candidates the planner weighs. A variant
 #: joins when a GPU run has measured it (gpu/probe_tile.py writes these times). The barrier
 #: variant keeps its run 2-3 times (the plans they give were measured); the v5 refit differs by
@@ -148,10 +150,10 @@ _SHARED_SM_SLOWDOWN = 1.8
 #: block): 17 / 24 chunks for 256 x 64 on 28672 / 10240 x 8192 at M=64, 22 / 25 for 128 x 128 at
 #: M=128, 30 / 27 / 26 for 128 x 256 on 28672 / 10240 / 8192 x 8192 at M=256; the means here
 #: (128 x 64, not measured on shared tiles, takes its row set's 256 x 64 value); 16 and 32 tokens:
-#: the intercepts of their STREAM_CHUNK_US fits (8.3 / 8.8 us). Before the
+#: the intercepts of their STREAM_CHUNK_US fits (8.3 / 8.8 us; 384 rows 9.2 / 11.7). Before the
 #: outputs went out 16 bytes a lane (v32): 29 / 38 / 35.
 _STREAM_OVERHEAD_CHUNKS = {(64, 1): 20, (64, 2): 20, (128, 1): 23, (256, 1): 28, (16, 2): 21,
-                           (32, 2): 20}
+                           (32, 2): 20, (16, 3): 17, (32, 3): 20}
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,7 @@ class TilePlan:
     split: int
     variant: int
     reason: str
+    cost_us: float  # the cost model's time, the quantity the plan minimised
 
 
 def tile_supported(device: torch.device) -> bool:
@@ -240,12 +243,32 @@ def tile_plan(m: int, n: int, chunks: int, limits: ClusterLimits, sms: int,
         reason = (f"{blocks} blocks sharing {tiles} tiles of {128 * rw} rows x {bmx} tokens x "
                   f"{chunks} chunks evenly ({math.ceil(tiles * chunks / blocks)} chunks each), "
                   f"stream-K kernel, {waves} wave(s): lowest modelled time ({cost:.0f} us)")
-        return TilePlan(bmx, rw, split, variant, reason)
+        return TilePlan(bmx, rw, split, variant, reason, cost)
     blocks = tiles * split
     reason = (f"{blocks} blocks of {128 * rw} rows x {bmx} tokens x {math.ceil(chunks / split)} "
               f"chunks in clusters of {split}, {TILE_VARIANTS[variant]} kernel, {waves} wave(s): "
               f"lowest modelled time ({cost:.0f} us)")
-    return TilePlan(bmx, rw, split, variant, reason)
+    return TilePlan(bmx, rw, split, variant, reason, cost)
+
+
+def stream_kernel_m16_us(n: int, chunks: int, sms: int) -> float:
+    """The int4 stream kernel's modelled time at M = 9..16 on ``n`` rows and ``chunks`` chunks."""
+    fixed, per_unit = STREAM_KERNEL_M16_US
+    return fixed + per_unit * math.ceil(math.ceil(n / 256) * chunks / sms)
+
+
+def layer_min_m(fmt: int, n: int, chunks: int, limits: ClusterLimits, sms: int,
+                chunk_us: ChunkTimes = CHUNK_US) -> int:
+    """Fewest tokens the tile kernel serves on a layer: :data:`TILE_SMALL_MIN_M` for 4-bit float
+    codes, and for int4 layers where the plan at M=16 models faster than the stream kernel
+    (:func:`stream_kernel_m16_us`: the tall layers, whose 384-row blocks beat it by 8-9%, v39b);
+    :data:`TILE_MIN_M` otherwise (8-bit codes are not measured at M <= 16)."""
+    if fmt == Format.FP4:
+        return TILE_SMALL_MIN_M
+    if fmt == Format.INT4 and (tile_plan(16, n, chunks, limits, sms, chunk_us).cost_us
+                               < stream_kernel_m16_us(n, chunks, sms)):
+        return TILE_SMALL_MIN_M
+    return TILE_MIN_M
 
 
 #: fp32 partial sums in one stream-K workspace slot: the largest block output, 128 rw x bmx.
@@ -306,7 +329,8 @@ class TileDispatch:
             return None
         sms = torch.cuda.get_device_properties(device).multi_processor_count
         stream_workspace(device)  # at load: never inside a graph capture
-        return cls(device_cluster_limits(device, fmt), sms, n, chunks, min_m=tile_min_m(fmt))
+        limits = device_cluster_limits(device, fmt)
+        return cls(limits, sms, n, chunks, min_m=layer_min_m(fmt, n, chunks, limits, sms))
 
     def serves(self, m: int) -> bool:
         return self.min_m <= m < TILE_MAX_M

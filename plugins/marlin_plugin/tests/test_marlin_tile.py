@@ -164,23 +164,37 @@ def test_dispatch_serves_its_range_and_caches_plans() -> None:
     assert dispatch.plan(128) is dispatch.plan(128)
 
 
-def test_small_token_blocks_from_their_minimum_m() -> None:
-    """M = 17..32 takes stream-K's 32-token blocks on the benchmark layers, M = 9..16 the 16-token
-    ones where the format's layers start there (4-bit float codes); 8-bit and int4 layers keep the
-    stream kernel below 17."""
-    assert tile.tile_min_m(ops.Format.FP4) == 9
-    assert tile.tile_min_m(ops.Format.INT4) == tile.tile_min_m(ops.Format.INT8) == 17
-    for n, chunks in ((28672, 128), (8192, 448), (10240, 128), (8192, 128)):
-        fp4 = tile.TileDispatch(H100_LIKE, SMS, n, chunks, min_m=tile.tile_min_m(ops.Format.FP4))
-        assert not fp4.serves(8) and fp4.serves(9)
-        for m in (9, 16):
-            plan = fp4.plan(m)
-            assert (plan.variant, plan.bmx, plan.rw) == (tile.STREAM_K, 16, 2), (n, m, plan)
-        for m in (17, 24, 32):
-            plan = fp4.plan(m)
-            assert (plan.variant, plan.bmx, plan.rw) == (tile.STREAM_K, 32, 2), (n, m, plan)
-    int4 = tile.TileDispatch(H100_LIKE, SMS, 28672, 128)
-    assert not int4.serves(16) and int4.serves(17)
+#: The small-token plans and where the tile kernel starts on the four benchmark layers, by the
+#: v39b fits: (n, chunks): ((bmx, rw) at M=16, at M=32, int4's first M).
+SMALL_PLANS = {(28672, 128): ((16, 3), (32, 3), 9), (8192, 448): ((16, 3), (32, 3), 9),
+               (10240, 128): ((16, 2), (32, 2), 17), (8192, 128): ((16, 2), (32, 2), 17)}
+
+
+@pytest.mark.parametrize("layer", list(SMALL_PLANS))
+def test_small_token_blocks_from_their_minimum_m(layer: tuple[int, int]) -> None:
+    """M = 17..32 takes stream-K's 32-token blocks (384 rows on the tall layers, where they were
+    measured faster, 256 on the others), M = 9..16 the 16-token ones where the layer starts there:
+    4-bit float codes always, int4 where the plan models faster than the stream kernel (the tall
+    layers); 8-bit codes keep the stream kernel below 17."""
+    n, chunks = layer
+    at_16, at_32, int4_min = SMALL_PLANS[layer]
+    for m, shape in ((9, at_16), (16, at_16), (17, at_32), (24, at_32), (32, at_32)):
+        plan = tile.tile_plan(m, n, chunks, H100_LIKE, SMS)
+        assert (plan.variant, plan.bmx, plan.rw) == (tile.STREAM_K, *shape), (m, plan)
+    def first_m(fmt: int) -> int:
+        return tile.layer_min_m(fmt, n, chunks, H100_LIKE, SMS)
+    assert first_m(ops.Format.FP4) == tile.TILE_SMALL_MIN_M == 9
+    assert first_m(ops.Format.INT4) == int4_min
+    assert first_m(ops.Format.INT8) == first_m(ops.Format.FP8) == tile.TILE_MIN_M == 17
+    dispatch = tile.TileDispatch(H100_LIKE, SMS, n, chunks, min_m=first_m(ops.Format.INT4))
+    assert dispatch.serves(int4_min) and not dispatch.serves(int4_min - 1)
+
+
+def test_stream_kernel_model_at_m16() -> None:
+    """The int4 stream kernel's M = 9..16 model on the benchmark layers (v39b: 53.3 / 55.1 / 23.2 /
+    20.5 us measured)."""
+    modelled = [tile.stream_kernel_m16_us(n, c, SMS) for n, c in SMALL_PLANS]
+    assert [round(t, 1) for t in modelled] == [54.2, 54.2, 23.4, 20.3]
 
 
 def test_no_tile_kernel_without_sm90() -> None:
