@@ -180,16 +180,21 @@ def planned_blocks(n16: int, sms: int, grid: int) -> int:
     return min(blocks, grid) if grid > 0 else blocks
 
 
+def rotated(base: dict) -> tuple[list[dict], int, int]:
+    """Copies of a packed layer totalling more than the L2 (bench.ROTATE_BYTES), the layer's
+    bytes, and how many times a graph repeats the copies' calls to hold at least eight."""
+    wbytes = base["qweight"].numel() * 4 + base["gscale"].numel() * 2
+    copies = max(1, math.ceil(bench.ROTATE_BYTES / wbytes))
+    ws = [base] + [dict(base, qweight=base["qweight"].clone(), gscale=base["gscale"].clone())
+                   for _ in range(copies - 1)]
+    return ws, wbytes, max(1, 8 // copies)
+
+
 def grid_sweep(result: dict, out_dir: Path) -> None:
     sms = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
     result["grid_sweep"] = []
     for k in SWEEP_KS:
-        base = packed(SWEEP_N, k)
-        wbytes = base["qweight"].numel() * 4 + base["gscale"].numel() * 2
-        copies = max(1, math.ceil(bench.ROTATE_BYTES / wbytes))
-        ws = [base] + [dict(base, qweight=base["qweight"].clone(), gscale=base["gscale"].clone())
-                       for _ in range(copies - 1)]
-        reps = max(1, 8 // copies)
+        ws, wbytes, reps = rotated(packed(SWEEP_N, k))
         xs = [torch.randn(1, k, device="cuda", dtype=torch.bfloat16) for _ in ws]
         outs = [torch.empty(1, SWEEP_N, device="cuda", dtype=torch.bfloat16) for _ in ws]
         n16 = SWEEP_N // 16
@@ -222,6 +227,7 @@ def main() -> None:
         print(len(NCU_TARGETS))
         return
     out_dir = Path(os.environ.get("OUT", "/tmp"))
+    out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     result: dict = {"device": torch.cuda.get_device_name(),
                     "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
@@ -256,12 +262,7 @@ def main() -> None:
     del weight
     print(json.dumps(result["checks"]), file=sys.stderr, flush=True)
     for n, k in ((28672, 8192), (8192, 28672), (8192, 8192)):
-        base = packed(n, k)
-        wbytes = base["qweight"].numel() * 4 + base["gscale"].numel() * 2
-        copies = max(1, math.ceil(bench.ROTATE_BYTES / wbytes))
-        ws = [base] + [dict(base, qweight=base["qweight"].clone(), gscale=base["gscale"].clone())
-                       for _ in range(copies - 1)]
-        reps = max(1, 8 // copies)
+        ws, wbytes, reps = rotated(packed(n, k))
         bf16 = torch.randn(n, k, device="cuda", dtype=torch.bfloat16)
         for m, mt in ((1, 1), (16, 2)):
             xs = [torch.randn(m, k, device="cuda", dtype=torch.bfloat16) for _ in ws]
