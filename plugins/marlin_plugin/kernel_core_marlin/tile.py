@@ -272,7 +272,7 @@ def layer_min_m(fmt: int, n: int, chunks: int, limits: ClusterLimits, sms: int,
 
 
 #: fp32 partial sums in one stream-K workspace slot: the largest block output, 128 rw x bmx.
-_STREAM_SLOT_FLOATS = max(128 * rw * bmx for (bmx, rw) in TILE_SHAPES)
+_STREAM_SLOT_FLOATS = max(128 * rw * bmx for (bmx, rw) in STREAM_SHAPES)
 
 
 def stream_workspace(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
