@@ -277,7 +277,8 @@ def bench_shape(fmt: str, n: int, k: int, m_values, replays: int,
             candidates["stream (auto config)"] = [
                 lambda lay=lay, x=x: stream(lay, x, *stream_config, False)
                 for lay, x in zip(layers, xs)] * max(1, 4 // copies)
-        def tile_launches(bmx: int, rw: int, split: int, variant: int) -> None:
+        def tile_launches(bmx: int, rw: int, split: int, variant: int, layers=layers,
+                          xs=xs) -> None:
             candidates[f"tile {tile.TILE_VARIANTS[variant]} bmx={bmx} rw={rw} split={split}"] = [
                 lambda lay=lay, x=x: tile.tile_gemm(
                     x, lay.weight, lay.weight_scale, None, None,

@@ -1,7 +1,7 @@
 """The tile kernel's host side: which variant, tile shape and split serve a GEMM, and its op.
 
 The tile kernel (``csrc/tile_gemm.cuh``) runs the packed weights through wgmma on SM90 for
-M >= :func:`layer_min_m` (17; 9 for 4-bit float codes and tall int4 layers): a block computes ``128 * rw`` weight rows x ``bmx`` tokens, and ``split``
+M >= :func:`layer_min_m` (17; 9 on tall 4-bit layers, 25 for 8-bit codes): a block computes ``128 * rw`` weight rows x ``bmx`` tokens, and ``split``
 blocks of a thread-block cluster share K when the block count alone would leave SMs idle. Three
 launch variants exist (:data:`TILE_VARIANTS`): the barrier kernel (every warp copies, one
 block-wide barrier per chunk), the warp-specialized one (a producer warpgroup of cp.async, stages
@@ -32,6 +32,7 @@ __all__ = [
     "SPECIALIZED_CHUNK_US",
     "BULK_CHUNK_US",
     "TILE_MIN_M",
+    "TILE_MIN_M_8BIT",
     "TILE_SMALL_MIN_M",
     "STREAM_KERNEL_M16_US",
     "stream_kernel_m16_us",
@@ -60,17 +61,18 @@ __all__ = [
 #: the stream kernel took 92.3 / 85.1 / 44.7 / 28.6 us at M=32 before (-v30.json). Below 17 see
 #: :func:`layer_min_m`.
 TILE_MIN_M = 17
-#: Fewest tokens the tile kernel serves where it beats the stream kernel's two M tiles: NVFP4's
-#: 16-token blocks beat its stream kernel at M=16 (55.6 / 56.8 / 26.3 / 22.4 us against 67.7 / 63.3
-#: / 27.2 / 22.1, -v39.json), and MXFP4 shares its decode.
+#: 8-bit codes keep the tile kernel from 25, where it was measured against their stream kernel
+#: with 64-token blocks (their stream kernel at M = 17..24 is not measured against 32-token ones).
+TILE_MIN_M_8BIT = 25
+#: Fewest tokens the tile kernel serves on a layer of 4-bit codes whose M=16 plan (a 16-token
+#: stream-K block) models faster than the stream kernel (:func:`layer_min_m`).
 TILE_SMALL_MIN_M = 9
-#: The int4 stream kernel at M = 9..16 (pipeline 6, two 8-column M tiles): a fixed time and a time
-#: per 256-row x 64-channel unit of the busiest SM (us), fitted on the four benchmark layers
-#: (109 / 109 / 39 / 32 units an SM: 53.3 / 55.1 / 23.2 / 20.5 us, marlin-h200-2026-11-29-v39b.json;
-#: within 1.6%).
-STREAM_KERNEL_M16_US = (6.27, 0.4395)
-
-
+#: The stream kernel at M = 9..16 (two 8-column M tiles) by 4-bit format: a fixed time and a time
+#: per 256-row x 64-channel unit of the busiest SM (us), fitted on the four benchmark layers (109
+#: / 109 / 39 / 32 units an SM): int4 (pipeline 6) 53.3 / 55.1 / 23.2 / 20.5 us
+#: (marlin-h200-2026-11-29-v39b.json; within 1.6%), NVFP4 (pipeline 5) 67.7 / 63.3 / 27.2 / 22.1
+#: (-v39.json; within 3.5%).
+STREAM_KERNEL_M16_US = {Format.INT4: (6.27, 0.4395), Format.FP4: (4.86, 0.557)}
 #: From this many tokens on, decoding the weight once and multiplying with cuBLAS is faster: at
 #: M=512 the two tie on 28672x8192 (561 vs 556 us), the tile kernel wins on 8192x28672 and
 #: 8192x8192 by 10-13% and loses on 10240x8192 by 25%; at M=1024 decode + cuBLAS wins on all four.
@@ -251,22 +253,24 @@ def tile_plan(m: int, n: int, chunks: int, limits: ClusterLimits, sms: int,
     return TilePlan(bmx, rw, split, variant, reason, cost)
 
 
-def stream_kernel_m16_us(n: int, chunks: int, sms: int) -> float:
-    """The int4 stream kernel's modelled time at M = 9..16 on ``n`` rows and ``chunks`` chunks."""
-    fixed, per_unit = STREAM_KERNEL_M16_US
+def stream_kernel_m16_us(fmt: int, n: int, chunks: int, sms: int) -> float:
+    """The stream kernel's modelled time at M = 9..16 on a layer of 4-bit format ``fmt``."""
+    fixed, per_unit = STREAM_KERNEL_M16_US[fmt]
     return fixed + per_unit * math.ceil(math.ceil(n / 256) * chunks / sms)
 
 
 def layer_min_m(fmt: int, n: int, chunks: int, limits: ClusterLimits, sms: int,
                 chunk_us: ChunkTimes = CHUNK_US) -> int:
-    """Fewest tokens the tile kernel serves on a layer: :data:`TILE_SMALL_MIN_M` for 4-bit float
-    codes, and for int4 layers where the plan at M=16 models faster than the stream kernel
-    (:func:`stream_kernel_m16_us`: the tall layers, whose 384-row blocks beat it by 8-9%, v39b);
-    :data:`TILE_MIN_M` otherwise (8-bit codes are not measured at M <= 16)."""
-    if fmt == Format.FP4:
-        return TILE_SMALL_MIN_M
-    if fmt == Format.INT4 and (tile_plan(16, n, chunks, limits, sms, chunk_us).cost_us
-                               < stream_kernel_m16_us(n, chunks, sms)):
+    """Fewest tokens the tile kernel serves on a layer: for 4-bit codes
+    :data:`TILE_SMALL_MIN_M` where the plan at M=16 is one of stream-K's 16-token blocks and
+    models faster than the format's stream kernel (:func:`stream_kernel_m16_us`; on the benchmark
+    layers the tall ones, whose 384-row blocks beat it by 8-9%, v39b), else :data:`TILE_MIN_M`;
+    :data:`TILE_MIN_M_8BIT` for 8-bit codes."""
+    if fmt not in STREAM_KERNEL_M16_US:
+        return TILE_MIN_M_8BIT
+    plan = tile_plan(16, n, chunks, limits, sms, chunk_us)
+    small = plan.variant == STREAM_K and (plan.bmx, plan.rw) in SMALL_STREAM_SHAPES
+    if small and plan.cost_us < stream_kernel_m16_us(fmt, n, chunks, sms):
         return TILE_SMALL_MIN_M
     return TILE_MIN_M
 

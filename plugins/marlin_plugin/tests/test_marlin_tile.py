@@ -165,46 +165,57 @@ def test_dispatch_serves_its_range_and_caches_plans() -> None:
 
 
 #: The small-token plans and where the tile kernel starts on the four benchmark layers, by the
-#: v39b fits: (n, chunks): ((bmx, rw) at M=16, at M=32, int4's first M).
-SMALL_PLANS = {(28672, 128): ((16, 3), (32, 3), 9), (8192, 448): ((16, 3), (32, 3), 9),
-               (10240, 128): ((16, 2), (32, 2), 17), (8192, 128): ((16, 2), (32, 2), 17)}
+#: v39b fits: (n, chunks): ((bmx, rw) at M=16, at M=32, int4's first M, NVFP4's first M).
+SMALL_PLANS = {(28672, 128): ((16, 3), (32, 3), 9, 9), (8192, 448): ((16, 3), (32, 3), 9, 9),
+               (10240, 128): ((16, 2), (32, 2), 17, 9), (8192, 128): ((16, 2), (32, 2), 17, 9)}
 
 
 @pytest.mark.parametrize("layer", list(SMALL_PLANS))
 def test_small_token_blocks_from_their_minimum_m(layer: tuple[int, int]) -> None:
     """M = 17..32 takes stream-K's 32-token blocks (384 rows on the tall layers, where they were
     measured faster, 256 on the others), M = 9..16 the 16-token ones where the layer starts there:
-    4-bit float codes always, int4 where the plan models faster than the stream kernel (the tall
-    layers); 8-bit codes keep the stream kernel below 17."""
+    4-bit layers whose plan models faster than their format's stream kernel (int4: the tall ones;
+    NVFP4, whose stream kernel is slower: all four); 8-bit codes from 25."""
     n, chunks = layer
-    at_16, at_32, int4_min = SMALL_PLANS[layer]
+    at_16, at_32, int4_min, fp4_min = SMALL_PLANS[layer]
     for m, shape in ((9, at_16), (16, at_16), (17, at_32), (24, at_32), (32, at_32)):
         plan = tile.tile_plan(m, n, chunks, H100_LIKE, SMS)
         assert (plan.variant, plan.bmx, plan.rw) == (tile.STREAM_K, *shape), (m, plan)
+
     def first_m(fmt: int) -> int:
         return tile.layer_min_m(fmt, n, chunks, H100_LIKE, SMS)
-    assert first_m(ops.Format.FP4) == tile.TILE_SMALL_MIN_M == 9
-    assert first_m(ops.Format.INT4) == int4_min
-    assert first_m(ops.Format.INT8) == first_m(ops.Format.FP8) == tile.TILE_MIN_M == 17
-    dispatch = tile.TileDispatch(H100_LIKE, SMS, n, chunks, min_m=first_m(ops.Format.INT4))
-    assert dispatch.serves(int4_min) and not dispatch.serves(int4_min - 1)
+
+    assert (first_m(ops.Format.INT4), first_m(ops.Format.FP4)) == (int4_min, fp4_min)
+    assert first_m(ops.Format.INT8) == first_m(ops.Format.FP8) == tile.TILE_MIN_M_8BIT == 25
+
+
+@pytest.mark.parametrize("n,chunks", [(2048, 64), (1024, 64), (4096, 28), (256, 4)])
+def test_small_layers_keep_the_stream_kernel_below_17(n: int, chunks: int) -> None:
+    """On layers the M=16 plan serves with too few chunks an SM to pay the tile kernel's fixed
+    cost (or not with a 16-token stream-K block at all), 4-bit codes keep the stream kernel up to
+    M=16 (no small layer was measured at M <= 16 on the tile kernel)."""
+    for fmt in (ops.Format.INT4, ops.Format.FP4):
+        assert tile.layer_min_m(fmt, n, chunks, H100_LIKE, SMS) == tile.TILE_MIN_M, (fmt, n)
 
 
 def test_stream_kernel_model_at_m16() -> None:
-    """The int4 stream kernel's M = 9..16 model on the benchmark layers (v39b: 53.3 / 55.1 / 23.2 /
-    20.5 us measured)."""
-    modelled = [tile.stream_kernel_m16_us(n, c, SMS) for n, c in SMALL_PLANS]
-    assert [round(t, 1) for t in modelled] == [54.2, 54.2, 23.4, 20.3]
+    """The stream kernel's M = 9..16 models on the benchmark layers (int4, v39b: 53.3 / 55.1 /
+    23.2 / 20.5 us measured; NVFP4, v39: 67.7 / 63.3 / 27.2 / 22.1)."""
+    int4 = [tile.stream_kernel_m16_us(ops.Format.INT4, n, c, SMS) for n, c in SMALL_PLANS]
+    fp4 = [tile.stream_kernel_m16_us(ops.Format.FP4, n, c, SMS) for n, c in SMALL_PLANS]
+    assert [round(t, 1) for t in int4] == [54.2, 54.2, 23.4, 20.3]
+    assert [round(t, 1) for t in fp4] == [65.6, 65.6, 26.6, 22.7]
 
 
 def test_no_tile_kernel_without_sm90() -> None:
     assert tile.TileDispatch.for_device(torch.device("cpu"), 0, 256, 4) is None
 
 
-@pytest.mark.parametrize("m", [16, 64, 300])
-def test_apply_weights_routes_by_m(monkeypatch: pytest.MonkeyPatch, m: int) -> None:
-    """Below TILE_MIN_M the stream kernel, from it the tile kernel with the plan's shape (given a
-    device that has one); without it the old stream / decode + cuBLAS split."""
+@pytest.mark.parametrize("m,min_m", [(16, tile.TILE_MIN_M), (64, tile.TILE_MIN_M),
+                                     (300, tile.TILE_MIN_M), (8, 9), (9, 9), (16, 9)])
+def test_apply_weights_routes_by_m(monkeypatch: pytest.MonkeyPatch, m: int, min_m: int) -> None:
+    """Below the dispatch's first M the stream kernel, from it the tile kernel with the plan's shape
+    (given a device that has one); without it the old stream / decode + cuBLAS split."""
     config = MPLinearLayerConfig(weight_shape=(256, 512), group_size=128)
     layer = make_layer(config, seed=0)
     kernel = MarlinMPLinearKernel(config)
@@ -230,10 +241,10 @@ def test_apply_weights_routes_by_m(monkeypatch: pytest.MonkeyPatch, m: int) -> N
     kernel._tile = None  # a CPU layer has no tile kernel
     kernel.apply_weights(layer, x)
     without = calls.pop()
-    kernel._tile = tile.TileDispatch(H100_LIKE, SMS, 256, layer.weight.shape[1])
+    kernel._tile = tile.TileDispatch(H100_LIKE, SMS, 256, layer.weight.shape[1], min_m=min_m)
     kernel.apply_weights(layer, x)
     with_tile = calls.pop()
-    if m < tile.TILE_MIN_M:
+    if m < min_m:
         assert without == with_tile == ("stream", ops.launch_config(m, kernel._fmt)[4], False)
         kernel._bulk = True  # as on SM90: the bulk pipeline, launched as a programmatic dependent
         kernel.apply_weights(layer, x)

@@ -116,7 +116,7 @@ def _splits(variant: int, chunks: int) -> list[int]:
 
 @pytest.mark.parametrize("variant", sorted(tile.TILE_VARIANTS))
 @pytest.mark.parametrize("name", list(FORMATS))
-@pytest.mark.parametrize("m", [64, 65, 128, 200, 256, 1000, 4096])
+@pytest.mark.parametrize("m", [9, 17, 32, 64, 65, 128, 200, 256, 1000, 4096])
 def test_planned_tile_against_float64(name: str, m: int, variant: int) -> None:
     """The plan's shape and split for every M in every variant (apply_weights sends M >=
     TILE_MAX_M to decode + cuBLAS, the op serves any M; stream-K gets the plan among its own
@@ -272,12 +272,11 @@ def test_tile_binding_refusals() -> None:
         _launch(kernel, layer, x2, bias, out, 64, 1, 2, tile.STREAM_K)
     with pytest.raises(RuntimeError, match="no instance of bmx=128, rw=2"):
         _launch(kernel, layer, x2, bias, out, 128, 2, 1, tile.STREAM_K)
-    with pytest.raises(RuntimeError, match="blocks have 256 or 384 weight rows \\(rw=2 or 3\\), "
-                       "found rw=1"):
-        _launch(kernel, layer, x2, bias, out, 16, 1, 1, tile.STREAM_K)
-    with pytest.raises(RuntimeError, match="variant 2 has blocks of 64, 128 or 256 tokens "
-                       "\\(bmx\\), found 32"):
-        _launch(kernel, layer, x2, bias, out, 32, 2, 1, 2)
+    for variant, bmx, rw in ((tile.STREAM_K, 16, 1), (tile.STREAM_K, 64, 3), (tile.STREAM_K, 48, 2),
+                             (2, 32, 2), (0, 64, 3)):
+        with pytest.raises(RuntimeError, match=f"tile variant {variant} has no instance of "
+                           f"bmx={bmx}, rw={rw}"):
+            _launch(kernel, layer, x2, bias, out, bmx, rw, 1, variant)
     partials, arrivals = tile.stream_workspace(x2.device)
     small = partials[: arrivals.numel() * 128 * 64 - 1]
     with pytest.raises(RuntimeError, match=f"float32 partials of at least {arrivals.numel()} "
@@ -401,13 +400,40 @@ def test_specialized_op_under_torch_compile(variant: int) -> None:
 def test_apply_weights_in_the_tile_range(name: str) -> None:
     config = FORMATS[name]
     kernel, layer, reference = _processed(config)
-    for lead in ((tile.TILE_MIN_M,), (2, 50), (tile.TILE_MAX_M - 1,)):
+    for lead in ((kernel._tile.min_m,), (2, 50), (tile.TILE_MAX_M - 1,)):
         x = torch.randn(*lead, config.in_features, device="cuda", dtype=config.act_dtype)
         bias = torch.randn(config.out_features, device="cuda", dtype=config.act_dtype)
         out = kernel.apply_weights(layer, x, bias)
         expected = x.double() @ reference.T + bias.double()
         assert out.shape == (*lead, config.out_features)
         assert relative_error(out, expected) < 1e-2
+
+
+#: Tall layers whose M=16 plan is a 16-token stream-K block modelled faster than the stream kernel
+#: (tile.layer_min_m): the tile kernel serves them from M=9 (8192 x 28672 on the benchmark).
+TALL_LAYERS = {
+    "int4-g128-bf16": MPLinearLayerConfig(weight_shape=(8192, 28672), group_size=128),
+    "nvfp4-bf16": NvFp4LinearLayerConfig(weight_shape=(8192, 28672), activation_mode="w4a16"),
+}
+
+
+@pytest.mark.parametrize("name", list(TALL_LAYERS))
+def test_tall_layer_takes_the_tile_kernel_from_m9(name: str) -> None:
+    """apply_weights at M = 8 (stream kernel), 9 and 16 (stream-K's 16-token blocks of 384 rows)
+    against float64, and a CUDA-graph replay at M=16."""
+    config = TALL_LAYERS[name]
+    kernel, layer, reference = _processed(config)
+    assert kernel._tile.min_m == tile.TILE_SMALL_MIN_M
+    plan = kernel._tile.plan(16)
+    assert (plan.variant, plan.bmx, plan.rw) == (tile.STREAM_K, 16, 3), plan
+    for m in (8, 9, 16):
+        x = torch.randn(m, config.in_features, device="cuda", dtype=config.act_dtype)
+        out = kernel.apply_weights(layer, x)
+        assert bool(torch.isfinite(out).all()), m
+        assert relative_error(out, x.double() @ reference.T) < 1e-2, m
+    x = torch.randn(16, config.in_features, device="cuda", dtype=config.act_dtype)
+    _assert_graph_replays(lambda: kernel.apply_weights(layer, x), x,
+                          lambda: x.double() @ reference.T)
 
 
 def _assert_graph_replays(run: Callable[[], torch.Tensor], x: torch.Tensor,

@@ -129,6 +129,11 @@ void tile_gemm(const torch::Tensor& x, const torch::Tensor& x_img, const torch::
               "lie in [1, min(8, chunks=", qweight.size(1), ")], found ", split);
   KC_CHECK(variant >= 0 && variant <= 3, "kernel_core_marlin: tile variant must be 0 (barrier), "
               "1 (warp-specialized), 2 (bulk producer) or 3 (stream-K), found ", variant);
+  KC_CHECK(kcm::tile_instance_built(static_cast<int>(variant), static_cast<int>(bmx),
+                                     static_cast<int>(rw)),
+           "kernel_core_marlin: tile variant ", variant, " has no instance of bmx=", bmx, ", rw=",
+           rw, " (tile.variant_shapes(", variant, "): stream-K alone has 16- and 32-token blocks, "
+           "of rw 2 or 3, and no bmx=128, rw=2)");
   // Variants 2 and 3 read the activation image (x_image.py) instead of x: [C, M rounded up to 8,
   // 64].
   const bool image = variant >= 2;
@@ -148,10 +153,6 @@ void tile_gemm(const torch::Tensor& x, const torch::Tensor& x_img, const torch::
   if (variant == 3) {
     KC_CHECK(split == 1, "kernel_core_marlin: tile variant 3 (stream-K) takes split 1, found ",
              split);
-    KC_CHECK(!(bmx == 128 && rw == 2), "kernel_core_marlin: tile variant 3 (stream-K) has no "
-             "instance of bmx=128, rw=2 (tile.STREAM_SHAPES)");
-    KC_CHECK(bmx >= 64 || rw == 2 || rw == 3, "kernel_core_marlin: tile variant 3's (stream-K) "
-             "16- and 32-token blocks have 256 or 384 weight rows (rw=2 or 3), found rw=", rw);
     KC_CHECK(arrivals.dim() == 1 && arrivals.numel() >= 1 &&
                  arrivals.scalar_type() == torch::kInt32 && arrivals.is_contiguous(),
              "kernel_core_marlin: tile variant 3 needs int32 arrival counters [blocks], found ",
@@ -164,10 +165,6 @@ void tile_gemm(const torch::Tensor& x, const torch::Tensor& x_img, const torch::
              partials.scalar_type());
     KC_CHECK(reinterpret_cast<uintptr_t>(partials.data_ptr()) % 16 == 0,
              "kernel_core_marlin: tile variant 3 needs 16-byte aligned partials (16-byte quads)");
-  } else {
-    KC_CHECK(bmx >= 64, "kernel_core_marlin: tile variant ", variant, " has blocks of 64, 128 or "
-             "256 tokens (bmx), found ", bmx, "; the 16- and 32-token ones are variant 3's "
-             "(stream-K)");
   }
   kcm::GemmParams p = make_params(qweight, gscale, zeros, gtab, chan, out.size(1), group_size, zconst);
   p.x = image ? x_img.data_ptr() : x.data_ptr();

@@ -9,6 +9,11 @@ int launch_tile_bfloat16(const GemmParams& p, int fmt, int bmx, int rw, int spli
   return launch_tile_typed<__nv_bfloat16>(p, fmt, bmx, rw, split, variant, stream);
 }
 
+// One definition for both types (the shape table does not depend on it).
+bool tile_instance_built(int variant, int bmx, int rw) {
+  return tile_shape_built(variant, bmx, rw);
+}
+
 int tile_clusters_bfloat16(int fmt, int bmx, int rw, int split, int variant) {
   return tile_clusters_typed<__nv_bfloat16>(fmt, bmx, rw, split, variant);
 }

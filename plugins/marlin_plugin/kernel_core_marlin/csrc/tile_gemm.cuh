@@ -1,4 +1,4 @@
-// Tensor-core tile GEMM for M >= 64 on SM90 (wgmma), on the stream kernel's packed layout.
+// Tensor-core tile GEMM for M >= 9 on SM90 (wgmma), on the stream kernel's packed layout.
 //
 // out[m, n] = chan[n] * sum_k x[m, k] * (decode(code[n, k]) * gscale[n, group(k)]) + bias[n]
 //
@@ -1090,7 +1090,7 @@ template <typename T, int FMT, int BMX, int RW, int KC = 1, int PROBE = kTilePro
 struct TileBulkCopies {
   using Layout = TileLayout<FMT, BMX, RW, KC>;
   static constexpr int V = VecCount<FMT>::value;
-  static constexpr int kTiles = Layout::kTiles;  // 8 or 16: a half is at most one copy per lane
+  static constexpr int kTiles = Layout::kTiles;  // 8, 16 or 24: a half is at most one copy per lane
   static constexpr int kHalf = kTiles / 2;  // at most 8: one weight tile per producer lane
 
   const GemmParams& p;

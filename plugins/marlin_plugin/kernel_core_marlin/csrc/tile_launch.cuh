@@ -206,6 +206,25 @@ constexpr bool tile_instance_exists(int bmx, int rw) {
   return !(VARIANT == kTileStream && bmx == 128 && rw == 2);
 }
 
+// Whether (bmx, rw) is among the shapes launch_tile_variant dispatches (KCM_TILE_SHAPES) and
+// variant `variant` has an instance of it: what the bindings check before a launch.
+#define KCM_TILE_SHAPES(X) X(16, 2) X(32, 2) X(16, 3) X(32, 3) X(64, 1) X(64, 2) X(128, 1) \
+  X(128, 2) X(256, 1)
+inline bool tile_shape_built(int variant, int bmx, int rw) {
+  bool listed = false;
+#define KCM_TILE_LISTED(B, R) listed = listed || (bmx == B && rw == R);
+  KCM_TILE_SHAPES(KCM_TILE_LISTED)
+#undef KCM_TILE_LISTED
+  if (!listed) return false;
+  switch (variant) {
+    case kTileBarrier: return tile_instance_exists<kTileBarrier>(bmx, rw);
+    case kTileSpecialized: return tile_instance_exists<kTileSpecialized>(bmx, rw);
+    case kTileBulk: return tile_instance_exists<kTileBulk>(bmx, rw);
+    case kTileStream: return tile_instance_exists<kTileStream>(bmx, rw);
+    default: return false;
+  }
+}
+
 template <typename T, int FMT, int VARIANT>
 int launch_tile_variant(const GemmParams& p, int bmx, int rw, int split, cudaStream_t stream) {
 #define KCM_TILE_LAUNCH(B, R)                                                           \
@@ -215,15 +234,7 @@ int launch_tile_variant(const GemmParams& p, int bmx, int rw, int split, cudaStr
     }                                                                                   \
     return static_cast<int>(cudaErrorInvalidValue);                                     \
   }
-  KCM_TILE_LAUNCH(16, 2)
-  KCM_TILE_LAUNCH(32, 2)
-  KCM_TILE_LAUNCH(16, 3)
-  KCM_TILE_LAUNCH(32, 3)
-  KCM_TILE_LAUNCH(64, 1)
-  KCM_TILE_LAUNCH(64, 2)
-  KCM_TILE_LAUNCH(128, 1)
-  KCM_TILE_LAUNCH(128, 2)
-  KCM_TILE_LAUNCH(256, 1)
+  KCM_TILE_SHAPES(KCM_TILE_LAUNCH)
 #undef KCM_TILE_LAUNCH
   return static_cast<int>(cudaErrorInvalidValue);
 }
@@ -257,15 +268,7 @@ int tile_clusters_variant(int fmt, int bmx, int rw, int split) {
     }                                                                                  \
     return -static_cast<int>(cudaErrorInvalidValue);                                   \
   }
-  KCM_TILE_CLUSTERS(16, 2)
-  KCM_TILE_CLUSTERS(32, 2)
-  KCM_TILE_CLUSTERS(16, 3)
-  KCM_TILE_CLUSTERS(32, 3)
-  KCM_TILE_CLUSTERS(64, 1)
-  KCM_TILE_CLUSTERS(64, 2)
-  KCM_TILE_CLUSTERS(128, 1)
-  KCM_TILE_CLUSTERS(128, 2)
-  KCM_TILE_CLUSTERS(256, 1)
+  KCM_TILE_SHAPES(KCM_TILE_CLUSTERS)
 #undef KCM_TILE_CLUSTERS
   return -static_cast<int>(cudaErrorInvalidValue);
 }
