@@ -1,16 +1,16 @@
 """The tile kernel's host side: which variant, tile shape and split serve a GEMM, and its op.
 
-The tile kernel (``csrc/tile_gemm.cuh``) runs the packed weights through wgmma on SM90 for
-M >= :func:`layer_min_m` (17; 9 on tall 4-bit layers, 25 for 8-bit codes): a block computes ``128 * rw`` weight rows x ``bmx`` tokens, and ``split``
-blocks of a thread-block cluster share K when the block count alone would leave SMs idle. Three
-launch variants exist (:data:`TILE_VARIANTS`): the barrier kernel (every warp copies, one
-block-wide barrier per chunk), the warp-specialized one (a producer warpgroup of cp.async, stages
-handed over by mbarriers), the bulk producer (the same consumers; the producer warpgroup moves
-each chunk with bulk copies from an activation image the op builds first) and stream-K (the bulk
-producer's warps on an even division of all the chunks over one block per SM, the tiles that
-blocks share summed through a workspace, :func:`stream_workspace`). :func:`tile_plan` chooses
-among the variants and shapes that have a per-chunk time (:data:`CHUNK_US`) by a small cost model
-(waves of blocks times the work of one block), so the choice is testable on the CPU.
+The tile kernel (``csrc/tile_gemm.cuh``) runs the packed weights through wgmma on SM90 for M >=
+:func:`layer_min_m` (17; 9 on tall 4-bit layers, 25 for 8-bit codes): a block computes ``128 * rw``
+weight rows x ``bmx`` tokens, and ``split`` blocks of a thread-block cluster share K when the block
+count alone would leave SMs idle. Three launch variants exist (:data:`TILE_VARIANTS`): the barrier
+kernel (every warp copies, one block-wide barrier per chunk), the warp-specialized one (a producer
+warpgroup of cp.async, stages handed over by mbarriers), the bulk producer (the same consumers; the
+producer warpgroup moves each chunk with bulk copies from an activation image the op builds first)
+and stream-K (the bulk producer's warps on an even division of all the chunks over one block per SM,
+the tiles that blocks share summed through a workspace, :func:`stream_workspace`). :func:`tile_plan`
+chooses among the variants and shapes that have a per-chunk time (:data:`CHUNK_US`) by a small cost
+model (waves of blocks times the work of one block), so the choice is testable on the CPU.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""On an SM90 GPU: the tile kernel (wgmma, M >= tile.TILE_MIN_M), every launch variant (barrier,
-warp-specialized, bulk producer, stream-K), against float64 for every format, M with and without tails, every tile shape
-and split with NaN-poisoned outputs, bias, and apply_weights through CUDA-graph replay and
-torch.compile(fullgraph=True)."""
+"""On an SM90 GPU: the tile kernel (wgmma, M >= tile.layer_min_m), every launch variant
+(barrier, warp-specialized, bulk producer, stream-K), against float64 for every format, M with and
+without tails, every tile shape and split with NaN-poisoned outputs, bias, and apply_weights
+through CUDA-graph replay and torch.compile(fullgraph=True)."""
 
 from __future__ import annotations
 
