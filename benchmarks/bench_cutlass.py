@@ -78,6 +78,7 @@ from kernel_core_cutlass.kernels import (
     CutlassInt8ScaledMMLinearKernel,
 )
 from kernel_core_cutlass.tiles import (
+    N_CLUSTERED_TILES,
     SWIZZLES,
     BlockTileConfig,
     Raster,
@@ -100,10 +101,8 @@ TILE_ROUNDS = {True: 1, False: 2}
 #: file, `kernels`: nvjet 128x128 with clusters of 4 along our N at M=128, 2 at M=256 on
 #: N=8192 and at M >= 1024, 2x4 on 28672 x 8192 at M=256): all of them up to M=256, above it
 #: the 1x2 ones (nvjet's 2x1 there; clusters of 4 and 8 get 116 / 112 CTAs from CUTLASS's grid
-#: heuristic, so 12-15% of the SMs would sit out many-wave problems).
-N_CLUSTERED_M256 = (TileConfig.PINGPONG_128x128_CLUSTER_N2, TileConfig.PINGPONG_128x128_CLUSTER_N4,
-                    TileConfig.COOPERATIVE_128x128_CLUSTER_N2,
-                    TileConfig.PINGPONG_128x128_CLUSTER_2x4)
+#: heuristic, so 12-15% of the SMs would sit out many-wave problems). All of them:
+#: tiles.N_CLUSTERED_TILES.
 N_CLUSTERED_LARGE_M = (TileConfig.PINGPONG_128x128_CLUSTER_N2,
                        TileConfig.COOPERATIVE_128x128_CLUSTER_N2)
 #: The tiles swept per M range (the heuristic's pick is always among them).
@@ -114,7 +113,7 @@ SWEEP = (
     (256, (TileConfig.SWAP_64x64, TileConfig.SWAP_64x64_K256, TileConfig.PINGPONG_64x128,
            TileConfig.PINGPONG_64x128_CLUSTER2, TileConfig.PINGPONG_64x256,
            TileConfig.PINGPONG_128x128_CLUSTER2, TileConfig.COOPERATIVE_128x128,
-           TileConfig.COOPERATIVE_128x128_STREAM_K, *N_CLUSTERED_M256)),
+           TileConfig.COOPERATIVE_128x128_STREAM_K, *N_CLUSTERED_TILES)),
     (1 << 30, (TileConfig.PINGPONG_64x128_CLUSTER2, TileConfig.PINGPONG_64x256,
                TileConfig.PINGPONG_128x128_CLUSTER2, TileConfig.COOPERATIVE_128x128,
                TileConfig.COOPERATIVE_128x128_STREAM_K, TileConfig.COOPERATIVE_128x256,
@@ -137,7 +136,7 @@ PAIRED_APPLY_M = (1, 16, 64)
 ORDER_SWEEP = (
     (256, (TileConfig.PINGPONG_64x128, TileConfig.PINGPONG_64x128_CLUSTER2,
            TileConfig.PINGPONG_128x128_CLUSTER2, TileConfig.PINGPONG_64x256,
-           TileConfig.COOPERATIVE_128x128, *N_CLUSTERED_M256)),
+           TileConfig.COOPERATIVE_128x128, *N_CLUSTERED_TILES)),
     (1 << 30, (TileConfig.PINGPONG_64x256, TileConfig.PINGPONG_128x128_CLUSTER2,
                TileConfig.COOPERATIVE_128x128, TileConfig.COOPERATIVE_128x256,
                TileConfig.COOPERATIVE_256x128, *N_CLUSTERED_LARGE_M)),

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "TileConfig",
+    "N_CLUSTERED_TILES",
     "BlockTileConfig",
     "Raster",
     "TileOrder",
@@ -69,6 +70,12 @@ class TileConfig(enum.IntEnum):
     PINGPONG_128x128_CLUSTER_N4 = 13  # pingpong, cluster 1x4: nvjet's 4x1 (M=128, all three shapes)
     COOPERATIVE_128x128_CLUSTER_N2 = 14  # cooperative (2 warpgroups per tile), cluster 1x2
     PINGPONG_128x128_CLUSTER_2x4 = 15  # pingpong, cluster 2x4: nvjet's 4x2 (28672 x 8192, M=256)
+
+
+#: The 128x128 tiles clustered along N (1x2, 1x4, 2x4 CTAs).
+N_CLUSTERED_TILES = (TileConfig.PINGPONG_128x128_CLUSTER_N2, TileConfig.PINGPONG_128x128_CLUSTER_N4,
+                     TileConfig.COOPERATIVE_128x128_CLUSTER_N2,
+                     TileConfig.PINGPONG_128x128_CLUSTER_2x4)
 
 
 class BlockTileConfig(enum.IntEnum):

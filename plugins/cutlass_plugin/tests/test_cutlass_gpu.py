@@ -16,7 +16,7 @@ from kernel_core.formats.fp8 import quantize_fp8, quantize_fp8_per_token_group
 from kernel_core.formats.int8 import quantize_int8
 from kernel_core.formats.layer import dequantize_weight, make_layer
 from kernel_core.testing import relative_error
-from kernel_core_cutlass.tiles import BlockTileConfig, TileConfig
+from kernel_core_cutlass.tiles import N_CLUSTERED_TILES, BlockTileConfig, TileConfig
 
 pytestmark = pytest.mark.gpu
 
@@ -221,10 +221,6 @@ def test_every_block_tile_configuration_is_correct(tile, m):
     assert relative_error(out[:m], ref) < 1.5e-2
 
 
-#: The 128x128 tiles clustered along N (1x2, 1x4, 2x4 CTAs): their clusters reach past a ragged
-#: N or M edge, where CTAs of a cluster hold no output tile yet take part in the multicasts.
-N_CLUSTERED = (TileConfig.PINGPONG_128x128_CLUSTER_N2, TileConfig.PINGPONG_128x128_CLUSTER_N4,
-               TileConfig.COOPERATIVE_128x128_CLUSTER_N2, TileConfig.PINGPONG_128x128_CLUSTER_2x4)
 
 #: Persistent tiles of each scheduler kind (data-parallel pingpong / cooperative with clusters
 #: along M, along N and both, swap-AB, stream-K) under non-default scheduler arguments: raster x
@@ -269,7 +265,7 @@ def test_tile_orders_cover_every_tile(tile, raster, swizzle, splits):
                     seed=int(tile) * 100 + raster * 10 + swizzle)
 
 
-@pytest.mark.parametrize("tile", N_CLUSTERED, ids=lambda t: t.name)
+@pytest.mark.parametrize("tile", N_CLUSTERED_TILES, ids=lambda t: t.name)
 @pytest.mark.parametrize("m, n", [(77, 200), (129, 648)])
 def test_n_clustered_tiles_on_narrow_ragged_layers(tile, m, n):
     """Clusters along N wider than what is left of N: N=200 makes 2 tile columns for a cluster
@@ -367,7 +363,7 @@ def test_pdl_launch_matches_plain_launch(dtype):
     w_scale = torch.rand(n, generator=g, device="cuda") + 0.5
     workspace = ops.workspace_for(w.device)
     tiles = set()
-    cases = [(m, -1) for m in (1, 16, 64, 100, 128)] + [(128, int(t)) for t in N_CLUSTERED]
+    cases = [(m, -1) for m in (1, 16, 64, 100, 128)] + [(128, int(t)) for t in N_CLUSTERED_TILES]
     for m, tile in cases:
         assert m <= ops.PDL_MAX_M
         tiles.add(scaled_mm_tile(m, n, k) if tile < 0 else TileConfig(tile))
@@ -381,7 +377,7 @@ def test_pdl_launch_matches_plain_launch(dtype):
             outs.append(ops.scaled_mm(q, w, s, w_scale, None, None, None, workspace,
                                       torch.bfloat16, tile, pdl))
         torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
-    assert len(tiles) == 3 + len(N_CLUSTERED), \
+    assert len(tiles) == 3 + len(N_CLUSTERED_TILES), \
         "the cases cover the swap-AB tiles, the 64x128 cluster tile and the tiles clustered along N"
 
 
