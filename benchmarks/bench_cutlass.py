@@ -529,8 +529,10 @@ def with_prefetch_bytes(total: int, call: Call) -> Call:
 
 def paired_apply(n: int, k: int, rows: list[dict], m_values: list[int]) -> None:
     """Whole fp8 / int8 ``apply_weights`` (bf16 in and out, quantizer included) against the bf16
-    matmul, interleaved, with and without the quantizer's weight prefetch (M <= 64) and with
-    the prefetch at the other size (``probe_prefetch_bytes``)."""
+    matmul, interleaved, with and without the quantizer's weight prefetch (M <= 64), with the
+    prefetch at the other size (``probe_prefetch_bytes``) and with the GEMM launched plainly
+    after the quantizer (``fp8_apply_plain_launch``: what PDL and the weight-first decode tiles
+    save)."""
     gen = torch.Generator(device="cuda").manual_seed(n + k)
     weight = torch.randn((n, k), generator=gen, device="cuda") * 0.05
     fp8_config = FP8ScaledMMLinearLayerConfig(weight_shape=(n, k))
@@ -557,10 +559,16 @@ def paired_apply(n: int, k: int, rows: list[dict], m_values: list[int]) -> None:
             q, s, _, _ = quant.quantize_int8_per_token(xs[i], True)
             return ops.scaled_mm(q, i8[i].weight, s, i8[i].weight_scale, None, None, None, ws, bf16)
 
+        def fp8_plain_launch(i: int) -> torch.Tensor:
+            q, s = quant.quantize_fp8_per_token(xs[i])
+            return ops.scaled_mm(q, f8[i].weight, s, f8[i].weight_scale, None, None, None, ws, bf16,
+                                 -1, False)
+
         candidates = {
             "bf16_matmul": [lambda i=i: torch.matmul(xs[i], bf16_weights[i].t()) for i in sets],
             "ours": [lambda i=i: fp8.apply_weights(f8[i], xs[i]) for i in sets],
             "fp8_apply_no_prefetch": [lambda i=i: fp8_without_prefetch(i) for i in sets],
+            "fp8_apply_plain_launch": [lambda i=i: fp8_plain_launch(i) for i in sets],
             "int8_apply": [lambda i=i: int8.apply_weights(i8[i], xs[i]) for i in sets],
             "int8_apply_no_prefetch": [lambda i=i: int8_without_prefetch(i) for i in sets],
         }

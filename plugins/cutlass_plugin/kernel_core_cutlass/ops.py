@@ -78,8 +78,11 @@ NVCC_FLAGS = ("-O3", "--expt-relaxed-constexpr", "-DNDEBUG")
 #: C++ side refuses a GEMM that would need more than this.
 WORKSPACE_BYTES = 32 << 20
 #: Launch the W8A8 GEMMs as programmatic dependents of the quantizer before them: the kernels of
-#: the small-M, mid-M and cluster-N units are compiled with the waits this needs; the others
-#: (large M: stream-K) launch plainly whatever is asked (csrc/scaled_mm_sm90.cuh, launch()).
+#: the mid-M and cluster-N units are compiled with CUTLASS's waits, the decode tiles of the
+#: small-M unit (M <= 64) wait themselves after loading their first weight tiles (the weight
+#: streams while the quantizer runs; the kernel before must therefore not write the weight); the
+#: others (large M: stream-K; the swept 128-deep swap tiles) launch plainly whatever is asked
+#: (csrc/scaled_mm_sm90.cuh, WeightFirstMainloop and launch()).
 LAUNCH_WITH_PDL = True
 #: ... and only up to this M. Measured on an H100 (NOTES.md v3): up to M=128 (the swap-AB tiles and
 #: the 64x128 cluster-2x1 tile) the overlap took 1.0-1.4 us off each apply; at M=256 and 1024 the
@@ -201,7 +204,8 @@ def _scaled_mm(
     ``x`` (M, K) and ``w`` (N, K), both float8_e4m3fn or both int8; scales fp32 with 1 or M/N
     elements; ``token_zp_neg`` (-zero point, fp32, 1 or M elements) only for asymmetric int8.
     ``tile=-1`` lets :func:`~kernel_core_cutlass.tiles.scaled_mm_tile` choose; ``pdl`` launches
-    the GEMM as a programmatic dependent of the kernel before it when M <= ``PDL_MAX_M``.
+    the GEMM as a programmatic dependent of the kernel before it when M <= ``PDL_MAX_M`` (that
+    kernel may write ``x`` and the scales, not ``w``: see ``LAUNCH_WITH_PDL``).
     ``raster`` / ``swizzle`` / ``splits``: the tile scheduler's arguments (``tiles.TileOrder``);
     -1 takes :func:`~kernel_core_cutlass.tiles.scaled_mm_order`'s value.
     """

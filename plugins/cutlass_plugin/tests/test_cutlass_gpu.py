@@ -381,6 +381,52 @@ def test_pdl_launch_matches_plain_launch(dtype):
         "the cases cover the swap-AB tiles, the 64x128 cluster tile and the tiles clustered along N"
 
 
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.int8])
+@pytest.mark.parametrize("m", [1, 16, 64])
+def test_weight_first_tiles_wait_for_the_quantizer(dtype, m, monkeypatch):
+    """The decode tiles (M <= 64) load their weight tiles before waiting for the quantizer they
+    follow (WeightFirstMainloop, csrc/scaled_mm_sm90.cuh); the activation codes and token scales
+    must still be read only after it. Every tensor the quantizer allocates starts as NaN / 0xFF
+    bytes, and rows are long (K = 28672, a row per quantizer program), so an
+    activation or scale read before the wait would show in the output: it must be finite and
+    equal a plain launch's bit for bit."""
+    from kernel_core_cutlass import ops, quant
+    from kernel_core_cutlass.tiles import scaled_mm_tile
+
+    n, k = 4096, 28672
+    assert scaled_mm_tile(m, n, k) in (TileConfig.SWAP_64x16_K256, TileConfig.SWAP_64x64_K256)
+    g = torch.Generator(device="cuda").manual_seed(31 + m)
+    if dtype == torch.int8:
+        w = torch.randint(-128, 128, (n, k), generator=g, device="cuda", dtype=torch.int8)
+    else:
+        w = (torch.randn(n, k, generator=g, device="cuda") * 50).to(dtype)
+    w_scale = torch.rand(n, generator=g, device="cuda") + 0.5
+    workspace = ops.workspace_for(w.device)
+    x = torch.randn((m, k), generator=g, device="cuda").to(torch.bfloat16)
+    empty = torch.empty
+    poisoned = []
+
+    def poisoned_empty(*args, **kwargs):
+        block = empty(*args, **kwargs)
+        block.view(torch.uint8).fill_(0xFF)  # NaN in e4m3fn and float32, -1 in int8 / int32
+        poisoned.append(block.data_ptr())
+        return block
+
+    outs = []
+    for pdl in (True, False):
+        with monkeypatch.context() as patch:
+            patch.setattr(torch, "empty", poisoned_empty)
+            if dtype == torch.int8:
+                q, s, _, _ = quant.quantize_int8_per_token(x, True)
+            else:
+                q, s = quant.quantize_fp8_per_token(x)
+        assert q.data_ptr() in poisoned and s.data_ptr() in poisoned
+        outs.append(ops.scaled_mm(q, w, s, w_scale, None, None, None, workspace, torch.bfloat16,
+                                  -1, pdl))
+    assert torch.isfinite(outs[0]).all()
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("k", [4864, 33024], ids=["one_pass", "two_pass"])
 def test_quantizers_match_the_reference_codes(k):
     from kernel_core_cutlass import quant

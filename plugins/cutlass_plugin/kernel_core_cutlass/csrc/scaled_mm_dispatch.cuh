@@ -32,6 +32,10 @@ struct dispatch_scaled_mm {
   template <class Tile, class Cluster, class Schedule, class Epi, bool Swap,
             class Scheduler = cutlass::gemm::PersistentScheduler>
   using K = ScaledMmSm90<ElementAB, ElementD, Tile, Cluster, Schedule, Epi, Swap, Scheduler>;
+  // The decode tiles: one tile per CTA, the weight loaded before the quantizer ends.
+  template <class Tile>
+  using WeightFirstK = ScaledMmSm90<ElementAB, ElementD, Tile, Cluster1, Single, PingpongEpilogue, true,
+                                    cutlass::gemm::PersistentScheduler, true>;
 
   static const char* run(int config, ScaledMmArgs const& a) {
     switch (config) {
@@ -50,9 +54,9 @@ struct dispatch_scaled_mm {
       case kPingpong64x256:
         return run_if_in_unit<kTileGroup[kPingpong64x256] == Group, K<Shape<_64, _256, _128>, Cluster1, Pingpong, PingpongEpilogue, false>>(a);
       case kSwap64x16K256:
-        return run_if_in_unit<kTileGroup[kSwap64x16K256] == Group, K<Shape<_64, _16, _256>, Cluster1, Single, PingpongEpilogue, true>>(a);
+        return run_if_in_unit<kTileGroup[kSwap64x16K256] == Group, WeightFirstK<Shape<_64, _16, _256>>>(a);
       case kSwap64x64K256:
-        return run_if_in_unit<kTileGroup[kSwap64x64K256] == Group, K<Shape<_64, _64, _256>, Cluster1, Single, PingpongEpilogue, true>>(a);
+        return run_if_in_unit<kTileGroup[kSwap64x64K256] == Group, WeightFirstK<Shape<_64, _64, _256>>>(a);
       case kPingpong64x128Cluster2:
         return run_if_in_unit<kTileGroup[kPingpong64x128Cluster2] == Group, K<Shape<_64, _128, _128>, Cluster2, Pingpong, PingpongEpilogue, false>>(a);
       case kPingpong128x128Cluster2:

@@ -1,8 +1,8 @@
 // fp8 x fp8 -> f16, the tiles of group kSmallM (one unit per type pair and group, so the build
 // runs them in parallel; see scaled_mm_dispatch.cuh).
-// Grid-dependency waits in the kernels, so they can be launched as programmatic dependents of
-// the activation quantizer (see launch() in scaled_mm_sm90.cuh). Before any CUTLASS header.
-#define CUTLASS_ENABLE_GDC_FOR_SM90
+// No CUTLASS grid-dependency waits here: the decode tiles wait for the quantizer themselves, after
+// their first weight loads (WeightFirstMainloop in scaled_mm_sm90.cuh); the 128-deep swap tiles,
+// swept only, then launch plainly.
 #include "scaled_mm_dispatch.cuh"
 
 namespace kernel_core_cutlass {

@@ -36,7 +36,8 @@ using namespace cute;
 
 // Whether this translation unit compiles the kernels' grid-dependency waits. A unit defines
 // CUTLASS_ENABLE_GDC_FOR_SM90 before its includes to get them; the units holding stream-K kernels
-// cannot (CUTLASS 4.2's stream-K scheduler does not compile with it) and always launch plainly.
+// cannot (CUTLASS 4.2's stream-K scheduler does not compile with it) and launch plainly, and the
+// small-M unit leaves the kernels' own wait out for WeightFirstMainloop's (below).
 #ifdef CUTLASS_ENABLE_GDC_FOR_SM90
 constexpr bool kWaitsOnPredecessor = true;  // internal linkage: per unit
 #else
@@ -44,9 +45,9 @@ constexpr bool kWaitsOnPredecessor = false;  // internal linkage: per unit
 #endif
 
 // Shared by every GEMM: checks, workspace, launch. Returns nullptr or a static error text.
-// With `pdl` (and the waits compiled) the kernel is launched as a programmatic dependent of the
-// kernel before it in the stream: each CTA waits for that kernel to finish before its first
-// global-memory access, so only the launch and the prologue overlap the quantizer's tail.
+// With `pdl` the kernel is launched as a programmatic dependent of the kernel before it in the
+// stream; the caller passes it only for kernels that wait for that kernel before reading what it
+// writes (CUTLASS's waits compiled in, or WeightFirstMainloop).
 template <class Gemm>
 const char* launch(typename Gemm::Arguments& args, void* workspace, size_t workspace_bytes,
                    int64_t stream, bool pdl) {
@@ -61,7 +62,7 @@ const char* launch(typename Gemm::Arguments& args, void* workspace, size_t works
   if (gemm.initialize(args, workspace, cuda_stream) != cutlass::Status::kSuccess) {
     return "CUTLASS initialize failed";
   }
-  if (gemm.run(cuda_stream, nullptr, pdl && kWaitsOnPredecessor) != cutlass::Status::kSuccess) {
+  if (gemm.run(cuda_stream, nullptr, pdl) != cutlass::Status::kSuccess) {
     return "CUTLASS kernel launch failed";
   }
   return nullptr;
@@ -78,6 +79,81 @@ const char* run_if_in_unit(Args const& a) {
     return "tile configuration not built in this translation unit (binding and tile group disagree)";
   }
 }
+
+// griddepcontrol.wait: returns once the grid this one was launched as a programmatic dependent
+// of has finished and its writes are visible (at once when launched plainly).
+CUTLASS_DEVICE void wait_for_prerequisite_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+// The mainloop of the one-tile-per-CTA swap-AB kernels (M <= 64), loading the weight before the
+// quantizer ends. At decode sizes the GEMM is a stream of weight bytes, and launched as a
+// programmatic dependent of the activation quantizer, CUTLASS's kernel waits for the quantizer
+// before its first load: the quantizer's ~2 us (one SM per token row, launch to last store) add
+// to the weight stream. The weight is not written by the quantizer, so here the producer fills
+// every stage's weight tile first (Stages x 64 x 256 bytes, ~10 stages: several microseconds of
+// this CTA's share of HBM), then waits for the quantizer, then loads the activation tiles of those
+// stages and goes on as CUTLASS's load does. A stage's barrier expects both tiles' bytes from its
+// producer_acquire on, so a consumer never reads a stage before its activation tile has landed.
+// The epilogue's reads of the token scales come after the consumers have waited on stages whose
+// activation tiles were loaded after the wait. Needs a unit without CUTLASS's own wait (which
+// would come first) and a cluster of one CTA (no multicast), and is written for the
+// non-persistent KernelTmaWarpSpecialized schedule, which calls load() once per CTA.
+template <class Mainloop>
+struct WeightFirstMainloop : Mainloop {
+  static_assert(size(typename Mainloop::DispatchPolicy::ClusterShape{}) == 1,
+                "WeightFirstMainloop issues no multicast copies");
+  static_assert(!kWaitsOnPredecessor,
+                "CUTLASS's own wait would precede the weight loads: build this kernel in a unit "
+                "without CUTLASS_ENABLE_GDC_FOR_SM90");
+  static constexpr int kStages = Mainloop::DispatchPolicy::Stages;
+
+  template <class TensorA, class TensorB, class KTileIterator, class BlockCoord>
+  CUTLASS_DEVICE void load(typename Mainloop::Params const& params,
+                           typename Mainloop::MainloopPipeline pipeline,
+                           typename Mainloop::PipelineState write,
+                           cute::tuple<TensorA, TensorB> const& load_inputs, BlockCoord const& blk_coord,
+                           KTileIterator k_tile_iter, int k_tile_count, int /*thread_idx*/,
+                           uint32_t /*block_rank_in_cluster*/,
+                           typename Mainloop::TensorStorage& shared_tensors) {
+    // With SwapAB, CUTLASS's A is the weight and B the activations.
+    Tensor sA = make_tensor(make_smem_ptr(shared_tensors.smem_A.data()), typename Mainloop::SmemLayoutA{});
+    Tensor sB = make_tensor(make_smem_ptr(shared_tensors.smem_B.data()), typename Mainloop::SmemLayoutB{});
+    auto [m_coord, n_coord, k_coord, l_coord] = blk_coord;
+    auto tma_a = params.tma_load_a.get_slice(0);
+    auto tma_b = params.tma_load_b.get_slice(0);
+    Tensor tAgA = tma_a.partition_S(get<0>(load_inputs)(_, _, m_coord, _, l_coord));  // (TMA,TMA_M,TMA_K,k)
+    Tensor tAsA = tma_a.partition_D(sA);                                                  // (TMA,TMA_M,TMA_K,PIPE)
+    Tensor tBgB = tma_b.partition_S(get<1>(load_inputs)(_, _, n_coord, _, l_coord));
+    Tensor tBsB = tma_b.partition_D(sB);
+    int const lead = k_tile_count < kStages ? k_tile_count : kStages;
+    bool const elected = cute::elect_one_sync();
+    if (elected) {
+      auto stage = write;
+      auto k_tile = k_tile_iter;
+      for (int i = 0; i < lead; ++i, ++stage, ++k_tile) {
+        pipeline.producer_acquire(stage);
+        copy(params.tma_load_a.with(*pipeline.producer_get_barrier(stage)), tAgA(_, _, _, *k_tile),
+             tAsA(_, _, _, stage.index()));
+      }
+    }
+    __syncwarp();
+    wait_for_prerequisite_grid();
+    if (elected) {
+      CUTLASS_PRAGMA_NO_UNROLL
+      for (int i = 0; i < k_tile_count; ++i, ++write, ++k_tile_iter) {
+        auto* barrier = pipeline.producer_get_barrier(write);
+        if (i >= lead) {
+          pipeline.producer_acquire(write);
+          copy(params.tma_load_a.with(*barrier), tAgA(_, _, _, *k_tile_iter), tAsA(_, _, _, write.index()));
+        }
+        copy(params.tma_load_b.with(*barrier), tBgB(_, _, _, *k_tile_iter), tBsB(_, _, _, write.index()));
+      }
+    }
+  }
+};
 
 // Broadcasts in the (M, N) frame of the CUTLASS problem. `PerRow` varies with M, `PerCol` with N.
 template <class Tile, class Element>
@@ -198,8 +274,10 @@ void set_tile_order(Arguments& args, TileOrder const& order, bool swap_ab) {
 
 // `Scheduler` is cutlass::gemm::PersistentScheduler (data-parallel tiles; ignored by the
 // non-persistent KernelTmaWarpSpecialized schedules) or StreamKScheduler (cooperative only).
+// `WeightFirst`: CUTLASS's mainloop wrapped in WeightFirstMainloop.
 template <class ElementAB, class ElementD, class Tile, class Cluster, class MainloopSchedule,
-          class EpilogueSchedule, bool SwapAB, class Scheduler = cutlass::gemm::PersistentScheduler>
+          class EpilogueSchedule, bool SwapAB, class Scheduler = cutlass::gemm::PersistentScheduler,
+          bool WeightFirst = false>
 struct ScaledMmSm90 {
   using ElementAcc = std::conditional_t<std::is_same_v<ElementAB, int8_t>, int32_t, float>;
   // A is (rows, K) K-major; B is (K, cols) stored as (cols, K) K-major, i.e. column-major.
@@ -218,12 +296,15 @@ struct ScaledMmSm90 {
       cutlass::epilogue::collective::EpilogueTileAuto, ElementAcc, float, void, LayoutD, kAlignD,
       ElementD, LayoutD, kAlignD, EpilogueSchedule, typename Tree::Tree>::CollectiveOp;
 
-  using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+  using BuiltMainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, ElementAB, LayoutA, kAlignAB, ElementAB,
       LayoutB, kAlignAB, ElementAcc, Tile, Cluster,
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(
           sizeof(typename Epilogue::SharedStorage))>,
       MainloopSchedule>::CollectiveOp;
+  using Mainloop = std::conditional_t<WeightFirst, WeightFirstMainloop<BuiltMainloop>, BuiltMainloop>;
+  // Whether a launch as a programmatic dependent is safe: the kernel waits for its predecessor.
+  static constexpr bool kWaits = WeightFirst || kWaitsOnPredecessor;
 
   using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue,
                                                       Scheduler>;
@@ -251,7 +332,7 @@ struct ScaledMmSm90 {
     args.hw_info.device_id = a.device;
     args.hw_info.sm_count = a.sm_count;
     set_tile_order<Scheduler>(args, a.order, SwapAB);
-    return launch<Gemm>(args, a.workspace, a.workspace_bytes, a.stream, a.pdl);
+    return launch<Gemm>(args, a.workspace, a.workspace_bytes, a.stream, a.pdl && kWaits);
   }
 };
 
