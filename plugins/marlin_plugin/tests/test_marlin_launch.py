@@ -130,6 +130,13 @@ def _plan(exe: Path, fmt: int, mt: int, m: int, n: int, k: int, groups: int, gro
     return json.loads(result.stdout)
 
 
+def _even_grid(n16: int, sms: int = H100_SMS) -> int:
+    """The bulk launches' block count (stream_gemm.cuh, kBulkEvenGrid): as few blocks as keep
+    the widest block's row tiles when one block per SM would split them unevenly."""
+    widest = -(-n16 // min(sms, n16))
+    return -(-n16 // widest)
+
+
 #: (format, M tiles, M, N, K, groups, group size, zero points, act-order): the benchmark's shapes
 #: for int4 g128, NVFP4 and 8-bit codes, plus small N, K tails, zero points and act-order.
 PLAN_CASES = [
@@ -161,8 +168,9 @@ def test_bulk_plan_fits_and_covers(plan_harness: Path, case) -> None:
     n16, chunks = -(-n // 16), -(-k // 64)
     vectors = Format.BITS[fmt] // 4
     tiles = plan["tiles_per_pass"]
-    assert plan["blocks"] == min(H100_SMS, n16)
+    assert plan["blocks"] == _even_grid(n16)
     span = -(-n16 // plan["blocks"])
+    assert span == -(-n16 // min(H100_SMS, n16)), "the even grid keeps the widest block's tiles"
     assert 1 <= tiles <= 16 // mt and tiles <= span
     # Few passes (each re-reads the activations): no more than the register budget forces, unless
     # shared memory does.
@@ -205,6 +213,19 @@ def test_bulk_plan_fits_and_covers(plan_harness: Path, case) -> None:
             lo = min(cb * 64 // group_size, groups - 1)
             hi = min((ce * 64 - 1) // group_size, groups - 1)
             assert hi - lo + 1 <= plan["group_cap"], (cb, lo, hi)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n, blocks", [(28672, 128), (8192, 128), (10240, 128),
+                                       (16 * H100_SMS * 8, H100_SMS), (16 * 100, 100),
+                                       (16 * 201, 101)])
+def test_even_grid_keeps_the_widest_block(plan_harness: Path, n: int, blocks: int) -> None:
+    """The benchmark layers (N16 = 128 k row tiles) run on 128 blocks of exactly k tiles, not
+    132 blocks of k or k - 1; a multiple of the SM count keeps one block per SM, fewer row
+    tiles than SMs one block per tile, and 201 tiles 101 blocks of at most 2."""
+    plan = _plan(plan_harness, Format.INT4, 1, 1, n, 4096, 32, 128)
+    assert plan["code"] == 0, plan
+    assert plan["blocks"] == blocks == _even_grid(n // 16)
 
 
 #: (M tiles, M, N, K, whether every pass of the widest block holds whole tile groups): pipeline 4
@@ -284,7 +305,7 @@ def test_bulk_plan_sixteen_consumers(plan_harness: Path, case) -> None:
     n16 = -(-n // 16)
     span = -(-n16 // plan["blocks"])
     tiles = plan["tiles_per_pass"]
-    assert plan["blocks"] == min(H100_SMS, n16)
+    assert plan["blocks"] == _even_grid(n16)
     assert 1 <= tiles <= 4 and tiles <= span
     # The register budget alone allows 4 tiles: with unbounded shared memory the fewest passes of
     # at most 4 tiles, split evenly; fewer tiles only where shared memory forces them (8-bit

@@ -761,11 +761,13 @@ constexpr int kBulkTileGroup = 4;
 //: BulkPlan::decode of the probe that times the consumers without the copy pipeline.
 constexpr int kConsumersAlone = 2;
 
-//: plan_bulk's `grid` for gpu/probe_bulk.py only (no launch of the plugin passes it): as few blocks
-//: as keep the widest block's row tiles, ceil(N16 / widest), so that every block but possibly the
-//: last holds the widest block's tiles. The four benchmark layers have N16 = 128 k row tiles:
-//: 132 blocks give 76-116 blocks k tiles and the rest k - 1 (the widest carry 132 / 128 of the
-//: mean), 128 blocks give every block k and leave 4 SMs idle.
+//: plan_bulk's `grid` of every bulk launch of the plugin (its default): as few blocks as keep the
+//: widest block's row tiles, ceil(N16 / widest), so that every block but possibly the last holds
+//: the widest block's tiles. The four benchmark layers have N16 = 128 k row tiles: 132 blocks give
+//: 76-116 blocks k tiles and the rest k - 1 (the widest carry 132 / 128 of the mean), 128 blocks
+//: give every block k and leave 4 SMs idle. The time is the widest block's, so nothing is lost,
+//: and the copies of the 128 share the device's rate: NOTES.md v37 measured pipeline 6 at M=1
+//: 0.2-0.7 us faster on the even grid in five of five paired comparisons.
 constexpr int kBulkEvenGrid = -1;
 
 // Shared-memory geometry of one launch, computed on the host (plan_bulk) and passed by value.
@@ -1488,11 +1490,11 @@ inline int power_of_two_group_shift(const GemmParams& p) {
 // shared memory per block), or a cudaError_t value when the launch cannot be served.
 // min_stages: the fewest stages a plan with more than one tile or chunk per warp may have (3; 2
 // lets passes of 4-7 tiles with 16 activation rows keep 2 chunks per warp and stage).
-// grid (gpu/probe_bulk.py only; 0 everywhere else): 0 one block per SM (at most N16), a positive
-// count at most that many blocks, kBulkEvenGrid as few as keep the widest block's tiles.
+// grid: kBulkEvenGrid (the plugin's launches) as few blocks as keep the widest block's tiles; 0 one
+// block per SM (at most N16), a positive count at most that many blocks (gpu/probe_bulk.py).
 template <int FMT, int MT>
 int plan_bulk(const GemmParams& p, int sms, int smem_limit, BulkPlan& plan, int& blocks,
-              int tiles_cap = 16 / MT, int min_stages = 3, int grid = 0) {
+              int tiles_cap = 16 / MT, int min_stages = 3, int grid = kBulkEvenGrid) {
   constexpr int V = VecCount<FMT>::value;
   const int w = p.WK;
   // Every stage copies at least one activation channel (K ends in the last chunk) and the bulk
@@ -1636,11 +1638,11 @@ cudaError_t encode_bulk_maps(const GemmParams& p, const BulkPlan& plan, BulkMaps
 // and the tail's per-chunk branch measured 2-11% slower there (8192 x 28672, 8192 x 8192 at
 // M = 1, 4 and 16; NOTES.md v6). min_stages: plan_bulk's. scale_after: the exact-tail consumer
 // multiplies the group scales into the mma sums (pipeline 6; 4-bit integer codes where
-// scale_groups_hold_chunks). grid: plan_bulk's (gpu/probe_bulk.py only).
+// scale_groups_hold_chunks). grid: plan_bulk's (the probe passes others).
 template <typename T, int FMT, int MT>
 int launch_gemm_bulk(const GemmParams& p, cudaStream_t stream, int tiles_cap = 16 / MT,
                      int decode = 1, bool flat = false, bool exact_tail = false,
-                     int min_stages = 3, bool scale_after = false, int grid = 0) {
+                     int min_stages = 3, bool scale_after = false, int grid = kBulkEvenGrid) {
   int device = 0, major = 0, sms = 0, smem_limit = 0;
   cudaError_t err = cudaGetDevice(&device);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
