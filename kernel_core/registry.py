@@ -16,9 +16,9 @@ import threading
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from importlib import metadata as importlib_metadata
 from typing import Any
 
-import importlib_metadata
 import pluggy
 
 from kernel_core import envs, hookspecs

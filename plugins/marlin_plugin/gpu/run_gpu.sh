@@ -42,7 +42,7 @@ export KERNEL_CORE_CACHE_DIR=${KERNEL_CORE_CACHE_DIR:-$PWD/.cache/kernel-core}
 export MAX_JOBS=${MAX_JOBS:-16}
 exec > >(tee -a "$OUT/log.txt") 2>&1
 nvidia-smi --query-gpu=name,clocks.max.sm,memory.total --format=csv,noheader
-# The device has no network: pure-python dependencies missing there (importlib_metadata) come
+# The device has no network: Python packages missing there (nvidia-cutlass, flashinfer) come
 # as wheels carried in .whl/.
 if compgen -G ".whl/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
