@@ -105,9 +105,6 @@ template <class Mainloop>
 struct WeightFirstMainloop : Mainloop {
   static_assert(size(typename Mainloop::DispatchPolicy::ClusterShape{}) == 1,
                 "WeightFirstMainloop issues no multicast copies");
-  static_assert(!kWaitsOnPredecessor,
-                "CUTLASS's own wait would precede the weight loads: build this kernel in a unit "
-                "without CUTLASS_ENABLE_GDC_FOR_SM90");
   static constexpr int kStages = Mainloop::DispatchPolicy::Stages;
 
   template <class TensorA, class TensorB, class KTileIterator, class BlockCoord>
@@ -303,6 +300,9 @@ struct ScaledMmSm90 {
           sizeof(typename Epilogue::SharedStorage))>,
       MainloopSchedule>::CollectiveOp;
   using Mainloop = std::conditional_t<WeightFirst, WeightFirstMainloop<BuiltMainloop>, BuiltMainloop>;
+  static_assert(!(WeightFirst && kWaitsOnPredecessor),
+                "CUTLASS's own wait would precede the weight loads: build a weight-first kernel in a "
+                "unit without CUTLASS_ENABLE_GDC_FOR_SM90");
   // Whether a launch as a programmatic dependent is safe: the kernel waits for its predecessor.
   static constexpr bool kWaits = WeightFirst || kWaitsOnPredecessor;
 
