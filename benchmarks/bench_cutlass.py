@@ -124,6 +124,9 @@ SWEEP = (
 #: every candidate once as one CUDA-graph replay of at least REPLAY_MS (a batch of passes over the
 #: rotated copies: no host gaps), the candidates in a rotating order, reversed every other round.
 PAIR_ROUNDS = 21
+#: Weight stages requested before the decode tiles' wait, measured beside ops.WEIGHT_LEAD_STAGES
+#: in the apply rows (0: wait first; -1: the whole ring).
+WEIGHT_LEAD_PROBES = (0, 1, 2, -1)
 SWEEP_ROUNDS = 7
 REPLAY_MS = 1.0
 PAIRED_M = (128, 256, 1024, 4096)
@@ -511,6 +514,21 @@ def probe_prefetch_bytes(m: int) -> int:
     return above if nominal == decode else decode
 
 
+def with_weight_lead(stages: int, call: Call) -> Call:
+    """``call`` with the decode tiles requesting ``stages`` weight stages before they wait for
+    the quantizer (``ops.WEIGHT_LEAD_STAGES``, read when the GEMM is launched, so a captured graph
+    keeps it)."""
+    def run() -> Any:
+        default = ops.WEIGHT_LEAD_STAGES
+        ops.WEIGHT_LEAD_STAGES = stages
+        try:
+            return call()
+        finally:
+            ops.WEIGHT_LEAD_STAGES = default
+
+    return run
+
+
 def with_prefetch_bytes(total: int, call: Call) -> Call:
     """``call`` with the quantizers' weight prefetch set to ``total`` bytes at every M up to
     ``quant.PREFETCH_MAX_M``: a probe of ``quant.PREFETCH_BYTES`` / ``PREFETCH_DECODE_BYTES``, read
@@ -530,9 +548,9 @@ def with_prefetch_bytes(total: int, call: Call) -> Call:
 def paired_apply(n: int, k: int, rows: list[dict], m_values: list[int]) -> None:
     """Whole fp8 / int8 ``apply_weights`` (bf16 in and out, quantizer included) against the bf16
     matmul, interleaved, with and without the quantizer's weight prefetch (M <= 64), with the
-    prefetch at the other size (``probe_prefetch_bytes``) and with the GEMM launched plainly
-    after the quantizer (``fp8_apply_plain_launch``: what PDL and the weight-first decode tiles
-    save)."""
+    prefetch at the other size (``probe_prefetch_bytes``), with the GEMM launched plainly
+    after the quantizer (``fp8_apply_plain_launch``: what PDL saves) and with the decode tiles
+    requesting other counts of weight stages before their wait (``WEIGHT_LEAD_PROBES``)."""
     gen = torch.Generator(device="cuda").manual_seed(n + k)
     weight = torch.randn((n, k), generator=gen, device="cuda") * 0.05
     fp8_config = FP8ScaledMMLinearLayerConfig(weight_shape=(n, k))
@@ -569,6 +587,9 @@ def paired_apply(n: int, k: int, rows: list[dict], m_values: list[int]) -> None:
             "ours": [lambda i=i: fp8.apply_weights(f8[i], xs[i]) for i in sets],
             "fp8_apply_no_prefetch": [lambda i=i: fp8_without_prefetch(i) for i in sets],
             "fp8_apply_plain_launch": [lambda i=i: fp8_plain_launch(i) for i in sets],
+            **{f"fp8_apply_lead_{'all' if stages < 0 else stages}": [with_weight_lead(
+                stages, lambda i=i: fp8.apply_weights(f8[i], xs[i])) for i in sets]
+               for stages in WEIGHT_LEAD_PROBES if stages != ops.WEIGHT_LEAD_STAGES},
             "int8_apply": [lambda i=i: int8.apply_weights(i8[i], xs[i]) for i in sets],
             "int8_apply_no_prefetch": [lambda i=i: int8_without_prefetch(i) for i in sets],
         }

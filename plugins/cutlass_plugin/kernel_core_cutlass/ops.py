@@ -79,11 +79,15 @@ NVCC_FLAGS = ("-O3", "--expt-relaxed-constexpr", "-DNDEBUG")
 WORKSPACE_BYTES = 32 << 20
 #: Launch the W8A8 GEMMs as programmatic dependents of the quantizer before them: the kernels of
 #: the mid-M and cluster-N units are compiled with CUTLASS's waits, the decode tiles of the
-#: small-M unit (M <= 64) wait themselves after loading their first weight tiles (the weight
-#: streams while the quantizer runs; the kernel before must therefore not write the weight); the
-#: others (large M: stream-K; the swept 128-deep swap tiles) launch plainly whatever is asked
-#: (csrc/scaled_mm_sm90.cuh, WeightFirstMainloop and launch()).
+#: small-M unit (M <= 64) wait themselves, after requesting WEIGHT_LEAD_STAGES weight tiles (the
+#: kernel before must therefore not write the weight); the others (large M: stream-K; the swept
+#: 128-deep swap tiles) launch plainly whatever is asked (csrc/scaled_mm_sm90.cuh,
+#: WeightFirstMainloop and launch()).
 LAUNCH_WITH_PDL = True
+#: Weight stages the decode tiles request before waiting for the quantizer (0 none, -1 the whole
+#: ring), read when a GEMM is launched. NOTES.md v12: the whole ring ahead was no faster than
+#: waiting first on the H200.
+WEIGHT_LEAD_STAGES = 1
 #: ... and only up to this M. Measured on an H100 (NOTES.md v3): up to M=128 (the swap-AB tiles and
 #: the 64x128 cluster-2x1 tile) the overlap took 1.0-1.4 us off each apply; at M=256 and 1024 the
 #: persistent pingpong tiles without a cluster (64x128, 64x256) ran 20-70% slower when launched
@@ -220,7 +224,7 @@ def _scaled_mm(
     order = _order_args(scaled_mm_order(m, n, x.shape[1], TileConfig(tile)), raster, swizzle, splits)
     build().scaled_mm(
         out, x, w, token_scale, channel_scale, token_zp_neg, channel_colsum, bias, workspace,
-        tile, sm_count, _stream(index), pdl and m <= PDL_MAX_M, *order,
+        tile, sm_count, _stream(index), pdl and m <= PDL_MAX_M, WEIGHT_LEAD_STAGES, *order,
     )
     return out
 

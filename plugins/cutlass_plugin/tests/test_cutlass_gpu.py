@@ -323,6 +323,18 @@ def test_fp8_zero_point_is_refused():
                       int(TileConfig.PINGPONG_64x128))
 
 
+def test_bad_weight_lead_is_refused(monkeypatch):
+    """ops.WEIGHT_LEAD_STAGES below -1 reaches the binding's check, which names it."""
+    from kernel_core_cutlass import ops
+
+    monkeypatch.setattr(ops, "WEIGHT_LEAD_STAGES", -2)
+    x = torch.ones((16, 256), device="cuda").to(torch.float8_e4m3fn)
+    s = torch.ones(16, device="cuda")
+    with pytest.raises(RuntimeError, match=re.escape(
+            "weight_lead_stages must be -1 (all) or a stage count >= 0, found -2")):
+        ops.scaled_mm(x, x, s, s, None, None, None, ops.workspace_for(x.device), torch.bfloat16)
+
+
 @pytest.mark.parametrize("m", [1, 33, 64])
 def test_weight_prefetch_leaves_the_quantizer_outputs_unchanged(m, monkeypatch):
     """The extra prefetch programs of the per-token quantizers only read the weight: codes and
@@ -383,16 +395,18 @@ def test_pdl_launch_matches_plain_launch(dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.int8])
 @pytest.mark.parametrize("m", [1, 16, 64])
-def test_weight_first_tiles_wait_for_the_quantizer(dtype, m, monkeypatch):
-    """The decode tiles (M <= 64) load their weight tiles before waiting for the quantizer they
-    follow (WeightFirstMainloop, csrc/scaled_mm_sm90.cuh); the activation codes and token scales
-    must still be read only after it. Every tensor the quantizer allocates starts as NaN / 0xFF
+@pytest.mark.parametrize("lead", [0, 1, 2, -1])
+def test_weight_first_tiles_wait_for_the_quantizer(dtype, m, lead, monkeypatch):
+    """The decode tiles (M <= 64) may request weight tiles (``lead`` stages, -1 all) before
+    waiting for the quantizer they follow (WeightFirstMainloop, csrc/scaled_mm_sm90.cuh); the
+    activation codes and token scales must still be read only after it. Every tensor the quantizer allocates starts as NaN / 0xFF
     bytes, and rows are long (K = 28672, a row per quantizer program), so an
     activation or scale read before the wait would show in the output: it must be finite and
     equal a plain launch's bit for bit."""
     from kernel_core_cutlass import ops, quant
     from kernel_core_cutlass.tiles import scaled_mm_tile
 
+    monkeypatch.setattr(ops, "WEIGHT_LEAD_STAGES", lead)
     n, k = 4096, 28672
     assert scaled_mm_tile(m, n, k) in (TileConfig.SWAP_64x16_K256, TileConfig.SWAP_64x64_K256)
     g = torch.Generator(device="cuda").manual_seed(31 + m)

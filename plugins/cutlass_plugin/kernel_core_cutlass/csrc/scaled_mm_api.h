@@ -73,8 +73,11 @@ struct ScaledMmArgs {
   size_t workspace_bytes;
   int64_t stream;
   // Launch with programmatic dependent launch: the GEMM's prologue overlaps the end of the kernel
-  // before it (the activation quantizer); every global access still waits for that kernel.
+  // before it (the activation quantizer); every access to what that kernel writes waits for it.
   bool pdl;
+  // The decode tiles (kSwap*K256): weight stages requested before that wait (WeightFirstMainloop;
+  // 0 none, -1 all); the other tiles ignore it.
+  int weight_lead_stages;
   TileOrder order;
 };
 

@@ -88,27 +88,45 @@ CUTLASS_DEVICE void wait_for_prerequisite_grid() {
 #endif
 }
 
-// The mainloop of the one-tile-per-CTA swap-AB kernels (M <= 64), loading the weight before the
-// quantizer ends. At decode sizes the GEMM is a stream of weight bytes, and launched as a
+// The mainloop of the one-tile-per-CTA swap-AB kernels (M <= 64), able to load the weight before
+// the quantizer ends. At decode sizes the GEMM is a stream of weight bytes, and launched as a
 // programmatic dependent of the activation quantizer, CUTLASS's kernel waits for the quantizer
-// before its first load: the quantizer's ~2 us (one SM per token row, launch to last store) add
-// to the weight stream. The weight is not written by the quantizer, so here the producer fills
-// every stage's weight tile first (Stages x 64 x 256 bytes, ~10 stages: several microseconds of
-// this CTA's share of HBM), then waits for the quantizer, then loads the activation tiles of those
-// stages and goes on as CUTLASS's load does. A stage's barrier expects both tiles' bytes from its
-// producer_acquire on, so a consumer never reads a stage before its activation tile has landed.
-// The epilogue's reads of the token scales come after the consumers have waited on stages whose
+// before its first load. The weight is not written by the quantizer, so here the producer may
+// request the weight tiles of the first `lead_stages` stages (a runtime argument: 0 waits first,
+// as CUTLASS does; -1 every stage) before it waits, then loads those stages' activation tiles and
+// goes on as CUTLASS's load does. A stage's barrier expects both tiles' bytes from its
+// producer_acquire on, so a consumer never reads a stage before its activation tile has landed;
+// the epilogue's reads of the token scales come after the consumers have waited on stages whose
 // activation tiles were loaded after the wait. Needs a unit without CUTLASS's own wait (which
 // would come first) and a cluster of one CTA (no multicast), and is written for the
-// non-persistent KernelTmaWarpSpecialized schedule, which calls load() once per CTA.
+// non-persistent KernelTmaWarpSpecialized schedule, which calls load() once per CTA. How many
+// stages pay is measured (NOTES.md v12): every stage ahead measured no faster than waiting
+// first, the weight requests delaying the quantizer's own reads.
 template <class Mainloop>
 struct WeightFirstMainloop : Mainloop {
   static_assert(size(typename Mainloop::DispatchPolicy::ClusterShape{}) == 1,
                 "WeightFirstMainloop issues no multicast copies");
   static constexpr int kStages = Mainloop::DispatchPolicy::Stages;
 
+  struct Arguments : Mainloop::Arguments {
+    int lead_stages = 0;
+  };
+  struct Params : Mainloop::Params {
+    int lead_stages = 0;
+  };
+
+  template <class ProblemShape>
+  static constexpr Params to_underlying_arguments(ProblemShape const& problem_shape, Arguments const& args,
+                                                  void* workspace) {
+    Params params{};
+    static_cast<typename Mainloop::Params&>(params) =
+        Mainloop::to_underlying_arguments(problem_shape, args, workspace);
+    params.lead_stages = args.lead_stages;
+    return params;
+  }
+
   template <class TensorA, class TensorB, class KTileIterator, class BlockCoord>
-  CUTLASS_DEVICE void load(typename Mainloop::Params const& params,
+  CUTLASS_DEVICE void load(Params const& params,
                            typename Mainloop::MainloopPipeline pipeline,
                            typename Mainloop::PipelineState write,
                            cute::tuple<TensorA, TensorB> const& load_inputs, BlockCoord const& blk_coord,
@@ -125,7 +143,8 @@ struct WeightFirstMainloop : Mainloop {
     Tensor tAsA = tma_a.partition_D(sA);                                                  // (TMA,TMA_M,TMA_K,PIPE)
     Tensor tBgB = tma_b.partition_S(get<1>(load_inputs)(_, _, n_coord, _, l_coord));
     Tensor tBsB = tma_b.partition_D(sB);
-    int const lead = k_tile_count < kStages ? k_tile_count : kStages;
+    int lead = params.lead_stages < 0 || params.lead_stages > kStages ? kStages : params.lead_stages;
+    lead = k_tile_count < lead ? k_tile_count : lead;
     bool const elected = cute::elect_one_sync();
     if (elected) {
       auto stage = write;
@@ -326,9 +345,11 @@ struct ScaledMmSm90 {
     typename Gemm::Arguments args{
         cutlass::gemm::GemmUniversalMode::kGemm,
         {rows, cols, a.k, 1},
-        {ptr_rows, stride_a, ptr_cols, stride_b},
+        {},
         {Tree::arguments(a), nullptr, stride_d, static_cast<ElementD*>(a.out), stride_d},
     };
+    static_cast<typename BuiltMainloop::Arguments&>(args.mainloop) = {ptr_rows, stride_a, ptr_cols, stride_b};
+    if constexpr (WeightFirst) args.mainloop.lead_stages = a.weight_lead_stages;
     args.hw_info.device_id = a.device;
     args.hw_info.sm_count = a.sm_count;
     set_tile_order<Scheduler>(args, a.order, SwapAB);
