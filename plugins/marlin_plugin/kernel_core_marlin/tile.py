@@ -43,6 +43,8 @@ __all__ = [
     "STREAM_CHUNK_US",
     "STREAM_SHAPES",
     "SMALL_STREAM_SHAPES",
+    "FP4_SMALL_STREAM_FITS",
+    "format_costs",
     "TileDispatch",
     "stream_workspace",
     "TilePlan",
@@ -156,6 +158,14 @@ _SHARED_SM_SLOWDOWN = 1.8
 #: outputs went out 16 bytes a lane (v32): 29 / 38 / 35.
 _STREAM_OVERHEAD_CHUNKS = {(64, 1): 20, (64, 2): 20, (128, 1): 23, (256, 1): 28, (16, 2): 21,
                            (32, 2): 20, (16, 3): 17, (32, 3): 20}
+#: The 16- and 32-token blocks on 4-bit float codes (NVFP4 measured; MXFP4 shares the decode): (us
+#: a chunk, fixed cost in chunks), least squares over the same four layers and runs as int4's
+#: (-v39b.json, within 2.1%). FP4's decode costs more a tile than int4's, and more so on 384-row
+#: blocks (0.627 against 0.587 us a chunk at 32 tokens), so by int4's fits NVFP4 took 32 x 384 on
+#: the tall layers at M=32 (58.96 / 60.95 us) where 32 x 256 ran 57.84 / 59.06 in the same rounds,
+#: and the 16-token block on 8192^2 at M=16 (22.46 us) where its stream kernel ran 22.1 (-v39.json).
+FP4_SMALL_STREAM_FITS = {(16, 2): (0.428, 22), (32, 2): (0.443, 23), (16, 3): (0.561, 20),
+                         (32, 3): (0.627, 22)}
 
 
 @dataclass(frozen=True)
@@ -180,6 +190,8 @@ def tile_supported(device: torch.device) -> bool:
 ClusterLimits = Mapping[tuple[int, int, int, int], int]
 #: Per-chunk time in us of one block by ``(variant, bmx, rw)`` (see :data:`CHUNK_US`).
 ChunkTimes = Mapping[tuple[int, int, int], float]
+#: Fixed cost of a stream-K block in chunks by (bmx, rw).
+StreamOverheads = Mapping[tuple[int, int], int]
 
 
 def variant_shapes(variant: int) -> list[tuple[int, int]]:
@@ -194,15 +206,29 @@ def ideal_cluster_limits(sms: int) -> dict[tuple[int, int, int, int], int]:
             for (bmx, rw) in variant_shapes(variant) for split in range(1, MAX_SPLIT + 1)}
 
 
+def format_costs(fmt: int) -> tuple[ChunkTimes, StreamOverheads]:
+    """The per-chunk times and stream-K fixed costs the planner weighs for codes of ``fmt``:
+    the measured ones, with 4-bit float codes' own fits for the small stream-K blocks."""
+    if fmt != Format.FP4:
+        return CHUNK_US, _STREAM_OVERHEAD_CHUNKS
+    chunk_us = dict(CHUNK_US)
+    overheads = dict(_STREAM_OVERHEAD_CHUNKS)
+    for (bmx, rw), (us, fixed) in FP4_SMALL_STREAM_FITS.items():
+        chunk_us[(STREAM_K, bmx, rw)] = us
+        overheads[(bmx, rw)] = fixed
+    return chunk_us, overheads
+
+
 def _waves_and_cost(m: int, n: int, chunks: int, shape: tuple[int, int, int], split: int,
-                    limits: ClusterLimits, sms: int, chunk_us: ChunkTimes) -> tuple[int, float]:
+                    limits: ClusterLimits, sms: int, chunk_us: ChunkTimes,
+                    stream_overheads: StreamOverheads) -> tuple[int, float]:
     """Waves of clusters and the modelled time in us of ``shape = (variant, bmx, rw)``."""
     variant, bmx, rw = shape
     if variant == STREAM_K:
         units = math.ceil(n / (128 * rw)) * math.ceil(m / bmx) * chunks
         blocks = min(sms, units)
         waves = math.ceil(blocks / max(1, limits[(variant, bmx, rw, 1)]))
-        per_block = math.ceil(units / blocks) + _STREAM_OVERHEAD_CHUNKS[(bmx, rw)]
+        per_block = math.ceil(units / blocks) + stream_overheads[(bmx, rw)]
         return waves, waves * per_block * chunk_us[shape]
     clusters = math.ceil(n / (128 * rw)) * math.ceil(m / bmx)
     fit = max(1, limits[(variant, bmx, rw, split)])
@@ -217,10 +243,12 @@ def _waves_and_cost(m: int, n: int, chunks: int, shape: tuple[int, int, int], sp
 
 
 def tile_plan(m: int, n: int, chunks: int, limits: ClusterLimits, sms: int,
-              chunk_us: ChunkTimes = CHUNK_US) -> TilePlan:
+              chunk_us: ChunkTimes = CHUNK_US,
+              stream_overheads: StreamOverheads = _STREAM_OVERHEAD_CHUNKS) -> TilePlan:
     """The cheapest (variant, bmx, rw, split) for ``m`` tokens, ``n`` weight rows and ``chunks``
     64-channel chunks of K, given how many clusters of each fit on the device at once, its SM
-    count and the per-chunk times of the candidates (only measured ones by default)."""
+    count and the per-chunk times of the candidates (only measured ones by default; a format's
+    own: :func:`format_costs`)."""
     if m < 1 or n < 1 or chunks < 1:
         raise ValueError(f"m, n and chunks must be positive, found {m}, {n}, {chunks}")
     unknown = sorted({shape[0] for shape in chunk_us} - set(TILE_VARIANTS))
@@ -233,7 +261,8 @@ def tile_plan(m: int, n: int, chunks: int, limits: ClusterLimits, sms: int,
             continue
         splits = 1 if shape[0] == STREAM_K else min(MAX_SPLIT, chunks)  # stream-K: no clusters
         for split in range(1, splits + 1):
-            waves, cost = _waves_and_cost(m, n, chunks, shape, split, limits, sms, chunk_us)
+            waves, cost = _waves_and_cost(m, n, chunks, shape, split, limits, sms, chunk_us,
+                                          stream_overheads)
             if best is None or cost < best[0]:
                 best = (cost, shape, split, waves)
     if best is None:
@@ -259,8 +288,7 @@ def stream_kernel_m16_us(fmt: int, n: int, chunks: int, sms: int) -> float:
     return fixed + per_unit * math.ceil(math.ceil(n / 256) * chunks / sms)
 
 
-def layer_min_m(fmt: int, n: int, chunks: int, limits: ClusterLimits, sms: int,
-                chunk_us: ChunkTimes = CHUNK_US) -> int:
+def layer_min_m(fmt: int, n: int, chunks: int, limits: ClusterLimits, sms: int) -> int:
     """Fewest tokens the tile kernel serves on a layer: for 4-bit codes
     :data:`TILE_SMALL_MIN_M` where the plan at M=16 is one of stream-K's 16-token blocks and
     models faster than the format's stream kernel (:func:`stream_kernel_m16_us`; on the benchmark
@@ -268,7 +296,7 @@ def layer_min_m(fmt: int, n: int, chunks: int, limits: ClusterLimits, sms: int,
     :data:`TILE_MIN_M_8BIT` for 8-bit codes."""
     if fmt not in STREAM_KERNEL_M16_US:
         return TILE_MIN_M_8BIT
-    plan = tile_plan(16, n, chunks, limits, sms, chunk_us)
+    plan = tile_plan(16, n, chunks, limits, sms, *format_costs(fmt))
     small = plan.variant == STREAM_K and (plan.bmx, plan.rw) in SMALL_STREAM_SHAPES
     if small and plan.cost_us < stream_kernel_m16_us(fmt, n, chunks, sms):
         return TILE_SMALL_MIN_M
@@ -320,9 +348,11 @@ class TileDispatch:
     (outside any graph capture), and the plan of every M seen (planning runs in Python)."""
 
     def __init__(self, limits: ClusterLimits, sms: int, n: int, chunks: int,
-                 chunk_us: ChunkTimes = CHUNK_US, min_m: int = TILE_MIN_M) -> None:
+                 chunk_us: ChunkTimes = CHUNK_US, min_m: int = TILE_MIN_M,
+                 stream_overheads: StreamOverheads = _STREAM_OVERHEAD_CHUNKS) -> None:
         self.limits, self.sms, self.n, self.chunks = dict(limits), sms, n, chunks
         self.chunk_us = dict(chunk_us)
+        self.stream_overheads = dict(stream_overheads)
         self.min_m = min_m
         self._plans: dict[int, TilePlan] = {}
 
@@ -334,7 +364,9 @@ class TileDispatch:
         sms = torch.cuda.get_device_properties(device).multi_processor_count
         stream_workspace(device)  # at load: never inside a graph capture
         limits = device_cluster_limits(device, fmt)
-        return cls(limits, sms, n, chunks, min_m=layer_min_m(fmt, n, chunks, limits, sms))
+        chunk_us, overheads = format_costs(fmt)
+        return cls(limits, sms, n, chunks, chunk_us, layer_min_m(fmt, n, chunks, limits, sms),
+                   overheads)
 
     def serves(self, m: int) -> bool:
         return self.min_m <= m < TILE_MAX_M
@@ -343,7 +375,7 @@ class TileDispatch:
         found = self._plans.get(m)
         if found is None:
             found = self._plans[m] = tile_plan(m, self.n, self.chunks, self.limits, self.sms,
-                                               self.chunk_us)
+                                               self.chunk_us, self.stream_overheads)
         return found
 
 

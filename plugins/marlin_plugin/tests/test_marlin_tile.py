@@ -165,28 +165,48 @@ def test_dispatch_serves_its_range_and_caches_plans() -> None:
 
 
 #: The small-token plans and where the tile kernel starts on the four benchmark layers, by the
-#: v39b fits: (n, chunks): ((bmx, rw) at M=16, at M=32, int4's first M, NVFP4's first M).
-SMALL_PLANS = {(28672, 128): ((16, 3), (32, 3), 9, 9), (8192, 448): ((16, 3), (32, 3), 9, 9),
-               (10240, 128): ((16, 2), (32, 2), 17, 9), (8192, 128): ((16, 2), (32, 2), 17, 9)}
+#: v39b fits: (n, chunks): ((bmx, rw) at M=16, at M=32, first M) for int4 and for NVFP4 (its own
+#: fits, tile.FP4_SMALL_STREAM_FITS).
+SMALL_PLANS = {
+    (28672, 128): {ops.Format.INT4: ((16, 3), (32, 3), 9), ops.Format.FP4: ((16, 3), (32, 2), 9)},
+    (8192, 448): {ops.Format.INT4: ((16, 3), (32, 3), 9), ops.Format.FP4: ((16, 3), (32, 2), 9)},
+    (10240, 128): {ops.Format.INT4: ((16, 2), (32, 2), 17), ops.Format.FP4: ((16, 2), (32, 2), 9)},
+    (8192, 128): {ops.Format.INT4: ((16, 2), (32, 2), 17), ops.Format.FP4: ((16, 2), (32, 2), 17)},
+}
 
 
+@pytest.mark.parametrize("fmt", [ops.Format.INT4, ops.Format.FP4], ids=["int4", "fp4"])
 @pytest.mark.parametrize("layer", list(SMALL_PLANS))
-def test_small_token_blocks_from_their_minimum_m(layer: tuple[int, int]) -> None:
-    """M = 17..32 takes stream-K's 32-token blocks (384 rows on the tall layers, where they were
-    measured faster, 256 on the others), M = 9..16 the 16-token ones where the layer starts there:
-    4-bit layers whose plan models faster than their format's stream kernel (int4: the tall ones;
-    NVFP4, whose stream kernel is slower: all four); 8-bit codes from 25."""
+def test_small_token_blocks_from_their_minimum_m(layer: tuple[int, int], fmt: int) -> None:
+    """M = 17..32 takes stream-K's 32-token blocks (384 rows for int4 on the tall layers, where
+    they were measured faster; 256 elsewhere and for NVFP4, whose 384-row blocks measured slower
+    there), M = 9..16 the 16-token ones where the layer starts there: 4-bit layers whose plan
+    models faster than their format's stream kernel (int4: the tall ones; NVFP4: all but 8192^2,
+    where its stream kernel measured 22.1 us against 22.46 for the 16-token block)."""
     n, chunks = layer
-    at_16, at_32, int4_min, fp4_min = SMALL_PLANS[layer]
+    at_16, at_32, first = SMALL_PLANS[layer][fmt]
+    costs = tile.format_costs(fmt)
     for m, shape in ((9, at_16), (16, at_16), (17, at_32), (24, at_32), (32, at_32)):
-        plan = tile.tile_plan(m, n, chunks, H100_LIKE, SMS)
+        plan = tile.tile_plan(m, n, chunks, H100_LIKE, SMS, *costs)
         assert (plan.variant, plan.bmx, plan.rw) == (tile.STREAM_K, *shape), (m, plan)
+    assert tile.layer_min_m(fmt, n, chunks, H100_LIKE, SMS) == first
 
-    def first_m(fmt: int) -> int:
-        return tile.layer_min_m(fmt, n, chunks, H100_LIKE, SMS)
 
-    assert (first_m(ops.Format.INT4), first_m(ops.Format.FP4)) == (int4_min, fp4_min)
-    assert first_m(ops.Format.INT8) == first_m(ops.Format.FP8) == tile.TILE_MIN_M_8BIT == 25
+def test_eight_bit_codes_start_the_tile_kernel_at_25() -> None:
+    for n, chunks in SMALL_PLANS:
+        for fmt in (ops.Format.INT8, ops.Format.FP8):
+            assert tile.layer_min_m(fmt, n, chunks, H100_LIKE, SMS) == tile.TILE_MIN_M_8BIT == 25
+
+
+def test_format_costs_replace_only_the_small_stream_blocks() -> None:
+    int4_us, int4_fixed = tile.format_costs(ops.Format.INT4)
+    fp4_us, fp4_fixed = tile.format_costs(ops.Format.FP4)
+    assert int4_us is tile.CHUNK_US
+    changed = {key for key in int4_us if int4_us[key] != fp4_us[key]}
+    assert changed == {(tile.STREAM_K, *shape) for shape in tile.SMALL_STREAM_SHAPES}
+    assert {key for key in int4_fixed if int4_fixed[key] != fp4_fixed[key]} <= set(
+        tile.SMALL_STREAM_SHAPES)
+    assert tile.format_costs(ops.Format.INT8) == (int4_us, int4_fixed)
 
 
 @pytest.mark.parametrize("n,chunks", [(2048, 64), (1024, 64), (4096, 28), (256, 4)])

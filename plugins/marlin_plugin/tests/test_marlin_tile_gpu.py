@@ -127,8 +127,9 @@ def test_planned_tile_against_float64(name: str, m: int, variant: int) -> None:
     dispatch = kernel._tile
     plan = dispatch.plan(m)
     if variant == tile.STREAM_K:
-        own = {key: us for key, us in tile.CHUNK_US.items() if key[0] == tile.STREAM_K}
-        plan = tile.tile_plan(m, dispatch.n, dispatch.chunks, dispatch.limits, dispatch.sms, own)
+        own = {key: us for key, us in dispatch.chunk_us.items() if key[0] == tile.STREAM_K}
+        plan = tile.tile_plan(m, dispatch.n, dispatch.chunks, dispatch.limits, dispatch.sms, own,
+                              dispatch.stream_overheads)
     out = torch.full((m, config.out_features), float("nan"), device="cuda",
                      dtype=config.act_dtype)
     _launch(kernel, layer, x2, bias, out, plan.bmx, plan.rw, plan.split, variant)
