@@ -357,6 +357,15 @@ def test_weight_prefetch_leaves_the_quantizer_outputs_unchanged(m, monkeypatch):
                                b.view(torch.uint8) if b.dtype == torch.float8_e4m3fn else b)
 
 
+def _w8_weight(dtype: torch.dtype, n: int, k: int, g: torch.Generator):
+    """A random (n, k) weight of fp8 or int8 codes and its per-channel scales."""
+    if dtype == torch.int8:
+        w = torch.randint(-128, 128, (n, k), generator=g, device="cuda", dtype=torch.int8)
+    else:
+        w = (torch.randn(n, k, generator=g, device="cuda") * 50).to(dtype)
+    return w, torch.rand(n, generator=g, device="cuda") + 0.5
+
+
 @pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.int8])
 def test_pdl_launch_matches_plain_launch(dtype):
     """The GEMM launched as a programmatic dependent of the quantizer reads the quantizer's
@@ -368,11 +377,7 @@ def test_pdl_launch_matches_plain_launch(dtype):
 
     n, k = 8192, 4096
     g = torch.Generator(device="cuda").manual_seed(9)
-    if dtype == torch.int8:
-        w = torch.randint(-128, 128, (n, k), generator=g, device="cuda", dtype=torch.int8)
-    else:
-        w = (torch.randn(n, k, generator=g, device="cuda") * 50).to(dtype)
-    w_scale = torch.rand(n, generator=g, device="cuda") + 0.5
+    w, w_scale = _w8_weight(dtype, n, k, g)
     workspace = ops.workspace_for(w.device)
     tiles = set()
     cases = [(m, -1) for m in (1, 16, 64, 100, 128)] + [(128, int(t)) for t in N_CLUSTERED_TILES]
@@ -410,11 +415,7 @@ def test_weight_first_tiles_wait_for_the_quantizer(dtype, m, lead, monkeypatch):
     n, k = 4096, 28672
     assert scaled_mm_tile(m, n, k) in (TileConfig.SWAP_64x16_K256, TileConfig.SWAP_64x64_K256)
     g = torch.Generator(device="cuda").manual_seed(31 + m)
-    if dtype == torch.int8:
-        w = torch.randint(-128, 128, (n, k), generator=g, device="cuda", dtype=torch.int8)
-    else:
-        w = (torch.randn(n, k, generator=g, device="cuda") * 50).to(dtype)
-    w_scale = torch.rand(n, generator=g, device="cuda") + 0.5
+    w, w_scale = _w8_weight(dtype, n, k, g)
     workspace = ops.workspace_for(w.device)
     x = torch.randn((m, k), generator=g, device="cuda").to(torch.bfloat16)
     empty = torch.empty
