@@ -401,19 +401,22 @@ def test_pdl_launch_matches_plain_launch(dtype):
 @pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.int8])
 @pytest.mark.parametrize("m", [1, 16, 64])
 @pytest.mark.parametrize("lead", [0, 1, 2, -1])
-def test_weight_first_tiles_wait_for_the_quantizer(dtype, m, lead, monkeypatch):
+@pytest.mark.parametrize("k", [28672, 1024], ids=["long_k", "fewer_k_tiles_than_stages"])
+def test_weight_first_tiles_wait_for_the_quantizer(dtype, m, lead, k, monkeypatch):
     """The decode tiles (M <= 64) may request weight tiles (``lead`` stages, -1 all) before
     waiting for the quantizer they follow (WeightFirstMainloop, csrc/scaled_mm_sm90.cuh); the
-    activation codes and token scales must still be read only after it. Every tensor the quantizer allocates starts as NaN / 0xFF
-    bytes, and rows are long (K = 28672, a row per quantizer program), so an
-    activation or scale read before the wait would show in the output: it must be finite and
-    equal a plain launch's bit for bit."""
+    activation codes and token scales must still be read only after it. Every tensor the
+    quantizer allocates starts as NaN / 0xFF bytes, so an activation or scale read before the
+    wait would show in the output: it must be finite and equal a plain launch's bit for bit. Long
+    rows (K = 28672: a row per quantizer program) give an early read time to happen; K = 1024 (4
+    k-tiles) checks a lead longer than the whole K loop."""
     from kernel_core_cutlass import ops, quant
     from kernel_core_cutlass.tiles import scaled_mm_tile
 
     monkeypatch.setattr(ops, "WEIGHT_LEAD_STAGES", lead)
-    n, k = 4096, 28672
+    n = 4096
     assert scaled_mm_tile(m, n, k) in (TileConfig.SWAP_64x16_K256, TileConfig.SWAP_64x64_K256)
+    assert ops.LAUNCH_WITH_PDL and m <= ops.PDL_MAX_M, "the pdl=True call must launch with PDL"
     g = torch.Generator(device="cuda").manual_seed(31 + m)
     w, w_scale = _w8_weight(dtype, n, k, g)
     workspace = ops.workspace_for(w.device)

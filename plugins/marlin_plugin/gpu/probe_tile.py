@@ -51,6 +51,7 @@ from kernel_core_marlin.kernels import (
     MarlinMxFp4LinearKernel,
     MarlinNvFp4LinearKernel,
 )
+from kernel_core_marlin.prepare import Format
 
 from probe_sources import tile_probe_digest
 
@@ -298,6 +299,9 @@ def variant_name(variant: int, bmx: int, rw: int, split: int) -> str:
 #: The variants this probe launches: the shim passes no stream-K workspace, so variant 3 is
 #: measured through the extension's op (benchmarks/bench_marlin.py) instead.
 PROBED_VARIANTS = [v for v in tile.TILE_VARIANTS if v != tile.STREAM_K]
+#: Stream-K's fixed costs, which the planner's model takes beside the per-chunk times; unused for
+#: the probed (whole-tile) variants.
+STREAM_OVERHEADS = tile.format_costs(Format.INT4)[1]
 PROBED_CHUNK_US = {shape: us for shape, us in tile.CHUNK_US.items() if shape[0] in PROBED_VARIANTS}
 
 
@@ -340,7 +344,8 @@ def time_formats(replays: int, m_values: tuple[int, ...], fmts: list[str], varia
                     del weights
                 bf16_us = bf16_cache[(n, k, m)]
                 chunks = layer.weight.shape[1]
-                plan = tile.tile_plan(m, n, chunks, limits, sms, PROBED_CHUNK_US)
+                plan = tile.tile_plan(m, n, chunks, limits, sms, PROBED_CHUNK_US,
+                                      STREAM_OVERHEADS)
                 candidates = {(plan.variant, plan.bmx, plan.rw, plan.split)}
                 for variant in variants:
                     for bmx, rw in TILE_SHAPES:
@@ -530,7 +535,7 @@ def fit_chunk_times(rows: list[dict], sms: int) -> dict[str, float]:
             bmx, rw, split = (int(f.split("=")[1]) for f in parts[2:])
             shape = (variant, bmx, rw)
             _, units = tile._waves_and_cost(row["M"], row["N"], row["chunks"], shape, split,
-                                            limits, sms, {shape: 1.0})
+                                            limits, sms, {shape: 1.0}, STREAM_OVERHEADS)
             ratios.setdefault(shape, []).append(us / units)
     return {",".join(map(str, shape)): round(statistics.median(r), 3)
             for shape, r in sorted(ratios.items())}

@@ -2,6 +2,8 @@
 //
 // Only torch/extension.h is included (no ATen/cuda headers, which the CPU wheel lacks), so the
 // caller passes the CUDA stream as an integer: torch.cuda.current_stream().cuda_stream.
+#include <limits>
+
 #include <torch/extension.h>
 #include "kernel_core/check.h"
 
@@ -102,8 +104,8 @@ void scaled_mm(torch::Tensor out, torch::Tensor x, torch::Tensor w, torch::Tenso
   args.workspace_bytes = static_cast<size_t>(workspace.nbytes());
   args.stream = stream;
   args.pdl = pdl;
-  KC_CHECK(weight_lead_stages >= -1, "weight_lead_stages must be -1 (all) or a stage count >= 0, found ",
-           weight_lead_stages);
+  KC_CHECK(weight_lead_stages >= -1 && weight_lead_stages <= std::numeric_limits<int>::max(),
+           "weight_lead_stages must be -1 (all) or a stage count >= 0, found ", weight_lead_stages);
   args.weight_lead_stages = static_cast<int>(weight_lead_stages);
   args.order = tile_order(raster, swizzle, splits);
 

@@ -92,16 +92,19 @@ CUTLASS_DEVICE void wait_for_prerequisite_grid() {
 // the quantizer ends. At decode sizes the GEMM is a stream of weight bytes, and launched as a
 // programmatic dependent of the activation quantizer, CUTLASS's kernel waits for the quantizer
 // before its first load. The weight is not written by the quantizer, so here the producer may
-// request the weight tiles of the first `lead_stages` stages (a runtime argument: 0 waits first,
-// as CUTLASS does; -1 every stage) before it waits, then loads those stages' activation tiles and
-// goes on as CUTLASS's load does. A stage's barrier expects both tiles' bytes from its
-// producer_acquire on, so a consumer never reads a stage before its activation tile has landed;
-// the epilogue's reads of the token scales come after the consumers have waited on stages whose
-// activation tiles were loaded after the wait. Needs a unit without CUTLASS's own wait (which
-// would come first) and a cluster of one CTA (no multicast), and is written for the
-// non-persistent KernelTmaWarpSpecialized schedule, which calls load() once per CTA. How many
-// stages pay is measured (NOTES.md v12): every stage ahead measured no faster than waiting
-// first, the weight requests delaying the quantizer's own reads.
+// request the weight tiles of the first `lead_stages` stages (a runtime argument: 0 waits first, as
+// CUTLASS does; -1 every stage) before it waits, then loads those stages' activation tiles and goes
+// on as CUTLASS's load does. A stage's barrier expects both tiles' bytes from its producer_acquire
+// on, so a consumer never reads a stage before its activation tile has landed; the epilogue's reads
+// of the token scales come after the consumers have waited on stages whose activation tiles were
+// loaded after the wait. (One exception in form only: a one-element broadcast, such as M=1's token
+// scale, reads its value when CUTLASS builds the epilogue, before any wait, for an is-zero test
+// that only a tree with a C source uses; these trees have none and the compiled kernels hold no
+// global load before the wait.) Needs a unit without CUTLASS's own wait (which would come first)
+// and a cluster of one CTA (no multicast), and is written for the non-persistent
+// KernelTmaWarpSpecialized schedule, which calls load() once per CTA. How many stages pay was
+// measured (NOTES.md v12, v12b): one stage ahead 0.07-0.9 us under waiting first on the H200, the
+// whole ring slower (its requests hold back the quantizer's own reads).
 template <class Mainloop>
 struct WeightFirstMainloop : Mainloop {
   static_assert(size(typename Mainloop::DispatchPolicy::ClusterShape{}) == 1,
