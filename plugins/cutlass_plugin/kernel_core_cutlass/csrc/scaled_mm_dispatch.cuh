@@ -50,7 +50,7 @@ struct dispatch_scaled_mm {
       case kCooperative128x256:
         return run_if_in_unit<kTileGroup[kCooperative128x256] == Group, K<Shape<_128, _256, _128>, Cluster2, Cooperative, CooperativeEpilogue, false>>(a);
       case kCooperative256x128:
-        return run_if_in_unit<kTileGroup[kCooperative256x128] == Group, K<Shape<_256, _128, _128>, Shape<_1, _2, _1>, Cooperative, CooperativeEpilogue, false>>(a);
+        return run_if_in_unit<kTileGroup[kCooperative256x128] == Group, K<Shape<_256, _128, _128>, ClusterN2, Cooperative, CooperativeEpilogue, false>>(a);
       case kPingpong64x256:
         return run_if_in_unit<kTileGroup[kPingpong64x256] == Group, K<Shape<_64, _256, _128>, Cluster1, Pingpong, PingpongEpilogue, false>>(a);
       case kSwap64x16K256:
