@@ -85,8 +85,9 @@ WORKSPACE_BYTES = 32 << 20
 #: WeightFirstMainloop and launch()).
 LAUNCH_WITH_PDL = True
 #: Weight stages the decode tiles request before waiting for the quantizer (0 none, -1 the whole
-#: ring), read when a GEMM is launched. NOTES.md v12: the whole ring ahead was no faster than
-#: waiting first on the H200.
+#: ring), read when a GEMM is launched. H200, NOTES.md v12 / v12b: one stage ahead 0.07-0.9 us
+#: under waiting first at every M <= 64 point of the benchmark, two within +-0.3 us of one, the
+#: whole ring 0.4-0.7 us slower than one on 8192 x 8192 (its requests hold back the quantizer's).
 WEIGHT_LEAD_STAGES = 1
 #: ... and only up to this M. Measured on an H100 (NOTES.md v3): up to M=128 (the swap-AB tiles and
 #: the 64x128 cluster-2x1 tile) the overlap took 1.0-1.4 us off each apply; at M=256 and 1024 the
