@@ -142,7 +142,9 @@ def scaled_mm_tile(m: int, n: int, k: int, sm_count: int = H100_SMS) -> TileConf
         # Decode: the GEMM only streams the weight. A wgmma tile has at least 64 rows, so the
         # operands are swapped and N fills them (N/64 CTAs: 128 for N=8192); 256-deep K steps
         # move 256 contiguous bytes per weight row per stage. Measured fastest at M=1 and 16 on
-        # all three shapes (H100, NOTES.md v3: 1-4% ahead of the 128-deep pingpong tile).
+        # all three shapes (H100, NOTES.md v3: 1-4% ahead of the 128-deep pingpong tile). Both
+        # K256 swap tiles request their first weight stage before waiting for the quantizer
+        # (WeightFirstMainloop, ops.WEIGHT_LEAD_STAGES; NOTES.md v12b).
         return TileConfig.SWAP_64x16_K256
     if m <= 64:
         # Still weight-bound; a 64-token side covers the batch in one tile column (fastest at
