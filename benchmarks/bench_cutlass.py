@@ -108,7 +108,7 @@ N_CLUSTERED_LARGE_M = (TileConfig.PINGPONG_128x128_CLUSTER_N2,
 #: The tiles swept per M range (the heuristic's pick is always among them).
 SWEEP = (
     (64, (TileConfig.SWAP_64x16, TileConfig.SWAP_64x64, TileConfig.SWAP_64x16_K256,
-          TileConfig.SWAP_64x64_K256, TileConfig.PINGPONG_64x128,
+          TileConfig.SWAP_64x16_K512, TileConfig.SWAP_64x64_K256, TileConfig.PINGPONG_64x128,
           TileConfig.PINGPONG_64x128_CLUSTER2)),
     (256, (TileConfig.SWAP_64x64, TileConfig.SWAP_64x64_K256, TileConfig.PINGPONG_64x128,
            TileConfig.PINGPONG_64x128_CLUSTER2, TileConfig.PINGPONG_64x256,
@@ -127,6 +127,9 @@ PAIR_ROUNDS = 21
 #: Weight stages requested before the decode tiles' wait, measured beside ops.WEIGHT_LEAD_STAGES
 #: in the apply rows (0: wait first; -1: the whole ring).
 WEIGHT_LEAD_PROBES = (0, 1, 2, -1)
+#: Candidate decode tiles timed in the apply rows up to their M (quantizer, then the GEMM with
+#: that tile launched as apply_weights launches the chosen one).
+APPLY_TILE_PROBES = ((16, TileConfig.SWAP_64x16_K512),)
 SWEEP_ROUNDS = 7
 REPLAY_MS = 1.0
 PAIRED_M = (128, 256, 1024, 4096)
@@ -549,8 +552,9 @@ def paired_apply(n: int, k: int, rows: list[dict], m_values: list[int]) -> None:
     """Whole fp8 / int8 ``apply_weights`` (bf16 in and out, quantizer included) against the bf16
     matmul, interleaved, with and without the quantizer's weight prefetch (M <= 64), with the
     prefetch at the other size (``probe_prefetch_bytes``), with the GEMM launched plainly
-    after the quantizer (``fp8_apply_plain_launch``: what PDL saves) and with the decode tiles
-    requesting other counts of weight stages before their wait (``WEIGHT_LEAD_PROBES``)."""
+    after the quantizer (``fp8_apply_plain_launch``: what PDL saves), with the decode tiles
+    requesting other counts of weight stages before their wait (``WEIGHT_LEAD_PROBES``) and with
+    candidate decode tiles (``APPLY_TILE_PROBES``)."""
     gen = torch.Generator(device="cuda").manual_seed(n + k)
     weight = torch.randn((n, k), generator=gen, device="cuda") * 0.05
     fp8_config = FP8ScaledMMLinearLayerConfig(weight_shape=(n, k))
@@ -569,24 +573,24 @@ def paired_apply(n: int, k: int, rows: list[dict], m_values: list[int]) -> None:
     for m in m_values:
         xs = [torch.randn((m, k), generator=gen, device="cuda").to(bf16) for _ in sets]
 
-        def fp8_without_prefetch(i: int) -> torch.Tensor:
+        def fp8_by_hand(i: int, tile: int = -1, pdl: bool = True) -> torch.Tensor:
+            """The fp8 apply's two launches without the quantizer's weight prefetch."""
             q, s = quant.quantize_fp8_per_token(xs[i])
-            return ops.scaled_mm(q, f8[i].weight, s, f8[i].weight_scale, None, None, None, ws, bf16)
+            return ops.scaled_mm(q, f8[i].weight, s, f8[i].weight_scale, None, None, None, ws, bf16,
+                                 tile, pdl)
 
         def int8_without_prefetch(i: int) -> torch.Tensor:
             q, s, _, _ = quant.quantize_int8_per_token(xs[i], True)
             return ops.scaled_mm(q, i8[i].weight, s, i8[i].weight_scale, None, None, None, ws, bf16)
 
-        def fp8_plain_launch(i: int) -> torch.Tensor:
-            q, s = quant.quantize_fp8_per_token(xs[i])
-            return ops.scaled_mm(q, f8[i].weight, s, f8[i].weight_scale, None, None, None, ws, bf16,
-                                 -1, False)
-
         candidates = {
             "bf16_matmul": [lambda i=i: torch.matmul(xs[i], bf16_weights[i].t()) for i in sets],
             "ours": [lambda i=i: fp8.apply_weights(f8[i], xs[i]) for i in sets],
-            "fp8_apply_no_prefetch": [lambda i=i: fp8_without_prefetch(i) for i in sets],
-            "fp8_apply_plain_launch": [lambda i=i: fp8_plain_launch(i) for i in sets],
+            **{f"fp8_apply_tile_{tile.name}": [lambda i=i, tile=tile: fp8_by_hand(i, int(tile))
+                                               for i in sets]
+               for max_m, tile in APPLY_TILE_PROBES if m <= max_m},
+            "fp8_apply_no_prefetch": [lambda i=i: fp8_by_hand(i) for i in sets],
+            "fp8_apply_plain_launch": [lambda i=i: fp8_by_hand(i, pdl=False) for i in sets],
             **{f"fp8_apply_lead_{'all' if stages < 0 else stages}": [with_weight_lead(
                 stages, lambda i=i: fp8.apply_weights(f8[i], xs[i])) for i in sets]
                for stages in WEIGHT_LEAD_PROBES if stages != ops.WEIGHT_LEAD_STAGES},

@@ -6,9 +6,9 @@ dimension that changes between calls), N, K and the SM count: the number of outp
 whether the SMs of an H100/H200 (132) are kept busy, in the DeepGEMM spirit. A comment per range
 says why; NOTES.md has the measurements behind each choice. Compiled tiles no range picks
 (``COOPERATIVE_128x128_STREAM_K`` and the 128x128 tiles clustered along N but the 1x4 one for W8A8,
-``COOPERATIVE_128x128_CLUSTER2`` for fp8_block, the 128-deep swap tiles) stay selectable through
-the ops' ``tile`` argument: the benchmark's sweep measures them against the chosen ones on every
-run.
+``COOPERATIVE_128x128_CLUSTER2`` for fp8_block, the 128-deep swap tiles, the 512-deep decode tile)
+stay selectable through the ops' ``tile`` argument: the benchmark's sweep measures them against the
+chosen ones on every run.
 
 The v4 choices cite ``benchmarks/results/cutlass-h100-2026-11-27-v4.json`` (H100, ``bench_cutlass.py
 --paired``: every tile x raster x swizzle of a point timed against the reference in the same
@@ -70,6 +70,10 @@ class TileConfig(enum.IntEnum):
     PINGPONG_128x128_CLUSTER_N4 = 13  # pingpong, cluster 1x4: nvjet's 4x1 (M=128, all three shapes)
     COOPERATIVE_128x128_CLUSTER_N2 = 14  # cooperative (2 warpgroups per tile), cluster 1x2
     PINGPONG_128x128_CLUSTER_2x4 = 15  # pingpong, cluster 2x4: nvjet's 4x2 (28672 x 8192, M=256)
+    # SWAP_64x16_K256 with 512-deep K steps: each stage reads 512 contiguous bytes of every
+    # weight row instead of 256. Swept only (NOTES.md v13): the K256 decode GEMM streams its
+    # weight at ~4.1 TB/s where bf16 matmul's reads run at ~4.6 on the same device.
+    SWAP_64x16_K512 = 16
 
 
 #: The 128x128 tiles clustered along N (1x2, 1x4, 2x4 CTAs).

@@ -57,6 +57,8 @@ struct dispatch_scaled_mm {
         return run_if_in_unit<kTileGroup[kSwap64x16K256] == Group, WeightFirstK<Shape<_64, _16, _256>>>(a);
       case kSwap64x64K256:
         return run_if_in_unit<kTileGroup[kSwap64x64K256] == Group, WeightFirstK<Shape<_64, _64, _256>>>(a);
+      case kSwap64x16K512:
+        return run_if_in_unit<kTileGroup[kSwap64x16K512] == Group, WeightFirstK<Shape<_64, _16, _512>>>(a);
       case kPingpong64x128Cluster2:
         return run_if_in_unit<kTileGroup[kPingpong64x128Cluster2] == Group, K<Shape<_64, _128, _128>, Cluster2, Pingpong, PingpongEpilogue, false>>(a);
       case kPingpong128x128Cluster2:
