@@ -221,7 +221,6 @@ def test_every_block_tile_configuration_is_correct(tile, m):
     assert relative_error(out[:m], ref) < 1.5e-2
 
 
-
 #: Persistent tiles of each scheduler kind (data-parallel pingpong / cooperative with clusters
 #: along M, along N and both, swap-AB, stream-K) under non-default scheduler arguments: raster x
 #: swizzle, split-K.

@@ -76,8 +76,8 @@ struct ScaledMmArgs {
   // Launch with programmatic dependent launch: the GEMM's prologue overlaps the end of the kernel
   // before it (the activation quantizer); every access to what that kernel writes waits for it.
   bool pdl;
-  // The decode tiles (kSwap*K256): weight stages requested before that wait (WeightFirstMainloop;
-  // 0 none, -1 all); the other tiles ignore it.
+  // The weight-first decode tiles (kSwap64x16K256, kSwap64x64K256, kSwap64x16K512): weight stages
+  // requested before that wait (WeightFirstMainloop; 0 none, -1 all); the other tiles ignore it.
   int weight_lead_stages;
   TileOrder order;
 };

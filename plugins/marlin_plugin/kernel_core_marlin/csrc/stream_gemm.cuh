@@ -764,11 +764,11 @@ constexpr int kConsumersAlone = 2;
 //: plan_bulk's `grid` of every bulk launch of the plugin (its default): as few blocks as keep the
 //: widest block's row tiles, ceil(N16 / widest), so that no block holds more than the widest
 //: block's tiles and as few as possible hold fewer (the kernel's split [b N16 / G, (b + 1) N16 / G)
-//: spreads those through the grid). The four benchmark layers have N16 = 128 k row tiles: 132 blocks give
-//: 76-116 blocks k tiles and the rest k - 1 (the widest carry 132 / 128 of the mean), 128 blocks
-//: give every block k and leave 4 SMs idle. The time is the widest block's, so nothing is lost,
-//: and the copies of the 128 share the device's rate: NOTES.md v37 measured pipeline 6 at M=1
-//: 0.2-0.7 us faster on the even grid in five of five paired comparisons.
+//: spreads those through the grid). The four benchmark layers have N16 = 128 k row tiles: 132
+//: blocks give 76-116 blocks k tiles and the rest k - 1 (the widest carry 132 / 128 of the mean),
+//: 128 blocks give every block k and leave 4 SMs idle. The time is the widest block's, so nothing
+//: is lost, and the copies of the 128 share the device's rate: NOTES.md v37 measured pipeline 6 at
+//: M=1 0.2-0.7 us faster on the even grid in five of five paired comparisons.
 constexpr int kBulkEvenGrid = -1;
 
 // Shared-memory geometry of one launch, computed on the host (plan_bulk) and passed by value.
