@@ -79,6 +79,7 @@ from kernel_core_cutlass.kernels import (
 )
 from kernel_core_cutlass.tiles import (
     N_CLUSTERED_TILES,
+    ROW_CLUSTERED_DECODE_TILES,
     SWIZZLES,
     BlockTileConfig,
     Raster,
@@ -108,8 +109,8 @@ N_CLUSTERED_LARGE_M = (TileConfig.PINGPONG_128x128_CLUSTER_N2,
 #: The tiles swept per M range (the heuristic's pick is always among them).
 SWEEP = (
     (64, (TileConfig.SWAP_64x16, TileConfig.SWAP_64x64, TileConfig.SWAP_64x16_K256,
-          TileConfig.SWAP_64x16_K512, TileConfig.SWAP_64x64_K256, TileConfig.PINGPONG_64x128,
-          TileConfig.PINGPONG_64x128_CLUSTER2)),
+          TileConfig.SWAP_64x16_K512, TileConfig.SWAP_64x64_K256, *ROW_CLUSTERED_DECODE_TILES,
+          TileConfig.PINGPONG_64x128, TileConfig.PINGPONG_64x128_CLUSTER2)),
     (256, (TileConfig.SWAP_64x64, TileConfig.SWAP_64x64_K256, TileConfig.PINGPONG_64x128,
            TileConfig.PINGPONG_64x128_CLUSTER2, TileConfig.PINGPONG_64x256,
            TileConfig.PINGPONG_128x128_CLUSTER2, TileConfig.COOPERATIVE_128x128,
@@ -125,11 +126,18 @@ SWEEP = (
 #: rotated copies: no host gaps), the candidates in a rotating order, reversed every other round.
 PAIR_ROUNDS = 21
 #: Weight stages requested before the decode tiles' wait, measured beside ops.WEIGHT_LEAD_STAGES
-#: in the apply rows (0: wait first; -1: the whole ring).
-WEIGHT_LEAD_PROBES = (0, 1, 2, -1)
-#: Candidate decode tiles timed in the apply rows up to their M (quantizer, then the GEMM with
-#: that tile launched as apply_weights launches the chosen one).
-APPLY_TILE_PROBES = ((16, TileConfig.SWAP_64x16_K512),)
+#: in the apply rows (0: wait first; -1: the whole ring). 2 and -1 were timed in v12b and v13
+#: (never ahead of 1); 0 stays as the baseline of the lead's gain.
+WEIGHT_LEAD_PROBES = (0, 1)
+#: Candidate decode tiles timed in the apply rows at M in [low, high] (quantizer, then the GEMM
+#: with that tile launched as apply_weights launches the chosen one): the 64 x 16 candidates
+#: where the heuristic runs SWAP_64x16_K256, the 64 x 64 ones where it runs SWAP_64x64_K256.
+APPLY_TILE_PROBES = (
+    (1, 16, TileConfig.SWAP_64x16_K512),
+    (1, 16, TileConfig.SWAP_64x16_K256_CLUSTER2),
+    (17, 64, TileConfig.SWAP_64x64_K256_CLUSTER2),
+    (17, 64, TileConfig.SWAP_64x64_K256_CLUSTER4),
+)
 SWEEP_ROUNDS = 7
 REPLAY_MS = 1.0
 PAIRED_M = (128, 256, 1024, 4096)
@@ -588,7 +596,7 @@ def paired_apply(n: int, k: int, rows: list[dict], m_values: list[int]) -> None:
             "ours": [lambda i=i: fp8.apply_weights(f8[i], xs[i]) for i in sets],
             **{f"fp8_apply_tile_{tile.name}": [lambda i=i, tile=tile: fp8_by_hand(i, int(tile))
                                                for i in sets]
-               for max_m, tile in APPLY_TILE_PROBES if m <= max_m},
+               for low, high, tile in APPLY_TILE_PROBES if low <= m <= high},
             "fp8_apply_no_prefetch": [lambda i=i: fp8_by_hand(i) for i in sets],
             "fp8_apply_plain_launch": [lambda i=i: fp8_by_hand(i, pdl=False) for i in sets],
             **{f"fp8_apply_lead_{'all' if stages < 0 else stages}": [with_weight_lead(

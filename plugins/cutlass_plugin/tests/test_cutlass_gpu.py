@@ -16,7 +16,13 @@ from kernel_core.formats.fp8 import quantize_fp8, quantize_fp8_per_token_group
 from kernel_core.formats.int8 import quantize_int8
 from kernel_core.formats.layer import dequantize_weight, make_layer
 from kernel_core.testing import relative_error
-from kernel_core_cutlass.tiles import N_CLUSTERED_TILES, BlockTileConfig, TileConfig
+from kernel_core_cutlass.tiles import (
+    N_CLUSTERED_TILES,
+    ROW_CLUSTERED_DECODE_TILES,
+    WEIGHT_FIRST_TILES,
+    BlockTileConfig,
+    TileConfig,
+)
 
 pytestmark = pytest.mark.gpu
 
@@ -273,6 +279,15 @@ def test_n_clustered_tiles_on_narrow_ragged_layers(tile, m, n):
     _check_fp8_gemm(m, n, 1024, tile, 0, 1, 0, seed=int(tile) * 1000 + m + n)
 
 
+@pytest.mark.parametrize("tile", ROW_CLUSTERED_DECODE_TILES, ids=lambda t: t.name)
+@pytest.mark.parametrize("m, n", [(1, 200), (16, 328), (64, 648), (33, 4160)])
+def test_row_clustered_decode_tiles_on_ragged_layers(tile, m, n):
+    """Decode clusters along the weight rows on layers whose 64-row tiles do not fill the last
+    cluster (N=200: 4 tiles, the last 8 rows high; 328: 6; 648: 11; 4160: 65), so some CTAs of
+    a cluster have no rows and still take part in the activation multicast."""
+    _check_fp8_gemm(m, n, 2048, tile, 0, 1, 0, seed=int(tile) * 1000 + m + n)
+
+
 @pytest.mark.parametrize("tile, raster, swizzle, splits", [
     *((tile, raster, swizzle, 0) for tile in BlockTileConfig
       for raster, swizzle in ((1, 8), (2, 4))),
@@ -397,24 +412,32 @@ def test_pdl_launch_matches_plain_launch(dtype):
         "the cases cover the swap-AB tiles, the 64x128 cluster tile and the tiles clustered along N"
 
 
+#: (tile, M): the heuristic's decode tiles (-1) at M = 1, 16, 64 and each swept weight-first
+#: tile at the M it is swept at.
+WEIGHT_FIRST_CASES = [pytest.param(-1, m, id=f"heuristic-m{m}") for m in (1, 16, 64)] + [
+    pytest.param(int(tile), m, id=f"{tile.name}-m{m}")
+    for tile in WEIGHT_FIRST_TILES[2:] for m in ((1, 16) if "x16" in tile.name else (64,))]
+
+
 @pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.int8])
-@pytest.mark.parametrize("m", [1, 16, 64])
+@pytest.mark.parametrize("tile, m", WEIGHT_FIRST_CASES)
 @pytest.mark.parametrize("lead", [0, 1, 2, -1])
 @pytest.mark.parametrize("k", [28672, 1024], ids=["long_k", "fewer_k_tiles_than_stages"])
-def test_weight_first_tiles_wait_for_the_quantizer(dtype, m, lead, k, monkeypatch):
+def test_weight_first_tiles_wait_for_the_quantizer(dtype, tile, m, lead, k, monkeypatch):
     """The decode tiles (M <= 64) may request weight tiles (``lead`` stages, -1 all) before
     waiting for the quantizer they follow (WeightFirstMainloop, csrc/scaled_mm_sm90.cuh); the
-    activation codes and token scales must still be read only after it. Every tensor the
-    quantizer allocates starts as NaN / 0xFF bytes, so an activation or scale read before the
-    wait would show in the output: it must be finite and equal a plain launch's bit for bit. Long
-    rows (K = 28672: a row per quantizer program) give an early read time to happen; K = 1024 (4
-    k-tiles) checks a lead longer than the whole K loop."""
+    activation codes and token scales must still be read only after it, also where a cluster's
+    CTAs multicast the activation tile to each other. Every tensor the quantizer allocates starts
+    as NaN / 0xFF bytes, so an activation or scale read before the wait would show in the output:
+    it must be finite and equal a plain launch's bit for bit. Long rows (K = 28672: a row per
+    quantizer program) give an early read time to happen; K = 1024 (4 k-tiles) checks a lead
+    longer than the whole K loop."""
     from kernel_core_cutlass import ops, quant
     from kernel_core_cutlass.tiles import scaled_mm_tile
 
     monkeypatch.setattr(ops, "WEIGHT_LEAD_STAGES", lead)
     n = 4096
-    assert scaled_mm_tile(m, n, k) in (TileConfig.SWAP_64x16_K256, TileConfig.SWAP_64x64_K256)
+    assert (scaled_mm_tile(m, n, k) if tile < 0 else TileConfig(tile)) in WEIGHT_FIRST_TILES
     assert ops.LAUNCH_WITH_PDL and m <= ops.PDL_MAX_M, "the pdl=True call must launch with PDL"
     g = torch.Generator(device="cuda").manual_seed(31 + m)
     w, w_scale = _w8_weight(dtype, n, k, g)
@@ -439,7 +462,7 @@ def test_weight_first_tiles_wait_for_the_quantizer(dtype, m, lead, k, monkeypatc
                 q, s = quant.quantize_fp8_per_token(x)
         assert q.data_ptr() in poisoned and s.data_ptr() in poisoned
         outs.append(ops.scaled_mm(q, w, s, w_scale, None, None, None, workspace, torch.bfloat16,
-                                  -1, pdl))
+                                  tile, pdl))
     assert torch.isfinite(outs[0]).all()
     torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
 
