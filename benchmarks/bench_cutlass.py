@@ -79,7 +79,6 @@ from kernel_core_cutlass.kernels import (
 )
 from kernel_core_cutlass.tiles import (
     N_CLUSTERED_TILES,
-    ROW_CLUSTERED_DECODE_TILES,
     SWIZZLES,
     BlockTileConfig,
     Raster,
@@ -109,8 +108,8 @@ N_CLUSTERED_LARGE_M = (TileConfig.PINGPONG_128x128_CLUSTER_N2,
 #: The tiles swept per M range (the heuristic's pick is always among them).
 SWEEP = (
     (64, (TileConfig.SWAP_64x16, TileConfig.SWAP_64x64, TileConfig.SWAP_64x16_K256,
-          TileConfig.SWAP_64x16_K512, TileConfig.SWAP_64x64_K256, *ROW_CLUSTERED_DECODE_TILES,
-          TileConfig.PINGPONG_64x128, TileConfig.PINGPONG_64x128_CLUSTER2)),
+          TileConfig.SWAP_64x16_K512, TileConfig.SWAP_64x64_K256, TileConfig.PINGPONG_64x128,
+          TileConfig.PINGPONG_64x128_CLUSTER2)),
     (256, (TileConfig.SWAP_64x64, TileConfig.SWAP_64x64_K256, TileConfig.PINGPONG_64x128,
            TileConfig.PINGPONG_64x128_CLUSTER2, TileConfig.PINGPONG_64x256,
            TileConfig.PINGPONG_128x128_CLUSTER2, TileConfig.COOPERATIVE_128x128,
@@ -130,14 +129,8 @@ PAIR_ROUNDS = 21
 #: (never ahead of 1); 0 stays as the baseline of the lead's gain.
 WEIGHT_LEAD_PROBES = (0, 1)
 #: Candidate decode tiles timed in the apply rows at M in [low, high] (quantizer, then the GEMM
-#: with that tile launched as apply_weights launches the chosen one): the 64 x 16 candidates
-#: where the heuristic runs SWAP_64x16_K256, the 64 x 64 ones where it runs SWAP_64x64_K256.
-APPLY_TILE_PROBES = (
-    (1, 16, TileConfig.SWAP_64x16_K512),
-    (1, 16, TileConfig.SWAP_64x16_K256_CLUSTER2),
-    (17, 64, TileConfig.SWAP_64x64_K256_CLUSTER2),
-    (17, 64, TileConfig.SWAP_64x64_K256_CLUSTER4),
-)
+#: with that tile launched as apply_weights launches the chosen one).
+APPLY_TILE_PROBES = ((1, 16, TileConfig.SWAP_64x16_K512),)
 SWEEP_ROUNDS = 7
 REPLAY_MS = 1.0
 PAIRED_M = (128, 256, 1024, 4096)

@@ -74,14 +74,6 @@ class TileConfig(enum.IntEnum):
     # weight row instead of 256. Swept only (NOTES.md v13): the K256 decode GEMM streams its
     # weight at ~4.1 TB/s where bf16 matmul's reads run at ~4.6 on the same device.
     SWAP_64x16_K512 = 16
-    # The decode tiles with a cluster of 2 or 4 CTAs along the weight rows: the CTAs of one
-    # cluster compute neighbouring weight tiles of the same tokens, each loads a slice of the
-    # activation tile and multicasts it to all (WeightFirstMainloop). Swept only (NOTES.md v14): at
-    # M = 64 every CTA's activation bytes equal its weight bytes, and the M=64 apply takes 5-6 us
-    # more than M=1 on the large shapes (cutlass-h200-2026-11-29-v13.json).
-    SWAP_64x16_K256_CLUSTER2 = 17
-    SWAP_64x64_K256_CLUSTER2 = 18
-    SWAP_64x64_K256_CLUSTER4 = 19
 
 
 #: The 128x128 tiles clustered along N (1x2, 1x4, 2x4 CTAs).
@@ -90,12 +82,9 @@ N_CLUSTERED_TILES = (TileConfig.PINGPONG_128x128_CLUSTER_N2, TileConfig.PINGPONG
                      TileConfig.PINGPONG_128x128_CLUSTER_2x4)
 
 #: The weight-first decode tiles (WeightFirstMainloop): the heuristic's two at M <= 64 and the
-#: swept ones (512-deep K steps; clusters along the weight rows sharing the activation tile).
+#: swept one with 512-deep K steps.
 WEIGHT_FIRST_TILES = (TileConfig.SWAP_64x16_K256, TileConfig.SWAP_64x64_K256,
-                      TileConfig.SWAP_64x16_K512, TileConfig.SWAP_64x16_K256_CLUSTER2,
-                      TileConfig.SWAP_64x64_K256_CLUSTER2, TileConfig.SWAP_64x64_K256_CLUSTER4)
-#: Of those, the clustered ones.
-ROW_CLUSTERED_DECODE_TILES = WEIGHT_FIRST_TILES[3:]
+                      TileConfig.SWAP_64x16_K512)
 
 
 class BlockTileConfig(enum.IntEnum):

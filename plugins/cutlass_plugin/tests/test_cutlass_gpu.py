@@ -18,7 +18,6 @@ from kernel_core.formats.layer import dequantize_weight, make_layer
 from kernel_core.testing import relative_error
 from kernel_core_cutlass.tiles import (
     N_CLUSTERED_TILES,
-    ROW_CLUSTERED_DECODE_TILES,
     WEIGHT_FIRST_TILES,
     BlockTileConfig,
     TileConfig,
@@ -279,15 +278,6 @@ def test_n_clustered_tiles_on_narrow_ragged_layers(tile, m, n):
     _check_fp8_gemm(m, n, 1024, tile, 0, 1, 0, seed=int(tile) * 1000 + m + n)
 
 
-@pytest.mark.parametrize("tile", ROW_CLUSTERED_DECODE_TILES, ids=lambda t: t.name)
-@pytest.mark.parametrize("m, n", [(1, 200), (16, 328), (64, 648), (33, 4160)])
-def test_row_clustered_decode_tiles_on_ragged_layers(tile, m, n):
-    """Decode clusters along the weight rows on layers whose 64-row tiles do not fill the last
-    cluster (N=200: 4 tiles, the last 8 rows high; 328: 6; 648: 11; 4160: 65), so some CTAs of
-    a cluster have no rows and still take part in the activation multicast."""
-    _check_fp8_gemm(m, n, 2048, tile, 0, 1, 0, seed=int(tile) * 1000 + m + n)
-
-
 @pytest.mark.parametrize("tile, raster, swizzle, splits", [
     *((tile, raster, swizzle, 0) for tile in BlockTileConfig
       for raster, swizzle in ((1, 8), (2, 4))),
@@ -426,10 +416,9 @@ WEIGHT_FIRST_CASES = [pytest.param(-1, m, id=f"heuristic-m{m}") for m in (1, 16,
 def test_weight_first_tiles_wait_for_the_quantizer(dtype, tile, m, lead, k, monkeypatch):
     """The decode tiles (M <= 64) may request weight tiles (``lead`` stages, -1 all) before
     waiting for the quantizer they follow (WeightFirstMainloop, csrc/scaled_mm_sm90.cuh); the
-    activation codes and token scales must still be read only after it, also where a cluster's
-    CTAs multicast the activation tile to each other. Every tensor the quantizer allocates starts
-    as NaN / 0xFF bytes, so an activation or scale read before the wait would show in the output:
-    it must be finite and equal a plain launch's bit for bit. Long rows (K = 28672: a row per
+    activation codes and token scales must still be read only after it. Every tensor the
+    quantizer allocates starts as NaN / 0xFF bytes, so an activation or scale read before the
+    wait would show in the output: it must be finite and equal a plain launch's bit for bit. Long rows (K = 28672: a row per
     quantizer program) give an early read time to happen; K = 1024 (4 k-tiles) checks a lead
     longer than the whole K loop."""
     from kernel_core_cutlass import ops, quant

@@ -31,12 +31,7 @@ enum TileConfigId : int {
   kCooperative128x128ClusterN2 = 14,  // cooperative, cluster 1x2
   kPingpong128x128Cluster2x4 = 15,  // pingpong, cluster 2x4 (8 CTAs: the portable maximum)
   kSwap64x16K512 = 16,  // kSwap64x16K256 with 512-deep K steps (a swept decode candidate)
-  // The decode tiles with a cluster along the weight rows: the X CTAs of a cluster compute
-  // neighbouring weight tiles of the same tokens and multicast the activation tile (swept).
-  kSwap64x16K256Cluster2 = 17,  // kSwap64x16K256, cluster 2x1
-  kSwap64x64K256Cluster2 = 18,  // kSwap64x64K256, cluster 2x1
-  kSwap64x64K256Cluster4 = 19,  // kSwap64x64K256, cluster 4x1
-  kNumTileConfigs = 20,
+  kNumTileConfigs = 17,
 };
 
 // The tiles are compiled in four translation units per (operand, output) type pair, so the
@@ -44,7 +39,7 @@ enum TileConfigId : int {
 enum TileGroup : int { kSmallM = 0, kMidM = 1, kLargeM = 2, kClusterN = 3, kNumTileGroups = 4 };
 inline constexpr TileGroup kTileGroup[kNumTileConfigs] = {
     kSmallM, kSmallM, kMidM, kLargeM, kLargeM, kLargeM, kMidM, kSmallM, kSmallM, kMidM, kMidM, kLargeM,
-    kClusterN, kClusterN, kClusterN, kClusterN, kSmallM, kSmallM, kSmallM, kSmallM,
+    kClusterN, kClusterN, kClusterN, kClusterN, kSmallM,
 };
 
 // The order in which the persistent schedulers hand out output tiles, and how stream-K tiles
@@ -81,9 +76,8 @@ struct ScaledMmArgs {
   // Launch with programmatic dependent launch: the GEMM's prologue overlaps the end of the kernel
   // before it (the activation quantizer); every access to what that kernel writes waits for it.
   bool pdl;
-  // The weight-first decode tiles (kSwap64x16K256, kSwap64x64K256, kSwap64x16K512 and the
-  // clustered kSwap*Cluster*): weight stages requested before that wait (WeightFirstMainloop; 0
-  // none, -1 all); the other tiles ignore it.
+  // The weight-first decode tiles (kSwap64x16K256, kSwap64x64K256, kSwap64x16K512): weight stages
+  // requested before that wait (WeightFirstMainloop; 0 none, -1 all); the other tiles ignore it.
   int weight_lead_stages;
   TileOrder order;
 };

@@ -32,11 +32,9 @@ struct dispatch_scaled_mm {
   template <class Tile, class Cluster, class Schedule, class Epi, bool Swap,
             class Scheduler = cutlass::gemm::PersistentScheduler>
   using K = ScaledMmSm90<ElementAB, ElementD, Tile, Cluster, Schedule, Epi, Swap, Scheduler>;
-  // Along the weight rows (the swap tiles' M): the CTAs of one cluster share the activation tile.
-  using Cluster4 = Shape<_4, _1, _1>;
   // The decode tiles: one tile per CTA, the weight loaded before the quantizer ends.
-  template <class Tile, class Cluster = Cluster1>
-  using WeightFirstK = ScaledMmSm90<ElementAB, ElementD, Tile, Cluster, Single, PingpongEpilogue, true,
+  template <class Tile>
+  using WeightFirstK = ScaledMmSm90<ElementAB, ElementD, Tile, Cluster1, Single, PingpongEpilogue, true,
                                     cutlass::gemm::PersistentScheduler, true>;
 
   static const char* run(int config, ScaledMmArgs const& a) {
@@ -61,12 +59,6 @@ struct dispatch_scaled_mm {
         return run_if_in_unit<kTileGroup[kSwap64x64K256] == Group, WeightFirstK<Shape<_64, _64, _256>>>(a);
       case kSwap64x16K512:
         return run_if_in_unit<kTileGroup[kSwap64x16K512] == Group, WeightFirstK<Shape<_64, _16, _512>>>(a);
-      case kSwap64x16K256Cluster2:
-        return run_if_in_unit<kTileGroup[kSwap64x16K256Cluster2] == Group, WeightFirstK<Shape<_64, _16, _256>, Cluster2>>(a);
-      case kSwap64x64K256Cluster2:
-        return run_if_in_unit<kTileGroup[kSwap64x64K256Cluster2] == Group, WeightFirstK<Shape<_64, _64, _256>, Cluster2>>(a);
-      case kSwap64x64K256Cluster4:
-        return run_if_in_unit<kTileGroup[kSwap64x64K256Cluster4] == Group, WeightFirstK<Shape<_64, _64, _256>, Cluster4>>(a);
       case kPingpong64x128Cluster2:
         return run_if_in_unit<kTileGroup[kPingpong64x128Cluster2] == Group, K<Shape<_64, _128, _128>, Cluster2, Pingpong, PingpongEpilogue, false>>(a);
       case kPingpong128x128Cluster2:

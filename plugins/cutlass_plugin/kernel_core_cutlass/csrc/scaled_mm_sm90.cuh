@@ -100,27 +100,16 @@ CUTLASS_DEVICE void wait_for_prerequisite_grid() {
 // loaded after the wait. (One exception in form only: a one-element broadcast, such as M=1's token
 // scale, reads its value when CUTLASS builds the epilogue, before any wait, for an is-zero test
 // that only a tree with a C source uses; these trees have none and the compiled kernels hold no
-// global load before the wait.) Needs a unit without CUTLASS's own wait (which would come first),
-// and is written for the non-persistent KernelTmaWarpSpecialized schedule, which calls load() once
-// per CTA. How many stages pay was measured (NOTES.md v12, v12b): one stage ahead 0.07-0.9 us
-// under waiting first on the H200, the whole ring slower (its requests hold back the quantizer's
-// own reads).
-// A cluster may group CTAs along the weight rows (the problem's M, ClusterShape X x 1 x 1): they
-// compute neighbouring weight tiles of the same tokens, so each loads 1 / X of the activation tile
-// and multicasts it to all X (CUTLASS's split of the tile, its own load's mask), and the L2 -> SM
-// activation bytes drop X-fold; at M = 64 they equal the weight's bytes (NOTES.md v14). The weight
-// tiles are each CTA's own. A peer's multicast may land on a stage before this CTA's producer has
-// armed it: the barrier's phase still waits for that producer's arrival, as in CUTLASS's load.
+// global load before the wait.) Needs a unit without CUTLASS's own wait (which would come first)
+// and a cluster of one CTA (no multicast), and is written for the non-persistent
+// KernelTmaWarpSpecialized schedule, which calls load() once per CTA. How many stages pay was
+// measured (NOTES.md v12, v12b): one stage ahead 0.07-0.9 us under waiting first on the H200, the
+// whole ring slower (its requests hold back the quantizer's own reads).
 template <class Mainloop>
 struct WeightFirstMainloop : Mainloop {
-  using ClusterShape = typename Mainloop::DispatchPolicy::ClusterShape;
-  static constexpr int kClusterRows = size<0>(ClusterShape{});
-  static_assert(size<1>(ClusterShape{}) == 1 && size<2>(ClusterShape{}) == 1,
-                "WeightFirstMainloop clusters CTAs along the weight rows only (no weight multicast)");
-  static_assert(kClusterRows <= 16, "a multicast mask has 16 bits");
+  static_assert(size(typename Mainloop::DispatchPolicy::ClusterShape{}) == 1,
+                "WeightFirstMainloop issues no multicast copies");
   static constexpr int kStages = Mainloop::DispatchPolicy::Stages;
-  // Every CTA of the cluster receives each activation slice (Layout<ClusterShape> maps rank m to m).
-  static constexpr uint16_t kActivationMulticast = static_cast<uint16_t>((1u << kClusterRows) - 1);
 
   struct Arguments : Mainloop::Arguments {
     int lead_stages = 0;
@@ -145,21 +134,20 @@ struct WeightFirstMainloop : Mainloop {
                            typename Mainloop::PipelineState write,
                            cute::tuple<TensorA, TensorB> const& load_inputs, BlockCoord const& blk_coord,
                            KTileIterator k_tile_iter, int k_tile_count, int /*thread_idx*/,
-                           uint32_t block_rank_in_cluster,
+                           uint32_t /*block_rank_in_cluster*/,
                            typename Mainloop::TensorStorage& shared_tensors) {
     // With SwapAB, CUTLASS's A is the weight and B the activations.
     Tensor sA = make_tensor(make_smem_ptr(shared_tensors.smem_A.data()), typename Mainloop::SmemLayoutA{});
     Tensor sB = make_tensor(make_smem_ptr(shared_tensors.smem_B.data()), typename Mainloop::SmemLayoutB{});
     auto [m_coord, n_coord, k_coord, l_coord] = blk_coord;
     auto tma_a = params.tma_load_a.get_slice(0);
-    auto tma_b = params.tma_load_b.get_slice(block_rank_in_cluster % kClusterRows);
+    auto tma_b = params.tma_load_b.get_slice(0);
     Tensor tAgA = tma_a.partition_S(get<0>(load_inputs)(_, _, m_coord, _, l_coord));  // (TMA,TMA_M,TMA_K,k)
     Tensor tAsA = tma_a.partition_D(sA);                                                  // (TMA,TMA_M,TMA_K,PIPE)
     Tensor tBgB = tma_b.partition_S(get<1>(load_inputs)(_, _, n_coord, _, l_coord));
     Tensor tBsB = tma_b.partition_D(sB);
     int lead = params.lead_stages < 0 || params.lead_stages > kStages ? kStages : params.lead_stages;
     lead = k_tile_count < lead ? k_tile_count : lead;
-    uint16_t const activation_multicast = kActivationMulticast;  // with() takes it by reference
     bool const elected = cute::elect_one_sync();
     if (elected) {
       auto stage = write;
@@ -180,8 +168,7 @@ struct WeightFirstMainloop : Mainloop {
           pipeline.producer_acquire(write);
           copy(params.tma_load_a.with(*barrier), tAgA(_, _, _, *k_tile_iter), tAsA(_, _, _, write.index()));
         }
-        copy(params.tma_load_b.with(*barrier, activation_multicast), tBgB(_, _, _, *k_tile_iter),
-             tBsB(_, _, _, write.index()));
+        copy(params.tma_load_b.with(*barrier), tBgB(_, _, _, *k_tile_iter), tBsB(_, _, _, write.index()));
       }
     }
   }
