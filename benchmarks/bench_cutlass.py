@@ -129,10 +129,6 @@ PAIR_ROUNDS = 21
 #: in the apply rows (0: wait first; -1: the whole ring). 2 and -1 were timed in v12b and v13
 #: (never ahead of 1); 0 stays as the baseline of the lead's gain.
 WEIGHT_LEAD_PROBES = (0, 1)
-#: The apply with the quantizer letting the GEMM launch at the other place
-#: (``quant.LAUNCH_DEPENDENTS_LATE`` flipped) at these weight leads: started only once the row's
-#: bytes have arrived, the GEMM may request its whole ring without delaying them (NOTES.md v15).
-LATE_TRIGGER_LEAD_PROBES = (1, -1)
 #: Candidate decode tiles timed in the apply rows at M in [low, high] (quantizer, then the GEMM
 #: with that tile launched as apply_weights launches the chosen one).
 APPLY_TILE_PROBES = ((1, 16, TileConfig.SWAP_64x16_K512),)
@@ -524,9 +520,8 @@ def probe_prefetch_bytes(m: int) -> int:
 
 
 def with_setting(module: ModuleType, name: str, value: Any, call: Call) -> Call:
-    """``call`` with ``module.name`` set to ``value``: a launch-time knob (``ops.WEIGHT_LEAD_STAGES``,
-    ``ops.EPILOGUE_PREFETCH``, ``quant.LAUNCH_DEPENDENTS_LATE``), read when the kernel is launched,
-    so a captured graph keeps it."""
+    """``call`` with ``module.name`` set to ``value``: a launch-time knob (``ops.WEIGHT_LEAD_STAGES``)
+    read when the kernel is launched, so a captured graph keeps it."""
     def run() -> Any:
         default = getattr(module, name)
         setattr(module, name, value)
@@ -559,10 +554,8 @@ def paired_apply(n: int, k: int, rows: list[dict], m_values: list[int]) -> None:
     matmul, interleaved, with and without the quantizer's weight prefetch (M <= 64), with the
     prefetch at the other size (``probe_prefetch_bytes``), with the GEMM launched plainly
     after the quantizer (``fp8_apply_plain_launch``: what PDL saves), with the decode tiles
-    requesting other counts of weight stages before their wait (``WEIGHT_LEAD_PROBES``), with the
-    decode tiles' epilogue prefetch flipped (``ops.EPILOGUE_PREFETCH``), with the quantizer letting
-    the GEMM launch at the other place (``LATE_TRIGGER_LEAD_PROBES``) and with candidate decode
-    tiles (``APPLY_TILE_PROBES``)."""
+    requesting other counts of weight stages before their wait (``WEIGHT_LEAD_PROBES``) and with
+    candidate decode tiles (``APPLY_TILE_PROBES``)."""
     gen = torch.Generator(device="cuda").manual_seed(n + k)
     weight = torch.randn((n, k), generator=gen, device="cuda") * 0.05
     fp8_config = FP8ScaledMMLinearLayerConfig(weight_shape=(n, k))
@@ -602,14 +595,6 @@ def paired_apply(n: int, k: int, rows: list[dict], m_values: list[int]) -> None:
             **{f"fp8_apply_lead_{'all' if stages < 0 else stages}": [with_setting(
                 ops, "WEIGHT_LEAD_STAGES", stages, lambda i=i: fp8.apply_weights(f8[i], xs[i]))
                 for i in sets] for stages in WEIGHT_LEAD_PROBES if stages != ops.WEIGHT_LEAD_STAGES},
-            f"fp8_apply_epilogue_prefetch_{not ops.EPILOGUE_PREFETCH}": [with_setting(
-                ops, "EPILOGUE_PREFETCH", not ops.EPILOGUE_PREFETCH,
-                lambda i=i: fp8.apply_weights(f8[i], xs[i])) for i in sets],
-            **{f"fp8_apply_late_trigger_lead_{'all' if stages < 0 else stages}": [with_setting(
-                quant, "LAUNCH_DEPENDENTS_LATE", not quant.LAUNCH_DEPENDENTS_LATE, with_setting(
-                    ops, "WEIGHT_LEAD_STAGES", stages,
-                    lambda i=i: fp8.apply_weights(f8[i], xs[i]))) for i in sets]
-               for stages in LATE_TRIGGER_LEAD_PROBES},
             "int8_apply": [lambda i=i: int8.apply_weights(i8[i], xs[i]) for i in sets],
             "int8_apply_no_prefetch": [lambda i=i: int8_without_prefetch(i) for i in sets],
         }

@@ -89,9 +89,6 @@ LAUNCH_WITH_PDL = True
 #: under waiting first at every M <= 64 point of the benchmark, two within +-0.3 us of one, the
 #: whole ring 0.4-0.7 us slower than one on 8192 x 8192 (its requests hold back the quantizer's).
 WEIGHT_LEAD_STAGES = 1
-#: The decode tiles prefetch their rows of the channel scales and the bias into L2 when they start
-#: (the epilogue reads them after the last k-tile), read when a GEMM is launched. NOTES.md v15.
-EPILOGUE_PREFETCH = True
 #: ... and only up to this M. Measured on an H100 (NOTES.md v3): up to M=128 (the swap-AB tiles and
 #: the 64x128 cluster-2x1 tile) the overlap took 1.0-1.4 us off each apply; at M=256 and 1024 the
 #: persistent pingpong tiles without a cluster (64x128, 64x256) ran 20-70% slower when launched
@@ -228,8 +225,7 @@ def _scaled_mm(
     order = _order_args(scaled_mm_order(m, n, x.shape[1], TileConfig(tile)), raster, swizzle, splits)
     build().scaled_mm(
         out, x, w, token_scale, channel_scale, token_zp_neg, channel_colsum, bias, workspace,
-        tile, sm_count, _stream(index), pdl and m <= PDL_MAX_M, WEIGHT_LEAD_STAGES,
-        EPILOGUE_PREFETCH, *order,
+        tile, sm_count, _stream(index), pdl and m <= PDL_MAX_M, WEIGHT_LEAD_STAGES, *order,
     )
     return out
 

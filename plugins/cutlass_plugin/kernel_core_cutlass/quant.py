@@ -71,11 +71,6 @@ PREFETCH_DECODE_BYTES = 16 << 20
 #: rounds, ratio to bf16 matmul without / with: 1.683x / 1.638x at M=1, 1.642x / 1.600x at M=16,
 #: 1.689x / 1.654x at M=64); on the H100 it gained 1-3% there (NOTES.md v4-final, v6).
 PREFETCH_OFF_DEVICES: tuple[str, ...] = ("H200",)
-#: Where the dynamic per-token FP8 quantizer lets the GEMM after it launch
-#: (``gdc_launch_dependents``), read at each call: False at its start, so the GEMM's launch and
-#: first weight requests overlap the quantizer's whole run; True once the row's scale is stored,
-#: i.e. after the row's bytes have arrived, so GEMM requests issued then cannot delay them.
-LAUNCH_DEPENDENTS_LATE = False
 _LINE = 128
 _PREFETCH_LINES = 512
 
@@ -185,15 +180,13 @@ def _row_amax_kernel(x_ptr, amax_ptr, K, BLOCK: tl.constexpr):
 def _fp8_rows_kernel(
     x_ptr, q_ptr, scale_ptr, amax_ptr, K, min_scale, M, w_ptr, w_lines, w_lines_per_row,
     w_row_bytes, BLOCK: tl.constexpr, MODE: tl.constexpr, ONE_PASS: tl.constexpr,
-    PREFETCH_LINES: tl.constexpr, LATE_LAUNCH: tl.constexpr = False,
+    PREFETCH_LINES: tl.constexpr,
 ):
     """One program per row, one launch. MODE 0: static, the scale is scale_ptr[0]; 1: dynamic
     per token, from the row's amax; 2: dynamic per tensor, amax_ptr[0] from _row_amax_kernel +
     a reduction. ONE_PASS: BLOCK covers the row, which stays in registers. PREFETCH_LINES > 0:
-    programs from M on prefetch weight lines instead (see _prefetch_plan). LATE_LAUNCH: let the
-    dependents launch after the scale is stored, not at the start (LAUNCH_DEPENDENTS_LATE)."""
-    if not LATE_LAUNCH:
-        gdc_launch_dependents()
+    programs from M on prefetch weight lines instead (see _prefetch_plan)."""
+    gdc_launch_dependents()
     row = tl.program_id(0)
     if PREFETCH_LINES > 0:  # noqa: SIM102 - a compile-time test around a runtime one
         if row >= M:
@@ -217,8 +210,6 @@ def _fp8_rows_kernel(
     else:
         scale = tl.maximum(tl.load(amax_ptr) / 448.0, min_scale)
         tl.store(scale_ptr, scale, mask=row == 0)
-    if LATE_LAUNCH:
-        gdc_launch_dependents()
     if ONE_PASS:
         tl.store(q_ptr + base + cols, _fp8_codes(v, scale), mask=mask)
     else:
@@ -332,8 +323,7 @@ def _quantize_fp8_per_token(
     scale = torch.empty((m,), dtype=torch.float32, device=x.device)
     if m:
         grid, tail, meta = _rows_launch(m, k, prefetch_weight, x)
-        _fp8_rows_kernel[grid](x, q, scale, scale, k, FP8_MIN_SCALE, *tail, MODE=1,
-                               LATE_LAUNCH=LAUNCH_DEPENDENTS_LATE, **meta)
+        _fp8_rows_kernel[grid](x, q, scale, scale, k, FP8_MIN_SCALE, *tail, MODE=1, **meta)
     return q, scale
 
 

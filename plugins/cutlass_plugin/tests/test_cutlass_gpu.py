@@ -456,58 +456,6 @@ def test_weight_first_tiles_wait_for_the_quantizer(dtype, tile, m, lead, k, monk
     torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("tile", WEIGHT_FIRST_TILES, ids=lambda t: t.name)
-@pytest.mark.parametrize("per_channel", [True, False], ids=["per_channel", "per_tensor"])
-def test_epilogue_prefetch_changes_no_output(tile, per_channel, monkeypatch):
-    """The decode tiles' L2 prefetch of their rows of the channel scales and the bias
-    (ops.EPILOGUE_PREFETCH) only warms the cache: on a layer whose last 64-row tile is 8 rows
-    high (N = 200: the prefetch is clamped to the tensor), with a bias, the output equals the
-    launch without it bit for bit, and the float64 reference."""
-    from kernel_core_cutlass import ops
-
-    m, n, k = (16 if "x16" in tile.name else 64), 200, 2048
-    g = torch.Generator(device="cuda").manual_seed(int(tile) + per_channel)
-    x = (torch.randn(m, k, generator=g, device="cuda") * 50).to(torch.float8_e4m3fn)
-    w = (torch.randn(n, k, generator=g, device="cuda") * 50).to(torch.float8_e4m3fn)
-    s_tok = torch.rand(m, generator=g, device="cuda") + 0.5
-    s_ch = torch.rand(n if per_channel else 1, generator=g, device="cuda") + 0.5
-    bias = (torch.randn(n, generator=g, device="cuda") * 1000).to(torch.bfloat16)
-    ref = (x.double() @ w.double().T) * s_tok.double()[:, None] * s_ch.double()[None, :]
-    ref = ref + bias.double()
-    outs = []
-    for prefetch in (True, False):
-        monkeypatch.setattr(ops, "EPILOGUE_PREFETCH", prefetch)
-        poison_next_allocation((m, n), torch.bfloat16)
-        outs.append(ops.scaled_mm(x, w, s_tok, s_ch, None, None, bias, ops.workspace_for(x.device),
-                                  torch.bfloat16, int(tile)))
-    assert not outs[0].isnan().any(), "unwritten (poisoned) output elements"
-    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
-    assert relative_error(outs[0], ref) < 1e-2
-
-
-@pytest.mark.parametrize("m", [1, 16, 64])
-def test_late_launching_quantizer_feeds_the_same_gemm(m, monkeypatch):
-    """quant.LAUNCH_DEPENDENTS_LATE moves only where the quantizer lets the GEMM launch: the codes,
-    the scales and the whole apply (GEMM launched with PDL, weight lead of the whole ring) equal
-    the default's bit for bit."""
-    from kernel_core_cutlass import ops, quant
-
-    n, k = 4096, 8192
-    g = torch.Generator(device="cuda").manual_seed(5 + m)
-    w, w_scale = _w8_weight(torch.float8_e4m3fn, n, k, g)
-    x = torch.randn((m, k), generator=g, device="cuda").to(torch.bfloat16)
-    monkeypatch.setattr(ops, "WEIGHT_LEAD_STAGES", -1)
-    results = []
-    for late in (False, True):
-        monkeypatch.setattr(quant, "LAUNCH_DEPENDENTS_LATE", late)
-        q, s = quant.quantize_fp8_per_token(x)
-        out = ops.scaled_mm(q, w, s, w_scale, None, None, None, ops.workspace_for(w.device),
-                            torch.bfloat16, -1, True)
-        results.append((q.view(torch.uint8), s, out))
-    for default, late in zip(*results):
-        torch.testing.assert_close(default, late, rtol=0, atol=0)
-
-
 @pytest.mark.parametrize("k", [4864, 33024], ids=["one_pass", "two_pass"])
 def test_quantizers_match_the_reference_codes(k):
     from kernel_core_cutlass import quant

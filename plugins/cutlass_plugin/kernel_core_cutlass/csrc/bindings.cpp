@@ -57,8 +57,7 @@ void scaled_mm(torch::Tensor out, torch::Tensor x, torch::Tensor w, torch::Tenso
                torch::Tensor channel_scale, std::optional<torch::Tensor> token_zp_neg,
                std::optional<torch::Tensor> channel_colsum, std::optional<torch::Tensor> bias,
                torch::Tensor workspace, int64_t config, int64_t sm_count, int64_t stream, bool pdl,
-               int64_t weight_lead_stages, bool epilogue_prefetch, int64_t raster, int64_t swizzle,
-               int64_t splits) {
+               int64_t weight_lead_stages, int64_t raster, int64_t swizzle, int64_t splits) {
   for (auto [t, name] : {std::pair{&out, "out"}, {&x, "x"}, {&w, "w"}, {&token_scale, "token_scale"},
                          {&channel_scale, "channel_scale"}, {&workspace, "workspace"}}) {
     check_cuda_contiguous(*t, name);
@@ -108,7 +107,6 @@ void scaled_mm(torch::Tensor out, torch::Tensor x, torch::Tensor w, torch::Tenso
   KC_CHECK(weight_lead_stages >= -1 && weight_lead_stages <= std::numeric_limits<int>::max(),
            "weight_lead_stages must be -1 (all) or a stage count >= 0, found ", weight_lead_stages);
   args.weight_lead_stages = static_cast<int>(weight_lead_stages);
-  args.epilogue_prefetch = epilogue_prefetch;
   args.order = tile_order(raster, swizzle, splits);
 
   const bool bf16 = out.scalar_type() == torch::kBFloat16;

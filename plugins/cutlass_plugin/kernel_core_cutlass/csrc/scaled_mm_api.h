@@ -79,9 +79,6 @@ struct ScaledMmArgs {
   // The weight-first decode tiles (kSwap64x16K256, kSwap64x64K256, kSwap64x16K512): weight stages
   // requested before that wait (WeightFirstMainloop; 0 none, -1 all); the other tiles ignore it.
   int weight_lead_stages;
-  // The weight-first decode tiles: prefetch each CTA's rows of the channel scales and the bias
-  // into L2 when the CTA starts (their epilogue reads them only after the last k-tile).
-  bool epilogue_prefetch;
   TileOrder order;
 };
 

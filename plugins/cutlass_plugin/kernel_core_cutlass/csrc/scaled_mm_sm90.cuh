@@ -80,22 +80,6 @@ const char* run_if_in_unit(Args const& a) {
   }
 }
 
-// Brings bytes [row0 * row_bytes, (row0 + rows) * row_bytes) of `base` into L2 (row_bytes 0: the
-// line of base[0]), marked evict-last so a stream of weight tiles passing through L2 before they
-// are read does not push them out. The caller passes rows within the tensor.
-CUTLASS_DEVICE void prefetch_rows_to_l2(void const* base, int row_bytes, int row0, int rows) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  if (base == nullptr || rows <= 0) return;
-  auto const* first = static_cast<char const*>(base) + static_cast<size_t>(row0) * row_bytes;
-  auto const* last = row_bytes == 0 ? first : first + static_cast<size_t>(rows) * row_bytes - 1;
-  constexpr uintptr_t kLine = 128;
-  for (uintptr_t line = reinterpret_cast<uintptr_t>(first) & ~(kLine - 1);
-       line <= reinterpret_cast<uintptr_t>(last); line += kLine) {
-    asm volatile("prefetch.global.L2::evict_last [%0];" ::"l"(line));
-  }
-#endif
-}
-
 // griddepcontrol.wait: returns once the grid this one was launched as a programmatic dependent
 // of has finished and its writes are visible (at once when launched plainly).
 CUTLASS_DEVICE void wait_for_prerequisite_grid() {
@@ -121,29 +105,17 @@ CUTLASS_DEVICE void wait_for_prerequisite_grid() {
 // KernelTmaWarpSpecialized schedule, which calls load() once per CTA. How many stages pay was
 // measured (NOTES.md v12, v12b): one stage ahead 0.07-0.9 us under waiting first on the H200, the
 // whole ring slower (its requests hold back the quantizer's own reads).
-// The epilogue's weight-side operands (this CTA's rows of the channel scales and of the bias) are
-// prefetched into L2 right after those requests: CUTLASS's broadcast nodes load them only when the
-// epilogue begins, after the last k-tile, so a DRAM round trip would otherwise sit in every CTA's
-// tail (NOTES.md v15). Neither is written by the quantizer.
 template <class Mainloop>
 struct WeightFirstMainloop : Mainloop {
   static_assert(size(typename Mainloop::DispatchPolicy::ClusterShape{}) == 1,
                 "WeightFirstMainloop issues no multicast copies");
   static constexpr int kStages = Mainloop::DispatchPolicy::Stages;
 
-  // A per-row operand of the epilogue to prefetch: `rows` rows of `row_bytes` (0: one value).
-  struct RowOperand {
-    void const* base = nullptr;
-    int row_bytes = 0;
-    int rows = 0;
-  };
   struct Arguments : Mainloop::Arguments {
     int lead_stages = 0;
-    RowOperand epilogue_operands[2];
   };
   struct Params : Mainloop::Params {
     int lead_stages = 0;
-    RowOperand epilogue_operands[2];
   };
 
   template <class ProblemShape>
@@ -153,7 +125,6 @@ struct WeightFirstMainloop : Mainloop {
     static_cast<typename Mainloop::Params&>(params) =
         Mainloop::to_underlying_arguments(problem_shape, args, workspace);
     params.lead_stages = args.lead_stages;
-    for (int i = 0; i < 2; ++i) params.epilogue_operands[i] = args.epilogue_operands[i];
     return params;
   }
 
@@ -185,13 +156,6 @@ struct WeightFirstMainloop : Mainloop {
         pipeline.producer_acquire(stage);
         copy(params.tma_load_a.with(*pipeline.producer_get_barrier(stage)), tAgA(_, _, _, *k_tile),
              tAsA(_, _, _, stage.index()));
-      }
-      constexpr int kTileRows = size<0>(typename Mainloop::TileShape{});
-      int const row0 = static_cast<int>(m_coord) * kTileRows;
-      for (auto const& operand : params.epilogue_operands) {
-        int const rows = operand.rows - row0 < kTileRows ? operand.rows - row0 : kTileRows;
-        prefetch_rows_to_l2(operand.base, operand.row_bytes, operand.row_bytes == 0 ? 0 : row0,
-                            operand.row_bytes == 0 ? 1 : rows);
       }
     }
     __syncwarp();
@@ -388,14 +352,7 @@ struct ScaledMmSm90 {
         {Tree::arguments(a), nullptr, stride_d, static_cast<ElementD*>(a.out), stride_d},
     };
     static_cast<typename BuiltMainloop::Arguments&>(args.mainloop) = {ptr_rows, stride_a, ptr_cols, stride_b};
-    if constexpr (WeightFirst) {
-      args.mainloop.lead_stages = a.weight_lead_stages;
-      if (a.epilogue_prefetch) {
-        // With SwapAB the problem's rows are the weight's channels.
-        args.mainloop.epilogue_operands[0] = {a.channel_scale, a.channel_scale_per_col ? 4 : 0, rows};
-        args.mainloop.epilogue_operands[1] = {a.bias, static_cast<int>(sizeof(ElementD)), rows};
-      }
-    }
+    if constexpr (WeightFirst) args.mainloop.lead_stages = a.weight_lead_stages;
     args.hw_info.device_id = a.device;
     args.hw_info.sm_count = a.sm_count;
     set_tile_order<Scheduler>(args, a.order, SwapAB);
