@@ -364,7 +364,8 @@ def bench_scaled(n: int, k: int, rows: list[dict], m_values: list[int], sweep: b
     ws = fp8.workspace
     bf16 = torch.bfloat16
     sets = range(copies)
-    for m in m_values:
+
+    def one_m(m: int) -> None:
         graph = m <= GRAPH_MAX_M
         xs = [torch.randn((m, k), generator=gen, device="cuda").to(bf16) for _ in sets]
         fq = [quant.quantize_fp8_per_token(x) for x in xs]
@@ -415,7 +416,9 @@ def bench_scaled(n: int, k: int, rows: list[dict], m_values: list[int], sweep: b
         row["int8_apply_vs_bf16"] = ratio(row, "bf16_matmul", "int8_apply")
         rows.append(row)
         log(summary(row))
-        del xs, fq, iq, methods
+
+    for m in m_values:
+        one_m(m)
 
 
 def rotated(layer: torch.nn.Module, copies: int) -> list[torch.nn.Module]:
@@ -484,7 +487,8 @@ def paired_scaled(n: int, k: int, rows: list[dict], m_values: list[int], sweep: 
     layers = rotated(first, rotation_count(n * k, l2_cache_bytes(torch.device("cuda"))))
     sets = range(len(layers))
     ws, bf16 = kernel.workspace, torch.bfloat16
-    for m in m_values:
+
+    def one_m(m: int) -> None:
         xs = [torch.randn((m, k), generator=gen, device="cuda").to(bf16) for _ in sets]
         fq = [quant.quantize_fp8_per_token(x) for x in xs]
         del xs
@@ -504,7 +508,9 @@ def paired_scaled(n: int, k: int, rows: list[dict], m_values: list[int], sweep: 
         variants = order_variants(tiles, TileConfig.COOPERATIVE_128x128_STREAM_K) if sweep else []
         measure_point(rows, "fp8_gemm", (n, k, m), order_name(tile, *astuple(order)),
                       "scaled_mm", reference, gemm, variants)
-        del fq
+
+    for m in m_values:
+        one_m(m)
 
 
 def probe_prefetch_bytes(m: int) -> int:
@@ -554,8 +560,9 @@ def paired_apply(n: int, k: int, rows: list[dict], m_values: list[int]) -> None:
     matmul, interleaved, with and without the quantizer's weight prefetch (M <= 64), with the
     prefetch at the other size (``probe_prefetch_bytes``), with the GEMM launched plainly
     after the quantizer (``fp8_apply_plain_launch``: what PDL saves), with the decode tiles
-    requesting other counts of weight stages before their wait (``WEIGHT_LEAD_PROBES``) and with
-    candidate decode tiles (``APPLY_TILE_PROBES``)."""
+    requesting other counts of weight stages before their wait (``WEIGHT_LEAD_PROBES``), with
+    candidate decode tiles (``APPLY_TILE_PROBES``), and its two launches alone (``fp8_gemm_alone``
+    on codes quantized once, launched plainly; ``fp8_quantizer_alone``)."""
     gen = torch.Generator(device="cuda").manual_seed(n + k)
     weight = torch.randn((n, k), generator=gen, device="cuda") * 0.05
     fp8_config = FP8ScaledMMLinearLayerConfig(weight_shape=(n, k))
@@ -571,7 +578,8 @@ def paired_apply(n: int, k: int, rows: list[dict], m_values: list[int]) -> None:
     int8.process_weights_after_loading(int8_first)
     f8, i8 = rotated(fp8_first, copies), rotated(int8_first, copies)
     sets, ws, bf16 = range(copies), fp8.workspace, torch.bfloat16
-    for m in m_values:
+
+    def one_m(m: int) -> None:
         xs = [torch.randn((m, k), generator=gen, device="cuda").to(bf16) for _ in sets]
 
         def fp8_by_hand(i: int, tile: int = -1, pdl: bool = True) -> torch.Tensor:
@@ -579,6 +587,10 @@ def paired_apply(n: int, k: int, rows: list[dict], m_values: list[int]) -> None:
             q, s = quant.quantize_fp8_per_token(xs[i])
             return ops.scaled_mm(q, f8[i].weight, s, f8[i].weight_scale, None, None, None, ws, bf16,
                                  tile, pdl)
+
+        # The apply's two launches timed alone in the same rounds (the GEMM on codes quantized
+        # once, launched plainly): what the quantizer adds to the GEMM, and the GEMM's own time.
+        codes = [quant.quantize_fp8_per_token(x) for x in xs]
 
         def int8_without_prefetch(i: int) -> torch.Tensor:
             q, s, _, _ = quant.quantize_int8_per_token(xs[i], True)
@@ -591,6 +603,10 @@ def paired_apply(n: int, k: int, rows: list[dict], m_values: list[int]) -> None:
                                                for i in sets]
                for low, high, tile in APPLY_TILE_PROBES if low <= m <= high},
             "fp8_apply_no_prefetch": [lambda i=i: fp8_by_hand(i) for i in sets],
+            "fp8_gemm_alone": [lambda i=i: ops.scaled_mm(
+                codes[i][0], f8[i].weight, codes[i][1], f8[i].weight_scale, None, None, None, ws,
+                bf16, -1, False) for i in sets],
+            "fp8_quantizer_alone": [lambda i=i: quant.quantize_fp8_per_token(xs[i]) for i in sets],
             "fp8_apply_plain_launch": [lambda i=i: fp8_by_hand(i, pdl=False) for i in sets],
             **{f"fp8_apply_lead_{'all' if stages < 0 else stages}": [with_setting(
                 ops, "WEIGHT_LEAD_STAGES", stages, lambda i=i: fp8.apply_weights(f8[i], xs[i]))
@@ -613,7 +629,9 @@ def paired_apply(n: int, k: int, rows: list[dict], m_values: list[int]) -> None:
         row.pop("best", None)  # the other candidates are variants to compare, not tiles to pick
         rows.append(row)
         log(paired_line(row))
-        del xs, times, head, swept
+
+    for m in m_values:
+        one_m(m)
 
 
 def paired_block(n: int, k: int, rows: list[dict], m_values: list[int], sweep: bool,
@@ -632,7 +650,8 @@ def paired_block(n: int, k: int, rows: list[dict], m_values: list[int], sweep: b
     fi_scales = [fi_scale] + [fi_scale.clone() for _ in range(copies - 1)]
     runner.configure_workspace(torch.empty(16, dtype=torch.uint8, device="cuda"))
     sets = range(copies)
-    for m in m_values:
+
+    def one_m(m: int) -> None:
         xs = [torch.randn((m, k), generator=gen, device="cuda").to(torch.bfloat16) for _ in sets]
         qs = [quant.quantize_fp8_per_group(x, 128) for x in xs]
         del xs
@@ -653,7 +672,9 @@ def paired_block(n: int, k: int, rows: list[dict], m_values: list[int], sweep: b
                                   BlockTileConfig.COOPERATIVE_128x128_STREAM_K) if sweep else []
         measure_point(rows, "fp8_block", (n, k, m), order_name(tile, *astuple(order)),
                       "flashinfer", reference, gemm, variants)
-        del qs, fi_outs
+
+    for m in m_values:
+        one_m(m)
 
 
 def flashinfer_block() -> tuple[Any, Callable | None, str]:
@@ -693,7 +714,8 @@ def bench_block(
     # The FP8-input mode uses no workspace, but the runner wants one configured.
     placeholder = torch.empty(16, dtype=torch.uint8, device="cuda")
     sets = range(copies)
-    for m in m_values:
+
+    def one_m(m: int) -> None:
         graph = m <= GRAPH_MAX_M
         xs = [torch.randn((m, k), generator=gen, device="cuda").to(torch.bfloat16) for _ in sets]
         qs = [quant.quantize_fp8_per_group(x, 128) for x in xs]
@@ -734,7 +756,9 @@ def bench_block(
         row["block_apply_vs_bf16"] = ratio(row, "bf16_matmul", "block_apply")
         rows.append(row)
         log(summary(row))
-        del xs, qs, fi_outs, methods
+
+    for m in m_values:
+        one_m(m)
 
 
 def summary(row: dict) -> str:
