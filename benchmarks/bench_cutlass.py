@@ -129,9 +129,6 @@ PAIR_ROUNDS = 21
 #: in the apply rows (0: wait first; -1: the whole ring). 2 and -1 were timed in v12b and v13
 #: (never ahead of 1); 0 stays as the baseline of the lead's gain.
 WEIGHT_LEAD_PROBES = (0, 1)
-#: Warps of the quantizer's row programs timed in the apply rows beside the default (8 at K=8192,
-#: 16 at K=28672): the apply waits for its whole row program (``quant.ROW_WARPS``).
-ROW_WARPS_PROBES = (16, 32)
 #: Candidate decode tiles timed in the apply rows at M in [low, high] (quantizer, then the GEMM
 #: with that tile launched as apply_weights launches the chosen one).
 APPLY_TILE_PROBES = ((1, 16, TileConfig.SWAP_64x16_K512),)
@@ -529,8 +526,8 @@ def probe_prefetch_bytes(m: int) -> int:
 
 
 def with_setting(module: ModuleType, name: str, value: Any, call: Call) -> Call:
-    """``call`` with ``module.name`` set to ``value``: a launch-time knob (``ops.WEIGHT_LEAD_STAGES``,
-    ``quant.ROW_WARPS``) read when the kernel is launched, so a captured graph keeps it."""
+    """``call`` with ``module.name`` set to ``value``: a launch-time knob (``ops.WEIGHT_LEAD_STAGES``)
+    read when the kernel is launched, so a captured graph keeps it."""
     def run() -> Any:
         default = getattr(module, name)
         setattr(module, name, value)
@@ -564,9 +561,8 @@ def paired_apply(n: int, k: int, rows: list[dict], m_values: list[int]) -> None:
     prefetch at the other size (``probe_prefetch_bytes``), with the GEMM launched plainly
     after the quantizer (``fp8_apply_plain_launch``: what PDL saves), with the decode tiles
     requesting other counts of weight stages before their wait (``WEIGHT_LEAD_PROBES``), with
-    candidate decode tiles (``APPLY_TILE_PROBES``), with the quantizer's programs on other warp
-    counts (``ROW_WARPS_PROBES``), and its two launches alone (``fp8_gemm_alone`` on codes quantized
-    once, launched plainly; ``fp8_quantizer_alone``)."""
+    candidate decode tiles (``APPLY_TILE_PROBES``), and its two launches alone (``fp8_gemm_alone``
+    on codes quantized once, launched plainly; ``fp8_quantizer_alone``)."""
     gen = torch.Generator(device="cuda").manual_seed(n + k)
     weight = torch.randn((n, k), generator=gen, device="cuda") * 0.05
     fp8_config = FP8ScaledMMLinearLayerConfig(weight_shape=(n, k))
@@ -607,9 +603,6 @@ def paired_apply(n: int, k: int, rows: list[dict], m_values: list[int]) -> None:
                                                for i in sets]
                for low, high, tile in APPLY_TILE_PROBES if low <= m <= high},
             "fp8_apply_no_prefetch": [lambda i=i: fp8_by_hand(i) for i in sets],
-            **{f"fp8_apply_row_warps_{warps}": [with_setting(
-                quant, "ROW_WARPS", warps, lambda i=i: fp8.apply_weights(f8[i], xs[i]))
-                for i in sets] for warps in ROW_WARPS_PROBES},
             "fp8_gemm_alone": [lambda i=i: ops.scaled_mm(
                 codes[i][0], f8[i].weight, codes[i][1], f8[i].weight_scale, None, None, None, ws,
                 bf16, -1, False) for i in sets],

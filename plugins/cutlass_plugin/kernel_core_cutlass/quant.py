@@ -107,17 +107,11 @@ def _prefetch_plan(m: int, weight: torch.Tensor | None) -> tuple[int, int, int, 
     return -(-lines // _PREFETCH_LINES), lines, per_row, row_bytes
 
 
-#: Warps of a row kernel's program, read at each call; None: one per 1024 values of the block,
-#: 4 to 16 (a probe knob: the decode apply waits for the whole row's program, NOTES.md v16).
-ROW_WARPS: int | None = None
-
-
 def _row_launch(k: int) -> dict:
     """Block width, one-pass flag and warps of the row kernels for rows of ``k`` values."""
     one_pass = k <= ONE_PASS_MAX_K
     block = triton.next_power_of_2(k) if one_pass else _CHUNK
-    warps = ROW_WARPS if ROW_WARPS is not None else min(16, max(4, block // 1024))
-    return {"BLOCK": block, "ONE_PASS": one_pass, "num_warps": warps}
+    return {"BLOCK": block, "ONE_PASS": one_pass, "num_warps": min(16, max(4, block // 1024))}
 
 
 @triton.jit

@@ -456,22 +456,6 @@ def test_weight_first_tiles_wait_for_the_quantizer(dtype, tile, m, lead, k, monk
     torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("warps", [16, 32])
-@pytest.mark.parametrize("k", [8192, 28672, 33024])
-def test_row_warps_change_no_codes(k, warps, monkeypatch):
-    """quant.ROW_WARPS only spreads a row over more threads: the per-token FP8 codes and scales
-    equal the default launch's bit for bit (one-pass rows and the two-pass path)."""
-    from kernel_core_cutlass import quant
-
-    g = torch.Generator(device="cuda").manual_seed(k + warps)
-    x = torch.randn((5, k), generator=g, device="cuda").to(torch.bfloat16) * 3
-    q, s = quant.quantize_fp8_per_token(x)
-    monkeypatch.setattr(quant, "ROW_WARPS", warps)
-    q_w, s_w = quant.quantize_fp8_per_token(x)
-    torch.testing.assert_close(q_w.view(torch.uint8), q.view(torch.uint8), rtol=0, atol=0)
-    torch.testing.assert_close(s_w, s, rtol=0, atol=0)
-
-
 @pytest.mark.parametrize("k", [4864, 33024], ids=["one_pass", "two_pass"])
 def test_quantizers_match_the_reference_codes(k):
     from kernel_core_cutlass import quant
