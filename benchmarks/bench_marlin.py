@@ -247,11 +247,11 @@ def bench_shape(fmt: str, n: int, k: int, m_values, replays: int,
             # against bf16 after the same norm.
             norm_weight = torch.ones(k, device="cuda", dtype=torch.bfloat16)
 
-            def normed(x):
-                return torch.nn.functional.rms_norm(x, (k,), norm_weight)
+            def normed(x, weight=norm_weight):
+                return torch.nn.functional.rms_norm(x, (k,), weight)
 
             candidates[PLAIN_LAUNCH] = [
-                lambda lay=lay, x=x: stream(lay, x, *auto_config, False)
+                lambda lay=lay, x=x, cfg=auto_config: stream(lay, x, *cfg, False)
                 for lay, x in zip(layers, xs)] * max(1, 8 // copies)
             candidates[AFTER_NORM["bf16"]] = [
                 lambda w=w, x=xs[i % copies]: torch.matmul(normed(x), w.T)
@@ -260,7 +260,7 @@ def bench_shape(fmt: str, n: int, k: int, m_values, replays: int,
                 lambda lay=lay, x=x: kernel.apply_weights(lay, normed(x))
                 for lay, x in zip(layers, xs)] * max(1, 8 // copies)
             candidates[AFTER_NORM["plain"]] = [
-                lambda lay=lay, x=x: stream(lay, normed(x), *auto_config, False)
+                lambda lay=lay, x=x, cfg=auto_config: stream(lay, normed(x), *cfg, False)
                 for lay, x in zip(layers, xs)] * max(1, 8 // copies)
         if m >= 64:
             def dequant_mm(lay, x):
@@ -275,10 +275,10 @@ def bench_shape(fmt: str, n: int, k: int, m_values, replays: int,
         if 64 <= m <= 256:  # the stream kernel past the crossover, for the record
             stream_config = ops.launch_config(m, kernel._fmt)
             candidates["stream (auto config)"] = [
-                lambda lay=lay, x=x: stream(lay, x, *stream_config, False)
+                lambda lay=lay, x=x, cfg=stream_config: stream(lay, x, *cfg, False)
                 for lay, x in zip(layers, xs)] * max(1, 4 // copies)
         def tile_launches(bmx: int, rw: int, split: int, variant: int, layers=layers,
-                          xs=xs) -> None:
+                          xs=xs, candidates=candidates) -> None:
             candidates[f"tile {tile.TILE_VARIANTS[variant]} bmx={bmx} rw={rw} split={split}"] = [
                 lambda lay=lay, x=x: tile.tile_gemm(
                     x, lay.weight, lay.weight_scale, None, None,

@@ -86,7 +86,7 @@ def run_shape(fmt: str, n: int, k: int, replays: int, copy_bw: float, log) -> li
     for m in M_VALUES:
         xs = [torch.randn(m, k, device="cuda", dtype=torch.bfloat16) for _ in range(copies)]
 
-        def call(i: int, cfg: tuple[int, ...]) -> torch.Tensor:
+        def call(i: int, cfg: tuple[int, ...], xs=xs) -> torch.Tensor:
             lay = layers[i]
             return ops.gemm(xs[i], lay.weight, lay.weight_scale, None, None, chan[i], None,
                             kernel._fmt, n, kernel._group_size, kernel._zconst, *cfg)

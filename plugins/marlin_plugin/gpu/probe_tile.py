@@ -393,7 +393,8 @@ def time_formats(replays: int, m_values: tuple[int, ...], fmts: list[str], varia
                     permuted_x_variants(packs, xs, outs, times, reps, replays, chunks,
                                         variants_us)
                 if m >= 256:
-                    calls = [lambda p=p, x=x: torch.matmul(x, p.dequantize(torch.bfloat16)[:, :k].T)
+                    calls = [lambda p=p, x=x, k=k: torch.matmul(
+                        x, p.dequantize(torch.bfloat16)[:, :k].T)
                              for p, x in zip(packs, xs)] * max(1, 4 // copies)
                     variants_us["dequantize+matmul"] = graph_time_us(calls, replays)
                 # Probe-mode rows do not compute the product: never the best.
