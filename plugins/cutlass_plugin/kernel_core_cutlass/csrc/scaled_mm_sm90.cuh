@@ -28,6 +28,7 @@
 #include <cutlass/gemm/kernel/gemm_universal.hpp>
 #include <cutlass/util/packed_stride.hpp>
 
+#include "decode_trace.h"
 #include "scaled_mm_api.h"
 
 namespace kernel_core_cutlass {
@@ -150,6 +151,7 @@ struct WeightFirstMainloop : Mainloop {
     lead = k_tile_count < lead ? k_tile_count : lead;
     bool const elected = cute::elect_one_sync();
     if (elected) {
+      KCC_DECODE_STAMP(kProducerStart);
       auto stage = write;
       auto k_tile = k_tile_iter;
       for (int i = 0; i < lead; ++i, ++stage, ++k_tile) {
@@ -158,9 +160,11 @@ struct WeightFirstMainloop : Mainloop {
              tAsA(_, _, _, stage.index()));
       }
     }
+    if (elected) KCC_DECODE_STAMP(kLeadIssued);
     __syncwarp();
     wait_for_prerequisite_grid();
     if (elected) {
+      KCC_DECODE_STAMP(kWaitReturned);
       CUTLASS_PRAGMA_NO_UNROLL
       for (int i = 0; i < k_tile_count; ++i, ++write, ++k_tile_iter) {
         auto* barrier = pipeline.producer_get_barrier(write);
@@ -170,8 +174,20 @@ struct WeightFirstMainloop : Mainloop {
         }
         copy(params.tma_load_b.with(*barrier), tBgB(_, _, _, *k_tile_iter), tBsB(_, _, _, write.index()));
       }
+      KCC_DECODE_STAMP(kLastCopyIssued);
     }
   }
+
+#ifdef KCC_DECODE_TRACE
+  // The consumer's mainloop, stamped by the warpgroup's first thread on entry and return.
+  template <class... Args>
+  CUTLASS_DEVICE void mma(Args&&... args) {
+    bool const first = threadIdx.x % 128 == 0;
+    if (first) KCC_DECODE_STAMP(kConsumerStart);
+    Mainloop::mma(std::forward<Args>(args)...);
+    if (first) KCC_DECODE_STAMP(kConsumerIssued);
+  }
+#endif
 };
 
 // Broadcasts in the (M, N) frame of the CUTLASS problem. `PerRow` varies with M, `PerCol` with N.
@@ -328,8 +344,10 @@ struct ScaledMmSm90 {
   // Whether a launch as a programmatic dependent is safe: the kernel waits for its predecessor.
   static constexpr bool kWaits = WeightFirst || kWaitsOnPredecessor;
 
-  using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue,
-                                                      Scheduler>;
+  // The decode tiles' epilogue is stamped in the timeline probe's build (decode_trace.h).
+  using KernelEpilogue = std::conditional_t<WeightFirst, DecodeEpilogue<Epilogue>, Epilogue>;
+  using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop,
+                                                      KernelEpilogue, Scheduler>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 
   static const char* run(ScaledMmArgs const& a) {
