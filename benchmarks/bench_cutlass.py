@@ -526,8 +526,8 @@ def probe_prefetch_bytes(m: int) -> int:
 
 
 def with_setting(module: ModuleType, name: str, value: Any, call: Call) -> Call:
-    """``call`` with ``module.name`` set to ``value``: a launch-time knob (``ops.WEIGHT_LEAD_STAGES``)
-    read when the kernel is launched, so a captured graph keeps it."""
+    """``call`` with ``module.name`` set to ``value``: a launch-time knob such as
+    ``ops.WEIGHT_LEAD_STAGES``, read when the kernel is launched, so a captured graph keeps it."""
     def run() -> Any:
         default = getattr(module, name)
         setattr(module, name, value)
@@ -562,7 +562,8 @@ def paired_apply(n: int, k: int, rows: list[dict], m_values: list[int]) -> None:
     after the quantizer (``fp8_apply_plain_launch``: what PDL saves), with the decode tiles
     requesting other counts of weight stages before their wait (``WEIGHT_LEAD_PROBES``), with
     candidate decode tiles (``APPLY_TILE_PROBES``), and its two launches alone (``fp8_gemm_alone``
-    on codes quantized once, launched plainly; ``fp8_quantizer_alone``)."""
+    on codes quantized once, launched plainly; ``fp8_quantizer_alone``; neither prefetches the
+    weight, so where the prefetch is on, as on the H100, they do not add up to the apply)."""
     gen = torch.Generator(device="cuda").manual_seed(n + k)
     weight = torch.randn((n, k), generator=gen, device="cuda") * 0.05
     fp8_config = FP8ScaledMMLinearLayerConfig(weight_shape=(n, k))
@@ -610,7 +611,8 @@ def paired_apply(n: int, k: int, rows: list[dict], m_values: list[int]) -> None:
             "fp8_apply_plain_launch": [lambda i=i: fp8_by_hand(i, pdl=False) for i in sets],
             **{f"fp8_apply_lead_{'all' if stages < 0 else stages}": [with_setting(
                 ops, "WEIGHT_LEAD_STAGES", stages, lambda i=i: fp8.apply_weights(f8[i], xs[i]))
-                for i in sets] for stages in WEIGHT_LEAD_PROBES if stages != ops.WEIGHT_LEAD_STAGES},
+                for i in sets]
+               for stages in WEIGHT_LEAD_PROBES if stages != ops.WEIGHT_LEAD_STAGES},
             "int8_apply": [lambda i=i: int8.apply_weights(i8[i], xs[i]) for i in sets],
             "int8_apply_no_prefetch": [lambda i=i: int8_without_prefetch(i) for i in sets],
         }

@@ -81,8 +81,8 @@ N_CLUSTERED_TILES = (TileConfig.PINGPONG_128x128_CLUSTER_N2, TileConfig.PINGPONG
                      TileConfig.COOPERATIVE_128x128_CLUSTER_N2,
                      TileConfig.PINGPONG_128x128_CLUSTER_2x4)
 
-#: The weight-first decode tiles (WeightFirstMainloop): the heuristic's two at M <= 64 and the
-#: swept one with 512-deep K steps.
+#: The weight-first decode tiles (WeightFirstMainloop): first the heuristic's two (M <= 16, M <= 64),
+#: then the swept one with 512-deep K steps.
 WEIGHT_FIRST_TILES = (TileConfig.SWAP_64x16_K256, TileConfig.SWAP_64x64_K256,
                       TileConfig.SWAP_64x16_K512)
 
