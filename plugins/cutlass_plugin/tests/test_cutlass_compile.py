@@ -3,9 +3,9 @@
 Each translation unit of ``ops.CI_SOURCES`` is compiled (``nvcc -c``, no link) into a temporary
 directory with the flags the JIT build uses; the units run in parallel, one per core. That is the
 binding, every tile template once (fp8 -> bf16, four units), the int8 mainloop and the block-scaled
-one: 26 of the 76 kernels, within CI's time on 2 cores. The other units instantiate the same
-templates with another output or operand type and are compiled by the JIT build on the GPU
-machine. The binding includes only ``torch/extension.h`` (no ATen/cuda headers), so it compiles
+one: 26 of the 76 kernels, within CI's time on 2 cores; then the decode timeline probe (two more).
+The other units instantiate the same templates with another output or operand type and are
+compiled by the JIT build on the GPU machine. The binding includes only ``torch/extension.h`` (no ATen/cuda headers), so it compiles
 against the CPU torch wheel too.
 """
 
@@ -57,3 +57,14 @@ def test_every_translation_unit_compiles_for_sm90a(tmp_path):
     assert not failures, "\n\n".join(failures)
     for target, _, _ in results:
         assert target.stat().st_size > 0
+
+
+def test_the_decode_timeline_probe_compiles(tmp_path):
+    """gpu/decode_timeline_probe.cu (the decode tiles with decode_trace.h's stamps compiled in)
+    builds as the probe builds it on the GPU machine."""
+    if ops.toolchain_problem():
+        pytest.skip(ops.toolchain_problem())
+    probe = Path(__file__).parents[1] / "gpu" / "decode_timeline_probe.cu"
+    target, code, err = _compile(probe, tmp_path)
+    assert code == 0, err
+    assert target.stat().st_size > 0
