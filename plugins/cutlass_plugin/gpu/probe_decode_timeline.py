@@ -5,8 +5,9 @@ The decode apply on 8192 x 8192 is ~1.4 us of fixed cost behind bf16 matmul's (t
 builds ``decode_timeline_probe.cu`` (the weight-first decode tiles with the stamps of
 ``csrc/decode_trace.h``: %globaltimer at each phase of each CTA) as a plain shared library, calls
 it through ctypes, and reports every phase relative to the first CTA's producer start: as the
-GEMM alone on codes quantized once (launched plainly) and after the quantizer (launched with PDL,
-as ``apply_weights`` does). The call's CUDA-event time beside it shows what lies outside the CTAs
+GEMM alone on codes quantized once (launched plainly), after the quantizer (launched with PDL,
+as ``apply_weights`` does), and alone with per-tensor scales (what the epilogue's scale vectors
+cost; this mode was added after the first run and has not run yet). The call's CUDA-event time beside it shows what lies outside the CTAs
 (launch, teardown).
 
 Run on the GPU machine from the repository root (the nvidia-cutlass wheel's headers on the path):
@@ -136,7 +137,16 @@ def run_point(lib: ctypes.CDLL, n: int, k: int, m: int, tile: TileConfig) -> dic
         q2, s2 = quant.quantize_fp8_per_token(x)
         traced_gemm(lib, tile, q2, s2, w, w_scale, out, pdl=True)
 
-    for mode, call in (("gemm_alone", gemm_alone), ("after_quantizer_pdl", after_quantizer)):
+    # The GEMM alone with one token scale and one channel scale (per-tensor): the epilogue's
+    # broadcast nodes then read one value each instead of their rows, so the difference in the
+    # epilogue's phases is what loading the scale vectors costs. Its output is not the reference's.
+    scalar_token, scalar_channel = s[:1].clone(), w_scale[:1].clone()
+
+    def gemm_alone_scalar_scales() -> None:
+        traced_gemm(lib, tile, q, scalar_token, w, scalar_channel, out, pdl=False)
+
+    for mode, call in (("gemm_alone", gemm_alone), ("after_quantizer_pdl", after_quantizer),
+                       ("gemm_alone_scalar_scales", gemm_alone_scalar_scales)):
         call()  # compiles the quantizer before capture
         torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()
@@ -157,7 +167,10 @@ def run_point(lib: ctypes.CDLL, n: int, k: int, m: int, tile: TileConfig) -> dic
                 times.append(start.elapsed_time(end) * 1000.0)
         stamped = sorted({len(t) for t in traces})
         unwritten = sum(int((t == 0).sum()) for t in traces)
-        error = ((out.double() - reference).norm() / reference.norm()).item()
+        expected = reference
+        if mode == "gemm_alone_scalar_scales":
+            expected = (q.double() @ w.double().T) * float(scalar_token) * float(scalar_channel)
+        error = ((out.double() - expected).norm() / expected.norm()).item()
         result[mode] = {**summarize(traces, times), "ctas_stamped": stamped,
                         "unwritten_stamps": unwritten, "relative_error": error}
         log(f"probe: N={n} K={k} M={m} {mode}: call {result[mode]['call_us']:.2f} us, "
