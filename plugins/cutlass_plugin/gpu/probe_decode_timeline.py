@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import hashlib
 import json
 import statistics
 import subprocess
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from kernel_core import envs
+from kernel_core.jit import _fingerprint, build_dir_for
 from kernel_core_cutlass import ops, quant
 from kernel_core_cutlass.tiles import TileConfig
 
@@ -49,21 +48,22 @@ def log(message: str) -> None:
 
 
 def build_library() -> ctypes.CDLL:
-    """Compile the probe library once per source (cached under the kernel-core cache dir)."""
+    """Compile the probe library once per source, headers and flags (the JIT build's cache key and
+    folder: kernel_core.jit), with the plugin's nvcc flags."""
     include, util = ops.cutlass_include_dirs() or (None, None)
     if include is None:
         raise RuntimeError("CUTLASS headers not found: install the nvidia-cutlass wheel")
-    csrc = ops.CSRC
-    digest = hashlib.sha256(SOURCE.read_bytes())
-    for header in sorted(csrc.glob("*.h")) + sorted(csrc.glob("*.cuh")):
-        digest.update(header.read_bytes())
-    library = envs.cache_dir() / "probe" / f"decode_timeline_{digest.hexdigest()[:16]}.so"
+    flags = ["-std=c++17", "-gencode=arch=compute_90a,code=sm_90a", *ops.NVCC_FLAGS, "-shared",
+             "-Xcompiler", "-fPIC"]
+    include_paths = [str(ops.CSRC), str(include), str(util)]
+    # The csrc headers count through their folder (a unit of it stands for them all).
+    key = _fingerprint([SOURCE, ops.CSRC / "scaled_mm_sm90.cuh"], flags, include_paths, "sm_90a")
+    library = build_dir_for("kernel_core_cutlass_decode_timeline", key) / "decode_timeline.so"
     if not library.exists():
         library.parent.mkdir(parents=True, exist_ok=True)
-        command = [ops._nvcc() or "nvcc", "-std=c++17", "-gencode=arch=compute_90a,code=sm_90a", "-O3",
-                   "--expt-relaxed-constexpr", "-DNDEBUG", "-shared", "-Xcompiler", "-fPIC",
-                   f"-I{csrc}", f"-I{include}", f"-I{util}", str(SOURCE), "-o", str(library)]
-        log(f"probe: building {library.name} (about a minute)")
+        command = [ops._nvcc() or "nvcc", *flags, *(f"-I{path}" for path in include_paths),
+                   str(SOURCE), "-o", str(library)]
+        log(f"probe: building {library} (about a minute)")
         started = time.perf_counter()
         subprocess.run(command, check=True)
         log(f"probe: built in {time.perf_counter() - started:.0f} s")

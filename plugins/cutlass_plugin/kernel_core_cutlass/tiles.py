@@ -71,8 +71,8 @@ class TileConfig(enum.IntEnum):
     COOPERATIVE_128x128_CLUSTER_N2 = 14  # cooperative (2 warpgroups per tile), cluster 1x2
     PINGPONG_128x128_CLUSTER_2x4 = 15  # pingpong, cluster 2x4: nvjet's 4x2 (28672 x 8192, M=256)
     # SWAP_64x16_K256 with 512-deep K steps: each stage reads 512 contiguous bytes of every
-    # weight row instead of 256. Swept only (NOTES.md v13): the K256 decode GEMM streams its
-    # weight at ~4.1 TB/s where bf16 matmul's reads run at ~4.6 on the same device.
+    # weight row instead of 256. Swept only: over six H200 runs a tie on 8192^2, 0-3% ahead at
+    # M=16 on the large shapes (NOTES.md v13, "K512 over the session's six runs").
     SWAP_64x16_K512 = 16
 
 
@@ -81,8 +81,8 @@ N_CLUSTERED_TILES = (TileConfig.PINGPONG_128x128_CLUSTER_N2, TileConfig.PINGPONG
                      TileConfig.COOPERATIVE_128x128_CLUSTER_N2,
                      TileConfig.PINGPONG_128x128_CLUSTER_2x4)
 
-#: The weight-first decode tiles (WeightFirstMainloop): first the heuristic's two (M <= 16, M <= 64),
-#: then the swept one with 512-deep K steps.
+#: The weight-first decode tiles (WeightFirstMainloop): first the heuristic's two (M <= 16 and
+#: M <= 64), then the swept one with 512-deep K steps.
 WEIGHT_FIRST_TILES = (TileConfig.SWAP_64x16_K256, TileConfig.SWAP_64x64_K256,
                       TileConfig.SWAP_64x16_K512)
 

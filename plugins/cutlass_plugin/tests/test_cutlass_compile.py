@@ -5,8 +5,8 @@ directory with the flags the JIT build uses; the units run in parallel, one per 
 binding, every tile template once (fp8 -> bf16, four units), the int8 mainloop and the block-scaled
 one: 26 of the 76 kernels, within CI's time on 2 cores; then the decode timeline probe (two more).
 The other units instantiate the same templates with another output or operand type and are
-compiled by the JIT build on the GPU machine. The binding includes only ``torch/extension.h`` (no ATen/cuda headers), so it compiles
-against the CPU torch wheel too.
+compiled by the JIT build on the GPU machine. The binding includes only ``torch/extension.h`` (no
+ATen/cuda headers), so it compiles against the CPU torch wheel too.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def test_every_translation_unit_compiles_for_sm90a(tmp_path):
 
 def test_the_decode_timeline_probe_compiles(tmp_path):
     """gpu/decode_timeline_probe.cu (the decode tiles with decode_trace.h's stamps compiled in)
-    builds as the probe builds it on the GPU machine."""
+    compiles with the units' flags."""
     if ops.toolchain_problem():
         pytest.skip(ops.toolchain_problem())
     probe = Path(__file__).parents[1] / "gpu" / "decode_timeline_probe.cu"
