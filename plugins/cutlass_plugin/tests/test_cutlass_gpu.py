@@ -102,17 +102,17 @@ def make_case(config, m: int, seed: int, with_bias: bool):
 
 
 FP8_CONFIGS = [
-    dict(weight_scale_granularity="channel", input_scale="dynamic", input_scale_granularity="token"),
-    dict(weight_scale_granularity="tensor", input_scale="dynamic", input_scale_granularity="token"),
-    dict(weight_scale_granularity="channel", input_scale="dynamic", input_scale_granularity="tensor"),
-    dict(weight_scale_granularity="tensor", input_scale="static", input_scale_granularity="tensor"),
-    dict(weight_scale_granularity="channel", input_scale="static", input_scale_granularity="tensor"),
+    {"weight_scale_granularity": "channel", "input_scale": "dynamic", "input_scale_granularity": "token"},
+    {"weight_scale_granularity": "tensor", "input_scale": "dynamic", "input_scale_granularity": "token"},
+    {"weight_scale_granularity": "channel", "input_scale": "dynamic", "input_scale_granularity": "tensor"},
+    {"weight_scale_granularity": "tensor", "input_scale": "static", "input_scale_granularity": "tensor"},
+    {"weight_scale_granularity": "channel", "input_scale": "static", "input_scale_granularity": "tensor"},
 ]
 INT8_CONFIGS = [
-    dict(weight_scale_granularity="channel", input_scale="dynamic", input_symmetric=True),
-    dict(weight_scale_granularity="channel", input_scale="dynamic", input_symmetric=False),
-    dict(weight_scale_granularity="tensor", input_scale="static", input_symmetric=True),
-    dict(weight_scale_granularity="channel", input_scale="static", input_symmetric=False),
+    {"weight_scale_granularity": "channel", "input_scale": "dynamic", "input_symmetric": True},
+    {"weight_scale_granularity": "channel", "input_scale": "dynamic", "input_symmetric": False},
+    {"weight_scale_granularity": "tensor", "input_scale": "static", "input_symmetric": True},
+    {"weight_scale_granularity": "channel", "input_scale": "static", "input_symmetric": False},
 ]
 #: The tiles the heuristic picks for N=4096, K=1024: SWAP_64x16_K256 (1, 16), SWAP_64x64_K256
 #: (40), PINGPONG_64x128_CLUSTER2 (100), PINGPONG_64x128 (200, 300), PINGPONG_128x128_CLUSTER2
@@ -158,37 +158,59 @@ def test_fp8_block_matches_float64_reference(m, out_dtype, n):
     _check(*case, tol=1.5e-2)
 
 
-@pytest.mark.parametrize("tile", list(TileConfig), ids=lambda t: t.name)
-@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.int8])
-def test_every_tile_configuration_is_correct(tile, dtype):
+def _check_scaled_mm_tile(tile: int, dtype: torch.dtype, m: int, n: int, k: int, seed: int,
+                          per_tensor: bool = False) -> None:
+    """The W8A8 GEMM with ``tile`` against a float64 reference, with every epilogue vector:
+    token and channel scales (one value each when ``per_tensor``), INT8's zero points and column
+    sums, and a bias; no output element left unwritten (poisoned), relative error below 1e-2."""
     from kernel_core_cutlass import ops
 
-    # 3 x 4 tiles of 128x128 and 12 K-steps: stream-K splits K across SMs here.
-    m, n, k = 300, 512, 1536
-    g = torch.Generator(device="cuda").manual_seed(tile)
+    g = torch.Generator(device="cuda").manual_seed(seed)
     if dtype == torch.int8:
         x = torch.randint(-128, 128, (m, k), generator=g, device="cuda", dtype=torch.int8)
         w = torch.randint(-128, 128, (n, k), generator=g, device="cuda", dtype=torch.int8)
     else:
         x = (torch.randn(m, k, generator=g, device="cuda") * 50).to(dtype)
         w = (torch.randn(n, k, generator=g, device="cuda") * 50).to(dtype)
-    s_tok = torch.rand(m, generator=g, device="cuda") + 0.5
-    s_ch = torch.rand(n, generator=g, device="cuda") + 0.5
-    zp_neg = -torch.randint(-20, 20, (m,), generator=g, device="cuda").float()
+    tokens, channels = (1, 1) if per_tensor else (m, n)
+    s_tok = torch.rand(tokens, generator=g, device="cuda") + 0.5
+    s_ch = torch.rand(channels, generator=g, device="cuda") + 0.5
+    zp_neg = -torch.randint(-20, 20, (tokens,), generator=g, device="cuda").float()
     colsum = w.to(torch.float32).sum(dim=1)
     bias = torch.randn(n, generator=g, device="cuda").to(torch.bfloat16) * 1000
-    ref = x.double() @ w.double().T + zp_neg.double()[:, None] * colsum.double()[None, :]
-    ref = ref * s_tok.double()[:, None] * s_ch.double()[None, :] + bias.double()
-    poison_next_allocation((m, n), torch.bfloat16)
     use_zp = dtype == torch.int8
+    acc = x.double() @ w.double().T
+    if use_zp:
+        acc = acc + zp_neg.double().reshape(-1, 1) * colsum.double()[None, :]
+    ref = acc * s_tok.double().reshape(-1, 1) * s_ch.double().reshape(1, -1) + bias.double()
+    poison_next_allocation((m, n), torch.bfloat16)
     out = ops.scaled_mm(x, w, s_tok, s_ch, zp_neg if use_zp else None,
                         colsum if use_zp else None, bias, ops.workspace_for(x.device),
                         torch.bfloat16, int(tile))
-    if not use_zp:
-        ref = ref - (zp_neg.double()[:, None] * colsum.double()[None, :]
-                     * s_tok.double()[:, None] * s_ch.double()[None, :])
-    assert not out.isnan().any()
-    assert relative_error(out, ref) < 1e-2
+    assert not out.isnan().any(), "unwritten (poisoned) output elements"
+    err = relative_error(out, ref)
+    assert err < 1e-2, f"relative error {err:.2e} >= 1e-2"
+
+
+@pytest.mark.parametrize("tile", list(TileConfig), ids=lambda t: t.name)
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.int8])
+def test_every_tile_configuration_is_correct(tile, dtype):
+    # 3 x 4 tiles of 128x128 and 12 K-steps: stream-K splits K across SMs here.
+    _check_scaled_mm_tile(tile, dtype, 300, 512, 1536, seed=int(tile))
+
+
+@pytest.mark.parametrize("tile", WEIGHT_FIRST_TILES, ids=lambda t: t.name)
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.int8])
+@pytest.mark.parametrize("m, n", [(1, 200), (5, 200), (40, 648)])
+@pytest.mark.parametrize("per_tensor", [False, True], ids=["per_element", "per_tensor"])
+def test_decode_tiles_read_every_staged_vector(tile, dtype, m, n, per_tensor):
+    """The decode tiles' epilogue reads the vectors their consumer staged in shared memory
+    (csrc/decode_staging.h): channel scales, column sums and bias along the tile's rows, token
+    scales and zero points along its columns, per element or one value for all, on layers whose
+    last tile lies partly outside N (200 = 3 x 64 + 8, 648 = 10 x 64 + 8) and M (1, 5, 40 tokens
+    of 16- or 64-wide tiles)."""
+    _check_scaled_mm_tile(tile, dtype, m, n, 1024, seed=int(tile) * 1000 + m + n + per_tensor,
+                          per_tensor=per_tensor)
 
 
 @pytest.mark.parametrize("tile", [t for t in BlockTileConfig if t.weight_scale_rows < 128],
@@ -214,7 +236,7 @@ def test_block_narrow_tile_on_a_narrow_odd_n(m, tile):
 def test_every_block_tile_configuration_is_correct(tile, m):
     # 3 x 3 tiles of 128x128 at M=300 and 16 K-steps: stream-K splits K across SMs.
     config = Fp8BlockLinearLayerConfig(weight_shape=(384, 2048))
-    kernel, layer, x, bias, ref = make_case(config, m, seed=int(tile), with_bias=False)
+    kernel, layer, x, _bias, ref = make_case(config, m, seed=int(tile), with_bias=False)
     from kernel_core_cutlass import ops, quant
 
     q, xs = quant.quantize_fp8_per_group(x, 128)

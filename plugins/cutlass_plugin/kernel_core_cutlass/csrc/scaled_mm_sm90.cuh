@@ -28,6 +28,7 @@
 #include <cutlass/gemm/kernel/gemm_universal.hpp>
 #include <cutlass/util/packed_stride.hpp>
 
+#include "decode_staging.h"
 #include "decode_trace.h"
 #include "scaled_mm_api.h"
 
@@ -96,27 +97,30 @@ CUTLASS_DEVICE void wait_for_prerequisite_grid() {
 // request the weight tiles of the first `lead_stages` stages (a runtime argument: 0 waits first, as
 // CUTLASS does; -1 every stage) before it waits, then loads those stages' activation tiles and goes
 // on as CUTLASS's load does. A stage's barrier expects both tiles' bytes from its producer_acquire
-// on, so a consumer never reads a stage before its activation tile has landed; the epilogue's reads
-// of the token scales come after the consumers have waited on stages whose activation tiles were
-// loaded after the wait. (One exception in form only: a one-element broadcast, such as M=1's token
-// scale, reads its value when CUTLASS builds the epilogue, before any wait, for an is-zero test
-// that only a tree with a C source uses; these trees have none and the compiled kernels hold no
-// global load before the wait.) Needs a unit without CUTLASS's own wait (which would come first)
-// and a cluster of one CTA (no multicast), and is written for the non-persistent
-// KernelTmaWarpSpecialized schedule, which calls load() once per CTA. How many stages pay was
-// measured (NOTES.md v12, v12b): one stage ahead 0.07-0.9 us under waiting first on the H200, the
-// whole ring slower (its requests hold back the quantizer's own reads).
-template <class Mainloop>
+// on, so a consumer never reads a stage before its activation tile has landed. The consumer stages
+// the epilogue's vectors (decode_staging.h) before its mainloop: the channel vectors at once, the
+// token vectors (the quantizer's output) after the first stage has landed, i.e. after the
+// producer's wait; the epilogue (StagedVector nodes) reads no global memory. Needs a unit without
+// CUTLASS's own wait (which would come first) and a cluster of one CTA (no multicast), and is
+// written for the non-persistent KernelTmaWarpSpecialized schedule, which calls load() and mma()
+// once per CTA, for the tile at (blockIdx.x, blockIdx.y). How many stages pay was measured
+// (NOTES.md v12, v12b): one stage ahead 0.07-0.9 us under waiting first on the H200, the whole ring
+// slower (its requests hold back the quantizer's own reads).
+template <class Mainloop, class ElementBias>
 struct WeightFirstMainloop : Mainloop {
   static_assert(size(typename Mainloop::DispatchPolicy::ClusterShape{}) == 1,
                 "WeightFirstMainloop issues no multicast copies");
   static constexpr int kStages = Mainloop::DispatchPolicy::Stages;
+  using Staging = DecodeStaging<size<0>(typename Mainloop::TileShape{}), size<1>(typename Mainloop::TileShape{}),
+                                ElementBias>;
 
   struct Arguments : Mainloop::Arguments {
     int lead_stages = 0;
+    DecodeVectors vectors{};
   };
   struct Params : Mainloop::Params {
     int lead_stages = 0;
+    DecodeVectors vectors{};
   };
 
   template <class ProblemShape>
@@ -126,6 +130,7 @@ struct WeightFirstMainloop : Mainloop {
     static_cast<typename Mainloop::Params&>(params) =
         Mainloop::to_underlying_arguments(problem_shape, args, workspace);
     params.lead_stages = args.lead_stages;
+    params.vectors = args.vectors;
     return params;
   }
 
@@ -178,16 +183,21 @@ struct WeightFirstMainloop : Mainloop {
     }
   }
 
-#ifdef KCC_DECODE_TRACE
-  // The consumer's mainloop, stamped by the warpgroup's first thread on entry and return.
-  template <class... Args>
-  CUTLASS_DEVICE void mma(Args&&... args) {
-    bool const first = threadIdx.x % 128 == 0;
+  // The consumer warpgroup: stages the epilogue's vectors, then CUTLASS's mainloop. Waiting on the
+  // first stage here costs nothing: the mainloop's first wait is for the same stage.
+  template <class FrgTensorC>
+  CUTLASS_DEVICE void mma(typename Mainloop::MainloopPipeline pipeline, typename Mainloop::PipelineState read,
+                          FrgTensorC& accum, int k_tile_count, int thread_idx,
+                          typename Mainloop::TensorStorage& shared_tensors, Params const& params) {
+    bool const first = thread_idx == 0;
     if (first) KCC_DECODE_STAMP(kConsumerStart);
-    Mainloop::mma(std::forward<Args>(args)...);
+    Staging::stage_rows(params.vectors, int(blockIdx.x) * Staging::kRows, thread_idx);
+    if (k_tile_count > 0) pipeline.consumer_wait(read);
+    Staging::stage_cols(params.vectors, int(blockIdx.y) * Staging::kCols, thread_idx);
+    Staging::publish();
+    Mainloop::mma(pipeline, read, accum, k_tile_count, thread_idx, shared_tensors, params);
     if (first) KCC_DECODE_STAMP(kConsumerIssued);
   }
-#endif
 };
 
 // Broadcasts in the (M, N) frame of the CUTLASS problem. `PerRow` varies with M, `PerCol` with N.
@@ -196,13 +206,24 @@ using PerRowVector = cutlass::epilogue::fusion::Sm90ColBroadcast<0, Tile, Elemen
 template <class Tile, class Element>
 using PerColVector = cutlass::epilogue::fusion::Sm90RowBroadcast<0, Tile, Element, float, Stride<_0, bool, _0>>;
 
-// The broadcasts and operations both epilogue trees are built from, and their arguments.
-template <class Tile, class ElementD, bool SwapAB>
+// The vectors and operations both epilogue trees are built from, and their arguments. `Staged`
+// (the decode tiles, swap-AB): every vector is a StagedVector, filled by WeightFirstMainloop.
+template <class Tile, class ElementD, bool SwapAB, bool Staged>
 struct EpilogueParts {
+  static_assert(!Staged || SwapAB, "the staged vectors are laid out for the swap-AB decode tiles");
   // With SwapAB the problem's rows are weight channels and its columns are tokens.
-  using TokenVector = std::conditional_t<SwapAB, PerColVector<Tile, float>, PerRowVector<Tile, float>>;
-  using ChannelVector = std::conditional_t<SwapAB, PerRowVector<Tile, float>, PerColVector<Tile, float>>;
-  using ChannelBias = std::conditional_t<SwapAB, PerRowVector<Tile, ElementD>, PerColVector<Tile, ElementD>>;
+  template <class Element>
+  using TokenVector = std::conditional_t<SwapAB, PerColVector<Tile, Element>, PerRowVector<Tile, Element>>;
+  template <class Element>
+  using ChannelVector = std::conditional_t<SwapAB, PerRowVector<Tile, Element>, PerColVector<Tile, Element>>;
+  template <bool Use, class Broadcast, bool AlongRows, int Slot>
+  using Either = std::conditional_t<Use, StagedVector<Tile, AlongRows, Slot>, Broadcast>;
+
+  using TokenScale = Either<Staged, TokenVector<float>, false, kStagedTokenScale>;
+  using TokenZpNeg = Either<Staged, TokenVector<float>, false, kStagedTokenZpNeg>;
+  using ChannelScale = Either<Staged, ChannelVector<float>, true, kStagedChannelScale>;
+  using ChannelColsum = Either<Staged, ChannelVector<float>, true, kStagedChannelColsum>;
+  using ChannelBias = Either<Staged, ChannelVector<ElementD>, true, kStagedBias>;
 
   using Acc = cutlass::epilogue::fusion::Sm90AccFetch;
   template <class Element>
@@ -211,73 +232,100 @@ struct EpilogueParts {
   using Mul = cutlass::epilogue::fusion::Sm90Compute<cutlass::multiplies, float, float,
                                                      cutlass::FloatRoundStyle::round_to_nearest>;
 
-  static typename TokenVector::Arguments token(float const* ptr, bool per_token) {
-    typename TokenVector::StrideMNL stride{};
-    if constexpr (SwapAB) { get<1>(stride) = per_token; } else { get<0>(stride) = per_token; }
-    return {ptr, 0.f, stride};
+  // A token vector's arguments: [m] when `per_token`, else its first value for all.
+  template <class Node>
+  static typename Node::Arguments token(float const* ptr, bool per_token) {
+    if constexpr (Staged) {
+      return {};
+    } else {
+      typename Node::StrideMNL stride{};
+      if constexpr (SwapAB) { get<1>(stride) = per_token; } else { get<0>(stride) = per_token; }
+      return {ptr, 0.f, stride};
+    }
   }
-  static typename ChannelVector::Arguments channel(float const* ptr, bool per_channel) {
-    typename ChannelVector::StrideMNL stride{};
-    if constexpr (SwapAB) { get<0>(stride) = per_channel; } else { get<1>(stride) = per_channel; }
-    return {ptr, 0.f, stride};
+  // A channel vector's arguments: [n] when `per_channel`, else its first value for all.
+  template <class Node, class Element>
+  static typename Node::Arguments channel(Element const* ptr, bool per_channel) {
+    if constexpr (Staged) {
+      return {};
+    } else {
+      typename Node::StrideMNL stride{};
+      if constexpr (SwapAB) { get<0>(stride) = per_channel; } else { get<1>(stride) = per_channel; }
+      return {ptr, Element(0), stride};
+    }
   }
-  static typename ChannelBias::Arguments bias(void const* ptr) {
-    typename ChannelBias::StrideMNL stride{};
-    if constexpr (SwapAB) { get<0>(stride) = true; } else { get<1>(stride) = true; }
-    return {static_cast<ElementD const*>(ptr), ElementD(0), stride};
+  // What WeightFirstMainloop stages for the same tree, in the problem's frame.
+  static DecodeVectors staged_vectors(ScaledMmArgs const& a, bool zero_point) {
+    DecodeVectors v{};
+    v.channel_scale = a.channel_scale;
+    v.channel_scale_per_row = a.channel_scale_per_col;
+    v.bias = a.bias;
+    v.token_scale = a.token_scale;
+    v.token_scale_per_col = a.token_scale_per_row;
+    if (zero_point) {
+      v.channel_colsum = a.channel_colsum;
+      v.token_zp_neg = a.token_zp_neg;
+      v.token_zp_per_col = a.token_zp_per_row;
+    }
+    v.rows = a.n;
+    v.cols = a.m;
+    return v;
   }
 };
 
 // out = s_tok[tok] * (s_ch[ch] * inner) + bias[ch], around an inner node: the accumulator (FP8)
-// or the accumulator with INT8's zero-point term; `arguments` wraps the inner node's.
-template <class Tile, class ElementD, bool SwapAB, class Inner>
-struct ScaledOutputTree : EpilogueParts<Tile, ElementD, SwapAB> {
-  using P = EpilogueParts<Tile, ElementD, SwapAB>;
+// or the accumulator with INT8's zero-point term; `wrap` wraps the inner node's arguments.
+template <class Tile, class ElementD, bool SwapAB, bool Staged, class Inner>
+struct ScaledOutputTree : EpilogueParts<Tile, ElementD, SwapAB, Staged> {
+  using P = EpilogueParts<Tile, ElementD, SwapAB, Staged>;
   // channel_scaled = s_ch[ch] * inner
-  using ChannelScaled = cutlass::epilogue::fusion::Sm90EVT<typename P::Mul, typename P::ChannelVector,
-                                                           Inner>;
+  using ChannelScaled = cutlass::epilogue::fusion::Sm90EVT<typename P::Mul, typename P::ChannelScale, Inner>;
   // out = s_tok[tok] * channel_scaled + bias[ch]
   using Tree = cutlass::epilogue::fusion::Sm90EVT<typename P::template MulAdd<ElementD>,
-                                                  typename P::TokenVector, ChannelScaled,
+                                                  typename P::TokenScale, ChannelScaled,
                                                   typename P::ChannelBias>;
 
   static typename Tree::Arguments wrap(ScaledMmArgs const& a, typename Inner::Arguments inner) {
     return typename Tree::Arguments{
-        P::token(a.token_scale, a.token_scale_per_row),
-        {P::channel(a.channel_scale, a.channel_scale_per_col), inner, {}},
-        P::bias(a.bias),
+        P::template token<typename P::TokenScale>(a.token_scale, a.token_scale_per_row),
+        {P::template channel<typename P::ChannelScale>(a.channel_scale, a.channel_scale_per_col), inner, {}},
+        P::template channel<typename P::ChannelBias>(static_cast<ElementD const*>(a.bias), true),
         {},
     };
   }
 };
 
 // INT8's inner node: corrected = zp_neg[tok] * colsum[ch] + acc.
-template <class Tile, class ElementD, bool SwapAB, class P = EpilogueParts<Tile, ElementD, SwapAB>>
+template <class Tile, class ElementD, bool SwapAB, bool Staged,
+          class P = EpilogueParts<Tile, ElementD, SwapAB, Staged>>
 using ZeroPointCorrected = cutlass::epilogue::fusion::Sm90EVT<typename P::template MulAdd<float>,
-                                                              typename P::TokenVector,
-                                                              typename P::ChannelVector,
+                                                              typename P::TokenZpNeg,
+                                                              typename P::ChannelColsum,
                                                               typename P::Acc>;
 
 // INT8: out = s_tok[tok] * (s_ch[ch] * (acc + zp_neg[tok] * colsum[ch])) + bias[ch].
-template <class Tile, class ElementD, bool SwapAB>
+template <class Tile, class ElementD, bool SwapAB, bool Staged>
 struct ScaledEpilogueTree
-    : ScaledOutputTree<Tile, ElementD, SwapAB, ZeroPointCorrected<Tile, ElementD, SwapAB>> {
-  using Base = ScaledOutputTree<Tile, ElementD, SwapAB, ZeroPointCorrected<Tile, ElementD, SwapAB>>;
+    : ScaledOutputTree<Tile, ElementD, SwapAB, Staged, ZeroPointCorrected<Tile, ElementD, SwapAB, Staged>> {
+  using Base = ScaledOutputTree<Tile, ElementD, SwapAB, Staged, ZeroPointCorrected<Tile, ElementD, SwapAB, Staged>>;
+  static constexpr bool kZeroPoint = true;
 
   static typename Base::Tree::Arguments arguments(ScaledMmArgs const& a) {
-    return Base::wrap(a, {Base::token(a.token_zp_neg, a.token_zp_per_row),
-                          Base::channel(a.channel_colsum, true), {}, {}});
+    return Base::wrap(a, {Base::template token<typename Base::TokenZpNeg>(a.token_zp_neg, a.token_zp_per_row),
+                          Base::template channel<typename Base::ChannelColsum>(a.channel_colsum, true), {}, {}});
   }
 };
 
 // FP8 activations carry no zero point: out = s_tok[tok] * (s_ch[ch] * acc) + bias[ch]. The INT8
 // tree evaluates its zero-point term (a multiply-add and two broadcasts per element) even when
 // the zero point is null; this one does not.
-template <class Tile, class ElementD, bool SwapAB>
+template <class Tile, class ElementD, bool SwapAB, bool Staged>
 struct SymmetricScaledEpilogueTree
-    : ScaledOutputTree<Tile, ElementD, SwapAB, typename EpilogueParts<Tile, ElementD, SwapAB>::Acc> {
-  using Base =
-      ScaledOutputTree<Tile, ElementD, SwapAB, typename EpilogueParts<Tile, ElementD, SwapAB>::Acc>;
+    : ScaledOutputTree<Tile, ElementD, SwapAB, Staged,
+                       typename EpilogueParts<Tile, ElementD, SwapAB, Staged>::Acc> {
+  using Base = ScaledOutputTree<Tile, ElementD, SwapAB, Staged,
+                                typename EpilogueParts<Tile, ElementD, SwapAB, Staged>::Acc>;
+  static constexpr bool kZeroPoint = false;
 
   static typename Base::Tree::Arguments arguments(ScaledMmArgs const& a) { return Base::wrap(a, {}); }
 };
@@ -321,10 +369,14 @@ struct ScaledMmSm90 {
   using LayoutD = std::conditional_t<SwapAB, cutlass::layout::ColumnMajor, cutlass::layout::RowMajor>;
   static constexpr int kAlignAB = 16 / sizeof(ElementAB);
   static constexpr int kAlignD = 16 / sizeof(ElementD);
+  // The decode tiles' staged vectors live in static shared memory, beside the dynamic stages.
+  static constexpr int kStagedBytes =
+      WeightFirst ? int(sizeof(StagedBuffers<size<0>(Tile{}), size<1>(Tile{})>)) : 0;
 
+  // The decode tiles' epilogue reads the vectors WeightFirstMainloop staged in shared memory.
   using Tree = std::conditional_t<std::is_same_v<ElementAB, int8_t>,
-                                  ScaledEpilogueTree<Tile, ElementD, SwapAB>,
-                                  SymmetricScaledEpilogueTree<Tile, ElementD, SwapAB>>;
+                                  ScaledEpilogueTree<Tile, ElementD, SwapAB, WeightFirst>,
+                                  SymmetricScaledEpilogueTree<Tile, ElementD, SwapAB, WeightFirst>>;
 
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Tile, Cluster,
@@ -335,9 +387,10 @@ struct ScaledMmSm90 {
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, ElementAB, LayoutA, kAlignAB, ElementAB,
       LayoutB, kAlignAB, ElementAcc, Tile, Cluster,
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(
-          sizeof(typename Epilogue::SharedStorage))>,
+          sizeof(typename Epilogue::SharedStorage) + kStagedBytes)>,
       MainloopSchedule>::CollectiveOp;
-  using Mainloop = std::conditional_t<WeightFirst, WeightFirstMainloop<BuiltMainloop>, BuiltMainloop>;
+  using Mainloop =
+      std::conditional_t<WeightFirst, WeightFirstMainloop<BuiltMainloop, ElementD>, BuiltMainloop>;
   static_assert(!(WeightFirst && kWaitsOnPredecessor),
                 "CUTLASS's own wait would precede the weight loads: build a weight-first kernel in a "
                 "unit without CUTLASS_ENABLE_GDC_FOR_SM90");
@@ -370,7 +423,10 @@ struct ScaledMmSm90 {
         {Tree::arguments(a), nullptr, stride_d, static_cast<ElementD*>(a.out), stride_d},
     };
     static_cast<typename BuiltMainloop::Arguments&>(args.mainloop) = {ptr_rows, stride_a, ptr_cols, stride_b};
-    if constexpr (WeightFirst) args.mainloop.lead_stages = a.weight_lead_stages;
+    if constexpr (WeightFirst) {
+      args.mainloop.lead_stages = a.weight_lead_stages;
+      args.mainloop.vectors = Tree::staged_vectors(a, Tree::kZeroPoint);
+    }
     args.hw_info.device_id = a.device;
     args.hw_info.sm_count = a.sm_count;
     set_tile_order<Scheduler>(args, a.order, SwapAB);
