@@ -48,14 +48,24 @@ struct StagedBuffers {
   float cols[kNumStagedColVectors][Cols];
 };
 
-// A static shared-memory variable: the mainloop writes it and the epilogue nodes read it without
-// either knowing where the other keeps its shared storage. Kernels using it count its bytes in the
-// carveout of their stage count (ScaledMmSm90).
+// The staged slices sit at the end of the kernel's dynamic shared memory, past CUTLASS's own
+// storage (WithStagedVectors adds their bytes to the launch): the mainloop writes them and the
+// epilogue nodes read them without either knowing where the other keeps its shared storage. Not
+// a static __shared__ variable: that would shift the dynamic block, whose swizzled TMA stages
+// CUTLASS lays out from a 1024-byte-aligned start.
 template <int Rows, int Cols>
 CUTLASS_DEVICE StagedBuffers<Rows, Cols>& staged_buffers() {
-  __shared__ StagedBuffers<Rows, Cols> buffers;
-  return buffers;
+  extern __shared__ char dynamic_smem[];  // every extern __shared__ array starts the dynamic block
+  uint32_t bytes;
+  asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(bytes));
+  return *reinterpret_cast<StagedBuffers<Rows, Cols>*>(dynamic_smem + bytes - sizeof(StagedBuffers<Rows, Cols>));
 }
+
+// A CUTLASS kernel launched with the staged slices' bytes after its own shared storage.
+template <class Kernel, int Rows, int Cols>
+struct WithStagedVectors : Kernel {
+  static constexpr int SharedStorageSize = Kernel::SharedStorageSize + int(sizeof(StagedBuffers<Rows, Cols>));
+};
 
 // Element `index` of a vector of `extent` values as float, read from L2 (ld.global.cg: the
 // quantizer wrote the token vectors in the grid before this one, and L1 is not coherent with it).

@@ -369,7 +369,7 @@ struct ScaledMmSm90 {
   using LayoutD = std::conditional_t<SwapAB, cutlass::layout::ColumnMajor, cutlass::layout::RowMajor>;
   static constexpr int kAlignAB = 16 / sizeof(ElementAB);
   static constexpr int kAlignD = 16 / sizeof(ElementD);
-  // The decode tiles' staged vectors live in static shared memory, beside the dynamic stages.
+  // The decode tiles' staged vectors follow CUTLASS's shared storage (decode_staging.h).
   static constexpr int kStagedBytes =
       WeightFirst ? int(sizeof(StagedBuffers<size<0>(Tile{}), size<1>(Tile{})>)) : 0;
 
@@ -399,8 +399,11 @@ struct ScaledMmSm90 {
 
   // The decode tiles' epilogue is stamped in the timeline probe's build (decode_trace.h).
   using KernelEpilogue = std::conditional_t<WeightFirst, DecodeEpilogue<Epilogue>, Epilogue>;
-  using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop,
-                                                      KernelEpilogue, Scheduler>;
+  using BuiltKernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop,
+                                                           KernelEpilogue, Scheduler>;
+  using Kernel = std::conditional_t<WeightFirst,
+                                    WithStagedVectors<BuiltKernel, size<0>(Tile{}), size<1>(Tile{})>,
+                                    BuiltKernel>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 
   static const char* run(ScaledMmArgs const& a) {
