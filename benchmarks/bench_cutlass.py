@@ -18,8 +18,6 @@ fp8 / int8 shapes (N, K) in {(8192, 8192), (28672, 8192), (8192, 28672)}:
   ``fp8_apply`` / ``int8_apply``  the whole ``apply_weights``, bf16 in -> bf16 out, dynamic
                      per-token quantization included (the GEMM launched with PDL)
   ``fp8_apply_plain_launch``  the same quantizer + GEMM with a plain GEMM launch (PDL's share)
-  ``fp8_apply_carveout_default`` / ``int8_...``  the apply with the quantizer left at the driver's
-                     shared-memory carveout (``quant.SMEM_CARVEOUT = None``; paired rows only)
   ``bf16_matmul``    ``torch.matmul`` with the bf16 weight
   ``fp8_tiles``      the FP8 GEMM alone with each candidate tile for this M (one round; int8 uses
                      the same heuristic and the same tile shapes)
@@ -563,8 +561,7 @@ def paired_apply(n: int, k: int, rows: list[dict], m_values: list[int]) -> None:
     prefetch at the other size (``probe_prefetch_bytes``), with the GEMM launched plainly
     after the quantizer (``fp8_apply_plain_launch``: what PDL saves), with the decode tiles
     requesting other counts of weight stages before their wait (``WEIGHT_LEAD_PROBES``), with
-    candidate decode tiles (``APPLY_TILE_PROBES``), with the quantizers at the driver's
-    shared-memory carveout (``*_carveout_default``), and its two launches alone (``fp8_gemm_alone``
+    candidate decode tiles (``APPLY_TILE_PROBES``), and its two launches alone (``fp8_gemm_alone``
     on codes quantized once, launched plainly; ``fp8_quantizer_alone``; neither prefetches the
     weight, so where the prefetch is on, as on the H100, they do not add up to the apply)."""
     gen = torch.Generator(device="cuda").manual_seed(n + k)
@@ -618,10 +615,6 @@ def paired_apply(n: int, k: int, rows: list[dict], m_values: list[int]) -> None:
                for stages in WEIGHT_LEAD_PROBES if stages != ops.WEIGHT_LEAD_STAGES},
             "int8_apply": [lambda i=i: int8.apply_weights(i8[i], xs[i]) for i in sets],
             "int8_apply_no_prefetch": [lambda i=i: int8_without_prefetch(i) for i in sets],
-            **{f"{name}_carveout_default": [with_setting(
-                quant, "SMEM_CARVEOUT", None, lambda i=i, kernel=kernel, layers=layers:
-                kernel.apply_weights(layers[i], xs[i])) for i in sets]
-               for name, kernel, layers in (("fp8_apply", fp8, f8), ("int8_apply", int8, i8))},
         }
         probe_bytes = probe_prefetch_bytes(m)
         probe = f"prefetch_{probe_bytes >> 20}MiB"

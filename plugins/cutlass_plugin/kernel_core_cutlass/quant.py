@@ -10,10 +10,6 @@ read of ``x``). Each kernel the GEMM follows starts with ``gdc_launch_dependents
 launched as a programmatic dependent (``ops.LAUNCH_WITH_PDL``), is then scheduled while the
 quantizer runs and waits inside for its results (no effect when the GEMM is launched plainly).
 
-The row kernels prefer the SM's largest shared-memory configuration (:data:`SMEM_CARVEOUT`): the
-GEMM after them needs it, and its CTAs, scheduled early by PDL, then start beside a quantizer
-program instead of waiting for that SM to drain and switch configurations.
-
 The per-token quantizers also take the weight the GEMM will read: up to :data:`PREFETCH_MAX_M`
 tokens (decode: the GEMM only streams the weight) extra programs of the same launch prefetch
 the first bytes of every weight row into L2 (``prefetch.global.L2``, no register or memory
@@ -22,7 +18,6 @@ result), so HBM streams the weight while the quantizer runs and the GEMM waits f
 
 from __future__ import annotations
 
-import ctypes
 import functools
 
 import torch
@@ -36,19 +31,19 @@ from kernel_core.formats.int8 import INT8_AMAX_FLOOR
 from kernel_core_cutlass.ops import custom_op
 
 __all__ = [
-    "GROUP_SCALE_ROW_ALIGN",
-    "ONE_PASS_MAX_K",
-    "PREFETCH_BYTES",
-    "PREFETCH_DECODE_BYTES",
-    "PREFETCH_DECODE_MAX_M",
-    "PREFETCH_MAX_M",
-    "prefetch_bytes",
-    "quantize_fp8_per_group",
-    "quantize_fp8_per_tensor",
     "quantize_fp8_per_token",
     "quantize_fp8_static",
+    "quantize_fp8_per_tensor",
     "quantize_int8_per_token",
     "quantize_int8_static",
+    "quantize_fp8_per_group",
+    "GROUP_SCALE_ROW_ALIGN",
+    "ONE_PASS_MAX_K",
+    "PREFETCH_MAX_M",
+    "PREFETCH_BYTES",
+    "PREFETCH_DECODE_MAX_M",
+    "PREFETCH_DECODE_BYTES",
+    "prefetch_bytes",
 ]
 
 #: The per-group scales are stored ``[K/128, m_pad]`` with ``m_pad`` a multiple of this, so each
@@ -78,19 +73,9 @@ PREFETCH_DECODE_BYTES = 16 << 20
 PREFETCH_OFF_DEVICES: tuple[str, ...] = ("H200",)
 _LINE = 128
 _PREFETCH_LINES = 512
-#: The row kernels' preferred shared-memory carveout, in percent of the SM's L1 / shared split
-#: (cuFuncSetAttribute's PREFERRED_SHARED_MEMORY_CARVEOUT), set on their compiled functions; read
-#: at each launch (a compile-time key, so each setting has its own function, as CUDA graphs
-#: replay it). 100: the configuration of the decode GEMM after them (~200-225 KB of shared memory
-#: a CTA), whose CTAs can then share an SM with a quantizer program; None: the driver's choice
-#: (a small shared-memory configuration for these 1 KB kernels, on which the GEMM's CTA waits
-#: until the SM has drained). NOTES.md v19.
-SMEM_CARVEOUT: int | None = 100
-_CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT = 9
-_carveout_of_function: dict[int, int] = {}
 
 
-@functools.cache
+@functools.lru_cache(maxsize=None)
 def _device_name(index: int) -> str:
     return torch.cuda.get_device_name(index)
 
@@ -123,32 +108,10 @@ def _prefetch_plan(m: int, weight: torch.Tensor | None) -> tuple[int, int, int, 
 
 
 def _row_launch(k: int) -> dict:
-    """Block width, one-pass flag, warps and carveout key of the row kernels for rows of ``k``
-    values."""
+    """Block width, one-pass flag and warps of the row kernels for rows of ``k`` values."""
     one_pass = k <= ONE_PASS_MAX_K
     block = triton.next_power_of_2(k) if one_pass else _CHUNK
-    return {"BLOCK": block, "ONE_PASS": one_pass, "num_warps": min(16, max(4, block // 1024)),
-            "SMEM_CARVEOUT": -1 if SMEM_CARVEOUT is None else SMEM_CARVEOUT}
-
-
-@functools.cache
-def _cuda_driver() -> ctypes.CDLL:
-    return ctypes.CDLL("libcuda.so.1")
-
-
-def _prefer_carveout(compiled: object, percent: int) -> None:
-    """Set ``percent`` as the preferred shared-memory carveout of a launched Triton kernel's CUDA
-    function (once per function; nothing for -1, or without a CUDA function: the interpreter)."""
-    function = getattr(compiled, "function", None)
-    if percent < 0 or not function or _carveout_of_function.get(function) == percent:
-        return
-    result = _cuda_driver().cuFuncSetAttribute(
-        ctypes.c_void_p(function), _CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
-        ctypes.c_int(percent))
-    if result != 0:
-        raise RuntimeError(f"cuFuncSetAttribute(preferred shared-memory carveout {percent}%) "
-                           f"failed with CUresult {result}")
-    _carveout_of_function[function] = percent
+    return {"BLOCK": block, "ONE_PASS": one_pass, "num_warps": min(16, max(4, block // 1024))}
 
 
 @triton.jit
@@ -217,13 +180,12 @@ def _row_amax_kernel(x_ptr, amax_ptr, K, BLOCK: tl.constexpr):
 def _fp8_rows_kernel(
     x_ptr, q_ptr, scale_ptr, amax_ptr, K, min_scale, M, w_ptr, w_lines, w_lines_per_row,
     w_row_bytes, BLOCK: tl.constexpr, MODE: tl.constexpr, ONE_PASS: tl.constexpr,
-    PREFETCH_LINES: tl.constexpr, SMEM_CARVEOUT: tl.constexpr,
+    PREFETCH_LINES: tl.constexpr,
 ):
     """One program per row, one launch. MODE 0: static, the scale is scale_ptr[0]; 1: dynamic
     per token, from the row's amax; 2: dynamic per tensor, amax_ptr[0] from _row_amax_kernel +
     a reduction. ONE_PASS: BLOCK covers the row, which stays in registers. PREFETCH_LINES > 0:
-    programs from M on prefetch weight lines instead (see _prefetch_plan). SMEM_CARVEOUT: a key
-    only (see the module's SMEM_CARVEOUT)."""
+    programs from M on prefetch weight lines instead (see _prefetch_plan)."""
     gdc_launch_dependents()
     row = tl.program_id(0)
     if PREFETCH_LINES > 0:  # noqa: SIM102 - a compile-time test around a runtime one
@@ -262,12 +224,11 @@ def _fp8_rows_kernel(
 def _int8_rows_kernel(
     x_ptr, q_ptr, scale_ptr, zp_ptr, zp_neg_ptr, K, floor, M, w_ptr, w_lines, w_lines_per_row,
     w_row_bytes, BLOCK: tl.constexpr, DYNAMIC: tl.constexpr, SYMMETRIC: tl.constexpr,
-    ONE_PASS: tl.constexpr, PREFETCH_LINES: tl.constexpr, SMEM_CARVEOUT: tl.constexpr,
+    ONE_PASS: tl.constexpr, PREFETCH_LINES: tl.constexpr,
 ):
     """One program per row, one launch. Dynamic: the scale (and zero point) come from the row's
     range and are stored, the negated zero point also as float for the GEMM epilogue.
-    PREFETCH_LINES > 0: programs from M on prefetch weight lines instead (see _prefetch_plan).
-    SMEM_CARVEOUT: a key only (see the module's SMEM_CARVEOUT)."""
+    PREFETCH_LINES > 0: programs from M on prefetch weight lines instead (see _prefetch_plan)."""
     gdc_launch_dependents()
     row = tl.program_id(0)
     if PREFETCH_LINES > 0:  # noqa: SIM102 - a compile-time test around a runtime one
@@ -362,8 +323,7 @@ def _quantize_fp8_per_token(
     scale = torch.empty((m,), dtype=torch.float32, device=x.device)
     if m:
         grid, tail, meta = _rows_launch(m, k, prefetch_weight, x)
-        _prefer_carveout(_fp8_rows_kernel[grid](
-            x, q, scale, scale, k, FP8_MIN_SCALE, *tail, MODE=1, **meta), meta["SMEM_CARVEOUT"])
+        _fp8_rows_kernel[grid](x, q, scale, scale, k, FP8_MIN_SCALE, *tail, MODE=1, **meta)
     return q, scale
 
 
@@ -378,8 +338,7 @@ def _quantize_fp8_per_tensor(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
         _row_amax_kernel[(m,)](x, row_amax, k, BLOCK=_CHUNK, num_warps=8)
         amax = row_amax.amax().reshape(1)
         grid, tail, meta = _rows_launch(m, k, None, x)
-        _prefer_carveout(_fp8_rows_kernel[grid](
-            x, q, scale, amax, k, FP8_MIN_SCALE, *tail, MODE=2, **meta), meta["SMEM_CARVEOUT"])
+        _fp8_rows_kernel[grid](x, q, scale, amax, k, FP8_MIN_SCALE, *tail, MODE=2, **meta)
     return q, scale
 
 
@@ -390,8 +349,7 @@ def _quantize_fp8_static(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     q = torch.empty((m, k), dtype=torch.float8_e4m3fn, device=x.device)
     if m:
         grid, tail, meta = _rows_launch(m, k, None, x)
-        _prefer_carveout(_fp8_rows_kernel[grid](
-            x, q, scale, scale, k, FP8_MIN_SCALE, *tail, MODE=0, **meta), meta["SMEM_CARVEOUT"])
+        _fp8_rows_kernel[grid](x, q, scale, scale, k, FP8_MIN_SCALE, *tail, MODE=0, **meta)
     return q
 
 
@@ -446,10 +404,10 @@ def _quantize_int8_per_token(
     zp_neg = torch.empty((zp_rows,), dtype=torch.float32, device=x.device)
     if m:
         grid, tail, meta = _rows_launch(m, k, prefetch_weight, x)
-        _prefer_carveout(_int8_rows_kernel[grid](
+        _int8_rows_kernel[grid](
             x, q, scale, zp, zp_neg, k, INT8_AMAX_FLOOR, *tail, DYNAMIC=True, SYMMETRIC=symmetric,
             **meta,
-        ), meta["SMEM_CARVEOUT"])
+        )
     return q, scale, zp, zp_neg
 
 
@@ -464,10 +422,10 @@ def _quantize_int8_static(
         symmetric = zero_point is None
         zp = scale if symmetric else zero_point
         grid, tail, meta = _rows_launch(m, k, None, x)
-        _prefer_carveout(_int8_rows_kernel[grid](
+        _int8_rows_kernel[grid](
             x, q, scale, zp, scale, k, INT8_AMAX_FLOOR, *tail, DYNAMIC=False, SYMMETRIC=symmetric,
             **meta,
-        ), meta["SMEM_CARVEOUT"])
+        )
     return q
 
 

@@ -322,42 +322,6 @@ def test_prefetch_off_on_listed_devices(monkeypatch: pytest.MonkeyPatch):
     assert quant.prefetch_bytes(1, torch.device("cpu")) == 16 << 20
 
 
-def test_quantizer_carveout_is_a_key_and_set_once_per_function(monkeypatch: pytest.MonkeyPatch):
-    """The row kernels' SMEM_CARVEOUT is part of their compile key (None -> -1: a function never
-    given the attribute) and cuFuncSetAttribute runs once per compiled function; a failure names
-    the CUresult; the interpreter's launches (no CUDA function) set nothing."""
-    from types import SimpleNamespace
-
-    from kernel_core_cutlass import quant
-
-    assert quant._row_launch(8192)["SMEM_CARVEOUT"] == quant.SMEM_CARVEOUT == 100
-    monkeypatch.setattr(quant, "SMEM_CARVEOUT", None)
-    assert quant._row_launch(8192)["SMEM_CARVEOUT"] == -1
-
-    calls = []
-
-    class Driver:
-        result = 0
-
-        def cuFuncSetAttribute(self, function, attribute, value):
-            calls.append((function.value, attribute, value.value))
-            return self.result
-
-    driver = Driver()
-    monkeypatch.setattr(quant, "_cuda_driver", lambda: driver)
-    monkeypatch.setattr(quant, "_carveout_of_function", {})
-    compiled = SimpleNamespace(function=0x1234)
-    quant._prefer_carveout(compiled, 100)
-    quant._prefer_carveout(compiled, 100)
-    quant._prefer_carveout(compiled, -1)
-    quant._prefer_carveout(SimpleNamespace(function=None), 100)
-    quant._prefer_carveout(None, 100)
-    assert calls == [(0x1234, 9, 100)]
-    driver.result = 1
-    with pytest.raises(RuntimeError, match="CUresult 1"):
-        quant._prefer_carveout(SimpleNamespace(function=0x5678), 100)
-
-
 def test_bad_input_is_a_value_error_naming_expected_and_found():
     config = fp8_config()
     layer = make_layer(config, seed=7)

@@ -478,37 +478,6 @@ def test_weight_first_tiles_wait_for_the_quantizer(dtype, tile, m, lead, k, monk
     torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.int8])
-def test_quantizers_prefer_the_largest_shared_memory_carveout(dtype, monkeypatch):
-    """The row quantizers' CUDA functions carry quant.SMEM_CARVEOUT as their preferred carveout
-    (read back with cuFuncGetAttribute), and the setting changes no code or scale."""
-    import ctypes
-
-    from kernel_core_cutlass import quant
-
-    x = torch.randn((16, 8192), device="cuda").to(torch.bfloat16)
-
-    def quantize():
-        if dtype == torch.int8:
-            return quant.quantize_int8_per_token(x, False)
-        return quant.quantize_fp8_per_token(x)
-
-    monkeypatch.setattr(quant, "_carveout_of_function", {})
-    preferred = quantize()
-    assert len(quant._carveout_of_function) == 1
-    (function,) = quant._carveout_of_function
-    value = ctypes.c_int(-7)
-    result = quant._cuda_driver().cuFuncGetAttribute(
-        ctypes.byref(value), quant._CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
-        ctypes.c_void_p(function))
-    assert result == 0 and value.value == quant.SMEM_CARVEOUT == 100
-    monkeypatch.setattr(quant, "SMEM_CARVEOUT", None)
-    default = quantize()
-    assert len(quant._carveout_of_function) == 1, "the driver's default sets no attribute"
-    for a, b in zip(preferred, default, strict=True):
-        assert torch.equal(a.view(torch.uint8), b.view(torch.uint8))
-
-
 @pytest.mark.parametrize("k", [4864, 33024], ids=["one_pass", "two_pass"])
 def test_quantizers_match_the_reference_codes(k):
     from kernel_core_cutlass import quant
