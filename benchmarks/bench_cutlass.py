@@ -562,7 +562,8 @@ def paired_apply(n: int, k: int, rows: list[dict], m_values: list[int]) -> None:
     after the quantizer (``fp8_apply_plain_launch``: what PDL saves), with the decode tiles
     requesting other counts of weight stages before their wait (``WEIGHT_LEAD_PROBES``), with
     candidate decode tiles (``APPLY_TILE_PROBES``), and its two launches alone (``fp8_gemm_alone``
-    on codes quantized once, launched plainly; ``fp8_quantizer_alone``; neither prefetches the
+    on codes quantized once, launched plainly; ``fp8_quantizer_alone``; the same for int8, symmetric
+    per token as ``int8_apply``; neither prefetches the
     weight, so where the prefetch is on, as on the H100, they do not add up to the apply)."""
     gen = torch.Generator(device="cuda").manual_seed(n + k)
     weight = torch.randn((n, k), generator=gen, device="cuda") * 0.05
@@ -592,6 +593,7 @@ def paired_apply(n: int, k: int, rows: list[dict], m_values: list[int]) -> None:
         # The apply's two launches timed alone in the same rounds (the GEMM on codes quantized
         # once, launched plainly): what the quantizer adds to the GEMM, and the GEMM's own time.
         codes = [quant.quantize_fp8_per_token(x) for x in xs]
+        int8_codes = [quant.quantize_int8_per_token(x, True) for x in xs]
 
         def int8_without_prefetch(i: int) -> torch.Tensor:
             q, s, _, _ = quant.quantize_int8_per_token(xs[i], True)
@@ -614,6 +616,11 @@ def paired_apply(n: int, k: int, rows: list[dict], m_values: list[int]) -> None:
                 for i in sets]
                for stages in WEIGHT_LEAD_PROBES if stages != ops.WEIGHT_LEAD_STAGES},
             "int8_apply": [lambda i=i: int8.apply_weights(i8[i], xs[i]) for i in sets],
+            "int8_gemm_alone": [lambda i=i: ops.scaled_mm(
+                int8_codes[i][0], i8[i].weight, int8_codes[i][1], i8[i].weight_scale, None, None,
+                None, ws, bf16, -1, False) for i in sets],
+            "int8_quantizer_alone": [lambda i=i: quant.quantize_int8_per_token(xs[i], True)
+                                     for i in sets],
             "int8_apply_no_prefetch": [lambda i=i: int8_without_prefetch(i) for i in sets],
         }
         probe_bytes = probe_prefetch_bytes(m)

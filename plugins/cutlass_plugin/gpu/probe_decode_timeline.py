@@ -7,8 +7,7 @@ builds ``decode_timeline_probe.cu`` (the weight-first decode tiles with the stam
 it through ctypes, and reports every phase relative to the first CTA's producer start: as the
 GEMM alone on codes quantized once (launched plainly), after the quantizer (launched with PDL,
 as ``apply_weights`` does), and alone with per-tensor scales (what the epilogue's scale vectors
-cost; this mode was added after the first run and has not run yet). The call's CUDA-event time beside it shows what lies outside the CTAs
-(launch, teardown).
+cost). The call's CUDA-event time beside it shows what lies outside the CTAs (launch, teardown).
 
 Run on the GPU machine from the repository root (the nvidia-cutlass wheel's headers on the path):
     python3 plugins/cutlass_plugin/gpu/probe_decode_timeline.py --out $OUT/timeline.json
