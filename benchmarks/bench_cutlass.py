@@ -18,6 +18,8 @@ fp8 / int8 shapes (N, K) in {(8192, 8192), (28672, 8192), (8192, 28672)}:
   ``fp8_apply`` / ``int8_apply``  the whole ``apply_weights``, bf16 in -> bf16 out, dynamic
                      per-token quantization included (the GEMM launched with PDL)
   ``fp8_apply_plain_launch``  the same quantizer + GEMM with a plain GEMM launch (PDL's share)
+  ``*_one_program_a_row``  the apply / quantizer with each row on one program
+                     (``quant.ROW_SPLIT_PROGRAMS = 1``; paired rows only)
   ``bf16_matmul``    ``torch.matmul`` with the bf16 weight
   ``fp8_tiles``      the FP8 GEMM alone with each candidate tile for this M (one round; int8 uses
                      the same heuristic and the same tile shapes)
@@ -563,7 +565,8 @@ def paired_apply(n: int, k: int, rows: list[dict], m_values: list[int]) -> None:
     requesting other counts of weight stages before their wait (``WEIGHT_LEAD_PROBES``), with
     candidate decode tiles (``APPLY_TILE_PROBES``), and its two launches alone (``fp8_gemm_alone``
     on codes quantized once, launched plainly; ``fp8_quantizer_alone``; the same for int8, symmetric
-    per token as ``int8_apply``; neither prefetches the
+    per token as ``int8_apply``; both applies and quantizers also with one program a row,
+    ``*_one_program_a_row``; neither prefetches the
     weight, so where the prefetch is on, as on the H100, they do not add up to the apply)."""
     gen = torch.Generator(device="cuda").manual_seed(n + k)
     weight = torch.randn((n, k), generator=gen, device="cuda") * 0.05
@@ -621,6 +624,16 @@ def paired_apply(n: int, k: int, rows: list[dict], m_values: list[int]) -> None:
                 None, ws, bf16, -1, False) for i in sets],
             "int8_quantizer_alone": [lambda i=i: quant.quantize_int8_per_token(xs[i], True)
                                      for i in sets],
+            **{f"{name}_one_program_a_row": [with_setting(quant, "ROW_SPLIT_PROGRAMS", 1, call)
+                                             for call in calls]
+               for name, calls in (
+                   ("fp8_apply", [lambda i=i: fp8.apply_weights(f8[i], xs[i]) for i in sets]),
+                   ("int8_apply", [lambda i=i: int8.apply_weights(i8[i], xs[i]) for i in sets]),
+                   ("fp8_quantizer", [lambda i=i: quant.quantize_fp8_per_token(xs[i])
+                                      for i in sets]),
+                   ("int8_quantizer", [lambda i=i: quant.quantize_int8_per_token(xs[i], True)
+                                       for i in sets]))
+               if quant._row_parts(m, k) > 1},
             "int8_apply_no_prefetch": [lambda i=i: int8_without_prefetch(i) for i in sets],
         }
         probe_bytes = probe_prefetch_bytes(m)

@@ -6,7 +6,7 @@ rounded half-to-even, plus the zero point, saturated). Buffers are allocated per
 caching allocator and dropped when the GEMM has read them: nothing is kept between calls.
 
 A row of up to :data:`ONE_PASS_MAX_K` values is read once and kept in registers (one launch, one
-read of ``x``). Each kernel the GEMM follows starts with ``gdc_launch_dependents``: the GEMM,
+read of ``x``); at few rows it is split over several programs (:func:`_row_parts`). Each kernel the GEMM follows starts with ``gdc_launch_dependents``: the GEMM,
 launched as a programmatic dependent (``ops.LAUNCH_WITH_PDL``), is then scheduled while the
 quantizer runs and waits inside for its results (no effect when the GEMM is launched plainly).
 
@@ -19,31 +19,32 @@ result), so HBM streams the weight while the quantizer runs and the GEMM waits f
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 import triton
 import triton.language as tl
 from triton.language.extra import libdevice
-from triton.language.extra.cuda import gdc_launch_dependents
+from triton.language.extra.cuda import gdc_launch_dependents as _gdc_launch_dependents
 
 from kernel_core.formats.fp8 import FP8_GROUP_AMAX_FLOOR, FP8_MIN_SCALE
 from kernel_core.formats.int8 import INT8_AMAX_FLOOR
 from kernel_core_cutlass.ops import custom_op
 
 __all__ = [
-    "quantize_fp8_per_token",
-    "quantize_fp8_static",
-    "quantize_fp8_per_tensor",
-    "quantize_int8_per_token",
-    "quantize_int8_static",
-    "quantize_fp8_per_group",
     "GROUP_SCALE_ROW_ALIGN",
     "ONE_PASS_MAX_K",
-    "PREFETCH_MAX_M",
     "PREFETCH_BYTES",
-    "PREFETCH_DECODE_MAX_M",
     "PREFETCH_DECODE_BYTES",
+    "PREFETCH_DECODE_MAX_M",
+    "PREFETCH_MAX_M",
     "prefetch_bytes",
+    "quantize_fp8_per_group",
+    "quantize_fp8_per_tensor",
+    "quantize_fp8_per_token",
+    "quantize_fp8_static",
+    "quantize_int8_per_token",
+    "quantize_int8_static",
 ]
 
 #: The per-group scales are stored ``[K/128, m_pad]`` with ``m_pad`` a multiple of this, so each
@@ -73,9 +74,25 @@ PREFETCH_DECODE_BYTES = 16 << 20
 PREFETCH_OFF_DEVICES: tuple[str, ...] = ("H200",)
 _LINE = 128
 _PREFETCH_LINES = 512
+#: At few tokens a one-pass row is split over several programs, up to this many in the launch
+#: (0 or 1: one program a row): each reads the whole row for its range (a load, a conversion and
+#: a max a value) and converts one part of it (a division, a clamp, a rounding and a narrowing a
+#: value: the issue-bound share; one 16-warp program spends ~2.5 us of SM issue on a 28672-value
+#: row). Parts hold at least ROW_PART_MIN values. NOTES.md v20.
+ROW_SPLIT_PROGRAMS = 32
+ROW_PART_MIN = 2048
 
 
-@functools.lru_cache(maxsize=None)
+if os.environ.get("TRITON_INTERPRET") == "1":
+    # The interpreter (the CPU tests) has no grid dependencies to release.
+    @triton.jit
+    def gdc_launch_dependents():
+        pass
+else:
+    gdc_launch_dependents = _gdc_launch_dependents
+
+
+@functools.cache
 def _device_name(index: int) -> str:
     return torch.cuda.get_device_name(index)
 
@@ -107,11 +124,22 @@ def _prefetch_plan(m: int, weight: torch.Tensor | None) -> tuple[int, int, int, 
     return -(-lines // _PREFETCH_LINES), lines, per_row, row_bytes
 
 
-def _row_launch(k: int) -> dict:
-    """Block width, one-pass flag and warps of the row kernels for rows of ``k`` values."""
+def _row_parts(m: int, k: int) -> int:
+    """Programs per row for ``m`` rows of ``k`` values: a power of two, 1 for two-pass rows and
+    from ROW_SPLIT_PROGRAMS rows on."""
+    if k > ONE_PASS_MAX_K or m <= 0 or m >= ROW_SPLIT_PROGRAMS:
+        return 1
+    parts = min(ROW_SPLIT_PROGRAMS // m, triton.next_power_of_2(k) // ROW_PART_MIN)
+    return 1 << (parts.bit_length() - 1) if parts > 1 else 1
+
+
+def _row_launch(m: int, k: int) -> dict:
+    """Block width, one-pass flag, programs per row and warps of the row kernels for ``m`` rows
+    of ``k`` values."""
     one_pass = k <= ONE_PASS_MAX_K
     block = triton.next_power_of_2(k) if one_pass else _CHUNK
-    return {"BLOCK": block, "ONE_PASS": one_pass, "num_warps": min(16, max(4, block // 1024))}
+    return {"BLOCK": block, "ONE_PASS": one_pass, "PARTS": _row_parts(m, k),
+            "num_warps": min(16, max(4, block // 1024))}
 
 
 @triton.jit
@@ -180,24 +208,28 @@ def _row_amax_kernel(x_ptr, amax_ptr, K, BLOCK: tl.constexpr):
 def _fp8_rows_kernel(
     x_ptr, q_ptr, scale_ptr, amax_ptr, K, min_scale, M, w_ptr, w_lines, w_lines_per_row,
     w_row_bytes, BLOCK: tl.constexpr, MODE: tl.constexpr, ONE_PASS: tl.constexpr,
-    PREFETCH_LINES: tl.constexpr,
+    PREFETCH_LINES: tl.constexpr, PARTS: tl.constexpr,
 ):
-    """One program per row, one launch. MODE 0: static, the scale is scale_ptr[0]; 1: dynamic
+    """PARTS programs per row, one launch. MODE 0: static, the scale is scale_ptr[0]; 1: dynamic
     per token, from the row's amax; 2: dynamic per tensor, amax_ptr[0] from _row_amax_kernel +
-    a reduction. ONE_PASS: BLOCK covers the row, which stays in registers. PREFETCH_LINES > 0:
-    programs from M on prefetch weight lines instead (see _prefetch_plan)."""
+    a reduction. ONE_PASS: BLOCK covers the row, which stays in registers; with PARTS > 1 each
+    program converts the part-th share of it (the amax still over the whole row). PREFETCH_LINES
+    > 0: programs from M * PARTS on prefetch weight lines instead (see _prefetch_plan)."""
     gdc_launch_dependents()
-    row = tl.program_id(0)
+    program = tl.program_id(0)
     if PREFETCH_LINES > 0:  # noqa: SIM102 - a compile-time test around a runtime one
-        if row >= M:
-            _prefetch_weight_lines(w_ptr, row - M, w_lines, w_lines_per_row, w_row_bytes,
-                                   PREFETCH_LINES)
+        if program >= M * PARTS:
+            _prefetch_weight_lines(w_ptr, program - M * PARTS, w_lines, w_lines_per_row,
+                                   w_row_bytes, PREFETCH_LINES)
             return
+    row = program // PARTS
+    part = program % PARTS
     base = row.to(tl.int64) * K
     cols = tl.arange(0, BLOCK)
     if ONE_PASS:
         mask = cols < K
-        v = tl.load(x_ptr + base + cols, mask=mask, other=0.0).to(tl.float32)
+        if MODE == 1 or PARTS == 1:
+            v = tl.load(x_ptr + base + cols, mask=mask, other=0.0).to(tl.float32)
         if MODE == 1:
             _, amax = _loaded_range(v, mask, False)
     elif MODE == 1:
@@ -206,12 +238,18 @@ def _fp8_rows_kernel(
         scale = tl.load(scale_ptr)
     elif MODE == 1:
         scale = tl.maximum(amax / 448.0, min_scale)
-        tl.store(scale_ptr + row, scale)
+        tl.store(scale_ptr + row, scale, mask=part == 0)
     else:
         scale = tl.maximum(tl.load(amax_ptr) / 448.0, min_scale)
-        tl.store(scale_ptr, scale, mask=row == 0)
+        tl.store(scale_ptr, scale, mask=program == 0)
     if ONE_PASS:
-        tl.store(q_ptr + base + cols, _fp8_codes(v, scale), mask=mask)
+        if PARTS == 1:
+            tl.store(q_ptr + base + cols, _fp8_codes(v, scale), mask=mask)
+        else:
+            share = part * (BLOCK // PARTS) + tl.arange(0, BLOCK // PARTS)
+            in_row = share < K
+            v = tl.load(x_ptr + base + share, mask=in_row, other=0.0).to(tl.float32)
+            tl.store(q_ptr + base + share, _fp8_codes(v, scale), mask=in_row)
     else:
         for start in range(0, K, BLOCK):
             chunk = start + cols
@@ -224,23 +262,27 @@ def _fp8_rows_kernel(
 def _int8_rows_kernel(
     x_ptr, q_ptr, scale_ptr, zp_ptr, zp_neg_ptr, K, floor, M, w_ptr, w_lines, w_lines_per_row,
     w_row_bytes, BLOCK: tl.constexpr, DYNAMIC: tl.constexpr, SYMMETRIC: tl.constexpr,
-    ONE_PASS: tl.constexpr, PREFETCH_LINES: tl.constexpr,
+    ONE_PASS: tl.constexpr, PREFETCH_LINES: tl.constexpr, PARTS: tl.constexpr,
 ):
-    """One program per row, one launch. Dynamic: the scale (and zero point) come from the row's
-    range and are stored, the negated zero point also as float for the GEMM epilogue.
-    PREFETCH_LINES > 0: programs from M on prefetch weight lines instead (see _prefetch_plan)."""
+    """PARTS programs per row, one launch (as _fp8_rows_kernel). Dynamic: the scale (and zero
+    point) come from the row's range and are stored, the negated zero point also as float for
+    the GEMM epilogue. PREFETCH_LINES > 0: programs from M * PARTS on prefetch weight lines
+    instead (see _prefetch_plan)."""
     gdc_launch_dependents()
-    row = tl.program_id(0)
+    program = tl.program_id(0)
     if PREFETCH_LINES > 0:  # noqa: SIM102 - a compile-time test around a runtime one
-        if row >= M:
-            _prefetch_weight_lines(w_ptr, row - M, w_lines, w_lines_per_row, w_row_bytes,
-                                   PREFETCH_LINES)
+        if program >= M * PARTS:
+            _prefetch_weight_lines(w_ptr, program - M * PARTS, w_lines, w_lines_per_row,
+                                   w_row_bytes, PREFETCH_LINES)
             return
+    row = program // PARTS
+    part = program % PARTS
     base = row.to(tl.int64) * K
     cols = tl.arange(0, BLOCK)
     if ONE_PASS:
         mask = cols < K
-        v = tl.load(x_ptr + base + cols, mask=mask, other=0.0).to(tl.float32)
+        if DYNAMIC or PARTS == 1:
+            v = tl.load(x_ptr + base + cols, mask=mask, other=0.0).to(tl.float32)
         if DYNAMIC:
             lo, hi = _loaded_range(v, mask, not SYMMETRIC)
     elif DYNAMIC:
@@ -252,9 +294,9 @@ def _int8_rows_kernel(
         else:
             scale = tl.maximum(hi - lo, floor) / 255.0
             zp = libdevice.rint(-128.0 - lo / scale)
-            tl.store(zp_ptr + row, zp.to(tl.int32))
-            tl.store(zp_neg_ptr + row, -zp)
-        tl.store(scale_ptr + row, scale)
+            tl.store(zp_ptr + row, zp.to(tl.int32), mask=part == 0)
+            tl.store(zp_neg_ptr + row, -zp, mask=part == 0)
+        tl.store(scale_ptr + row, scale, mask=part == 0)
     else:
         scale = tl.load(scale_ptr)
         if SYMMETRIC:
@@ -262,7 +304,13 @@ def _int8_rows_kernel(
         else:
             zp = tl.load(zp_ptr).to(tl.float32)
     if ONE_PASS:
-        tl.store(q_ptr + base + cols, _int8_codes(v, scale, zp), mask=mask)
+        if PARTS == 1:
+            tl.store(q_ptr + base + cols, _int8_codes(v, scale, zp), mask=mask)
+        else:
+            share = part * (BLOCK // PARTS) + tl.arange(0, BLOCK // PARTS)
+            in_row = share < K
+            v = tl.load(x_ptr + base + share, mask=in_row, other=0.0).to(tl.float32)
+            tl.store(q_ptr + base + share, _int8_codes(v, scale, zp), mask=in_row)
     else:
         for start in range(0, K, BLOCK):
             chunk = start + cols
@@ -308,8 +356,9 @@ def _rows_launch(m: int, k: int, weight: torch.Tensor | None, x: torch.Tensor) -
     of _prefetch_plan when it applies)."""
     programs, lines, per_row, row_bytes = _prefetch_plan(m, weight)
     w = weight if programs else x
-    return ((m + programs,), (m, w, lines, per_row, row_bytes),
-            {**_row_launch(k), "PREFETCH_LINES": _PREFETCH_LINES if programs else 0})
+    meta = _row_launch(m, k)
+    return ((m * meta["PARTS"] + programs,), (m, w, lines, per_row, row_bytes),
+            {**meta, "PREFETCH_LINES": _PREFETCH_LINES if programs else 0})
 
 
 def _quantize_fp8_per_token(

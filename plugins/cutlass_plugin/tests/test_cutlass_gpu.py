@@ -478,6 +478,35 @@ def test_weight_first_tiles_wait_for_the_quantizer(dtype, tile, m, lead, k, monk
     torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("m, k", [(1, 8192), (1, 28672), (5, 4864), (16, 8192), (16, 28672)])
+def test_rows_split_over_programs_give_the_same_codes(m, k, monkeypatch):
+    """At few rows the row quantizers split each row over several programs (quant._row_parts:
+    4 / 16 / 4 / 2 / 2 here); every fp8 and int8 mode gives the same codes, scales and zero points
+    bit for bit as one program a row."""
+    from kernel_core_cutlass import quant
+
+    assert quant._row_parts(m, k) > 1
+    g = torch.Generator(device="cuda").manual_seed(m + k)
+    x = torch.randn((m, k), generator=g, device="cuda").to(torch.bfloat16) * 3
+    static = torch.tensor([0.02], device="cuda")
+    zero_point = torch.tensor([3], dtype=torch.int32, device="cuda")
+    calls = {
+        "fp8_token": lambda: quant.quantize_fp8_per_token(x),
+        "fp8_tensor": lambda: quant.quantize_fp8_per_tensor(x),
+        "fp8_static": lambda: (quant.quantize_fp8_static(x, static),),
+        "int8_token_symmetric": lambda: quant.quantize_int8_per_token(x, True),
+        "int8_token_asymmetric": lambda: quant.quantize_int8_per_token(x, False),
+        "int8_static": lambda: (quant.quantize_int8_static(x, static, zero_point),),
+    }
+    for name, call in calls.items():
+        split = call()
+        with monkeypatch.context() as patch:
+            patch.setattr(quant, "ROW_SPLIT_PROGRAMS", 1)
+            whole = call()
+        for a, b in zip(split, whole, strict=True):
+            assert torch.equal(a.view(torch.uint8), b.view(torch.uint8)), name
+
+
 @pytest.mark.parametrize("k", [4864, 33024], ids=["one_pass", "two_pass"])
 def test_quantizers_match_the_reference_codes(k):
     from kernel_core_cutlass import quant
