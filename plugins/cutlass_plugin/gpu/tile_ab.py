@@ -17,10 +17,10 @@ import json
 import statistics
 
 import torch
-from kernel_core_cutlass import ops, quant
-from kernel_core_cutlass.tiles import TileConfig
 
 from kernel_core.bench.timing import capture_graph
+from kernel_core_cutlass import ops, quant
+from kernel_core_cutlass.tiles import TileConfig
 
 ROUNDS = 21
 CALLS_PER_GRAPH = 20

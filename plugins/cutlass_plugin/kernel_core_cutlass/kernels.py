@@ -25,8 +25,8 @@ from kernel_core_cutlass import ops, quant
 
 __all__ = [
     "CutlassFP8ScaledMMLinearKernel",
-    "CutlassInt8ScaledMMLinearKernel",
     "CutlassFp8BlockScaledMMLinearKernel",
+    "CutlassInt8ScaledMMLinearKernel",
 ]
 
 _OUT_DTYPES = (torch.bfloat16, torch.float16)

@@ -34,17 +34,17 @@ from kernel_core_cutlass.tiles import (
 )
 
 __all__ = [
+    "CI_SOURCES",
     "CSRC",
     "SOURCES",
-    "CI_SOURCES",
-    "cutlass_include_dirs",
-    "toolchain_problem",
-    "build",
-    "workspace_for",
-    "custom_op",
-    "call",
-    "scaled_mm",
     "block_scaled_mm",
+    "build",
+    "call",
+    "custom_op",
+    "cutlass_include_dirs",
+    "scaled_mm",
+    "toolchain_problem",
+    "workspace_for",
 ]
 
 CSRC = Path(__file__).parent / "csrc"

@@ -25,18 +25,18 @@ import enum
 from dataclasses import dataclass
 
 __all__ = [
-    "TileConfig",
+    "H100_SMS",
     "N_CLUSTERED_TILES",
+    "SWIZZLES",
     "BlockTileConfig",
     "Raster",
+    "TileConfig",
     "TileOrder",
-    "SWIZZLES",
-    "scaled_mm_order",
     "block_scaled_mm_order",
-    "H100_SMS",
-    "wave_efficiency",
-    "scaled_mm_tile",
     "block_scaled_mm_tile",
+    "scaled_mm_order",
+    "scaled_mm_tile",
+    "wave_efficiency",
 ]
 
 #: SMs of an H100 SXM / H200, the default when the caller does not say.

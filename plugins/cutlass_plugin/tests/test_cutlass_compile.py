@@ -42,7 +42,7 @@ def _compile(source: Path, out_dir: Path) -> tuple[Path, int, str]:
     target = out_dir / (source.stem + ".o")
     proc = subprocess.run(
         [ops._nvcc(), *flags, "-c", str(source), "-o", str(target)],
-        capture_output=True, text=True,
+        capture_output=True, text=True, check=False,
     )
     return target, proc.returncode, proc.stderr[-4000:]
 

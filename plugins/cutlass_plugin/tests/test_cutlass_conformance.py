@@ -5,7 +5,7 @@ import pytest
 
 testing = pytest.importorskip("kernel_core.testing")
 
-from kernel_core_cutlass.kernels import (  # noqa: E402
+from kernel_core_cutlass.kernels import (
     CutlassFp8BlockScaledMMLinearKernel,
     CutlassFP8ScaledMMLinearKernel,
     CutlassInt8ScaledMMLinearKernel,

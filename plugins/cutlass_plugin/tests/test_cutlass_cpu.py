@@ -404,7 +404,7 @@ def test_x_or_bias_on_another_device_is_refused_before_any_launch(kernel_class, 
 
 
 def _cpp_enum(header: str, enum: str) -> dict[str, int]:
-    body = re.search(rf"enum {enum} : int \{{(.*?)\}};", header, re.S).group(1)
+    body = re.search(rf"enum {enum} : int \{{(.*?)\}};", header, re.DOTALL).group(1)
     return {name: int(value) for name, value in re.findall(r"(k\w+) = (\d+),", body)}
 
 
@@ -426,7 +426,7 @@ def test_tile_ids_match_the_cpp_enums():
 
 def test_every_tile_has_a_translation_unit_group():
     header = (ops.CSRC / "scaled_mm_api.h").read_text()
-    table = re.search(r"kTileGroup\[kNumTileConfigs\] = \{(.*?)\};", header, re.S).group(1)
+    table = re.search(r"kTileGroup\[kNumTileConfigs\] = \{(.*?)\};", header, re.DOTALL).group(1)
     groups = re.findall(r"k(SmallM|MidM|LargeM|ClusterN)", table)
     assert len(groups) == len(TileConfig)
     # Each group's unit is in the build (four per operand/output pair).
