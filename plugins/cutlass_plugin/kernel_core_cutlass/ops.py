@@ -214,6 +214,8 @@ def _scaled_mm(
     ``raster`` / ``swizzle`` / ``splits``: the tile scheduler's arguments (``tiles.TileOrder``);
     -1 takes :func:`~kernel_core_cutlass.tiles.scaled_mm_order`'s value.
     """
+    if x.dim() != 2 or x.shape[1] == 0:
+        raise ValueError(f"x: expected a 2-D (tokens, K) tensor with K > 0, found shape {list(x.shape)}")
     m, n = x.shape[0], w.shape[0]
     out = torch.empty((m, n), dtype=out_dtype, device=x.device)
     if m == 0:
@@ -258,6 +260,8 @@ def _block_scaled_mm(
     ``raster`` / ``swizzle`` / ``splits`` as for :func:`_scaled_mm`
     (:func:`~kernel_core_cutlass.tiles.block_scaled_mm_order`'s value for -1). ``w_scale_n64``:
     the same scales per 64 rows, [K/128, ceil(N/64)], read by the tiles 64 wide in N."""
+    if x.dim() != 2 or x.shape[1] == 0:
+        raise ValueError(f"x: expected a 2-D (tokens, K) tensor with K > 0, found shape {list(x.shape)}")
     m, n = x.shape[0], w.shape[0]
     out = torch.empty((m, n), dtype=out_dtype, device=x.device)
     if m == 0:

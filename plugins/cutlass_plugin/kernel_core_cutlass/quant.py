@@ -6,8 +6,9 @@ rounded half-to-even, plus the zero point, saturated). Buffers are allocated per
 caching allocator and dropped when the GEMM has read them: nothing is kept between calls.
 
 A row of up to :data:`ONE_PASS_MAX_K` values is read once and kept in registers (one launch, one
-read of ``x``); at few rows it is split over several programs (:func:`_row_parts`). Each kernel the GEMM follows starts with ``gdc_launch_dependents``: the GEMM,
-launched as a programmatic dependent (``ops.LAUNCH_WITH_PDL``), is then scheduled while the
+read of ``x``); at few rows it is split over several programs (:func:`_row_parts`). Each kernel
+the GEMM follows starts with ``gdc_launch_dependents``: the GEMM, launched as a programmatic
+dependent (``ops.LAUNCH_WITH_PDL``), is then scheduled while the
 quantizer runs and waits inside for its results (no effect when the GEMM is launched plainly).
 
 The per-token quantizers also take the weight the GEMM will read: up to :data:`PREFETCH_MAX_M`
@@ -78,12 +79,13 @@ _PREFETCH_LINES = 512
 #: (0 or 1: one program a row): each reads the whole row for its range (a load, a conversion and
 #: a max a value) and converts one part of it (a division, a clamp, a rounding and a narrowing a
 #: value: the issue-bound share; one 16-warp program spends ~2.5 us of SM issue on a 28672-value
-#: row). Parts hold at least ROW_PART_MIN values. NOTES.md v20.
+#: row). The parts, a power of two, split the row's power-of-two block into shares of at least
+#: ROW_PART_MIN values; a share wholly past the row's end is no program. NOTES.md v20.
 ROW_SPLIT_PROGRAMS = 32
 ROW_PART_MIN = 2048
 
 
-if os.environ.get("TRITON_INTERPRET") == "1":
+if os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes"):
     # The interpreter (the CPU tests) has no grid dependencies to release.
     @triton.jit
     def gdc_launch_dependents():
@@ -125,12 +127,18 @@ def _prefetch_plan(m: int, weight: torch.Tensor | None) -> tuple[int, int, int, 
 
 
 def _row_parts(m: int, k: int) -> int:
-    """Programs per row for ``m`` rows of ``k`` values: a power of two, 1 for two-pass rows and
-    from ROW_SPLIT_PROGRAMS rows on."""
+    """Shares of a row's block for ``m`` rows of ``k`` values: a power of two; 1 for two-pass
+    rows, from ROW_SPLIT_PROGRAMS / 2 rows on and for rows of up to 2 * ROW_PART_MIN values."""
     if k > ONE_PASS_MAX_K or m <= 0 or m >= ROW_SPLIT_PROGRAMS:
         return 1
     parts = min(ROW_SPLIT_PROGRAMS // m, triton.next_power_of_2(k) // ROW_PART_MIN)
     return 1 << (parts.bit_length() - 1) if parts > 1 else 1
+
+
+def _row_programs(k: int, parts: int) -> int:
+    """Programs a row gets: its ``parts`` shares of the block less those wholly past ``k``."""
+    share = triton.next_power_of_2(k) // parts
+    return -(-k // share) if parts > 1 else 1
 
 
 def _row_launch(m: int, k: int) -> dict:
@@ -197,6 +205,16 @@ def _prefetch_weight_lines(w_ptr, part, lines, lines_per_row, row_bytes, LINES: 
 
 
 @triton.jit
+def _row_programs_of(K, BLOCK: tl.constexpr, PARTS: tl.constexpr):
+    """Programs a row gets (as _row_programs): its PARTS shares of BLOCK less those past K."""
+    if PARTS > 1:
+        programs = tl.cdiv(K, BLOCK // PARTS)
+    else:
+        programs = 1
+    return programs
+
+
+@triton.jit
 def _row_amax_kernel(x_ptr, amax_ptr, K, BLOCK: tl.constexpr):
     """Per row max |x| (the first pass of per-tensor dynamic scaling)."""
     row = tl.program_id(0)
@@ -214,16 +232,17 @@ def _fp8_rows_kernel(
     per token, from the row's amax; 2: dynamic per tensor, amax_ptr[0] from _row_amax_kernel +
     a reduction. ONE_PASS: BLOCK covers the row, which stays in registers; with PARTS > 1 each
     program converts the part-th share of it (the amax still over the whole row). PREFETCH_LINES
-    > 0: programs from M * PARTS on prefetch weight lines instead (see _prefetch_plan)."""
+    > 0: programs from M * (programs a row) on prefetch weight lines instead (see _prefetch_plan)."""
     gdc_launch_dependents()
     program = tl.program_id(0)
+    row_programs = _row_programs_of(K, BLOCK, PARTS)
     if PREFETCH_LINES > 0:  # noqa: SIM102 - a compile-time test around a runtime one
-        if program >= M * PARTS:
-            _prefetch_weight_lines(w_ptr, program - M * PARTS, w_lines, w_lines_per_row,
+        if program >= M * row_programs:
+            _prefetch_weight_lines(w_ptr, program - M * row_programs, w_lines, w_lines_per_row,
                                    w_row_bytes, PREFETCH_LINES)
             return
-    row = program // PARTS
-    part = program % PARTS
+    row = program // row_programs
+    part = program % row_programs
     base = row.to(tl.int64) * K
     cols = tl.arange(0, BLOCK)
     if ONE_PASS:
@@ -266,17 +285,18 @@ def _int8_rows_kernel(
 ):
     """PARTS programs per row, one launch (as _fp8_rows_kernel). Dynamic: the scale (and zero
     point) come from the row's range and are stored, the negated zero point also as float for
-    the GEMM epilogue. PREFETCH_LINES > 0: programs from M * PARTS on prefetch weight lines
+    the GEMM epilogue. PREFETCH_LINES > 0: programs from M * (programs a row) on prefetch weight lines
     instead (see _prefetch_plan)."""
     gdc_launch_dependents()
     program = tl.program_id(0)
+    row_programs = _row_programs_of(K, BLOCK, PARTS)
     if PREFETCH_LINES > 0:  # noqa: SIM102 - a compile-time test around a runtime one
-        if program >= M * PARTS:
-            _prefetch_weight_lines(w_ptr, program - M * PARTS, w_lines, w_lines_per_row,
+        if program >= M * row_programs:
+            _prefetch_weight_lines(w_ptr, program - M * row_programs, w_lines, w_lines_per_row,
                                    w_row_bytes, PREFETCH_LINES)
             return
-    row = program // PARTS
-    part = program % PARTS
+    row = program // row_programs
+    part = program % row_programs
     base = row.to(tl.int64) * K
     cols = tl.arange(0, BLOCK)
     if ONE_PASS:
@@ -357,7 +377,7 @@ def _rows_launch(m: int, k: int, weight: torch.Tensor | None, x: torch.Tensor) -
     programs, lines, per_row, row_bytes = _prefetch_plan(m, weight)
     w = weight if programs else x
     meta = _row_launch(m, k)
-    return ((m * meta["PARTS"] + programs,), (m, w, lines, per_row, row_bytes),
+    return ((m * _row_programs(k, meta["PARTS"]) + programs,), (m, w, lines, per_row, row_bytes),
             {**meta, "PREFETCH_LINES": _PREFETCH_LINES if programs else 0})
 
 

@@ -175,9 +175,12 @@ def _check_scaled_mm_tile(tile: int, dtype: torch.dtype, m: int, n: int, k: int,
     tokens, channels = (1, 1) if per_tensor else (m, n)
     s_tok = torch.rand(tokens, generator=g, device="cuda") + 0.5
     s_ch = torch.rand(channels, generator=g, device="cuda") + 0.5
-    zp_neg = -torch.randint(-20, 20, (tokens,), generator=g, device="cuda").float()
+    # Nonzero zero points, and a bias of the accumulator's order (its std is ~1e5 with these
+    # operands): a zero-point or bias term dropped anywhere, a tail tile included, fails the bound.
+    sign = torch.randint(0, 2, (tokens,), generator=g, device="cuda") * 2 - 1
+    zp_neg = (sign * torch.randint(1, 21, (tokens,), generator=g, device="cuda")).float()
     colsum = w.to(torch.float32).sum(dim=1)
-    bias = torch.randn(n, generator=g, device="cuda").to(torch.bfloat16) * 1000
+    bias = (torch.randn(n, generator=g, device="cuda") * 5e4).to(torch.bfloat16)
     use_zp = dtype == torch.int8
     acc = x.double() @ w.double().T
     if use_zp:
@@ -480,12 +483,22 @@ def test_weight_first_tiles_wait_for_the_quantizer(dtype, tile, m, lead, k, monk
 
 @pytest.mark.parametrize("m, k", [(1, 8192), (1, 28672), (5, 4864), (16, 8192), (16, 28672)])
 def test_rows_split_over_programs_give_the_same_codes(m, k, monkeypatch):
-    """At few rows the row quantizers split each row over several programs (quant._row_parts:
-    4 / 16 / 4 / 2 / 2 here); every fp8 and int8 mode gives the same codes, scales and zero points
-    bit for bit as one program a row."""
+    """At few rows the row quantizers split each row over several programs (4 / 14 / 3 / 2 / 2
+    here); every fp8 and int8 mode gives the same codes, scales and zero points bit for bit as
+    one program a row. Each side's outputs start as different bytes (0xFF / 0x00), so an element
+    either leaves unwritten shows as a difference."""
     from kernel_core_cutlass import quant
 
     assert quant._row_parts(m, k) > 1
+    empty = torch.empty
+
+    def filled_empty(byte):
+        def allocate(*args, **kwargs):
+            block = empty(*args, **kwargs)
+            block.view(torch.uint8).fill_(byte)
+            return block
+        return allocate
+
     g = torch.Generator(device="cuda").manual_seed(m + k)
     x = torch.randn((m, k), generator=g, device="cuda").to(torch.bfloat16) * 3
     static = torch.tensor([0.02], device="cuda")
@@ -499,8 +512,11 @@ def test_rows_split_over_programs_give_the_same_codes(m, k, monkeypatch):
         "int8_static": lambda: (quant.quantize_int8_static(x, static, zero_point),),
     }
     for name, call in calls.items():
-        split = call()
         with monkeypatch.context() as patch:
+            patch.setattr(torch, "empty", filled_empty(0xFF))
+            split = call()
+        with monkeypatch.context() as patch:
+            patch.setattr(torch, "empty", filled_empty(0x00))
             patch.setattr(quant, "ROW_SPLIT_PROGRAMS", 1)
             whole = call()
         for a, b in zip(split, whole, strict=True):

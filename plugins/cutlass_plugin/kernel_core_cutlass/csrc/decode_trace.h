@@ -44,9 +44,6 @@ __device__ __forceinline__ void decode_stamp(int event) {
 }
 #define KCC_DECODE_STAMP(event) ::kernel_core_cutlass::decode_stamp(event)
 
-// The thread that stamps a warpgroup's events: its first.
-__device__ __forceinline__ bool stamps_for_its_warpgroup() { return threadIdx.x % 128 == 0; }
-
 // CUTLASS's epilogue collective with the consumer warpgroup's first thread stamping around its
 // store() and store_tail().
 template <class Epilogue>
@@ -55,17 +52,17 @@ struct TracedEpilogue : Epilogue {
 
   template <class... Args>
   __device__ auto store(Args&&... args) {
-    bool const stamps = stamps_for_its_warpgroup();
-    if (stamps) decode_stamp(kEpilogueStart);
+    bool const first = threadIdx.x % 128 == 0;
+    if (first) decode_stamp(kEpilogueStart);
     auto states = Epilogue::store(std::forward<Args>(args)...);
-    if (stamps) decode_stamp(kEpilogueStored);
+    if (first) decode_stamp(kEpilogueStored);
     return states;
   }
 
   template <class... Args>
   __device__ void store_tail(Args&&... args) {
     Epilogue::store_tail(std::forward<Args>(args)...);
-    if (stamps_for_its_warpgroup()) decode_stamp(kEpilogueDone);
+    if (threadIdx.x % 128 == 0) decode_stamp(kEpilogueDone);
   }
 };
 template <class Epilogue>
