@@ -18,8 +18,8 @@ fp8 / int8 shapes (N, K) in {(8192, 8192), (28672, 8192), (8192, 28672)}:
   ``fp8_apply`` / ``int8_apply``  the whole ``apply_weights``, bf16 in -> bf16 out, dynamic
                      per-token quantization included (the GEMM launched with PDL)
   ``fp8_apply_plain_launch``  the same quantizer + GEMM with a plain GEMM launch (PDL's share)
-  ``*_one_program_a_row``  the apply / quantizer with each row on one program
-                     (``quant.ROW_SPLIT_PROGRAMS = 1``; paired rows only)
+  ``*_one_program_a_row``  the apply / quantizer with each row on one program, where its
+                     family splits rows (``quant.ROW_SPLIT_PROGRAMS``; paired rows only)
   ``bf16_matmul``    ``torch.matmul`` with the bf16 weight
   ``fp8_tiles``      the FP8 GEMM alone with each candidate tile for this M (one round; int8 uses
                      the same heuristic and the same tile shapes)
@@ -624,16 +624,17 @@ def paired_apply(n: int, k: int, rows: list[dict], m_values: list[int]) -> None:
                 None, ws, bf16, -1, False) for i in sets],
             "int8_quantizer_alone": [lambda i=i: quant.quantize_int8_per_token(xs[i], True)
                                      for i in sets],
-            **{f"{name}_one_program_a_row": [with_setting(quant, "ROW_SPLIT_PROGRAMS", 1, call)
-                                             for call in calls]
-               for name, calls in (
-                   ("fp8_apply", [lambda i=i: fp8.apply_weights(f8[i], xs[i]) for i in sets]),
-                   ("int8_apply", [lambda i=i: int8.apply_weights(i8[i], xs[i]) for i in sets]),
-                   ("fp8_quantizer", [lambda i=i: quant.quantize_fp8_per_token(xs[i])
-                                      for i in sets]),
-                   ("int8_quantizer", [lambda i=i: quant.quantize_int8_per_token(xs[i], True)
-                                       for i in sets]))
-               if quant._row_parts(m, k) > 1},
+            **{f"{name}_one_program_a_row": [with_setting(
+                quant, "ROW_SPLIT_PROGRAMS", dict.fromkeys(quant.ROW_SPLIT_PROGRAMS, 1), call)
+                for call in calls]
+               for name, family, calls in (
+                   ("fp8_apply", "fp8", [lambda i=i: fp8.apply_weights(f8[i], xs[i]) for i in sets]),
+                   ("int8_apply", "int8", [lambda i=i: int8.apply_weights(i8[i], xs[i]) for i in sets]),
+                   ("fp8_quantizer", "fp8", [lambda i=i: quant.quantize_fp8_per_token(xs[i])
+                                             for i in sets]),
+                   ("int8_quantizer", "int8", [lambda i=i: quant.quantize_int8_per_token(xs[i], True)
+                                               for i in sets]))
+               if quant._row_parts(m, k, family) > 1},
             "int8_apply_no_prefetch": [lambda i=i: int8_without_prefetch(i) for i in sets],
         }
         probe_bytes = probe_prefetch_bytes(m)

@@ -76,12 +76,16 @@ PREFETCH_OFF_DEVICES: tuple[str, ...] = ("H200",)
 _LINE = 128
 _PREFETCH_LINES = 512
 #: At few tokens a one-pass row is split over several programs, up to this many in the launch
-#: (0 or 1: one program a row): each reads the whole row for its range (a load, a conversion and
-#: a max a value) and converts one part of it (a division, a clamp, a rounding and a narrowing a
-#: value: the issue-bound share; one 16-warp program spends ~2.5 us of SM issue on a 28672-value
-#: row). The parts, a power of two, split the row's power-of-two block into shares of at least
-#: ROW_PART_MIN values; a share wholly past the row's end is no program. NOTES.md v20.
-ROW_SPLIT_PROGRAMS = 32
+#: per row kernel (0 or 1: one program a row): each reads the whole row for its range (a load, a
+#: conversion and a max a value) and converts one part of it (a division, a clamp, a rounding and
+#: a narrowing a value: the issue-bound share; one 16-warp program spends ~2.5 us of SM issue on
+#: a 28672-value row). The parts, a power of two, split the row's power-of-two block into shares of
+#: at least ROW_PART_MIN values; a share wholly past the row's end is no program. int8 splits: its
+#: apply on 8192 x 28672 ran 1.2 / 0.7 us faster at M = 1 / 16 (its quantizer 5.5 -> 3.0 us); fp8
+#: does not: nowhere faster, 0.1-0.5 us slower in one of two runs (its quantizer already hides
+#: behind the GEMM's weight lead, and more programs hold more SMs as the GEMM's CTAs arrive).
+#: NOTES.md v20, v20c.
+ROW_SPLIT_PROGRAMS: dict[str, int] = {"fp8": 1, "int8": 32}
 ROW_PART_MIN = 2048
 
 
@@ -126,12 +130,14 @@ def _prefetch_plan(m: int, weight: torch.Tensor | None) -> tuple[int, int, int, 
     return -(-lines // _PREFETCH_LINES), lines, per_row, row_bytes
 
 
-def _row_parts(m: int, k: int) -> int:
-    """Shares of a row's block for ``m`` rows of ``k`` values: a power of two; 1 for two-pass
-    rows, from ROW_SPLIT_PROGRAMS / 2 rows on and for rows of up to 2 * ROW_PART_MIN values."""
-    if k > ONE_PASS_MAX_K or m <= 0 or m >= ROW_SPLIT_PROGRAMS:
+def _row_parts(m: int, k: int, family: str) -> int:
+    """Shares of a row's block for ``m`` rows of ``k`` values in ``family``'s row kernel ("fp8"
+    or "int8"): a power of two; 1 for two-pass rows, from ROW_SPLIT_PROGRAMS[family] / 2 rows on
+    and for rows of up to 2 * ROW_PART_MIN values."""
+    programs = ROW_SPLIT_PROGRAMS[family]
+    if k > ONE_PASS_MAX_K or m <= 0 or m >= programs:
         return 1
-    parts = min(ROW_SPLIT_PROGRAMS // m, triton.next_power_of_2(k) // ROW_PART_MIN)
+    parts = min(programs // m, triton.next_power_of_2(k) // ROW_PART_MIN)
     return 1 << (parts.bit_length() - 1) if parts > 1 else 1
 
 
@@ -141,12 +147,12 @@ def _row_programs(k: int, parts: int) -> int:
     return -(-k // share) if parts > 1 else 1
 
 
-def _row_launch(m: int, k: int) -> dict:
-    """Block width, one-pass flag, programs per row and warps of the row kernels for ``m`` rows
-    of ``k`` values."""
+def _row_launch(m: int, k: int, family: str) -> dict:
+    """Block width, one-pass flag, shares per row and warps of ``family``'s row kernel for ``m``
+    rows of ``k`` values."""
     one_pass = k <= ONE_PASS_MAX_K
     block = triton.next_power_of_2(k) if one_pass else _CHUNK
-    return {"BLOCK": block, "ONE_PASS": one_pass, "PARTS": _row_parts(m, k),
+    return {"BLOCK": block, "ONE_PASS": one_pass, "PARTS": _row_parts(m, k, family),
             "num_warps": min(16, max(4, block // 1024))}
 
 
@@ -371,12 +377,13 @@ def _check_2d(x: torch.Tensor) -> tuple[int, int]:
 # --- FP8 -------------------------------------------------------------------------------------
 
 
-def _rows_launch(m: int, k: int, weight: torch.Tensor | None, x: torch.Tensor) -> tuple:
+def _rows_launch(m: int, k: int, weight: torch.Tensor | None, x: torch.Tensor,
+                 family: str) -> tuple:
     """Grid, trailing arguments and meta-parameters of a row kernel (with the weight prefetch
     of _prefetch_plan when it applies)."""
     programs, lines, per_row, row_bytes = _prefetch_plan(m, weight)
     w = weight if programs else x
-    meta = _row_launch(m, k)
+    meta = _row_launch(m, k, family)
     return ((m * _row_programs(k, meta["PARTS"]) + programs,), (m, w, lines, per_row, row_bytes),
             {**meta, "PREFETCH_LINES": _PREFETCH_LINES if programs else 0})
 
@@ -391,7 +398,7 @@ def _quantize_fp8_per_token(
     q = torch.empty((m, k), dtype=torch.float8_e4m3fn, device=x.device)
     scale = torch.empty((m,), dtype=torch.float32, device=x.device)
     if m:
-        grid, tail, meta = _rows_launch(m, k, prefetch_weight, x)
+        grid, tail, meta = _rows_launch(m, k, prefetch_weight, x, "fp8")
         _fp8_rows_kernel[grid](x, q, scale, scale, k, FP8_MIN_SCALE, *tail, MODE=1, **meta)
     return q, scale
 
@@ -406,7 +413,7 @@ def _quantize_fp8_per_tensor(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
         row_amax = torch.empty((m,), dtype=torch.float32, device=x.device)
         _row_amax_kernel[(m,)](x, row_amax, k, BLOCK=_CHUNK, num_warps=8)
         amax = row_amax.amax().reshape(1)
-        grid, tail, meta = _rows_launch(m, k, None, x)
+        grid, tail, meta = _rows_launch(m, k, None, x, "fp8")
         _fp8_rows_kernel[grid](x, q, scale, amax, k, FP8_MIN_SCALE, *tail, MODE=2, **meta)
     return q, scale
 
@@ -417,7 +424,7 @@ def _quantize_fp8_static(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     x = x.contiguous()
     q = torch.empty((m, k), dtype=torch.float8_e4m3fn, device=x.device)
     if m:
-        grid, tail, meta = _rows_launch(m, k, None, x)
+        grid, tail, meta = _rows_launch(m, k, None, x, "fp8")
         _fp8_rows_kernel[grid](x, q, scale, scale, k, FP8_MIN_SCALE, *tail, MODE=0, **meta)
     return q
 
@@ -472,7 +479,7 @@ def _quantize_int8_per_token(
     zp = torch.empty((zp_rows,), dtype=torch.int32, device=x.device)
     zp_neg = torch.empty((zp_rows,), dtype=torch.float32, device=x.device)
     if m:
-        grid, tail, meta = _rows_launch(m, k, prefetch_weight, x)
+        grid, tail, meta = _rows_launch(m, k, prefetch_weight, x, "int8")
         _int8_rows_kernel[grid](
             x, q, scale, zp, zp_neg, k, INT8_AMAX_FLOOR, *tail, DYNAMIC=True, SYMMETRIC=symmetric,
             **meta,
@@ -490,7 +497,7 @@ def _quantize_int8_static(
     if m:
         symmetric = zero_point is None
         zp = scale if symmetric else zero_point
-        grid, tail, meta = _rows_launch(m, k, None, x)
+        grid, tail, meta = _rows_launch(m, k, None, x, "int8")
         _int8_rows_kernel[grid](
             x, q, scale, zp, scale, k, INT8_AMAX_FLOOR, *tail, DYNAMIC=False, SYMMETRIC=symmetric,
             **meta,
