@@ -29,9 +29,10 @@ enum DecodeEvent : int {
 // [CTA][kNumDecodeEvents] nanoseconds; set by the probe before each launch.
 __device__ uint64_t* g_decode_trace = nullptr;
 
-// The timer is read only once the trace pointer has arrived (the predicate consumes it): a CTA's
-// first load of g_decode_trace misses to DRAM, and read before it, the first stamp would put that
-// latency between itself and the next one (v17's 0.64 us before the first weight request).
+// The timer is read only once the trace pointer has arrived: a CTA's first load of g_decode_trace
+// misses to DRAM, and read before it, the first stamp would put that latency between itself and
+// the next one (v17's 0.64 us before the first weight request). The predicate exists only to make
+// the timer read consume the pointer; the probe always sets a pointer before launching.
 __device__ __forceinline__ void decode_stamp(int event) {
   uint64_t* const trace = g_decode_trace;
   uint64_t now;

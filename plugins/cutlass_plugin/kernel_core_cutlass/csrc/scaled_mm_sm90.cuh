@@ -8,7 +8,8 @@
 // Every scale vector uses a *dynamic* broadcast stride: stride true = one value per row/column,
 // false = the first element for all (per-tensor). One instantiation then serves per-tensor and
 // per-channel weights and static per-tensor or dynamic per-token activations. A null zero-point
-// or bias pointer reads as 0 (symmetric activations, no bias).
+// or bias pointer reads as 0 (symmetric activations, no bias). The decode tiles (WeightFirst) read
+// the same vectors from shared memory instead, staged there by their mainloop (decode_staging.h).
 //
 // SwapAB computes out^T = W_q . A_q^T: for small M the weight's N fills the 64-row wgmma side and
 // M becomes the narrow tile side. The output is then written column-major, which is out row-major.
@@ -216,14 +217,15 @@ struct EpilogueParts {
   using TokenVector = std::conditional_t<SwapAB, PerColVector<Tile, Element>, PerRowVector<Tile, Element>>;
   template <class Element>
   using ChannelVector = std::conditional_t<SwapAB, PerRowVector<Tile, Element>, PerColVector<Tile, Element>>;
-  template <bool Use, class Broadcast, bool AlongRows, int Slot>
-  using Either = std::conditional_t<Use, StagedVector<Tile, AlongRows, Slot>, Broadcast>;
+  // A vector's node: CUTLASS's broadcast, or its staged slot.
+  template <class Broadcast, bool AlongRows, int Slot>
+  using VectorNode = std::conditional_t<Staged, StagedVector<Tile, AlongRows, Slot>, Broadcast>;
 
-  using TokenScale = Either<Staged, TokenVector<float>, false, kStagedTokenScale>;
-  using TokenZpNeg = Either<Staged, TokenVector<float>, false, kStagedTokenZpNeg>;
-  using ChannelScale = Either<Staged, ChannelVector<float>, true, kStagedChannelScale>;
-  using ChannelColsum = Either<Staged, ChannelVector<float>, true, kStagedChannelColsum>;
-  using ChannelBias = Either<Staged, ChannelVector<ElementD>, true, kStagedBias>;
+  using TokenScale = VectorNode<TokenVector<float>, false, kStagedTokenScale>;
+  using TokenZpNeg = VectorNode<TokenVector<float>, false, kStagedTokenZpNeg>;
+  using ChannelScale = VectorNode<ChannelVector<float>, true, kStagedChannelScale>;
+  using ChannelColsum = VectorNode<ChannelVector<float>, true, kStagedChannelColsum>;
+  using ChannelBias = VectorNode<ChannelVector<ElementD>, true, kStagedBias>;
 
   using Acc = cutlass::epilogue::fusion::Sm90AccFetch;
   template <class Element>
@@ -391,6 +393,10 @@ struct ScaledMmSm90 {
       MainloopSchedule>::CollectiveOp;
   using Mainloop =
       std::conditional_t<WeightFirst, WeightFirstMainloop<BuiltMainloop, ElementD>, BuiltMainloop>;
+  // The mainloop stages, the epilogue nodes read and the kernel sizes the staged block by one
+  // tile shape, so all three place it at the same address.
+  static_assert(std::is_same_v<typename BuiltMainloop::TileShape, Tile>,
+                "the staged vectors are laid out by the kernel's tile shape");
   static_assert(!(WeightFirst && kWaitsOnPredecessor),
                 "CUTLASS's own wait would precede the weight loads: build a weight-first kernel in a "
                 "unit without CUTLASS_ENABLE_GDC_FOR_SM90");
