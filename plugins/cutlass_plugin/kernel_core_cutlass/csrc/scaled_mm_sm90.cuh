@@ -234,25 +234,15 @@ struct EpilogueParts {
   using Mul = cutlass::epilogue::fusion::Sm90Compute<cutlass::multiplies, float, float,
                                                      cutlass::FloatRoundStyle::round_to_nearest>;
 
-  // A token vector's arguments: [m] when `per_token`, else its first value for all.
-  template <class Node>
-  static typename Node::Arguments token(float const* ptr, bool per_token) {
+  // A vector's arguments, along the tokens (`Tokens`) or the channels: one value per element when
+  // `per_element`, else its first value for all. With SwapAB the tokens are the problem's columns.
+  template <class Node, bool Tokens, class Element>
+  static typename Node::Arguments vector(Element const* ptr, bool per_element) {
     if constexpr (Staged) {
       return {};
     } else {
       typename Node::StrideMNL stride{};
-      if constexpr (SwapAB) { get<1>(stride) = per_token; } else { get<0>(stride) = per_token; }
-      return {ptr, 0.f, stride};
-    }
-  }
-  // A channel vector's arguments: [n] when `per_channel`, else its first value for all.
-  template <class Node, class Element>
-  static typename Node::Arguments channel(Element const* ptr, bool per_channel) {
-    if constexpr (Staged) {
-      return {};
-    } else {
-      typename Node::StrideMNL stride{};
-      if constexpr (SwapAB) { get<0>(stride) = per_channel; } else { get<1>(stride) = per_channel; }
+      get<(Tokens == SwapAB) ? 1 : 0>(stride) = per_element;
       return {ptr, Element(0), stride};
     }
   }
@@ -289,9 +279,9 @@ struct ScaledOutputTree : EpilogueParts<Tile, ElementD, SwapAB, Staged> {
 
   static typename Tree::Arguments wrap(ScaledMmArgs const& a, typename Inner::Arguments inner) {
     return typename Tree::Arguments{
-        P::template token<typename P::TokenScale>(a.token_scale, a.token_scale_per_row),
-        {P::template channel<typename P::ChannelScale>(a.channel_scale, a.channel_scale_per_col), inner, {}},
-        P::template channel<typename P::ChannelBias>(static_cast<ElementD const*>(a.bias), true),
+        P::template vector<typename P::TokenScale, true>(a.token_scale, a.token_scale_per_row),
+        {P::template vector<typename P::ChannelScale, false>(a.channel_scale, a.channel_scale_per_col), inner, {}},
+        P::template vector<typename P::ChannelBias, false>(static_cast<ElementD const*>(a.bias), true),
         {},
     };
   }
@@ -313,8 +303,8 @@ struct ScaledEpilogueTree
   static constexpr bool kZeroPoint = true;
 
   static typename Base::Tree::Arguments arguments(ScaledMmArgs const& a) {
-    return Base::wrap(a, {Base::template token<typename Base::TokenZpNeg>(a.token_zp_neg, a.token_zp_per_row),
-                          Base::template channel<typename Base::ChannelColsum>(a.channel_colsum, true), {}, {}});
+    return Base::wrap(a, {Base::template vector<typename Base::TokenZpNeg, true>(a.token_zp_neg, a.token_zp_per_row),
+                          Base::template vector<typename Base::ChannelColsum, false>(a.channel_colsum, true), {}, {}});
   }
 };
 
