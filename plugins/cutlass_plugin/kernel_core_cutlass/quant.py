@@ -82,7 +82,7 @@ _PREFETCH_LINES = 512
 #: a 28672-value row). The parts, a power of two, split the row's power-of-two block into shares of
 #: at least ROW_PART_MIN values; a share wholly past the row's end is no program. int8 splits: its
 #: apply on 8192 x 28672 ran 1.2 / 0.7 us faster at M = 1 / 16 (its quantizer 5.5 -> 3.0 us); fp8
-#: does not: nowhere faster, 0.1-0.5 us slower in one of two runs (its quantizer already hides
+#: does not: -0.44..+0.18 us in one run, 0.1-0.5 us slower in the other (its quantizer hides
 #: behind the GEMM's weight lead, and more programs hold more SMs as the GEMM's CTAs arrive).
 #: NOTES.md v20, v20c.
 ROW_SPLIT_PROGRAMS: dict[str, int] = {"fp8": 1, "int8": 32}
