@@ -485,12 +485,12 @@ def test_weight_first_tiles_wait_for_the_quantizer(dtype, tile, m, lead, k, monk
 def test_rows_split_over_programs_give_the_same_codes(m, k, monkeypatch):
     """At few rows a row quantizer may split each row over several programs (4 / 14 / 3 / 2 / 2
     here; int8 does by default, fp8 when configured to); every fp8 and int8 mode gives the same
-    codes, scales and zero points bit for bit as one program a row. Each side's outputs start as different bytes (0xFF / 0x00), so an element
-    either leaves unwritten shows as a difference."""
+    codes, scales and zero points bit for bit as one program a row. Each side's outputs start as
+    different bytes (0xFF / 0x00), so an element either leaves unwritten shows as a difference."""
     from kernel_core_cutlass import quant
 
-    split, whole = {"fp8": 32, "int8": 32}, {"fp8": 1, "int8": 1}
-    monkeypatch.setattr(quant, "ROW_SPLIT_PROGRAMS", split)
+    split_rows, whole_rows = {"fp8": 32, "int8": 32}, {"fp8": 1, "int8": 1}
+    monkeypatch.setattr(quant, "ROW_SPLIT_PROGRAMS", split_rows)
     assert quant._row_parts(m, k, "fp8") == quant._row_parts(m, k, "int8") > 1
     empty = torch.empty
 
@@ -519,7 +519,7 @@ def test_rows_split_over_programs_give_the_same_codes(m, k, monkeypatch):
             split = call()
         with monkeypatch.context() as patch:
             patch.setattr(torch, "empty", filled_empty(0x00))
-            patch.setattr(quant, "ROW_SPLIT_PROGRAMS", whole)
+            patch.setattr(quant, "ROW_SPLIT_PROGRAMS", whole_rows)
             whole = call()
         for a, b in zip(split, whole, strict=True):
             assert torch.equal(a.view(torch.uint8), b.view(torch.uint8)), name
