@@ -188,6 +188,13 @@ def _order_args(chosen: TileOrder, raster: int, swizzle: int, splits: int) -> tu
             chosen.splits if splits < 0 else splits)
 
 
+def _check_activations(x: torch.Tensor) -> None:
+    """Refuse what no GEMM here runs, before any launch: x must be (tokens, K) with K > 0 (the
+    decode tiles order their token-scale reads after the quantizer through their first k-tile)."""
+    if x.dim() != 2 or x.shape[1] == 0:
+        raise ValueError(f"x: expected a 2-D (tokens, K) tensor with K > 0, found shape {list(x.shape)}")
+
+
 def _scaled_mm(
     x: torch.Tensor,
     w: torch.Tensor,
@@ -214,8 +221,7 @@ def _scaled_mm(
     ``raster`` / ``swizzle`` / ``splits``: the tile scheduler's arguments (``tiles.TileOrder``);
     -1 takes :func:`~kernel_core_cutlass.tiles.scaled_mm_order`'s value.
     """
-    if x.dim() != 2 or x.shape[1] == 0:
-        raise ValueError(f"x: expected a 2-D (tokens, K) tensor with K > 0, found shape {list(x.shape)}")
+    _check_activations(x)
     m, n = x.shape[0], w.shape[0]
     out = torch.empty((m, n), dtype=out_dtype, device=x.device)
     if m == 0:
@@ -260,8 +266,7 @@ def _block_scaled_mm(
     ``raster`` / ``swizzle`` / ``splits`` as for :func:`_scaled_mm`
     (:func:`~kernel_core_cutlass.tiles.block_scaled_mm_order`'s value for -1). ``w_scale_n64``:
     the same scales per 64 rows, [K/128, ceil(N/64)], read by the tiles 64 wide in N."""
-    if x.dim() != 2 or x.shape[1] == 0:
-        raise ValueError(f"x: expected a 2-D (tokens, K) tensor with K > 0, found shape {list(x.shape)}")
+    _check_activations(x)
     m, n = x.shape[0], w.shape[0]
     out = torch.empty((m, n), dtype=out_dtype, device=x.device)
     if m == 0:

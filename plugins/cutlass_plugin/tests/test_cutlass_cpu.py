@@ -390,12 +390,14 @@ def test_row_split_counts_its_programs():
         assert (parts, quant._row_programs(k, parts)) == expected, (m, k)
 
 
-def test_scaled_mm_refuses_an_empty_k_before_any_launch():
+def test_gemms_refuse_an_empty_k_before_any_launch():
     x = torch.empty((2, 0), dtype=torch.float8_e4m3fn)
     w = torch.empty((4, 0), dtype=torch.float8_e4m3fn)
     scale = torch.ones(1)
     with pytest.raises(ValueError, match=r"K > 0, found shape \[2, 0\]"):
         ops._scaled_mm(x, w, scale, scale, None, None, None, torch.empty(0), torch.bfloat16)
+    with pytest.raises(ValueError, match=r"K > 0, found shape \[2, 0\]"):
+        ops._block_scaled_mm(x, w, scale, scale, None, torch.empty(0), torch.bfloat16)
 
 
 def test_bad_input_is_a_value_error_naming_expected_and_found():
