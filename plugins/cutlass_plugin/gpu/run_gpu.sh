@@ -6,7 +6,8 @@
 # Usage: bash plugins/cutlass_plugin/gpu/run_gpu.sh [git-revision]   (default: the carried
 # .git_revision, written by the caller: a .git on the device machine may be stale)
 # Time limits: KCC_TEST_TIMEOUT (GPU tests), KCC_BUDGET_S (the whole script; the benchmark gets
-# what is left). KCC_BENCH_ARGS: extra arguments of bench_cutlass.py (e.g. --paired). $OUT receives at most 8 files: the benchmark JSON and PNG, jit_cache.tgz,
+# what is left). KCC_BENCH_ARGS: extra arguments of bench_cutlass.py (e.g. --paired). KCC_NCU=1:
+# an Nsight Compute step after the benchmark (below). $OUT receives at most 8 files: the benchmark JSON and PNG, jit_cache.tgz,
 # fi_cache.tar.gz and results.tgz (logs, test reports).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 MAX_JOBS=16
@@ -69,3 +70,29 @@ timeout "$(( left > 30 ? left : 30 ))" python3 benchmarks/bench_cutlass.py --out
     --git-rev "$REV" --command "$CMD" $BENCH_ARGS
 echo "== benchmark exit $? after $((SECONDS - start)) s"
 pack
+
+# KCC_NCU=1: Nsight Compute over every GEMM launch of gpu/profile_gemm.py (KCC_NCU_ARGS: its
+# arguments; the last launch of each candidate is the warm one), clocks left as they run; details
+# and raw metrics as CSV in the logs (results.tgz, ncu/).
+if [ "${KCC_NCU:-0}" = "1" ]; then
+    NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
+    mkdir -p "$LOGS/ncu"
+    if [ -z "$NCU" ]; then
+        echo "== ncu: skipped, no ncu on PATH, in /usr/local/cuda/bin or /opt/nvidia/nsight-compute"
+    else
+        echo "== ncu: $NCU ($("$NCU" --version | tail -n 1))"
+        # shellcheck disable=SC2086  # KCC_NCU_ARGS is a list of words
+        timeout -k 10 "${KCC_NCU_TIMEOUT:-240}" "$NCU" --kernel-name "regex:nvjet|device_kernel" \
+            --clock-control none --section SpeedOfLight --section LaunchStats --section Occupancy \
+            --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+            --section SchedulerStats --section WarpStateStats -f -o "$LOGS/ncu/gemm" \
+            python3 plugins/cutlass_plugin/gpu/profile_gemm.py ${KCC_NCU_ARGS:-} \
+            > "$LOGS/ncu/profile.log" 2>&1
+        echo "== ncu exit $? after $((SECONDS - start)) s"
+        tail -n 15 "$LOGS/ncu/profile.log"
+        "$NCU" --import "$LOGS/ncu/gemm.ncu-rep" --page details --csv > "$LOGS/ncu/details.csv" 2>&1
+        "$NCU" --import "$LOGS/ncu/gemm.ncu-rep" --page raw --csv > "$LOGS/ncu/raw.csv" 2>&1
+        "$NCU" --import "$LOGS/ncu/gemm.ncu-rep" --page details > "$LOGS/ncu/details.txt" 2>&1
+    fi
+    pack
+fi

@@ -74,12 +74,15 @@ class TileConfig(enum.IntEnum):
     # weight row instead of 256. Swept only: over six H200 runs a tie on 8192^2, 0-3% ahead at
     # M=16 on the large shapes (NOTES.md v13, "K512 over the session's six runs").
     SWAP_64x16_K512 = 16
+    # Clusters of 2 x 2: the weight tile multicast to both token bands and the activation tile to
+    # both weight tiles, a third less L2 read a k-step than either cluster of 2 (swept only).
+    PINGPONG_128x128_CLUSTER_2x2 = 17
 
 
-#: The 128x128 tiles clustered along N (1x2, 1x4, 2x4 CTAs).
+#: The 128x128 tiles clustered along N (1x2, 1x4, 2x4, 2x2 CTAs).
 N_CLUSTERED_TILES = (TileConfig.PINGPONG_128x128_CLUSTER_N2, TileConfig.PINGPONG_128x128_CLUSTER_N4,
                      TileConfig.COOPERATIVE_128x128_CLUSTER_N2,
-                     TileConfig.PINGPONG_128x128_CLUSTER_2x4)
+                     TileConfig.PINGPONG_128x128_CLUSTER_2x4, TileConfig.PINGPONG_128x128_CLUSTER_2x2)
 
 #: The weight-first decode tiles (WeightFirstMainloop): first the heuristic's two (M <= 16 and
 #: M <= 64), then the swept one with 512-deep K steps.

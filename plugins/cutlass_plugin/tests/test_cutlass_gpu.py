@@ -259,7 +259,8 @@ ORDER_CASES = [
     for tile in (TileConfig.SWAP_64x64, TileConfig.PINGPONG_64x128_CLUSTER2,
                  TileConfig.PINGPONG_64x256, TileConfig.PINGPONG_128x128_CLUSTER2,
                  TileConfig.COOPERATIVE_256x128, TileConfig.COOPERATIVE_128x128_STREAM_K,
-                 TileConfig.PINGPONG_128x128_CLUSTER_N4, TileConfig.PINGPONG_128x128_CLUSTER_2x4)
+                 TileConfig.PINGPONG_128x128_CLUSTER_N4, TileConfig.PINGPONG_128x128_CLUSTER_2x4,
+                 TileConfig.PINGPONG_128x128_CLUSTER_2x2)
     for raster, swizzle in ((1, 8), (2, 2), (2, 4), (2, 8), (0, 4))
 ] + [(TileConfig.COOPERATIVE_128x128_STREAM_K, 0, 1, splits) for splits in (2, 3)]
 
@@ -292,6 +293,17 @@ def test_tile_orders_cover_every_tile(tile, raster, swizzle, splits):
     # 6 x 10 tiles of 64x128 with ragged edges (N % 512 = 136, M % 128 = 77), 16 K-steps
     _check_fp8_gemm(333, 1160, 2048, tile, raster, swizzle, splits,
                     seed=int(tile) * 100 + raster * 10 + swizzle)
+
+
+@pytest.mark.parametrize("tile", [TileConfig.PINGPONG_128x128_CLUSTER_N4,
+                                  TileConfig.PINGPONG_128x128_CLUSTER_2x2,
+                                  TileConfig.PINGPONG_128x128_CLUSTER_2x4], ids=lambda t: t.name)
+@pytest.mark.parametrize("raster", [1, 2])
+def test_clusters_of_four_and_eight_over_many_waves(tile, raster):
+    """Clusters of 4 and 8 on a grid sized by the occupancy calculator (max_active_clusters,
+    scaled_mm_sm90.cuh): 1024 x 4096 makes 256 tiles of 128 x 128, more than one wave of
+    clusters, so every CTA takes several tiles in turn; no tile skipped or written twice."""
+    _check_fp8_gemm(1024, 4096, 1024, tile, raster, 1, 0, seed=int(tile) * 10 + raster)
 
 
 @pytest.mark.parametrize("tile", N_CLUSTERED_TILES, ids=lambda t: t.name)

@@ -17,6 +17,7 @@
 // This header includes CUTLASS only (no torch): the .cu files compile anywhere nvcc does.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <cuda_runtime.h>
 
@@ -69,6 +70,43 @@ const char* launch(typename Gemm::Arguments& args, void* workspace, size_t works
     return "CUTLASS kernel launch failed";
   }
   return nullptr;
+}
+
+// How many clusters of Kernel's shape can be resident at once on `device`, by the occupancy
+// calculator (cudaOccupancyMaxActiveClusters with the kernel's shared memory), cached per device.
+// Without it CUTLASS's persistent scheduler sizes a clustered grid by a rule that assumes GPCs
+// of 18 SMs: 116 CTAs for clusters of 4 and 112 for 8 on a 132-SM H100/H200, so 12-15% of the SMs
+// sat out many-wave problems and 128 tiles in clusters of 4 took two waves (NOTES.md v11, v21).
+// Clusters of 2 get 132 CTAs either way. Returns 0 (CUTLASS's rule) when the query fails.
+template <class Kernel>
+int max_active_clusters(int device) {
+  constexpr int kDevices = 64;
+  static std::atomic<int> cached[kDevices] = {};  // 0: not asked yet, -1: the query failed
+  if (device < 0 || device >= kDevices) return 0;
+  int known = cached[device].load(std::memory_order_relaxed);
+  if (known != 0) return known > 0 ? known : 0;
+  auto const kernel = cutlass::device_kernel<Kernel>;
+  int const smem = int(Kernel::SharedStorageSize);
+  dim3 const cluster(size<0>(typename Kernel::ClusterShape{}), size<1>(typename Kernel::ClusterShape{}),
+                     size<2>(typename Kernel::ClusterShape{}));
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeClusterDimension;
+  attribute.val.clusterDim.x = cluster.x;
+  attribute.val.clusterDim.y = cluster.y;
+  attribute.val.clusterDim.z = cluster.z;
+  cudaLaunchConfig_t config{};
+  config.gridDim = cluster;
+  config.blockDim = dim3(Kernel::MaxThreadsPerBlock, 1, 1);
+  config.dynamicSmemBytes = smem;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  int clusters = 0;
+  bool const ok =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) == cudaSuccess &&
+      cudaOccupancyMaxActiveClusters(&clusters, kernel, &config) == cudaSuccess && clusters > 0;
+  if (!ok) cudaGetLastError();  // so the next launch does not report this query's error
+  cached[device].store(ok ? clusters : -1, std::memory_order_relaxed);
+  return ok ? clusters : 0;
 }
 
 // A translation unit builds only the tiles of its group (see scaled_mm_api.h); the tables that
@@ -428,6 +466,9 @@ struct ScaledMmSm90 {
     }
     args.hw_info.device_id = a.device;
     args.hw_info.sm_count = a.sm_count;
+    if constexpr (size(Cluster{}) > 1) {
+      args.hw_info.max_active_clusters = max_active_clusters<Kernel>(a.device);
+    }
     set_tile_order<Scheduler>(args, a.order, SwapAB);
     return launch<Gemm>(args, a.workspace, a.workspace_bytes, a.stream, a.pdl && kWaits);
   }
