@@ -102,13 +102,12 @@ ROUNDS = {True: 2, False: 4}
 TILE_ROUNDS = {True: 1, False: 2}
 #: The 128x128 tiles clustered along N, as cuBLAS runs them where it leads at M >= 128 (v10
 #: file, `kernels`: nvjet 128x128 with clusters of 4 along our N at M=128, 2 at M=256 on
-#: N=8192 and at M >= 1024, 2x4 on 28672 x 8192 at M=256), and the 2x2 cluster: all of them up
-#: to M=256; above it the 1x2 ones (nvjet's 2x1 there) and the 2x2 one (since v21 the clustered
-#: grids are sized by the occupancy calculator, so clusters of 4 no longer leave SMs out of
-#: many-wave problems). All of them: tiles.N_CLUSTERED_TILES.
+#: N=8192 and at M >= 1024, 2x4 on 28672 x 8192 at M=256): all of them up to M=256, above it
+#: the 1x2 ones (nvjet's 2x1 there; the H200 holds 30 clusters of 4, i.e. 120 CTAs, so clusters
+#: of 4 and 8 leave SMs out of many-wave problems: NOTES.md v21). All of them:
+#: tiles.N_CLUSTERED_TILES.
 N_CLUSTERED_LARGE_M = (TileConfig.PINGPONG_128x128_CLUSTER_N2,
-                       TileConfig.COOPERATIVE_128x128_CLUSTER_N2,
-                       TileConfig.PINGPONG_128x128_CLUSTER_2x2)
+                       TileConfig.COOPERATIVE_128x128_CLUSTER_N2)
 #: The tiles swept per M range (the heuristic's pick is always among them).
 SWEEP = (
     (64, (TileConfig.SWAP_64x16, TileConfig.SWAP_64x64, TileConfig.SWAP_64x16_K256,
@@ -143,7 +142,7 @@ PAIRED_BLOCK_M = (256, 1024, 4096)
 PAIRED_APPLY_M = (1, 16, 64)
 #: The tiles swept with every raster order x swizzle in the paired sweeps, by M (the heuristic's
 #: pick is always among them). The fp8_block sweep takes every BlockTileConfig. With the stream-K
-#: tile's splits: 125 variants per point up to M=256, 101 above (v11: 113 / 89; v10: 65).
+#: tile's splits: 113 variants per point up to M=256, 89 above (v10: 65).
 ORDER_SWEEP = (
     (256, (TileConfig.PINGPONG_64x128, TileConfig.PINGPONG_64x128_CLUSTER2,
            TileConfig.PINGPONG_128x128_CLUSTER2, TileConfig.PINGPONG_64x256,

@@ -5,9 +5,9 @@ names one compiled kernel. The choice is a small readable function of M (the tok
 dimension that changes between calls), N, K and the SM count: the number of output tiles decides
 whether the SMs of an H100/H200 (132) are kept busy, in the DeepGEMM spirit. A comment per range
 says why; NOTES.md has the measurements behind each choice. Compiled tiles no range picks
-(``COOPERATIVE_128x128_STREAM_K`` and the 128x128 tiles clustered along N but the 1x4 one for W8A8,
-``COOPERATIVE_128x128_CLUSTER2`` for fp8_block, the 128-deep swap tiles, the 512-deep decode tile)
-stay selectable through the ops' ``tile`` argument: the benchmark's sweep measures them against the
+(``COOPERATIVE_128x128_STREAM_K``, ``COOPERATIVE_256x128``, the cooperative and 2x4 128x128 tiles
+clustered along N for W8A8, ``COOPERATIVE_128x128_CLUSTER2`` for fp8_block, the 128-deep swap
+tiles, the 512-deep decode tile) stay selectable through the ops' ``tile`` argument: the benchmark's sweep measures them against the
 chosen ones on every run.
 
 The v4 choices cite ``benchmarks/results/cutlass-h100-2026-11-27-v4.json`` (H100, ``bench_cutlass.py
@@ -16,7 +16,11 @@ interleaved CUDA-graph rounds; "ratio" = reference time / ours, median over the 
 rounds' min-max). A choice changed only where the winner's median cleared the chosen variant's by
 more than the rounds' spread, or won by a consistent margin on every shape of its class. The v5
 choice cites ``benchmarks/results/cutlass-h100-2026-11-27-v5.json`` (same method; there "ours /
-candidate" pairs the two kernels' times of the same sweep round).
+candidate" pairs the two kernels' times of the same sweep round). The W8A8 choices at M > 512 and
+the orders of the 128x128 cluster tiles were re-made on the H200 (NOTES.md v22) from every paired
+run with a sweep there (``benchmarks/results/cutlass-h200-2026-11-28-v9.json`` to
+``cutlass-h200-2026-11-30-v21.json``): a variant replaced the chosen one where it was faster in
+the same rounds by the median over the runs and in at least 15 of them.
 """
 
 from __future__ import annotations
@@ -74,15 +78,12 @@ class TileConfig(enum.IntEnum):
     # weight row instead of 256. Swept only: over six H200 runs a tie on 8192^2, 0-3% ahead at
     # M=16 on the large shapes (NOTES.md v13, "K512 over the session's six runs").
     SWAP_64x16_K512 = 16
-    # Clusters of 2 x 2: the weight tile multicast to both token bands and the activation tile to
-    # both weight tiles, a third less L2 read a k-step than either cluster of 2 (swept only).
-    PINGPONG_128x128_CLUSTER_2x2 = 17
 
 
-#: The 128x128 tiles clustered along N (1x2, 1x4, 2x4, 2x2 CTAs).
+#: The 128x128 tiles clustered along N (1x2, 1x4, 2x4 CTAs).
 N_CLUSTERED_TILES = (TileConfig.PINGPONG_128x128_CLUSTER_N2, TileConfig.PINGPONG_128x128_CLUSTER_N4,
                      TileConfig.COOPERATIVE_128x128_CLUSTER_N2,
-                     TileConfig.PINGPONG_128x128_CLUSTER_2x4, TileConfig.PINGPONG_128x128_CLUSTER_2x2)
+                     TileConfig.PINGPONG_128x128_CLUSTER_2x4)
 
 #: The weight-first decode tiles (WeightFirstMainloop): first the heuristic's two (M <= 16 and
 #: M <= 64), then the swept one with 512-deep K steps.
@@ -189,6 +190,13 @@ def scaled_mm_tile(m: int, n: int, k: int, sm_count: int = H100_SMS) -> TileConf
         # Narrow layers have too few 256-wide tile columns to fill the GPU at large M.
         return TileConfig.COOPERATIVE_128x128
     if m <= 2048:
+        if _fills(m, n, 128, 128, sm_count):
+            # The 128x128 cluster tile, along M with swizzle 2 (scaled_mm_order). Over the 15-18
+            # H200 runs with a sweep (cutlass-h200-2026-11-28-v9 ... -2026-11-30-v21; NOTES.md
+            # v22), at M=1024 it was faster than the tiles chosen before in the same rounds on
+            # every shape: by 0.9% (8192x8192, 17 of 18 runs) and 0.8% (28672x8192, 15 of 18)
+            # against the 64x256 pingpong tile, by 1.2% (8192x28672, 17 of 17) against 128x256.
+            return TileConfig.PINGPONG_128x128_CLUSTER2
         if k <= 8192:
             # Measured at M=1024 (two H100 runs): the 64x256 pingpong tile, its epilogue
             # overlapped with the other warpgroup's MMAs, led on N=28672 by 5-15% and was within
@@ -197,16 +205,17 @@ def scaled_mm_tile(m: int, n: int, k: int, sm_count: int = H100_SMS) -> TileConf
         # Long K (28672): epilogues are rare, the L2 working set of 132 CTAs is not; the
         # 128x256 cooperative tile led at M=1024.
         return TileConfig.COOPERATIVE_128x256
-    if k <= 8192:
+    if k <= 8192 and n < 16384:
         # Large prefill: the 128x128 pingpong tile with its 2x1 cluster, run along N with
         # swizzle 4 (see scaled_mm_order). v4 file, M=4096 against `_scaled_mm`: 8192x8192
-        # 0.988x [0.958-1.025] against 0.944x [0.925-0.967] for 256x128, 28672x8192 0.989x
-        # [0.938-1.024] against 0.909x [0.897-0.929].
+        # 0.988x [0.958-1.025] against 0.944x [0.925-0.967] for 256x128. Over the H200 runs
+        # (NOTES.md v22) no variant beat it there by more than 0.1%.
         return TileConfig.PINGPONG_128x128_CLUSTER2
-    # Long K: 256x128 (two 128-row warpgroup halves, 1x2 cluster sharing the activation tile)
-    # was the fastest tile at M=4096 in the v1 sweep and on 8192x28672 in v3; in v4 every
-    # candidate there was within the rounds' spread of it (0.984x; best 0.993x [0.901-1.036]).
-    return TileConfig.COOPERATIVE_256x128
+    # Wide layers and long K: the same tile with its pair along N (cuBLAS's nvjet 128x128 2x1
+    # shape), in CUTLASS's order with swizzle 8. H200 runs (NOTES.md v22), M=4096, same rounds:
+    # 1.4% ahead of the 2x1 cluster along N on 28672x8192 (15 of 16 runs) and 2.7% ahead of the
+    # 256x128 cooperative tile chosen before on 8192x28672 (15 of 15).
+    return TileConfig.PINGPONG_128x128_CLUSTER_N2
 
 
 def block_scaled_mm_tile(m: int, n: int, sm_count: int = H100_SMS) -> BlockTileConfig:
@@ -258,12 +267,25 @@ def block_scaled_mm_tile(m: int, n: int, sm_count: int = H100_SMS) -> BlockTileC
 def scaled_mm_order(m: int, n: int, k: int, tile: TileConfig) -> TileOrder:
     """The scheduler arguments of a W8A8 GEMM run with ``tile``.
 
-    CUTLASS's defaults (heuristic raster, no swizzle, stream-K) except where the v4 sweep
-    (raster x swizzle per tile at M = 128, 256, 1024, 4096 against ``torch._scaled_mm``) measured
-    a winner beyond the rounds' spread: only the large-prefill 128x128 tile. At M <= 1024 no
-    order moved the chosen tiles by more than the spread (1-2%).
+    CUTLASS's defaults (heuristic raster, no swizzle, stream-K) except where a sweep (raster x
+    swizzle per tile at M = 128, 256, 1024, 4096 against ``torch._scaled_mm``) measured a winner
+    consistently: the 128x128 cluster tiles. The v4 sweep (H100) found the large-prefill order;
+    the H200 runs since (NOTES.md v22: the same tile in another order, paired round by round, in
+    15-18 runs) the others.
     """
     del n, k
+    if tile is TileConfig.PINGPONG_128x128_CLUSTER_N2:
+        # M=4096 (the tile's only range): 28672x8192 / 8192x28672 in CUTLASS's order with
+        # swizzle 8 1.4% / 2.7% ahead of the tiles chosen before (see scaled_mm_tile).
+        return TileOrder(Raster.HEURISTIC, 8)
+    if m <= 512 and tile is TileConfig.PINGPONG_128x128_CLUSTER2:
+        # One wave of tiles (M=256 on N=8192): along N 1.2% ahead of CUTLASS's order (along M
+        # there) on 8192x8192 (15 of 18 runs) and 1.6% on 8192x28672 (15 of 17).
+        return TileOrder(Raster.ALONG_N, 1)
+    if m <= 2048 and tile is TileConfig.PINGPONG_128x128_CLUSTER2:
+        # Along M with swizzle 2: consecutive CTAs walk down the token bands of a weight tile
+        # column, two columns at a time (the M=1024 figures in scaled_mm_tile).
+        return TileOrder(Raster.ALONG_M, 2)
     if m > 2048 and tile is TileConfig.PINGPONG_128x128_CLUSTER2:
         # Consecutive CTAs take consecutive N tiles, so the activation band they share stays in
         # L2, in swizzle groups of 4. v4 file, M=4096: along N with swizzle 2 / 4 0.985x / 0.988x

@@ -126,7 +126,10 @@ def test_can_implement_refusals_name_the_constraint(config, needle):
     # 64x128 in the v4 file), M=257 192 (73% of 2 waves), M=512 256 (97%).
     (129, TileConfig.PINGPONG_128x128_CLUSTER2), (256, TileConfig.PINGPONG_128x128_CLUSTER2),
     (257, TileConfig.PINGPONG_64x128), (512, TileConfig.PINGPONG_128x128_CLUSTER2),
-    (513, TileConfig.PINGPONG_64x256), (2048, TileConfig.PINGPONG_64x256),
+    # M=513: 320 tiles of 128x128 (81% of 3 waves): the 64x256 tile; M=1024 / 2048 fill their
+    # waves (97%): the 128x128 cluster tile (NOTES.md v22).
+    (513, TileConfig.PINGPONG_64x256), (1024, TileConfig.PINGPONG_128x128_CLUSTER2),
+    (2048, TileConfig.PINGPONG_128x128_CLUSTER2),
     # Large prefill with K <= 8192: the 128x128 cluster tile (v4: 0.99x against 0.94x).
     (2049, TileConfig.PINGPONG_128x128_CLUSTER2), (4096, TileConfig.PINGPONG_128x128_CLUSTER2),
 ])
@@ -137,8 +140,9 @@ def test_scaled_mm_tile_per_m_range(m, expected):
 @pytest.mark.parametrize("m, n, k, expected, why", [
     # 3 x 64 = 192 tiles of 128x128 take 2 waves at 73%: the 64-row tiles instead.
     (300, 8192, 8192, TileConfig.PINGPONG_64x128, "128x128 tiles leave the last wave empty"),
-    (1024, 8192, 28672, TileConfig.COOPERATIVE_128x256, "long K: the 128x256 tile"),
-    (1024, 28672, 8192, TileConfig.PINGPONG_64x256, "K <= 8192: the 64x256 pingpong tile"),
+    (1024, 8192, 28672, TileConfig.PINGPONG_128x128_CLUSTER2, "128x128 tiles fill 4 waves"),
+    (1024, 28672, 8192, TileConfig.PINGPONG_128x128_CLUSTER2, "128x128 tiles fill 14 waves"),
+    (513, 8192, 28672, TileConfig.COOPERATIVE_128x256, "long K, 128x128 waves at 81%"),
     # M=128 on N=28672: 224 tiles of 128x128, more than the SMs: cuBLAS's 1x4 cluster (v11).
     (128, 28672, 8192, TileConfig.PINGPONG_128x128_CLUSTER_N4, "a wave of 128x128 tiles"),
     (65, 28672, 8192, TileConfig.PINGPONG_128x128_CLUSTER_N4, "a wave of 128x128 tiles"),
@@ -146,8 +150,9 @@ def test_scaled_mm_tile_per_m_range(m, expected):
     # N=28672 at M=256: 448 tiles of 128x128 take 4 waves at 85% (v4: 64x128 1.01x, 0.95x).
     (256, 28672, 8192, TileConfig.PINGPONG_64x128, "128x128 tiles leave the last wave short"),
     (256, 8192, 28672, TileConfig.PINGPONG_128x128_CLUSTER2, "128 tiles fill one wave"),
-    (4096, 28672, 8192, TileConfig.PINGPONG_128x128_CLUSTER2, "prefill, K <= 8192"),
-    (4096, 8192, 28672, TileConfig.COOPERATIVE_256x128, "prefill, long K: 256x128"),
+    (4096, 28672, 8192, TileConfig.PINGPONG_128x128_CLUSTER_N2, "prefill, wide layer"),
+    (4096, 8192, 28672, TileConfig.PINGPONG_128x128_CLUSTER_N2, "prefill, long K"),
+    (4096, 8192, 8192, TileConfig.PINGPONG_128x128_CLUSTER2, "prefill, K <= 8192, N < 16384"),
 ])
 def test_scaled_mm_tile_counts_ctas_and_k(m, n, k, expected, why):
     assert scaled_mm_tile(m, n, k) == expected, why
@@ -255,16 +260,22 @@ def test_block_128x64_only_where_one_wave_of_64_row_tiles_was_measured():
     assert picked > 0
 
 
-def test_tile_orders_leave_cutlass_defaults_only_where_v4_measured_a_winner():
+def test_tile_orders_leave_cutlass_defaults_only_where_a_sweep_measured_a_winner():
     # The v4 sweep (benchmarks/results/cutlass-h100-2026-11-27-v4.json): along N with swizzle 4
     # for the W8A8 128x128 cluster tile at prefill M (0.99x `_scaled_mm` against 0.90-0.97x in
     # CUTLASS's default order) and for the data-parallel 128x128 block tile (1.05-1.08x
-    # FlashInfer against 0.89-1.07x); CUTLASS's defaults everywhere else.
+    # FlashInfer against 0.89-1.07x). The H200 runs (NOTES.md v22): the same W8A8 tile along N
+    # at M <= 512 and along M with swizzle 2 up to 2048, its 1x2 twin with swizzle 8.
+    # CUTLASS's defaults everywhere else.
     along_n_4 = TileOrder(Raster.ALONG_N, 4, 0)
-    assert scaled_mm_order(4096, 28672, 8192, TileConfig.PINGPONG_128x128_CLUSTER2) == along_n_4
-    assert scaled_mm_order(256, 8192, 8192, TileConfig.PINGPONG_128x128_CLUSTER2) == TileOrder()
-    assert scaled_mm_order(4096, 8192, 28672, TileConfig.COOPERATIVE_256x128) == TileOrder(
-        Raster.HEURISTIC, 1, 0)
+    assert scaled_mm_order(4096, 8192, 8192, TileConfig.PINGPONG_128x128_CLUSTER2) == along_n_4
+    assert scaled_mm_order(256, 8192, 8192, TileConfig.PINGPONG_128x128_CLUSTER2) == TileOrder(
+        Raster.ALONG_N, 1, 0)
+    assert scaled_mm_order(1024, 28672, 8192, TileConfig.PINGPONG_128x128_CLUSTER2) == TileOrder(
+        Raster.ALONG_M, 2, 0)
+    assert scaled_mm_order(4096, 8192, 28672, TileConfig.PINGPONG_128x128_CLUSTER_N2) == TileOrder(
+        Raster.HEURISTIC, 8, 0)
+    assert scaled_mm_order(4096, 8192, 28672, TileConfig.COOPERATIVE_256x128) == TileOrder()
     assert scaled_mm_order(1024, 8192, 8192, TileConfig.PINGPONG_64x256) == TileOrder()
     assert block_scaled_mm_order(4096, 7168, BlockTileConfig.COOPERATIVE_128x128) == along_n_4
     assert block_scaled_mm_order(256, 7168, BlockTileConfig.COOPERATIVE_128x128) == along_n_4

@@ -116,8 +116,9 @@ INT8_CONFIGS = [
 ]
 #: The tiles the heuristic picks for N=4096, K=1024: SWAP_64x16_K256 (1, 16), SWAP_64x64_K256
 #: (40), PINGPONG_64x128_CLUSTER2 (100), PINGPONG_64x128 (200, 300), PINGPONG_128x128_CLUSTER2
-#: (500), PINGPONG_64x256 (700), COOPERATIVE_256x128 (2100).
-MS = [1, 16, 40, 100, 200, 300, 500, 700, 2100]
+#: along N (500), PINGPONG_64x256 (700), PINGPONG_128x128_CLUSTER2 along M with swizzle 2
+#: (1500) and along N with swizzle 4 (2100).
+MS = [1, 16, 40, 100, 200, 300, 500, 700, 1500, 2100]
 #: bf16 output at every M; fp16 output (the same kernels with another output type) at three.
 M_OUT = [(m, torch.bfloat16) for m in MS] + [(m, torch.float16) for m in (1, 200, 2100)]
 
@@ -138,6 +139,21 @@ def test_fp8_matches_float64_reference(m, out_dtype, options):
     config = FP8ScaledMMLinearLayerConfig(weight_shape=(4096, 1024), out_dtype=out_dtype, **options)
     case = make_case(config, m, seed=m, with_bias=m % 2 == 0)
     _check(*case, tol=1.5e-2)
+
+
+@pytest.mark.parametrize("dtype", ["fp8", "int8"])
+def test_wide_prefill_layers_take_the_tile_paired_along_n(dtype):
+    """M > 2048 on a layer with N >= 16384: the 128x128 tile clustered 1x2, in CUTLASS's order
+    with swizzle 8 (tiles.scaled_mm_tile), through apply_weights."""
+    from kernel_core_cutlass.tiles import scaled_mm_order, scaled_mm_tile
+
+    m, n, k = 2100, 16384, 1024
+    assert scaled_mm_tile(m, n, k) is TileConfig.PINGPONG_128x128_CLUSTER_N2
+    assert scaled_mm_order(m, n, k, TileConfig.PINGPONG_128x128_CLUSTER_N2).swizzle == 8
+    layer_config = (FP8ScaledMMLinearLayerConfig if dtype == "fp8" else
+                    Int8ScaledMMLinearLayerConfig)(weight_shape=(n, k))
+    case = make_case(layer_config, m, seed=21, with_bias=True)
+    _check(*case, tol=1.5e-2 if dtype == "fp8" else 1e-2)
 
 
 @pytest.mark.parametrize("m, out_dtype", M_OUT)
@@ -259,8 +275,7 @@ ORDER_CASES = [
     for tile in (TileConfig.SWAP_64x64, TileConfig.PINGPONG_64x128_CLUSTER2,
                  TileConfig.PINGPONG_64x256, TileConfig.PINGPONG_128x128_CLUSTER2,
                  TileConfig.COOPERATIVE_256x128, TileConfig.COOPERATIVE_128x128_STREAM_K,
-                 TileConfig.PINGPONG_128x128_CLUSTER_N4, TileConfig.PINGPONG_128x128_CLUSTER_2x4,
-                 TileConfig.PINGPONG_128x128_CLUSTER_2x2)
+                 TileConfig.PINGPONG_128x128_CLUSTER_N4, TileConfig.PINGPONG_128x128_CLUSTER_2x4)
     for raster, swizzle in ((1, 8), (2, 2), (2, 4), (2, 8), (0, 4))
 ] + [(TileConfig.COOPERATIVE_128x128_STREAM_K, 0, 1, splits) for splits in (2, 3)]
 
@@ -296,7 +311,6 @@ def test_tile_orders_cover_every_tile(tile, raster, swizzle, splits):
 
 
 @pytest.mark.parametrize("tile", [TileConfig.PINGPONG_128x128_CLUSTER_N4,
-                                  TileConfig.PINGPONG_128x128_CLUSTER_2x2,
                                   TileConfig.PINGPONG_128x128_CLUSTER_2x4], ids=lambda t: t.name)
 @pytest.mark.parametrize("raster", [1, 2])
 def test_clusters_of_four_and_eight_over_many_waves(tile, raster):

@@ -31,8 +31,7 @@ enum TileConfigId : int {
   kCooperative128x128ClusterN2 = 14,  // cooperative, cluster 1x2
   kPingpong128x128Cluster2x4 = 15,  // pingpong, cluster 2x4 (8 CTAs: the portable maximum)
   kSwap64x16K512 = 16,  // kSwap64x16K256 with 512-deep K steps (a swept decode candidate)
-  kPingpong128x128Cluster2x2 = 17,  // pingpong, cluster 2x2: both operand tiles multicast
-  kNumTileConfigs = 18,
+  kNumTileConfigs = 17,
 };
 
 // The tiles are compiled in four translation units per (operand, output) type pair, so the
@@ -40,7 +39,7 @@ enum TileConfigId : int {
 enum TileGroup : int { kSmallM = 0, kMidM = 1, kLargeM = 2, kClusterN = 3, kNumTileGroups = 4 };
 inline constexpr TileGroup kTileGroup[kNumTileConfigs] = {
     kSmallM, kSmallM, kMidM, kLargeM, kLargeM, kLargeM, kMidM, kSmallM, kSmallM, kMidM, kMidM, kLargeM,
-    kClusterN, kClusterN, kClusterN, kClusterN, kSmallM, kClusterN,
+    kClusterN, kClusterN, kClusterN, kClusterN, kSmallM,
 };
 
 // The order in which the persistent schedulers hand out output tiles, and how stream-K tiles

@@ -29,9 +29,6 @@ struct dispatch_scaled_mm {
   // Along N (the problem's second mode): the CTAs of one cluster share the activation tile.
   using ClusterN2 = Shape<_1, _2, _1>;
   using ClusterN4 = Shape<_1, _4, _1>;
-  // Both: each CTA's weight tile is shared with the other token band, its activation tile with
-  // the neighbouring weight tile (a third less L2 traffic a k-step than a cluster of 2).
-  using Cluster2x2 = Shape<_2, _2, _1>;
   template <class Tile, class Cluster, class Schedule, class Epi, bool Swap,
             class Scheduler = cutlass::gemm::PersistentScheduler>
   using K = ScaledMmSm90<ElementAB, ElementD, Tile, Cluster, Schedule, Epi, Swap, Scheduler>;
@@ -78,8 +75,6 @@ struct dispatch_scaled_mm {
         return run_if_in_unit<kTileGroup[kCooperative128x128ClusterN2] == Group, K<Shape<_128, _128, _128>, ClusterN2, Cooperative, CooperativeEpilogue, false>>(a);
       case kPingpong128x128Cluster2x4:
         return run_if_in_unit<kTileGroup[kPingpong128x128Cluster2x4] == Group, K<Shape<_128, _128, _128>, Shape<_2, _4, _1>, Pingpong, PingpongEpilogue, false>>(a);
-      case kPingpong128x128Cluster2x2:
-        return run_if_in_unit<kTileGroup[kPingpong128x128Cluster2x2] == Group, K<Shape<_128, _128, _128>, Cluster2x2, Pingpong, PingpongEpilogue, false>>(a);
       default:
         return "unknown tile configuration id";
     }

@@ -77,7 +77,8 @@ const char* launch(typename Gemm::Arguments& args, void* workspace, size_t works
 // Without it CUTLASS's persistent scheduler sizes a clustered grid by a rule that assumes GPCs
 // of 18 SMs: 116 CTAs for clusters of 4 and 112 for 8 on a 132-SM H100/H200, so 12-15% of the SMs
 // sat out many-wave problems and 128 tiles in clusters of 4 took two waves (NOTES.md v11, v21).
-// Clusters of 2 get 132 CTAs either way. Returns 0 (CUTLASS's rule) when the query fails.
+// Clusters of 2 get 132 CTAs either way; the H200 holds 30 clusters of 4 (120 CTAs; ncu, v21).
+// Returns 0 (CUTLASS's rule) when the query fails.
 template <class Kernel>
 int max_active_clusters(int device) {
   constexpr int kDevices = 64;
