@@ -895,7 +895,7 @@ def run_paired(args: argparse.Namespace, result: dict, runner: Any, start: float
         result["table"] = [PAIRED_HEADER, *(paired_line(row) for row in result["paired"])]
         args.out.write_text(json.dumps(result, indent=1))
 
-    if not args.skip_scaled:
+    if not args.skip_scaled and not args.skip_apply:
         for n, k in SCALED_SHAPES:
             paired_apply(n, k, result["paired"], list(PAIRED_APPLY_M))
             write()
@@ -926,6 +926,7 @@ def run_paired(args: argparse.Namespace, result: dict, runner: Any, start: float
 
 
 def main() -> int:
+    global REPLAY_MS  # --replay-ms: one setting for the whole run, read by interleaved_rounds
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     parser.add_argument("--git-rev", default="unknown", help="revision of the code measured")
@@ -936,10 +937,17 @@ def main() -> int:
                         help=f"token counts to run (default: {M_VALUES}; --paired: "
                              f"{PAIRED_M} for fp8, {PAIRED_BLOCK_M} for fp8_block)")
     parser.add_argument("--no-sweep", action="store_true", help="skip the per-tile sweeps")
+    parser.add_argument("--skip-apply", action="store_true",
+                        help="--paired: skip the whole-apply rows (the GEMMs alone only)")
+    parser.add_argument("--replay-ms", type=float, default=REPLAY_MS,
+                        help=f"--paired: each candidate's batch per round, at least this many ms "
+                             f"(default {REPLAY_MS}; longer batches let the clocks settle on each "
+                             "candidate's own power draw)")
     parser.add_argument("--paired", action="store_true",
                         help="only the GEMMs against their references, interleaved in CUDA-graph "
                              "rounds, with the tile x raster x swizzle sweeps")
     args = parser.parse_args()
+    REPLAY_MS = args.replay_ms
 
     start = time.perf_counter()
     ops.build()
