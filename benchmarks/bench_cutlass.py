@@ -899,6 +899,7 @@ def run_paired(args: argparse.Namespace, result: dict, runner: Any, start: float
         for n, k in SCALED_SHAPES:
             paired_apply(n, k, result["paired"], list(PAIRED_APPLY_M))
             write()
+    if not args.skip_scaled:
         for n, k in SCALED_SHAPES:
             paired_scaled(n, k, result["paired"], args.m or list(PAIRED_M), not args.no_sweep)
             write()
