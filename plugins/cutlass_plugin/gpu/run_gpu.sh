@@ -73,7 +73,8 @@ pack
 
 # KCC_NCU=1: Nsight Compute over every GEMM launch of gpu/profile_gemm.py (KCC_NCU_ARGS: its
 # arguments; the last launch of each candidate is the warm one), clocks left as they run; details
-# and raw metrics as CSV in the logs (results.tgz, ncu/).
+# and raw metrics as CSV in the logs (results.tgz, ncu/). KCC_NCU_SOURCE=1 adds the sampled warp
+# stalls per SASS instruction (SourceCounters, InstructionStats; ncu/source.csv).
 if [ "${KCC_NCU:-0}" = "1" ]; then
     NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
     mkdir -p "$LOGS/ncu"
@@ -85,7 +86,9 @@ if [ "${KCC_NCU:-0}" = "1" ]; then
         timeout -k 10 "${KCC_NCU_TIMEOUT:-240}" "$NCU" --kernel-name "regex:nvjet|device_kernel" \
             --clock-control none --section SpeedOfLight --section LaunchStats --section Occupancy \
             --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
-            --section SchedulerStats --section WarpStateStats -f -o "$LOGS/ncu/gemm" \
+            --section SchedulerStats --section WarpStateStats \
+            ${KCC_NCU_SOURCE:+--section SourceCounters --section InstructionStats} \
+            -f -o "$LOGS/ncu/gemm" \
             python3 plugins/cutlass_plugin/gpu/profile_gemm.py ${KCC_NCU_ARGS:-} \
             > "$LOGS/ncu/profile.log" 2>&1
         echo "== ncu exit $? after $((SECONDS - start)) s"
@@ -93,6 +96,10 @@ if [ "${KCC_NCU:-0}" = "1" ]; then
         "$NCU" --import "$LOGS/ncu/gemm.ncu-rep" --page details --csv > "$LOGS/ncu/details.csv" 2>&1
         "$NCU" --import "$LOGS/ncu/gemm.ncu-rep" --page raw --csv > "$LOGS/ncu/raw.csv" 2>&1
         "$NCU" --import "$LOGS/ncu/gemm.ncu-rep" --page details > "$LOGS/ncu/details.txt" 2>&1
+        if [ -n "${KCC_NCU_SOURCE:-}" ]; then
+            "$NCU" --import "$LOGS/ncu/gemm.ncu-rep" --page source --csv --print-source sass \
+                > "$LOGS/ncu/source.csv" 2>&1
+        fi
     fi
     pack
 fi
