@@ -1,0 +1,207 @@
+"""The fused decode probe (gpu/fused_decode_probe.cu) against the plugin's fp8 apply, on a GPU.
+
+One launch quantizes the bf16 activations per token and multiplies them with the FP8 weight
+(NOTES.md v23). This script builds the probe into a shared library (nvcc, CUTLASS headers of the
+nvidia-cutlass wheel), checks it, then times it:
+
+- correctness: every (N, K) and M below, with and without bias, output poisoned with NaN first:
+  against a float64 product of the same per-token codes (the plugin's formula, computed in torch;
+  bound 4e-3: the bf16 output rounding alone reads ~1.1e-3 by the norm), and
+  against the plugin's apply (reported);
+- timing: ``bench_cutlass.interleaved_rounds`` (CUDA-graph batches of >= 1 ms, rounds alternating,
+  weights rotated past the L2): bf16 matmul, the plugin's apply (``ours``), the probe with 4 and 8
+  weight stages. Ratios are bf16 time / candidate time and ours / candidate in the same rounds.
+
+Run (repo root, the CUTLASS plugin installed): ``python3 plugins/cutlass_plugin/gpu/probe_fused_decode.py
+--out OUT.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
+from bench_cutlass import interleaved_rounds, rotated
+
+from kernel_core.bench.timing import l2_cache_bytes, paired, rotation_count
+from kernel_core.families.fp8 import FP8ScaledMMLinearLayerConfig
+from kernel_core.formats.layer import make_layer
+from kernel_core_cutlass import ops
+from kernel_core_cutlass.kernels import CutlassFP8ScaledMMLinearKernel
+
+SOURCE = Path(__file__).with_name("fused_decode_probe.cu")
+SHAPES = ((8192, 8192), (28672, 8192), (8192, 28672))
+CHECK_SHAPES = ((1024, 1024), *SHAPES)
+M_VALUES = (1, 16)
+CHECK_M = (1, 5, 16)
+STAGES = (4, 8)
+ROUNDS = 21
+FP8_MAX = 448.0
+MIN_SCALE = 1.0 / (448.0 * 512.0)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def build(out_dir: Path) -> ctypes.CDLL:
+    include, util = ops.cutlass_include_dirs()
+    library = out_dir / "libkc_fused_decode.so"
+    command = [ops._nvcc(), "-std=c++17", "-gencode=arch=compute_90a,code=sm_90a", *ops.NVCC_FLAGS,
+               f"-I{include}", f"-I{util}", "-shared", "-Xcompiler", "-fPIC", "-o", str(library),
+               str(SOURCE)]
+    start = time.perf_counter()
+    subprocess.run(command, check=True)
+    log(f"built {library.name} in {time.perf_counter() - start:.0f} s")
+    lib = ctypes.CDLL(str(library))
+    lib.kc_fused_decode_fp8.restype = ctypes.c_int
+    lib.kc_fused_decode_fp8.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 4 + [ctypes.c_void_p]
+    return lib
+
+
+def fused(lib: ctypes.CDLL, x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor,
+          bias: torch.Tensor | None, stages: int, poison: bool = False) -> torch.Tensor:
+    """The probe's output; ``poison`` fills it with NaN first (the checks: an unwritten element
+    stays NaN), not when timing (the fill would be a second launch)."""
+    m, k = x.shape
+    n = weight.shape[0]
+    assert weight_scale.numel() == n, "the probe reads one weight scale a channel"
+    out = torch.empty((m, n), dtype=torch.bfloat16, device=x.device)
+    if poison:
+        out.fill_(float("nan"))
+    status = lib.kc_fused_decode_fp8(
+        x.data_ptr(), weight.data_ptr(), weight_scale.data_ptr(),
+        None if bias is None else bias.data_ptr(), out.data_ptr(), m, n, k, stages,
+        torch.cuda.current_stream().cuda_stream)
+    if status != 0:
+        raise RuntimeError(f"kc_fused_decode_fp8 returned {status} for M={m} N={n} K={k}")
+    return out
+
+
+def codes_reference(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor,
+                    bias: torch.Tensor | None) -> torch.Tensor:
+    """float64 product of the plugin's per-token codes with the dequantized weight."""
+    xf = x.float()
+    scale = torch.clamp(xf.abs().amax(dim=1) / FP8_MAX, min=MIN_SCALE)
+    q = torch.clamp(xf / scale[:, None], -FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+    ref = (q.double() * scale.double()[:, None]) @ (weight.double() * weight_scale.double()[:, None]).T
+    return ref if bias is None else ref + bias.double()
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+def layer_for(n: int, k: int, gen: torch.Generator):
+    config = FP8ScaledMMLinearLayerConfig(weight_shape=(n, k))
+    weight = torch.randn((n, k), generator=gen, device="cuda") * 0.05
+    layer = make_layer(config, weight=weight, device="cuda")
+    del layer.reference_weight
+    kernel = CutlassFP8ScaledMMLinearKernel(config)
+    kernel.process_weights_after_loading(layer)
+    return kernel, layer, weight
+
+
+def check(lib: ctypes.CDLL, gen: torch.Generator) -> list[dict]:
+    rows = []
+    for n, k in CHECK_SHAPES:
+        kernel, layer, _ = layer_for(n, k, gen)
+        w_scale = layer.weight_scale.reshape(-1).float().contiguous()
+        for m in CHECK_M:
+            x = torch.randn((m, k), generator=gen, device="cuda").to(torch.bfloat16)
+            for with_bias in (False, True):
+                bias = (torch.randn(n, generator=gen, device="cuda") * 0.1).to(torch.bfloat16) if with_bias else None
+                ref = codes_reference(x, layer.weight, w_scale, bias)
+                plugin = kernel.apply_weights(layer, x, bias)
+                for stages in STAGES:
+                    out = fused(lib, x, layer.weight, w_scale, bias, stages, poison=True)
+                    row = {"N": n, "K": k, "M": m, "bias": with_bias, "stages": stages,
+                           "unwritten": int(out.isnan().sum()),
+                           "rel_error_vs_codes_float64": relative(out, ref),
+                           "rel_diff_vs_plugin_apply": relative(out, plugin)}
+                    row["ok"] = row["unwritten"] == 0 and row["rel_error_vs_codes_float64"] < 4e-3
+                    rows.append(row)
+                    log(json.dumps(row))
+        del kernel, layer
+        torch.cuda.empty_cache()
+    return rows
+
+
+def time_point(lib: ctypes.CDLL, kernel, layers: list, scales: list[torch.Tensor],
+               bf16: list[torch.Tensor], xs: list[torch.Tensor]) -> dict:
+    """One (shape, M): every candidate in the same interleaved rounds."""
+    sets = range(len(layers))
+    m, k = xs[0].shape
+    n = layers[0].weight.shape[0]
+    candidates = {
+        "bf16_matmul": [lambda i=i: torch.matmul(xs[i], bf16[i].t()) for i in sets],
+        "ours": [lambda i=i: kernel.apply_weights(layers[i], xs[i]) for i in sets],
+        **{f"fused_{s}_stages": [lambda i=i, s=s: fused(lib, xs[i], layers[i].weight, scales[i], None, s)
+                                 for i in sets]
+           for s in STAGES},
+    }
+    times = interleaved_rounds(candidates, ROUNDS, f"fused N={n} K={k} M={m}")
+    row = {"N": n, "K": k, "M": m, "rounds_us": times,
+           "median_us": {name: statistics.median(v) if isinstance(v, list) else v
+                         for name, v in times.items()},
+           "over_bf16": {name: paired(times["bf16_matmul"], v) for name, v in times.items()
+                         if name != "bf16_matmul"},
+           "over_ours": {name: paired(times["ours"], v) for name, v in times.items()
+                         if name.startswith("fused")}}
+    log(f"N={n} K={k} M={m}: " + "  ".join(
+        f"{name} {v['ratio']:.3f}x bf16" if isinstance(v, dict) else f"{name} {v}"
+        for name, v in row["over_bf16"].items()) + " | " + "  ".join(
+        f"{name} {v['ratio']:.3f}x ours" if isinstance(v, dict) else f"{name} {v}"
+        for name, v in row["over_ours"].items()))
+    return row
+
+
+def timing(lib: ctypes.CDLL, gen: torch.Generator) -> list[dict]:
+    rows = []
+    for n, k in SHAPES:
+        kernel, layer, weight = layer_for(n, k, gen)
+        copies = rotation_count(n * k, l2_cache_bytes(torch.device("cuda")))
+        layers = rotated(layer, copies)
+        scales = [lyr.weight_scale.reshape(-1).float().contiguous() for lyr in layers]
+        bf16 = [weight.to(torch.bfloat16) for _ in range(copies)]
+        for m in M_VALUES:
+            xs = [torch.randn((m, k), generator=gen, device="cuda").to(torch.bfloat16)
+                  for _ in range(copies)]
+            rows.append(time_point(lib, kernel, layers, scales, bf16, xs))
+        torch.cuda.empty_cache()
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--git-rev", default="unknown")
+    args = parser.parse_args()
+    result = {"device": torch.cuda.get_device_name(), "git_revision": args.git_rev,
+              "versions": {"torch": torch.__version__, "cuda": torch.version.cuda},
+              "command": " ".join(sys.argv)}
+    gen = torch.Generator(device="cuda").manual_seed(23)
+    with tempfile.TemporaryDirectory() as tmp:
+        lib = build(Path(tmp))
+        result["check"] = check(lib, gen)
+        args.out.write_text(json.dumps(result, indent=1))
+        result["all_ok"] = all(row["ok"] for row in result["check"])
+        log(f"correctness: {'all ok' if result['all_ok'] else 'FAILURES'}")
+        if result["all_ok"]:
+            result["timing"] = timing(lib, gen)
+        args.out.write_text(json.dumps(result, indent=1))
+    return 0 if result["all_ok"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
