@@ -5,9 +5,10 @@ One launch quantizes the bf16 activations per token and multiplies them with the
 nvidia-cutlass wheel), checks it, then times it:
 
 - correctness: every (N, K) and M below, with and without bias, output poisoned with NaN first:
-  against a float64 product of the same per-token codes (the plugin's formula, computed in torch;
-  bound 4e-3: the bf16 output rounding alone reads ~1.1e-3 by the norm), and
-  against the plugin's apply (reported);
+  against the plugin's apply (relative difference below 1e-3: the same codes and products, so
+  only the order of the fp32 sums differs) and a float64 product of the same per-token codes
+  (the plugin's formula, computed in torch; below 1e-2 as the plugin's GPU tests: the FP8 wgmma's
+  accumulation and the bf16 output read 1.7e-3 at K=1024 to 4.7e-3 at K=28672 for both kernels);
 - timing: ``bench_cutlass.interleaved_rounds`` (CUDA-graph batches of >= 1 ms, rounds alternating,
   weights rotated past the L2): bf16 matmul, the plugin's apply (``ours``), the probe with 4 and 8
   weight stages. Ratios are bf16 time / candidate time and ours / candidate in the same rounds.
@@ -129,7 +130,8 @@ def check(lib: ctypes.CDLL, gen: torch.Generator) -> list[dict]:
                            "unwritten": int(out.isnan().sum()),
                            "rel_error_vs_codes_float64": relative(out, ref),
                            "rel_diff_vs_plugin_apply": relative(out, plugin)}
-                    row["ok"] = row["unwritten"] == 0 and row["rel_error_vs_codes_float64"] < 4e-3
+                    row["ok"] = (row["unwritten"] == 0 and row["rel_diff_vs_plugin_apply"] < 1e-3
+                                 and row["rel_error_vs_codes_float64"] < 1e-2)
                     rows.append(row)
                     log(json.dumps(row))
         del kernel, layer
