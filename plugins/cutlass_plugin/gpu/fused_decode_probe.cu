@@ -32,6 +32,10 @@ constexpr int kTileN = 64;    // weight rows a CTA: the wgmma's M
 constexpr int kTokens = 16;   // the wgmma's N: tokens, zero-padded past M
 constexpr int kTileK = 256;   // K a stage: 256 contiguous bytes of each weight row
 constexpr int kThreads = 128; // one warpgroup: it issues the TMA loads, converts and multiplies
+// Activation slices held in registers ahead of their conversion: a slice's bf16 values come from
+// L2 (~1 us under load), a slice's wgmmas take ~0.45 us, so loading one slice ahead serialized the
+// loop on L2 latency (v23's first timing: 3-5x slower than the plugin's apply).
+constexpr int kAhead = 4;
 constexpr float kFp8Max = 448.0f;
 constexpr float kMinScale = 1.0f / (448.0f * 512.0f);
 
@@ -114,6 +118,7 @@ fused_decode_fp8(CUTE_GRID_CONSTANT TmaWeight const tma_weight, int m_tokens, in
   for (int m = 0; m < m_tokens; ++m) {
     auto const* row = reinterpret_cast<uint4 const*>(x + size_t(m) * k);
     float amax = 0.0f;
+#pragma unroll 4
     for (int i = tid; i < k / 8; i += kThreads) {
       float v[8];
       unpack8(__ldg(row + i), v);
@@ -133,26 +138,34 @@ fused_decode_fp8(CUTE_GRID_CONSTANT TmaWeight const tma_weight, int m_tokens, in
   }
   __syncthreads();
 
-  // Codes of one 256-deep slice into a slot: thread t converts 32 values of token t / 8.
-  auto convert = [&](int k_tile, int slot) {
-    int const m = tid / 8;
-    int const k0 = (tid % 8) * 32;
-    if (m >= m_tokens) return;
-    float const scale = smem.token_scale[m];
-    auto const* src = reinterpret_cast<uint4 const*>(x + size_t(m) * k + size_t(k_tile) * kTileK + k0);
+  // Thread t converts 32 values of token t / 8 in each 256-deep slice.
+  int const my_token = tid / 8;
+  int const my_k0 = (tid % 8) * 32;
+  bool const my_row = my_token < m_tokens;
+  auto const* my_src = reinterpret_cast<uint4 const*>(x + size_t(my_row ? my_token : 0) * k + my_k0);
+  float const my_scale = my_row ? smem.token_scale[my_token] : 1.0f;
+  auto load = [&](int k_tile, uint4 (&r)[4]) {
+    if (my_row && k_tile < k_tiles) {
+      uint4 const* src = my_src + size_t(k_tile) * (kTileK / 8);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) r[j] = __ldg(src + j);
+    }
+  };
+  auto store_codes = [&](uint4 const (&r)[4], int slot) {
+    if (!my_row) return;
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       float v[16];
-      unpack8(__ldg(src + 2 * half), *reinterpret_cast<float(*)[8]>(v));
-      unpack8(__ldg(src + 2 * half + 1), *reinterpret_cast<float(*)[8]>(v + 8));
+      unpack8(r[2 * half], *reinterpret_cast<float(*)[8]>(v));
+      unpack8(r[2 * half + 1], *reinterpret_cast<float(*)[8]>(v + 8));
       uint32_t words[4];
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        words[j] = uint32_t(codes2(v[4 * j], v[4 * j + 1], scale)) |
-                   (uint32_t(codes2(v[4 * j + 2], v[4 * j + 3], scale)) << 16);
+        words[j] = uint32_t(codes2(v[4 * j], v[4 * j + 1], my_scale)) |
+                   (uint32_t(codes2(v[4 * j + 2], v[4 * j + 3], my_scale)) << 16);
       }
       // 16 consecutive K of one row stay contiguous under the 128-byte swizzle (it moves 16-byte units).
-      *reinterpret_cast<uint4*>(raw_pointer_cast(&s_codes(m, k0 + 16 * half, slot))) =
+      *reinterpret_cast<uint4*>(raw_pointer_cast(&s_codes(my_token, my_k0 + 16 * half, slot))) =
           make_uint4(words[0], words[1], words[2], words[3]);
     }
   };
@@ -164,30 +177,42 @@ fused_decode_fp8(CUTE_GRID_CONSTANT TmaWeight const tma_weight, int m_tokens, in
   Tensor accum = partition_fragment_C(mma, Shape<Int<kTileN>, Int<kTokens>>{});
   clear(accum);
 
-  convert(0, 0);
-  for (int k_tile = 0; k_tile < k_tiles; ++k_tile) {
-    int const stage = k_tile % Stages;
-    int const slot = k_tile & 1;
-    // The slot's codes, written through the generic proxy, become visible to the wgmma's reads.
-    cutlass::arch::fence_view_async_shared();
-    __syncthreads();
-    // Every thread passed warpgroup_wait<1> of tile k_tile - 1 above, so the wgmmas of tile
-    // k_tile - 2 are done and its stage can take the next weight tile.
-    if (issuer && k_tile >= 2 && k_loaded < k_tiles) {
-      int const free_stage = (k_tile - 2) % Stages;
-      FullBarrier::arrive_and_expect_tx(&smem.full[free_stage], kStageBytes);
-      copy(tma_weight.with(smem.full[free_stage]), t_gw(_, k_loaded), t_sw(_, free_stage));
-      ++k_loaded;
+  // regs[a] holds the next unconverted slice s with s % kAhead == a.
+  uint4 regs[kAhead][4];
+#pragma unroll
+  for (int a = 0; a < kAhead; ++a) load(a, regs[a]);
+  store_codes(regs[0], 0);
+  load(kAhead, regs[0]);
+  for (int base = 0; base < k_tiles; base += kAhead) {
+#pragma unroll
+    for (int p = 0; p < kAhead; ++p) {
+      int const k_tile = base + p;
+      if (k_tile < k_tiles) {
+        int const stage = k_tile % Stages;
+        int const slot = k_tile & 1;
+        // The slot's codes, written through the generic proxy, become visible to the wgmma's reads.
+        cutlass::arch::fence_view_async_shared();
+        __syncthreads();
+        // Every thread passed warpgroup_wait<1> of tile k_tile - 1, so the wgmmas of tile
+        // k_tile - 2 are done and its stage can take the next weight tile.
+        if (issuer && k_tile >= 2 && k_loaded < k_tiles) {
+          int const free_stage = (k_tile - 2) % Stages;
+          FullBarrier::arrive_and_expect_tx(&smem.full[free_stage], kStageBytes);
+          copy(tma_weight.with(smem.full[free_stage]), t_gw(_, k_loaded), t_sw(_, free_stage));
+          ++k_loaded;
+        }
+        FullBarrier::wait(&smem.full[stage], (k_tile / Stages) & 1);
+        warpgroup_fence_operand(accum);
+        warpgroup_arrive();
+        gemm(mma, t_rw(_, _, _, stage), t_rc(_, _, _, slot), accum);
+        warpgroup_commit_batch();
+        // The other slot was read by tile k_tile - 1: wait for those wgmmas, keep this tile's running.
+        warpgroup_wait<1>();
+        warpgroup_fence_operand(accum);
+        if (k_tile + 1 < k_tiles) store_codes(regs[(p + 1) % kAhead], slot ^ 1);
+        load(k_tile + 1 + kAhead, regs[(p + 1) % kAhead]);
+      }
     }
-    FullBarrier::wait(&smem.full[stage], (k_tile / Stages) & 1);
-    warpgroup_fence_operand(accum);
-    warpgroup_arrive();
-    gemm(mma, t_rw(_, _, _, stage), t_rc(_, _, _, slot), accum);
-    warpgroup_commit_batch();
-    // The other slot was read by tile k_tile - 1: wait for those wgmmas, keep this tile's running.
-    warpgroup_wait<1>();
-    warpgroup_fence_operand(accum);
-    if (k_tile + 1 < k_tiles) convert(k_tile + 1, slot ^ 1);
   }
   warpgroup_wait<0>();
   warpgroup_fence_operand(accum);
@@ -224,7 +249,7 @@ int launch(void const* x, void const* weight, float const* weight_scale, void co
 
 }  // namespace kc_fused_decode
 
-// 0 on success; 1: shape not served (M in 1..16, N % 64 == 0, K % 256 == 0, stages 4 or 8);
+// 0 on success; 1: shape not served (M in 1..16, N % 64 == 0, K % 256 == 0, stages 8 or 12);
 // 3 / 4: the attribute or the launch failed.
 extern "C" int kc_fused_decode_fp8(void const* x, void const* weight, float const* weight_scale,
                                    void const* bias, void* out, int m, int n, int k, int stages,
@@ -232,7 +257,7 @@ extern "C" int kc_fused_decode_fp8(void const* x, void const* weight, float cons
   using namespace kc_fused_decode;
   if (m < 1 || m > kTokens || n % kTileN != 0 || k % kTileK != 0 || k <= 0) return 1;
   auto const s = static_cast<cudaStream_t>(stream);
-  if (stages == 4) return kc_fused_decode::launch<4>(x, weight, weight_scale, bias, out, m, n, k, s);
   if (stages == 8) return kc_fused_decode::launch<8>(x, weight, weight_scale, bias, out, m, n, k, s);
+  if (stages == 12) return kc_fused_decode::launch<12>(x, weight, weight_scale, bias, out, m, n, k, s);
   return 1;
 }

@@ -10,7 +10,7 @@ nvidia-cutlass wheel), checks it, then times it:
   (the plugin's formula, computed in torch; below 1e-2 as the plugin's GPU tests: the FP8 wgmma's
   accumulation and the bf16 output read 1.7e-3 at K=1024 to 4.7e-3 at K=28672 for both kernels);
 - timing: ``bench_cutlass.interleaved_rounds`` (CUDA-graph batches of >= 1 ms, rounds alternating,
-  weights rotated past the L2): bf16 matmul, the plugin's apply (``ours``), the probe with 4 and 8
+  weights rotated past the L2): bf16 matmul, the plugin's apply (``ours``), the probe with 8 and 12
   weight stages. Ratios are bf16 time / candidate time and ours / candidate in the same rounds.
 
 Run (repo root, the CUTLASS plugin installed): ``python3 plugins/cutlass_plugin/gpu/probe_fused_decode.py
@@ -45,7 +45,8 @@ SHAPES = ((8192, 8192), (28672, 8192), (8192, 28672))
 CHECK_SHAPES = ((1024, 1024), *SHAPES)
 M_VALUES = (1, 16)
 CHECK_M = (1, 5, 16)
-STAGES = (4, 8)
+#: Weight stages of the two builds (a stage is refilled two slices after its use: 6 / 10 in flight).
+STAGES = (8, 12)
 ROUNDS = 21
 FP8_MAX = 448.0
 MIN_SCALE = 1.0 / (448.0 * 512.0)
