@@ -189,6 +189,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--git-rev", default="unknown")
+    parser.add_argument("--profile", action="store_true",
+                        help="only launch the probe three times at 8192 x 8192, M=1, 8 stages "
+                             "(a target for Nsight Compute), no checks or timing")
     args = parser.parse_args()
     result = {"device": torch.cuda.get_device_name(), "git_revision": args.git_rev,
               "versions": {"torch": torch.__version__, "cuda": torch.version.cuda},
@@ -196,6 +199,13 @@ def main() -> int:
     gen = torch.Generator(device="cuda").manual_seed(23)
     with tempfile.TemporaryDirectory() as tmp:
         lib = build(Path(tmp))
+        if args.profile:
+            _, layer, _ = layer_for(8192, 8192, gen)
+            x = torch.randn((1, 8192), generator=gen, device="cuda").to(torch.bfloat16)
+            for _ in range(3):
+                fused(lib, x, layer.weight, layer.weight_scale.reshape(-1).float(), None, 8)
+            torch.cuda.synchronize()
+            return 0
         result["check"] = check(lib, gen)
         args.out.write_text(json.dumps(result, indent=1))
         result["all_ok"] = all(row["ok"] for row in result["check"])
