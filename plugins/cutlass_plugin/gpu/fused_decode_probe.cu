@@ -43,7 +43,10 @@ using Element = cutlass::float_e4m3_t;
 using Atom = GMMA::Layout_K_SW128_Atom<Element>;
 template <int Stages>
 using WeightLayout = decltype(tile_to_shape(Atom{}, make_shape(Int<kTileN>{}, Int<kTileK>{}, Int<Stages>{})));
-using CodeLayout = decltype(tile_to_shape(Atom{}, make_shape(Int<kTokens>{}, Int<kTileK>{}, Int<2>{})));
+// Three code slots: the slice being converted is two slices ahead of the oldest wgmma batch that
+// may still be running, so the conversion overlaps two batches instead of waiting for one.
+constexpr int kCodeSlots = 3;
+using CodeLayout = decltype(tile_to_shape(Atom{}, make_shape(Int<kTokens>{}, Int<kTileK>{}, Int<kCodeSlots>{})));
 
 template <int Stages>
 struct SharedStorage {
@@ -65,10 +68,23 @@ __device__ inline void unpack8(uint4 word, float (&v)[8]) {
   }
 }
 
-// Two FP8 E4M3 codes of x / scale, clamped to +-448, rounded to nearest even.
-__device__ inline uint16_t codes2(float a, float b, float scale) {
-  float2 q = make_float2(fminf(fmaxf(a / scale, -kFp8Max), kFp8Max), fminf(fmaxf(b / scale, -kFp8Max), kFp8Max));
-  return static_cast<uint16_t>(__nv_cvt_float2_to_fp8x2(q, __NV_SATFINITE, __NV_E4M3));
+// Two FP8 E4M3 codes of x * (1 / scale), rounded to nearest even; the conversion's satfinite
+// mode clamps to +-448 as the quantizer's clamp does. A product, not the quantizer's quotient:
+// an IEEE division is a reciprocal and a branch to a slow-path call per value (v23b's SASS: 32
+// CALLs a slice a thread); the product may round one value in a few million to the neighbouring
+// code.
+__device__ inline uint16_t codes2(float a, float b, float inv_scale) {
+  return static_cast<uint16_t>(
+      __nv_cvt_float2_to_fp8x2(make_float2(a * inv_scale, b * inv_scale), __NV_SATFINITE, __NV_E4M3));
+}
+
+// A 16-byte store to shared memory (the compiler cannot tell a CuTe swizzled element's address
+// is shared and would emit four generic 4-byte stores).
+__device__ inline void store_shared16(void* generic, uint32_t const (&words)[4]) {
+  auto const addr = static_cast<uint32_t>(__cvta_generic_to_shared(generic));
+  asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};" ::"r"(addr), "r"(words[0]), "r"(words[1]),
+               "r"(words[2]), "r"(words[3])
+               : "memory");
 }
 
 template <int Stages, class TmaWeight>
@@ -79,7 +95,7 @@ fused_decode_fp8(CUTE_GRID_CONSTANT TmaWeight const tma_weight, int m_tokens, in
   extern __shared__ __align__(1024) char shared_memory[];
   auto& smem = *reinterpret_cast<SharedStorage<Stages>*>(shared_memory);
   Tensor s_weight = make_tensor(make_smem_ptr(smem.weight.begin()), WeightLayout<Stages>{});  // (64, 256, Stages)
-  Tensor s_codes = make_tensor(make_smem_ptr(smem.codes.begin()), CodeLayout{});  // (16, 256, 2)
+  Tensor s_codes = make_tensor(make_smem_ptr(smem.codes.begin()), CodeLayout{});  // (16, 256, slots)
 
   int const tid = threadIdx.x;
   int const warp = tid / 32;
@@ -138,35 +154,49 @@ fused_decode_fp8(CUTE_GRID_CONSTANT TmaWeight const tma_weight, int m_tokens, in
   }
   __syncthreads();
 
-  // Thread t converts 32 values of token t / 8 in each 256-deep slice.
-  int const my_token = tid / 8;
-  int const my_k0 = (tid % 8) * 32;
-  bool const my_row = my_token < m_tokens;
-  auto const* my_src = reinterpret_cast<uint4 const*>(x + size_t(my_row ? my_token : 0) * k + my_k0);
-  float const my_scale = my_row ? smem.token_scale[my_token] : 1.0f;
-  auto load = [&](int k_tile, uint4 (&r)[4]) {
-    if (my_row && k_tile < k_tiles) {
-      uint4 const* src = my_src + size_t(k_tile) * (kTileK / 8);
+  // A slice is M x 16 chunks of 16 values (one 16-byte run of codes each); thread t converts
+  // chunks t and t + 128, so every warp shares the work (v23b gave all of it to the threads of
+  // the first M / 8 warps).
+  constexpr int kChunksPerToken = kTileK / 16;
+  constexpr int kChunksPerThread = kTokens * kChunksPerToken / kThreads;  // 2
+  int const chunks = m_tokens * kChunksPerToken;
+  uint4 const* chunk_src[kChunksPerThread];
+  float chunk_inv[kChunksPerThread];
 #pragma unroll
-      for (int j = 0; j < 4; ++j) r[j] = __ldg(src + j);
+  for (int c = 0; c < kChunksPerThread; ++c) {
+    int const chunk = tid + c * kThreads;
+    int const token = chunk < chunks ? chunk / kChunksPerToken : 0;
+    chunk_src[c] = reinterpret_cast<uint4 const*>(x + size_t(token) * k + (chunk % kChunksPerToken) * 16);
+    chunk_inv[c] = 1.0f / smem.token_scale[token];
+  }
+  auto load = [&](int k_tile, uint4 (&r)[kChunksPerThread][2]) {
+    if (k_tile >= k_tiles) return;
+#pragma unroll
+    for (int c = 0; c < kChunksPerThread; ++c) {
+      if (tid + c * kThreads < chunks) {
+        uint4 const* src = chunk_src[c] + size_t(k_tile) * (kTileK / 8);
+        r[c][0] = __ldg(src);
+        r[c][1] = __ldg(src + 1);
+      }
     }
   };
-  auto store_codes = [&](uint4 const (&r)[4], int slot) {
-    if (!my_row) return;
+  auto store_codes = [&](uint4 const (&r)[kChunksPerThread][2], int slot) {
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
+    for (int c = 0; c < kChunksPerThread; ++c) {
+      int const chunk = tid + c * kThreads;
+      if (chunk >= chunks) continue;
       float v[16];
-      unpack8(r[2 * half], *reinterpret_cast<float(*)[8]>(v));
-      unpack8(r[2 * half + 1], *reinterpret_cast<float(*)[8]>(v + 8));
+      unpack8(r[c][0], *reinterpret_cast<float(*)[8]>(v));
+      unpack8(r[c][1], *reinterpret_cast<float(*)[8]>(v + 8));
       uint32_t words[4];
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        words[j] = uint32_t(codes2(v[4 * j], v[4 * j + 1], my_scale)) |
-                   (uint32_t(codes2(v[4 * j + 2], v[4 * j + 3], my_scale)) << 16);
+        words[j] = uint32_t(codes2(v[4 * j], v[4 * j + 1], chunk_inv[c])) |
+                   (uint32_t(codes2(v[4 * j + 2], v[4 * j + 3], chunk_inv[c])) << 16);
       }
       // 16 consecutive K of one row stay contiguous under the 128-byte swizzle (it moves 16-byte units).
-      *reinterpret_cast<uint4*>(raw_pointer_cast(&s_codes(my_token, my_k0 + 16 * half, slot))) =
-          make_uint4(words[0], words[1], words[2], words[3]);
+      store_shared16(raw_pointer_cast(&s_codes(chunk / kChunksPerToken, (chunk % kChunksPerToken) * 16, slot)),
+                     words);
     }
   };
 
@@ -178,7 +208,7 @@ fused_decode_fp8(CUTE_GRID_CONSTANT TmaWeight const tma_weight, int m_tokens, in
   clear(accum);
 
   // regs[a] holds the next unconverted slice s with s % kAhead == a.
-  uint4 regs[kAhead][4];
+  uint4 regs[kAhead][kChunksPerThread][2];
 #pragma unroll
   for (int a = 0; a < kAhead; ++a) load(a, regs[a]);
   store_codes(regs[0], 0);
@@ -189,7 +219,7 @@ fused_decode_fp8(CUTE_GRID_CONSTANT TmaWeight const tma_weight, int m_tokens, in
       int const k_tile = base + p;
       if (k_tile < k_tiles) {
         int const stage = k_tile % Stages;
-        int const slot = k_tile & 1;
+        int const slot = k_tile % kCodeSlots;
         // The slot's codes, written through the generic proxy, become visible to the wgmma's reads.
         cutlass::arch::fence_view_async_shared();
         __syncthreads();
@@ -206,11 +236,12 @@ fused_decode_fp8(CUTE_GRID_CONSTANT TmaWeight const tma_weight, int m_tokens, in
         warpgroup_arrive();
         gemm(mma, t_rw(_, _, _, stage), t_rc(_, _, _, slot), accum);
         warpgroup_commit_batch();
-        // The other slot was read by tile k_tile - 1: wait for those wgmmas, keep this tile's running.
+        // The next slice's slot was last read by tile k_tile - 2, whose wgmmas the wait below
+        // (in the previous slice) saw finish: convert while tiles k_tile - 1 and k_tile run.
+        if (k_tile + 1 < k_tiles) store_codes(regs[(p + 1) % kAhead], (k_tile + 1) % kCodeSlots);
+        load(k_tile + 1 + kAhead, regs[(p + 1) % kAhead]);
         warpgroup_wait<1>();
         warpgroup_fence_operand(accum);
-        if (k_tile + 1 < k_tiles) store_codes(regs[(p + 1) % kAhead], slot ^ 1);
-        load(k_tile + 1 + kAhead, regs[(p + 1) % kAhead]);
       }
     }
   }
