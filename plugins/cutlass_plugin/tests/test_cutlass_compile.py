@@ -68,3 +68,14 @@ def test_the_decode_timeline_probe_compiles(tmp_path):
     target, code, err = _compile(probe, tmp_path)
     assert code == 0, err
     assert target.stat().st_size > 0
+
+
+def test_the_fused_decode_probe_compiles(tmp_path):
+    """gpu/fused_decode_probe.cu (the decode GEMM quantizing its own activations, NOTES.md v23)
+    compiles with the units' flags, so the probe does not rot between device runs."""
+    if ops.toolchain_problem():
+        pytest.skip(ops.toolchain_problem())
+    probe = Path(__file__).parents[1] / "gpu" / "fused_decode_probe.cu"
+    target, code, err = _compile(probe, tmp_path)
+    assert code == 0, err
+    assert target.stat().st_size > 0
