@@ -59,23 +59,17 @@ def test_every_translation_unit_compiles_for_sm90a(tmp_path):
         assert target.stat().st_size > 0
 
 
-def test_the_decode_timeline_probe_compiles(tmp_path):
-    """gpu/decode_timeline_probe.cu (the decode tiles with decode_trace.h's stamps compiled in)
-    compiles with the units' flags."""
+@pytest.mark.parametrize("probe", [
+    # the decode tiles with decode_trace.h's stamps compiled in (NOTES.md v17)
+    "decode_timeline_probe.cu",
+    # the decode GEMM quantizing its own activations (NOTES.md v23)
+    "fused_decode_probe.cu",
+])
+def test_the_gpu_probes_compile(probe, tmp_path):
+    """The GPU probes under gpu/ compile with the units' flags, so they do not rot between device
+    runs (they are built on the GPU machine only when run)."""
     if ops.toolchain_problem():
         pytest.skip(ops.toolchain_problem())
-    probe = Path(__file__).parents[1] / "gpu" / "decode_timeline_probe.cu"
-    target, code, err = _compile(probe, tmp_path)
-    assert code == 0, err
-    assert target.stat().st_size > 0
-
-
-def test_the_fused_decode_probe_compiles(tmp_path):
-    """gpu/fused_decode_probe.cu (the decode GEMM quantizing its own activations, NOTES.md v23)
-    compiles with the units' flags, so the probe does not rot between device runs."""
-    if ops.toolchain_problem():
-        pytest.skip(ops.toolchain_problem())
-    probe = Path(__file__).parents[1] / "gpu" / "fused_decode_probe.cu"
-    target, code, err = _compile(probe, tmp_path)
+    target, code, err = _compile(Path(__file__).parents[1] / "gpu" / probe, tmp_path)
     assert code == 0, err
     assert target.stat().st_size > 0
