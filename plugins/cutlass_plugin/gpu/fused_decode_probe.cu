@@ -6,12 +6,13 @@
 // on 8192 x 8192 the pair costs ~1.3-1.9 us more than the GEMM alone (NOTES.md v20, v21). Here one
 // launch does both: each CTA streams its 64 weight rows through a TMA ring it starts at once, takes
 // every token's amax from the bf16 rows (L2-resident after the first CTAs read them), then writes
-// each 256-deep slice of the codes into a shared-memory operand of its own (two slots, in the
-// 128-byte-swizzled K-major layout the wgmma reads) while the wgmmas of the previous slice run.
+// each 256-deep slice of the codes into a shared-memory operand of its own (three slots, in the
+// 128-byte-swizzled K-major layout the wgmma reads) while the wgmmas of the two slices before run.
 // The weight is the wgmma's A operand (64 rows), the tokens its N (16, zero-padded).
 //
 // out[m, n] = s_tok[m] * s_w[n] * sum_k q[m, k] * w[n, k] + bias[n], with s_tok[m] = max(amax_m /
-// 448, 1 / (448 * 512)) and q = fp8(clamp(x / s_tok, +-448)), the plugin's per-token formula.
+// 448, 1 / (448 * 512)) and q = fp8(clamp(x * (1 / s_tok), +-448)): the plugin's per-token formula
+// with a product for its quotient (see codes2).
 //
 // Built by probe_fused_decode.py with nvcc into a shared library called through ctypes: CUTLASS
 // (CuTe) headers only, no torch.
@@ -155,8 +156,8 @@ fused_decode_fp8(CUTE_GRID_CONSTANT TmaWeight const tma_weight, int m_tokens, in
   __syncthreads();
 
   // A slice is M x 16 chunks of 16 values (one 16-byte run of codes each); thread t converts
-  // chunks t and t + 128, so every warp shares the work (v23b gave all of it to the threads of
-  // the first M / 8 warps).
+  // chunks t and t + 128: one chunk a thread up to M=8 (v23b: 32 values a thread, all of them in
+  // the first ceil(M / 4) warps), every warp busy from M=7.
   constexpr int kChunksPerToken = kTileK / 16;
   constexpr int kChunksPerThread = kTokens * kChunksPerToken / kThreads;  // 2
   int const chunks = m_tokens * kChunksPerToken;
@@ -280,7 +281,7 @@ int launch(void const* x, void const* weight, float const* weight_scale, void co
 
 }  // namespace kc_fused_decode
 
-// 0 on success; 1: shape not served (M in 1..16, N % 64 == 0, K % 256 == 0, stages 8 or 12);
+// 0 on success; 1: shape not served (M in 1..16, N % 64 == 0, K % 256 == 0, stages 4, 8 or 12);
 // 3 / 4: the attribute or the launch failed.
 extern "C" int kc_fused_decode_fp8(void const* x, void const* weight, float const* weight_scale,
                                    void const* bias, void* out, int m, int n, int k, int stages,
@@ -288,6 +289,7 @@ extern "C" int kc_fused_decode_fp8(void const* x, void const* weight, float cons
   using namespace kc_fused_decode;
   if (m < 1 || m > kTokens || n % kTileN != 0 || k % kTileK != 0 || k <= 0) return 1;
   auto const s = static_cast<cudaStream_t>(stream);
+  if (stages == 4) return kc_fused_decode::launch<4>(x, weight, weight_scale, bias, out, m, n, k, s);
   if (stages == 8) return kc_fused_decode::launch<8>(x, weight, weight_scale, bias, out, m, n, k, s);
   if (stages == 12) return kc_fused_decode::launch<12>(x, weight, weight_scale, bias, out, m, n, k, s);
   return 1;

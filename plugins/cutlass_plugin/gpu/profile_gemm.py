@@ -3,13 +3,13 @@
 At M >= 256 our tiles trail `torch._scaled_mm` by 1-5% (NOTES.md v11, s19-final) with the same
 tile, stage count and cluster size as cuBLAS's nvjet kernel, so the difference is inside the
 kernels: this script launches each candidate on the same operands (quantized as the plugin does)
-WARMUP + 1 times in a row; ``run_gpu.sh``'s ncu step (``KCC_NCU=1``) profiles every launch, and
-the last of each candidate is the one to read: in the order the labels are printed on stderr,
-`_scaled_mm` first, then the tiles as given, per M (the last launch also sits in an NVTX range
-named ``profile``, for a timeline tool).
+WARMUP + 1 times in a row; ``run_gpu.sh``'s ncu step (``KCC_NCU=1``) profiles every launch (ncu
+flushes the caches before each), in the order the labels are printed on stderr: `_scaled_mm`
+first, then the tiles as given, per M (the last launch also sits in an NVTX range named
+``profile``, for a timeline tool).
 
 Run (repo root, extension built): ``python3 plugins/cutlass_plugin/gpu/profile_gemm.py --n 8192
---k 8192 --m 256 --tiles PINGPONG_128x128_CLUSTER2 PINGPONG_128x128_CLUSTER_2x2``.
+--k 8192 --m 256 --tiles heuristic COOPERATIVE_128x128``.
 """
 
 from __future__ import annotations

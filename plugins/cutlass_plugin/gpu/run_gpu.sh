@@ -6,8 +6,8 @@
 # Usage: bash plugins/cutlass_plugin/gpu/run_gpu.sh [git-revision]   (default: the carried
 # .git_revision, written by the caller: a .git on the device machine may be stale)
 # Time limits: KCC_TEST_TIMEOUT (GPU tests), KCC_BUDGET_S (the whole script; the benchmark gets
-# what is left). KCC_BENCH_ARGS: extra arguments of bench_cutlass.py (e.g. --paired). KCC_NCU=1:
-# an Nsight Compute step after the benchmark (below). $OUT receives at most 8 files: the benchmark JSON and PNG, jit_cache.tgz,
+# what is left; the optional Nsight Compute step after it, KCC_NCU=1, has its own KCC_NCU_TIMEOUT).
+# KCC_BENCH_ARGS: extra arguments of bench_cutlass.py (e.g. --paired). $OUT receives at most 8 files: the benchmark JSON and PNG, jit_cache.tgz,
 # fi_cache.tar.gz and results.tgz (logs, test reports).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 MAX_JOBS=16
@@ -72,7 +72,7 @@ echo "== benchmark exit $? after $((SECONDS - start)) s"
 pack
 
 # KCC_NCU=1: Nsight Compute over every GEMM launch of gpu/profile_gemm.py (KCC_NCU_ARGS: its
-# arguments; the last launch of each candidate is the warm one), clocks left as they run; details
+# arguments; ncu flushes the caches before each launch it profiles), clocks left as they run; details
 # and raw metrics as CSV in the logs (results.tgz, ncu/). KCC_NCU_SOURCE=1 adds the sampled warp
 # stalls per SASS instruction (SourceCounters, InstructionStats; ncu/source.csv).
 if [ "${KCC_NCU:-0}" = "1" ]; then
@@ -82,23 +82,30 @@ if [ "${KCC_NCU:-0}" = "1" ]; then
         echo "== ncu: skipped, no ncu on PATH, in /usr/local/cuda/bin or /opt/nvidia/nsight-compute"
     else
         echo "== ncu: $NCU ($("$NCU" --version | tail -n 1))"
+        sections=(--section SpeedOfLight --section LaunchStats --section Occupancy
+                  --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis
+                  --section SchedulerStats --section WarpStateStats)
+        if [ "${KCC_NCU_SOURCE:-0}" = "1" ]; then
+            sections+=(--section SourceCounters --section InstructionStats)
+        fi
         # shellcheck disable=SC2086  # KCC_NCU_ARGS is a list of words
         timeout -k 10 "${KCC_NCU_TIMEOUT:-240}" "$NCU" --kernel-name "regex:nvjet|device_kernel" \
-            --clock-control none --section SpeedOfLight --section LaunchStats --section Occupancy \
-            --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
-            --section SchedulerStats --section WarpStateStats \
-            ${KCC_NCU_SOURCE:+--section SourceCounters --section InstructionStats} \
-            -f -o "$LOGS/ncu/gemm" \
+            --clock-control none "${sections[@]}" -f -o "$LOGS/ncu/gemm" \
             python3 plugins/cutlass_plugin/gpu/profile_gemm.py ${KCC_NCU_ARGS:-} \
             > "$LOGS/ncu/profile.log" 2>&1
         echo "== ncu exit $? after $((SECONDS - start)) s"
         tail -n 15 "$LOGS/ncu/profile.log"
-        "$NCU" --import "$LOGS/ncu/gemm.ncu-rep" --page details --csv > "$LOGS/ncu/details.csv" 2>&1
-        "$NCU" --import "$LOGS/ncu/gemm.ncu-rep" --page raw --csv > "$LOGS/ncu/raw.csv" 2>&1
-        "$NCU" --import "$LOGS/ncu/gemm.ncu-rep" --page details > "$LOGS/ncu/details.txt" 2>&1
-        if [ -n "${KCC_NCU_SOURCE:-}" ]; then
-            "$NCU" --import "$LOGS/ncu/gemm.ncu-rep" --page source --csv --print-source sass \
-                > "$LOGS/ncu/source.csv" 2>&1
+        if [ ! -s "$LOGS/ncu/gemm.ncu-rep" ]; then
+            echo "== ncu: no report written (see ncu/profile.log)"
+        else
+            report=$LOGS/ncu/gemm.ncu-rep
+            "$NCU" --import "$report" --page details --csv > "$LOGS/ncu/details.csv" 2>&1
+            "$NCU" --import "$report" --page raw --csv > "$LOGS/ncu/raw.csv" 2>&1
+            "$NCU" --import "$report" --page details > "$LOGS/ncu/details.txt" 2>&1
+            if [ "${KCC_NCU_SOURCE:-0}" = "1" ]; then
+                "$NCU" --import "$report" --page source --csv --print-source sass \
+                    > "$LOGS/ncu/source.csv" 2>&1
+            fi
         fi
     fi
     pack

@@ -40,6 +40,7 @@ __all__ = [
     "block_scaled_mm_tile",
     "scaled_mm_order",
     "scaled_mm_tile",
+    "scheduled_tiles",
     "wave_efficiency",
 ]
 
@@ -68,8 +69,9 @@ class TileConfig(enum.IntEnum):
     # tiles of one token band, so each activation tile is loaded once and multicast to them.
     # What cuBLAS runs where it leads us at M >= 128 (cutlass-h200-2026-11-28-v10.json, `kernels`):
     # nvjet_sm90_qqtst_128x128_128x6_{4x1,2x1,4x2}; torch calls the column-major cuBLAS with the
-    # operands swapped, so nvjet's first cluster dimension is our N. Only the 1x4 tile is chosen
-    # (64 < M <= 128, scaled_mm_tile); the others are swept.
+    # operands swapped, so nvjet's first cluster dimension is our N. The 1x4 tile is chosen at
+    # 64 < M <= 128 and the 1x2 pingpong one above M=2048 on wide or long-K layers
+    # (scaled_mm_tile); the others are swept.
     PINGPONG_128x128_CLUSTER_N2 = 12  # pingpong, cluster 1x2: nvjet's 2x1 (M=256 N=8192, M >= 1024)
     PINGPONG_128x128_CLUSTER_N4 = 13  # pingpong, cluster 1x4: nvjet's 4x1 (M=128, all three shapes)
     COOPERATIVE_128x128_CLUSTER_N2 = 14  # cooperative (2 warpgroups per tile), cluster 1x2
@@ -194,8 +196,9 @@ def scaled_mm_tile(m: int, n: int, k: int, sm_count: int = H100_SMS) -> TileConf
             # The 128x128 cluster tile, along M with swizzle 2 (scaled_mm_order). Over the 15-18
             # H200 runs with a sweep (cutlass-h200-2026-11-28-v9 ... -2026-11-30-v21; NOTES.md
             # v22), at M=1024 it was faster than the tiles chosen before in the same rounds on
-            # every shape: by 0.9% (8192x8192, 17 of 18 runs) and 0.8% (28672x8192, 15 of 18)
-            # against the 64x256 pingpong tile, by 1.2% (8192x28672, 17 of 17) against 128x256.
+            # every shape: by 0.9% (8192x8192, 17 of 18 runs) and 0.7-0.8% (28672x8192, 15-18 of
+            # 18: along M and in CUTLASS's order, the same order there) against the 64x256
+            # pingpong tile, by 1.2% (8192x28672, 17 of 17) against 128x256.
             return TileConfig.PINGPONG_128x128_CLUSTER2
         if k <= 8192:
             # Measured at M=1024 (two H100 runs): the 64x256 pingpong tile, its epilogue
@@ -264,6 +267,45 @@ def block_scaled_mm_tile(m: int, n: int, sm_count: int = H100_SMS) -> BlockTileC
     return BlockTileConfig.COOPERATIVE_128x128_STREAM_K
 
 
+#: (M, N) CTAs a cluster of the W8A8 tiles that scaled_mm_order may give a swizzle wider than 1.
+_SWIZZLED_TILE_CLUSTERS = {TileConfig.PINGPONG_128x128_CLUSTER2: (2, 1),
+                           TileConfig.PINGPONG_128x128_CLUSTER_N2: (1, 2)}
+#: How many more tiles than with swizzle 1 a wider swizzle may make CUTLASS schedule.
+_SWIZZLE_PADDING = 1.03
+
+
+def scheduled_tiles(m: int, n: int, tile_m: int, tile_n: int, cluster: tuple[int, int],
+                    swizzle: int) -> int:
+    """The tiles CUTLASS's SM90 persistent scheduler runs: it rounds each side of the tile grid up
+    to whole swizzle groups of clusters (the swizzle itself narrowed on small grids, as CUTLASS's
+    get_log_swizzle_size does), and every padded tile runs a whole mainloop (NOTES.md v21: swizzle
+    2 on 128 tiles doubled the time)."""
+    tiles_m, tiles_n = _cdiv(m, tile_m), _cdiv(n, tile_n)
+    shortest = min(tiles_m, tiles_n)
+    if swizzle >= 8 and shortest >= 6:
+        width = 8
+    elif swizzle >= 4 and shortest >= 3:
+        width = 4
+    elif swizzle >= 2 and shortest >= 2:
+        width = 2
+    else:
+        width = 1
+    return (_cdiv(tiles_m, width * cluster[0]) * width * cluster[0]
+            * _cdiv(tiles_n, width * cluster[1]) * width * cluster[1])
+
+
+def _affordable(order: TileOrder, m: int, n: int, tile: TileConfig) -> TileOrder:
+    """``order`` with its swizzle narrowed until the rounding adds at most 3% tiles: the measured
+    orders come from M = 1024 / 4096, whose grids divide evenly; at M=1280 swizzle 2 would add 20%
+    and at M=2100 swizzle 8 41%."""
+    cluster = _SWIZZLED_TILE_CLUSTERS[tile]
+    fewest = scheduled_tiles(m, n, 128, 128, cluster, 1)
+    swizzle = order.swizzle
+    while swizzle > 1 and scheduled_tiles(m, n, 128, 128, cluster, swizzle) > _SWIZZLE_PADDING * fewest:
+        swizzle //= 2
+    return TileOrder(order.raster, swizzle, order.splits)
+
+
 def scaled_mm_order(m: int, n: int, k: int, tile: TileConfig) -> TileOrder:
     """The scheduler arguments of a W8A8 GEMM run with ``tile``.
 
@@ -271,21 +313,23 @@ def scaled_mm_order(m: int, n: int, k: int, tile: TileConfig) -> TileOrder:
     swizzle per tile at M = 128, 256, 1024, 4096 against ``torch._scaled_mm``) measured a winner
     consistently: the 128x128 cluster tiles. The v4 sweep (H100) found the large-prefill order;
     the H200 runs since (NOTES.md v22: the same tile in another order, paired round by round, in
-    15-18 runs) the others.
+    15-18 runs) the others. A swizzle wider than 1 is narrowed where its rounding of the tile grid
+    would add more than 3% tiles (:func:`scheduled_tiles`).
     """
-    del n, k
+    del k
     if tile is TileConfig.PINGPONG_128x128_CLUSTER_N2:
-        # M=4096 (the tile's only range): 28672x8192 / 8192x28672 in CUTLASS's order with
-        # swizzle 8 1.4% / 2.7% ahead of the tiles chosen before (see scaled_mm_tile).
-        return TileOrder(Raster.HEURISTIC, 8)
+        # Chosen at M > 2048: at M=4096 28672x8192 / 8192x28672 in CUTLASS's order with swizzle 8
+        # 1.4% / 2.7% ahead of the tiles chosen before (see scaled_mm_tile).
+        return _affordable(TileOrder(Raster.HEURISTIC, 8), m, n, tile)
     if m <= 512 and tile is TileConfig.PINGPONG_128x128_CLUSTER2:
-        # One wave of tiles (M=256 on N=8192): along N 1.2% ahead of CUTLASS's order (along M
-        # there) on 8192x8192 (15 of 18 runs) and 1.6% on 8192x28672 (15 of 17).
+        # Measured at M=256 (one wave of tiles on N=8192; M = 257-512 not measured): along N
+        # 1.2% ahead of CUTLASS's order (along M there) on 8192x8192 (15 of 18 runs) and 1.6% on
+        # 8192x28672 (15 of 17).
         return TileOrder(Raster.ALONG_N, 1)
     if m <= 2048 and tile is TileConfig.PINGPONG_128x128_CLUSTER2:
         # Along M with swizzle 2: consecutive CTAs walk down the token bands of a weight tile
         # column, two columns at a time (the M=1024 figures in scaled_mm_tile).
-        return TileOrder(Raster.ALONG_M, 2)
+        return _affordable(TileOrder(Raster.ALONG_M, 2), m, n, tile)
     if m > 2048 and tile is TileConfig.PINGPONG_128x128_CLUSTER2:
         # Consecutive CTAs take consecutive N tiles, so the activation band they share stays in
         # L2, in swizzle groups of 4. v4 file, M=4096: along N with swizzle 2 / 4 0.985x / 0.988x
@@ -295,7 +339,7 @@ def scaled_mm_order(m: int, n: int, k: int, tile: TileConfig) -> TileOrder:
         # 8192x8192 0.996x [0.985-1.011] and 1.025x [1.018-1.061], 28672x8192 1.054x
         # [0.999-1.073] and 1.007x [0.996-1.125]: swizzle 2 was faster in every round only on
         # 8192x8192 in v5 (v4-final: swizzle 4 by the median), so swizzle 4 stays.
-        return TileOrder(Raster.ALONG_N, 4)
+        return _affordable(TileOrder(Raster.ALONG_N, 4), m, n, tile)
     return TileOrder()
 
 

@@ -28,6 +28,7 @@ from kernel_core_cutlass.tiles import (
     block_scaled_mm_tile,
     scaled_mm_order,
     scaled_mm_tile,
+    scheduled_tiles,
     wave_efficiency,
 )
 
@@ -277,12 +278,46 @@ def test_tile_orders_leave_cutlass_defaults_only_where_a_sweep_measured_a_winner
         Raster.HEURISTIC, 8, 0)
     assert scaled_mm_order(4096, 8192, 28672, TileConfig.COOPERATIVE_256x128) == TileOrder()
     assert scaled_mm_order(1024, 8192, 8192, TileConfig.PINGPONG_64x256) == TileOrder()
+
     assert block_scaled_mm_order(4096, 7168, BlockTileConfig.COOPERATIVE_128x128) == along_n_4
     assert block_scaled_mm_order(256, 7168, BlockTileConfig.COOPERATIVE_128x128) == along_n_4
     for tile in (BlockTileConfig.PINGPONG_64x64, BlockTileConfig.PINGPONG_64x128,
                  BlockTileConfig.COOPERATIVE_128x64, BlockTileConfig.COOPERATIVE_128x128_STREAM_K):
         assert block_scaled_mm_order(1024, 2112, tile) == TileOrder()
     assert block_scaled_mm_order(256, 4096, BlockTileConfig.COOPERATIVE_128x64) == TileOrder()
+
+
+@pytest.mark.parametrize("m, n, tile, swizzle", [
+    # The measured points' grids divide evenly: the swizzles stay.
+    (1024, 8192, TileConfig.PINGPONG_128x128_CLUSTER2, 2),
+    (4096, 8192, TileConfig.PINGPONG_128x128_CLUSTER2, 4),
+    (4096, 28672, TileConfig.PINGPONG_128x128_CLUSTER_N2, 8),
+    # M=1280: 10 token bands, rounded to 12 by swizzle 2 x cluster 2 (+20% tiles).
+    (1280, 8192, TileConfig.PINGPONG_128x128_CLUSTER2, 1),
+    # M=2100: 17 bands, rounded to 24 / 20 / 18 by swizzle 8 / 4 / 2 (+41% / +18% / +6%).
+    (2100, 16384, TileConfig.PINGPONG_128x128_CLUSTER_N2, 1),
+    # M=2176: 17 bands again, along N with swizzle 4 (cluster 2x1: rounded to 24, +41%): 2 rounds
+    # them to 20 (+18%) as well, so 1.
+    (2176, 8192, TileConfig.PINGPONG_128x128_CLUSTER2, 1),
+    # M=3072: 24 bands: swizzle 4 x cluster 2 divides them.
+    (3072, 8192, TileConfig.PINGPONG_128x128_CLUSTER2, 4),
+])
+def test_order_swizzles_narrow_where_cutlass_would_pad_the_tile_grid(m, n, tile, swizzle):
+    order = scaled_mm_order(m, n, 8192, tile)
+    assert order.swizzle == swizzle
+    cluster = (1, 2) if tile is TileConfig.PINGPONG_128x128_CLUSTER_N2 else (2, 1)
+    fewest = scheduled_tiles(m, n, 128, 128, cluster, 1)
+    assert scheduled_tiles(m, n, 128, 128, cluster, order.swizzle) <= 1.03 * fewest
+
+
+def test_scheduled_tiles_follows_cutlass_rounding():
+    # 2 x 64 tiles of 128x128 (M=256, N=8192), cluster 2x1: swizzle 2 rounds the token side to 4
+    # (what doubled the time in the v21 sweep), swizzle 1 keeps 128.
+    assert scheduled_tiles(256, 8192, 128, 128, (2, 1), 1) == 128
+    assert scheduled_tiles(256, 8192, 128, 128, (2, 1), 2) == 256
+    # A grid narrower than CUTLASS's minimum for a swizzle takes a narrower one (1 token band).
+    assert scheduled_tiles(128, 8192, 128, 128, (1, 1), 8) == 64
+
 
 
 def test_explicit_tile_order_arguments_override_the_heuristic():

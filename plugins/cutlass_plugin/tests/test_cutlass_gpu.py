@@ -144,12 +144,13 @@ def test_fp8_matches_float64_reference(m, out_dtype, options):
 @pytest.mark.parametrize("dtype", ["fp8", "int8"])
 def test_wide_prefill_layers_take_the_tile_paired_along_n(dtype):
     """M > 2048 on a layer with N >= 16384: the 128x128 tile clustered 1x2, in CUTLASS's order
-    with swizzle 8 (tiles.scaled_mm_tile), through apply_weights."""
+    (tiles.scaled_mm_tile; at M=2100 its swizzle narrowed to 1, 17 token bands), through
+    apply_weights."""
     from kernel_core_cutlass.tiles import scaled_mm_order, scaled_mm_tile
 
     m, n, k = 2100, 16384, 1024
     assert scaled_mm_tile(m, n, k) is TileConfig.PINGPONG_128x128_CLUSTER_N2
-    assert scaled_mm_order(m, n, k, TileConfig.PINGPONG_128x128_CLUSTER_N2).swizzle == 8
+    assert scaled_mm_order(m, n, k, TileConfig.PINGPONG_128x128_CLUSTER_N2).swizzle == 1
     layer_config = (FP8ScaledMMLinearLayerConfig if dtype == "fp8" else
                     Int8ScaledMMLinearLayerConfig)(weight_shape=(n, k))
     case = make_case(layer_config, m, seed=21, with_bias=True)
@@ -275,8 +276,9 @@ ORDER_CASES = [
     for tile in (TileConfig.SWAP_64x64, TileConfig.PINGPONG_64x128_CLUSTER2,
                  TileConfig.PINGPONG_64x256, TileConfig.PINGPONG_128x128_CLUSTER2,
                  TileConfig.COOPERATIVE_256x128, TileConfig.COOPERATIVE_128x128_STREAM_K,
-                 TileConfig.PINGPONG_128x128_CLUSTER_N4, TileConfig.PINGPONG_128x128_CLUSTER_2x4)
-    for raster, swizzle in ((1, 8), (2, 2), (2, 4), (2, 8), (0, 4))
+                 TileConfig.PINGPONG_128x128_CLUSTER_N4, TileConfig.PINGPONG_128x128_CLUSTER_2x4,
+                 TileConfig.PINGPONG_128x128_CLUSTER_N2)
+    for raster, swizzle in ((1, 8), (2, 2), (2, 4), (2, 8), (0, 4), (0, 8))
 ] + [(TileConfig.COOPERATIVE_128x128_STREAM_K, 0, 1, splits) for splits in (2, 3)]
 
 
