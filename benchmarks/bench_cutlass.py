@@ -39,6 +39,9 @@ the reference in the same rounds; each row keeps every candidate's per-round tim
 (``rounds_us``); after all timing, ``kernels`` lists the CUDA kernels the reference and ours
 launch at every point (cuBLAS's and FlashInfer's names carry their tile shapes). The apply rows add the quantizers' weight prefetch
 at the other size (8 MiB where the default is 16 MiB, else 16 MiB) as a probe beside the default.
+``--replay-ms`` sets each candidate's batch per round (default 1 ms; the FP8 GEMMs are power-bound
+from M=256 on, and with 25-ms batches their clocks settle on each kernel's own draw: CUTLASS NOTES
+v22b), ``--skip-apply`` leaves out the apply rows (the GEMMs alone).
 """
 
 from __future__ import annotations
