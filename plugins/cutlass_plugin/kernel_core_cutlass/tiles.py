@@ -338,7 +338,9 @@ def scaled_mm_order(m: int, n: int, k: int, tile: TileConfig) -> TileOrder:
         # 4, paired round by round (swizzle-4 time / swizzle-2 time) in v4-final and v5:
         # 8192x8192 0.996x [0.985-1.011] and 1.025x [1.018-1.061], 28672x8192 1.054x
         # [0.999-1.073] and 1.007x [0.996-1.125]: swizzle 2 was faster in every round only on
-        # 8192x8192 in v5 (v4-final: swizzle 4 by the median), so swizzle 4 stays.
+        # 8192x8192 in v5 (v4-final: swizzle 4 by the median), so swizzle 4 stays. (Since v22
+        # only layers with N < 16384 and K <= 8192 take this tile above M=2048, 8192x8192 among
+        # the benchmark's; the other two shapes above are the v4 evidence for the order.)
         return _affordable(TileOrder(Raster.ALONG_N, 4), m, n, tile)
     return TileOrder()
 
