@@ -19,14 +19,12 @@ import argparse
 import ctypes
 import json
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
+from probe_library import build_probe_library
 
-from kernel_core.jit import _fingerprint, build_dir_for
 from kernel_core_cutlass import ops, quant
 from kernel_core_cutlass.tiles import TileConfig
 
@@ -47,26 +45,10 @@ def log(message: str) -> None:
 
 
 def build_library() -> ctypes.CDLL:
-    """Compile the probe library once per source, headers and flags (the JIT build's cache key and
-    folder: kernel_core.jit), with the plugin's nvcc flags."""
-    include, util = ops.cutlass_include_dirs() or (None, None)
-    if include is None:
-        raise RuntimeError("CUTLASS headers not found: install the nvidia-cutlass wheel")
-    flags = ["-std=c++17", "-gencode=arch=compute_90a,code=sm_90a", *ops.NVCC_FLAGS, "-shared",
-             "-Xcompiler", "-fPIC"]
-    include_paths = [str(ops.CSRC), str(include), str(util)]
+    """The probe library (gpu/probe_library.py: cached per source, csrc headers and flags), with
+    its entry points' signatures."""
     # The csrc headers count through their folder (a unit of it stands for them all).
-    key = _fingerprint([SOURCE, ops.CSRC / "scaled_mm_sm90.cuh"], flags, include_paths, "sm_90a")
-    library = build_dir_for("kernel_core_cutlass_decode_timeline", key) / "decode_timeline.so"
-    if not library.exists():
-        library.parent.mkdir(parents=True, exist_ok=True)
-        command = [ops._nvcc() or "nvcc", *flags, *(f"-I{path}" for path in include_paths),
-                   str(SOURCE), "-o", str(library)]
-        log(f"probe: building {library} (about a minute)")
-        started = time.perf_counter()
-        subprocess.run(command, check=True)
-        log(f"probe: built in {time.perf_counter() - started:.0f} s")
-    lib = ctypes.CDLL(str(library))
+    lib = build_probe_library(SOURCE, "decode_timeline", keyed_with=[ops.CSRC / "scaled_mm_sm90.cuh"])
     lib.kcc_set_decode_trace.restype = ctypes.c_char_p
     lib.kcc_set_decode_trace.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
     lib.kcc_traced_decode.restype = ctypes.c_char_p

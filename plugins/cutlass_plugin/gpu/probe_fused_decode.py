@@ -1,8 +1,8 @@
 """The fused decode probe (gpu/fused_decode_probe.cu) against the plugin's fp8 apply, on a GPU.
 
 One launch quantizes the bf16 activations per token and multiplies them with the FP8 weight
-(NOTES.md v23). This script builds the probe into a shared library (nvcc, CUTLASS headers of the
-nvidia-cutlass wheel), checks it, then times it:
+(NOTES.md v23). This script builds the probe into a shared library (gpu/probe_library.py),
+checks it, then times it:
 
 - correctness: every (N, K) and M below, with and without bias, output poisoned with NaN first:
   against the plugin's apply (relative difference below 1e-3: the same formula, the probe's codes
@@ -25,21 +25,20 @@ import argparse
 import ctypes
 import json
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
 from bench_cutlass import interleaved_rounds, rotated
+from probe_library import build_probe_library
 
 from kernel_core.bench.timing import l2_cache_bytes, paired, rotation_count
 from kernel_core.families.fp8 import FP8ScaledMMLinearLayerConfig
+from kernel_core.formats.fp8 import dequantize_fp8, quantize_fp8
 from kernel_core.formats.layer import make_layer
-from kernel_core_cutlass import ops
+from kernel_core.testing import relative_error
 from kernel_core_cutlass.kernels import CutlassFP8ScaledMMLinearKernel
 
 SOURCE = Path(__file__).with_name("fused_decode_probe.cu")
@@ -55,24 +54,15 @@ CHECK_M = (1, 5, 12, 16)
 #: CTAs), where 8 and 12 (one CTA an SM) read 0.55x.
 STAGES = (4, 8, 12)
 ROUNDS = 21
-FP8_MAX = 448.0
-MIN_SCALE = 1.0 / (448.0 * 512.0)
 
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def build(out_dir: Path) -> ctypes.CDLL:
-    include, util = ops.cutlass_include_dirs()
-    library = out_dir / "libkc_fused_decode.so"
-    command = [ops._nvcc(), "-std=c++17", "-gencode=arch=compute_90a,code=sm_90a", *ops.NVCC_FLAGS,
-               f"-I{include}", f"-I{util}", "-shared", "-Xcompiler", "-fPIC", "-o", str(library),
-               str(SOURCE)]
-    start = time.perf_counter()
-    subprocess.run(command, check=True)
-    log(f"built {library.name} in {time.perf_counter() - start:.0f} s")
-    lib = ctypes.CDLL(str(library))
+def build() -> ctypes.CDLL:
+    """The probe library (gpu/probe_library.py: cached per source and flags) with its signature."""
+    lib = build_probe_library(SOURCE, "fused_decode")
     lib.kc_fused_decode_fp8.restype = ctypes.c_int
     lib.kc_fused_decode_fp8.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 4 + [ctypes.c_void_p]
     return lib
@@ -104,16 +94,11 @@ def fused(lib: ctypes.CDLL, x: torch.Tensor, weight: torch.Tensor, weight_scale:
 
 def codes_reference(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor,
                     bias: torch.Tensor | None) -> torch.Tensor:
-    """float64 product of the plugin's per-token codes with the dequantized weight."""
-    xf = x.float()
-    scale = torch.clamp(xf.abs().amax(dim=1) / FP8_MAX, min=MIN_SCALE)
-    q = torch.clamp(xf / scale[:, None], -FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
-    ref = (q.double() * scale.double()[:, None]) @ (weight.double() * weight_scale.double()[:, None]).T
+    """float64 product of the plugin's per-token codes (kernel_core.formats' formula, the GPU
+    quantizers') with the dequantized weight."""
+    q, scale = quantize_fp8(x, "token")
+    ref = dequantize_fp8(q, scale, dtype=torch.float64) @ (weight.double() * weight_scale.double()[:, None]).T
     return ref if bias is None else ref + bias.double()
-
-
-def relative(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).norm() / b.double().norm())
 
 
 def layer_for(n: int, k: int, gen: torch.Generator):
@@ -143,8 +128,8 @@ def check(lib: ctypes.CDLL, gen: torch.Generator) -> list[dict]:
                     row = {"N": n, "K": k, "M": m, "bias": with_bias, "stages": stages,
                            "unwritten": int(out.isnan().sum()),
                            "repeatable": bool(torch.equal(out, again)),
-                           "rel_error_vs_codes_float64": relative(out, ref),
-                           "rel_diff_vs_plugin_apply": relative(out, plugin)}
+                           "rel_error_vs_codes_float64": relative_error(out, ref),
+                           "rel_diff_vs_plugin_apply": relative_error(out, plugin)}
                     row["ok"] = (row["unwritten"] == 0 and row["repeatable"]
                                  and row["rel_diff_vs_plugin_apply"] < 1e-3
                                  and row["rel_error_vs_codes_float64"] < 1e-2)
@@ -212,22 +197,21 @@ def main() -> int:
               "versions": {"torch": torch.__version__, "cuda": torch.version.cuda},
               "command": " ".join(sys.argv)}
     gen = torch.Generator(device="cuda").manual_seed(23)
-    with tempfile.TemporaryDirectory() as tmp:
-        lib = build(Path(tmp))
-        if args.profile:
-            _, layer, _ = layer_for(8192, 8192, gen)
-            x = torch.randn((1, 8192), generator=gen, device="cuda").to(torch.bfloat16)
-            for _ in range(3):
-                fused(lib, x, layer.weight, layer.weight_scale.reshape(-1).float(), None, 8)
-            torch.cuda.synchronize()
-            return 0
-        result["check"] = check(lib, gen)
-        args.out.write_text(json.dumps(result, indent=1))
-        result["all_ok"] = all(row["ok"] for row in result["check"])
-        log(f"correctness: {'all ok' if result['all_ok'] else 'FAILURES'}")
-        if result["all_ok"]:
-            result["timing"] = timing(lib, gen)
-        args.out.write_text(json.dumps(result, indent=1))
+    lib = build()
+    if args.profile:
+        _, layer, _ = layer_for(8192, 8192, gen)
+        x = torch.randn((1, 8192), generator=gen, device="cuda").to(torch.bfloat16)
+        for _ in range(3):
+            fused(lib, x, layer.weight, layer.weight_scale.reshape(-1).float(), None, 8)
+        torch.cuda.synchronize()
+        return 0
+    result["check"] = check(lib, gen)
+    args.out.write_text(json.dumps(result, indent=1))
+    result["all_ok"] = all(row["ok"] for row in result["check"])
+    log(f"correctness: {'all ok' if result['all_ok'] else 'FAILURES'}")
+    if result["all_ok"]:
+        result["timing"] = timing(lib, gen)
+    args.out.write_text(json.dumps(result, indent=1))
     return 0 if result["all_ok"] else 1
 
 
